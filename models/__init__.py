@@ -1,0 +1,27 @@
+"""deformrt models: maskrcnn-benchmark's backbone registry in PyTorch.
+
+Public API: ``get_cfg``, ``build_backbone``, ``load_checkpoint``, ``deform_conv2d``,
+``list_bodies`` and ``DeformRTError``.
+"""
+
+from importlib import import_module
+
+from models.errors import DeformRTError
+from models.ops import deform_conv2d
+from models.version import __version__
+
+_LAZY = {
+    "get_cfg": "models.config",
+    "build_backbone": "models.backbone",
+    "list_bodies": "models.backbone",
+    "load_checkpoint": "models.checkpoint",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")
+
+
+__all__ = ["DeformRTError", "__version__", "deform_conv2d", *_LAZY]
