@@ -1,0 +1,150 @@
+"""What an exported ONNX file says about itself: the ``deformrt.*`` metadata_props schema.
+
+Every model written by ``deformrt export`` carries these string properties (``ModelProto.metadata_props``)
+so other tools (engine builder, comparison, ``deformrt info``) can rebuild the PyTorch model and
+preprocess inputs without guessing:
+
+=========================== ===============================================================
+key                         value
+=========================== ===============================================================
+deformrt.version            deformrt version that wrote the file
+deformrt.body               backbone body name, e.g. ``R-101-FPN``
+deformrt.config             the full config (``cfg.dump()`` YAML)
+deformrt.weights            ``seed:<N>`` for seeded random init, else the checkpoint file name
+deformrt.weights_sha256     SHA-256 of the checkpoint file ("" for random init)
+deformrt.output_names       JSON list, e.g. ``["P2", "P3", "P4", "P5", "P6"]``
+deformrt.output_strides     JSON list of ints
+deformrt.output_channels    JSON list of ints
+deformrt.pixel_mean         JSON list of 3 floats (in ``color_order``)
+deformrt.pixel_std          JSON list of 3 floats
+deformrt.to_bgr255          JSON bool: inputs are 0..255 BGR (maskrcnn-benchmark's TO_BGR255)
+deformrt.color_order        ``BGR`` or ``RGB``
+deformrt.size_divisibility  decimal int: H and W must be multiples of it (0: any size)
+deformrt.dcn_op             ``plugin`` (our custom op) or ``onnx`` (standard DeformConv)
+deformrt.dcn_op_version     ``deformrt.DeformConv2d/1`` or ``ai.onnx.DeformConv/19``
+deformrt.dynamic_axes       JSON: tensor name -> {axis index (string): dimension name}
+deformrt.export_shape       JSON ``[N, 3, H, W]``: the input shape used for export
+=========================== ===============================================================
+
+Only :mod:`json` and ``onnx`` protobufs are used here, so any tool can import this module cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Optional, Union
+
+from models.errors import DeformRTError
+
+PREFIX = "deformrt."
+SEED_PREFIX = "seed:"
+DCN_OP_PLUGIN = "plugin"
+DCN_OP_ONNX = "onnx"
+DCN_OPS = (DCN_OP_PLUGIN, DCN_OP_ONNX)
+
+# Fields stored as JSON text; the rest are plain strings (size_divisibility: decimal int).
+_JSON_FIELDS = frozenset({
+    "output_names", "output_strides", "output_channels", "pixel_mean", "pixel_std", "to_bgr255",
+    "dynamic_axes", "export_shape",
+})
+
+
+@dataclass(frozen=True)
+class ExportMetadata:
+    """The ``deformrt.*`` properties of an exported model (see the module docstring)."""
+
+    version: str
+    body: str
+    config: str
+    weights: str
+    weights_sha256: str
+    output_names: tuple[str, ...]
+    output_strides: tuple[int, ...]
+    output_channels: tuple[int, ...]
+    pixel_mean: tuple[float, ...]
+    pixel_std: tuple[float, ...]
+    to_bgr255: bool
+    color_order: str
+    size_divisibility: int
+    dcn_op: str
+    dcn_op_version: str
+    dynamic_axes: dict[str, dict[str, str]] = field(default_factory=dict)
+    export_shape: tuple[int, ...] = ()
+
+    @property
+    def seed(self) -> Optional[int]:
+        """The random-init seed, or None when the weights came from a checkpoint."""
+        if self.weights.startswith(SEED_PREFIX):
+            return int(self.weights[len(SEED_PREFIX):])
+        return None
+
+    @property
+    def dynamic(self) -> bool:
+        """True when some input or output axis is symbolic."""
+        return any(self.dynamic_axes.values())
+
+    def to_props(self) -> dict[str, str]:
+        """The metadata as ``deformrt.<field>`` -> string, in field order."""
+        props = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _JSON_FIELDS:
+                text = json.dumps(list(value) if isinstance(value, tuple) else value, sort_keys=True)
+            else:
+                text = str(value)
+            props[PREFIX + f.name] = text
+        return props
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict (lists for tuples), for ``--json`` output."""
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> "ExportMetadata":
+        """Parse ``deformrt.*`` properties; DeformRTError names a missing or malformed key."""
+        values = {}
+        for f in fields(cls):
+            key = PREFIX + f.name
+            if key not in props:
+                raise DeformRTError(f"ONNX metadata has no '{key}': the file was not written by deformrt export")
+            text = props[key]
+            try:
+                if f.name in _JSON_FIELDS:
+                    value = json.loads(text)
+                    values[f.name] = tuple(value) if isinstance(value, list) else value
+                elif f.name == "size_divisibility":
+                    values[f.name] = int(text)
+                else:
+                    values[f.name] = text
+            except ValueError as exc:
+                raise DeformRTError(f"ONNX metadata '{key}' is malformed ({exc}): {text[:80]!r}") from None
+        meta = cls(**values)
+        if meta.dcn_op not in DCN_OPS:
+            raise DeformRTError(f"ONNX metadata 'deformrt.dcn_op' is {meta.dcn_op!r}; expected one of {DCN_OPS}")
+        return meta
+
+    @classmethod
+    def from_model(cls, model: Union["onnx.ModelProto", str, Path]) -> "ExportMetadata":  # noqa: F821
+        """Read the metadata from a ModelProto or an .onnx path (weights are not loaded for a path)."""
+        import onnx
+
+        if not isinstance(model, onnx.ModelProto):
+            path = Path(model)
+            if not path.is_file():
+                raise DeformRTError(f"ONNX file not found: {path}")
+            try:
+                model = onnx.load_model(str(path), load_external_data=False)
+            except Exception as exc:  # protobuf raises several types for a non-ONNX file
+                raise DeformRTError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
+        return cls.from_props({p.key: p.value for p in model.metadata_props})
+
+    def apply(self, model: "onnx.ModelProto") -> None:  # noqa: F821
+        """Write these properties into ``model.metadata_props`` (replacing any ``deformrt.*`` ones)."""
+        keep = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith(PREFIX)]
+        del model.metadata_props[:]
+        for key, value in keep + list(self.to_props().items()):
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
