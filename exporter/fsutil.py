@@ -46,6 +46,10 @@ def atomic_path(path: PathLike, force: bool = False) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if str(out.parent) else ".")
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp creates the file 0600; give the artifact the usual permissions for a new file.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         if out.exists() and not force:
