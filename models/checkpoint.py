@@ -1,0 +1,491 @@
+"""Load maskrcnn-benchmark, Detectron (Caffe2) and torchvision checkpoints into a backbone.
+
+:func:`load_checkpoint` reads one file, renames its tensors to the model's state-dict keys
+(``body.stem.conv1.weight``, ``body.layer2.0.conv2.conv.weight``, ``fpn.fpn_inner1.weight`` ...),
+checks every shape, and only then copies the values into the model, so a failed load leaves the
+model untouched. It returns a :class:`LoadReport` that accounts for every model key and every
+file entry; nothing is left at its initial value silently (upstream's loader does that).
+
+Formats, recognised by content (the ``.pkl`` extension only decides for pickles that do not
+start with a protocol marker):
+
+``maskrcnn-benchmark``
+    A ``.pth`` (zip or legacy) or ``.safetensors`` holding ``{"model": state_dict, ...}`` or a
+    bare state dict. A leading ``module.`` (DistributedDataParallel) is dropped, then
+    ``backbone.``. In a whole-detector checkpoint (any ``backbone.`` key) the keys outside the
+    backbone (``rpn.``, ``roi_heads.`` ...) are skipped and counted. Keys then match exactly
+    (no suffix guessing), which is what upstream's own checkpoints need.
+``detectron-c2``
+    A Caffe2 Detectron pickle (``blobs`` if present, else the top level). ``*_momentum`` and the
+    ImageNet classifier (``fc1000_*``, ``pred_*``) are ignored; blobs that belong to no backbone
+    part (RPN, box and mask heads) are skipped. Renames: ``conv1_w`` -> ``body.stem.conv1``;
+    ``res_conv1_bn_*`` / ``conv1_gn_*`` -> ``body.stem.bn1``; ``res{s}_{b}_branch2{a,b,c}`` ->
+    ``body.layer{s-1}.{b}.conv{1,2,3}`` with norms ``_bn_*`` / ``_gn_*`` -> ``bn{1,2,3}``;
+    ``branch1`` -> ``downsample.0`` / ``downsample.1``; ``_s`` -> ``weight``, ``_b`` -> ``bias``;
+    ``fpn_inner_res{s}_{i}_sum[_lateral]`` -> ``fpn.fpn_inner{s-1}``, ``fpn_res{s}_{i}_sum`` ->
+    ``fpn.fpn_layer{s-1}``, ``fpn_6`` / ``fpn_7`` -> ``fpn.top_blocks.p6`` / ``p7``. The block
+    index ``i`` of FPN blobs is read from the blob name and checked against the model's last
+    block of that stage (a warning if they disagree). ``conv2`` of a deformable stage becomes
+    ``conv2.conv``, and GN-FPN convs ``fpn_inner{k}.0``, as the model dictates. C2 files hold
+    no BN running statistics: the model's FrozenBN ``running_mean`` / ``running_var`` are set
+    to 0 / 1, which makes FrozenBN exactly Caffe2's AffineChannel.
+``torchvision``
+    An ImageNet classifier ``.pth`` / ``.safetensors`` (``conv1.weight``, ``bn1.*``,
+    ``layer1.0.downsample.0.weight`` ...): ``conv1`` / ``bn1`` -> ``body.stem.*``, ``layer*`` ->
+    ``body.layer*``; ``fc.*`` and ``num_batches_tracked`` ignored. These weights expect the stride
+    on the 3x3 conv (``STRIDE_IN_1X1=False``); the report warns when the model has it on the 1x1.
+
+Which absent model keys count as missing (the strict rule):
+
+* From an ImageNet-style init file (detectron-c2 or torchvision), the deformable offset convs
+  (``*.conv2.offset.*``) are expected to be absent: upstream trains them from their kaiming
+  init. They are reported as "not in file (trained from init)", and so is the whole ``fpn.``
+  subtree when the file holds no FPN weights at all. Stages of the file the model lacks
+  (``res5`` for a C4 body) are skipped, not unexpected.
+* From a maskrcnn-benchmark checkpoint every model key is required: it is a trained model,
+  offsets included.
+* Everything else absent is *missing*. ``strict=True`` raises :class:`DeformRTError` when
+  anything is missing (naming the first few and the count); ``strict=False`` loads the rest
+  and lists the missing keys in the report.
+
+Unexpected entries (names that map to no model key) never fail the load; they are listed.
+A shape mismatch always fails, naming the key and both shapes.
+
+Checkpoints are untrusted input. ``.pth`` files are read with ``torch.load(weights_only=True)``;
+one that needs any other global is refused with a one-line error naming it. Pickles go through
+:func:`models.safe_pickle.load_pickle`, which admits only containers, numbers, strings and numpy
+arrays; a file that asks to run anything else is refused before it runs.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.errors import DeformRTError
+from models.safe_pickle import load_pickle
+
+MASKRCNN_BENCHMARK = "maskrcnn-benchmark"
+DETECTRON_C2 = "detectron-c2"
+TORCHVISION = "torchvision"
+
+_SHOWN = 5  # how many names a message or report line lists before "(+N more)"
+
+
+def _names(keys: list[str], limit: int = _SHOWN) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{shown} (+{len(keys) - limit} more)" if len(keys) > limit else shown
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_checkpoint` did with every model key and every file entry.
+
+    Model keys: ``loaded`` (copied from the file), ``identity`` (FrozenBN running statistics set
+    to 0 / 1 because C2 files have none), ``from_init`` (not in an ImageNet init file and trained
+    from their initial values, see the module docstring), ``missing`` (absent and required).
+    File entries, by their name in the file: ``unexpected`` (maps to no model key), ``ignored``
+    (deliberately unused: classifier, ``num_batches_tracked``, ``*_momentum``, non-tensor values),
+    ``skipped`` (outside the backbone: detector heads, or a stage this body does not have).
+    """
+
+    path: str
+    kind: str
+    container: str
+    loaded: list[str] = field(default_factory=list)
+    identity: list[str] = field(default_factory=list)
+    from_init: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line: what was loaded from where, and the count of every other category."""
+        total = len(self.loaded) + len(self.identity) + len(self.from_init) + len(self.missing)
+        return (
+            f"loaded {len(self.loaded)}/{total} tensors from {self.path} ({self.kind}, {self.container}): "
+            f"{len(self.missing)} missing, {len(self.from_init)} trained from init, "
+            f"{len(self.identity)} set to identity, {len(self.unexpected)} unexpected, "
+            f"{len(self.ignored)} ignored, {len(self.skipped)} skipped"
+            + (f", {len(self.warnings)} warning(s)" if self.warnings else "")
+        )
+
+    def format(self) -> str:
+        """Several lines for people: the summary, then each non-empty category with a few names."""
+        lines = [self.summary()]
+        rows = (
+            ("missing (left at their initial values)", self.missing),
+            ("not in file (trained from init)", self.from_init),
+            ("left at identity (not in C2 files)", self.identity),
+            ("unexpected (match no model key)", self.unexpected),
+            ("ignored", self.ignored),
+        )
+        lines += [f"  {title}: {len(keys)}: {_names(keys)}" for title, keys in rows if keys]
+        if self.skipped:
+            lines.append(f"  skipped {len(self.skipped)} entries outside this backbone (e.g. {_names(self.skipped, 3)})")
+        lines += [f"  warning: {text}" for text in self.warnings]
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading files
+# --------------------------------------------------------------------------------------------
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = b"\x80"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    if len(head) < 9:
+        return False
+    (header_len,) = struct.unpack("<Q", head[:8])
+    return 8 + header_len <= size and head[8:9] == b"{"
+
+
+def _torch_load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = found.group(1) if found else "something other than tensors and plain data"
+            raise DeformRTError(f"refusing to load {path}: it asks to run {what}") from None
+        raise DeformRTError(f"cannot read {path}: corrupt PyTorch file ({_first_line(exc)})") from None
+    except (RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise DeformRTError(f"cannot read {path}: corrupt or truncated PyTorch file ({_first_line(exc)})") from None
+
+
+def _safetensors_load(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError:
+        raise DeformRTError(f"cannot read {path}: reading .safetensors needs the 'safetensors' package") from None
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DeformRTError(f"cannot read {path}: corrupt safetensors file ({_first_line(exc)})") from None
+
+
+def _read(path: Path) -> tuple[object, str]:
+    """The file's top-level object and its container name ("pth (zip)", "pickle" ...)."""
+    if not path.exists():
+        raise DeformRTError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise DeformRTError(f"checkpoint {path} is a directory, not a file")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+            if not head:
+                raise DeformRTError(f"cannot read {path}: the file is empty")
+            if _looks_like_safetensors(head, size):
+                return _safetensors_load(path), "safetensors"
+            if head.startswith(_ZIP_MAGIC):
+                return _torch_load(path), "pth (zip)"
+            if not (head.startswith(_PICKLE_PROTO) or path.suffix == ".pkl"):
+                raise DeformRTError(
+                    f"cannot load {path}: not a PyTorch (.pth), safetensors or pickle (.pkl) checkpoint"
+                )
+            handle.seek(0)
+            first = load_pickle(path, handle)
+    except OSError as exc:
+        raise DeformRTError(f"cannot read {path}: {exc.strerror or _first_line(exc)}") from None
+    # A legacy (pre-zip) torch.save file starts with a pickled magic number; the rest of it goes
+    # through torch's weights-only reader like any .pth.
+    if isinstance(first, int) and first == torch.serialization.MAGIC_NUMBER:
+        return _torch_load(path), "pth (legacy)"
+    return first, "pickle"
+
+
+# --------------------------------------------------------------------------------------------
+# Naming schemes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Routes:
+    """Where each file entry goes: ``targets`` file key -> model key (which may not exist)."""
+
+    targets: dict[str, str] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _strip(key: str, prefix: str) -> str:
+    return key[len(prefix) :] if key.startswith(prefix) else key
+
+
+def _first_present(model_keys: Mapping[str, object], *candidates: str) -> str:
+    """The first candidate the model has, else the first (reported as unexpected)."""
+    return next((c for c in candidates if c in model_keys), candidates[0])
+
+
+def _conv_key(model_keys: Mapping[str, object], module: str, leaf: str) -> str:
+    """A conv parameter of ``module``, wherever the model keeps it.
+
+    ``X.weight`` plain, ``X.conv.weight`` for a deformable conv2, ``X.0.weight`` for an FPN conv
+    wrapped with GN/ReLU in a Sequential.
+    """
+    return _first_present(model_keys, f"{module}.{leaf}", f"{module}.conv.{leaf}", f"{module}.0.{leaf}")
+
+
+def _has_stage(model_keys: Mapping[str, object], key: str) -> bool:
+    """False when ``key`` lies in a ``body.layerN`` the model does not have at all (C4 bodies)."""
+    stage = re.match(r"body\.layer\d+\.", key)
+    return stage is None or any(k.startswith(stage.group(0)) for k in model_keys)
+
+
+def _route_maskrcnn_benchmark(keys: list[str], model_keys: Mapping[str, object]) -> _Routes:
+    routes = _Routes()
+    names = {key: _strip(key, "module.") for key in keys}
+    detector = any(name.startswith("backbone.") for name in names.values())
+    for key, name in names.items():
+        if name.startswith("backbone."):
+            routes.targets[key] = name[len("backbone.") :]
+        elif detector:
+            routes.skipped.append(key)
+        else:
+            routes.targets[key] = name
+    return routes
+
+
+def _route_torchvision(keys: list[str], model_keys: Mapping[str, object]) -> _Routes:
+    routes = _Routes()
+    for key in keys:
+        name = _strip(key, "module.")
+        if name.startswith("fc.") or name.endswith(".num_batches_tracked"):
+            routes.ignored.append(key)
+            continue
+        module, _, leaf = name.rpartition(".")
+        if module in ("conv1", "bn1"):
+            target = f"body.stem.{name}"
+        elif module.startswith("layer") and module.endswith(".conv2"):
+            target = _conv_key(model_keys, f"body.{module}", leaf)
+        else:
+            target = f"body.{name}"
+        if _has_stage(model_keys, target):
+            routes.targets[key] = target
+        else:
+            routes.skipped.append(key)
+    return routes
+
+
+_C2_BLOB = re.compile(r"(?P<module>.+?)_(?P<leaf>w|b|bn_s|bn_b|gn_s|gn_b)")
+_C2_BLOCK = re.compile(r"res(?P<stage>[2-5])_(?P<block>\d+)_branch(?P<branch>1|2a|2b|2c)")
+_C2_FPN = re.compile(r"fpn_(?P<inner>inner_)?res(?P<stage>[2-5])_(?P<block>\d+)_sum(?:_lateral)?")
+_C2_FPN_EXTRA = re.compile(r"fpn_(?P<level>[67])")
+_C2_CLASSIFIER = ("fc1000", "pred")
+
+
+def _last_blocks(model_keys: Mapping[str, object]) -> dict[int, int]:
+    """``{layer index: index of its last block}`` as the model has them."""
+    last: dict[int, int] = {}
+    for key in model_keys:
+        found = re.match(r"body\.layer(\d+)\.(\d+)\.", key)
+        if found:
+            layer, block = int(found.group(1)), int(found.group(2))
+            last[layer] = max(block, last.get(layer, 0))
+    return last
+
+
+def _c2_modules(module: str, last_blocks: dict[int, int], warnings: list[str]) -> tuple[str, str] | None:
+    """(conv module, norm module) of a C2 blob prefix, or None if it is not a backbone blob."""
+    if module in ("conv1", "res_conv1"):
+        return "body.stem.conv1", "body.stem.bn1"
+    block = _C2_BLOCK.fullmatch(module)
+    if block:
+        base = f"body.layer{int(block['stage']) - 1}.{int(block['block'])}"
+        if block["branch"] == "1":
+            return f"{base}.downsample.0", f"{base}.downsample.1"
+        index = "abc".index(block["branch"][1]) + 1
+        return f"{base}.conv{index}", f"{base}.bn{index}"
+    fpn = _C2_FPN.fullmatch(module)
+    if fpn:
+        layer, index = int(fpn["stage"]) - 1, int(fpn["block"])
+        if layer in last_blocks and last_blocks[layer] != index:
+            warnings.append(
+                f"FPN blob {module} follows block {index} of res{layer + 1}, but the model's res{layer + 1} "
+                f"ends at block {last_blocks[layer]} (a checkpoint for another depth?)"
+            )
+        name = f"fpn.fpn_{'inner' if fpn['inner'] else 'layer'}{layer}"
+        return name, f"{name}.1"
+    extra = _C2_FPN_EXTRA.fullmatch(module)
+    if extra:
+        name = f"fpn.top_blocks.p{extra['level']}"
+        return name, name
+    return None
+
+
+def _route_detectron_c2(keys: list[str], model_keys: Mapping[str, object]) -> _Routes:
+    routes = _Routes()
+    last_blocks = _last_blocks(model_keys)
+    for key in keys:
+        blob = _C2_BLOB.fullmatch(key)
+        if key.endswith("_momentum") or (blob and blob["module"] in _C2_CLASSIFIER):
+            routes.ignored.append(key)
+            continue
+        modules = _c2_modules(blob["module"], last_blocks, routes.warnings) if blob else None
+        if modules is None:
+            routes.skipped.append(key)
+            continue
+        conv, norm = modules
+        leaf = blob["leaf"]
+        if leaf == "w":
+            target = _conv_key(model_keys, conv, "weight")
+        elif leaf == "b":
+            target = _conv_key(model_keys, conv, "bias")
+        else:
+            target = f"{norm}.{'weight' if leaf.endswith('_s') else 'bias'}"
+        if _has_stage(model_keys, target):
+            routes.targets[key] = target
+        else:
+            routes.skipped.append(key)
+    routes.warnings = list(dict.fromkeys(routes.warnings))  # one per FPN module, not per blob
+    return routes
+
+
+_ROUTERS = {
+    MASKRCNN_BENCHMARK: _route_maskrcnn_benchmark,
+    DETECTRON_C2: _route_detectron_c2,
+    TORCHVISION: _route_torchvision,
+}
+
+
+def _state_and_kind(obj: object, path: Path, container: str) -> tuple[Mapping, str]:
+    if not isinstance(obj, Mapping):
+        raise DeformRTError(f"cannot load {path}: it holds a {type(obj).__name__}, not a dict of weights")
+    if container == "pickle":
+        if "__author__" in obj and "model" in obj:
+            raise DeformRTError(f"cannot load {path}: detectron2 checkpoints are not supported (its names differ)")
+        state = obj.get("blobs", obj)
+        kind = DETECTRON_C2
+    else:
+        state = obj["model"] if isinstance(obj.get("model"), Mapping) else obj
+        names = {_strip(str(k), "module.") for k in state}
+        is_torchvision = "conv1.weight" in names and any(n.startswith("layer1.") for n in names)
+        kind = TORCHVISION if is_torchvision else MASKRCNN_BENCHMARK
+    if not isinstance(state, Mapping):
+        raise DeformRTError(f"cannot load {path}: its 'blobs' entry is a {type(state).__name__}, not a dict")
+    return state, kind
+
+
+def _as_tensor(value: object) -> torch.Tensor | None:
+    """A tensor for numeric tensors / numpy arrays / numpy scalars; None for anything else."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)) and value.dtype.kind in "biuf":
+        return torch.from_numpy(np.array(value, dtype=value.dtype.newbyteorder("=")))
+    return None
+
+
+def _stride_in_1x1(model: nn.Module, cfg: object | None) -> bool | None:
+    """Whether the model's bottlenecks stride on the 1x1 conv: from ``cfg`` if given, else the model."""
+    if cfg is not None:
+        return bool(cfg.MODEL.RESNETS.STRIDE_IN_1X1)
+    try:
+        conv1 = model.get_submodule("body.layer2.0.conv1")
+    except AttributeError:
+        return None
+    return tuple(getattr(conv1, "stride", (1, 1))) != (1, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True, *, cfg: object | None = None) -> LoadReport:
+    """Load the backbone weights in ``path`` into ``model`` and account for every tensor.
+
+    ``model`` is a backbone from :func:`models.build_backbone` (or any module with upstream's
+    backbone keys). ``cfg`` (optional) is the config it was built from; it is used to warn when
+    torchvision weights meet ``STRIDE_IN_1X1=True``. See the module docstring for the formats,
+    renames and the strict rule. Raises :class:`DeformRTError` (one line) for a missing,
+    unreadable, corrupt or unsafe file, a shape mismatch, two entries for one key, or (strict)
+    missing keys; the model is modified only when the load succeeds.
+    """
+    path = Path(path)
+    obj, container = _read(path)
+    state, kind = _state_and_kind(obj, path, container)
+    model_state = model.state_dict()
+    report = LoadReport(path=str(path), kind=kind, container=container)
+
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        tensor = _as_tensor(value)
+        if tensor is None:
+            report.ignored.append(str(key))
+        else:
+            tensors[str(key)] = tensor
+    if not tensors:
+        raise DeformRTError(f"cannot load {path}: it holds no tensors")
+
+    routes = _ROUTERS[kind](list(tensors), model_state)
+    report.ignored += routes.ignored
+    report.skipped = routes.skipped
+    report.warnings = routes.warnings
+
+    sources: dict[str, str] = {}  # model key -> file key
+    mismatches: list[str] = []
+    for key, target in routes.targets.items():
+        if target not in model_state:
+            report.unexpected.append(key)
+            continue
+        if target in sources:
+            raise DeformRTError(f"cannot load {path}: both {sources[target]!r} and {key!r} map to {target}")
+        sources[target] = key
+        have, want = tuple(tensors[key].shape), tuple(model_state[target].shape)
+        if have != want:
+            via = "" if key == target else f" (from {key!r})"
+            mismatches.append(f"{target}{via}: the checkpoint has {list(have)}, the model expects {list(want)}")
+    if mismatches:
+        more = f" (and {len(mismatches) - 1} more)" if len(mismatches) > 1 else ""
+        raise DeformRTError(f"cannot load {path}: shape mismatch for {mismatches[0]}{more}")
+
+    init_file = kind in (DETECTRON_C2, TORCHVISION)
+    file_has_fpn = any(target.startswith("fpn.") for target in sources)
+    for name in model_state:
+        if name in sources:
+            report.loaded.append(name)
+        elif kind == DETECTRON_C2 and name.endswith((".running_mean", ".running_var")):
+            report.identity.append(name)
+        elif init_file and (".offset." in name or (name.startswith("fpn.") and not file_has_fpn)):
+            report.from_init.append(name)
+        else:
+            report.missing.append(name)
+
+    if kind == TORCHVISION and _stride_in_1x1(model, cfg):
+        report.warnings.append(
+            "torchvision weights put the stride on the 3x3 conv, but this model strides in the 1x1 conv: "
+            "build it with MODEL.RESNETS.STRIDE_IN_1X1 False"
+        )
+    if strict and report.missing:
+        raise DeformRTError(
+            f"cannot load {path} strictly: {len(report.missing)} model tensor(s) are not in it: "
+            f"{_names(report.missing)} (strict=False loads the rest and lists these)"
+        )
+
+    with torch.no_grad():
+        for target, key in sources.items():
+            model_state[target].copy_(tensors[key])
+        for name in report.identity:
+            model_state[name].fill_(0.0 if name.endswith(".running_mean") else 1.0)
+    return report
