@@ -1,0 +1,103 @@
+// CPU build of the deformable-convolution forward pass: the same tile phases the CUDA kernel runs
+// (deformConvMath.h), executed block by block with every thread of a phase finishing before the next
+// phase starts, exactly as __syncthreads() orders them on the GPU. It exists to check the GPU code's
+// math and tiling on machines without a GPU; it is not meant to be fast.
+#include "deformConvMath.h"
+
+#include <algorithm>
+#include <vector>
+
+namespace deformrt
+{
+namespace
+{
+
+template <typename T>
+void forwardHost(DcnGeometry const& g, DcnTensors<T> const& t)
+{
+    DcnTileGrid const tiles = tileGrid(g);
+    DcnTileShared shared{};
+    std::vector<DcnTileAcc> acc(kTileThreads);
+    for (int32_t grp = 0; grp < tiles.groups; ++grp)
+    {
+        for (int32_t mt = 0; mt < tiles.mTiles; ++mt)
+        {
+            for (int64_t ct = 0; ct < tiles.colTiles; ++ct)
+            {
+                DcnTileCoord const tc{grp, mt * kTileM, ct * kTileN};
+                std::fill(acc.begin(), acc.end(), DcnTileAcc{});
+                for (int32_t k0 = 0; k0 < g.kDim; k0 += kTileK)
+                {
+                    for (int32_t tid = 0; tid < kTileThreads; ++tid)
+                    {
+                        loadTiles(g, t, tc, k0, tid, shared);
+                    }
+                    for (int32_t tid = 0; tid < kTileThreads; ++tid)
+                    {
+                        multiplyTiles(shared, tid, acc[tid]);
+                    }
+                }
+                for (int32_t tid = 0; tid < kTileThreads; ++tid)
+                {
+                    storeTile(g, t, tc, tid, acc[tid]);
+                }
+            }
+        }
+    }
+}
+
+template <typename T>
+void run(DcnGeometry const& g, void const* x, void const* weight, void const* offset, void const* bias,
+    void const* mask, void* y)
+{
+    DcnTensors<T> const t{static_cast<T const*>(x), static_cast<T const*>(weight), static_cast<T const*>(offset),
+        g.hasBias ? static_cast<T const*>(bias) : nullptr, g.modulated ? static_cast<T const*>(mask) : nullptr,
+        static_cast<T*>(y)};
+    forwardHost(g, t);
+}
+
+} // namespace
+} // namespace deformrt
+
+extern "C"
+{
+
+//! Why ``desc`` is not a valid problem (one sentence), or NULL when it is valid.
+char const* deformrt_dcn_validate(DeformrtConvDesc const* desc)
+{
+    return desc == nullptr ? "no problem description" : deformrt::describeInvalid(*desc);
+}
+
+//! CPU forward pass with the GPU kernel's math and tiling; host pointers, layout as in
+//! deformConvDesc.h; float16 tensors hold IEEE binary16 bits. Returns 0 on success, 1 for an invalid
+//! desc, dtype or missing pointer (nothing is written then).
+int32_t deformrt_dcn_forward_host(DeformrtConvDesc const* desc, int32_t dtype, void const* x, void const* weight,
+    void const* offset, void const* bias, void const* mask, void* y)
+{
+    if (deformrt_dcn_validate(desc) != nullptr || x == nullptr || weight == nullptr || offset == nullptr
+        || y == nullptr || (desc->hasBias && bias == nullptr) || (desc->modulated && mask == nullptr))
+    {
+        return 1;
+    }
+    deformrt::DcnGeometry const g = deformrt::makeGeometry(*desc);
+    switch (dtype)
+    {
+    case DEFORMRT_FLOAT32: deformrt::run<float>(g, x, weight, offset, bias, mask, y); return 0;
+    case DEFORMRT_FLOAT16: deformrt::run<deformrt::HostHalf>(g, x, weight, offset, bias, mask, y); return 0;
+    default: return 1;
+    }
+}
+
+//! The host build's float -> binary16 conversion (round to nearest even), for tests.
+uint16_t deformrt_float_to_half(float value)
+{
+    return deformrt::floatToHalfBits(value);
+}
+
+//! The host build's binary16 -> float conversion, for tests.
+float deformrt_half_to_float(uint16_t bits)
+{
+    return deformrt::halfBitsToFloat(bits);
+}
+
+} // extern "C"
