@@ -1,0 +1,106 @@
+"""deformrt's own CUDA kernels as the ``"deformrt"`` backend of :func:`models.ops.deform_conv2d`.
+
+The kernels live in ``libdeformrt_kernels.so`` (built from ``plugins/``, found by
+:func:`exporter.plugin_lib.find_kernel_library`) and are called through ctypes with the tensors'
+device pointers on PyTorch's current stream. Importing this module never fails: without the library
+or without CUDA the backend registers as unavailable, and ``select_backend`` moves on.
+
+float32 and float16 run on the kernels (fp16 storage, fp32 math); other dtypes (float64, bfloat16)
+fall back to the portable implementation.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from models.errors import DeformRTError
+from models.ops.deform_conv import _deform_conv2d_sampled, register_cuda_backend
+
+# Mirrors DeformrtConvDesc in plugins/include/deformrt/deformConvDesc.h (every field int64_t).
+DESC_FIELDS = ("batch", "inChannels", "inHeight", "inWidth", "outChannels", "kernelH", "kernelW",
+               "outHeight", "outWidth", "strideH", "strideW", "padTop", "padLeft", "dilationH", "dilationW",
+               "group", "offsetGroup", "modulated", "hasBias")
+DTYPES = {torch.float32: 0, torch.float16: 1}  # DeformrtDType
+
+
+class ConvDesc(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int64) for name in DESC_FIELDS]
+
+
+def make_desc(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Optional[Tensor],
+              stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]) -> ConvDesc:
+    """The kernels' problem description for already shape-checked torchvision-style arguments."""
+    n, c, h, w = input.shape
+    c_out, c_per_group, kh, kw = weight.shape
+    ho, wo = offset.shape[2], offset.shape[3]
+    return ConvDesc(n, c, h, w, c_out, kh, kw, ho, wo, stride[0], stride[1], padding[0], padding[1],
+                    dilation[0], dilation[1], c // c_per_group, offset.shape[1] // (2 * kh * kw),
+                    int(mask is not None), int(bias is not None))
+
+
+@functools.lru_cache(maxsize=1)
+def _library() -> Optional[ctypes.CDLL]:
+    """The loaded kernel library, or None when it is not built (cached; ``_library.cache_clear()`` retries)."""
+    from exporter.plugin_lib import find_kernel_library
+
+    try:
+        lib = ctypes.CDLL(str(find_kernel_library()))
+    except (DeformRTError, OSError):
+        return None
+    lib.deformrt_dcn_validate.argtypes = [ctypes.POINTER(ConvDesc)]
+    lib.deformrt_dcn_validate.restype = ctypes.c_char_p
+    lib.deformrt_dcn_workspace_size.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32]
+    lib.deformrt_dcn_workspace_size.restype = ctypes.c_uint64
+    lib.deformrt_dcn_forward.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32] + [ctypes.c_void_p] * 7 + [
+        ctypes.c_uint64, ctypes.c_void_p]
+    lib.deformrt_dcn_forward.restype = ctypes.c_int
+    return lib
+
+
+def is_available() -> bool:
+    """True when CUDA is usable and the kernel library is built."""
+    return torch.cuda.is_available() and _library() is not None
+
+
+def deform_conv2d_cuda(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Optional[Tensor],
+                       stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]) -> Tensor:
+    """Run the op on deformrt's kernels (arguments as torchvision's, pairs expanded, shapes checked)."""
+    if input.dtype not in DTYPES:
+        return _deform_conv2d_sampled(input, offset, weight, bias, mask, stride, padding, dilation)
+    lib = _library()
+    if lib is None:
+        raise DeformRTError("deformrt CUDA kernel library is not available; build it with `deformrt build-plugin`")
+    dtype = input.dtype
+
+    def dense(t: Optional[Tensor]) -> Optional[Tensor]:
+        return None if t is None else t.to(device=input.device, dtype=dtype).contiguous()
+
+    x, off, wt, b, m = dense(input), dense(offset), dense(weight), dense(bias), dense(mask)
+    desc = make_desc(x, off, wt, b, m, stride, padding, dilation)
+    problem = lib.deformrt_dcn_validate(ctypes.byref(desc))
+    if problem is not None:
+        raise DeformRTError(f"deform_conv2d: {problem.decode()}")
+    y = torch.empty((desc.batch, desc.outChannels, desc.outHeight, desc.outWidth), dtype=dtype, device=input.device)
+    if y.numel() == 0:
+        return y
+    with torch.cuda.device(input.device):
+        ws_bytes = lib.deformrt_dcn_workspace_size(ctypes.byref(desc), DTYPES[dtype])
+        workspace = torch.empty(ws_bytes, dtype=torch.uint8, device=input.device) if ws_bytes else None
+        stream = torch.cuda.current_stream(input.device).cuda_stream
+
+        def ptr(t: Optional[Tensor]) -> Optional[int]:
+            return None if t is None else t.data_ptr()
+
+        status = lib.deformrt_dcn_forward(ctypes.byref(desc), DTYPES[dtype], ptr(x), ptr(wt), ptr(off), ptr(b),
+                                          ptr(m), ptr(y), ptr(workspace), ws_bytes, stream)
+    if status != 0:
+        raise RuntimeError(f"deformrt DCN kernel launch failed with cudaError {status}")
+    return y
+
+
+register_cuda_backend("deformrt", is_available, deform_conv2d_cuda)
