@@ -105,6 +105,20 @@ def test_r50_like_channels_span_several_tiles(host):
     assert _rel_err(y, ref) <= 1e-5
 
 
+@pytest.mark.parametrize("n,h,w,c_out", [(1, 1, 1, 1), (1, 7, 9, 63), (1, 8, 8, 64), (1, 5, 13, 65), (5, 1, 13, 129)])
+def test_tile_edges(host, n, h, w, c_out):
+    # Columns (n*h*w) and output channels just below, at and above the 64-wide tiles; K = 45, not a
+    # multiple of the 16-deep K slices. The output starts as NaN, so a missed element fails.
+    g = torch.Generator().manual_seed(n * h * w + c_out)
+    x = torch.randn(n, 5, h, w, generator=g)
+    weight = torch.randn(c_out, 5, 3, 3, generator=g)
+    offset = torch.randn(n, 18, h, w, generator=g)
+    bias = torch.randn(c_out, generator=g)
+    y = run_host(host, x, offset, weight, bias, None, (1, 1), (1, 1), (1, 1))
+    ref = deform_conv2d_reference(x, offset, weight, bias, (1, 1), (1, 1), (1, 1), None)
+    assert _rel_err(y, ref) <= 1e-5
+
+
 def test_integer_offsets_and_exact_borders(host):
     # Samples exactly on pixels, on the -1 / H borders and just inside them.
     g = torch.Generator().manual_seed(3)
