@@ -21,5 +21,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Builds plugins/build/libdeformrt_plugin.so and libdeformrt_kernels.so (needs nvcc, CMake and
+# TensorRT headers: TENSORRT_ROOT=... or TENSORRT_INCLUDE_DIR=... in the environment).
+plugin: $(STAMP)
+	$(VENV)/bin/deformrt build-plugin $(if $(TENSORRT_ROOT),--tensorrt-root $(TENSORRT_ROOT)) $(if $(TENSORRT_INCLUDE_DIR),--tensorrt-include-dir $(TENSORRT_INCLUDE_DIR))
+
 clean:
 	rm -rf $(VENV) plugins/build

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from models.errors import DeformRTError
-from models.ops.deform_conv import _deform_conv2d_sampled, register_cuda_backend
+from models.ops.deform_conv import deform_conv2d_portable, register_cuda_backend
 
 # Mirrors DeformrtConvDesc in plugins/include/deformrt/deformConvDesc.h (every field int64_t).
 DESC_FIELDS = ("batch", "inChannels", "inHeight", "inWidth", "outChannels", "kernelH", "kernelW",
@@ -71,7 +71,7 @@ def deform_conv2d_cuda(input: Tensor, offset: Tensor, weight: Tensor, bias: Opti
                        stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]) -> Tensor:
     """Run the op on deformrt's kernels (arguments as torchvision's, pairs expanded, shapes checked)."""
     if input.dtype not in DTYPES:
-        return _deform_conv2d_sampled(input, offset, weight, bias, mask, stride, padding, dilation)
+        return deform_conv2d_portable(input, offset, weight, bias, mask, stride, padding, dilation)
     lib = _library()
     if lib is None:
         raise DeformRTError("deformrt CUDA kernel library is not available; build it with `deformrt build-plugin`")

@@ -10,7 +10,7 @@
 It is registered as ``torch.ops.deformrt.deform_conv2d`` with a fake (meta) implementation, so
 ``torch.export`` and the ONNX exporter trace it as one node.
 
-Backends. On CPU the op runs ``_deform_conv2d_sampled``: one vectorised bilinear sampling pass
+Backends. On CPU the op runs ``deform_conv2d_portable``: one vectorised bilinear sampling pass
 (``grid_sample``) per chunk of output rows and one matmul per convolution group, with the column
 buffer bounded by ``CHUNK_ELEMENTS``. On CUDA it uses, in order of preference, a registered CUDA
 backend (deformrt's own kernels register as ``"deformrt"``; torchvision's as ``"torchvision"``
@@ -80,7 +80,7 @@ def check_shapes(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[T
     return groups, dg, ho, wo
 
 
-def _deform_conv2d_sampled(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor],
+def deform_conv2d_portable(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor],
                            mask: Optional[Tensor], stride: _Pair, padding: _Pair, dilation: _Pair) -> Tensor:
     """The portable implementation: bilinear sampling by grid_sample, then a matmul per group."""
     groups, dg, ho, wo = check_shapes(input, offset, weight, bias, mask, stride, padding, dilation)
@@ -215,7 +215,7 @@ def _deform_conv2d_op(input: Tensor, offset: Tensor, weight: Tensor, bias: Optio
     s, p, d = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     backend = select_backend(input.device)
     if backend == "reference":
-        return _deform_conv2d_sampled(input, offset, weight, bias, mask, s, p, d)
+        return deform_conv2d_portable(input, offset, weight, bias, mask, s, p, d)
     check_shapes(input, offset, weight, bias, mask, s, p, d)
     return _CUDA_BACKENDS[backend][1](input, offset, weight, bias, mask, s, p, d)
 
