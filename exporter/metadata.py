@@ -24,6 +24,9 @@ deformrt.dcn_op             ``plugin`` (our custom op) or ``onnx`` (standard Def
 deformrt.dcn_op_version     ``deformrt.DeformConv2d/1`` or ``ai.onnx.DeformConv/19``
 deformrt.dynamic_axes       JSON: tensor name -> {axis index (string): dimension name}
 deformrt.export_shape       JSON ``[N, 3, H, W]``: the input shape used for export
+deformrt.init_seed          decimal int: the ``torch.manual_seed`` before building; with a
+                            checkpoint it still decides tensors the file lacks (offset convs
+                            trained from init in ImageNet init files)
 =========================== ===============================================================
 
 Only :mod:`json` and ``onnx`` protobufs are used here, so any tool can import this module cheaply.
@@ -44,7 +47,7 @@ DCN_OP_PLUGIN = "plugin"
 DCN_OP_ONNX = "onnx"
 DCN_OPS = (DCN_OP_PLUGIN, DCN_OP_ONNX)
 
-# Fields stored as JSON text; the rest are plain strings (size_divisibility: decimal int).
+# Fields stored as JSON text; the rest are plain strings (size_divisibility, init_seed: decimal ints).
 _JSON_FIELDS = frozenset({
     "output_names", "output_strides", "output_channels", "pixel_mean", "pixel_std", "to_bgr255",
     "dynamic_axes", "export_shape",
@@ -72,6 +75,7 @@ class ExportMetadata:
     dcn_op_version: str
     dynamic_axes: dict[str, dict[str, str]] = field(default_factory=dict)
     export_shape: tuple[int, ...] = ()
+    init_seed: int = 0
 
     @property
     def seed(self) -> Optional[int]:
@@ -115,7 +119,7 @@ class ExportMetadata:
                 if f.name in _JSON_FIELDS:
                     value = json.loads(text)
                     values[f.name] = tuple(value) if isinstance(value, list) else value
-                elif f.name == "size_divisibility":
+                elif f.name in ("size_divisibility", "init_seed"):
                     values[f.name] = int(text)
                 else:
                     values[f.name] = text
