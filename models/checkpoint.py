@@ -132,7 +132,8 @@ class LoadReport:
         )
         lines += [f"  {title}: {len(keys)}: {_names(keys)}" for title, keys in rows if keys]
         if self.skipped:
-            lines.append(f"  skipped {len(self.skipped)} entries outside this backbone (e.g. {_names(self.skipped, 3)})")
+            examples = _names(self.skipped, 3)
+            lines.append(f"  skipped {len(self.skipped)} entries outside this backbone (e.g. {examples})")
         lines += [f"  warning: {text}" for text in self.warnings]
         return "\n".join(lines)
 
@@ -412,7 +413,8 @@ def _stride_in_1x1(model: nn.Module, cfg: object | None) -> bool | None:
 # --------------------------------------------------------------------------------------------
 
 
-def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True, *, cfg: object | None = None) -> LoadReport:
+def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True, *,
+                    cfg: object | None = None) -> LoadReport:
     """Load the backbone weights in ``path`` into ``model`` and account for every tensor.
 
     ``model`` is a backbone from :func:`models.build_backbone` (or any module with upstream's

@@ -14,6 +14,7 @@ Persistent ids (``persistent_load``) are refused by the base class. Strings writ
 from __future__ import annotations
 
 import _codecs
+import _compat_pickle
 import importlib
 import pickle
 from collections import OrderedDict
@@ -53,7 +54,6 @@ def _build_allowlist() -> dict[tuple[str, str], object]:
         allowed[(f"{package}.numeric", "_frombuffer")] = frombuffer
     for name, value in (("set", set), ("frozenset", frozenset), ("complex", complex)):
         allowed[("builtins", name)] = value
-        allowed[("__builtin__", name)] = value  # the Python 2 spelling
     return allowed
 
 
@@ -66,6 +66,9 @@ class _DataOnlyUnpickler(pickle.Unpickler):
         self._source = source
 
     def find_class(self, module: str, name: str):
+        # Protocols 0-2 may spell names the Python 2 way (__builtin__, copy_reg ...).
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
@@ -87,8 +90,9 @@ def load_pickle(path: str | Path, file: BinaryIO | None = None) -> object:
         return _DataOnlyUnpickler(file, str(path)).load()
     except DeformRTError:
         raise
-    except EOFError:
-        raise DeformRTError(f"cannot read {path}: the pickle ends early (truncated file?)") from None
-    except (pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError, AttributeError, UnicodeError) as exc:
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            UnicodeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, EOFError) or "truncated" in reason:
+            raise DeformRTError(f"cannot read {path}: the pickle ends early (truncated file?)") from None
         raise DeformRTError(f"cannot read {path}: not a valid pickle ({reason})") from None

@@ -43,17 +43,15 @@ def randomize_(model: nn.Module, seed: int, *, identity_stats: bool = False) -> 
         for name, tensor in model.state_dict().items():
             leaf = name.rsplit(".", 1)[-1]
             if leaf == "running_mean":
-                values = torch.zeros(tensor.shape) if identity_stats else torch.randn(tensor.shape, generator=gen) * 0.1
+                tensor.zero_() if identity_stats else tensor.normal_(0.0, 0.1, generator=gen)
             elif leaf == "running_var":
-                values = torch.ones(tensor.shape) if identity_stats else torch.rand(tensor.shape, generator=gen) * 1.5 + 0.5
+                tensor.fill_(1.0) if identity_stats else tensor.uniform_(0.5, 2.0, generator=gen)
             elif tensor.dim() > 1:
-                fan_in = tensor[0].numel()
-                values = torch.randn(tensor.shape, generator=gen) / fan_in**0.5
+                tensor.normal_(0.0, tensor[0].numel() ** -0.5, generator=gen)
             elif leaf == "weight":
-                values = torch.rand(tensor.shape, generator=gen) + 0.5
+                tensor.uniform_(0.5, 1.5, generator=gen)
             else:
-                values = torch.randn(tensor.shape, generator=gen) * 0.1
-            tensor.copy_(values)
+                tensor.normal_(0.0, 0.1, generator=gen)
     return model
 
 
@@ -106,8 +104,8 @@ def to_c2_blobs(state: dict[str, torch.Tensor], last_blocks: tuple[int, ...], *,
         name = c2_blob_name(key, last_blocks, gn=gn, top_level=top_level)
         if name is not None:
             blobs[name] = tensor.detach().numpy().astype(np.float32)
-            if momentum:
-                blobs[name + "_momentum"] = np.zeros_like(blobs[name])
+            if momentum:  # real momentum blobs have the weight's shape; the loader ignores them by name
+                blobs[name + "_momentum"] = np.zeros(1, np.float32)
     rng = np.random.default_rng(0)
     if classifier:
         head = "pred" if gn else "fc1000"
@@ -151,7 +149,7 @@ def to_detector(state: dict[str, torch.Tensor], prefix: str = "module.") -> dict
     return out
 
 
-def write_pickle(path: Path, obj: object, protocol: int = 2) -> Path:
+def write_pickle(path: Path, obj: object, protocol: int = 4) -> Path:
     with open(path, "wb") as handle:
         pickle.dump(obj, handle, protocol=protocol)
     return path
@@ -185,7 +183,8 @@ def py2_numpy_pickle(blobs: dict[str, np.ndarray]) -> bytes:
         out += b"(" + small_int(1)  # MARK, version 1
         out += b"(" + b"".join(small_int(d) for d in array.shape) + b"t"  # shape tuple
         out += b"cnumpy\ndtype\n" + py2_str(b"f4") + small_int(0) + small_int(1) + b"\x87R"  # dtype('f4', 0, 1)
-        out += b"(" + small_int(3) + py2_str(b"<") + b"NNN" + b"J\xff\xff\xff\xffJ\xff\xff\xff\xff" + small_int(0) + b"tb"
+        minus_one = b"J\xff\xff\xff\xff"  # BININT -1
+        out += b"(" + small_int(3) + py2_str(b"<") + b"NNN" + minus_one * 2 + small_int(0) + b"tb"  # dtype state
         out += b"\x89" + py2_str(array.tobytes()) + b"tb"  # False (C order), raw data, TUPLE, BUILD
     out += b"us."  # SETITEMS, SETITEM (blobs into top level), STOP
     return bytes(out)
