@@ -1,0 +1,350 @@
+"""``deformrt compare``: the same inputs through PyTorch, ONNX Runtime and TensorRT, output by output.
+
+The first backend is the reference; every other backend is compared with it on every output.
+Inputs are fresh random images (uniform pixel values, a new seed each run unless one is given,
+reported so a run can be repeated) or real images, preprocessed as the exported model expects:
+channel order and 0..255 / 0..1 scaling from ``deformrt.to_bgr255`` and ``deformrt.color_order``,
+then ``(x - pixel_mean) / pixel_std``, then zero padding (after normalisation, as
+maskrcnn-benchmark's ``to_image_list``) on the bottom and right to a multiple of the size
+divisibility. ``.npy`` files hold ``HxWx3`` RGB arrays with values 0..255; PNG and JPEG are read
+with Pillow when it is installed.
+
+Runs go through Polygraphy's ``Comparator``. Per output the report gives the largest absolute
+difference, the largest relative difference *to the reference's peak magnitude* (``max abs / max
+|reference|``, which stays meaningful where outputs cross zero, unlike an element-wise ratio), the
+mean absolute difference, and pass/fail: ``max abs <= tolerance * max |reference|`` with the
+tolerance of the less precise backend of the pair (:data:`TOLERANCES`) unless one is given.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from exporter.progress import Progress
+from models.errors import DeformRTError
+
+BACKENDS = ("torch", "ort", "trt")
+TOLERANCES = {"fp32": 1e-3, "tf32": 1e-2, "fp16": 1e-2}
+_PRECISION_RANK = {"fp32": 0, "tf32": 1, "fp16": 2}
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+
+
+def load_image(path: Path) -> np.ndarray:
+    """An ``HxWx3`` float64 RGB array with values 0..255 from ``.npy``, PNG or JPEG."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeformRTError(f"image not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise DeformRTError(f"{path} is not a readable .npy array ({exc})") from None
+    elif suffix in _IMAGE_SUFFIXES:
+        try:
+            from PIL import Image
+        except ImportError:
+            raise DeformRTError(f"reading {suffix} images needs Pillow (pip install pillow); or pass HxWx3 .npy "
+                                f"arrays") from None
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
+    else:
+        raise DeformRTError(f"{path}: images must be .npy, .png, .jpg or .jpeg")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3 or not np.issubdtype(array.dtype, np.number):
+        raise DeformRTError(f"{path}: expected an HxWx3 RGB image, got an array of shape {array.shape} "
+                            f"({array.dtype})")
+    return array.astype(np.float64)
+
+
+def preprocess(images: Sequence[np.ndarray], meta) -> np.ndarray:
+    """A float32 NCHW batch from ``HxWx3`` RGB 0..255 images, as the model expects (module docstring)."""
+    color_order = (meta.color_order or ("BGR" if meta.to_bgr255 else "RGB")).upper()
+    mean = np.asarray(meta.pixel_mean, dtype=np.float64)
+    std = np.asarray(meta.pixel_std, dtype=np.float64)
+    div = meta.size_divisibility
+    height = max(img.shape[0] for img in images)
+    width = max(img.shape[1] for img in images)
+    if div > 0:
+        height, width = -(-height // div) * div, -(-width // div) * div
+    batch = np.zeros((len(images), 3, height, width), dtype=np.float32)
+    for i, img in enumerate(images):
+        x = img[:, :, ::-1] if color_order == "BGR" else img
+        if not meta.to_bgr255:
+            x = x / 255.0
+        x = (x - mean) / std
+        batch[i, :, :img.shape[0], :img.shape[1]] = x.transpose(2, 0, 1)
+    return batch
+
+
+def random_images(batch: int, height: int, width: int, seed: int) -> list[np.ndarray]:
+    """``batch`` images of uniform random pixel values 0..255."""
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(0.0, 255.0, size=(height, width, 3)) for _ in range(batch)]
+
+
+def check_hw(height: int, width: int, size_divisibility: int) -> None:
+    if size_divisibility > 0 and (height % size_divisibility or width % size_divisibility):
+        raise DeformRTError(f"--shape {height}x{width}: height and width must be multiples of the model's size "
+                            f"divisibility {size_divisibility}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+
+
+@dataclass
+class OutputStats:
+    name: str
+    shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float  # max_abs / max |reference|
+    mean_abs: float
+    passed: bool
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "max_abs": self.max_abs, "max_rel": self.max_rel,
+                "mean_abs": self.mean_abs, "passed": self.passed}
+
+
+@dataclass
+class Comparison:
+    backend: str
+    precision: str
+    tolerance: float
+    outputs: list[OutputStats] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.outputs) and all(o.passed for o in self.outputs)
+
+
+@dataclass
+class CompareReport:
+    onnx_path: str
+    input_name: str
+    input_shape: tuple[int, ...]
+    source: str  # "random" or "images"
+    seed: Optional[int]
+    images: list[str]
+    reference: str
+    reference_precision: str
+    comparisons: list[Comparison]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.comparisons) and all(c.passed for c in self.comparisons)
+
+    def to_dict(self) -> dict:
+        """Stable ``--json`` content."""
+        return {
+            "onnx": self.onnx_path,
+            "input": {"name": self.input_name, "shape": list(self.input_shape), "source": self.source,
+                      "seed": self.seed, "images": list(self.images)},
+            "reference": {"backend": self.reference, "precision": self.reference_precision},
+            "comparisons": [{"backend": c.backend, "precision": c.precision, "tolerance": c.tolerance,
+                             "passed": c.passed, "outputs": [o.to_dict() for o in c.outputs]}
+                            for c in self.comparisons],
+            "passed": self.passed,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def table(self) -> str:
+        """The human-readable per-output table."""
+        from exporter.profiles import format_shape
+
+        where = f"random, seed {self.seed}" if self.source == "random" else ", ".join(self.images)
+        lines = [f"input {self.input_name} {format_shape(self.input_shape)} ({where}); reference: {self.reference} "
+                 f"({self.reference_precision}); max rel = max abs / max |reference|"]
+        header = ("backend", "output", "shape", "max abs", "max rel", "mean abs", "tolerance", "result")
+        rows = [(f"{c.backend} ({c.precision})", o.name, format_shape(o.shape), f"{o.max_abs:.3e}",
+                 f"{o.max_rel:.3e}", f"{o.mean_abs:.3e}", f"{c.tolerance:.0e}", "PASS" if o.passed else "FAIL")
+                for c in self.comparisons for o in c.outputs]
+        widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+        for row in (header, *rows):
+            lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        lines.append("PASSED" if self.passed else "FAILED")
+        return "\n".join(lines)
+
+
+def output_stats(name: str, reference: np.ndarray, result) -> OutputStats:
+    """Our statistics from a Polygraphy ``OutputCompareResult`` and the reference array."""
+    peak = float(np.max(np.abs(reference))) if reference.size else 0.0
+    max_abs = float(result.max_absdiff)
+    if peak > 0:
+        max_rel = max_abs / peak
+    else:
+        max_rel = 0.0 if max_abs == 0 else float("inf")
+    return OutputStats(name, tuple(reference.shape), max_abs, max_rel, float(result.mean_absdiff), bool(result))
+
+
+def comparison_tolerance(precisions: Sequence[str], override: Optional[float]) -> float:
+    if override is not None:
+        if override <= 0:
+            raise DeformRTError(f"--tolerance must be positive, got {override}")
+        return override
+    return TOLERANCES[max(precisions, key=_PRECISION_RANK.__getitem__)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class CompareOptions:
+    """What ``deformrt compare`` asks for (see its --help)."""
+
+    backends: Sequence[str] = ("torch", "ort")
+    engine: Optional[Path] = None
+    plugin: Optional[Path] = None
+    weights: Optional[Path] = None
+    images: Sequence[Path] = ()
+    batch: int = 1
+    shape: Optional[tuple[int, int]] = None
+    seed: Optional[int] = None
+    device: str = "cpu"  # PyTorch device
+    ort_provider: str = "cpu"
+    fp16: bool = False  # ONNX Runtime runs the fp16 conversion; TensorRT builds fp16 from the ONNX
+    tolerance: Optional[float] = None
+    verbose: bool = False
+
+
+def _check_backends(backends: Sequence[str]) -> list[str]:
+    backends = list(backends)
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise DeformRTError(f"unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")
+    if len(backends) < 2 or len(set(backends)) != len(backends):
+        raise DeformRTError(f"compare needs at least two different backends, got {', '.join(backends) or 'none'}")
+    return backends
+
+
+def single_input(model) -> tuple[str, list]:
+    """The model's one image input (name, dims); DeformRTError for other models."""
+    from exporter.profiles import input_dims
+
+    dims = input_dims(model)
+    if len(dims) != 1:
+        raise DeformRTError(f"deformrt compares single-input models; this one has inputs {', '.join(dims)}")
+    return next(iter(dims.items()))
+
+
+def make_inputs(meta, images: Sequence[Path] = (), batch: int = 1, shape: Optional[tuple[int, int]] = None,
+                seed: Optional[int] = None) -> tuple[np.ndarray, Optional[int]]:
+    """The input batch (real ``images``, else ``batch`` random images of ``shape``, the export size by
+    default) and the seed used (a fresh one when None; None for real images)."""
+    if images:
+        return preprocess([load_image(p) for p in images], meta), None
+    if batch < 1:
+        raise DeformRTError(f"--batch must be at least 1, got {batch}")
+    height, width = shape or tuple(meta.export_shape[2:4])
+    check_hw(height, width, meta.size_divisibility)
+    seed = seed if seed is not None else secrets.randbits(31)
+    return preprocess(random_images(batch, height, width, seed), meta), seed
+
+
+def check_static_dims(name: str, dims: Sequence, shape: Sequence[int]) -> None:
+    from exporter.profiles import format_shape
+
+    for axis, (dim, size) in enumerate(zip(dims, shape)):
+        if isinstance(dim, int) and dim != size:
+            raise DeformRTError(f"input {name!r} is {format_shape(shape)} but the model fixes axis {axis} at {dim} "
+                                f"(export it with dynamic shapes, or use its export shape)")
+
+
+def compare_models(onnx_path: Path, options: CompareOptions = CompareOptions(),
+                   progress: Optional[Progress] = None) -> CompareReport:
+    """Run ``options.backends`` on the same inputs and compare each with the first."""
+    import onnx
+    from polygraphy.comparator import Comparator, SimpleCompareFunc
+    from polygraphy.exception import PolygraphyException
+    from polygraphy.logger import G_LOGGER
+
+    from exporter import runners
+    from exporter.fp16 import convert_to_fp16, model_precision
+    from exporter.metadata import ExportMetadata
+    from exporter.profiles import check_in_profile, format_shape
+
+    backends = _check_backends(options.backends)
+    onnx_path = Path(onnx_path)
+    meta = ExportMetadata.from_model(onnx_path)
+    model = onnx.load_model(str(onnx_path))
+    input_name, dims = single_input(model)
+    batch, seed = make_inputs(meta, options.images, options.batch, options.shape, options.seed)
+    check_static_dims(input_name, dims, batch.shape)
+
+    precisions: dict[str, str] = {"torch": "fp32"}
+    made = {}
+    if "torch" in backends:
+        from polygraphy.common import TensorMetadata
+
+        from exporter.onnx_export import rebuild_model
+
+        made["torch"] = runners.TorchRunner(lambda: rebuild_model(meta, str(options.weights) if options.weights else None),
+                                            TensorMetadata().add(input_name, np.float32, list(batch.shape)),
+                                            meta.output_names, options.device, name="torch")
+    if "ort" in backends:
+        ort_model = convert_to_fp16(model).model if options.fp16 else model
+        precisions["ort"] = model_precision(ort_model)
+        made["ort"] = runners.onnxrt_runner(ort_model, options.ort_provider, name="ort")
+    if "trt" in backends:
+        from exporter.engine_meta import read_sidecar
+        from exporter.trt_engine import BuildOptions, import_tensorrt, resolve_plugin, uses_plugin
+
+        if options.engine is not None:
+            engine_meta = read_sidecar(options.engine)
+            check_in_profile(engine_meta.profile(input_name), batch.shape)
+            precisions["trt"] = engine_meta.precision
+            made["trt"] = runners.trt_engine_runner(options.engine, options.plugin, options.verbose, name="trt")
+        else:
+            if uses_plugin(model):
+                resolve_plugin(options.plugin)
+            shape = f"{input_name}:{format_shape(batch.shape)}"
+            build = BuildOptions(fp16=options.fp16, plugin=options.plugin, min_shape=shape, opt_shape=shape,
+                                 max_shape=shape, verbose=options.verbose)
+            precisions["trt"] = "fp16" if options.fp16 or model_precision(model) == "fp16" else "fp32"
+            made["trt"] = runners.trt_onnx_runner(onnx_path, build, name="trt")
+        import_tensorrt()  # fail before the other backends run
+
+    feeds = [OrderedDict([(input_name, batch)])]
+    with G_LOGGER.verbosity(G_LOGGER.INFO if options.verbose else G_LOGGER.CRITICAL + 1):
+        try:
+            with (progress or Progress.quiet()).step(f"running {', '.join(backends)}"):
+                results = Comparator.run([made[b] for b in backends], data_loader=feeds)
+            reference = results[backends[0]][0]
+            tolerances = {b: comparison_tolerance((precisions[backends[0]], precisions[b]), options.tolerance)
+                          for b in backends[1:]}
+            comparisons = []
+            for index, backend in enumerate(backends[1:], start=1):
+                tol = tolerances[backend]
+                atol = {name: tol * float(np.max(np.abs(arr))) for name, arr in reference.items()}
+                func = SimpleCompareFunc(check_error_stat="max", atol=atol, rtol=0.0)
+                accuracy = Comparator.compare_accuracy(results, comparisons=[(0, index)], compare_func=func)
+                per_output = next(iter(accuracy[0].values()))[0]
+                for name in reference.keys():
+                    if name not in per_output:
+                        raise DeformRTError(f"{backend} produced no output named {name!r}")
+                    if isinstance(per_output[name], bool):  # Polygraphy's answer to a shape mismatch
+                        raise DeformRTError(f"{backend} output {name!r} has shape "
+                                            f"{format_shape(results[backend][0][name].shape)}, the reference "
+                                            f"{format_shape(reference[name].shape)}")
+                comparisons.append(Comparison(backend, precisions[backend], tol,
+                                              [output_stats(n, reference[n], per_output[n]) for n in reference.keys()]))
+        except PolygraphyException as exc:
+            raise DeformRTError(f"comparison failed: {' '.join(str(exc).split())}") from None
+    return CompareReport(str(onnx_path), input_name, tuple(batch.shape), "images" if options.images else "random",
+                         seed, [str(p) for p in options.images], backends[0], precisions[backends[0]], comparisons)
