@@ -348,3 +348,24 @@ def compare_models(onnx_path: Path, options: CompareOptions = CompareOptions(),
             raise DeformRTError(f"comparison failed: {' '.join(str(exc).split())}") from None
     return CompareReport(str(onnx_path), input_name, tuple(batch.shape), "images" if options.images else "random",
                          seed, [str(p) for p in options.images], backends[0], precisions[backends[0]], comparisons)
+
+
+def demo_compare(onnx_path: Path, progress: Optional[Progress] = None) -> CompareReport:
+    """The comparison ``make demo`` ends with: PyTorch against ONNX Runtime, plus a TensorRT engine
+    built in memory where TensorRT, a GPU and (for a plugin-flavour model) the plugin library are
+    present; why TensorRT was left out is reported through ``progress``."""
+    import onnx
+    import torch
+
+    from exporter.trt_engine import tensorrt_unavailable_reason
+
+    progress = progress or Progress.quiet()
+    model = onnx.load_model(str(onnx_path), load_external_data=False)
+    backends = ["torch", "ort"]
+    reason = tensorrt_unavailable_reason(model)
+    if reason is None:
+        backends.append("trt")
+    else:
+        progress.info(f"TensorRT left out of the comparison: {reason}")
+    options = CompareOptions(backends=tuple(backends), device="cuda" if torch.cuda.is_available() else "cpu")
+    return compare_models(Path(onnx_path), options, progress)

@@ -274,6 +274,22 @@ def uses_plugin(model) -> bool:
     return any(is_plugin_deform_conv(node) for node in model.graph.node)
 
 
+def tensorrt_unavailable_reason(model) -> Optional[str]:
+    """Why an engine cannot be built for ``model`` here (no TensorRT, no GPU, no plugin library),
+    or None when it can."""
+    import torch
+
+    try:
+        import_tensorrt()
+        if not torch.cuda.is_available():
+            return "no CUDA GPU"
+        if uses_plugin(model):
+            resolve_plugin(None)
+    except DeformRTError as exc:
+        return str(exc)
+    return None
+
+
 # ----------------------------------------------------------------------------------------------
 # Build
 

@@ -240,3 +240,20 @@ def test_onnxruntime_cuda_provider_is_checked(exported):
         ort_session(data, "tpu")
     with pytest.raises(DeformRTError, match="ONNX Runtime could not load the model"):
         ort_session(b"not onnx", "cpu")
+
+
+def test_demo_compare_runs_what_is_available(exported, monkeypatch, tmp_path):
+    import io
+
+    from exporter.compare import demo_compare
+    from exporter.progress import Progress
+
+    monkeypatch.setenv("DEFORMRT_PLUGIN_LIB", str(tmp_path / "missing.so"))
+    stream = io.StringIO()
+    report = demo_compare(exported["c4-dcn-onnx"], Progress(stream=stream))
+    assert report.passed and report.reference == "torch"
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert [c.backend for c in report.comparisons] == ["ort"]
+        assert "TensorRT left out of the comparison: TensorRT is not available here" in stream.getvalue()
