@@ -18,6 +18,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from exporter.profiles import check_in_profile, format_shape
 from exporter.progress import Progress
 from models.errors import DeformRTError
 
@@ -116,8 +117,6 @@ class BenchReport:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def table(self) -> str:
-        from exporter.profiles import format_shape
-
         first = self.results[0].backend
         header = ("backend", "device", "precision", "p50 ms", "p90 ms", "p99 ms", "mean ms", "images/s",
                   f"p50 vs {first}")
@@ -194,17 +193,13 @@ def _trt_backend(onnx_path: Path, input_name: str, batch: np.ndarray, options: B
     import torch
 
     from exporter import trt_engine
-    from exporter.profiles import format_shape
 
     if options.engine is not None:
         loaded = trt_engine.load_engine(options.engine, options.plugin, options.verbose)
     else:
-        shape = f"{input_name}:{format_shape(batch.shape)}"
-        build = trt_engine.BuildOptions(fp16=options.fp16, plugin=options.plugin, min_shape=shape, opt_shape=shape,
-                                        max_shape=shape, verbose=options.verbose)
-        model, profiles, plugin = trt_engine.prepare_build(onnx_path, build)
-        plan, meta = trt_engine.build_serialized(model, onnx_path, build, profiles, plugin)
-        loaded = trt_engine.deserialize(plan, meta, plugin, options.verbose)
+        build = trt_engine.BuildOptions.static(input_name, batch.shape, fp16=options.fp16, plugin=options.plugin,
+                                               verbose=options.verbose)
+        loaded = trt_engine.build_in_memory(onnx_path, build)
     session = trt_engine.TrtSession(loaded)
     feed = {input_name: torch.from_numpy(batch).to("cuda", session.dtypes[input_name])}
     return (lambda: session.run_device(feed)), CudaEventTimer(session.stream), "cuda", loaded.meta.precision
@@ -217,7 +212,6 @@ def bench_models(onnx_path: Path, options: BenchOptions = BenchOptions(),
 
     from exporter.compare import check_static_dims, make_inputs, single_input
     from exporter.metadata import ExportMetadata
-    from exporter.profiles import check_in_profile
 
     backends = list(options.backends)
     unknown = [b for b in backends if b not in BACKENDS]

@@ -69,7 +69,8 @@ DeviceOpt = Annotated[Device, typer.Option("--device", help="Device PyTorch runs
 ProviderOpt = Annotated[Device, typer.Option("--ort-provider", help="ONNX Runtime execution provider.")]
 Fp16Opt = Annotated[bool, typer.Option(
     "--fp16", help="ONNX Runtime runs deformrt's fp16 conversion of the model; trt builds an fp16 engine.")]
-JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON to this file ('-': stdout).")]
+JsonOpt = Annotated[Optional[Path], typer.Option(
+    "--json", help="Also write the result as JSON to this file ('-': stdout).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", help="Show TensorRT's and Polygraphy's logs.")]
 
 
@@ -143,12 +144,14 @@ def register(app: typer.Typer) -> None:
                              "repeated; one batch.")] = None,
         batch: BatchOpt = 1,
         shape: ShapeOpt = None,
-        seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the random input [default: fresh].")] = None,
+        seed: Annotated[Optional[int], typer.Option(
+            "--seed", help="Seed of the random input [default: fresh].")] = None,
         device: DeviceOpt = Device.cpu,
         ort_provider: ProviderOpt = Device.cpu,
         fp16: Fp16Opt = False,
         tolerance: Annotated[Optional[float], typer.Option(
-            "--tolerance", help="Pass if max abs <= tolerance * max |reference| [default: 1e-3 fp32, 1e-2 fp16].")] = None,
+            "--tolerance",
+            help="Pass if max abs <= tolerance * max |reference| [default: 1e-3 fp32, 1e-2 fp16].")] = None,
         json_path: JsonOpt = None,
         verbose: VerboseOpt = False,
     ) -> None:

@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from exporter.profiles import check_in_profile, format_shape, input_dims
 from exporter.progress import Progress
 from models.errors import DeformRTError
 
@@ -165,8 +166,6 @@ class CompareReport:
 
     def table(self) -> str:
         """The human-readable per-output table."""
-        from exporter.profiles import format_shape
-
         where = f"random, seed {self.seed}" if self.source == "random" else ", ".join(self.images)
         lines = [f"input {self.input_name} {format_shape(self.input_shape)} ({where}); reference: {self.reference} "
                  f"({self.reference_precision}); max rel = max abs / max |reference|"]
@@ -235,8 +234,6 @@ def _check_backends(backends: Sequence[str]) -> list[str]:
 
 def single_input(model) -> tuple[str, list]:
     """The model's one image input (name, dims); DeformRTError for other models."""
-    from exporter.profiles import input_dims
-
     dims = input_dims(model)
     if len(dims) != 1:
         raise DeformRTError(f"deformrt compares single-input models; this one has inputs {', '.join(dims)}")
@@ -258,49 +255,34 @@ def make_inputs(meta, images: Sequence[Path] = (), batch: int = 1, shape: Option
 
 
 def check_static_dims(name: str, dims: Sequence, shape: Sequence[int]) -> None:
-    from exporter.profiles import format_shape
-
     for axis, (dim, size) in enumerate(zip(dims, shape)):
         if isinstance(dim, int) and dim != size:
             raise DeformRTError(f"input {name!r} is {format_shape(shape)} but the model fixes axis {axis} at {dim} "
                                 f"(export it with dynamic shapes, or use its export shape)")
 
 
-def compare_models(onnx_path: Path, options: CompareOptions = CompareOptions(),
-                   progress: Optional[Progress] = None) -> CompareReport:
-    """Run ``options.backends`` on the same inputs and compare each with the first."""
-    import onnx
-    from polygraphy.comparator import Comparator, SimpleCompareFunc
-    from polygraphy.exception import PolygraphyException
-    from polygraphy.logger import G_LOGGER
-
+def _runners(backends: Sequence[str], onnx_path: Path, model, meta, input_name: str, batch: np.ndarray,
+             options: CompareOptions) -> tuple[dict, dict[str, str]]:
+    """Polygraphy runners and the precision of each backend; checks what can fail early (engine
+    sidecar and profile, plugin library, TensorRT itself) before anything runs."""
     from exporter import runners
     from exporter.fp16 import convert_to_fp16, model_precision
-    from exporter.metadata import ExportMetadata
-    from exporter.profiles import check_in_profile, format_shape
 
-    backends = _check_backends(options.backends)
-    onnx_path = Path(onnx_path)
-    meta = ExportMetadata.from_model(onnx_path)
-    model = onnx.load_model(str(onnx_path))
-    input_name, dims = single_input(model)
-    batch, seed = make_inputs(meta, options.images, options.batch, options.shape, options.seed)
-    check_static_dims(input_name, dims, batch.shape)
-
-    precisions: dict[str, str] = {"torch": "fp32"}
-    made = {}
+    made, precisions = {}, {}
     if "torch" in backends:
         from polygraphy.common import TensorMetadata
 
         from exporter.onnx_export import rebuild_model
 
-        made["torch"] = runners.TorchRunner(lambda: rebuild_model(meta, str(options.weights) if options.weights else None),
+        weights = str(options.weights) if options.weights else None
+        made["torch"] = runners.TorchRunner(lambda: rebuild_model(meta, weights),
                                             TensorMetadata().add(input_name, np.float32, list(batch.shape)),
                                             meta.output_names, options.device, name="torch")
+        precisions["torch"] = "fp32"
     if "ort" in backends:
         ort_model = convert_to_fp16(model).model if options.fp16 else model
-        precisions["ort"] = model_precision(ort_model)
         made["ort"] = runners.onnxrt_runner(ort_model, options.ort_provider, name="ort")
+        precisions["ort"] = model_precision(ort_model)
     if "trt" in backends:
         from exporter.engine_meta import read_sidecar
         from exporter.trt_engine import BuildOptions, import_tensorrt, resolve_plugin, uses_plugin
@@ -308,42 +290,71 @@ def compare_models(onnx_path: Path, options: CompareOptions = CompareOptions(),
         if options.engine is not None:
             engine_meta = read_sidecar(options.engine)
             check_in_profile(engine_meta.profile(input_name), batch.shape)
-            precisions["trt"] = engine_meta.precision
             made["trt"] = runners.trt_engine_runner(options.engine, options.plugin, options.verbose, name="trt")
+            precisions["trt"] = engine_meta.precision
         else:
             if uses_plugin(model):
                 resolve_plugin(options.plugin)
-            shape = f"{input_name}:{format_shape(batch.shape)}"
-            build = BuildOptions(fp16=options.fp16, plugin=options.plugin, min_shape=shape, opt_shape=shape,
-                                 max_shape=shape, verbose=options.verbose)
-            precisions["trt"] = "fp16" if options.fp16 or model_precision(model) == "fp16" else "fp32"
+            build = BuildOptions.static(input_name, batch.shape, fp16=options.fp16, plugin=options.plugin,
+                                        verbose=options.verbose)
             made["trt"] = runners.trt_onnx_runner(onnx_path, build, name="trt")
-        import_tensorrt()  # fail before the other backends run
+            precisions["trt"] = "fp16" if options.fp16 or model_precision(model) == "fp16" else "fp32"
+        import_tensorrt()
+    return made, precisions
+
+
+def _comparisons(results, backends: Sequence[str], precisions: dict[str, str],
+                 tolerance: Optional[float]) -> list[Comparison]:
+    """Each backend after the first against the first, output by output, with Polygraphy's
+    ``SimpleCompareFunc`` on the max statistic: pass iff max abs <= tol * max |reference|."""
+    from polygraphy.comparator import Comparator, SimpleCompareFunc
+
+    reference = results[backends[0]][0]
+    comparisons = []
+    for index, backend in enumerate(backends[1:], start=1):
+        tol = comparison_tolerance((precisions[backends[0]], precisions[backend]), tolerance)
+        atol = {name: tol * float(np.max(np.abs(arr))) for name, arr in reference.items()}
+        func = SimpleCompareFunc(check_error_stat="max", atol=atol, rtol=0.0)
+        accuracy = Comparator.compare_accuracy(results, comparisons=[(0, index)], compare_func=func)
+        per_output = next(iter(accuracy[0].values()))[0]
+        for name in reference.keys():
+            if name not in per_output:
+                raise DeformRTError(f"{backend} produced no output named {name!r}")
+            if isinstance(per_output[name], bool):  # Polygraphy's answer to a shape mismatch
+                raise DeformRTError(f"{backend} output {name!r} has shape "
+                                    f"{format_shape(results[backend][0][name].shape)}, the reference "
+                                    f"{format_shape(reference[name].shape)}")
+        comparisons.append(Comparison(backend, precisions[backend], tol,
+                                      [output_stats(n, reference[n], per_output[n]) for n in reference.keys()]))
+    return comparisons
+
+
+def compare_models(onnx_path: Path, options: CompareOptions = CompareOptions(),
+                   progress: Optional[Progress] = None) -> CompareReport:
+    """Run ``options.backends`` on the same inputs and compare each with the first."""
+    import onnx
+    from polygraphy.comparator import Comparator
+    from polygraphy.exception import PolygraphyException
+    from polygraphy.logger import G_LOGGER
+
+    from exporter.metadata import ExportMetadata
+
+    backends = _check_backends(options.backends)
+    comparison_tolerance(["fp32"], options.tolerance)  # reject a bad --tolerance before running
+    onnx_path = Path(onnx_path)
+    meta = ExportMetadata.from_model(onnx_path)
+    model = onnx.load_model(str(onnx_path))
+    input_name, dims = single_input(model)
+    batch, seed = make_inputs(meta, options.images, options.batch, options.shape, options.seed)
+    check_static_dims(input_name, dims, batch.shape)
+    made, precisions = _runners(backends, onnx_path, model, meta, input_name, batch, options)
 
     feeds = [OrderedDict([(input_name, batch)])]
     with G_LOGGER.verbosity(G_LOGGER.INFO if options.verbose else G_LOGGER.CRITICAL + 1):
         try:
             with (progress or Progress.quiet()).step(f"running {', '.join(backends)}"):
                 results = Comparator.run([made[b] for b in backends], data_loader=feeds)
-            reference = results[backends[0]][0]
-            tolerances = {b: comparison_tolerance((precisions[backends[0]], precisions[b]), options.tolerance)
-                          for b in backends[1:]}
-            comparisons = []
-            for index, backend in enumerate(backends[1:], start=1):
-                tol = tolerances[backend]
-                atol = {name: tol * float(np.max(np.abs(arr))) for name, arr in reference.items()}
-                func = SimpleCompareFunc(check_error_stat="max", atol=atol, rtol=0.0)
-                accuracy = Comparator.compare_accuracy(results, comparisons=[(0, index)], compare_func=func)
-                per_output = next(iter(accuracy[0].values()))[0]
-                for name in reference.keys():
-                    if name not in per_output:
-                        raise DeformRTError(f"{backend} produced no output named {name!r}")
-                    if isinstance(per_output[name], bool):  # Polygraphy's answer to a shape mismatch
-                        raise DeformRTError(f"{backend} output {name!r} has shape "
-                                            f"{format_shape(results[backend][0][name].shape)}, the reference "
-                                            f"{format_shape(reference[name].shape)}")
-                comparisons.append(Comparison(backend, precisions[backend], tol,
-                                              [output_stats(n, reference[n], per_output[n]) for n in reference.keys()]))
+            comparisons = _comparisons(results, backends, precisions, options.tolerance)
         except PolygraphyException as exc:
             raise DeformRTError(f"comparison failed: {' '.join(str(exc).split())}") from None
     return CompareReport(str(onnx_path), input_name, tuple(batch.shape), "images" if options.images else "random",

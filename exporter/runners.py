@@ -160,11 +160,6 @@ def trt_engine_runner(engine: Path, plugin: Optional[Path] = None, verbose: bool
 
 def trt_onnx_runner(onnx_path: Path, options, name: Optional[str] = None) -> TrtRunner:
     """A runner that builds an engine from ``onnx_path`` in memory (``options``: BuildOptions)."""
-    from exporter import trt_engine
+    from exporter.trt_engine import build_in_memory
 
-    def load():
-        model, profiles, plugin = trt_engine.prepare_build(Path(onnx_path), options)
-        plan, meta = trt_engine.build_serialized(model, Path(onnx_path), options, profiles, plugin)
-        return trt_engine.deserialize(plan, meta, plugin, options.verbose, name=f"the engine built from {onnx_path}")
-
-    return TrtRunner(load, name=name)
+    return TrtRunner(lambda: build_in_memory(Path(onnx_path), options), name=name)

@@ -30,7 +30,7 @@ import numpy as np
 
 from exporter import op_contract as oc
 from exporter.engine_meta import EngineMeta, RuntimeEnv, check_compatible, read_sidecar, sha256_file, sidecar_path
-from exporter.profiles import ShapeProfile, check_in_profile
+from exporter.profiles import ShapeProfile, check_in_profile, format_shape
 from models.errors import DeformRTError
 from models.version import __version__
 
@@ -311,6 +311,12 @@ class BuildOptions:
     verbose: bool = False
     progress: bool = True
 
+    @classmethod
+    def static(cls, input_name: str, shape: Sequence[int], **kwargs) -> "BuildOptions":
+        """Options whose profile is exactly one input shape (for an in-memory engine)."""
+        text = f"{input_name}:{format_shape(shape)}"
+        return cls(min_shape=text, opt_shape=text, max_shape=text, **kwargs)
+
 
 def _modelopt_fp16(onnx_path: Path, plugin: Optional[Path]):
     """fp16 ONNX through NVIDIA ModelOpt AutoCast, our DCN op included in fp16."""
@@ -414,7 +420,7 @@ def build_serialized(model, onnx_path: Path, options: BuildOptions, profiles: Se
     meta = EngineMeta(
         deformrt_version=__version__, tensorrt_version=env.tensorrt_version, gpu_name=env.gpu_name,
         compute_capability=env.compute_capability, precision=plan.precision, fp16_method=plan.fp16_method,
-        profiles=list(profiles), onnx_path=str(onnx_path), onnx_sha256=sha256_file(onnx_path),
+        profiles=list(profiles), onnx_path=str(Path(onnx_path).resolve()), onnx_sha256=sha256_file(onnx_path),
         onnx_metadata={p.key: p.value for p in model.metadata_props if p.key.startswith(PREFIX)},
         plugin_path=str(plugin) if plugin else None, plugin_sha256=sha256_file(plugin) if plugin else None,
         built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -495,6 +501,13 @@ def deserialize(plan: bytes, meta: EngineMeta, plugin: Optional[Path], verbose: 
         raise DeformRTError(f"TensorRT could not deserialize {name} (see its log above); rebuild it with "
                             f"`deformrt build-engine`")
     return LoadedEngine(engine, meta, runtime, logger)
+
+
+def build_in_memory(onnx_path: Path, options: BuildOptions) -> LoadedEngine:
+    """Build an engine from ``onnx_path`` and deserialize it, without writing files."""
+    model, profiles, plugin = prepare_build(Path(onnx_path), options)
+    plan, meta = build_serialized(model, Path(onnx_path), options, profiles, plugin)
+    return deserialize(plan, meta, plugin, options.verbose, name=f"the engine built from {onnx_path}")
 
 
 def load_engine(path: Path, plugin: Optional[Path] = None, verbose: bool = False,

@@ -54,7 +54,8 @@ def test_time_runs_warms_up_then_times_each_run():
 
 
 def test_statistics_against_hand_computed_percentiles():
-    result = BenchResult("ort", "cpu", "fp32", "wall-clock", batch=4, latencies_ms=[float(v) for v in range(100, 0, -1)])
+    latencies = [float(v) for v in range(100, 0, -1)]
+    result = BenchResult("ort", "cpu", "fp32", "wall-clock", batch=4, latencies_ms=latencies)
     s = result.stats()
     # Linear interpolation between order statistics: rank p/100 * (n - 1).
     assert s["p50"] == pytest.approx(50.5) and s["p90"] == pytest.approx(90.1) and s["p99"] == pytest.approx(99.01)
@@ -139,9 +140,9 @@ def test_bench_errors(tiny_model, options, match):
 def test_tensorrt_backend_is_checked_before_timing(tiny_model, tmp_path):
     engine = tmp_path / "m.plan"
     engine.write_bytes(b"plan")
-    sidecar_path(engine).write_text(EngineMeta(
-        "0.1.0", "10.3.0", "Orin", "8.7", "fp32", [ShapeProfile("images", (1, 3, 64, 64), (1, 3, 64, 64),
-                                                                (1, 3, 64, 64))], str(tiny_model), "0" * 64, {}).to_json())
+    profile = ShapeProfile("images", (1, 3, 64, 64), (1, 3, 64, 64), (1, 3, 64, 64))
+    meta = EngineMeta("0.1.0", "10.3.0", "Orin", "8.7", "fp32", [profile], str(tiny_model), "0" * 64, {})
+    sidecar_path(engine).write_text(meta.to_json())
     with pytest.raises(DeformRTError, match="1x3x128x64 is outside the engine's profile"):
         bench_models(tiny_model, BenchOptions(backends=("ort", "trt"), engine=engine, shape=(128, 64)))
     try:

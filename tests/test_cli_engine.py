@@ -89,7 +89,8 @@ def test_build_engine_option_errors(model, tmp_path, fake_plugin, args, starts):
 def test_build_engine_refuses_to_overwrite(model, tmp_path, fake_plugin):
     out = tmp_path / "m.plan"
     out.write_bytes(b"old")
-    _one_error_line(runner.invoke(cli.app, ["build-engine", str(model), "-o", str(out)]), f"output {out} already exists")
+    result = runner.invoke(cli.app, ["build-engine", str(model), "-o", str(out)])
+    _one_error_line(result, f"output {out} already exists")
     assert out.read_bytes() == b"old"
 
 

@@ -94,7 +94,8 @@ def test_same_release_and_gpu_is_compatible_and_build_number_is_ignored():
 
 @pytest.mark.parametrize("version", ["10.4.0.1", "11.1.0", "10.3.1"])
 def test_other_tensorrt_release_is_a_clear_error(version):
-    with pytest.raises(DeformRTError, match=rf"built with TensorRT 10\.3\.0\.30, this is TensorRT {version}.*rebuild") as e:
+    expected = rf"built with TensorRT 10\.3\.0\.30, this is TensorRT {version}.*rebuild"
+    with pytest.raises(DeformRTError, match=expected) as e:
         check_compatible(_meta(), RuntimeEnv(version, "Orin", "8.7"), engine="m.plan")
     assert "m.plan" in str(e.value) and "/models/r50.onnx" in str(e.value)
 
