@@ -53,18 +53,18 @@ class Device(str, Enum):
 
 OnnxArg = Annotated[Path, typer.Argument(help="ONNX model written by `deformrt export`.")]
 PluginOpt = Annotated[Optional[Path], typer.Option(
-    "--plugin", help="deformrt TensorRT plugin library [default: $DEFORMRT_PLUGIN_LIB, else plugins/build/].")]
+    "--plugin", help="deformrt TensorRT plugin library (default: $DEFORMRT_PLUGIN_LIB, else plugins/build/).")]
 EngineOpt = Annotated[Optional[Path], typer.Option(
     "--engine", help="TensorRT engine from `deformrt build-engine` (adds the trt backend); without it trt builds "
                      "an engine from the ONNX in memory.")]
 BackendsOpt = Annotated[Optional[list[str]], typer.Option(
     "--backends", help="Backends, comma-separated or repeated, the first is the reference: torch, ort, trt "
-                       "[default: torch,ort].")]
+                       "(default: torch,ort).")]
 WeightsOpt = Annotated[Optional[Path], typer.Option(
     "--weights", help="Checkpoint the model was exported with (not needed for random-init exports).")]
 BatchOpt = Annotated[int, typer.Option("--batch", min=1, help="Batch size of the random input.")]
 ShapeOpt = Annotated[Optional[str], typer.Option(
-    "--shape", help="Input height and width, HxW, multiples of the size divisibility [default: the export shape].")]
+    "--shape", help="Input height and width, HxW, multiples of the size divisibility (default: the export shape).")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Device PyTorch runs on.")]
 ProviderOpt = Annotated[Device, typer.Option("--ort-provider", help="ONNX Runtime execution provider.")]
 Fp16Opt = Annotated[bool, typer.Option(
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
     def build_engine_cmd(
         onnx: OnnxArg,
         output: Annotated[Optional[Path], typer.Option(
-            "--output", "-o", help="Engine file [default: the ONNX path with .plan, or .fp16.plan].")] = None,
+            "--output", "-o", help="Engine file (default: the ONNX path with .plan, or .fp16.plan).")] = None,
         fp16: Annotated[bool, typer.Option("--fp16", help="Build an fp16 engine.")] = False,
         fp16_via: Annotated[Fp16Via, typer.Option(
             "--fp16-via", help="auto: the FP16 builder flag on TensorRT 10, deformrt's fp16 ONNX on 11 (strongly "
@@ -102,13 +102,13 @@ def register(app: typer.Typer) -> None:
         tf32: Annotated[bool, typer.Option("--tf32", help="Allow TF32 in an fp32 engine (off by default).")] = False,
         plugin: PluginOpt = None,
         min_shape: Annotated[Optional[str], typer.Option(
-            "--min-shape", help="Smallest input, e.g. images:1x3x320x320 [default: from the model].")] = None,
+            "--min-shape", help="Smallest input, e.g. images:1x3x320x320 (default: from the model).")] = None,
         opt_shape: Annotated[Optional[str], typer.Option(
-            "--opt-shape", help="Input shape to optimise for [default: the export shape].")] = None,
+            "--opt-shape", help="Input shape to optimise for (default: the export shape).")] = None,
         max_shape: Annotated[Optional[str], typer.Option(
-            "--max-shape", help="Largest input [default: from the model].")] = None,
+            "--max-shape", help="Largest input (default: from the model).")] = None,
         workspace: Annotated[Optional[str], typer.Option(
-            "--workspace", help="Builder workspace limit, e.g. 4G [default: TensorRT's].")] = None,
+            "--workspace", help="Builder workspace limit, e.g. 4G (default: TensorRT's).")] = None,
         timing_cache: Annotated[Optional[Path], typer.Option(
             "--timing-cache", help="Timing cache file: read if present, updated after the build.")] = None,
         level: Annotated[Optional[int], typer.Option(
@@ -145,13 +145,13 @@ def register(app: typer.Typer) -> None:
         batch: BatchOpt = 1,
         shape: ShapeOpt = None,
         seed: Annotated[Optional[int], typer.Option(
-            "--seed", help="Seed of the random input [default: fresh].")] = None,
+            "--seed", help="Seed of the random input (default: fresh).")] = None,
         device: DeviceOpt = Device.cpu,
         ort_provider: ProviderOpt = Device.cpu,
         fp16: Fp16Opt = False,
         tolerance: Annotated[Optional[float], typer.Option(
             "--tolerance",
-            help="Pass if max abs <= tolerance * max |reference| [default: 1e-3 fp32, 1e-2 fp16].")] = None,
+            help="Pass if max abs <= tolerance * max |reference| (default: 1e-3 fp32, 1e-2 fp16).")] = None,
         json_path: JsonOpt = None,
         verbose: VerboseOpt = False,
     ) -> None:
