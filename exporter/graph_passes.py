@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 import onnx
@@ -187,15 +187,6 @@ def to_onnx_op(model: onnx.ModelProto) -> int:
 # Cleanup
 
 
-def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
-    users = defaultdict(list)
-    for node in model.graph.node:
-        for name in node.input:
-            if name:
-                users[name].append(node)
-    return users
-
-
 def remove_dead_nodes(model: onnx.ModelProto) -> int:
     """Drop nodes none of whose outputs reach a graph output."""
     needed = {o.name for o in model.graph.output}
@@ -267,62 +258,72 @@ def _channel_vector(t: Optional[onnx.TensorProto], channels: int) -> Optional[np
     return np.broadcast_to(a.reshape(-1), (channels,)).astype(a.dtype)
 
 
-def fold_scale_shift(model: onnx.ModelProto) -> int:
-    """Fold ``Mul`` by a per-output-channel constant, then ``Add`` of one, into the preceding
-    Conv / DeformConv / DeformConv2d weight and bias (FrozenBatchNorm's ``x * scale + shift``).
+def _is_conv(node: onnx.NodeProto) -> bool:
+    return (node.op_type == "Conv" and node.domain in _ONNX_DOMAINS) or is_onnx_deform_conv(node) \
+        or is_plugin_deform_conv(node)
 
-    A node is folded only when the conv output feeds nothing else, its weight and bias are
-    initializers, and those initializers are read by no other node. Returns the folds done."""
+
+def fold_scale_shift(model: onnx.ModelProto) -> int:
+    """Fold ``Mul`` by a per-output-channel constant and ``Add`` of one (any chain of them) into
+    the preceding Conv / DeformConv / DeformConv2d weight and bias: FrozenBatchNorm's
+    ``x * scale + shift``.
+
+    A step is folded only when the conv output feeds nothing else and is not a graph output, and
+    the conv's weight and bias are initializers no other node reads. Returns the folds done."""
+    nodes = list(model.graph.node)
     inits = {t.name: t for t in model.graph.initializer}
-    weight_users = Counter(i for n in model.graph.node for i in n.input)
+    reads = Counter(i for n in nodes for i in n.input)
+    users: dict[str, list[int]] = defaultdict(list)
+    for index, node in enumerate(nodes):
+        for name in node.input:
+            users[name].append(index)
     graph_outputs = {o.name for o in model.graph.output}
-    folded = 0
-    changed = True
-    while changed:
-        changed = False
-        users = _consumers(model)
-        for conv in model.graph.node:
-            if not (conv.op_type == "Conv" and conv.domain in _ONNX_DOMAINS
-                    or is_onnx_deform_conv(conv) or is_plugin_deform_conv(conv)):
-                continue
+    taken = set(inits) | {o for n in nodes for o in n.output} | {i.name for i in model.graph.input}
+    removed: set[int] = set()
+    for conv in nodes:
+        if not _is_conv(conv):
+            continue
+        w_name, b_name = conv.input[1], _bias_name(conv)
+        if w_name not in inits or reads[w_name] != 1 or (b_name and (b_name not in inits or reads[b_name] != 1)):
+            continue
+        w = b = None
+        steps = 0
+        while True:
             out = conv.output[0]
             nxt = users.get(out, [])
-            if len(nxt) != 1 or out in graph_outputs or nxt[0].op_type not in ("Mul", "Add"):
-                continue
-            op = nxt[0]
+            if len(nxt) != 1 or out in graph_outputs:
+                break
+            op = nodes[nxt[0]]
+            if op.op_type not in ("Mul", "Add") or op.domain not in _ONNX_DOMAINS or list(op.input).count(out) != 1:
+                break
             other = op.input[1] if op.input[0] == out else op.input[0]
-            w_name = conv.input[1]
-            if w_name not in inits or weight_users[w_name] != 1:
-                continue
-            w = numpy_helper.to_array(inits[w_name])
+            if w is None:
+                w = numpy_helper.to_array(inits[w_name])
+                b = numpy_helper.to_array(inits[b_name]) if b_name else np.zeros(w.shape[0], w.dtype)
             vec = _channel_vector(inits.get(other), w.shape[0])
             if vec is None:
-                continue
-            b_name = _bias_name(conv)
-            if b_name and (b_name not in inits or weight_users[b_name] != 1):
-                continue
-            b = numpy_helper.to_array(inits[b_name]) if b_name else np.zeros(w.shape[0], w.dtype)
+                break
             if op.op_type == "Mul":
                 w = w * vec.astype(w.dtype).reshape(-1, 1, 1, 1)
                 b = b * vec.astype(b.dtype)
             else:
                 b = b + vec.astype(b.dtype)
+            conv.output[0] = op.output[0]  # the conv now produces the Mul/Add output directly
+            removed.add(nxt[0])
+            steps += 1
+        if steps:
             inits[w_name].CopyFrom(numpy_helper.from_array(w, w_name))
-            if not b_name:
-                b_name = _unique_name(model, f"{conv.name or out}.bias")
-                model.graph.initializer.append(numpy_helper.from_array(b, b_name))
-                inits[b_name] = model.graph.initializer[-1]
-                weight_users[b_name] = 1
-                _set_bias(conv, b_name)
-            else:
+            if b_name:
                 inits[b_name].CopyFrom(numpy_helper.from_array(b, b_name))
-            # The conv now produces the Mul/Add output directly.
-            conv.output[0] = op.output[0]
-            model.graph.node.remove(op)
-            folded += 1
-            changed = True
-            break
-    return folded
+            else:
+                b_name = _unique_name(taken, f"{conv.name or conv.output[0]}.bias")
+                taken.add(b_name)
+                model.graph.initializer.append(numpy_helper.from_array(b, b_name))
+                _set_bias(conv, b_name)
+    if removed:
+        del model.graph.node[:]
+        model.graph.node.extend(n for i, n in enumerate(nodes) if i not in removed)
+    return len(removed)
 
 
 def _bias_name(conv: onnx.NodeProto) -> str:
@@ -350,9 +351,7 @@ def _set_bias(conv: onnx.NodeProto, name: str) -> None:
     conv.input.extend(inputs)
 
 
-def _unique_name(model: onnx.ModelProto, base: str) -> str:
-    taken = {t.name for t in model.graph.initializer} | {o for n in model.graph.node for o in n.output}
-    taken |= {i.name for i in model.graph.input}
+def _unique_name(taken: set[str], base: str) -> str:
     name, k = base, 1
     while name in taken:
         name, k = f"{base}_{k}", k + 1
@@ -372,8 +371,3 @@ def cleanup(model: onnx.ModelProto) -> dict[str, int]:
 def custom_ops(model: onnx.ModelProto) -> list[tuple[str, str]]:
     """(domain, op_type) of every node outside the ai.onnx domains, sorted, without repeats."""
     return sorted({(n.domain, n.op_type) for n in model.graph.node if n.domain not in _ONNX_DOMAINS})
-
-
-def nodes_of(model: onnx.ModelProto, op_types: Iterable[str]) -> list[onnx.NodeProto]:
-    wanted = set(op_types)
-    return [n for n in model.graph.node if n.op_type in wanted]

@@ -64,8 +64,9 @@ class ExportOptions:
     batch: int = 1
     dynamic: bool = True
 
-    def check(self, size_divisibility: int) -> None:
-        """DeformRTError (one line) for an option the export cannot honour."""
+    def check(self, size_divisibility: Optional[int] = None) -> None:
+        """DeformRTError (one line) for an option the export cannot honour; the input size is
+        checked against ``size_divisibility`` when it is given (it comes from the built model)."""
         if self.dcn_op not in DCN_OPS:
             raise DeformRTError(f"--dcn-op must be one of {', '.join(DCN_OPS)}, got {self.dcn_op!r}")
         if self.opset < MIN_OPSET:
@@ -77,9 +78,9 @@ class ExportOptions:
         if self.batch < 1:
             raise DeformRTError(f"--batch must be >= 1, got {self.batch}")
         h, w = self.input_size
-        d = max(1, size_divisibility)
         if min(h, w) < 32 or max(h, w) > _MAX_SIDE:
             raise DeformRTError(f"--input-size {h} {w}: height and width must be between 32 and {_MAX_SIDE}")
+        d = max(1, size_divisibility or 1)
         if h % d or w % d:
             raise DeformRTError(f"--input-size {h} {w}: height and width must be multiples of {d} for this body; "
                                 f"use {-(-h // d) * d} {-(-w // d) * d}")
@@ -173,11 +174,11 @@ def rebuild_model(meta: ExportMetadata, weights: Optional[str] = None) -> nn.Mod
     return build_model(config_from_metadata(meta), weights=weights, seed=meta.init_seed).model
 
 
-def default_output_name(built: BuiltModel, dcn_op: str) -> str:
+def default_output_name(cfg, dcn_op: str) -> str:
     """``<body>[-dcn][-onnxdcn].onnx``: ``-dcn`` when some stage is deformable, ``-onnxdcn`` for
     the standard-DeformConv flavour of such a model (so both flavours can sit side by side)."""
-    name = built.cfg.MODEL.BACKBONE.CONV_BODY
-    if built.has_dcn:
+    name = cfg.MODEL.BACKBONE.CONV_BODY
+    if config_has_dcn(cfg):
         name += "-dcn" + ("-onnxdcn" if dcn_op == DCN_OP_ONNX else "")
     return f"{name}.onnx"
 
@@ -409,15 +410,15 @@ class ExportResult:
         }
 
 
-def export_to_file(built: BuiltModel, output: Optional[str], options: ExportOptions, *, verify: bool = True,
+def export_to_file(built: BuiltModel, out: Path, options: ExportOptions, *, verify: bool = True,
                    force: bool = False, progress: Optional[Progress] = None) -> ExportResult:
-    """Export ``built`` to ``output`` (default: :func:`default_output_name` in the current
-    directory), verify with ONNX Runtime against PyTorch (unless ``verify`` is False) and move the
-    file into place; DeformRTError for user errors and for a failed verification."""
+    """Export ``built`` to ``out``, verify it with ONNX Runtime against PyTorch on the written
+    bytes (unless ``verify`` is False), then move the file into place. DeformRTError for user
+    errors and for a failed verification (which leaves no file)."""
     from exporter import verify as verify_mod
 
     progress = progress or Progress.quiet()
-    out = Path(output) if output else Path(default_output_name(built, options.dcn_op))
+    out = Path(out)
     check_output_path(out, force)
     seconds = {}
     start = time.perf_counter()
@@ -431,8 +432,8 @@ def export_to_file(built: BuiltModel, output: Optional[str], options: ExportOpti
     with atomic_path(out, force) as tmp:
         with progress.step(f"writing {out}"):
             data = proto.SerializeToString()
+            del proto
             tmp.write_bytes(data)
-        del proto
         if verify:
             start = time.perf_counter()
             report = verify_mod.verify(data, built.model, meta, progress=progress)
@@ -444,3 +445,22 @@ def export_to_file(built: BuiltModel, output: Optional[str], options: ExportOpti
     return ExportResult(path=out.resolve(), size_bytes=len(data), parameter_bytes=parameter_bytes, metadata=meta,
                         dcn_nodes=dcn_nodes, nodes=nodes, seconds=seconds, load_summary=built.load_summary,
                         verification=report)
+
+
+def export_body(body: str, output: Optional[str] = None, *, config_file: Optional[str] = None,
+                opts: Sequence = (), weights: Optional[str] = None, seed: int = DEFAULT_SEED,
+                options: ExportOptions = ExportOptions(), verify: bool = True, force: bool = False,
+                progress: Optional[Progress] = None) -> ExportResult:
+    """The whole ``deformrt export BODY --onnx`` job: config, output check (before any slow
+    step), build (seeded random init or ``weights``), export, verify, atomic write."""
+    progress = progress or Progress.quiet()
+    options.check()
+    cfg = load_config(body, config_file, opts)
+    out = Path(output) if output else Path(default_output_name(cfg, options.dcn_op))
+    check_output_path(out, force)
+    if weights is None:
+        progress.info(f"weights: random init (seed {seed})")
+    built = build_model(cfg, weights=weights, seed=seed, progress=progress)
+    if built.load_summary:
+        progress.info(built.load_summary)
+    return export_to_file(built, out, options, verify=verify, force=force, progress=progress)

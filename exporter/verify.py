@@ -129,32 +129,53 @@ def compare(expected: np.ndarray, got: np.ndarray) -> tuple[float, float]:
     return max_abs, (max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf")))
 
 
-def verify(model: Union[onnx.ModelProto, bytes], torch_model: nn.Module, meta: ExportMetadata, *,
-           tolerance: float = DEFAULT_TOLERANCE, seed: Optional[int] = None,
-           progress: Optional[Progress] = None) -> VerifyReport:
-    """Run ``model`` in ONNX Runtime and ``torch_model`` in PyTorch on the same random images at
-    :func:`verification_shapes`; return every output's errors (``report.passed`` says whether all
-    are within ``tolerance``). ``seed`` defaults to a fresh random one."""
+@dataclass(frozen=True)
+class References:
+    """PyTorch's outputs on the verification images, reusable across ONNX files of one model."""
+
+    seed: int
+    images: tuple[np.ndarray, ...]
+    outputs: tuple[tuple[np.ndarray, ...], ...]
+
+
+def torch_references(torch_model: nn.Module, meta: ExportMetadata, seed: Optional[int] = None,
+                     progress: Optional[Progress] = None) -> References:
+    """Random images at :func:`verification_shapes` (``seed`` defaults to a fresh random one)
+    and ``torch_model``'s outputs on them, in eval mode."""
     progress = progress or Progress.quiet()
     seed = secrets.randbits(32) if seed is None else seed
     rng = np.random.default_rng(seed)
-    report = VerifyReport(tolerance=tolerance, seed=seed)
+    images, outputs = [], []
+    torch_model.eval()
+    for shape in verification_shapes(meta):
+        batch = random_images(shape, meta, rng)
+        with progress.step(f"running PyTorch at {'x'.join(map(str, shape))}"), torch.no_grad():
+            outputs.append(tuple(t.numpy() for t in torch_model(torch.from_numpy(batch))))
+        images.append(batch)
+    return References(seed, tuple(images), tuple(outputs))
+
+
+def verify(model: Union[onnx.ModelProto, bytes], torch_model: Optional[nn.Module], meta: ExportMetadata, *,
+           tolerance: float = DEFAULT_TOLERANCE, seed: Optional[int] = None,
+           references: Optional[References] = None, progress: Optional[Progress] = None) -> VerifyReport:
+    """Run ``model`` in ONNX Runtime on the images of ``references`` (default: computed now by
+    :func:`torch_references` from ``torch_model`` and ``seed``) and compare with PyTorch's
+    outputs; ``report.passed`` says whether every output is within ``tolerance``."""
+    progress = progress or Progress.quiet()
+    if references is None:
+        references = torch_references(torch_model, meta, seed, progress)
+    report = VerifyReport(tolerance=tolerance, seed=references.seed)
     with progress.step("loading the model into ONNX Runtime"):
         session = ort_session(model)
     input_name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
-    torch_model.eval()
-    for shape in verification_shapes(meta):
-        images = random_images(shape, meta, rng)
-        with progress.step(f"verifying at {'x'.join(map(str, shape))}"):
+    for images, expected in zip(references.images, references.outputs):
+        with progress.step(f"running ONNX Runtime at {'x'.join(map(str, images.shape))}"):
             got = session.run(None, {input_name: images})
-            with torch.no_grad():
-                expected = torch_model(torch.from_numpy(images))
         if len(expected) != len(names):
             raise ValueError(f"ONNX model has {len(names)} outputs, the PyTorch model {len(expected)}")
         for name, e, g in zip(names, expected, got):
-            e = e.numpy()
             max_abs, max_rel = compare(e, g)
-            report.checks.append(OutputCheck(tuple(shape), name, tuple(g.shape), max_abs, max_rel,
+            report.checks.append(OutputCheck(tuple(images.shape), name, tuple(g.shape), max_abs, max_rel,
                                              max_rel <= tolerance and e.shape == g.shape))
     return report
