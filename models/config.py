@@ -19,9 +19,9 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 import yaml
 
-from models.backbone import BodySpec
+from models.backbone import BodySpec  # importing models.backbone also fills the registries
 from models.errors import DeformRTError
-from models.registry import BACKBONES, BLOCKS, STEMS, closest_match, did_you_mean
+from models.registry import BACKBONES, BLOCKS, STEMS, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -236,8 +236,7 @@ def _set_opt(tree: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     for i, part in enumerate(parts):
         if not isinstance(node, dict) or part not in node:
-            match = closest_match(key, _leaf_keys(tree))
-            hint = f" (did you mean {match!r}?)" if match else f"; the backbone keys are {_BACKBONE_KEYS_HINT}"
+            hint = did_you_mean(key, _leaf_keys(tree)) or f"; the backbone keys are {_BACKBONE_KEYS_HINT}"
             raise DeformRTError(f"unknown config key {key!r}{hint}")
         if i < len(parts) - 1:
             node = node[part]
@@ -317,8 +316,9 @@ def _check_group_norm(tree: dict, spec: BodySpec) -> None:
     dim, groups = gn["DIM_PER_GP"], gn["NUM_GROUPS"]
     if (dim == -1) == (groups == -1) or (dim != -1 and dim <= 0) or (groups != -1 and groups <= 0):
         raise DeformRTError(
-            f"MODEL.GROUP_NORM.DIM_PER_GP={dim} and MODEL.GROUP_NORM.NUM_GROUPS={groups}: exactly one must be -1 and the "
-            "other positive (upstream's group_norm uses NUM_GROUPS groups when DIM_PER_GP is -1, else C / DIM_PER_GP)")
+            f"MODEL.GROUP_NORM.DIM_PER_GP={dim} and MODEL.GROUP_NORM.NUM_GROUPS={groups}: exactly one must be -1 "
+            "and the other positive (upstream's group_norm uses NUM_GROUPS groups when DIM_PER_GP is -1, "
+            "else C / DIM_PER_GP)")
     if gn["EPSILON"] <= 0:
         raise DeformRTError(f"MODEL.GROUP_NORM.EPSILON must be > 0, got {gn['EPSILON']}")
     # Every channel count that a GroupNorm will normalise (GN and FrozenBN may be mixed between the

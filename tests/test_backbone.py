@@ -400,7 +400,8 @@ def ref_fpn(cs, sd, arch):
 def arch_of(cfg):
     r, g = cfg.MODEL.RESNETS, cfg.MODEL.GROUP_NORM
     return {"groups": r.NUM_GROUPS, "stride_in_1x1": r.STRIDE_IN_1X1, "modulated": r.WITH_MODULATED_DCN,
-            "dg": r.DEFORMABLE_GROUPS, "gn": (g.DIM_PER_GP, g.NUM_GROUPS, g.EPSILON), "fpn_relu": cfg.MODEL.FPN.USE_RELU}
+            "dg": r.DEFORMABLE_GROUPS, "gn": (g.DIM_PER_GP, g.NUM_GROUPS, g.EPSILON),
+            "fpn_relu": cfg.MODEL.FPN.USE_RELU}
 
 
 def assert_close(got, want, tol=1e-9):
@@ -585,7 +586,8 @@ def test_registry_errors_and_order():
     assert registry.names() == ["alpha", "beta"] and registry.get("beta") is beta and "alpha" in registry
     with pytest.raises(ValueError, match="already registered"):
         registry.register("alpha", 3)
-    with pytest.raises(DeformRTError, match=r"unknown THING 'alpah' \(did you mean 'alpha'\?\); valid names: alpha, beta"):
+    with pytest.raises(DeformRTError,
+                       match=r"unknown THING 'alpah' \(did you mean 'alpha'\?\); valid names: alpha, beta"):
         registry.get("alpah")
     with pytest.raises(DeformRTError) as info:
         registry.get("zzzzzz")

@@ -82,7 +82,8 @@ def test_presets(body):
     assert cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS == (256 if fpn else 1024)
     assert cfg.DATALOADER.SIZE_DIVISIBILITY == (32 if fpn else 0)
     rest = {k: v for k, v in flat(cfg).items()
-            if k not in ("MODEL.BACKBONE.CONV_BODY", "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", "DATALOADER.SIZE_DIVISIBILITY")}
+            if k not in ("MODEL.BACKBONE.CONV_BODY", "MODEL.RESNETS.BACKBONE_OUT_CHANNELS",
+                         "DATALOADER.SIZE_DIVISIBILITY")}
     assert all(UPSTREAM_DEFAULTS[k] == v for k, v in rest.items())
 
 
@@ -292,7 +293,8 @@ def test_allowed_combinations_are_not_errors():
 
 
 def test_bad_arguments():
-    assert "'R-50-FNP'" in error_of(conv_body="R-50-FNP") and "did you mean 'R-50-FPN'" in error_of(conv_body="R-50-FNP")
+    message = error_of(conv_body="R-50-FNP")
+    assert "'R-50-FNP'" in message and "did you mean 'R-50-FPN'" in message
     assert "did you mean 'R-101-FPN'" in error_of(conv_body="r-101-fpn")
     assert "opts must be a list" in error_of(opts="MODEL.RESNETS.NUM_GROUPS 32")
 
@@ -304,7 +306,8 @@ def test_bad_arguments():
     ("MODEL:\n  RESNETS: 3\n", ["mine.yaml: MODEL.RESNETS is a section"]),
     ("MODEL:\n  RESNETS:\n    NUM_GROUPS: {A: 1}\n", ["mine.yaml: MODEL.RESNETS.NUM_GROUPS is a key"]),
     ("MODEL:\n  RESNETS:\n    NUM_GROUPS: 1.5\n", ["mine.yaml: MODEL.RESNETS.NUM_GROUPS: expected an integer"]),
-    ("MODEL:\n  RESNETS:\n    STAGE_WITH_DCN: (False, True)\n", ["mine.yaml: MODEL.RESNETS.STAGE_WITH_DCN: expected a tuple"]),
+    ("MODEL:\n  RESNETS:\n    STAGE_WITH_DCN: (False, True)\n",
+     ["mine.yaml: MODEL.RESNETS.STAGE_WITH_DCN: expected a tuple"]),
     ("MODEL:\n  BACKBONE:\n    CONV_BODY: R-50-FPM\n", ["did you mean 'R-50-FPN'"]),
     ("MODEL:\n  RESNETS: [1, 2\n", ["mine.yaml is not valid YAML at line 3"]),
     ("- MODEL\n", ["mine.yaml must hold a mapping", "list"]),
