@@ -3,7 +3,10 @@ independent functional float64 re-implementation written from the facts sheet.""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -596,3 +599,42 @@ def test_registry_errors_and_order():
         BACKBONES.get("R-101-RETINANET")
     with pytest.raises(DeformRTError, match="did you mean 'R-152-FPN'"):
         body_info("R-152-FPM")
+
+
+# ------------------------------------------------------------------------------------------------
+# Scripts
+
+
+def load_script(name):
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"deformrt_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_prints_outputs_and_parameter_count(capsys):
+    demo = load_script("demo")
+    assert demo.main(["--body", "R-50-FPN", "--size", "64", "96", "--dcn", "v1"]) == 0
+    out = capsys.readouterr().out
+    model = build("R-50-FPN", DCN_C3_C5, device="meta")
+    assert f"parameters: {sum(p.numel() for p in model.parameters()):,} (13 deformable convs" in out
+    for name, stride, size in zip(("P2", "P6"), (4, 64), ("1x256x16x24", "1x256x1x2")):
+        assert any(line.split() == [name, size, str(stride)] for line in out.splitlines()), out
+    assert demo.main(["--body", "R-50-FPN", "--size", "50", "64"]) == 1
+    assert "error: R-50-FPN: input height and width must be multiples of 32" in capsys.readouterr().err
+
+
+def test_bench_models_json_is_stable(capsys):
+    bench = load_script("bench_models")
+    assert bench.main(["--bodies", "R-50-C4", "--size", "32", "32", "--repeat", "1", "--dcn-bodies", "R-50-FPN",
+                       "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert list(result) == ["size", "repeat", "threads", "torch", "bodies", "dcn"]
+    assert result["size"] == [32, 32] and list(result["bodies"]) == ["R-50-C4"]
+    assert list(result["bodies"]["R-50-C4"]) == ["median_ms", "times_ms"]
+    dcn = result["dcn"]["R-50-FPN"]
+    assert list(dcn) == ["plain_ms", "dcn_ms", "plain_times_ms", "dcn_times_ms", "ratio", "target", "meets_target"]
+    assert dcn["ratio"] == pytest.approx(dcn["dcn_ms"] / dcn["plain_ms"], rel=1e-2)
+    assert bench.main(["--bodies", "R-50-FNP", "--dcn-bodies"]) == 1
+    assert "did you mean 'R-50-FPN'" in capsys.readouterr().err
