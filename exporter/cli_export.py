@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
             metavar="KEY VALUE", help="Config overrides as in maskrcnn-benchmark's tools.")] = None,
         onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (required: the export format).")] = False,
         output: Annotated[Optional[str], typer.Option(
-            "-o", "--output", help="Output file [default: <body>[-dcn][-onnxdcn].onnx in the current directory].")] = None,
+            "-o", "--output", help="Output file (default: <body>[-dcn][-onnxdcn].onnx in the current directory).")] = None,
         config_file: Annotated[Optional[str], typer.Option(
             "--config-file", help="maskrcnn-benchmark YAML config (or a bundled config's name).")] = None,
         weights: Annotated[Optional[str], typer.Option(
