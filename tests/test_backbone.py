@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcn_reference import deform_conv2d_reference
+from exporter.progress import Progress
 from models.backbone import Backbone, body_info, build_backbone, list_bodies
 from models.config import get_cfg
 from models.errors import DeformRTError
@@ -615,8 +616,7 @@ def load_script(name):
 
 def test_demo_prints_outputs_and_parameter_count(capsys):
     demo = load_script("demo")
-    assert demo.main(["--body", "R-50-FPN", "--size", "64", "96", "--dcn", "v1"]) == 0
-    out = capsys.readouterr().out
+    out = demo.describe("R-50-FPN", "v1", (64, 96), seed=0, progress=Progress.quiet())
     model = build("R-50-FPN", DCN_C3_C5, device="meta")
     assert f"parameters: {sum(p.numel() for p in model.parameters()):,} (13 deformable convs" in out
     for name, stride, size in zip(("P2", "P6"), (4, 64), ("1x256x16x24", "1x256x1x2")):
