@@ -20,38 +20,8 @@ class DcnOp(str, Enum):
     onnx = DCN_OP_ONNX
 
 
-ONNX_FLAVOUR_NOTE = ("note: standard DeformConv runs in ONNX Runtime, and TensorRT >= 10.1 parses it natively "
-                     "(TensorRT's own plugin); --dcn-op plugin uses deformrt's kernels instead")
-
-
 def _print_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, sort_keys=True))
-
-
-def _format_result(result) -> str:
-    meta = result.metadata
-    flavour = ("deformrt plugin op" if meta.dcn_op == DCN_OP_PLUGIN else "standard ONNX op")
-    weights = (f"random init (seed {meta.seed})" if meta.seed is not None
-               else f"{meta.weights} (sha256 {meta.weights_sha256[:16]}...)")
-    axes = meta.dynamic_axes.get("images", {})
-    dims = ", ".join(axes.get(str(i), str(v)) for i, v in enumerate(meta.export_shape))
-    lines = [
-        f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB; parameters {result.parameter_bytes / 1e6:.1f} MB)",
-        f"  body:    {meta.body}; outputs {', '.join(meta.output_names)} (strides "
-        f"{', '.join(map(str, meta.output_strides))})",
-        f"  DCN:     {result.dcn_nodes} x {meta.dcn_op_version} ({flavour})",
-        f"  input:   images [{dims}] ({'dynamic' if meta.dynamic else 'static'}; exported at "
-        f"{'x'.join(map(str, meta.export_shape))})",
-        f"  weights: {weights}",
-        "  time:    " + ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()),
-    ]
-    if result.verification is not None:
-        lines.append(result.verification.table())
-    else:
-        lines.append("not verified (--no-verify)")
-    if meta.dcn_op == DCN_OP_ONNX and result.dcn_nodes:
-        lines.append(ONNX_FLAVOUR_NOTE)
-    return "\n".join(lines)
 
 
 def register(app: typer.Typer) -> None:
@@ -108,7 +78,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             _print_json(result.to_dict())
         else:
-            typer.echo(_format_result(result))
+            typer.echo(result.summary())
 
     @app.command("list-models")
     def list_models(as_json: JsonOption = False) -> None:

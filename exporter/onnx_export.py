@@ -49,6 +49,8 @@ INPUT_NAME = "images"
 MIN_OPSET = gp.ONNX_DEFORM_CONV_OPSET
 DEFAULT_INPUT_SIZE = (800, 1344)
 DEFAULT_SEED = 0
+ONNX_FLAVOUR_NOTE = ("note: standard DeformConv runs in ONNX Runtime, and TensorRT >= 10.1 parses it natively "
+                     "(with TensorRT's own plugin); --dcn-op plugin uses deformrt's kernels instead")
 # Upper bounds the dynamic dims are traced with (not written to the ONNX file).
 _MAX_BATCH = 1024
 _MAX_SIDE = 8192
@@ -408,6 +410,30 @@ class ExportResult:
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "verification": self.verification.to_dict() if self.verification is not None else None,
         }
+
+    def summary(self) -> str:
+        """Several lines for people: file, body, DCN nodes, input dims, weights, timings, then the
+        verification table (and, for the standard-DeformConv flavour, where it runs)."""
+        meta = self.metadata
+        flavour = "deformrt plugin op" if meta.dcn_op == DCN_OP_PLUGIN else "standard ONNX op"
+        weights = (f"random init (seed {meta.seed})" if meta.seed is not None
+                   else f"{meta.weights} (sha256 {meta.weights_sha256[:16]}...)")
+        axes = meta.dynamic_axes.get(INPUT_NAME, {})
+        dims = ", ".join(axes.get(str(i), str(v)) for i, v in enumerate(meta.export_shape))
+        lines = [
+            f"wrote {self.path} ({self.size_bytes / 1e6:.1f} MB; parameters {self.parameter_bytes / 1e6:.1f} MB)",
+            f"  body:    {meta.body}; outputs {', '.join(meta.output_names)} "
+            f"(strides {', '.join(map(str, meta.output_strides))})",
+            f"  DCN:     {self.dcn_nodes} x {meta.dcn_op_version} ({flavour})",
+            f"  input:   {INPUT_NAME} [{dims}] ({'dynamic' if meta.dynamic else 'static'}; exported at "
+            f"{'x'.join(map(str, meta.export_shape))})",
+            f"  weights: {weights}",
+            "  time:    " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()),
+            self.verification.table() if self.verification is not None else "not verified (--no-verify)",
+        ]
+        if meta.dcn_op == DCN_OP_ONNX and self.dcn_nodes:
+            lines.append(ONNX_FLAVOUR_NOTE)
+        return "\n".join(lines)
 
 
 def export_to_file(built: BuiltModel, out: Path, options: ExportOptions, *, verify: bool = True,

@@ -11,14 +11,26 @@ shape with different images.
 
 Error measure, per output: ``max_abs = max |ort - torch|`` and ``max_rel = max_abs / max |torch|``
 (relative to the output's scale, which is well defined when single elements are near zero).
+
 Tolerance: ``max_rel <= 1e-4`` in fp32. Both sides compute in fp32 with different summation orders
-and different bilinear-sampling code; over a 100-layer backbone that differs by about 1e-6 of
-the output scale, so 1e-4 leaves a wide margin while any semantic mistake (offset order, pads,
-groups, mask) shows up as an error of order 1e-2 to 1.
+and different bilinear-sampling code; on a well-conditioned backbone (trained weights; offsets of
+a few pixels) they differ by about 1e-6 of the output scale, so 1e-4 leaves a wide margin while a
+semantic mistake (offset order, pads, groups, mask) shows up as an error of order 1e-2 to 1.
+
+Ill-conditioned models. With upstream's random init the offset convs are kaiming-uniform on
+features of magnitude ~100, so offsets reach tens to hundreds of pixels and each deformable layer
+amplifies rounding differences: for R-101-FPN with DCN in c3-c5 at 512x512, PyTorch's own fp32
+result is 5-9% away from its float64 result. No fp32 implementation can match another to 1e-4
+there. So when the strict check fails and the PyTorch model is at hand, the float64 PyTorch result
+becomes the reference: an output passes when ONNX Runtime is within ``max(tolerance,
+FLOOR_FACTOR x floor)`` of it, where ``floor`` is PyTorch fp32's own relative error against
+float64 (ONNX Runtime must be about as accurate as the framework the model came from). The table
+then shows the floor and the error against float64 for every output.
 """
 
 from __future__ import annotations
 
+import copy
 import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Union
@@ -33,12 +45,16 @@ from exporter.metadata import ExportMetadata
 from exporter.progress import Progress
 
 DEFAULT_TOLERANCE = 1e-4
+# An ill-conditioned output passes when ONNX Runtime's error against float64 is at most this
+# multiple of PyTorch fp32's own (measured on random-init R-101-FPN+DCN at 256-576 px: 0.6 to 1.3).
+FLOOR_FACTOR = 3.0
 PROVIDER = "CPUExecutionProvider"
 
 
 @dataclass(frozen=True)
 class OutputCheck:
-    """One output at one input shape."""
+    """One output at one input shape. ``floor`` / ``max_rel_float64`` are set when the float64
+    reference was needed: PyTorch fp32's and ONNX Runtime's relative errors against it."""
 
     input_shape: tuple[int, ...]
     output: str
@@ -46,6 +62,12 @@ class OutputCheck:
     max_abs: float
     max_rel: float
     passed: bool
+    floor: Optional[float] = None
+    max_rel_float64: Optional[float] = None
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.3e}"
 
 
 @dataclass
@@ -61,27 +83,50 @@ class VerifyReport:
     def passed(self) -> bool:
         return bool(self.checks) and all(c.passed for c in self.checks)
 
+    @property
+    def used_float64(self) -> bool:
+        return any(c.floor is not None for c in self.checks)
+
     def worst(self) -> OutputCheck:
-        return max(self.checks, key=lambda c: c.max_rel)
+        """The failing check with the largest error (or the largest error overall)."""
+        failing = [c for c in self.checks if not c.passed] or self.checks
+        return max(failing, key=lambda c: c.max_rel)
 
     def worst_line(self) -> str:
         w = self.worst()
-        return (f"output {w.output} at input {'x'.join(map(str, w.input_shape))}: max rel error "
-                f"{w.max_rel:.2e} > {self.tolerance:.0e} (max abs {w.max_abs:.3e}, seed {self.seed})")
+        where = f"output {w.output} at input {'x'.join(map(str, w.input_shape))}"
+        if w.floor is None:
+            return (f"{where}: max rel error {w.max_rel:.2e} > {self.tolerance:.0e} "
+                    f"(max abs {w.max_abs:.3e}, seed {self.seed})")
+        return (f"{where}: max rel error against float64 PyTorch {w.max_rel_float64:.2e} > "
+                f"max({self.tolerance:.0e}, {FLOOR_FACTOR:g} x PyTorch fp32's own {w.floor:.2e}) (seed {self.seed})")
 
     def table(self) -> str:
-        """A fixed-width table: input shape, output, output shape, max abs, max rel, ok."""
-        head = ("input", "output", "shape", "max abs err", "max rel err", "ok")
-        rows = [("x".join(map(str, c.input_shape)), c.output, "x".join(map(str, c.output_shape)),
-                 f"{c.max_abs:.3e}", f"{c.max_rel:.3e}", "yes" if c.passed else "NO") for c in self.checks]
+        """A fixed-width table, one row per output and input shape."""
+        head = ["input", "output", "shape", "max abs err", "max rel err"]
+        if self.used_float64:
+            head += ["torch fp32 vs fp64", "ORT vs fp64"]
+        head.append("ok")
+        rows = []
+        for c in self.checks:
+            row = ["x".join(map(str, c.input_shape)), c.output, "x".join(map(str, c.output_shape)),
+                   f"{c.max_abs:.3e}", f"{c.max_rel:.3e}"]
+            if self.used_float64:
+                row += [_fmt(c.floor), _fmt(c.max_rel_float64)]
+            rows.append(row + ["yes" if c.passed else "NO"])
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
         lines = [f"ONNX Runtime ({self.provider}) vs PyTorch, seed {self.seed}, "
                  f"tolerance: max rel err (max|err| / max|torch|) <= {self.tolerance:.0e}"]
+        if self.used_float64:
+            lines.append(f"strict check failed, so also against float64 PyTorch: an output passes when ORT vs fp64 <= "
+                         f"max({self.tolerance:.0e}, {FLOOR_FACTOR:g} x torch fp32 vs fp64); a large torch fp32 vs "
+                         "fp64 means the model is ill-conditioned at these inputs")
         lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [head, *rows]]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "tolerance": self.tolerance, "seed": self.seed, "provider": self.provider,
+        return {"passed": self.passed, "tolerance": self.tolerance, "floor_factor": FLOOR_FACTOR, "seed": self.seed,
+                "provider": self.provider,
                 "checks": [{**asdict(c), "input_shape": list(c.input_shape), "output_shape": list(c.output_shape)}
                            for c in self.checks]}
 
@@ -129,13 +174,15 @@ def compare(expected: np.ndarray, got: np.ndarray) -> tuple[float, float]:
     return max_abs, (max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf")))
 
 
-@dataclass(frozen=True)
+@dataclass
 class References:
-    """PyTorch's outputs on the verification images, reusable across ONNX files of one model."""
+    """PyTorch's outputs on the verification images, reusable across ONNX files of one model;
+    ``outputs64`` (float64 PyTorch) is filled in only when a strict check fails."""
 
     seed: int
     images: tuple[np.ndarray, ...]
     outputs: tuple[tuple[np.ndarray, ...], ...]
+    outputs64: Optional[tuple[tuple[np.ndarray, ...], ...]] = None
 
 
 def torch_references(torch_model: nn.Module, meta: ExportMetadata, seed: Optional[int] = None,
@@ -145,14 +192,19 @@ def torch_references(torch_model: nn.Module, meta: ExportMetadata, seed: Optiona
     progress = progress or Progress.quiet()
     seed = secrets.randbits(32) if seed is None else seed
     rng = np.random.default_rng(seed)
-    images, outputs = [], []
-    torch_model.eval()
-    for shape in verification_shapes(meta):
-        batch = random_images(shape, meta, rng)
-        with progress.step(f"running PyTorch at {'x'.join(map(str, shape))}"), torch.no_grad():
-            outputs.append(tuple(t.numpy() for t in torch_model(torch.from_numpy(batch))))
-        images.append(batch)
-    return References(seed, tuple(images), tuple(outputs))
+    images = tuple(random_images(shape, meta, rng) for shape in verification_shapes(meta))
+    return References(seed, images, _run_torch(torch_model, images, torch.float32, progress))
+
+
+def _run_torch(torch_model: nn.Module, images, dtype: torch.dtype, progress: Progress):
+    model = torch_model if dtype == torch.float32 else copy.deepcopy(torch_model).to(dtype)
+    model.eval()
+    outputs = []
+    for batch in images:
+        with progress.step(f"running PyTorch ({str(dtype).replace('torch.', '')}) at "
+                           f"{'x'.join(map(str, batch.shape))}"), torch.no_grad():
+            outputs.append(tuple(t.numpy() for t in model(torch.from_numpy(batch).to(dtype))))
+    return tuple(outputs)
 
 
 def verify(model: Union[onnx.ModelProto, bytes], torch_model: Optional[nn.Module], meta: ExportMetadata, *,
@@ -160,22 +212,44 @@ def verify(model: Union[onnx.ModelProto, bytes], torch_model: Optional[nn.Module
            references: Optional[References] = None, progress: Optional[Progress] = None) -> VerifyReport:
     """Run ``model`` in ONNX Runtime on the images of ``references`` (default: computed now by
     :func:`torch_references` from ``torch_model`` and ``seed``) and compare with PyTorch's
-    outputs; ``report.passed`` says whether every output is within ``tolerance``."""
+    outputs; ``report.passed`` says whether every output is within ``tolerance``. When the strict
+    check fails and ``torch_model`` is given, ill-conditioned outputs are judged against float64
+    PyTorch as the module docstring explains."""
     progress = progress or Progress.quiet()
     if references is None:
         references = torch_references(torch_model, meta, seed, progress)
-    report = VerifyReport(tolerance=tolerance, seed=references.seed)
     with progress.step("loading the model into ONNX Runtime"):
         session = ort_session(model)
     input_name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
+    results = []
     for images, expected in zip(references.images, references.outputs):
         with progress.step(f"running ONNX Runtime at {'x'.join(map(str, images.shape))}"):
             got = session.run(None, {input_name: images})
         if len(expected) != len(names):
             raise ValueError(f"ONNX model has {len(names)} outputs, the PyTorch model {len(expected)}")
-        for name, e, g in zip(names, expected, got):
-            max_abs, max_rel = compare(e, g)
-            report.checks.append(OutputCheck(tuple(images.shape), name, tuple(g.shape), max_abs, max_rel,
-                                             max_rel <= tolerance and e.shape == g.shape))
-    return report
+        results.append(got)
+    checks = [_check(images.shape, name, e, g, tolerance)
+              for images, expected, got in zip(references.images, references.outputs, results)
+              for name, e, g in zip(names, expected, got)]
+    if not all(c.passed for c in checks) and torch_model is not None:
+        if references.outputs64 is None:
+            references.outputs64 = _run_torch(torch_model, references.images, torch.float64, progress)
+        checks = [_check(images.shape, name, e, g, tolerance, e64)
+                  for images, expected, got, exp64 in zip(references.images, references.outputs, results,
+                                                          references.outputs64)
+                  for name, e, g, e64 in zip(names, expected, got, exp64)]
+    return VerifyReport(tolerance=tolerance, seed=references.seed, checks=checks)
+
+
+def _check(input_shape, name: str, expected: np.ndarray, got: np.ndarray, tolerance: float,
+           expected64: Optional[np.ndarray] = None) -> OutputCheck:
+    max_abs, max_rel = compare(expected, got)
+    shape_ok = expected.shape == got.shape
+    if expected64 is None:
+        return OutputCheck(tuple(input_shape), name, tuple(got.shape), max_abs, max_rel,
+                           shape_ok and max_rel <= tolerance)
+    floor = compare(expected64, expected)[1]
+    rel64 = compare(expected64, got)[1]
+    passed = shape_ok and (max_rel <= tolerance or rel64 <= max(tolerance, FLOOR_FACTOR * floor))
+    return OutputCheck(tuple(input_shape), name, tuple(got.shape), max_abs, max_rel, passed, floor, rel64)

@@ -1,10 +1,14 @@
-"""deformrt demo: build a maskrcnn-benchmark backbone with deformable convolution and run it on CPU.
+"""deformrt demo: a maskrcnn-benchmark backbone with deformable convolution, from PyTorch to ONNX.
 
     python scripts/demo.py [--body R-101-FPN] [--dcn v2|v1|none] [--size 512 512] [--seed 0]
+                           [--out-dir out/demo] [--no-export]
 
 Builds the body (default R-101-FPN with modulated DCN in res3-res5, as upstream's ``mdconv``
 configs) with seeded random weights, runs one random image through it and prints each output's
-name, shape and stride, and the parameter count.
+name, shape and stride, and the parameter count. Then the main job: exports it to ONNX in both
+DCN flavours (``deformrt export BODY --onnx --dcn-op plugin|onnx``: dynamic axes, verified with
+ONNX Runtime against PyTorch at two shapes, ``--size`` being the export shape) into ``--out-dir``
+and shows ``deformrt info`` of the plugin-flavour file. ``--no-export`` stops after the build.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
@@ -54,6 +59,29 @@ def describe(body: str, dcn: str, size: tuple[int, int], seed: int, progress: Pr
     return "\n".join(lines)
 
 
+def export_and_inspect(body: str, dcn: str, size: tuple[int, int], seed: int, out_dir: Path,
+                       progress: Progress) -> str:
+    """Export ``body`` in both DCN flavours with verification (what ``deformrt export`` does),
+    then describe the plugin-flavour file as ``deformrt info`` does; return the printed report."""
+    from exporter.inspect_onnx import format_info, inspect_model
+    from exporter.onnx_export import ExportOptions, default_output_name, export_body, load_config
+
+    _, opts = DCN_CHOICES[dcn]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(body, None, opts)
+    reports, files = [], []
+    for dcn_op in ("plugin", "onnx"):
+        path = out_dir / default_output_name(cfg, dcn_op)
+        reports.append(f"$ deformrt export {body} --onnx --dcn-op {dcn_op} -o {path} --input-size {size[0]} {size[1]} "
+                       f"--seed {seed} --force" + "".join(f" {o!r}" if " " in o else f" {o}" for o in opts))
+        result = export_body(body, str(path), opts=opts, seed=seed, force=True, progress=progress,
+                             options=ExportOptions(dcn_op=dcn_op, input_size=size))
+        reports += [result.summary(), ""]
+        files.append(result.path)
+    reports += [f"$ deformrt info {files[0]}", format_info(inspect_model(files[0]))]
+    return "\n".join(reports)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--body", default="R-101-FPN", help="CONV_BODY name (default R-101-FPN)")
@@ -62,11 +90,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--size", nargs=2, type=int, default=(512, 512), metavar=("H", "W"),
                         help="input height and width (multiples of 32 for FPN bodies; default 512 512)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the random weights and image")
+    parser.add_argument("--out-dir", type=Path, default=Path("out/demo"),
+                        help="where the ONNX files go (default out/demo; existing demo files are replaced)")
+    parser.add_argument("--no-export", action="store_true", help="only build and run the PyTorch model")
     args = parser.parse_args(argv)
     if min(args.size) < 1:
         parser.error("--size must be positive")
     try:
-        print(describe(args.body, args.dcn, tuple(args.size), args.seed, Progress()))
+        progress = Progress()
+        print(describe(args.body, args.dcn, tuple(args.size), args.seed, progress), flush=True)
+        if not args.no_export:
+            print("\n" + export_and_inspect(args.body, args.dcn, tuple(args.size), args.seed, args.out_dir, progress))
     except DeformRTError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -227,3 +227,39 @@ def test_rebuild_model_from_metadata_reproduces_the_weights(exported):
     for name, tensor in original.items():
         if ".offset." not in name:  # the offset convs were rescaled by this test after building
             assert torch.equal(rebuilt[name], tensor), name
+
+
+def test_ill_conditioned_model_is_judged_against_float64():
+    # Upstream's random offset init on pixel-scale input: offsets of tens of pixels that amplify
+    # rounding (PyTorch fp32 itself is ~1e-5..1e-4 away from float64 here). A tolerance below that
+    # forces the float64 criterion; a real export bug must still fail it.
+    cfg = oe.load_config("R-50-C4", None, ["MODEL.RESNETS.STAGE_WITH_DCN", "(False, True, True, False)",
+                                           "MODEL.RESNETS.WITH_MODULATED_DCN", "True"])
+    built = oe.build_model(cfg, seed=0)
+    proto = oe.export_model(built, oe.ExportOptions(input_size=(256, 256), dynamic=False))
+    meta = ExportMetadata.from_model(proto)
+    references = vf.torch_references(built.model, meta, seed=0)
+    report = vf.verify(proto, built.model, meta, tolerance=1e-6, references=references)
+    assert report.used_float64 and report.passed, report.table()
+    for c in report.checks:
+        assert c.floor > 1e-6 and c.max_rel_float64 <= vf.FLOOR_FACTOR * c.floor
+    assert "torch fp32 vs fp64" in report.table()
+    node = next(n for n in proto.graph.node if gp.is_plugin_deform_conv(n))
+    next(a for a in node.attribute if a.name == "pads").ints[:] = [0, 2, 2, 0]
+    broken = vf.verify(proto, built.model, meta, references=references)
+    assert not broken.passed and broken.used_float64
+    assert broken.worst().max_rel_float64 > 10 * vf.FLOOR_FACTOR * broken.worst().floor
+    assert "against float64 PyTorch" in broken.worst_line()
+
+
+def test_float64_criterion_on_synthetic_outputs():
+    rng = np.random.default_rng(0)
+    exact = rng.standard_normal((2, 8, 4, 4))
+    noisy = lambda rel: exact + rel * np.abs(exact).max() * rng.uniform(-1, 1, exact.shape)  # noqa: E731
+    torch32 = noisy(1e-2)  # an ill-conditioned model: fp32 PyTorch 1e-2 away from float64
+    ok = vf._check((1, 3, 8, 8), "P", torch32, noisy(1.5e-2), 1e-4, exact)
+    assert ok.passed and ok.max_rel > 1e-4 and ok.floor == pytest.approx(1e-2, rel=0.2)
+    assert not vf._check((1, 3, 8, 8), "P", torch32, noisy(0.2), 1e-4, exact).passed
+    well = noisy(1e-7)  # well-conditioned: the strict tolerance still rules
+    assert not vf._check((1, 3, 8, 8), "P", well, noisy(1e-3), 1e-4, exact).passed
+    assert vf._check((1, 3, 8, 8), "P", well, noisy(1e-5), 1e-4).passed
