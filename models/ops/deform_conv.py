@@ -10,11 +10,11 @@
 It is registered as ``torch.ops.deformrt.deform_conv2d`` with a fake (meta) implementation, so
 ``torch.export`` and the ONNX exporter trace it as one node.
 
-Backends. On CPU the op runs ``deform_conv2d_portable``: one vectorised bilinear sampling pass
-(``grid_sample``) per chunk of output rows and one matmul per convolution group, with the column
-buffer bounded by ``CHUNK_ELEMENTS``. On CUDA it uses, in order of preference, a registered CUDA
+Backends. On CPU the op runs ``deform_conv2d_portable``: per chunk of output rows, one fused,
+vectorised gather-and-blend of the four bilinear corners (``embedding_bag`` over channels-last
+rows) and one matmul per convolution group, with the column buffer bounded by ``CHUNK_ELEMENTS``. On CUDA it uses, in order of preference, a registered CUDA
 backend (deformrt's own kernels register as ``"deformrt"``; torchvision's as ``"torchvision"``
-when importable), else the same sampled implementation. ``use_backend(name)`` forces one.
+when importable), else the portable one. ``use_backend(name)`` forces one.
 """
 
 from __future__ import annotations
@@ -82,7 +82,15 @@ def check_shapes(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[T
 
 def deform_conv2d_portable(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor],
                            mask: Optional[Tensor], stride: _Pair, padding: _Pair, dilation: _Pair) -> Tensor:
-    """The portable implementation: bilinear sampling by grid_sample, then a matmul per group."""
+    """The portable implementation (any device): a fused gather-and-blend, then a matmul per group.
+
+    The input is viewed channels-last as a table of rows (n, y, x, offset group) -> channels. Each
+    sample (output pixel, tap, offset group) is one ``embedding_bag`` of its four bilinear corners,
+    weighted by the bilinear weights times the mask, with corners outside the image weighted 0 (a
+    zero-padded image). That gives the column matrix [pixels, taps * channels] of a chunk of output
+    rows, and one matmul per convolution group with the weight as [taps * channels, C_out / groups]
+    gives the output. The column buffer holds at most about ``CHUNK_ELEMENTS`` elements.
+    """
     groups, dg, ho, wo = check_shapes(input, offset, weight, bias, mask, stride, padding, dilation)
     orig_dtype = input.dtype
     if orig_dtype not in (torch.float32, torch.float64):
@@ -92,42 +100,65 @@ def deform_conv2d_portable(input: Tensor, offset: Tensor, weight: Tensor, bias: 
         mask = mask.float() if mask is not None else None
     n, c, h, w = input.shape
     c_out, cg, kh, kw = weight.shape
-    k = kh * kw
-    cdg = c // dg
+    k, cdg, cog = kh * kw, c // dg, c_out // groups
     dtype, device = input.dtype, input.device
-    x_groups = input.reshape(n * dg, cdg, h, w)
-    w_mat = weight.reshape(groups, c_out // groups, cg * k)
-    # Base sampling positions of each kernel tap, in input pixels: [K, 1, 1] over (tap, row, col).
-    ki = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw) * dilation[0]
-    kj = torch.arange(kw, device=device, dtype=dtype).repeat(kh) * dilation[1]
-    cols_x = torch.arange(wo, device=device, dtype=dtype) * stride[1] - padding[1]
-    base_x = (kj.view(k, 1, 1) + cols_x.view(1, 1, wo))
-    # grid_sample with align_corners=False maps pixel p to (2p + 1) / size - 1 (valid for size 1 too).
-    sx, sy = 2.0 / w, 2.0 / h
-    off = offset.view(n, dg, k, 2, ho, wo)
-    msk = mask.view(n, dg, 1, k, ho, wo) if mask is not None else None
 
-    out = torch.empty(n, c_out, ho, wo, dtype=dtype, device=device)
+    table = input.permute(0, 2, 3, 1).reshape(n * h * w * dg, cdg)
+    # Weight rows in the columns' (tap, channel) order: [groups, K * cg, cog].
+    w_mat = weight.reshape(groups, cog, cg, k).permute(0, 3, 2, 1).reshape(groups, k * cg, cog)
+    # Sampling positions before the offsets, broadcast over [n, dg, K, rows, W_out].
+    tap_y = (torch.arange(kh, device=device, dtype=dtype) * dilation[0]).repeat_interleave(kw).view(1, 1, k, 1, 1)
+    tap_x = (torch.arange(kw, device=device, dtype=dtype) * dilation[1]).repeat(kh).view(1, 1, k, 1, 1)
+    base_x = (torch.arange(wo, device=device, dtype=dtype) * stride[1] - padding[1]).view(1, 1, 1, 1, wo) + tap_x
+    row_base = (torch.arange(n, device=device).view(n, 1, 1, 1, 1) * (h * w * dg)
+                + torch.arange(dg, device=device).view(1, dg, 1, 1, 1))
+    off = offset.view(n, dg, k, 2, ho, wo)
+    msk = mask.view(n, dg, k, ho, wo) if mask is not None else None
+
+    out = torch.empty(n, ho, wo, c_out, dtype=dtype, device=device)
     rows = max(1, min(ho, CHUNK_ELEMENTS // max(1, n * c * k * wo)))
     for r0 in range(0, ho, rows):
         r1 = min(ho, r0 + rows)
         nr = r1 - r0
-        rows_y = torch.arange(r0, r1, device=device, dtype=dtype) * stride[0] - padding[0]
-        base_y = ki.view(k, 1, 1) + rows_y.view(1, nr, 1)
-        py = base_y + off[:, :, :, 0, r0:r1, :]  # [n, dg, k, nr, wo]
-        px = base_x + off[:, :, :, 1, r0:r1, :]
-        grid = torch.stack(((px + 0.5) * sx - 1.0, (py + 0.5) * sy - 1.0), dim=-1)
-        grid = grid.reshape(n * dg, k * nr, wo, 2)
-        sampled = F.grid_sample(x_groups, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        sampled = sampled.view(n, dg, cdg, k, nr * wo)
+        ys = (torch.arange(r0, r1, device=device, dtype=dtype) * stride[0] - padding[0]).view(1, 1, 1, nr, 1)
+        py = ys + tap_y + off[:, :, :, 0, r0:r1]
+        px = base_x + off[:, :, :, 1, r0:r1]
+        y0f, x0f = torch.floor(py), torch.floor(px)
+        ly, lx = py - y0f, px - x0f
+        y0, x0 = y0f.long(), x0f.long()
+        # Per-axis corner weights, zero where that corner row/column is outside the image.
+        wy0 = (1 - ly) * ((y0 >= 0) & (y0 < h))
+        wy1 = ly * ((y0 >= -1) & (y0 < h - 1))
+        wx0 = (1 - lx) * ((x0 >= 0) & (x0 < w))
+        wx1 = lx * ((x0 >= -1) & (x0 < w - 1))
         if msk is not None:
-            sampled = sampled * msk[..., r0:r1, :].reshape(n, dg, 1, k, nr * wo)
-        cols = sampled.reshape(n, groups, cg * k, nr * wo)
-        res = torch.matmul(w_mat.unsqueeze(0), cols)  # [n, groups, c_out/groups, nr*wo]
-        out[:, :, r0:r1, :] = res.reshape(n, c_out, nr, wo)
+            m = msk[..., r0:r1, :]
+            wy0, wy1 = wy0 * m, wy1 * m
+        ry0 = row_base + y0.clamp(0, h - 1) * (w * dg)
+        ry1 = row_base + (y0 + 1).clamp(0, h - 1) * (w * dg)
+        cx0 = x0.clamp(0, w - 1) * dg
+        cx1 = (x0 + 1).clamp(0, w - 1) * dg
+        # Bags in (n, row, col, tap, offset group) order so each pixel's columns are (tap, channel).
+        idx = torch.empty(n, nr, wo, k, dg, 4, dtype=torch.long, device=device)
+        wts = torch.empty(n, nr, wo, k, dg, 4, dtype=dtype, device=device)
+        iv, wv = idx.permute(0, 4, 3, 1, 2, 5), wts.permute(0, 4, 3, 1, 2, 5)
+        for corner, (ry, cx, wy, wx) in enumerate(((ry0, cx0, wy0, wx0), (ry0, cx1, wy0, wx1),
+                                                   (ry1, cx0, wy1, wx0), (ry1, cx1, wy1, wx1))):
+            torch.add(ry, cx, out=iv[..., corner])
+            torch.mul(wy, wx, out=wv[..., corner])
+        cols = F.embedding_bag(idx.view(-1, 4), table, per_sample_weights=wts.view(-1, 4), mode="sum")
+        cols = cols.view(n * nr * wo, k, c)
+        dst = out[:, r0:r1]
+        if groups == 1:
+            dst.copy_((cols.view(n * nr * wo, k * c) @ w_mat[0]).view(n, nr, wo, c_out))
+        else:
+            for gi in range(groups):
+                part = cols[:, :, gi * cg:(gi + 1) * cg].reshape(n * nr * wo, k * cg) @ w_mat[gi]
+                dst[..., gi * cog:(gi + 1) * cog] = part.view(n, nr, wo, cog)
+    out = out.permute(0, 3, 1, 2)
     if bias is not None:
-        out += bias.view(1, c_out, 1, 1)
-    return out.to(orig_dtype)
+        out = out + bias.view(1, c_out, 1, 1)
+    return out.contiguous().to(orig_dtype)
 
 
 # ----------------------------------------------------------------------------------------------
