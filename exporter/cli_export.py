@@ -35,17 +35,20 @@ def register(app: typer.Typer) -> None:
                "MODEL.RESNETS.WITH_MODULATED_DCN True",
     )
     def export(
-        body: Annotated[str, typer.Argument(metavar="BODY", help="Backbone body, e.g. R-101-FPN (see `deformrt list-models`).")],
+        body: Annotated[str, typer.Argument(
+            metavar="BODY", help="Backbone body, e.g. R-101-FPN (see `deformrt list-models`).")],
         opts: Annotated[Optional[list[str]], typer.Argument(
             metavar="KEY VALUE", help="Config overrides as in maskrcnn-benchmark's tools.")] = None,
         onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (required: the export format).")] = False,
         output: Annotated[Optional[str], typer.Option(
-            "-o", "--output", help="Output file (default: <body>[-dcn][-onnxdcn].onnx in the current directory).")] = None,
+            "-o", "--output",
+            help="Output file (default: <body>[-dcn][-onnxdcn].onnx in the current directory).")] = None,
         config_file: Annotated[Optional[str], typer.Option(
             "--config-file", help="maskrcnn-benchmark YAML config (or a bundled config's name).")] = None,
         weights: Annotated[Optional[str], typer.Option(
             "--weights", help="Checkpoint (.pth, .pkl, .safetensors); default: seeded random init.")] = None,
-        seed: Annotated[int, typer.Option("--seed", help="Seed for random init (and for tensors a checkpoint lacks).")] = 0,
+        seed: Annotated[int, typer.Option(
+            "--seed", help="Seed for random init (and for tensors a checkpoint lacks).")] = 0,
         dcn_op: Annotated[DcnOp, typer.Option(
             "--dcn-op", help="plugin: deformrt.DeformConv2d for deformrt's TensorRT plugin; "
                              "onnx: standard DeformConv (opset >= 19).")] = DcnOp.plugin,
@@ -100,7 +103,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("info")
     def info(
-        path: Annotated[str, typer.Argument(metavar="MODEL.onnx", help="An ONNX file (any; deformrt exports also show their metadata).")],
+        path: Annotated[str, typer.Argument(
+            metavar="MODEL.onnx", help="An ONNX file (any; deformrt exports also show their metadata).")],
         as_json: JsonOption = False,
     ) -> None:
         """Describe an ONNX file: inputs, outputs, opsets, custom ops, metadata, parameters."""

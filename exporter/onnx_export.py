@@ -4,8 +4,8 @@ Route. ``torch.onnx.export(dynamo=True)`` traces the model once; a custom transl
 ``torch.ops.deformrt.deform_conv2d`` call into standard ONNX ``DeformConv`` (opset 19) with its
 ``group`` / ``offset_group`` read from the traced shapes. Everything after that is an ONNX pass
 (:mod:`exporter.graph_passes`): cleanup, explicit attributes, and for ``--dcn-op plugin`` the
-rewrite into our ``deformrt.DeformConv2d``. One trace serves both flavours, so they differ only in
-the DCN nodes, and the reverse pass lets ONNX Runtime verify the plugin flavour. (Emitting the
+rewrite into our ``deformrt.DeformConv2d``. Both flavours come from the same traced graph, so they differ
+only in the DCN nodes, and the reverse pass lets ONNX Runtime verify the plugin flavour. (Emitting the
 custom-domain node straight from the translation would need the schema registered before tracing
 and would give the plugin flavour a code path of its own that ONNX Runtime could never run.)
 
@@ -42,7 +42,11 @@ from exporter import op_contract as oc
 from exporter.fsutil import atomic_path, check_output_path
 from exporter.metadata import DCN_OP_ONNX, DCN_OP_PLUGIN, DCN_OPS, SEED_PREFIX, ExportMetadata
 from exporter.progress import Progress
+from models.backbone import body_info, build_backbone
+from models.checkpoint import load_checkpoint
+from models.config import get_cfg
 from models.errors import DeformRTError
+from models.layers import FrozenBatchNorm2d
 from models.version import __version__
 
 INPUT_NAME = "images"
@@ -103,15 +107,8 @@ class BuiltModel:
     load_summary: str = ""
     seed: int = DEFAULT_SEED  # torch.manual_seed before building (random init, or init of tensors a file lacks)
 
-    @property
-    def has_dcn(self) -> bool:
-        """True when some stage of this body is deformable (STAGE_WITH_DCN)."""
-        return config_has_dcn(self.cfg)
-
-
 def config_has_dcn(cfg) -> bool:
-    from models.backbone import body_info
-
+    """True when some stage of the configured body is deformable (STAGE_WITH_DCN)."""
     stages = len(body_info(cfg.MODEL.BACKBONE.CONV_BODY)["blocks"])
     return any(cfg.MODEL.RESNETS.STAGE_WITH_DCN[:stages])
 
@@ -126,8 +123,6 @@ def file_sha256(path: Path) -> str:
 
 def load_config(body: Optional[str] = None, config_file: Optional[str] = None, opts: Sequence = ()):
     """The frozen config for ``body`` (models.config.get_cfg: defaults, file, body preset, opts)."""
-    from models import get_cfg
-
     return get_cfg(conv_body=body, config_file=config_file, opts=list(opts))
 
 
@@ -136,8 +131,6 @@ def build_model(cfg, weights: Optional[str] = None, seed: int = DEFAULT_SEED,
     """Build the configured backbone in eval mode: seeded random init (``torch.manual_seed(seed)``
     right before building, so one seed always gives the same weights), then, when ``weights`` is
     given, the checkpoint loaded strictly over it. Checkpoint problems raise DeformRTError."""
-    from models import build_backbone, load_checkpoint
-
     progress = progress or Progress.quiet()
     if weights is not None and not Path(weights).is_file():
         raise DeformRTError(f"checkpoint not found: {weights}")
@@ -154,8 +147,6 @@ def build_model(cfg, weights: Optional[str] = None, seed: int = DEFAULT_SEED,
 
 def config_from_metadata(meta: ExportMetadata):
     """The exact config an export was made with (its ``deformrt.config`` YAML read back)."""
-    from models import get_cfg
-
     with tempfile.TemporaryDirectory(prefix="deformrt-cfg-") as tmp:
         cfg_path = Path(tmp) / "config.yaml"
         cfg_path.write_text(meta.config, encoding="utf-8")
@@ -251,8 +242,6 @@ def prepare_for_export(model: nn.Module) -> nn.Module:
     ``x * scale + shift``. Same values; about half the traced ops, which halves the time the
     dynamic-shape export spends on symbolic shapes. (The cleanup pass then folds scale and shift
     into the conv weights.) ``model`` itself is left untouched."""
-    from models.layers import FrozenBatchNorm2d
-
     prepared = copy.deepcopy(model).eval()
     for module in list(prepared.modules()):
         for name, child in list(module.named_children()):
@@ -267,9 +256,9 @@ _SYMBOL = re.compile(r"[A-Za-z_]\w*")
 def _rename_symbols(proto: onnx.ModelProto, program) -> None:
     """Name output dims after the user's Dims: torch names derived dims' roots ``s39`` inside
     the graph while the input reads ``32*h32``; align the two so every dim_param uses ``h32``."""
-    placeholders = [n for n in program.exported_program.graph.nodes if n.op == "placeholder"]
-    user_input = next(n for n in placeholders if n.name not in program.exported_program.graph_signature.inputs_to_parameters
-                      and n.name not in program.exported_program.graph_signature.inputs_to_buffers)
+    exported = program.exported_program
+    user_inputs = set(exported.graph_signature.user_inputs)
+    user_input = next(n for n in exported.graph.nodes if n.op == "placeholder" and n.name in user_inputs)
     mapping = {}
     onnx_dims = proto.graph.input[0].type.tensor_type.shape.dim
     for dim, size in zip(onnx_dims, user_input.meta["val"].shape):
@@ -349,12 +338,14 @@ def finish_export(proto: onnx.ModelProto, built: BuiltModel, options: ExportOpti
             op_version = f"ai.onnx.{gp.ONNX_DEFORM_CONV}/{MIN_OPSET}"
     proto.producer_name, proto.producer_version = "deformrt", __version__
     proto.graph.name = model.body_name
-    proto.graph.doc_string = f"{model.body_name} backbone exported by deformrt {__version__} with torch {torch.__version__}"
+    proto.graph.doc_string = (f"{model.body_name} backbone exported by deformrt {__version__} "
+                              f"with torch {torch.__version__}")
     ExportMetadata(
         version=__version__, body=model.body_name, config=cfg.dump(), weights=built.weights,
         weights_sha256=built.weights_sha256, output_names=tuple(model.output_names),
         output_strides=tuple(model.output_strides), output_channels=tuple(model.output_channels),
-        pixel_mean=tuple(float(v) for v in cfg.INPUT.PIXEL_MEAN), pixel_std=tuple(float(v) for v in cfg.INPUT.PIXEL_STD),
+        pixel_mean=tuple(float(v) for v in cfg.INPUT.PIXEL_MEAN),
+        pixel_std=tuple(float(v) for v in cfg.INPUT.PIXEL_STD),
         to_bgr255=bool(cfg.INPUT.TO_BGR255), color_order="BGR" if cfg.INPUT.TO_BGR255 else "RGB",
         size_divisibility=int(model.size_divisibility), dcn_op=options.dcn_op, dcn_op_version=op_version,
         dynamic_axes=dynamic_axes_of(proto), export_shape=options.input_shape, init_seed=built.seed,

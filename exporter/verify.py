@@ -43,6 +43,7 @@ from torch import nn
 from exporter import graph_passes as gp
 from exporter.metadata import ExportMetadata
 from exporter.progress import Progress
+from models.errors import DeformRTError
 
 DEFAULT_TOLERANCE = 1e-4
 # An ill-conditioned output passes when ONNX Runtime's error against float64 is at most this
@@ -150,18 +151,34 @@ def random_images(shape, meta: ExportMetadata, rng: np.random.Generator) -> np.n
 
 
 def ort_session(model: Union[onnx.ModelProto, bytes]):
-    """An ONNX Runtime CPU session; a plugin-flavour model is rewritten to standard DeformConv first."""
+    """An ONNX Runtime CPU session; a plugin-flavour model is rewritten to standard DeformConv
+    first. A model ONNX Runtime refuses (e.g. an opset newer than it supports) is a DeformRTError."""
     import onnxruntime as ort
 
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load_from_string(model)
+    data = model if isinstance(model, bytes) else None
     if any(gp.is_plugin_deform_conv(n) for n in proto.graph.node):
-        copy = onnx.ModelProto()
-        copy.CopyFrom(proto)
-        gp.to_onnx_op(copy)
-        proto = copy
-    elif not isinstance(model, onnx.ModelProto):
-        return ort.InferenceSession(model, providers=[PROVIDER])
-    return ort.InferenceSession(proto.SerializeToString(), providers=[PROVIDER])
+        standard = onnx.ModelProto()
+        standard.CopyFrom(proto)
+        gp.to_onnx_op(standard)
+        data = standard.SerializeToString()
+    try:
+        return ort.InferenceSession(data if data is not None else proto.SerializeToString(), providers=[PROVIDER])
+    except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph types
+        reason = _last_sentences(str(exc)) or type(exc).__name__
+        raise DeformRTError(f"ONNX Runtime {ort.__version__} cannot load the model to verify it "
+                            f"(try a lower --opset, or --no-verify): {reason}") from None
+
+
+def _last_sentences(text: str, limit: int = 240) -> str:
+    """The closing sentences of a long library message (where the reason usually is), one line."""
+    sentences = " ".join(text.split()).split(". ")
+    kept = []
+    for sentence in reversed(sentences):
+        if kept and len(sentence) + sum(len(k) + 2 for k in kept) > limit:
+            break
+        kept.insert(0, sentence)
+    return ". ".join(kept)
 
 
 def compare(expected: np.ndarray, got: np.ndarray) -> tuple[float, float]:

@@ -13,10 +13,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
+from onnx import numpy_helper
 from typer.testing import CliRunner
 
 from exporter import cli
 from exporter.metadata import ExportMetadata
+from exporter.onnx_export import build_model, load_config
 from models.backbone import body_info, list_bodies
 
 runner = CliRunner()
@@ -99,6 +102,25 @@ def test_default_output_name_and_onnx_flavour_note(tmp_path, monkeypatch):
     assert "TensorRT >= 10.1 parses it natively" in result.stdout
 
 
+def test_config_file_and_weights_reach_the_model_and_metadata(tmp_path):
+    source = build_model(load_config("R-50-C4", "e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml"), seed=4).model
+    ckpt = tmp_path / "trained.pth"
+    torch.save({"model": source.state_dict()}, ckpt)
+    out = tmp_path / "m.onnx"
+    result = invoke("export", "R-50-C4", "--onnx", "-o", out, "--config-file", "e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml",
+                    "--weights", ckpt, "--static", "--no-verify", *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "weights: trained.pth (sha256 " in result.stdout and "random init" not in result.output
+    assert "loaded " in result.stderr  # the checkpoint report
+    meta = ExportMetadata.from_model(out)
+    assert meta.weights == "trained.pth" and len(meta.weights_sha256) == 64 and meta.seed is None
+    assert "WITH_MODULATED_DCN: true" in meta.config
+    model = onnx.load(str(out))
+    assert sum(n.op_type == "DeformConv2d" for n in model.graph.node) == 10  # res3 + res4 of R-50-C4
+    conv1 = next(t for t in model.graph.initializer if list(t.dims) == [64, 3, 7, 7])
+    np.testing.assert_allclose(numpy_helper.to_array(conv1), source.body.stem.conv1.weight.detach().numpy())
+
+
 def test_info_text_and_json(exported_file):
     out, _ = exported_file
     text = invoke("info", out)
@@ -162,6 +184,8 @@ class _Evil:
     (["R-50-C4", "--onnx", "--opset", "17"], ["--opset 17", "19"]),
     (["R-50-FPN", "--onnx", "--input-size", "100", "128"], ["multiples of 32", "128 128"]),
     (["R-50-C4", "--onnx", "-o", "no/such/dir/x.onnx"], ["no/such/dir", "does not exist"]),
+    (["R-50-C4", "--onnx", "--config-file", "nope.yaml"], ["nope.yaml", "not found"]),
+    (["R-50-C4", "--onnx", "--batch", "0"], ["--batch"]),
 ])
 def test_export_user_errors(args, fragments, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

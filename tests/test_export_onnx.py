@@ -4,8 +4,9 @@ Driven by the registry (``list_bodies()``): a new body is tested without editing
 keep the matrix fast on 2 cores each body is traced once (64x64, dynamic) and both flavours are
 finished from that trace (they differ only in the DCN nodes), and both are checked against one
 set of PyTorch reference outputs; most bodies get DCN in one stage only (R-50-FPN keeps the
-c3-c5 setting of upstream's DCN configs). Offsets are made several pixels large (the offset convs are rescaled on the verification
-input scale) so that sampling really leaves the integer grid and crosses the image border.
+c3-c5 setting of upstream's DCN configs). Offsets are made several pixels large (the offset convs
+are rescaled on the verification input scale) so that sampling really leaves the integer grid and
+crosses the image border.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from exporter import op_contract as oc
 from exporter import verify as vf
 from exporter.metadata import ExportMetadata
 from models.backbone import body_info, list_bodies
+from models.errors import DeformRTError
 from models.layers import DFConv2d
 
 SIZE = (64, 64)
@@ -263,3 +265,13 @@ def test_float64_criterion_on_synthetic_outputs():
     well = noisy(1e-7)  # well-conditioned: the strict tolerance still rules
     assert not vf._check((1, 3, 8, 8), "P", well, noisy(1e-3), 1e-4, exact).passed
     assert vf._check((1, 3, 8, 8), "P", well, noisy(1e-5), 1e-4).passed
+
+
+def test_a_model_onnxruntime_refuses_is_a_user_error():
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("NoSuchOp", ["x"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 19)], ir_version=10)
+    with pytest.raises(DeformRTError, match="ONNX Runtime .* cannot load the model .*--opset.*NoSuchOp"):
+        vf.ort_session(model)

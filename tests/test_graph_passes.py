@@ -113,7 +113,8 @@ def test_round_trip_preserves_graph_and_numerics(case):
     assert attrs == {
         "kernel_shape": list(k), "strides": list(s), "pads": list(p), "dilations": list(d), "group": g,
         "offset_group": dg, "modulated": int(mask), "has_bias": int(bias),
-        oc.TRT_PLUGIN_VERSION_ATTR: oc.PLUGIN_VERSION.encode(), oc.TRT_PLUGIN_NAMESPACE_ATTR: oc.PLUGIN_NAMESPACE.encode(),
+        oc.TRT_PLUGIN_VERSION_ATTR: oc.PLUGIN_VERSION.encode(),
+        oc.TRT_PLUGIN_NAMESPACE_ATTR: oc.PLUGIN_NAMESPACE.encode(),
     }
     assert {(o.domain, o.version) for o in model.opset_import} == {("", 19), (oc.OP_DOMAIN, oc.OP_DOMAIN_VERSION)}
     onnx.checker.check_model(model, full_check=True)
