@@ -185,6 +185,8 @@ class _Evil:
     (["R-50-FPN", "--onnx", "--input-size", "100", "128"], ["multiples of 32", "128 128"]),
     (["R-50-C4", "--onnx", "-o", "no/such/dir/x.onnx"], ["no/such/dir", "does not exist"]),
     (["R-50-C4", "--onnx", "--config-file", "nope.yaml"], ["nope.yaml", "not found"]),
+    # A negative number is a config value, not an option: the config is accepted, the output is not.
+    (["R-50-C4", "--onnx", "-o", "no/dir/x.onnx", "MODEL.BACKBONE.FREEZE_CONV_BODY_AT", "-1"], ["does not exist"]),
     (["R-50-C4", "--onnx", "--batch", "0"], ["--batch"]),
 ])
 def test_export_user_errors(args, fragments, tmp_path, monkeypatch):
