@@ -106,7 +106,7 @@ def format_info(info: dict) -> str:
                 value = f"({len(value.splitlines())} lines of YAML; --json shows it)"
             elif not isinstance(value, str):
                 value = json.dumps(value)
-            lines.append(f"  {key}: {value}")
+            lines.append(f"  {key}: {value or '-'}")
     for key, value in info["metadata_props"].items():
         lines.append(f"  {key}: {value}")
     return "\n".join(lines)
