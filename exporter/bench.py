@@ -173,7 +173,7 @@ def _ort_backend(model, input_name: str, batch: np.ndarray, options: BenchOption
     import onnxruntime as ort
 
     from exporter.fp16 import convert_to_fp16, model_precision
-    from exporter.runners import ort_model_bytes, ort_session
+    from exporter.ort import ort_model_bytes, ort_session
 
     if options.fp16:
         model = convert_to_fp16(model).model

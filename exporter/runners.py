@@ -24,9 +24,9 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.backend.onnxrt import OnnxrtRunner
 from polygraphy.common import TensorMetadata
 
+from exporter.ort import ort_model_bytes, ort_session
 from models.errors import DeformRTError
 
-ORT_PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
 def flatten_outputs(outputs, names: Sequence[str]) -> "OrderedDict[str, object]":
@@ -82,37 +82,6 @@ class TorchRunner(BaseRunner):
 
     def deactivate_impl(self):
         del self.model
-
-
-def ort_model_bytes(model) -> bytes:
-    """Serialized ``onnx.ModelProto`` ONNX Runtime can run: our custom DCN op rewritten to the
-    standard ``DeformConv`` (on a copy)."""
-    import onnx
-
-    from exporter.graph_passes import is_plugin_deform_conv, to_onnx_op
-
-    if any(is_plugin_deform_conv(n) for n in model.graph.node):
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        to_onnx_op(copy)
-        model = copy
-    return model.SerializeToString()
-
-
-def ort_session(model_bytes: bytes, provider: str = "cpu"):
-    """An ONNX Runtime session on ``provider`` (``cpu``/``cuda``); DeformRTError when CUDA was asked
-    for but ONNX Runtime cannot use it (it would otherwise fall back to the CPU silently)."""
-    import onnxruntime as ort
-
-    if provider not in ORT_PROVIDERS:
-        raise DeformRTError(f"unknown ONNX Runtime provider {provider!r}; choose from {', '.join(ORT_PROVIDERS)}")
-    try:
-        session = ort.InferenceSession(model_bytes, providers=ORT_PROVIDERS[provider])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise DeformRTError(f"ONNX Runtime could not load the model: {str(exc).splitlines()[0]}") from None
-    if provider == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
-        raise DeformRTError("ONNX Runtime cannot use CUDA here (no GPU or no CUDA libraries); use --ort-provider cpu")
-    return session
 
 
 def onnxrt_runner(model, provider: str = "cpu", name: Optional[str] = None) -> OnnxrtRunner:

@@ -40,16 +40,17 @@ import onnx
 import torch
 from torch import nn
 
-from exporter import graph_passes as gp
+from exporter import ort
+from exporter.inputs import preprocess
+from exporter.inputs import random_images as random_pixels
 from exporter.metadata import ExportMetadata
 from exporter.progress import Progress
-from models.errors import DeformRTError
 
 DEFAULT_TOLERANCE = 1e-4
 # An ill-conditioned output passes when ONNX Runtime's error against float64 is at most this
 # multiple of PyTorch fp32's own (measured on random-init R-101-FPN+DCN at 256-576 px: 0.6 to 1.3).
 FLOOR_FACTOR = 3.0
-PROVIDER = "CPUExecutionProvider"
+PROVIDER = ort.ORT_PROVIDERS["cpu"][0]
 
 
 @dataclass(frozen=True)
@@ -143,42 +144,16 @@ def verification_shapes(meta: ExportMetadata) -> list[tuple[int, int, int, int]]
 
 
 def random_images(shape, meta: ExportMetadata, rng: np.random.Generator) -> np.ndarray:
-    """Normalised random images: uniform pixels in [0, 255], minus mean, over std (per channel)."""
-    pixels = rng.uniform(0.0, 255.0, size=shape).astype(np.float32)
-    mean = np.asarray(meta.pixel_mean, np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(meta.pixel_std, np.float32).reshape(1, -1, 1, 1)
-    return (pixels - mean) / std
+    """A batch of ``shape`` (N, 3, H, W): uniform random pixels preprocessed as the model expects
+    (:func:`exporter.inputs.preprocess`: colour order, 0..255 or 0..1 scale, mean and std)."""
+    n, _, h, w = shape
+    return preprocess(random_pixels(n, h, w, seed=int(rng.integers(2**63))), meta)
 
 
 def ort_session(model: Union[onnx.ModelProto, bytes]):
-    """An ONNX Runtime CPU session; a plugin-flavour model is rewritten to standard DeformConv
-    first. A model ONNX Runtime refuses (e.g. an opset newer than it supports) is a DeformRTError."""
-    import onnxruntime as ort
-
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load_from_string(model)
-    data = model if isinstance(model, bytes) else None
-    if any(gp.is_plugin_deform_conv(n) for n in proto.graph.node):
-        standard = onnx.ModelProto()
-        standard.CopyFrom(proto)
-        gp.to_onnx_op(standard)
-        data = standard.SerializeToString()
-    try:
-        return ort.InferenceSession(data if data is not None else proto.SerializeToString(), providers=[PROVIDER])
-    except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph types
-        reason = _last_sentences(str(exc)) or type(exc).__name__
-        raise DeformRTError(f"ONNX Runtime {ort.__version__} cannot load the model to verify it "
-                            f"(try a lower --opset, or --no-verify): {reason}") from None
-
-
-def _last_sentences(text: str, limit: int = 240) -> str:
-    """The closing sentences of a long library message (where the reason usually is), one line."""
-    sentences = " ".join(text.split()).split(". ")
-    kept = []
-    for sentence in reversed(sentences):
-        if kept and len(sentence) + sum(len(k) + 2 for k in kept) > limit:
-            break
-        kept.insert(0, sentence)
-    return ". ".join(kept)
+    """An ONNX Runtime CPU session for verification (either DCN flavour); a model ONNX Runtime
+    refuses (e.g. an opset newer than it supports) is a DeformRTError saying how to go on."""
+    return ort.ort_session(model, "cpu", hint="try a lower --opset, or --no-verify")
 
 
 def compare(expected: np.ndarray, got: np.ndarray) -> tuple[float, float]:

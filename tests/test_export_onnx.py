@@ -57,7 +57,8 @@ def dcn_opts(body: str) -> list:
 
 
 def pixel_input(cfg, shape, seed: int) -> torch.Tensor:
-    stats = SimpleNamespace(pixel_mean=cfg.INPUT.PIXEL_MEAN, pixel_std=cfg.INPUT.PIXEL_STD)
+    stats = SimpleNamespace(pixel_mean=cfg.INPUT.PIXEL_MEAN, pixel_std=cfg.INPUT.PIXEL_STD,
+                            to_bgr255=cfg.INPUT.TO_BGR255, color_order=None, size_divisibility=0)
     return torch.from_numpy(vf.random_images(shape, stats, np.random.default_rng(seed)))
 
 

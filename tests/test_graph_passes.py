@@ -189,7 +189,6 @@ def _conv_scale_shift_model(rng, shared_conv_output=False, kind="Conv"):
         numpy_helper.from_array(w2.copy(), "w2_copy"),
     ]
     nodes = []
-    inputs = ["x"]
     if kind == "Conv":
         nodes.append(helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]))
     else:
