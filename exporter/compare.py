@@ -306,7 +306,7 @@ def compare_models(onnx_path: Path, options: CompareOptions = CompareOptions(),
                          seed, [str(p) for p in options.images], backends[0], precisions[backends[0]], comparisons)
 
 
-def demo_compare(onnx_path: Path, progress: Optional[Progress] = None) -> CompareReport:
+def demo_compare(onnx_path: Path, progress: Optional[Progress] = None, weights: Optional[Path] = None) -> CompareReport:
     """The comparison ``make demo`` ends with: PyTorch against ONNX Runtime, plus a TensorRT engine
     built in memory where TensorRT, a GPU and (for a plugin-flavour model) the plugin library are
     present; why TensorRT was left out is reported through ``progress``."""
@@ -323,5 +323,6 @@ def demo_compare(onnx_path: Path, progress: Optional[Progress] = None) -> Compar
         backends.append("trt")
     else:
         progress.info(f"TensorRT left out of the comparison: {reason}")
-    options = CompareOptions(backends=tuple(backends), device="cuda" if torch.cuda.is_available() else "cpu")
+    options = CompareOptions(backends=tuple(backends), weights=weights,
+                             device="cuda" if torch.cuda.is_available() else "cpu")
     return compare_models(Path(onnx_path), options, progress)

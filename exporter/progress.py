@@ -6,7 +6,8 @@
     # stderr:  [deformrt] exporting R-101-FPN ...
     #          [deformrt] exporting R-101-FPN: done in 12.3 s
 
-Lines go to stderr so stdout stays clean for results and ``--json``. ``Progress(enabled=False)``
+On a terminal a step's end rewrites its start line, so each step takes one line; in a log both
+lines stay. Lines go to stderr so stdout stays clean for results and ``--json``. ``Progress(enabled=False)``
 (or ``Progress.quiet()``) reports nothing; library code takes an optional ``Progress`` and uses
 the quiet one by default.
 """
@@ -26,26 +27,37 @@ class Progress:
         self.enabled = enabled
         self._stream = stream
         self.prefix = prefix
+        self._open_line = False  # a step's start line, left open on a terminal
 
     @classmethod
     def quiet(cls) -> "Progress":
         return cls(enabled=False)
 
+    def _write(self, text: str, end: str = "\n", replace_open: bool = False) -> None:
+        stream = self._stream or sys.stderr
+        if self._open_line:
+            stream.write("\r\x1b[K" if replace_open else "\n")
+        stream.write(f"{self.prefix} {text}{end}")
+        stream.flush()
+        self._open_line = end == ""
+
     def info(self, message: str) -> None:
         """Print one progress line (nothing when disabled)."""
         if self.enabled:
-            stream = self._stream or sys.stderr
-            stream.write(f"{self.prefix} {message}\n")
-            stream.flush()
+            self._write(message)
 
     @contextlib.contextmanager
     def step(self, message: str) -> Iterator[None]:
         """Report ``message ...`` on entry and ``message: done in T s`` (or ``failed``) on exit."""
-        self.info(f"{message} ...")
+        tty = self.enabled and bool(getattr(self._stream or sys.stderr, "isatty", lambda: False)())
+        if self.enabled:
+            self._write(f"{message} ...", end="" if tty else "\n")
         start = time.perf_counter()
         try:
             yield
         except BaseException:
-            self.info(f"{message}: failed after {time.perf_counter() - start:.1f} s")
+            if self.enabled:
+                self._write(f"{message}: failed after {time.perf_counter() - start:.1f} s", replace_open=tty)
             raise
-        self.info(f"{message}: done in {time.perf_counter() - start:.1f} s")
+        if self.enabled:
+            self._write(f"{message}: done in {time.perf_counter() - start:.1f} s", replace_open=tty)

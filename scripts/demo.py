@@ -5,10 +5,14 @@
 
 Builds the body (default R-101-FPN with modulated DCN in res3-res5, as upstream's ``mdconv``
 configs) with seeded random weights, runs one random image through it and prints each output's
-name, shape and stride, and the parameter count. Then the main job: exports it to ONNX in both
+name, shape and stride, and the parameter count. Then the main job: saves those weights as a
+synthetic maskrcnn-benchmark checkpoint (DCN offset convs rescaled to a trained model's few-pixel
+offsets: see models/calibrate.py), exports it to ONNX in both
 DCN flavours (``deformrt export BODY --onnx --dcn-op plugin|onnx``: dynamic axes, verified with
 ONNX Runtime against PyTorch at two shapes, ``--size`` being the export shape) into ``--out-dir``
-and shows ``deformrt info`` of the plugin-flavour file. ``--no-export`` stops after the build.
+and shows ``deformrt info`` of the plugin-flavour file, then ``deformrt compare`` on it (PyTorch vs
+ONNX Runtime, plus TensorRT where TensorRT, a GPU and the plugin are present). ``--no-export``
+stops after the build.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional, Sequence
 
 import torch
@@ -26,6 +31,8 @@ from models.backbone import build_backbone
 from models.config import get_cfg
 from models.errors import DeformRTError
 from models.layers import DFConv2d
+
+OFFSET_STD_PX = 2.0  # typical offset scale of a trained DCN backbone
 
 DCN_CHOICES = {
     "v2": ("modulated DCN (v2) in res3-res5", ["MODEL.RESNETS.STAGE_WITH_DCN", "(False, True, True, True)",
@@ -59,26 +66,59 @@ def describe(body: str, dcn: str, size: tuple[int, int], seed: int, progress: Pr
     return "\n".join(lines)
 
 
+def synthetic_checkpoint(body: str, dcn: str, size: tuple[int, int], seed: int, out_dir: Path,
+                         progress: Progress) -> tuple[Path, str]:
+    """Save seeded random weights whose DCN offsets have a trained model's scale (no trained
+    checkpoint can be downloaded here), in maskrcnn-benchmark's checkpoint layout; return the
+    file and a line describing it. See :mod:`models.calibrate` for why the offsets are rescaled."""
+    from exporter.fsutil import atomic_path
+    from exporter.inputs import preprocess, random_images
+    from models.calibrate import calibrate_offsets
+
+    _, opts = DCN_CHOICES[dcn]
+    cfg = get_cfg(body, opts=opts)
+    torch.manual_seed(seed)
+    model = build_backbone(cfg).eval()
+    note = "seeded random init"
+    if any(isinstance(m, DFConv2d) for m in model.modules()):
+        stats = SimpleNamespace(pixel_mean=cfg.INPUT.PIXEL_MEAN, pixel_std=cfg.INPUT.PIXEL_STD,
+                                to_bgr255=cfg.INPUT.TO_BGR255, color_order=None,
+                                size_divisibility=cfg.DATALOADER.SIZE_DIVISIBILITY)
+        images = torch.from_numpy(preprocess(random_images(1, *size, seed=seed), stats))
+        with progress.step(f"calibrating DCN offsets to {OFFSET_STD_PX:g} px (a trained model's scale)"):
+            calibrate_offsets(model, images, OFFSET_STD_PX, torch.Generator().manual_seed(seed))
+        note += f", DCN offset convs rescaled to offsets of {OFFSET_STD_PX:g} px std"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{body}-{dcn}-synthetic.pth"
+    with atomic_path(path, force=True) as tmp:
+        torch.save({"model": {f"backbone.{k}": v for k, v in model.state_dict().items()}}, tmp)
+    return path, f"synthetic checkpoint {path}: {note} (seed {seed})"
+
+
 def export_and_inspect(body: str, dcn: str, size: tuple[int, int], seed: int, out_dir: Path,
                        progress: Progress) -> str:
     """Export ``body`` in both DCN flavours with verification (what ``deformrt export`` does),
-    then describe the plugin-flavour file as ``deformrt info`` does; return the printed report."""
+    describe the plugin-flavour file as ``deformrt info`` does, and compare it as ``deformrt
+    compare`` does (PyTorch vs ONNX Runtime, plus TensorRT where present); return the report."""
+    from exporter.compare import demo_compare
     from exporter.inspect_onnx import format_info, inspect_model
     from exporter.onnx_export import ExportOptions, default_output_name, export_body, load_config
 
     _, opts = DCN_CHOICES[dcn]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    weights, note = synthetic_checkpoint(body, dcn, size, seed, out_dir, progress)
     cfg = load_config(body, None, opts)
-    reports, files = [], []
+    reports, files = [note, ""], []
     for dcn_op in ("plugin", "onnx"):
         path = out_dir / default_output_name(cfg, dcn_op)
         reports.append(f"$ deformrt export {body} --onnx --dcn-op {dcn_op} -o {path} --input-size {size[0]} {size[1]} "
-                       f"--seed {seed} --force" + "".join(f" {o!r}" if " " in o else f" {o}" for o in opts))
-        result = export_body(body, str(path), opts=opts, seed=seed, force=True, progress=progress,
+                       f"--weights {weights} --force" + "".join(f" {o!r}" if " " in o else f" {o}" for o in opts))
+        result = export_body(body, str(path), opts=opts, weights=str(weights), force=True, progress=progress,
                              options=ExportOptions(dcn_op=dcn_op, input_size=size))
         reports += [result.summary(), ""]
         files.append(result.path)
-    reports += [f"$ deformrt info {files[0]}", format_info(inspect_model(files[0]))]
+    reports += [f"$ deformrt info {files[0]}", format_info(inspect_model(files[0])), ""]
+    reports += [f"$ deformrt compare {files[0]} --weights {weights}",
+                demo_compare(files[0], progress, weights=weights).table()]
     return "\n".join(reports)
 
 

@@ -82,3 +82,24 @@ def test_quiet_progress_prints_nothing(capsys):
     with Progress.quiet().step("anything"):
         Progress.quiet().info("hello")
     assert capsys.readouterr() == ("", "")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_on_a_terminal_rewrites_the_step_line():
+    stream = _Terminal()
+    progress = Progress(stream=stream)
+    with progress.step("exporting"):
+        pass
+    with progress.step("verifying"):
+        progress.info("seed 3")  # a line inside a step closes the open start line first
+    with pytest.raises(RuntimeError):
+        with progress.step("writing"):
+            raise RuntimeError("disk full")
+    lines = stream.getvalue().split("\n")
+    assert lines[0] == "[deformrt] exporting ...\r\x1b[K[deformrt] exporting: done in 0.0 s"
+    assert lines[1:4] == ["[deformrt] verifying ...", "[deformrt] seed 3", "[deformrt] verifying: done in 0.0 s"]
+    assert lines[4].startswith("[deformrt] writing ...\r\x1b[K[deformrt] writing: failed after")

@@ -26,6 +26,7 @@ from exporter import op_contract as oc
 from exporter import verify as vf
 from exporter.metadata import ExportMetadata
 from models.backbone import body_info, list_bodies
+from models.calibrate import calibrate_offsets
 from models.errors import DeformRTError
 from models.layers import DFConv2d
 
@@ -62,39 +63,13 @@ def pixel_input(cfg, shape, seed: int) -> torch.Tensor:
     return torch.from_numpy(vf.random_images(shape, stats, np.random.default_rng(seed)))
 
 
-def make_offsets_pixels(model: torch.nn.Module, images: torch.Tensor, std_px: float) -> list[float]:
-    """Rescale every DCN offset conv so its offsets have a standard deviation of ``std_px``
-    pixels on ``images`` and a random bias (one forward pass: each layer is rescaled before the
-    next one runs). Returns each DCN layer's mean |offset| afterwards."""
-    means = []
-
-    def hook(dcn: DFConv2d):
-        def rescale(conv, inputs, output):
-            with torch.no_grad():
-                conv.weight.mul_(std_px / float(output[:, : dcn.offset_channels].std()))
-                conv.bias.normal_(0.0, 1.0)
-                new = conv._conv_forward(inputs[0], conv.weight, conv.bias)  # not conv(): no hook recursion
-            means.append(float(new[:, : dcn.offset_channels].abs().mean()))
-            return new
-        return dcn.offset.register_forward_hook(rescale)
-
-    handles = [hook(m) for m in model.modules() if isinstance(m, DFConv2d)]
-    try:
-        with torch.no_grad():
-            model(images)
-    finally:
-        for h in handles:
-            h.remove()
-    return means
-
-
 @pytest.fixture(scope="module", params=list_bodies())
 def exported(request):
     """One body with DCN: the model, one trace, and both flavours finished from it."""
     body = request.param
     cfg = oe.load_config(body, None, dcn_opts(body))
     built = oe.build_model(cfg, seed=zlib.crc32(body.encode()) % 1000)
-    offsets = make_offsets_pixels(built.model, pixel_input(cfg, (1, 3, *SIZE), seed=1), OFFSET_STD_PX)
+    offsets = calibrate_offsets(built.model, pixel_input(cfg, (1, 3, *SIZE), seed=1), OFFSET_STD_PX)
     options = oe.ExportOptions(input_size=SIZE)
     raw = oe.trace(built, options)
     flavours = {}
@@ -209,7 +184,7 @@ def test_verification_catches_a_wrong_model():
     body = "R-50-C4"
     cfg = oe.load_config(body, None, dcn_opts(body))
     built = oe.build_model(cfg, seed=3)
-    make_offsets_pixels(built.model, pixel_input(cfg, (1, 3, *SIZE), seed=2), OFFSET_STD_PX)
+    calibrate_offsets(built.model, pixel_input(cfg, (1, 3, *SIZE), seed=2), OFFSET_STD_PX)
     proto = oe.export_model(built, oe.ExportOptions(input_size=SIZE, dynamic=False))
     meta = ExportMetadata.from_model(proto)
     assert vf.verify(proto, built.model, meta).passed
