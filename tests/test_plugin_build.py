@@ -16,7 +16,7 @@ import torch
 
 from exporter import op_contract as oc
 from exporter.plugin_lib import KERNEL_LIBRARY, PLUGIN_LIBRARY, PLUGINS_DIR, cmake_build
-from models.ops.cuda_kernels import DESC_FIELDS, ConvDesc, make_desc
+from models.ops.cuda_kernels import DESC_FIELDS, ConvDesc, declare_c_api, make_desc
 
 needs_nvcc = pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("nvcc") is None,
                                 reason="cmake and nvcc are needed to compile the CUDA kernels")
@@ -62,14 +62,7 @@ def test_kernels_compile_for_every_default_architecture(kernel_build):
 
 @needs_nvcc
 def test_kernel_library_c_api_without_a_gpu(kernel_build):
-    lib = ctypes.CDLL(str(kernel_build / KERNEL_LIBRARY))
-    lib.deformrt_dcn_validate.argtypes = [ctypes.POINTER(ConvDesc)]
-    lib.deformrt_dcn_validate.restype = ctypes.c_char_p
-    lib.deformrt_dcn_workspace_size.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32]
-    lib.deformrt_dcn_workspace_size.restype = ctypes.c_uint64
-    lib.deformrt_dcn_forward.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32] + [ctypes.c_void_p] * 7 + [
-        ctypes.c_uint64, ctypes.c_void_p]
-    lib.deformrt_dcn_forward.restype = ctypes.c_int
+    lib = declare_c_api(ctypes.CDLL(str(kernel_build / KERNEL_LIBRARY)))
     x, offset, weight = torch.randn(2, 4, 6, 6), torch.randn(2, 18, 6, 6), torch.randn(8, 4, 3, 3)
     desc = make_desc(x, offset, weight, None, None, (1, 1), (1, 1), (1, 1))
     assert ctypes.sizeof(ConvDesc) == 8 * len(DESC_FIELDS)

@@ -43,6 +43,18 @@ def make_desc(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tens
                     int(mask is not None), int(bias is not None))
 
 
+def declare_c_api(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Declare the kernel library's C prototypes (include/deformrt/deformConvKernel.h) on ``lib``."""
+    lib.deformrt_dcn_validate.argtypes = [ctypes.POINTER(ConvDesc)]
+    lib.deformrt_dcn_validate.restype = ctypes.c_char_p
+    lib.deformrt_dcn_workspace_size.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32]
+    lib.deformrt_dcn_workspace_size.restype = ctypes.c_uint64
+    lib.deformrt_dcn_forward.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32] + [ctypes.c_void_p] * 7 + [
+        ctypes.c_uint64, ctypes.c_void_p]
+    lib.deformrt_dcn_forward.restype = ctypes.c_int
+    return lib
+
+
 @functools.lru_cache(maxsize=1)
 def _library() -> Optional[ctypes.CDLL]:
     """The loaded kernel library, or None when it is not built (cached; ``_library.cache_clear()`` retries)."""
@@ -52,14 +64,7 @@ def _library() -> Optional[ctypes.CDLL]:
         lib = ctypes.CDLL(str(find_kernel_library()))
     except (DeformRTError, OSError):
         return None
-    lib.deformrt_dcn_validate.argtypes = [ctypes.POINTER(ConvDesc)]
-    lib.deformrt_dcn_validate.restype = ctypes.c_char_p
-    lib.deformrt_dcn_workspace_size.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32]
-    lib.deformrt_dcn_workspace_size.restype = ctypes.c_uint64
-    lib.deformrt_dcn_forward.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32] + [ctypes.c_void_p] * 7 + [
-        ctypes.c_uint64, ctypes.c_void_p]
-    lib.deformrt_dcn_forward.restype = ctypes.c_int
-    return lib
+    return declare_c_api(lib)
 
 
 def is_available() -> bool:
