@@ -60,6 +60,16 @@ int64_t outSize(int64_t in, int32_t k, int32_t stride, int32_t padBegin, int32_t
     return num < 0 ? 0 : num / stride + 1;
 }
 
+Dims const& dimsOf(nvinfer1::DynamicPluginTensorDesc const& t)
+{
+    return t.desc.dims;
+}
+
+Dims const& dimsOf(nvinfer1::PluginTensorDesc const& t)
+{
+    return t.dims;
+}
+
 bool supportedType(DataType t)
 {
     return t == DataType::kFLOAT || t == DataType::kHALF;
@@ -390,17 +400,38 @@ DeformrtConvDesc DeformConv2dPlugin::makeDesc(Dims const& x, Dims const& w, Dims
     return d;
 }
 
+template <typename TensorDesc>
+int32_t DeformConv2dPlugin::checkShapes(
+    char const* where, TensorDesc const* in, int32_t nbInputs, void const* out, int32_t nbOutputs) const
+{
+    if (in == nullptr || out == nullptr || nbOutputs != 1 || nbInputs < 1 || nbInputs > contract::kMaxInputs)
+    {
+        trt::logError(std::string(where) + ": expects " + std::to_string(mAttrs.numInputs()) + " inputs and 1 output");
+        return -1;
+    }
+    Dims dims[contract::kMaxInputs];
+    for (int32_t i = 0; i < nbInputs; ++i)
+    {
+        dims[i] = dimsOf(in[i]);
+    }
+    std::string const reason = shapeMismatch(dims, nbInputs);
+    if (!reason.empty())
+    {
+        trt::logError(std::string(where) + ": " + reason);
+        return -1;
+    }
+    return 0;
+}
+
 int32_t DeformConv2dPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
     nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
     try
     {
-        if (in == nullptr || out == nullptr || nbOutputs != 1 || nbInputs < 1 || nbInputs > contract::kMaxInputs)
+        if (checkShapes("configurePlugin", in, nbInputs, out, nbOutputs) != 0)
         {
-            trt::logError("configurePlugin: expects " + std::to_string(mAttrs.numInputs()) + " inputs and 1 output");
             return -1;
         }
-        Dims dims[contract::kMaxInputs];
         for (int32_t i = 0; i < nbInputs; ++i)
         {
             if (!supportedType(in[i].desc.type) || in[i].desc.type != in[0].desc.type)
@@ -408,13 +439,6 @@ int32_t DeformConv2dPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc co
                 trt::logError("configurePlugin: all inputs must be float32 or all float16");
                 return -1;
             }
-            dims[i] = in[i].desc.dims;
-        }
-        std::string const reason = shapeMismatch(dims, nbInputs);
-        if (!reason.empty())
-        {
-            trt::logError("configurePlugin: " + reason);
-            return -1;
         }
         return 0;
     }
@@ -524,23 +548,7 @@ int32_t DeformConv2dPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, 
 {
     try
     {
-        if (in == nullptr || out == nullptr || nbOutputs != 1 || nbInputs < 1 || nbInputs > contract::kMaxInputs)
-        {
-            trt::logError("onShapeChange: expects " + std::to_string(mAttrs.numInputs()) + " inputs and 1 output");
-            return -1;
-        }
-        Dims dims[contract::kMaxInputs];
-        for (int32_t i = 0; i < nbInputs; ++i)
-        {
-            dims[i] = in[i].dims;
-        }
-        std::string const reason = shapeMismatch(dims, nbInputs);
-        if (!reason.empty())
-        {
-            trt::logError("onShapeChange: " + reason);
-            return -1;
-        }
-        return 0;
+        return checkShapes("onShapeChange", in, nbInputs, out, nbOutputs);
     }
     catch (std::exception const& e)
     {

@@ -97,6 +97,11 @@ private:
     void initFields();
     //! Why these input shapes do not fit the attributes ("" when they do); unknown (-1) dims are skipped.
     std::string shapeMismatch(nvinfer1::Dims const* inputs, int32_t nbInputs) const;
+    //! 0 when ``nbInputs`` input descs and one output fit the attributes, else logs why (prefixed with
+    //! ``where``) and returns -1: the shared check of configurePlugin and onShapeChange.
+    template <typename TensorDesc>
+    int32_t checkShapes(
+        char const* where, TensorDesc const* in, int32_t nbInputs, void const* out, int32_t nbOutputs) const;
     //! The kernel problem for concrete input and output shapes.
     DeformrtConvDesc makeDesc(nvinfer1::Dims const& x, nvinfer1::Dims const& w, nvinfer1::Dims const& y) const;
 
