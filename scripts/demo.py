@@ -42,13 +42,20 @@ DCN_CHOICES = {
 }
 
 
-def describe(body: str, dcn: str, size: tuple[int, int], seed: int, progress: Progress) -> str:
-    """Build and run the model; return the printed report."""
+def build(body: str, dcn: str, seed: int, progress: Progress):
+    """The demo's config and model: ``body`` with the chosen DCN and seeded random weights."""
     title, opts = DCN_CHOICES[dcn]
     cfg = get_cfg(body, opts=opts)
     torch.manual_seed(seed)
     with progress.step(f"building {body} with {title}"):
         model = build_backbone(cfg).eval()
+    return cfg, model
+
+
+def describe(model: torch.nn.Module, body: str, dcn: str, size: tuple[int, int], seed: int,
+             progress: Progress) -> str:
+    """Run the model on a random image; return the printed report."""
+    title, _ = DCN_CHOICES[dcn]
     x = torch.randn(1, 3, *size)
     with progress.step(f"running it on a random 1x3x{size[0]}x{size[1]} image"), torch.inference_mode():
         start = time.perf_counter()
@@ -66,19 +73,16 @@ def describe(body: str, dcn: str, size: tuple[int, int], seed: int, progress: Pr
     return "\n".join(lines)
 
 
-def synthetic_checkpoint(body: str, dcn: str, size: tuple[int, int], seed: int, out_dir: Path,
-                         progress: Progress) -> tuple[Path, str]:
-    """Save seeded random weights whose DCN offsets have a trained model's scale (no trained
-    checkpoint can be downloaded here), in maskrcnn-benchmark's checkpoint layout; return the
-    file and a line describing it. See :mod:`models.calibrate` for why the offsets are rescaled."""
+def synthetic_checkpoint(cfg, model: torch.nn.Module, body: str, dcn: str, size: tuple[int, int], seed: int,
+                         out_dir: Path, progress: Progress) -> tuple[Path, str]:
+    """Save ``model`` (the demo's seeded random weights) with DCN offsets rescaled in place to a
+    trained model's scale (no trained checkpoint can be downloaded here), in maskrcnn-benchmark's
+    checkpoint layout; return the file and a line describing it. See :mod:`models.calibrate` for
+    why the offsets are rescaled."""
     from exporter.fsutil import atomic_path
     from exporter.inputs import preprocess, random_images
     from models.calibrate import calibrate_offsets
 
-    _, opts = DCN_CHOICES[dcn]
-    cfg = get_cfg(body, opts=opts)
-    torch.manual_seed(seed)
-    model = build_backbone(cfg).eval()
     note = "seeded random init"
     if any(isinstance(m, DFConv2d) for m in model.modules()):
         stats = SimpleNamespace(pixel_mean=cfg.INPUT.PIXEL_MEAN, pixel_std=cfg.INPUT.PIXEL_STD,
@@ -95,18 +99,17 @@ def synthetic_checkpoint(body: str, dcn: str, size: tuple[int, int], seed: int, 
     return path, f"synthetic checkpoint {path}: {note} (seed {seed})"
 
 
-def export_and_inspect(body: str, dcn: str, size: tuple[int, int], seed: int, out_dir: Path,
-                       progress: Progress) -> str:
+def export_and_inspect(cfg, model: torch.nn.Module, body: str, dcn: str, size: tuple[int, int], seed: int,
+                       out_dir: Path, progress: Progress) -> str:
     """Export ``body`` in both DCN flavours with verification (what ``deformrt export`` does),
     describe the plugin-flavour file as ``deformrt info`` does, and compare it as ``deformrt
     compare`` does (PyTorch vs ONNX Runtime, plus TensorRT where present); return the report."""
     from exporter.compare import demo_compare
     from exporter.inspect_onnx import format_info, inspect_model
-    from exporter.onnx_export import ExportOptions, default_output_name, export_body, load_config
+    from exporter.onnx_export import ExportOptions, default_output_name, export_body
 
     _, opts = DCN_CHOICES[dcn]
-    weights, note = synthetic_checkpoint(body, dcn, size, seed, out_dir, progress)
-    cfg = load_config(body, None, opts)
+    weights, note = synthetic_checkpoint(cfg, model, body, dcn, size, seed, out_dir, progress)
     reports, files = [note, ""], []
     for dcn_op in ("plugin", "onnx"):
         path = out_dir / default_output_name(cfg, dcn_op)
@@ -138,9 +141,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--size must be positive")
     try:
         progress = Progress()
-        print(describe(args.body, args.dcn, tuple(args.size), args.seed, progress), flush=True)
+        size = tuple(args.size)
+        cfg, model = build(args.body, args.dcn, args.seed, progress)
+        print(describe(model, args.body, args.dcn, size, args.seed, progress), flush=True)
         if not args.no_export:
-            print("\n" + export_and_inspect(args.body, args.dcn, tuple(args.size), args.seed, args.out_dir, progress))
+            print("\n" + export_and_inspect(cfg, model, args.body, args.dcn, size, args.seed, args.out_dir,
+                                             progress))
     except DeformRTError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -616,7 +616,8 @@ def load_script(name):
 
 def test_demo_prints_outputs_and_parameter_count(capsys):
     demo = load_script("demo")
-    out = demo.describe("R-50-FPN", "v1", (64, 96), seed=0, progress=Progress.quiet())
+    _, built = demo.build("R-50-FPN", "v1", seed=0, progress=Progress.quiet())
+    out = demo.describe(built, "R-50-FPN", "v1", (64, 96), seed=0, progress=Progress.quiet())
     model = build("R-50-FPN", DCN_C3_C5, device="meta")
     assert f"parameters: {sum(p.numel() for p in model.parameters()):,} (13 deformable convs" in out
     for name, stride, size in zip(("P2", "P6"), (4, 64), ("1x256x16x24", "1x256x1x2")):
