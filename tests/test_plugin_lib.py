@@ -162,3 +162,15 @@ def test_desc_mirrors_the_c_struct():
     body = text[text.index("typedef struct DeformrtConvDesc"):text.index("} DeformrtConvDesc;")]
     fields = [f for line in re.findall(r"int64_t ([^;]+);", body) for f in re.split(r",\s*", line)]
     assert tuple(fields) == cuda_kernels.DESC_FIELDS
+
+
+def test_cuda_backend_returns_an_empty_batch_without_calling_the_kernels(monkeypatch):
+    # The kernels accept only non-empty problems; an empty output is returned before they are asked.
+    class NoCalls:
+        def __getattr__(self, name):
+            pytest.fail(f"{name} called for an empty problem")
+
+    monkeypatch.setattr(cuda_kernels, "_library", lambda: NoCalls())
+    x, offset, weight = torch.randn(0, 4, 5, 5), torch.randn(0, 18, 5, 5), torch.randn(6, 4, 3, 3)
+    y = cuda_kernels.deform_conv2d_cuda(x, offset, weight, None, None, (1, 1), (1, 1), (1, 1))
+    assert y.shape == (0, 6, 5, 5) and y.dtype == torch.float32

@@ -87,12 +87,12 @@ def deform_conv2d_cuda(input: Tensor, offset: Tensor, weight: Tensor, bias: Opti
 
     x, off, wt, b, m = dense(input), dense(offset), dense(weight), dense(bias), dense(mask)
     desc = make_desc(x, off, wt, b, m, stride, padding, dilation)
+    y = torch.empty((desc.batch, desc.outChannels, desc.outHeight, desc.outWidth), dtype=dtype, device=input.device)
+    if y.numel() == 0:  # before validation: the kernels take only non-empty problems
+        return y
     problem = lib.deformrt_dcn_validate(ctypes.byref(desc))
     if problem is not None:
         raise DeformRTError(f"deform_conv2d: {problem.decode()}")
-    y = torch.empty((desc.batch, desc.outChannels, desc.outHeight, desc.outWidth), dtype=dtype, device=input.device)
-    if y.numel() == 0:
-        return y
     with torch.cuda.device(input.device):
         ws_bytes = lib.deformrt_dcn_workspace_size(ctypes.byref(desc), DTYPES[dtype])
         workspace = torch.empty(ws_bytes, dtype=torch.uint8, device=input.device) if ws_bytes else None
