@@ -10,11 +10,13 @@
 It is registered as ``torch.ops.deformrt.deform_conv2d`` with a fake (meta) implementation, so
 ``torch.export`` and the ONNX exporter trace it as one node.
 
-Backends. On CPU the op runs ``deform_conv2d_portable``: per chunk of output rows, one fused,
-vectorised gather-and-blend of the four bilinear corners (``embedding_bag`` over channels-last
-rows) and one matmul per convolution group, with the column buffer bounded by ``CHUNK_ELEMENTS``. On CUDA it uses, in order of preference, a registered CUDA
-backend (deformrt's own kernels register as ``"deformrt"``; torchvision's as ``"torchvision"``
-when importable), else the portable one. ``use_backend(name)`` forces one.
+Backends. The op checks the shapes once (``check_shapes``), then on CPU runs
+``deform_conv2d_portable``: per chunk of output rows, one fused, vectorised gather-and-blend of
+the four bilinear corners (``embedding_bag`` over channels-last rows) and one matmul per
+convolution group, with the column buffer bounded by ``CHUNK_ELEMENTS``. On CUDA it uses, in order
+of preference, a registered CUDA backend (deformrt's own kernels register as ``"deformrt"``;
+torchvision's as ``"torchvision"`` when importable), else the portable one. ``use_backend(name)``
+forces one.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ def out_size(size: int, k: int, stride: int, pad: int, dil: int) -> int:
 
 
 def check_shapes(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Optional[Tensor],
-                 stride: _Pair, padding: _Pair, dilation: _Pair) -> tuple[int, int, int, int]:
-    """Validate shapes; return (groups, offset_groups, H_out, W_out)."""
+                 stride: _Pair, padding: _Pair, dilation: _Pair) -> None:
+    """Raise ValueError naming the problem unless the arguments make one deformable convolution."""
     if input.dim() != 4 or weight.dim() != 4 or offset.dim() != 4:
         raise ValueError("deform_conv2d: input, offset and weight must be 4-D (NCHW / OIHW)")
     n, c, h, w = input.shape
@@ -77,7 +79,6 @@ def check_shapes(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[T
         raise ValueError(f"deform_conv2d: mask shape {tuple(mask.shape)}, expected {(n, dg * k, ho, wo)}")
     if bias is not None and tuple(bias.shape) != (c_out,):
         raise ValueError(f"deform_conv2d: bias shape {tuple(bias.shape)}, expected {(c_out,)}")
-    return groups, dg, ho, wo
 
 
 def deform_conv2d_portable(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor],
@@ -90,8 +91,8 @@ def deform_conv2d_portable(input: Tensor, offset: Tensor, weight: Tensor, bias: 
     zero-padded image). That gives the column matrix [pixels, taps * channels] of a chunk of output
     rows, and one matmul per convolution group with the weight as [taps * channels, C_out / groups]
     gives the output. The column buffer holds at most about ``CHUNK_ELEMENTS`` elements.
+    Arguments as the op's, pairs expanded and shapes already checked by :func:`check_shapes`.
     """
-    groups, dg, ho, wo = check_shapes(input, offset, weight, bias, mask, stride, padding, dilation)
     orig_dtype = input.dtype
     if orig_dtype not in (torch.float32, torch.float64):
         # Reduced precision: sample, blend and accumulate in fp32, store in the input's dtype.
@@ -100,7 +101,9 @@ def deform_conv2d_portable(input: Tensor, offset: Tensor, weight: Tensor, bias: 
         mask = mask.float() if mask is not None else None
     n, c, h, w = input.shape
     c_out, cg, kh, kw = weight.shape
-    k, cdg, cog = kh * kw, c // dg, c_out // groups
+    k, groups = kh * kw, c // cg
+    dg, ho, wo = offset.shape[1] // (2 * k), offset.shape[2], offset.shape[3]
+    cdg, cog = c // dg, c_out // groups
     dtype, device = input.dtype, input.device
 
     table = input.permute(0, 2, 3, 1).reshape(n * h * w * dg, cdg)
@@ -155,10 +158,9 @@ def deform_conv2d_portable(input: Tensor, offset: Tensor, weight: Tensor, bias: 
             for gi in range(groups):
                 part = cols[:, :, gi * cg:(gi + 1) * cg].reshape(n * nr * wo, k * cg) @ w_mat[gi]
                 dst[..., gi * cog:(gi + 1) * cog] = part.view(n, nr, wo, cog)
-    out = out.permute(0, 3, 1, 2)
     if bias is not None:
-        out = out + bias.view(1, c_out, 1, 1)
-    return out.contiguous().to(orig_dtype)
+        out += bias  # broadcast over the channels-last buffer: no extra copy of the output
+    return out.permute(0, 3, 1, 2).contiguous().to(orig_dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,7 +175,8 @@ BACKEND_NAMES = ("auto", "reference") + _CUDA_PREFERENCE
 
 
 def register_cuda_backend(name: str, is_available: Callable[[], bool], fn: _CudaFn) -> None:
-    """Register a CUDA implementation. ``fn`` takes the op's arguments with pairs already expanded."""
+    """Register a CUDA implementation. ``fn`` takes the op's arguments with pairs already expanded
+    and shapes already checked."""
     _CUDA_BACKENDS[name] = (is_available, fn)
 
 
@@ -245,18 +248,17 @@ def _deform_conv2d_op(input: Tensor, offset: Tensor, weight: Tensor, bias: Optio
                       stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]) -> Tensor:
     s, p, d = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     backend = select_backend(input.device)
-    if backend == "reference":
-        return deform_conv2d_portable(input, offset, weight, bias, mask, s, p, d)
     check_shapes(input, offset, weight, bias, mask, s, p, d)
-    return _CUDA_BACKENDS[backend][1](input, offset, weight, bias, mask, s, p, d)
+    fn = deform_conv2d_portable if backend == "reference" else _CUDA_BACKENDS[backend][1]
+    return fn(input, offset, weight, bias, mask, s, p, d)
 
 
 @_deform_conv2d_op.register_fake
 def _deform_conv2d_fake(input, offset, weight, bias, mask, stride, padding, dilation):
     n, _, h, w = input.shape
     c_out, _, kh, kw = weight.shape
-    ho = (h + 2 * padding[0] - (dilation[0] * (kh - 1) + 1)) // stride[0] + 1
-    wo = (w + 2 * padding[1] - (dilation[1] * (kw - 1) + 1)) // stride[1] + 1
+    ho = out_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = out_size(w, kw, stride[1], padding[1], dilation[1])
     return input.new_empty((n, c_out, ho, wo))
 
 
