@@ -14,15 +14,14 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import numpy as np
 
-from exporter.profiles import check_in_profile, format_shape
+from exporter.compare import BACKENDS, Prepared, RunOptions, prepare_run, trt_build_options
+from exporter.profiles import format_shape
 from exporter.progress import Progress
 from models.errors import DeformRTError
-
-BACKENDS = ("torch", "ort", "trt")
 
 
 class WallTimer:
@@ -133,63 +132,52 @@ class BenchReport:
 
 
 @dataclass
-class BenchOptions:
+class BenchOptions(RunOptions):
     """What ``deformrt bench`` asks for (see its --help)."""
 
-    backends: Sequence[str] = ("torch", "ort")
-    engine: Optional[Path] = None
-    plugin: Optional[Path] = None
-    weights: Optional[Path] = None
-    batch: int = 1
-    shape: Optional[tuple[int, int]] = None
     warmup: int = 5
     iterations: int = 20
-    device: str = "cpu"  # PyTorch device
-    ort_provider: str = "cpu"
-    fp16: bool = False  # ONNX Runtime runs the fp16 conversion; TensorRT builds fp16 from the ONNX
     seed: int = 0
-    verbose: bool = False
 
 
-def _torch_backend(meta, batch: np.ndarray, options: BenchOptions):
+def _torch_backend(run: Prepared, options: BenchOptions):
     import torch
 
     from exporter.onnx_export import rebuild_model
 
     if options.device == "cuda" and not torch.cuda.is_available():
         raise DeformRTError("--device cuda: PyTorch sees no CUDA device here")
-    model = rebuild_model(meta, str(options.weights) if options.weights else None).eval().to(options.device)
-    x = torch.from_numpy(batch).to(options.device)
+    model = rebuild_model(run.meta, str(options.weights) if options.weights else None).eval().to(options.device)
+    x = torch.from_numpy(run.batch).to(options.device)
 
-    def run():
+    def call():
         with torch.inference_mode():
             return model(x)
 
     timer = CudaEventTimer(torch.cuda.current_stream()) if options.device == "cuda" else WallTimer()
-    return run, timer, options.device, "fp32"
+    return call, timer, options.device, "fp32"
 
 
-def _ort_backend(model, input_name: str, batch: np.ndarray, options: BenchOptions):
+def _ort_backend(run: Prepared, options: BenchOptions):
     import onnxruntime as ort
 
     from exporter.fp16 import convert_to_fp16, model_precision
-    from exporter.ort import ort_model_bytes, ort_session
+    from exporter.ort import ort_session
 
-    if options.fp16:
-        model = convert_to_fp16(model).model
-    session = ort_session(ort_model_bytes(model), options.ort_provider)
+    model = convert_to_fp16(run.model).model if options.fp16 else run.model
+    session = ort_session(model, options.ort_provider)
     binding = session.io_binding()
-    binding.bind_ortvalue_input(input_name, ort.OrtValue.ortvalue_from_numpy(batch, options.ort_provider, 0))
+    binding.bind_ortvalue_input(run.input_name, ort.OrtValue.ortvalue_from_numpy(run.batch, options.ort_provider, 0))
     for out in session.get_outputs():
         binding.bind_output(out.name, options.ort_provider)
 
-    def run():
+    def call():
         session.run_with_iobinding(binding)
 
-    return run, WallTimer(), options.ort_provider, model_precision(model)
+    return call, WallTimer(), options.ort_provider, model_precision(model)
 
 
-def _trt_backend(onnx_path: Path, input_name: str, batch: np.ndarray, options: BenchOptions):
+def _trt_backend(run: Prepared, options: BenchOptions):
     import torch
 
     from exporter import trt_engine
@@ -197,53 +185,30 @@ def _trt_backend(onnx_path: Path, input_name: str, batch: np.ndarray, options: B
     if options.engine is not None:
         loaded = trt_engine.load_engine(options.engine, options.plugin, options.verbose)
     else:
-        build = trt_engine.BuildOptions.static(input_name, batch.shape, fp16=options.fp16, plugin=options.plugin,
-                                               verbose=options.verbose)
-        loaded = trt_engine.build_in_memory(onnx_path, build)
+        loaded = trt_engine.build_in_memory(run.onnx_path, trt_build_options(run, options), run.model)
     session = trt_engine.TrtSession(loaded)
-    feed = {input_name: torch.from_numpy(batch).to("cuda", session.dtypes[input_name])}
+    feed = {run.input_name: torch.from_numpy(run.batch).to("cuda", session.dtypes[run.input_name])}
     return (lambda: session.run_device(feed)), CudaEventTimer(session.stream), "cuda", loaded.meta.precision
+
+
+_BACKENDS = {"torch": _torch_backend, "ort": _ort_backend, "trt": _trt_backend}
 
 
 def bench_models(onnx_path: Path, options: BenchOptions = BenchOptions(),
                  progress: Optional[Progress] = None) -> BenchReport:
     """Time ``options.backends`` on one random batch (see the module docstring)."""
-    import onnx
-
-    from exporter.compare import check_static_dims, make_inputs, single_input
-    from exporter.metadata import ExportMetadata
-
     backends = list(options.backends)
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends or len(set(backends)) != len(backends):
         raise DeformRTError(f"--backends takes distinct names from {', '.join(BACKENDS)}, got {', '.join(backends)}")
-    onnx_path = Path(onnx_path)
-    meta = ExportMetadata.from_model(onnx_path)
-    model = onnx.load_model(str(onnx_path))
-    input_name, dims = single_input(model)
-    batch, _ = make_inputs(meta, (), options.batch, options.shape, options.seed)
-    check_static_dims(input_name, dims, batch.shape)
-    if "trt" in backends:
-        from exporter.engine_meta import read_sidecar
-        from exporter.trt_engine import import_tensorrt, resolve_plugin, uses_plugin
-
-        if options.engine is not None:
-            check_in_profile(read_sidecar(options.engine).profile(input_name), batch.shape)
-        elif uses_plugin(model):
-            resolve_plugin(options.plugin)
-        import_tensorrt()  # fail before the other backends run
+    run = prepare_run(onnx_path, options)
 
     progress = progress or Progress.quiet()
     results = []
     for backend in backends:
         with progress.step(f"timing {backend}"):
-            if backend == "torch":
-                run, timer, device, precision = _torch_backend(meta, batch, options)
-            elif backend == "ort":
-                run, timer, device, precision = _ort_backend(model, input_name, batch, options)
-            else:
-                run, timer, device, precision = _trt_backend(onnx_path, input_name, batch, options)
-            latencies = time_runs(run, timer, options.warmup, options.iterations)
-        results.append(BenchResult(backend, device, precision, timer.name, batch.shape[0], latencies))
-    return BenchReport(str(onnx_path), input_name, tuple(batch.shape), options.warmup, options.iterations, results)
-
+            call, timer, device, precision = _BACKENDS[backend](run, options)
+            latencies = time_runs(call, timer, options.warmup, options.iterations)
+        results.append(BenchResult(backend, device, precision, timer.name, run.batch.shape[0], latencies))
+    return BenchReport(str(run.onnx_path), run.input_name, tuple(run.batch.shape), options.warmup, options.iterations,
+                       results)

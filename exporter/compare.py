@@ -149,22 +149,28 @@ def comparison_tolerance(precisions: Sequence[str], override: Optional[float]) -
 
 
 @dataclass
-class CompareOptions:
-    """What ``deformrt compare`` asks for (see its --help)."""
+class RunOptions:
+    """What ``deformrt compare`` and ``deformrt bench`` share (see their --help)."""
 
     backends: Sequence[str] = ("torch", "ort")
     engine: Optional[Path] = None
     plugin: Optional[Path] = None
     weights: Optional[Path] = None
-    images: Sequence[Path] = ()
     batch: int = 1
     shape: Optional[tuple[int, int]] = None
-    seed: Optional[int] = None
     device: str = "cpu"  # PyTorch device
     ort_provider: str = "cpu"
     fp16: bool = False  # ONNX Runtime runs the fp16 conversion; TensorRT builds fp16 from the ONNX
-    tolerance: Optional[float] = None
     verbose: bool = False
+
+
+@dataclass
+class CompareOptions(RunOptions):
+    """What ``deformrt compare`` asks for (see its --help)."""
+
+    images: Sequence[Path] = ()
+    seed: Optional[int] = None
+    tolerance: Optional[float] = None
 
 
 def _check_backends(backends: Sequence[str]) -> list[str]:
@@ -206,10 +212,53 @@ def check_static_dims(name: str, dims: Sequence, shape: Sequence[int]) -> None:
                                 f"(export it with dynamic shapes, or use its export shape)")
 
 
-def _runners(backends: Sequence[str], onnx_path: Path, model, meta, input_name: str, batch: np.ndarray,
-             options: CompareOptions) -> tuple[dict, dict[str, str]]:
-    """Polygraphy runners and the precision of each backend; checks what can fail early (engine
-    sidecar and profile, plugin library, TensorRT itself) before anything runs."""
+@dataclass
+class Prepared:
+    """What ``deformrt compare`` and ``deformrt bench`` read and check before any backend runs."""
+
+    onnx_path: Path
+    meta: object  # ExportMetadata
+    model: object  # onnx.ModelProto, parsed once and shared by the backends
+    input_name: str
+    batch: np.ndarray
+    seed: Optional[int]
+    engine_meta: object = None  # the --engine sidecar (EngineMeta) when trt runs one
+
+
+def prepare_run(onnx_path: Path, options: RunOptions, images: Sequence[Path] = ()) -> Prepared:
+    """Load the model once, make the input batch and check what can fail early (engine sidecar and
+    profile, plugin library, TensorRT itself) before anything runs."""
+    from exporter.trt_engine import load_onnx
+
+    onnx_path = Path(onnx_path)
+    model, meta = load_onnx(onnx_path)
+    input_name, dims = single_input(model)
+    batch, seed = make_inputs(meta, images, options.batch, options.shape, options.seed)
+    check_static_dims(input_name, dims, batch.shape)
+    prepared = Prepared(onnx_path, meta, model, input_name, batch, seed)
+    if "trt" in options.backends:
+        from exporter.engine_meta import read_sidecar
+        from exporter.trt_engine import import_tensorrt, resolve_plugin, uses_plugin
+
+        if options.engine is not None:
+            prepared.engine_meta = read_sidecar(options.engine)
+            check_in_profile(prepared.engine_meta.profile(input_name), batch.shape)
+        elif uses_plugin(model):
+            resolve_plugin(options.plugin)
+        import_tensorrt()
+    return prepared
+
+
+def trt_build_options(run: Prepared, options: RunOptions):
+    """BuildOptions for an engine built in memory for exactly ``run``'s input shape."""
+    from exporter.trt_engine import BuildOptions
+
+    return BuildOptions.static(run.input_name, run.batch.shape, fp16=options.fp16, plugin=options.plugin,
+                               verbose=options.verbose)
+
+
+def _runners(backends: Sequence[str], run: Prepared, options: CompareOptions) -> tuple[dict, dict[str, str]]:
+    """Polygraphy runners and the precision of each backend."""
     from exporter import runners
     from exporter.fp16 import convert_to_fp16, model_precision
 
@@ -220,31 +269,22 @@ def _runners(backends: Sequence[str], onnx_path: Path, model, meta, input_name: 
         from exporter.onnx_export import rebuild_model
 
         weights = str(options.weights) if options.weights else None
-        made["torch"] = runners.TorchRunner(lambda: rebuild_model(meta, weights),
-                                            TensorMetadata().add(input_name, np.float32, list(batch.shape)),
-                                            meta.output_names, options.device, name="torch")
+        made["torch"] = runners.TorchRunner(lambda: rebuild_model(run.meta, weights),
+                                            TensorMetadata().add(run.input_name, np.float32, list(run.batch.shape)),
+                                            run.meta.output_names, options.device, name="torch")
         precisions["torch"] = "fp32"
     if "ort" in backends:
-        ort_model = convert_to_fp16(model).model if options.fp16 else model
+        ort_model = convert_to_fp16(run.model).model if options.fp16 else run.model
         made["ort"] = runners.onnxrt_runner(ort_model, options.ort_provider, name="ort")
         precisions["ort"] = model_precision(ort_model)
     if "trt" in backends:
-        from exporter.engine_meta import read_sidecar
-        from exporter.trt_engine import BuildOptions, import_tensorrt, resolve_plugin, uses_plugin
-
         if options.engine is not None:
-            engine_meta = read_sidecar(options.engine)
-            check_in_profile(engine_meta.profile(input_name), batch.shape)
             made["trt"] = runners.trt_engine_runner(options.engine, options.plugin, options.verbose, name="trt")
-            precisions["trt"] = engine_meta.precision
+            precisions["trt"] = run.engine_meta.precision
         else:
-            if uses_plugin(model):
-                resolve_plugin(options.plugin)
-            build = BuildOptions.static(input_name, batch.shape, fp16=options.fp16, plugin=options.plugin,
-                                        verbose=options.verbose)
-            made["trt"] = runners.trt_onnx_runner(onnx_path, build, name="trt")
-            precisions["trt"] = "fp16" if options.fp16 or model_precision(model) == "fp16" else "fp32"
-        import_tensorrt()
+            made["trt"] = runners.trt_onnx_runner(run.onnx_path, trt_build_options(run, options), run.model,
+                                                  name="trt")
+            precisions["trt"] = "fp16" if options.fp16 or model_precision(run.model) == "fp16" else "fp32"
     return made, precisions
 
 
@@ -277,24 +317,16 @@ def _comparisons(results, backends: Sequence[str], precisions: dict[str, str],
 def compare_models(onnx_path: Path, options: CompareOptions = CompareOptions(),
                    progress: Optional[Progress] = None) -> CompareReport:
     """Run ``options.backends`` on the same inputs and compare each with the first."""
-    import onnx
     from polygraphy.comparator import Comparator
     from polygraphy.exception import PolygraphyException
     from polygraphy.logger import G_LOGGER
 
-    from exporter.metadata import ExportMetadata
-
     backends = _check_backends(options.backends)
     comparison_tolerance(["fp32"], options.tolerance)  # reject a bad --tolerance before running
-    onnx_path = Path(onnx_path)
-    meta = ExportMetadata.from_model(onnx_path)
-    model = onnx.load_model(str(onnx_path))
-    input_name, dims = single_input(model)
-    batch, seed = make_inputs(meta, options.images, options.batch, options.shape, options.seed)
-    check_static_dims(input_name, dims, batch.shape)
-    made, precisions = _runners(backends, onnx_path, model, meta, input_name, batch, options)
+    run = prepare_run(onnx_path, options, options.images)
+    made, precisions = _runners(backends, run, options)
 
-    feeds = [OrderedDict([(input_name, batch)])]
+    feeds = [OrderedDict([(run.input_name, run.batch)])]
     with G_LOGGER.verbosity(G_LOGGER.INFO if options.verbose else G_LOGGER.CRITICAL + 1):
         try:
             with (progress or Progress.quiet()).step(f"running {', '.join(backends)}"):
@@ -302,8 +334,9 @@ def compare_models(onnx_path: Path, options: CompareOptions = CompareOptions(),
             comparisons = _comparisons(results, backends, precisions, options.tolerance)
         except PolygraphyException as exc:
             raise DeformRTError(f"comparison failed: {' '.join(str(exc).split())}") from None
-    return CompareReport(str(onnx_path), input_name, tuple(batch.shape), "images" if options.images else "random",
-                         seed, [str(p) for p in options.images], backends[0], precisions[backends[0]], comparisons)
+    return CompareReport(str(run.onnx_path), run.input_name, tuple(run.batch.shape),
+                         "images" if options.images else "random", run.seed, [str(p) for p in options.images],
+                         backends[0], precisions[backends[0]], comparisons)
 
 
 def demo_compare(onnx_path: Path, progress: Optional[Progress] = None, weights: Optional[Path] = None) -> CompareReport:

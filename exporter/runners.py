@@ -24,7 +24,7 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.backend.onnxrt import OnnxrtRunner
 from polygraphy.common import TensorMetadata
 
-from exporter.ort import ort_model_bytes, ort_session
+from exporter.ort import ort_session
 from models.errors import DeformRTError
 
 
@@ -85,9 +85,8 @@ class TorchRunner(BaseRunner):
 
 
 def onnxrt_runner(model, provider: str = "cpu", name: Optional[str] = None) -> OnnxrtRunner:
-    """Polygraphy's ONNX Runtime runner for an ``onnx.ModelProto`` (see :func:`ort_model_bytes`)."""
-    data = ort_model_bytes(model)
-    return OnnxrtRunner(lambda: ort_session(data, provider), name=name)
+    """Polygraphy's ONNX Runtime runner for an ``onnx.ModelProto`` (see :func:`exporter.ort.ort_session`)."""
+    return OnnxrtRunner(lambda: ort_session(model, provider), name=name)
 
 
 class TrtRunner(BaseRunner):
@@ -127,8 +126,9 @@ def trt_engine_runner(engine: Path, plugin: Optional[Path] = None, verbose: bool
     return TrtRunner(lambda: load_engine(Path(engine), plugin, verbose), name=name)
 
 
-def trt_onnx_runner(onnx_path: Path, options, name: Optional[str] = None) -> TrtRunner:
-    """A runner that builds an engine from ``onnx_path`` in memory (``options``: BuildOptions)."""
+def trt_onnx_runner(onnx_path: Path, options, model=None, name: Optional[str] = None) -> TrtRunner:
+    """A runner that builds an engine from ``onnx_path`` in memory (``options``: BuildOptions;
+    ``model``: the file's ModelProto, when already loaded)."""
     from exporter.trt_engine import build_in_memory
 
-    return TrtRunner(lambda: build_in_memory(Path(onnx_path), options), name=name)
+    return TrtRunner(lambda: build_in_memory(Path(onnx_path), options, model), name=name)

@@ -347,16 +347,32 @@ def network_bytes(model, onnx_path: Path, plan: PrecisionPlan, plugin: Optional[
     return model.SerializeToString()
 
 
-def prepare_build(onnx_path: Path, options: BuildOptions):
-    """Everything checkable before TensorRT is touched: the ONNX file and its metadata, the shape
-    profiles, the plugin library when the model needs one. Returns (model, profiles, plugin)."""
+def load_onnx(onnx_path: Path):
+    """The exported ``onnx.ModelProto`` and its :class:`ExportMetadata`, the file parsed once;
+    DeformRTError (the metadata reader's) for a missing or unreadable file."""
     import onnx
 
     from exporter.metadata import ExportMetadata
+
+    try:
+        model = onnx.load_model(str(onnx_path))
+    except Exception:
+        ExportMetadata.from_model(Path(onnx_path))  # raises the user-facing error for a missing or non-ONNX file
+        raise
+    return model, ExportMetadata.from_model(model)
+
+
+def prepare_build(onnx_path: Path, options: BuildOptions, model=None):
+    """Everything checkable before TensorRT is touched: the ONNX file and its metadata, the shape
+    profiles, the plugin library when the model needs one. ``model``: the file's ModelProto when
+    the caller has it loaded already. Returns (model, profiles, plugin)."""
+    from exporter.metadata import ExportMetadata
     from exporter.profiles import input_dims, resolve_profiles
 
-    meta = ExportMetadata.from_model(onnx_path)
-    model = onnx.load_model(str(onnx_path))
+    if model is None:
+        model, meta = load_onnx(onnx_path)
+    else:
+        meta = ExportMetadata.from_model(model)
     profiles = resolve_profiles(input_dims(model), meta.export_shape, meta.size_divisibility, meta.dynamic_axes,
                                 options.min_shape, options.opt_shape, options.max_shape)
     plugin = resolve_plugin(options.plugin) if uses_plugin(model) else None
@@ -503,9 +519,10 @@ def deserialize(plan: bytes, meta: EngineMeta, plugin: Optional[Path], verbose: 
     return LoadedEngine(engine, meta, runtime, logger)
 
 
-def build_in_memory(onnx_path: Path, options: BuildOptions) -> LoadedEngine:
-    """Build an engine from ``onnx_path`` and deserialize it, without writing files."""
-    model, profiles, plugin = prepare_build(Path(onnx_path), options)
+def build_in_memory(onnx_path: Path, options: BuildOptions, model=None) -> LoadedEngine:
+    """Build an engine from ``onnx_path`` (``model``: its ModelProto, when already loaded) and
+    deserialize it, without writing files."""
+    model, profiles, plugin = prepare_build(Path(onnx_path), options, model)
     plan, meta = build_serialized(model, Path(onnx_path), options, profiles, plugin)
     return deserialize(plan, meta, plugin, options.verbose, name=f"the engine built from {onnx_path}")
 
