@@ -29,14 +29,17 @@ def parse_list(values: Optional[list[str]]) -> list[str]:
     return [item.strip() for value in values or [] for item in value.split(",") if item.strip()]
 
 
-def write_json(path: Path, text: str) -> None:
-    """``--json PATH`` (``-`` prints to stdout), written atomically."""
+def show_report(report, json_path: Optional[Path]) -> None:
+    """A report's table, and with ``--json PATH`` its JSON, written atomically (``-``: the JSON on
+    stdout, the table on stderr)."""
     from exporter.fsutil import atomic_write_text
 
-    if str(path) == "-":
-        typer.echo(text, nl=False)
-    else:
-        atomic_write_text(path, text, force=True)
+    to_stdout = str(json_path) == "-"
+    typer.echo(report.table(), err=to_stdout)
+    if to_stdout:
+        typer.echo(report.to_json(), nl=False)
+    elif json_path is not None:
+        atomic_write_text(json_path, report.to_json(), force=True)
 
 
 class Fp16Via(str, Enum):
@@ -164,9 +167,7 @@ def register(app: typer.Typer) -> None:
                                  seed=seed, device=device.value, ort_provider=ort_provider.value, fp16=fp16,
                                  tolerance=tolerance, verbose=verbose)
         report = compare_models(onnx, options, Progress())
-        typer.echo(report.table(), err=str(json_path) == "-")
-        if json_path is not None:
-            write_json(json_path, report.to_json())
+        show_report(report, json_path)
         if not report.passed:
             raise typer.Exit(1)
 
@@ -194,7 +195,4 @@ def register(app: typer.Typer) -> None:
         options = BenchOptions(backends=_backends(backends, engine), engine=engine, plugin=plugin, weights=weights,
                                batch=batch, shape=_hw(shape), warmup=warmup, iterations=iterations,
                                device=device.value, ort_provider=ort_provider.value, fp16=fp16, verbose=verbose)
-        report = bench_models(onnx, options, Progress())
-        typer.echo(report.table(), err=str(json_path) == "-")
-        if json_path is not None:
-            write_json(json_path, report.to_json())
+        show_report(bench_models(onnx, options, Progress()), json_path)
