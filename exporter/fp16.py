@@ -143,12 +143,7 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     g = inferred.graph
     types = {vi.name: vi.type.tensor_type.elem_type for vi in (*g.input, *g.output, *g.value_info)
              if vi.type.HasField("tensor_type")}
-    types.update({t.name: t.data_type for t in g.initializer})
-    for node in g.node:
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            for a in node.attribute:
-                if a.name == "value":
-                    types[node.output[0]] = a.t.data_type
+    types.update({name: t.data_type for name, t in _static_values(g).items()})
     return types
 
 
