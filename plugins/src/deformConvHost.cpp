@@ -13,8 +13,10 @@ namespace
 {
 
 template <typename T>
-void forwardHost(DcnGeometry const& g, DcnTensors<T> const& t)
+void forwardHost(DcnGeometry const& g, void const* x, void const* weight, void const* offset, void const* bias,
+    void const* mask, void* y)
 {
+    DcnTensors<T> const t = bindTensors<T>(g, x, weight, offset, bias, mask, y);
     DcnTileGrid const tiles = tileGrid(g);
     DcnTileShared shared{};
     std::vector<DcnTileAcc> acc(kTileThreads);
@@ -46,16 +48,6 @@ void forwardHost(DcnGeometry const& g, DcnTensors<T> const& t)
     }
 }
 
-template <typename T>
-void run(DcnGeometry const& g, void const* x, void const* weight, void const* offset, void const* bias,
-    void const* mask, void* y)
-{
-    DcnTensors<T> const t{static_cast<T const*>(x), static_cast<T const*>(weight), static_cast<T const*>(offset),
-        g.hasBias ? static_cast<T const*>(bias) : nullptr, g.modulated ? static_cast<T const*>(mask) : nullptr,
-        static_cast<T*>(y)};
-    forwardHost(g, t);
-}
-
 } // namespace
 } // namespace deformrt
 
@@ -74,16 +66,15 @@ char const* deformrt_dcn_validate(DeformrtConvDesc const* desc)
 int32_t deformrt_dcn_forward_host(DeformrtConvDesc const* desc, int32_t dtype, void const* x, void const* weight,
     void const* offset, void const* bias, void const* mask, void* y)
 {
-    if (deformrt_dcn_validate(desc) != nullptr || x == nullptr || weight == nullptr || offset == nullptr
-        || y == nullptr || (desc->hasBias && bias == nullptr) || (desc->modulated && mask == nullptr))
+    if (!deformrt::callIsValid(desc, x, weight, offset, bias, mask, y))
     {
         return 1;
     }
     deformrt::DcnGeometry const g = deformrt::makeGeometry(*desc);
     switch (dtype)
     {
-    case DEFORMRT_FLOAT32: deformrt::run<float>(g, x, weight, offset, bias, mask, y); return 0;
-    case DEFORMRT_FLOAT16: deformrt::run<deformrt::HostHalf>(g, x, weight, offset, bias, mask, y); return 0;
+    case DEFORMRT_FLOAT32: deformrt::forwardHost<float>(g, x, weight, offset, bias, mask, y); return 0;
+    case DEFORMRT_FLOAT16: deformrt::forwardHost<deformrt::HostHalf>(g, x, weight, offset, bias, mask, y); return 0;
     default: return 1;
     }
 }

@@ -31,9 +31,7 @@ template <typename T>
 cudaError_t launch(DcnGeometry const& g, void const* x, void const* weight, void const* offset, void const* bias,
     void const* mask, void* y, cudaStream_t stream)
 {
-    DcnTensors<T> const t{static_cast<T const*>(x), static_cast<T const*>(weight), static_cast<T const*>(offset),
-        g.hasBias ? static_cast<T const*>(bias) : nullptr, g.modulated ? static_cast<T const*>(mask) : nullptr,
-        static_cast<T*>(y)};
+    DcnTensors<T> const t = bindTensors<T>(g, x, weight, offset, bias, mask, y);
     DcnTileGrid const tiles = tileGrid(g);
     if (tiles.colTiles > 0x7fffffff || tiles.mTiles > 65535 || tiles.groups > 65535)
     {
@@ -62,9 +60,8 @@ extern "C" cudaError_t deformrt_dcn_forward(DeformrtConvDesc const* desc, int32_
     void const* weight, void const* offset, void const* bias, void const* mask, void* y, void* workspace,
     uint64_t workspaceBytes, cudaStream_t stream)
 {
-    if (deformrt_dcn_validate(desc) != nullptr || x == nullptr || weight == nullptr || offset == nullptr
-        || y == nullptr || (desc->hasBias && bias == nullptr) || (desc->modulated && mask == nullptr)
-        || (workspaceBytes < deformrt_dcn_workspace_size(desc, dtype)) || (workspaceBytes > 0 && workspace == nullptr))
+    if (!deformrt::callIsValid(desc, x, weight, offset, bias, mask, y)
+        || workspaceBytes < deformrt_dcn_workspace_size(desc, dtype) || (workspaceBytes > 0 && workspace == nullptr))
     {
         return cudaErrorInvalidValue;
     }

@@ -206,6 +206,24 @@ struct DcnTensors
     T* y;
 };
 
+//! Whether a forward call may run (host side of both builds): a valid desc and every tensor it uses.
+inline bool callIsValid(DeformrtConvDesc const* d, void const* x, void const* weight, void const* offset,
+    void const* bias, void const* mask, void const* y)
+{
+    return d != nullptr && describeInvalid(*d) == nullptr && x != nullptr && weight != nullptr && offset != nullptr
+        && y != nullptr && (d->hasBias == 0 || bias != nullptr) && (d->modulated == 0 || mask != nullptr);
+}
+
+//! The typed tensors of a forward call; bias and mask are null unless the problem uses them.
+template <typename T>
+DcnTensors<T> bindTensors(DcnGeometry const& g, void const* x, void const* weight, void const* offset,
+    void const* bias, void const* mask, void* y)
+{
+    return DcnTensors<T>{static_cast<T const*>(x), static_cast<T const*>(weight), static_cast<T const*>(offset),
+        g.hasBias ? static_cast<T const*>(bias) : nullptr, g.modulated ? static_cast<T const*>(mask) : nullptr,
+        static_cast<T*>(y)};
+}
+
 // ------------------------------------------------------------------------------------------------
 // Sampling
 
