@@ -7,10 +7,11 @@ Public API: ``get_cfg``, ``build_backbone``, ``load_checkpoint``, ``deform_conv2
 from importlib import import_module
 
 from models.errors import DeformRTError
-from models.ops import deform_conv2d
 from models.version import __version__
 
+# Imported on first use: ``import models`` (the CLI imports models.version) must not import torch.
 _LAZY = {
+    "deform_conv2d": "models.ops",
     "get_cfg": "models.config",
     "build_backbone": "models.backbone",
     "list_bodies": "models.backbone",
@@ -25,4 +26,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'models' has no attribute {name!r}")
 
 
-__all__ = ["DeformRTError", "__version__", "deform_conv2d", *_LAZY]
+__all__ = ["DeformRTError", "__version__", *_LAZY]
