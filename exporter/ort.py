@@ -25,10 +25,11 @@ def ort_model_bytes(model: Union[onnx.ModelProto, bytes]) -> bytes:
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load_from_string(model)
     if not any(is_plugin_deform_conv(n) for n in proto.graph.node):
         return model if isinstance(model, bytes) else proto.SerializeToString()
-    standard = onnx.ModelProto()
-    standard.CopyFrom(proto)
-    to_onnx_op(standard)
-    return standard.SerializeToString()
+    if proto is model:  # the caller's model stays untouched; a model parsed here is rewritten in place
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
+    to_onnx_op(proto)
+    return proto.SerializeToString()
 
 
 def last_sentences(text: str, limit: int = 240) -> str:
