@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import logging
 import re
 import tempfile
@@ -39,6 +38,7 @@ from torch import nn
 from exporter import graph_passes as gp
 from exporter import onnx_schema
 from exporter import op_contract as oc
+from exporter.engine_meta import sha256_file
 from exporter.fsutil import atomic_path, check_output_path
 from exporter.metadata import DCN_OP_ONNX, DCN_OP_PLUGIN, DCN_OPS, SEED_PREFIX, ExportMetadata
 from exporter.progress import Progress
@@ -113,14 +113,6 @@ def config_has_dcn(cfg) -> bool:
     return any(cfg.MODEL.RESNETS.STAGE_WITH_DCN[:stages])
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_config(body: Optional[str] = None, config_file: Optional[str] = None, opts: Sequence = ()):
     """The frozen config for ``body`` (models.config.get_cfg: defaults, file, body preset, opts)."""
     return get_cfg(conv_body=body, config_file=config_file, opts=list(opts))
@@ -141,7 +133,7 @@ def build_model(cfg, weights: Optional[str] = None, seed: int = DEFAULT_SEED,
         return BuiltModel(model, cfg, f"{SEED_PREFIX}{seed}", seed=seed)
     with progress.step(f"loading weights from {weights}"):
         report = load_checkpoint(model, weights, strict=True, cfg=cfg)
-        sha = file_sha256(Path(weights))
+        sha = sha256_file(weights)
     return BuiltModel(model, cfg, Path(weights).name, sha, report.summary(), seed)
 
 
@@ -161,7 +153,7 @@ def rebuild_model(meta: ExportMetadata, weights: Optional[str] = None) -> nn.Mod
     if meta.seed is None and weights is None:
         raise DeformRTError(f"this model was exported with weights from {meta.weights}; pass that checkpoint "
                             "to rebuild it")
-    if weights is not None and meta.weights_sha256 and file_sha256(Path(weights)) != meta.weights_sha256:
+    if weights is not None and meta.weights_sha256 and sha256_file(weights) != meta.weights_sha256:
         raise DeformRTError(f"checkpoint {weights} is not the one this model was exported with "
                             f"({meta.weights}, sha256 {meta.weights_sha256[:12]}...)")
     return build_model(config_from_metadata(meta), weights=weights, seed=meta.init_seed).model
