@@ -187,12 +187,13 @@ def test_verification_catches_a_wrong_model():
     calibrate_offsets(built.model, pixel_input(cfg, (1, 3, *SIZE), seed=2), OFFSET_STD_PX)
     proto = oe.export_model(built, oe.ExportOptions(input_size=SIZE, dynamic=False))
     meta = ExportMetadata.from_model(proto)
-    assert vf.verify(proto, built.model, meta).passed
+    references = vf.torch_references(built.model, meta)  # PyTorch runs once for both checks
+    assert vf.verify(proto, built.model, meta, references=references).passed
     # Swap the padding of one deformable conv: a plausible exporter bug, caught by verification.
     node = next(n for n in proto.graph.node if gp.is_plugin_deform_conv(n))
     pads = next(a for a in node.attribute if a.name == "pads")
     pads.ints[:] = [0, 2, 2, 0]
-    report = vf.verify(proto, built.model, meta)
+    report = vf.verify(proto, built.model, meta, references=references)
     assert not report.passed and report.worst().max_rel > 1e-3
     assert "max rel error" in report.worst_line()
 
