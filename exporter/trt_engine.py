@@ -261,7 +261,7 @@ def resolve_plugin(explicit: Optional[Path], recorded: Optional[str] = None) -> 
     if explicit is None and recorded and Path(recorded).is_file():
         return Path(recorded)
     try:
-        return Path(find_plugin_library(explicit))
+        return find_plugin_library(explicit)
     except DeformRTError as exc:
         raise DeformRTError(f"the model uses {oc.OP_DOMAIN}.{oc.OP_NAME}, which needs the deformrt TensorRT plugin: "
                             f"{exc}") from None
