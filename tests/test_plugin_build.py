@@ -14,8 +14,9 @@ import subprocess
 import pytest
 import torch
 
-from exporter import op_contract as oc
-from exporter.plugin_lib import KERNEL_LIBRARY, PLUGIN_LIBRARY, PLUGINS_DIR, cmake_build
+from exporter.onnx import op_contract as oc
+from exporter.trt.plugin_build import cmake_build
+from models.native import KERNEL_LIBRARY, PLUGIN_LIBRARY, PLUGINS_DIR
 from models.ops.cuda_kernels import DESC_FIELDS, ConvDesc, declare_c_api, make_desc
 
 needs_nvcc = pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("nvcc") is None,

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from dcn_reference import deform_conv2d_reference
-from exporter import op_contract as oc
-from exporter import plugin_lib
+from exporter.onnx import op_contract as oc
+from models import native
+from exporter.trt import plugin_build
 from models.errors import DeformRTError
 from models.ops import cuda_kernels, deform_conv2d, use_backend
 
@@ -24,13 +25,13 @@ def kernels(tmp_path_factory):
         pytest.skip("needs a CUDA GPU")
     mp = pytest.MonkeyPatch()
     try:
-        plugin_lib.find_kernel_library()
+        native.find_kernel_library()
     except DeformRTError:
         if shutil.which("cmake") is None or shutil.which("nvcc") is None:
             pytest.skip("kernel library not built and cmake/nvcc missing to build it")
-        out = plugin_lib.cmake_build(tmp_path_factory.mktemp("deformrt-gpu"),
+        out = plugin_build.cmake_build(tmp_path_factory.mktemp("deformrt-gpu"),
                                      {"CMAKE_CUDA_ARCHITECTURES": "native"}, ["deformrt_kernels"])
-        mp.setenv(plugin_lib.KERNEL_ENV, str(out / plugin_lib.KERNEL_LIBRARY))
+        mp.setenv(native.KERNEL_ENV, str(out / native.KERNEL_LIBRARY))
     cuda_kernels._library.cache_clear()
     assert cuda_kernels.is_available()
     yield
@@ -123,7 +124,7 @@ def test_kernel_runs_on_the_current_stream_and_accepts_non_contiguous_inputs(ker
 def test_plugin_registers_with_tensorrt_on_load():
     trt = pytest.importorskip("tensorrt", reason="needs the TensorRT Python package and libraries")
     try:
-        library = plugin_lib.find_plugin_library()
+        library = native.find_plugin_library()
     except DeformRTError as exc:
         pytest.skip(str(exc))
     registry = trt.get_plugin_registry()

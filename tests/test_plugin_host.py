@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from dcn_reference import deform_conv2d_reference
-from exporter.plugin_lib import HOST_LIBRARY, cmake_build
+from exporter.trt.plugin_build import cmake_build
+from models.native import HOST_LIBRARY
 from models.ops.cuda_kernels import DTYPES, ConvDesc, make_desc
 
 pytestmark = pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("c++") is None,

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter import op_contract as oc
-from exporter import trt_engine as te
-from exporter.engine_meta import sidecar_path
+from exporter.onnx import op_contract as oc
+from exporter.trt import build, engine, env, plugin, precision, progress_bar, session
+from exporter.trt.sidecar import sidecar_path
 from models.errors import DeformRTError
 
 # ----------------------------------------------------------------------------------------------
@@ -27,36 +27,36 @@ from models.errors import DeformRTError
 
 
 @pytest.mark.parametrize("major,fp16,method,expected", [
-    (10, False, "auto", te.PrecisionPlan("fp32", None, False, clear_flags=("TF32",))),
-    (11, False, "auto", te.PrecisionPlan("fp32", None, True, clear_flags=("TF32",))),
-    (10, True, "auto", te.PrecisionPlan("fp16", "builder-flag", False, set_flags=("FP16",))),
-    (11, True, "auto", te.PrecisionPlan("fp16", "deformrt", True)),
-    (10, True, "deformrt", te.PrecisionPlan("fp16", "deformrt", True)),
-    (10, True, "modelopt", te.PrecisionPlan("fp16", "modelopt", True)),
-    (11, True, "modelopt", te.PrecisionPlan("fp16", "modelopt", True)),
+    (10, False, "auto", precision.PrecisionPlan("fp32", None, False, clear_flags=("TF32",))),
+    (11, False, "auto", precision.PrecisionPlan("fp32", None, True, clear_flags=("TF32",))),
+    (10, True, "auto", precision.PrecisionPlan("fp16", "builder-flag", False, set_flags=("FP16",))),
+    (11, True, "auto", precision.PrecisionPlan("fp16", "deformrt", True)),
+    (10, True, "deformrt", precision.PrecisionPlan("fp16", "deformrt", True)),
+    (10, True, "modelopt", precision.PrecisionPlan("fp16", "modelopt", True)),
+    (11, True, "modelopt", precision.PrecisionPlan("fp16", "modelopt", True)),
 ])
 def test_precision_plan_by_tensorrt_major(major, fp16, method, expected):
-    plan = te.plan_precision(major, fp16, method)
+    plan = precision.plan_precision(major, fp16, method)
     assert plan == expected
     assert plan.converts_onnx == (method in ("deformrt", "modelopt") or (major >= 11 and fp16))
 
 
 def test_precision_plan_tf32_and_errors():
-    assert te.plan_precision(10, False, tf32=True) == te.PrecisionPlan("tf32", None, False, set_flags=("TF32",))
+    assert precision.plan_precision(10, False, tf32=True) == precision.PrecisionPlan("tf32", None, False, set_flags=("TF32",))
     with pytest.raises(DeformRTError, match="TensorRT 11 is strongly typed only.*--fp16-via deformrt"):
-        te.plan_precision(11, True, "builder-flag")
+        precision.plan_precision(11, True, "builder-flag")
     with pytest.raises(DeformRTError, match="needs --fp16"):
-        te.plan_precision(10, False, "deformrt")
+        precision.plan_precision(10, False, "deformrt")
     with pytest.raises(DeformRTError, match="--tf32 applies to fp32"):
-        te.plan_precision(10, True, tf32=True)
+        precision.plan_precision(10, True, tf32=True)
     with pytest.raises(DeformRTError, match="unknown fp16 method 'bf16'"):
-        te.plan_precision(10, True, "bf16")
+        precision.plan_precision(10, True, "bf16")
 
 
 def test_tensorrt_major():
-    assert te.tensorrt_major("10.3.0.30") == 10 and te.tensorrt_major("11.1.0") == 11
+    assert env.tensorrt_major("10.3.0.30") == 10 and env.tensorrt_major("11.1.0") == 11
     with pytest.raises(DeformRTError, match="cannot read the TensorRT version"):
-        te.tensorrt_major("dev")
+        env.tensorrt_major("dev")
 
 
 def _fake_trt(version: str, strongly_typed: bool = True):
@@ -68,12 +68,12 @@ def _fake_trt(version: str, strongly_typed: bool = True):
 
 
 def test_network_flags():
-    assert te.network_flags(_fake_trt("10.3.0"), 10, strongly_typed=True) == 1 << 1
-    assert te.network_flags(_fake_trt("10.3.0"), 10, strongly_typed=False) == 0
+    assert precision.network_flags(_fake_trt("10.3.0"), 10, strongly_typed=True) == 1 << 1
+    assert precision.network_flags(_fake_trt("10.3.0"), 10, strongly_typed=False) == 0
     # TensorRT 11: always strongly typed; the deprecated flag is not passed.
-    assert te.network_flags(_fake_trt("11.1.0"), 11, strongly_typed=True) == 0
+    assert precision.network_flags(_fake_trt("11.1.0"), 11, strongly_typed=True) == 0
     with pytest.raises(DeformRTError, match="no strongly typed networks"):
-        te.network_flags(_fake_trt("9.3.0", strongly_typed=False), 9, strongly_typed=True)
+        precision.network_flags(_fake_trt("9.3.0", strongly_typed=False), 9, strongly_typed=True)
 
 
 class _ParserError:
@@ -96,22 +96,22 @@ class _ParserError:
 def test_parser_errors_name_node_and_op_in_one_line():
     errors = [_ParserError("Plugin not found,\n are the plugin name, version\tand namespace correct?", 12,
                            "layer2.0.conv2", oc.OP_NAME)]
-    text = te.format_parser_errors(errors, "m.onnx", Path("/p/libdeformrt_plugin.so"))
+    text = build.format_parser_errors(errors, "m.onnx", Path("/p/libdeformrt_plugin.so"))
     assert text == ("TensorRT could not parse m.onnx: node 'layer2.0.conv2' (op DeformConv2d): Plugin not found, are "
                     "the plugin name, version and namespace correct? [plugin library: /p/libdeformrt_plugin.so; is it "
                     "built for this TensorRT version?]")
-    text = te.format_parser_errors(errors, "m.onnx", None)
+    text = build.format_parser_errors(errors, "m.onnx", None)
     assert text.endswith("[no deformrt plugin library was loaded]")
 
 
 def test_parser_errors_without_node_and_many_errors():
     errors = [_ParserError("bad graph")] + [_ParserError("x", i, f"n{i}", "Conv") for i in range(4)]
-    text = te.format_parser_errors(errors, "m.onnx", None)
+    text = build.format_parser_errors(errors, "m.onnx", None)
     assert text == ("TensorRT could not parse m.onnx: the graph: bad graph; node 'n0' (op Conv): x; node 'n1' "
                     "(op Conv): x (and 2 more)")
     # Older bindings without node_name/node_operator: the node index is used.
     old = types.SimpleNamespace(desc=lambda: "unsupported", node=lambda: 7)
-    assert te.format_parser_errors([old], "m.onnx", None) == "TensorRT could not parse m.onnx: node #7: unsupported"
+    assert build.format_parser_errors([old], "m.onnx", None) == "TensorRT could not parse m.onnx: node #7: unsupported"
 
 
 class _Tty(io.StringIO):
@@ -121,7 +121,7 @@ class _Tty(io.StringIO):
 
 def test_progress_bar_on_a_terminal_redraws_nested_phases():
     stream, now = _Tty(), [0.0]
-    bar = te.BuildProgressBar(stream, max_fps=10, clock=lambda: now[0])
+    bar = progress_bar.BuildProgressBar(stream, max_fps=10, clock=lambda: now[0])
     bar.phase_start("Building engine", None, 3)
     bar.phase_start("Tactic selection", "Building engine", 40)
     now[0] = 0.2
@@ -141,7 +141,7 @@ def test_progress_bar_on_a_terminal_redraws_nested_phases():
 
 def test_progress_bar_in_a_log_prints_top_level_phases_only():
     stream = io.StringIO()
-    bar = te.BuildProgressBar(stream)
+    bar = progress_bar.BuildProgressBar(stream)
     bar.phase_start("Building engine", None, 2)
     bar.phase_start("Tactic selection", "Building engine", 40)
     bar.step_complete("Tactic selection", 5)
@@ -152,7 +152,7 @@ def test_progress_bar_in_a_log_prints_top_level_phases_only():
     bar.cancelled = True
     assert bar.step_complete("x", 0) is False
     quiet = io.StringIO()
-    silent = te.BuildProgressBar(quiet, enabled=False)
+    silent = progress_bar.BuildProgressBar(quiet, enabled=False)
     silent.phase_start("Building engine", None, 1)
     silent.phase_finish("Building engine")
     assert quiet.getvalue() == ""
@@ -162,10 +162,10 @@ def test_torch_dtype_by_member_name():
     import torch
 
     DataType = enum.Enum("DataType", "FLOAT HALF INT32 INT64 BOOL FP8")
-    assert te.torch_dtype(DataType.FLOAT) is torch.float32 and te.torch_dtype(DataType.HALF) is torch.float16
-    assert te.torch_dtype(DataType.INT64) is torch.int64
+    assert session.torch_dtype(DataType.FLOAT) is torch.float32 and session.torch_dtype(DataType.HALF) is torch.float16
+    assert session.torch_dtype(DataType.INT64) is torch.int64
     with pytest.raises(DeformRTError, match="FP8 is not supported"):
-        te.torch_dtype(DataType.FP8)
+        session.torch_dtype(DataType.FP8)
 
 
 class _Registry:
@@ -192,7 +192,7 @@ def _plugin_trt(registry):
 def test_load_plugin_registers_and_checks_our_creator():
     registry = _Registry(handle=object(), creator=object())
     trt, calls = _plugin_trt(registry)
-    te.load_plugin(trt, None, Path("/lib/libdeformrt_plugin.so"))
+    plugin.load_plugin(trt, None, Path("/lib/libdeformrt_plugin.so"))
     assert registry.loaded == ["/lib/libdeformrt_plugin.so"] and calls == [""]
 
 
@@ -204,7 +204,7 @@ def test_load_plugin_registers_and_checks_our_creator():
 def test_load_plugin_errors(handle, creator, match):
     trt, _ = _plugin_trt(_Registry(handle, creator))
     with pytest.raises(DeformRTError, match=match):
-        te.load_plugin(trt, None, Path("/lib/x.so"))
+        plugin.load_plugin(trt, None, Path("/lib/x.so"))
 
 
 def test_missing_tensorrt_is_one_line(monkeypatch):
@@ -212,7 +212,7 @@ def test_missing_tensorrt_is_one_line(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(DeformRTError, match="TensorRT is not available here .*install TensorRT 10.x or 11.x") as e:
-        te.import_tensorrt()
+        env.import_tensorrt()
     assert "\n" not in str(e.value)
 
 
@@ -222,11 +222,11 @@ def test_resolve_plugin_prefers_explicit_then_recorded(tmp_path, monkeypatch):
     explicit = tmp_path / "explicit.so"
     explicit.write_bytes(b"y")
     monkeypatch.delenv("DEFORMRT_PLUGIN_LIB", raising=False)
-    assert te.resolve_plugin(explicit, str(recorded)) == explicit.resolve()
-    assert te.resolve_plugin(None, str(recorded)) == recorded
+    assert plugin.resolve_plugin(explicit, str(recorded)) == explicit.resolve()
+    assert plugin.resolve_plugin(None, str(recorded)) == recorded
     with pytest.raises(DeformRTError, match="uses deformrt.DeformConv2d, which needs the deformrt TensorRT plugin: "
                                             ".*not found: looked for .*missing.so"):
-        te.resolve_plugin(tmp_path / "missing.so")
+        plugin.resolve_plugin(tmp_path / "missing.so")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -242,7 +242,7 @@ def _trt_skip_reason():
 
     if not torch.cuda.is_available():
         return "no CUDA GPU"
-    from exporter.plugin_lib import find_plugin_library
+    from models.native import find_plugin_library
 
     try:
         find_plugin_library()
@@ -259,7 +259,7 @@ SIZE = (256, 320)
 @pytest.fixture(scope="module")
 def r50_mdcn(tmp_path_factory):
     """R-50-FPN with modulated DCN in res3-res5, seeded weights, plugin and standard flavours."""
-    from exporter.onnx_export import ExportOptions, build_model, export_model, load_config
+    from exporter.onnx.export import ExportOptions, build_model, export_model, load_config
 
     out = tmp_path_factory.mktemp("trt")
     built = build_model(load_config(config_file="e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml"), seed=3)
@@ -272,7 +272,7 @@ def r50_mdcn(tmp_path_factory):
 
 
 def _compare(onnx_path, backends, shape, batch, **kwargs):
-    from exporter.compare import CompareOptions, compare_models
+    from exporter.evaluation.compare import CompareOptions, compare_models
 
     return compare_models(onnx_path, CompareOptions(backends=backends, device="cuda", shape=shape, batch=batch,
                                                     seed=11, **kwargs))
@@ -287,14 +287,14 @@ def test_engine_matches_pytorch(r50_mdcn, tmp_path, fp16, method, flavour):
     fp16 network evaluated with exactly rounded fp16 arithmetic (ONNX Runtime CPU, fp32 accumulation):
     with seeded random weights R-50-FPN amplifies fp16 rounding (the input's rounding alone gives
     3-6e-3 at 256x320), so that floor can itself reach 1e-2."""
-    engine = tmp_path / "m.plan"
-    options = te.BuildOptions(fp16=fp16, fp16_method=method, progress=False)
-    meta = te.build_engine_file(r50_mdcn[flavour], engine, options)
-    side = json.loads(sidecar_path(engine).read_text())
+    plan = tmp_path / "m.plan"
+    options = build.BuildOptions(fp16=fp16, fp16_method=method, progress=False)
+    meta = build.build_engine_file(r50_mdcn[flavour], plan, options)
+    side = json.loads(sidecar_path(plan).read_text())
     assert side["precision"] == ("fp16" if fp16 else "fp32") and side["tensorrt_version"] == meta.tensorrt_version
     assert (side["plugin_sha256"] is not None) == (flavour == "plugin")
     for shape, batch in ((SIZE, 1), ((320, 384), 2)):  # the export shape, and another inside the profile
-        report = _compare(r50_mdcn[flavour], ("torch", "trt"), shape, batch, engine=engine)
+        report = _compare(r50_mdcn[flavour], ("torch", "trt"), shape, batch, engine=plan)
         [trt] = report.comparisons
         if not fp16:
             assert all(o.max_rel <= 1e-3 for o in trt.outputs), report.table()
@@ -309,18 +309,18 @@ def test_engine_matches_pytorch(r50_mdcn, tmp_path, fp16, method, flavour):
 def test_engine_reload_from_sidecar_and_mismatch(r50_mdcn, tmp_path):
     import numpy as np
 
-    engine = tmp_path / "m.plan"
-    te.build_engine_file(r50_mdcn["plugin"], engine, te.BuildOptions(progress=False))
+    plan = tmp_path / "m.plan"
+    build.build_engine_file(r50_mdcn["plugin"], plan, build.BuildOptions(progress=False))
     x = np.random.default_rng(0).standard_normal((1, 3, *SIZE)).astype(np.float32)
-    first = te.TrtSession(te.load_engine(engine)).run({"images": x})
-    again = te.TrtSession(te.load_engine(engine)).run({"images": x})
+    first = session.TrtSession(engine.load_engine(plan)).run({"images": x})
+    again = session.TrtSession(engine.load_engine(plan)).run({"images": x})
     assert first.keys() == again.keys()
     for name in first:
         np.testing.assert_array_equal(first[name], again[name])
     with pytest.raises(DeformRTError, match="outside the engine's profile"):
-        te.TrtSession(te.load_engine(engine)).run({"images": np.zeros((1, 3, 2048, 320), np.float32)})
-    side = json.loads(sidecar_path(engine).read_text())
+        session.TrtSession(engine.load_engine(plan)).run({"images": np.zeros((1, 3, 2048, 320), np.float32)})
+    side = json.loads(sidecar_path(plan).read_text())
     side["tensorrt_version"] = "9.0.0"
-    sidecar_path(engine).write_text(json.dumps(side))
+    sidecar_path(plan).write_text(json.dumps(side))
     with pytest.raises(DeformRTError, match="built with TensorRT 9.0.0"):
-        te.load_engine(engine)
+        engine.load_engine(plan)

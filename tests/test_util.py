@@ -1,15 +1,16 @@
-"""Atomic writes (exporter.fsutil) and the stderr step reporter (exporter.progress)."""
+"""Atomic writes (exporter.util.fsutil) and the stderr step reporter (exporter.util.progress)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
 
 import pytest
 
-from exporter.fsutil import atomic_path, atomic_write_bytes, atomic_write_text, check_output_path
-from exporter.progress import Progress
+from exporter.util.fsutil import atomic_path, atomic_write_bytes, atomic_write_text, check_output_path, sha256_file
+from exporter.util.progress import Progress
 from models.errors import DeformRTError
 
 
@@ -103,3 +104,10 @@ def test_progress_on_a_terminal_rewrites_the_step_line():
     assert lines[0] == "[deformrt] exporting ...\r\x1b[K[deformrt] exporting: done in 0.0 s"
     assert lines[1:4] == ["[deformrt] verifying ...", "[deformrt] seed 3", "[deformrt] verifying: done in 0.0 s"]
     assert lines[4].startswith("[deformrt] writing ...\r\x1b[K[deformrt] writing: failed after")
+
+
+def test_sha256_file(tmp_path):
+    path = tmp_path / "blob"
+    data = bytes(range(256)) * 5000
+    path.write_bytes(data)
+    assert sha256_file(path, chunk=4096) == hashlib.sha256(data).hexdigest()

@@ -3,7 +3,7 @@
 Route. ``torch.onnx.export(dynamo=True)`` traces the model once; a custom translation turns each
 ``torch.ops.deformrt.deform_conv2d`` call into standard ONNX ``DeformConv`` (opset 19) with its
 ``group`` / ``offset_group`` read from the traced shapes. Everything after that is an ONNX pass
-(:mod:`exporter.graph_passes`): cleanup, explicit attributes, and for ``--dcn-op plugin`` the
+(:mod:`exporter.onnx.passes`): cleanup, explicit attributes, and for ``--dcn-op plugin`` the
 rewrite into our ``deformrt.DeformConv2d``. Both flavours come from the same traced graph, so they differ
 only in the DCN nodes, and the reverse pass lets ONNX Runtime verify the plugin flavour. (Emitting the
 custom-domain node straight from the translation would need the schema registered before tracing
@@ -13,7 +13,7 @@ The graph: input ``images`` [N, 3, H, W]; outputs named by level as the body ret
 dynamic batch, height and width by default (height and width as multiples of the body's size
 divisibility, so the export never specialises on the example size); constants folded, FrozenBN
 scale/shift folded into conv weights, no dead nodes or unused/duplicate initializers; metadata as
-:mod:`exporter.metadata` defines. ``onnx.checker`` (full check, custom domain included) must pass
+:mod:`exporter.onnx.metadata` defines. ``onnx.checker`` (full check, custom domain included) must pass
 before anything is written; the write is atomic and verification runs on the written bytes
 before the file is moved into place, so a failed verification leaves no file behind.
 """
@@ -29,19 +29,19 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import onnx
 import torch
 from torch import nn
 
-from exporter import graph_passes as gp
-from exporter import onnx_schema
-from exporter import op_contract as oc
-from exporter.engine_meta import sha256_file
-from exporter.fsutil import atomic_path, check_output_path
-from exporter.metadata import DCN_OP_ONNX, DCN_OP_PLUGIN, DCN_OPS, SEED_PREFIX, ExportMetadata
-from exporter.progress import Progress
+from exporter.onnx import passes as gp
+from exporter.onnx import schema as onnx_schema
+from exporter.onnx import op_contract as oc
+from exporter.util.fsutil import sha256_file
+from exporter.util.fsutil import atomic_path, check_output_path
+from exporter.onnx.metadata import DCN_OP_ONNX, DCN_OP_PLUGIN, DCN_OPS, SEED_PREFIX, ExportMetadata
+from exporter.util.progress import Progress
 from models.backbone import body_info, build_backbone
 from models.checkpoint import load_checkpoint
 from models.config import get_cfg
@@ -50,6 +50,9 @@ from models.layers import FrozenBatchNorm2d
 from models.version import __version__
 
 INPUT_NAME = "images"
+# Checks serialized ONNX bytes against the PyTorch model; returns a report with .passed, .table(),
+# .worst_line() and .to_dict() (the evaluation layer supplies it, so ONNX never imports evaluation).
+Verifier = Callable[..., object]
 MIN_OPSET = gp.ONNX_DEFORM_CONV_OPSET
 DEFAULT_INPUT_SIZE = (800, 1344)
 DEFAULT_SEED = 0
@@ -374,7 +377,7 @@ class ExportResult:
     nodes: int
     seconds: dict[str, float] = field(default_factory=dict)
     load_summary: str = ""
-    verification: Optional[object] = None  # exporter.verify.VerifyReport
+    verification: Optional[object] = None  # what the verifier returned (exporter.evaluation.verify.VerifyReport)
 
     def to_dict(self) -> dict:
         return {
@@ -419,13 +422,12 @@ class ExportResult:
         return "\n".join(lines)
 
 
-def export_to_file(built: BuiltModel, out: Path, options: ExportOptions, *, verify: bool = True,
+def export_to_file(built: BuiltModel, out: Path, options: ExportOptions, *, verify: Optional[Verifier] = None,
                    force: bool = False, progress: Optional[Progress] = None) -> ExportResult:
-    """Export ``built`` to ``out``, verify it with ONNX Runtime against PyTorch on the written
-    bytes (unless ``verify`` is False), then move the file into place. DeformRTError for user
-    errors and for a failed verification (which leaves no file)."""
-    from exporter import verify as verify_mod
-
+    """Export ``built`` to ``out``, check the written bytes with ``verify`` when given (the
+    evaluation layer's :func:`exporter.evaluation.verify.verify`: ONNX Runtime against PyTorch),
+    then move the file into place. DeformRTError for user errors and for a failed verification
+    (which leaves no file)."""
     progress = progress or Progress.quiet()
     out = Path(out)
     check_output_path(out, force)
@@ -443,9 +445,9 @@ def export_to_file(built: BuiltModel, out: Path, options: ExportOptions, *, veri
             data = proto.SerializeToString()
             del proto
             tmp.write_bytes(data)
-        if verify:
+        if verify is not None:
             start = time.perf_counter()
-            report = verify_mod.verify(data, built.model, meta, progress=progress)
+            report = verify(data, built.model, meta, progress=progress)
             seconds["verify"] = time.perf_counter() - start
             if not report.passed:
                 progress.info(report.table())
@@ -458,10 +460,11 @@ def export_to_file(built: BuiltModel, out: Path, options: ExportOptions, *, veri
 
 def export_body(body: str, output: Optional[str] = None, *, config_file: Optional[str] = None,
                 opts: Sequence = (), weights: Optional[str] = None, seed: int = DEFAULT_SEED,
-                options: ExportOptions = ExportOptions(), verify: bool = True, force: bool = False,
+                options: ExportOptions = ExportOptions(), verify: Optional[Verifier] = None, force: bool = False,
                 progress: Optional[Progress] = None) -> ExportResult:
     """The whole ``deformrt export BODY --onnx`` job: config, output check (before any slow
-    step), build (seeded random init or ``weights``), export, verify, atomic write."""
+    step), build (seeded random init or ``weights``), export, verify (when a verifier is given),
+    atomic write."""
     progress = progress or Progress.quiet()
     options.check()
     cfg = load_config(body, config_file, opts)

@@ -1,15 +1,13 @@
 """The engine sidecar: JSON round trip, reading next to an engine, and the TensorRT / GPU checks
 (the running environment is simulated with RuntimeEnv values)."""
 
-import hashlib
 import io
 import json
 
 import pytest
 
-from exporter.engine_meta import (SCHEMA, EngineMeta, RuntimeEnv, check_compatible, read_sidecar, sha256_file,
-                                  sidecar_path)
-from exporter.profiles import ShapeProfile
+from exporter.trt.sidecar import (SCHEMA, EngineMeta, RuntimeEnv, check_compatible, read_sidecar, sidecar_path)
+from exporter.trt.profiles import ShapeProfile
 from models.errors import DeformRTError
 
 
@@ -77,13 +75,6 @@ def test_profile_lookup():
     assert _meta().profile("images").max == (4, 3, 1344, 1344)
     with pytest.raises(DeformRTError, match="no input 'x' .*images"):
         _meta().profile("x")
-
-
-def test_sha256_file(tmp_path):
-    path = tmp_path / "blob"
-    data = bytes(range(256)) * 5000
-    path.write_bytes(data)
-    assert sha256_file(path, chunk=4096) == hashlib.sha256(data).hexdigest()
 
 
 def test_same_release_and_gpu_is_compatible_and_build_number_is_ignored():

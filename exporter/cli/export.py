@@ -1,5 +1,5 @@
 """`deformrt export`, `deformrt list-models` and `deformrt info`: thin commands over
-:mod:`exporter.onnx_export`, :mod:`models.backbone` and :mod:`exporter.inspect_onnx`."""
+:mod:`exporter.onnx.export`, :mod:`models.backbone` and :mod:`exporter.onnx.info`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from exporter.metadata import DCN_OP_ONNX, DCN_OP_PLUGIN
+from exporter.onnx.metadata import DCN_OP_ONNX, DCN_OP_PLUGIN
 from models.errors import DeformRTError
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one stable JSON object instead of text.")]
@@ -64,8 +64,9 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Export a backbone to a verified ONNX file."""
-        from exporter.onnx_export import ExportOptions, export_body
-        from exporter.progress import Progress
+        from exporter.evaluation.verify import verify as verify_onnx
+        from exporter.onnx.export import ExportOptions, export_body
+        from exporter.util.progress import Progress
 
         if not onnx:
             raise DeformRTError("say which format to export: --onnx (the only one `deformrt export` writes)")
@@ -77,7 +78,7 @@ def register(app: typer.Typer) -> None:
         options = ExportOptions(dcn_op=dcn_op.value, opset=opset, input_size=tuple(input_size), batch=batch,
                                 dynamic=dynamic)
         result = export_body(body, output, config_file=config_file, opts=pairs, weights=weights, seed=seed,
-                             options=options, verify=verify, force=force, progress=Progress())
+                             options=options, verify=verify_onnx if verify else None, force=force, progress=Progress())
         if as_json:
             _print_json(result.to_dict())
         else:
@@ -108,7 +109,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Describe an ONNX file: inputs, outputs, opsets, custom ops, metadata, parameters."""
-        from exporter.inspect_onnx import format_info, inspect_model
+        from exporter.onnx.info import format_info, inspect_model
 
         described = inspect_model(path)
         if as_json:

@@ -1,6 +1,6 @@
 """ONNX schema and shape inference for our custom op ``deformrt.DeformConv2d``.
 
-:func:`register` adds an ``onnx.defs`` OpSchema built from :mod:`exporter.op_contract` (same
+:func:`register` adds an ``onnx.defs`` OpSchema built from :mod:`exporter.onnx.op_contract` (same
 names, same attributes) with a Python type-and-shape inference function, so
 ``onnx.checker.check_model(full_check=True)`` accepts our nodes and
 ``onnx.shape_inference.infer_shapes`` knows their output shapes, symbolic dimensions included.
@@ -21,7 +21,7 @@ import onnx
 import onnx.defs
 from onnx.shape_inference import InferenceError
 
-from exporter import op_contract as oc
+from exporter.onnx import op_contract as oc
 
 _S = onnx.defs.OpSchema
 _lock = threading.Lock()
@@ -118,7 +118,7 @@ def _build_schema() -> onnx.defs.OpSchema:
     ]
     schema = _S(
         oc.OP_NAME, oc.OP_DOMAIN, oc.OP_DOMAIN_VERSION,
-        doc="Deformable 2-D convolution, DCN v1 and modulated v2 (the contract: exporter/op_contract.py).",
+        doc="Deformable 2-D convolution, DCN v1 and modulated v2 (the contract: exporter/onnx/op_contract.py).",
         inputs=[
             _S.FormalParameter(oc.INPUT_X, "T", "input [N, C_in, H, W]"),
             _S.FormalParameter(oc.INPUT_W, "T", "weight [C_out, C_in/group, kH, kW]"),

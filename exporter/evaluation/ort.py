@@ -1,7 +1,7 @@
 """ONNX Runtime sessions for deformrt models.
 
 ONNX Runtime has no kernel for our custom op, so a plugin-flavour model is run through a copy
-rewritten to standard ``DeformConv`` (:func:`exporter.graph_passes.to_onnx_op`), which changes
+rewritten to standard ``DeformConv`` (:func:`exporter.onnx.passes.to_onnx_op`), which changes
 only the DCN nodes; the file on disk is untouched. The provider is always named explicitly: the
 CPU provider alone on machines without CUDA (asking for CUDA there makes ONNX Runtime log an
 error and fall back silently).
@@ -20,7 +20,7 @@ ORT_PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvide
 
 def ort_model_bytes(model: Union[onnx.ModelProto, bytes]) -> bytes:
     """The serialized model ONNX Runtime can run: our DCN op rewritten to standard DeformConv."""
-    from exporter.graph_passes import is_plugin_deform_conv, to_onnx_op
+    from exporter.onnx.passes import is_plugin_deform_conv, to_onnx_op
 
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load_from_string(model)
     if not any(is_plugin_deform_conv(n) for n in proto.graph.node):

@@ -4,7 +4,7 @@ Preprocessing follows maskrcnn-benchmark: channel order and 0..255 / 0..1 scalin
 metadata's ``to_bgr255`` and ``color_order``, then ``(x - pixel_mean) / pixel_std``, then zero
 padding (after normalisation, as upstream's ``to_image_list``) on the bottom and right to a
 multiple of the size divisibility. ``meta`` is anything with those attributes
-(:class:`exporter.metadata.ExportMetadata`).
+(:class:`exporter.onnx.metadata.ExportMetadata`).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from typing import Union
 import onnx
 from onnx import helper
 
-from exporter import graph_passes as gp
-from exporter.metadata import PREFIX, ExportMetadata
+from exporter.onnx import passes as gp
+from exporter.onnx.metadata import PREFIX, ExportMetadata
 from models.errors import DeformRTError
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}

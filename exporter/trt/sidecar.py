@@ -15,14 +15,13 @@ This module is pure (no TensorRT); the environment is passed in as a :class:`Run
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, TextIO, Union
 
-from exporter.profiles import ShapeProfile
+from exporter.trt.profiles import ShapeProfile
 from models.errors import DeformRTError
 
 SCHEMA = 1
@@ -33,14 +32,6 @@ def sidecar_path(engine: Union[str, Path]) -> Path:
     """``model.plan`` -> ``model.plan.json``."""
     engine = Path(engine)
     return engine.with_name(engine.name + ".json")
-
-
-def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from exporter.compare import BACKENDS, Prepared, RunOptions, prepare_run, trt_build_options
-from exporter.profiles import format_shape
-from exporter.progress import Progress
+from exporter.evaluation.compare import BACKENDS, Prepared, RunOptions, prepare_run, trt_build_options
+from exporter.trt.profiles import format_shape
+from exporter.util.progress import Progress
 from models.errors import DeformRTError
 
 
@@ -143,7 +143,7 @@ class BenchOptions(RunOptions):
 def _torch_backend(run: Prepared, options: BenchOptions):
     import torch
 
-    from exporter.onnx_export import rebuild_model
+    from exporter.onnx.export import rebuild_model
 
     if options.device == "cuda" and not torch.cuda.is_available():
         raise DeformRTError("--device cuda: PyTorch sees no CUDA device here")
@@ -161,8 +161,8 @@ def _torch_backend(run: Prepared, options: BenchOptions):
 def _ort_backend(run: Prepared, options: BenchOptions):
     import onnxruntime as ort
 
-    from exporter.fp16 import convert_to_fp16, model_precision
-    from exporter.ort import ort_session
+    from exporter.onnx.fp16 import convert_to_fp16, model_precision
+    from exporter.evaluation.ort import ort_session
 
     model = convert_to_fp16(run.model).model if options.fp16 else run.model
     session = ort_session(model, options.ort_provider)
@@ -180,13 +180,15 @@ def _ort_backend(run: Prepared, options: BenchOptions):
 def _trt_backend(run: Prepared, options: BenchOptions):
     import torch
 
-    from exporter import trt_engine
+    from exporter.trt.build import build_in_memory
+    from exporter.trt.engine import load_engine
+    from exporter.trt.session import TrtSession
 
     if options.engine is not None:
-        loaded = trt_engine.load_engine(options.engine, options.plugin, options.verbose)
+        loaded = load_engine(options.engine, options.plugin, options.verbose)
     else:
-        loaded = trt_engine.build_in_memory(run.onnx_path, trt_build_options(run, options), run.model)
-    session = trt_engine.TrtSession(loaded)
+        loaded = build_in_memory(run.onnx_path, trt_build_options(run, options), run.model)
+    session = TrtSession(loaded)
     feed = {run.input_name: torch.from_numpy(run.batch).to("cuda", session.dtypes[run.input_name])}
     return (lambda: session.run_device(feed)), CudaEventTimer(session.stream), "cuda", loaded.meta.precision
 

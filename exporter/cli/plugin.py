@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Parallel build jobs.")] = None,
     ) -> None:
         """Build the deformrt TensorRT plugin library and print its path."""
-        from exporter.plugin_lib import build_plugin
+        from exporter.trt.plugin_build import build_plugin
 
         library = build_plugin(build_dir=build_dir, tensorrt_root=tensorrt_root,
                                tensorrt_include_dir=tensorrt_include_dir, archs=archs, jobs=jobs)

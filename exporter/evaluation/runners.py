@@ -6,7 +6,7 @@
   CUDA provider. ONNX Runtime has no kernel for our custom op, so a plugin-flavour graph is
   rewritten to standard ``DeformConv`` in memory first (the file is untouched).
 - :class:`TrtRunner`: a TensorRT engine, loaded from a file (checked against its sidecar) or
-  built in memory from the ONNX and our plugin, run by :class:`exporter.trt_engine.TrtSession`.
+  built in memory from the ONNX and our plugin, run by :class:`exporter.trt.session.TrtSession`.
 
 Each runner is created cheaply and does its heavy work (model build, session, engine) when
 Polygraphy activates it.
@@ -24,7 +24,7 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.backend.onnxrt import OnnxrtRunner
 from polygraphy.common import TensorMetadata
 
-from exporter.ort import ort_session
+from exporter.evaluation.ort import ort_session
 from models.errors import DeformRTError
 
 
@@ -85,19 +85,19 @@ class TorchRunner(BaseRunner):
 
 
 def onnxrt_runner(model, provider: str = "cpu", name: Optional[str] = None) -> OnnxrtRunner:
-    """Polygraphy's ONNX Runtime runner for an ``onnx.ModelProto`` (see :func:`exporter.ort.ort_session`)."""
+    """Polygraphy's ONNX Runtime runner for an ``onnx.ModelProto`` (see :func:`exporter.evaluation.ort.ort_session`)."""
     return OnnxrtRunner(lambda: ort_session(model, provider), name=name)
 
 
 class TrtRunner(BaseRunner):
-    """Runs a TensorRT engine returned by ``load`` (a :class:`exporter.trt_engine.LoadedEngine`)."""
+    """Runs a TensorRT engine returned by ``load`` (a :class:`exporter.trt.engine.LoadedEngine`)."""
 
     def __init__(self, load: Callable[[], "LoadedEngine"], name: Optional[str] = None):  # noqa: F821
         super().__init__(name=name, prefix="trt-runner")
         self._load = load
 
     def activate_impl(self):
-        from exporter.trt_engine import TrtSession
+        from exporter.trt.session import TrtSession
 
         self.session = TrtSession(self._load())
 
@@ -121,7 +121,7 @@ class TrtRunner(BaseRunner):
 def trt_engine_runner(engine: Path, plugin: Optional[Path] = None, verbose: bool = False,
                       name: Optional[str] = None) -> TrtRunner:
     """A runner for an engine file built by ``deformrt build-engine``."""
-    from exporter.trt_engine import load_engine
+    from exporter.trt.engine import load_engine
 
     return TrtRunner(lambda: load_engine(Path(engine), plugin, verbose), name=name)
 
@@ -129,6 +129,6 @@ def trt_engine_runner(engine: Path, plugin: Optional[Path] = None, verbose: bool
 def trt_onnx_runner(onnx_path: Path, options, model=None, name: Optional[str] = None) -> TrtRunner:
     """A runner that builds an engine from ``onnx_path`` in memory (``options``: BuildOptions;
     ``model``: the file's ModelProto, when already loaded)."""
-    from exporter.trt_engine import build_in_memory
+    from exporter.trt.build import build_in_memory
 
     return TrtRunner(lambda: build_in_memory(Path(onnx_path), options, model), name=name)

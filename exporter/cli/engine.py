@@ -1,5 +1,5 @@
 """`deformrt build-engine`, `deformrt compare` and `deformrt bench`: thin commands over
-:mod:`exporter.trt_engine`, :mod:`exporter.compare` and :mod:`exporter.bench`."""
+:mod:`exporter.trt.build`, :mod:`exporter.evaluation.compare` and :mod:`exporter.evaluation.bench`."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def parse_list(values: Optional[list[str]]) -> list[str]:
 def show_report(report, json_path: Optional[Path]) -> None:
     """A report's table, and with ``--json PATH`` its JSON, written atomically (``-``: the JSON on
     stdout, the table on stderr)."""
-    from exporter.fsutil import atomic_write_text
+    from exporter.util.fsutil import atomic_write_text
 
     to_stdout = str(json_path) == "-"
     typer.echo(report.table(), err=to_stdout)
@@ -78,7 +78,7 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", help="Show TensorRT's and
 
 
 def _hw(shape: Optional[str]):
-    from exporter.profiles import parse_hw
+    from exporter.trt.profiles import parse_hw
 
     return parse_hw(shape) if shape else None
 
@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
         force: Annotated[bool, typer.Option("--force", help="Overwrite an existing engine and sidecar.")] = False,
     ) -> None:
         """Build a TensorRT engine (and its JSON sidecar) from an exported ONNX model."""
-        from exporter.trt_engine import BuildOptions, build_engine_file
+        from exporter.trt.build import BuildOptions, build_engine_file
 
         if output is None:
             output = onnx.with_suffix(".fp16.plan" if fp16 else ".plan")
@@ -159,8 +159,8 @@ def register(app: typer.Typer) -> None:
         verbose: VerboseOpt = False,
     ) -> None:
         """Run backends on the same input and compare every output with the first backend's."""
-        from exporter.compare import CompareOptions, compare_models
-        from exporter.progress import Progress
+        from exporter.evaluation.compare import CompareOptions, compare_models
+        from exporter.util.progress import Progress
 
         options = CompareOptions(backends=_backends(backends, engine), engine=engine, plugin=plugin, weights=weights,
                                  images=[Path(p) for p in parse_list(images)], batch=batch, shape=_hw(shape),
@@ -189,8 +189,8 @@ def register(app: typer.Typer) -> None:
         verbose: VerboseOpt = False,
     ) -> None:
         """Latency (p50/p90/p99) and throughput of each backend, side by side with the first."""
-        from exporter.bench import BenchOptions, bench_models
-        from exporter.progress import Progress
+        from exporter.evaluation.bench import BenchOptions, bench_models
+        from exporter.util.progress import Progress
 
         options = BenchOptions(backends=_backends(backends, engine), engine=engine, plugin=plugin, weights=weights,
                                batch=batch, shape=_hw(shape), warmup=warmup, iterations=iterations,

@@ -27,9 +27,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from exporter.inputs import load_image, preprocess, random_images
-from exporter.profiles import check_in_profile, format_shape, input_dims
-from exporter.progress import Progress
+from exporter.evaluation.inputs import load_image, preprocess, random_images
+from exporter.trt.profiles import check_in_profile, format_shape, input_dims
+from exporter.util.progress import Progress
 from models.errors import DeformRTError
 
 BACKENDS = ("torch", "ort", "trt")
@@ -228,7 +228,7 @@ class Prepared:
 def prepare_run(onnx_path: Path, options: RunOptions, images: Sequence[Path] = ()) -> Prepared:
     """Load the model once, make the input batch and check what can fail early (engine sidecar and
     profile, plugin library, TensorRT itself) before anything runs."""
-    from exporter.trt_engine import load_onnx
+    from exporter.trt.build import load_onnx
 
     onnx_path = Path(onnx_path)
     model, meta = load_onnx(onnx_path)
@@ -237,8 +237,9 @@ def prepare_run(onnx_path: Path, options: RunOptions, images: Sequence[Path] = (
     check_static_dims(input_name, dims, batch.shape)
     prepared = Prepared(onnx_path, meta, model, input_name, batch, seed)
     if "trt" in options.backends:
-        from exporter.engine_meta import read_sidecar
-        from exporter.trt_engine import import_tensorrt, resolve_plugin, uses_plugin
+        from exporter.trt.sidecar import read_sidecar
+        from exporter.trt.env import import_tensorrt
+        from exporter.trt.plugin import resolve_plugin, uses_plugin
 
         if options.engine is not None:
             prepared.engine_meta = read_sidecar(options.engine)
@@ -251,7 +252,7 @@ def prepare_run(onnx_path: Path, options: RunOptions, images: Sequence[Path] = (
 
 def trt_build_options(run: Prepared, options: RunOptions):
     """BuildOptions for an engine built in memory for exactly ``run``'s input shape."""
-    from exporter.trt_engine import BuildOptions
+    from exporter.trt.build import BuildOptions
 
     return BuildOptions.static(run.input_name, run.batch.shape, fp16=options.fp16, plugin=options.plugin,
                                verbose=options.verbose)
@@ -259,14 +260,14 @@ def trt_build_options(run: Prepared, options: RunOptions):
 
 def _runners(backends: Sequence[str], run: Prepared, options: CompareOptions) -> tuple[dict, dict[str, str]]:
     """Polygraphy runners and the precision of each backend."""
-    from exporter import runners
-    from exporter.fp16 import convert_to_fp16, model_precision
+    from exporter.evaluation import runners
+    from exporter.onnx.fp16 import convert_to_fp16, model_precision
 
     made, precisions = {}, {}
     if "torch" in backends:
         from polygraphy.common import TensorMetadata
 
-        from exporter.onnx_export import rebuild_model
+        from exporter.onnx.export import rebuild_model
 
         weights = str(options.weights) if options.weights else None
         made["torch"] = runners.TorchRunner(lambda: rebuild_model(run.meta, weights),
@@ -346,7 +347,7 @@ def demo_compare(onnx_path: Path, progress: Optional[Progress] = None, weights: 
     import onnx
     import torch
 
-    from exporter.trt_engine import tensorrt_unavailable_reason
+    from exporter.trt.build import tensorrt_unavailable_reason
 
     progress = progress or Progress.quiet()
     model = onnx.load_model(str(onnx_path), load_external_data=False)

@@ -8,6 +8,7 @@ truncated file behind. An existing destination is refused unless ``force`` is se
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -71,3 +72,12 @@ def atomic_write_bytes(path: PathLike, data: bytes, force: bool = False) -> Path
 def atomic_write_text(path: PathLike, text: str, force: bool = False) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_path`); return the path."""
     return atomic_write_bytes(path, text.encode("utf-8"), force)
+
+
+def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (checkpoints and engines can be GBs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -10,21 +10,22 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from exporter import plugin_lib
+from models import native
+from exporter.trt import plugin_build
 from exporter.cli import app
 from models.errors import DeformRTError
 from models.ops import cuda_kernels, select_backend
 
 FINDERS = [
-    (plugin_lib.find_plugin_library, plugin_lib.PLUGIN_ENV, plugin_lib.PLUGIN_LIBRARY),
-    (plugin_lib.find_kernel_library, plugin_lib.KERNEL_ENV, plugin_lib.KERNEL_LIBRARY),
+    (native.find_plugin_library, native.PLUGIN_ENV, native.PLUGIN_LIBRARY),
+    (native.find_kernel_library, native.KERNEL_ENV, native.KERNEL_LIBRARY),
 ]
 
 
 @pytest.fixture
 def no_default_build(tmp_path, monkeypatch):
     build = tmp_path / "build"
-    monkeypatch.setattr(plugin_lib, "DEFAULT_BUILD_DIR", build)
+    monkeypatch.setattr(native, "DEFAULT_BUILD_DIR", build)
     for _, env, _ in FINDERS:
         monkeypatch.delenv(env, raising=False)
     return build
@@ -83,31 +84,31 @@ def test_missing_library_is_one_line_naming_where_and_how(tmp_path, no_default_b
     (dict(tensorrt_root="/no/such/dir"), "is not a directory"),
 ])
 def test_build_plugin_rejects_bad_arguments_before_running_anything(monkeypatch, kwargs, message):
-    monkeypatch.setattr(plugin_lib, "_run", lambda *a, **k: pytest.fail("nothing may run"))
+    monkeypatch.setattr(plugin_build, "_run", lambda *a, **k: pytest.fail("nothing may run"))
     with pytest.raises(DeformRTError, match=message) as exc:
-        plugin_lib.build_plugin(**kwargs)
+        plugin_build.build_plugin(**kwargs)
     _one_line(exc)
 
 
 def test_build_plugin_include_dir_must_hold_tensorrt_headers(tmp_path):
     with pytest.raises(DeformRTError, match="has no NvInferRuntime.h"):
-        plugin_lib.build_plugin(tensorrt_include_dir=tmp_path)
+        plugin_build.build_plugin(tensorrt_include_dir=tmp_path)
 
 
 def test_build_plugin_without_cmake(monkeypatch, tmp_path):
-    monkeypatch.setattr(plugin_lib.shutil, "which", lambda name: None)
+    monkeypatch.setattr(plugin_build.shutil, "which", lambda name: None)
     with pytest.raises(DeformRTError, match="cmake not found"):
-        plugin_lib.build_plugin(build_dir=tmp_path)
+        plugin_build.build_plugin(build_dir=tmp_path)
 
 
 def test_build_plugin_passes_options_to_cmake_and_reports_a_missing_plugin(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(plugin_lib, "_run", lambda cmd, step: calls.append((step, cmd)))
+    monkeypatch.setattr(plugin_build, "_run", lambda cmd, step: calls.append((step, cmd)))
     include = tmp_path / "trt"
     include.mkdir()
     (include / "NvInferRuntime.h").write_text("")
     with pytest.raises(DeformRTError, match="without libdeformrt_plugin.so"):
-        plugin_lib.build_plugin(build_dir=tmp_path / "b", tensorrt_include_dir=include, archs=[87, "90"], jobs=3)
+        plugin_build.build_plugin(build_dir=tmp_path / "b", tensorrt_include_dir=include, archs=[87, "90"], jobs=3)
     (configure_step, configure), (build_step, build) = calls
     assert (configure_step, build_step) == ("configure", "build")
     assert f"-DTENSORRT_INCLUDE_DIR={include.resolve()}" in configure
@@ -115,13 +116,13 @@ def test_build_plugin_passes_options_to_cmake_and_reports_a_missing_plugin(monke
     assert build[-2:] == ["--parallel", "3"]
 
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / plugin_lib.PLUGIN_LIBRARY).write_bytes(b"")
-    assert plugin_lib.build_plugin(build_dir=tmp_path / "b") == (tmp_path / "b" / plugin_lib.PLUGIN_LIBRARY).resolve()
+    (tmp_path / "b" / native.PLUGIN_LIBRARY).write_bytes(b"")
+    assert plugin_build.build_plugin(build_dir=tmp_path / "b") == (tmp_path / "b" / native.PLUGIN_LIBRARY).resolve()
 
 
 def test_failed_step_is_one_line_error(monkeypatch, tmp_path, capsys):
     with pytest.raises(DeformRTError, match=r"configure failed \(exit status 3\)") as exc:
-        plugin_lib._run(["sh", "-c", "echo progress-line; exit 3"], "configure")
+        plugin_build._run(["sh", "-c", "echo progress-line; exit 3"], "configure")
     _one_line(exc)
     assert "progress-line" in capsys.readouterr().err
 
@@ -131,12 +132,12 @@ def test_cli_build_plugin_prints_the_library(monkeypatch, tmp_path):
 
     def fake_build(**kwargs):
         seen.update(kwargs)
-        return tmp_path / plugin_lib.PLUGIN_LIBRARY
+        return tmp_path / native.PLUGIN_LIBRARY
 
-    monkeypatch.setattr(plugin_lib, "build_plugin", fake_build)
+    monkeypatch.setattr(plugin_build, "build_plugin", fake_build)
     result = CliRunner().invoke(app, ["build-plugin", "--archs", "87", "-j", "2", "--build-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == str(tmp_path / plugin_lib.PLUGIN_LIBRARY)
+    assert result.stdout.strip() == str(tmp_path / native.PLUGIN_LIBRARY)
     assert seen["archs"] == "87" and seen["jobs"] == 2 and seen["build_dir"] == tmp_path
 
 
@@ -158,7 +159,7 @@ def test_cuda_backend_is_registered_but_unavailable_without_library(no_default_b
 
 
 def test_desc_mirrors_the_c_struct():
-    text = (plugin_lib.PLUGINS_DIR / "include" / "deformrt" / "deformConvDesc.h").read_text()
+    text = (native.PLUGINS_DIR / "include" / "deformrt" / "deformConvDesc.h").read_text()
     body = text[text.index("typedef struct DeformrtConvDesc"):text.index("} DeformrtConvDesc;")]
     fields = [f for line in re.findall(r"int64_t ([^;]+);", body) for f in re.split(r",\s*", line)]
     assert tuple(fields) == cuda_kernels.DESC_FIELDS

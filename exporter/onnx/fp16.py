@@ -33,8 +33,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from exporter import op_contract as oc
-from exporter.graph_passes import is_plugin_deform_conv
+from exporter.onnx import op_contract as oc
+from exporter.onnx.passes import is_plugin_deform_conv
 from models.errors import DeformRTError
 
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -133,7 +133,7 @@ def _has_subgraph(node: onnx.NodeProto) -> bool:
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every tensor (ONNX shape inference plus initializers and Constant nodes)."""
-    from exporter import onnx_schema
+    from exporter.onnx import schema as onnx_schema
 
     onnx_schema.register()  # our op's type inference
     try:

@@ -1,7 +1,7 @@
 """Check an exported model: ONNX Runtime (CPU) against the PyTorch model on fresh random input.
 
 The plugin flavour cannot run in ONNX Runtime as is; it is rewritten in memory to standard
-``DeformConv`` (:func:`exporter.graph_passes.to_onnx_op`) first, which changes only the DCN nodes.
+``DeformConv`` (:func:`exporter.onnx.passes.to_onnx_op`) first, which changes only the DCN nodes.
 
 Inputs are random images drawn like real ones: pixels uniform in [0, 255], normalised with the
 model's ``pixel_mean`` / ``pixel_std`` from the metadata, from a fresh seed reported with the
@@ -40,11 +40,11 @@ import onnx
 import torch
 from torch import nn
 
-from exporter import ort
-from exporter.inputs import preprocess
-from exporter.inputs import random_images as random_pixels
-from exporter.metadata import ExportMetadata
-from exporter.progress import Progress
+from exporter.evaluation import ort
+from exporter.evaluation.inputs import preprocess
+from exporter.evaluation.inputs import random_images as random_pixels
+from exporter.onnx.metadata import ExportMetadata
+from exporter.util.progress import Progress
 
 DEFAULT_TOLERANCE = 1e-4
 # An ill-conditioned output passes when ONNX Runtime's error against float64 is at most this
@@ -145,7 +145,7 @@ def verification_shapes(meta: ExportMetadata) -> list[tuple[int, int, int, int]]
 
 def random_images(shape, meta: ExportMetadata, rng: np.random.Generator) -> np.ndarray:
     """A batch of ``shape`` (N, 3, H, W): uniform random pixels preprocessed as the model expects
-    (:func:`exporter.inputs.preprocess`: colour order, 0..255 or 0..1 scale, mean and std)."""
+    (:func:`exporter.evaluation.inputs.preprocess`: colour order, 0..255 or 0..1 scale, mean and std)."""
     n, _, h, w = shape
     return preprocess(random_pixels(n, h, w, seed=int(rng.integers(2**63))), meta)
 

@@ -1,7 +1,7 @@
 """The ``deformrt`` command line: thin typer commands over library functions.
 
-Commands live in ``exporter/cli_*.py`` modules, each with a ``register(app)`` function. This
-module owns the one error boundary: a :class:`models.errors.DeformRTError` (or a typer usage
+Commands live in this package's modules (``export``, ``plugin``, ``engine``), each with a
+``register(app)`` function. This module owns the one error boundary: a :class:`models.errors.DeformRTError` (or a typer usage
 error) prints one line and exits with status 1; ``--debug`` shows the traceback instead.
 """
 
@@ -33,7 +33,7 @@ def error(message: str) -> None:
 
 
 # Modules that add commands to the app, in help order.
-COMMAND_MODULES = ("exporter.cli_export", "exporter.cli_plugin", "exporter.cli_engine")
+COMMAND_MODULES = ("exporter.cli.export", "exporter.cli.plugin", "exporter.cli.engine")
 
 class _ErrorBoundaryGroup(TyperGroup):
     """Turns a DeformRTError raised by any command into one line on stderr and exit status 1."""

@@ -1,7 +1,7 @@
 """ONNX graph passes: the two DCN flavours and the cleanup every exported graph goes through.
 
 Flavours. The exporter emits standard ``DeformConv`` (opset 19); :func:`to_plugin_op` rewrites each
-of those nodes into our custom ``deformrt.DeformConv2d`` (exporter/op_contract.py) and
+of those nodes into our custom ``deformrt.DeformConv2d`` (exporter/onnx/op_contract.py) and
 :func:`to_onnx_op` rewrites ours back (ONNX Runtime runs only the standard op). Both write every
 attribute explicitly, so the standard flavour carries no defaults either. A round trip preserves
 node names, inputs, outputs and attributes exactly.
@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from exporter import op_contract as oc
+from exporter.onnx import op_contract as oc
 
 ONNX_DEFORM_CONV = "DeformConv"
 ONNX_DEFORM_CONV_OPSET = 19
