@@ -43,10 +43,12 @@ def last_sentences(text: str, limit: int = 240) -> str:
     return ". ".join(kept)
 
 
-def ort_session(model: Union[onnx.ModelProto, bytes], provider: str = "cpu", hint: str = ""):
+def ort_session(model: Union[onnx.ModelProto, bytes], provider: str = "cpu", hint: str = "",
+                provider_flag: str = "--ort-provider"):
     """An ONNX Runtime session on ``provider`` ("cpu" or "cuda") for a deformrt model of either
     flavour. A model ONNX Runtime refuses (the error carries ``hint``, e.g. what to try), or CUDA
-    asked for where ONNX Runtime cannot use it, is a DeformRTError."""
+    asked for where ONNX Runtime cannot use it (the error names ``provider_flag``, the caller's
+    option for the provider), is a DeformRTError."""
     import onnxruntime as ort
 
     if provider not in ORT_PROVIDERS:
@@ -58,5 +60,5 @@ def ort_session(model: Union[onnx.ModelProto, bytes], provider: str = "cpu", hin
         reason = last_sentences(str(exc)) or type(exc).__name__
         raise DeformRTError(f"ONNX Runtime {ort.__version__} cannot load the model{f' ({hint})' if hint else ''}: {reason}") from None
     if provider == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
-        raise DeformRTError("ONNX Runtime cannot use CUDA here (no GPU or no CUDA libraries); use --ort-provider cpu")
+        raise DeformRTError(f"ONNX Runtime cannot use CUDA here (no GPU or no CUDA libraries); use {provider_flag} cpu")
     return session

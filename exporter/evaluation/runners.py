@@ -1,6 +1,7 @@
 """Polygraphy runners for the three backends ``deformrt compare`` puts side by side.
 
-- :class:`TorchRunner`: the PyTorch model (rebuilt from the ONNX metadata) on CPU or CUDA.
+- :class:`TorchRunner`: the PyTorch model (rebuilt from the ONNX metadata) on CPU or CUDA, in fp32
+  or (as a tighter reference) fp64.
   Polygraphy's own ``PytRunner`` always moves inputs to CUDA, so it cannot serve the CPU case.
 - :func:`onnxrt_runner`: Polygraphy's ``OnnxrtRunner`` on an ONNX Runtime session with the CPU or
   CUDA provider. ONNX Runtime has no kernel for our custom op, so a plugin-flavour graph is
@@ -27,6 +28,7 @@ from polygraphy.common import TensorMetadata
 from exporter.evaluation.ort import ort_session
 from models.errors import DeformRTError
 
+TORCH_PRECISIONS = {"fp32": "float32", "fp64": "float64"}  # precision name -> torch dtype attribute
 
 
 def flatten_outputs(outputs, names: Sequence[str]) -> "OrderedDict[str, object]":
@@ -44,22 +46,28 @@ def flatten_outputs(outputs, names: Sequence[str]) -> "OrderedDict[str, object]"
 
 
 class TorchRunner(BaseRunner):
-    """Runs a PyTorch module made by ``model_factory`` on ``device`` (``"cpu"`` or ``"cuda"``)."""
+    """Runs a PyTorch module made by ``model_factory`` on ``device`` (``"cpu"`` or ``"cuda"``) in
+    ``precision`` (:data:`TORCH_PRECISIONS`): the model, its inputs and its outputs in that dtype."""
 
     def __init__(self, model_factory: Callable[[], "torch.nn.Module"], input_metadata: TensorMetadata,  # noqa: F821
-                 output_names: Sequence[str], device: str = "cpu", name: Optional[str] = None):
+                 output_names: Sequence[str], device: str = "cpu", name: Optional[str] = None,
+                 precision: str = "fp32"):
         super().__init__(name=name, prefix="pytorch-runner")
+        if precision not in TORCH_PRECISIONS:
+            raise DeformRTError(f"unknown PyTorch precision {precision!r}; choose from {', '.join(TORCH_PRECISIONS)}")
         self._factory = model_factory
         self._input_metadata = input_metadata
         self.output_names = list(output_names)
         self.device = device
+        self.precision = precision
 
     def activate_impl(self):
         import torch
 
         if self.device == "cuda" and not torch.cuda.is_available():
             raise DeformRTError("--device cuda: PyTorch sees no CUDA device here")
-        self.model = self._factory().eval().to(self.device)
+        self.dtype = getattr(torch, TORCH_PRECISIONS[self.precision])
+        self.model = self._factory().eval().to(self.device, self.dtype)
 
     def get_input_metadata_impl(self):
         return self._input_metadata
@@ -67,7 +75,7 @@ class TorchRunner(BaseRunner):
     def infer_impl(self, feed_dict):
         import torch
 
-        tensors = [torch.from_numpy(np.ascontiguousarray(feed_dict[name])).to(self.device)
+        tensors = [torch.from_numpy(np.ascontiguousarray(feed_dict[name])).to(self.device, self.dtype)
                    for name in self._input_metadata]
         with torch.inference_mode():
             if self.device == "cuda":
@@ -77,7 +85,7 @@ class TorchRunner(BaseRunner):
             if self.device == "cuda":
                 torch.cuda.synchronize()
             self.inference_time = time.perf_counter() - start
-        return OrderedDict((n, t.detach().float().cpu().numpy())
+        return OrderedDict((n, t.detach().to(self.dtype).cpu().numpy())
                            for n, t in flatten_outputs(outputs, self.output_names).items())
 
     def deactivate_impl(self):

@@ -153,12 +153,7 @@ def rebuild_model(meta: ExportMetadata, weights: Optional[str] = None) -> nn.Mod
 
     Random-init exports are reseeded from ``deformrt.weights`` (``seed:<N>``). For a checkpoint
     export pass the checkpoint file as ``weights``; its SHA-256 must match the recorded one."""
-    if meta.seed is None and weights is None:
-        raise DeformRTError(f"this model was exported with weights from {meta.weights}; pass that checkpoint "
-                            "to rebuild it")
-    if weights is not None and meta.weights_sha256 and sha256_file(weights) != meta.weights_sha256:
-        raise DeformRTError(f"checkpoint {weights} is not the one this model was exported with "
-                            f"({meta.weights}, sha256 {meta.weights_sha256[:12]}...)")
+    meta.check_rebuild_weights(weights)
     return build_model(config_from_metadata(meta), weights=weights, seed=meta.init_seed).model
 
 

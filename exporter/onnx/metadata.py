@@ -29,7 +29,8 @@ deformrt.init_seed          decimal int: the ``torch.manual_seed`` before buildi
                             trained from init in ImageNet init files)
 =========================== ===============================================================
 
-Only :mod:`json` and ``onnx`` protobufs are used here, so any tool can import this module cheaply.
+Only :mod:`json`, ``onnx`` protobufs and a file hash are used here, so any tool can import this
+module cheaply.
 """
 
 from __future__ import annotations
@@ -83,6 +84,24 @@ class ExportMetadata:
         if self.weights.startswith(SEED_PREFIX):
             return int(self.weights[len(SEED_PREFIX):])
         return None
+
+    def check_rebuild_weights(self, weights: Optional[Union[str, Path]]) -> None:
+        """DeformRTError unless ``weights`` (a checkpoint path, or None) can rebuild this export's
+        PyTorch model: a checkpoint export needs that very checkpoint (same SHA-256), a random-init
+        export takes None (it is reseeded) or any checkpoint."""
+        if weights is None:
+            if self.seed is None:
+                raise DeformRTError(f"this model was exported with weights from {self.weights}; pass that "
+                                    "checkpoint to rebuild it")
+            return
+        if not Path(weights).is_file():
+            raise DeformRTError(f"checkpoint not found: {weights}")
+        if self.weights_sha256:
+            from exporter.util.fsutil import sha256_file
+
+            if sha256_file(weights) != self.weights_sha256:
+                raise DeformRTError(f"checkpoint {weights} is not the one this model was exported with "
+                                    f"({self.weights}, sha256 {self.weights_sha256[:12]}...)")
 
     @property
     def dynamic(self) -> bool:

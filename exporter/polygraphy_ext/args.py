@@ -1,0 +1,251 @@
+"""Polygraphy argument groups for ``polygraphy run``: deformrt's defaults and its two runners.
+
+Polygraphy parses argument groups in order, extensions last, so every Polygraphy group (model,
+runner selection, data loader, TensorRT config) is parsed before these run. What they check is
+checked at parse time, before any runner builds a model or an engine.
+"""
+
+from __future__ import annotations
+
+from polygraphy.logger import G_LOGGER
+from polygraphy.tools.args import DataLoaderArgs, ModelArgs, RunnerSelectArgs, TrtConfigArgs
+from polygraphy.tools.args import util as args_util
+from polygraphy.tools.args.base import BaseArgs, BaseRunnerArgs
+from polygraphy.tools.script import make_invocable
+
+from models.errors import DeformRTError
+
+RUNNERS_MODULE = "exporter.polygraphy_ext.runners"
+TORCH_DEVICES = ("cpu", "cuda")
+ONNXRT_PROVIDERS = ("cpu", "cuda")
+
+
+def _selected(arg_groups, opt: str) -> bool:
+    return opt in arg_groups[RunnerSelectArgs].runners.keys()
+
+
+def pixel_value_range(meta) -> tuple[float, float]:
+    """The smallest and largest value preprocessing (:func:`exporter.evaluation.inputs.preprocess`)
+    can give: black and white images through the model's scaling, mean and std."""
+    import numpy as np
+
+    from exporter.evaluation.inputs import preprocess
+
+    side = max(meta.size_divisibility, 1)  # no padding, so every value comes from a pixel
+    batch = preprocess([np.zeros((side, side, 3)), np.full((side, side, 3), 255.0)], meta)
+    return float(batch.min()), float(batch.max())
+
+
+class DeformrtModelArgs(BaseArgs):
+    """
+    deformrt Model: the defaults a model exported by deformrt gives to any runner.
+
+    Depends on:
+
+        - ModelArgs
+        - RunnerSelectArgs
+        - DataLoaderArgs
+        - TrtConfigArgs: the default TensorRT profile follows the default input shape
+    """
+
+    def add_parser_args_impl(self):
+        self.group.add_argument(
+            "--no-deformrt-defaults",
+            help="On an ONNX model exported by deformrt (one with deformrt metadata), deformrt sets two defaults: "
+            "without --input-shapes, the input shape is the export shape (and the TensorRT profile, unless "
+            "--trt-*-shapes are given), and without --val-range, random inputs span the values preprocessing can "
+            "give (0..255 pixels after the model's channel scaling, mean and std). This option keeps Polygraphy's "
+            "own defaults instead. For preprocessed real or random images, write an inputs file with "
+            "`python -m exporter.polygraphy_ext.inputs MODEL -o inputs.json` and pass --load-inputs inputs.json",
+            action="store_false",
+            dest="deformrt_defaults",
+            default=True,
+        )
+
+    def parse_impl(self, args):
+        """
+        Parses command-line arguments and populates the following attributes:
+
+        Attributes:
+            meta (ExportMetadata): The model's deformrt metadata, or None.
+            metadata_error (str): Why there is none (a model deformrt did not write, no ONNX model).
+            input_name (str): The model's single input, or None.
+        """
+        self.meta = None
+        self.metadata_error = "no ONNX model was given"
+        self.input_name = None
+        model_args = self.arg_groups[ModelArgs]
+        if not model_args.path or model_args.model_type is None or not model_args.model_type.is_onnx():
+            return
+        self._read_model(model_args.path)
+        if self.meta is None or self.input_name is None:
+            return
+        self._check_input_shapes(model_args.input_shapes)
+        if args_util.get(args, "deformrt_defaults", default=True):
+            self._set_default_shapes(model_args)
+            self._set_default_val_range()
+
+    def _read_model(self, path: str) -> None:
+        import onnx
+
+        from exporter.onnx.metadata import ExportMetadata
+        from exporter.trt.profiles import input_dims
+
+        try:
+            model = onnx.load_model(path, load_external_data=False)
+        except Exception as exc:  # protobuf raises several types; Polygraphy's loaders report it later
+            self.metadata_error = f"{path} is not a readable ONNX model ({type(exc).__name__})"
+            return
+        try:
+            self.meta = ExportMetadata.from_model(model)
+        except DeformRTError as exc:
+            self.metadata_error = f"{path}: {exc}"
+            return
+        inputs = input_dims(model)
+        if len(inputs) == 1:
+            self.input_name = next(iter(inputs))
+
+    def _check_input_shapes(self, input_shapes) -> None:
+        """The model's height and width must be multiples of its size divisibility (FPN bodies)."""
+        div = self.meta.size_divisibility
+        if self.input_name not in input_shapes or div <= 1:
+            return
+        shape = input_shapes[self.input_name].shape
+        if len(shape) != 4 or any(not isinstance(d, int) or d % div for d in shape[2:]):
+            G_LOGGER.critical(f"--input-shapes {self.input_name}:{list(shape)}: this deformrt model takes "
+                              f"[N, 3, H, W] with H and W multiples of {div}")
+
+    def _set_default_shapes(self, model_args) -> None:
+        if len(model_args.input_shapes):
+            return
+        shape = list(self.meta.export_shape)
+        model_args.input_shapes.add(self.input_name, dtype=None, shape=shape)
+        message = f"deformrt: input shape {self.input_name}:{shape} (the export shape; --input-shapes overrides it)"
+        if TrtConfigArgs in self.arg_groups and not self.arg_groups[TrtConfigArgs].profile_dicts:
+            from polygraphy.tools.args.backend.trt.config import parse_profile_shapes
+
+            # TrtConfigArgs turned the (then empty) input shapes into profiles before this group ran.
+            self.arg_groups[TrtConfigArgs].profile_dicts = parse_profile_shapes(model_args.input_shapes, [], [], [])
+            message += ", also the TensorRT profile"
+        G_LOGGER.info(message)
+
+    def _set_default_val_range(self) -> None:
+        loader = self.arg_groups[DataLoaderArgs]
+        if loader.val_range is not None or not loader.is_using_random_data():
+            return
+        low, high = pixel_value_range(self.meta)
+        loader.val_range = {self.input_name: (round(low, 4), round(high, 4))}
+        G_LOGGER.info(f"deformrt: --val-range {self.input_name}:[{low:.4g},{high:.4g}] (what preprocessing gives "
+                      f"pixels 0..255; --val-range overrides it)")
+
+
+class DeformrtTorchRunnerArgs(BaseRunnerArgs):
+    """
+    deformrt PyTorch Runner: running the PyTorch model a deformrt export was made from.
+
+    Depends on:
+
+        - ModelArgs
+        - RunnerSelectArgs
+        - DeformrtModelArgs
+    """
+
+    def get_name_opt_impl(self):
+        return "deformrt PyTorch", "deformrt-torch"
+
+    def get_extra_help_text_impl(self):
+        return ("The model is rebuilt from the ONNX file's deformrt metadata (see 'deformrt PyTorch Runner' "
+                "options); it reads the same inputs as the ONNX model.")
+
+    def add_parser_args_impl(self):
+        self.group.add_argument(
+            "--deformrt-weights",
+            metavar="CHECKPOINT",
+            help="The checkpoint the model was exported with (its SHA-256 must match the one recorded). "
+            "Not needed for a model exported with random weights: those are rebuilt from the recorded seed",
+            default=None,
+        )
+        self.group.add_argument(
+            "--deformrt-torch-device",
+            choices=TORCH_DEVICES,
+            help="Where PyTorch runs the model. Default: cpu",
+            default="cpu",
+        )
+        self.group.add_argument(
+            "--deformrt-torch-precision",
+            choices=("fp32", "fp64"),
+            help="The precision of the PyTorch model, its inputs and outputs. fp64 gives a reference "
+            "whose own rounding error is negligible. Default: fp32",
+            default="fp32",
+        )
+
+    def parse_impl(self, args):
+        """
+        Parses command-line arguments and populates the following attributes:
+
+        Attributes:
+            weights (str): The checkpoint, or None.
+            device (str): The PyTorch device.
+            precision (str): fp32 or fp64.
+        """
+        self.weights = args_util.parse_path(args_util.get(args, "deformrt_weights"), "Checkpoint")
+        self.device = args_util.get(args, "deformrt_torch_device")
+        self.precision = args_util.get(args, "deformrt_torch_precision")
+        if not _selected(self.arg_groups, "deformrt-torch"):
+            return
+        model = self.arg_groups[DeformrtModelArgs]
+        if model.meta is None:
+            G_LOGGER.critical(f"--deformrt-torch needs an ONNX model exported by deformrt: {model.metadata_error}")
+        try:
+            model.meta.check_rebuild_weights(self.weights)
+        except DeformRTError as exc:
+            G_LOGGER.critical(f"--deformrt-torch: {exc}{' (--deformrt-weights)' if self.weights is None else ''}")
+
+    def add_to_script_impl(self, script):
+        script.add_import(imports=["deformrt_torch_runner"], frm=RUNNERS_MODULE)
+        script.add_runner(make_invocable("deformrt_torch_runner", self.arg_groups[ModelArgs].path,
+                                         weights=self.weights, device=self.device, precision=self.precision))
+
+
+class DeformrtOnnxrtRunnerArgs(BaseRunnerArgs):
+    """
+    deformrt ONNX-Runtime Runner: running deformrt models of either DCN flavour with ONNX-Runtime.
+
+    Depends on:
+
+        - ModelArgs
+    """
+
+    def get_name_opt_impl(self):
+        return "deformrt ONNX-Runtime", "deformrt-onnxrt"
+
+    def get_extra_help_text_impl(self):
+        return ("Unlike --onnxrt, it also runs the plugin flavour: deformrt.DeformConv2d is rewritten to standard "
+                "DeformConv in memory (the file is untouched).")
+
+    def add_parser_args_impl(self):
+        self.group.add_argument(
+            "--deformrt-onnxrt-provider",
+            choices=ONNXRT_PROVIDERS,
+            help="The ONNX-Runtime execution provider (cuda falls back to cpu for nodes it lacks). Default: cpu",
+            default="cpu",
+        )
+
+    def parse_impl(self, args):
+        """
+        Parses command-line arguments and populates the following attributes:
+
+        Attributes:
+            provider (str): cpu or cuda.
+        """
+        self.provider = args_util.get(args, "deformrt_onnxrt_provider")
+        model_args = self.arg_groups[ModelArgs]
+        if _selected(self.arg_groups, "deformrt-onnxrt") and model_args.path and (
+                model_args.model_type is None or not model_args.model_type.is_onnx()):
+            G_LOGGER.critical(f"--deformrt-onnxrt runs ONNX models; {model_args.path} is a {model_args.model_type} "
+                              f"model")
+
+    def add_to_script_impl(self, script):
+        script.add_import(imports=["deformrt_onnxrt_runner"], frm=RUNNERS_MODULE)
+        script.add_runner(make_invocable("deformrt_onnxrt_runner", self.arg_groups[ModelArgs].path,
+                                         provider=self.provider))
