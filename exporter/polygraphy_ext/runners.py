@@ -41,15 +41,12 @@ class DeformrtTorchRunner(TorchRunner):
 
 
 class DeformrtOnnxrtRunner(OnnxrtRunner):
-    """Polygraphy's ONNX Runtime runner on a session from :func:`exporter.evaluation.ort.ort_session`
-    (either DCN flavour), reporting errors the Polygraphy way; named apart from ``--onnxrt``'s."""
+    """Polygraphy's ONNX Runtime runner, named apart from ``--onnxrt``'s."""
 
     def __init__(self, sess, name: Optional[str] = None):
         super().__init__(sess, name=name)
         if name is None:
             self.name = self.name.replace("onnxrt-runner", "deformrt-onnxrt-runner", 1)
-
-    activate_impl = report_errors(OnnxrtRunner.activate_impl)
 
 
 @report_errors
@@ -88,4 +85,6 @@ def deformrt_onnxrt_runner(model_path: str, provider: str = "cpu") -> DeformrtOn
     from exporter.evaluation.ort import ort_session
 
     model = onnx_from_path(str(model_path))
-    return DeformrtOnnxrtRunner(lambda: ort_session(model, provider, provider_flag="--deformrt-onnxrt-provider"))
+    # The session is made when Polygraphy activates the runner (OnnxrtRunner calls this then).
+    return DeformrtOnnxrtRunner(report_errors(
+        lambda: ort_session(model, provider, provider_flag="--deformrt-onnxrt-provider")))

@@ -1,0 +1,74 @@
+"""Write model inputs for ``polygraphy run --load-inputs``: real or random images, preprocessed exactly
+as a deformrt model expects (its channel order, scaling, mean, std and padding; see
+:mod:`exporter.evaluation.inputs`), in the JSON format Polygraphy reads (one feed dict per iteration).
+
+    python -m exporter.polygraphy_ext.inputs model.onnx -o inputs.json [--images a.png b.npy]
+                                            [--batch N] [--shape HxW] [--seed N] [--force]
+
+Without ``--images``: ``--batch`` random images of ``--shape`` (the export size by default), pixel
+values uniform in 0..255 from ``--seed`` (a fresh seed when not given; it is printed). These are the
+inputs ``deformrt compare`` makes from the same options. An existing output is kept unless
+``--force`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import OrderedDict
+from pathlib import Path
+from typing import Optional, Sequence
+
+from models.errors import DeformRTError
+
+
+def _shape(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 800x1344, got {text!r}") from None
+    return height, width
+
+
+def write_inputs(onnx_path: Path, out: Path, images: Sequence[Path] = (), batch: int = 1,
+                 shape: Optional[tuple[int, int]] = None, seed: Optional[int] = None, force: bool = False) -> str:
+    """Write the inputs; returns a one-line description (input name, shape, where it came from)."""
+    from polygraphy.json import to_json
+
+    from exporter.evaluation.compare import make_inputs, single_input
+        from exporter.trt.build import load_onnx
+    from exporter.trt.profiles import format_shape
+    from exporter.util.fsutil import atomic_write_text, check_output_path
+
+    check_output_path(out, force)  # before the slow steps
+    model, meta = load_onnx(Path(onnx_path))
+    name, _ = single_input(model)
+    array, used_seed = make_inputs(meta, images, batch, shape, seed)
+    atomic_write_text(Path(out), to_json([OrderedDict([(name, array)])]), force)
+    where = ", ".join(str(p) for p in images) if images else f"random, seed {used_seed}"
+    return f"{name} {format_shape(array.shape)} ({where})"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m exporter.polygraphy_ext.inputs",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", type=Path, help="an ONNX model exported by deformrt")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the JSON file to write")
+    parser.add_argument("--images", type=Path, nargs="+", default=[], help=".npy (HxWx3 RGB 0..255), .png or .jpg")
+    parser.add_argument("--batch", type=int, default=1, help="random images: how many (default 1)")
+    parser.add_argument("--shape", type=_shape, default=None, help="random images: HxW (default: the export size)")
+    parser.add_argument("--seed", type=int, default=None, help="random images: the seed (default: a fresh one)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    args = parser.parse_args(argv)
+    try:
+        described = write_inputs(args.model, args.output, args.images, args.batch, args.shape, args.seed,
+                                 args.force)
+    except DeformRTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output}: {described}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
