@@ -36,7 +36,7 @@ def write_inputs(onnx_path: Path, out: Path, images: Sequence[Path] = (), batch:
     from polygraphy.json import to_json
 
     from exporter.evaluation.compare import make_inputs, single_input
-        from exporter.trt.build import load_onnx
+    from exporter.trt.build import load_onnx
     from exporter.trt.profiles import format_shape
     from exporter.util.fsutil import atomic_write_text, check_output_path
 
