@@ -115,6 +115,8 @@ def test_rebuild_with_the_checkpoint_it_was_exported_with(tmp_path):
     meta = _metadata_for(built)
     with pytest.raises(DeformRTError, match="pass that checkpoint"):
         oe.rebuild_model(meta)
+    with pytest.raises(DeformRTError, match="checkpoint not found: .*missing.pth"):  # before any hashing
+        oe.rebuild_model(meta, weights=str(tmp_path / "missing.pth"))
     rebuilt = oe.rebuild_model(meta, weights=str(ckpt)).state_dict()
     assert all(torch.equal(rebuilt[k], v) for k, v in source.state_dict().items())
     other = tmp_path / "other.pth"

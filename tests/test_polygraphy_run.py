@@ -24,9 +24,9 @@ POLYGRAPHY = Path(sys.executable).parent / "polygraphy"
 EXPORT_SIZE = (64, 64)
 SLIM = ["MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.RESNETS.WIDTH_PER_GROUP", "16",
         "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", "64"]
-# Polygraphy's tolerances for every comparison here: the largest absolute difference per output.
-# Outputs peak at ~10-100 (see test_saved_outputs_match_an_fp64_reference), fp32 backends differ
-# by ~1e-5 of that; 1e-2 is well above fp32 noise and well below a real error (the tamper test).
+# Polygraphy's tolerance for every comparison here: the largest absolute difference per output.
+# This model's outputs peak at ~100-800 on these inputs, where fp32 backends differ by < 1e-3
+# (test_saved_outputs_match_an_fp64_reference); an error of 1e-4 of the peak fails (tamper test).
 TOLERANCE = ["--check-error-stat", "max", "--atol", "1e-2", "--rtol", "0"]
 
 
@@ -135,7 +135,7 @@ def test_saved_outputs_match_an_fp64_reference(models, plugin_run):
         assert list(iteration.keys()) == list(reference)
         for name, expected in reference.items():
             peak = np.abs(expected).max()
-            assert 1 < peak < 1e3
+            assert 10 < peak < 1e4
             assert np.abs(iteration[name] - expected).max() <= 1e-5 * peak, (runner_name, name)
 
 
@@ -153,7 +153,7 @@ def test_onnxrt_on_the_standard_flavour_and_fp64_pytorch_against_saved_outputs(m
 
 
 def test_a_real_difference_fails_the_comparison(models, plugin_run):
-    """The tolerance used above catches an error of 1% of an output's peak in one element: reloaded
+    """The tolerance used above catches an error of 1e-4 of an output's peak in one element: reloaded
     outputs with one value changed fail against ONNX Runtime on the same inputs, exit status 1."""
     from polygraphy.comparator import RunResults
 
@@ -161,7 +161,7 @@ def test_a_real_difference_fails_the_comparison(models, plugin_run):
     results = RunResults.load(str(outputs))
     runner_name, [iteration] = next(iter(results.items()))
     p3 = iteration["P3"]
-    p3.flat[p3.size // 2] += 0.01 * np.abs(p3).max()
+    p3.flat[p3.size // 2] += 1e-4 * np.abs(p3).max()
     results = RunResults()
     results.append((runner_name, [iteration]))
     tampered = models["dir"] / "tampered.json"
