@@ -13,6 +13,7 @@ from polygraphy.tools.args import util as args_util
 from polygraphy.tools.args.base import BaseArgs, BaseRunnerArgs
 from polygraphy.tools.script import make_invocable
 
+from exporter.onnx.metadata import DCN_OP_PLUGIN
 from models.errors import DeformRTError
 
 RUNNERS_MODULE = "exporter.polygraphy_ext.runners"
@@ -81,7 +82,13 @@ class DeformrtModelArgs(BaseArgs):
         if self.meta is None or self.input_name is None:
             return
         self._check_input_shapes(model_args.input_shapes)
+        if _selected(self.arg_groups, "onnxrt") and self.meta.dcn_op == DCN_OP_PLUGIN:
+            G_LOGGER.warning("--onnxrt cannot run this model's deformrt.DeformConv2d nodes (the plugin flavour); "
+                             "--deformrt-onnxrt runs them, rewritten to standard DeformConv in memory")
         if args_util.get(args, "deformrt_defaults", default=True):
+            # Reported on the log unless a script is generated: the script shows them, and with
+            # `--gen-script -` the log shares stdout with it.
+            self._report = G_LOGGER.info if not args_util.get(args, "gen_script") else (lambda message: None)
             self._set_default_shapes(model_args)
             self._set_default_val_range()
 
@@ -126,8 +133,9 @@ class DeformrtModelArgs(BaseArgs):
 
             # TrtConfigArgs turned the (then empty) input shapes into profiles before this group ran.
             self.arg_groups[TrtConfigArgs].profile_dicts = parse_profile_shapes(model_args.input_shapes, [], [], [])
-            message += ", also the TensorRT profile"
-        G_LOGGER.info(message)
+            if _selected(self.arg_groups, "trt"):
+                message += ", also the TensorRT profile"
+        self._report(message)
 
     def _set_default_val_range(self) -> None:
         loader = self.arg_groups[DataLoaderArgs]
@@ -135,7 +143,7 @@ class DeformrtModelArgs(BaseArgs):
             return
         low, high = pixel_value_range(self.meta)
         loader.val_range = {self.input_name: (round(low, 4), round(high, 4))}
-        G_LOGGER.info(f"deformrt: --val-range {self.input_name}:[{low:.4g},{high:.4g}] (what preprocessing gives "
+        self._report(f"deformrt: --val-range {self.input_name}:[{low:.4g},{high:.4g}] (what preprocessing gives "
                       f"pixels 0..255; --val-range overrides it)")
 
 
@@ -200,6 +208,11 @@ class DeformrtTorchRunnerArgs(BaseRunnerArgs):
             model.meta.check_rebuild_weights(self.weights)
         except DeformRTError as exc:
             G_LOGGER.critical(f"--deformrt-torch: {exc}{' (--deformrt-weights)' if self.weights is None else ''}")
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                G_LOGGER.critical("--deformrt-torch-device cuda: PyTorch sees no CUDA device here")
 
     def add_to_script_impl(self, script):
         script.add_import(imports=["deformrt_torch_runner"], frm=RUNNERS_MODULE)
