@@ -3,6 +3,7 @@
 Packages, each owning one concern; imports run one way (top to bottom), never back up:
 
 - :mod:`exporter.cli`: the ``deformrt`` command line (one module per command group);
+- :mod:`exporter.polygraphy_ext`: deformrt's runners inside ``polygraphy run`` (a front end too);
 - :mod:`exporter.evaluation`: inputs, ONNX Runtime sessions, runners, verify, compare, bench;
 - :mod:`exporter.trt`: the TensorRT layer (plugin loading, build, engine loading, running);
 - :mod:`exporter.onnx`: export, graph passes, the op contract and schema, fp16, metadata, info;

@@ -9,6 +9,7 @@ checked here against an fp64 PyTorch reference computed in this process on the s
 """
 
 import copy
+import importlib.util
 import os
 import subprocess
 import sys
@@ -239,9 +240,7 @@ def test_inputs_writer_matches_deformrt_compare_inputs(models):
 
 
 def _tensorrt_plugin() -> Path:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("tensorrt") is None:
         pytest.skip("TensorRT's Python package is not installed")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
