@@ -8,7 +8,7 @@ checked at parse time, before any runner builds a model or an engine.
 from __future__ import annotations
 
 from polygraphy.logger import G_LOGGER
-from polygraphy.tools.args import DataLoaderArgs, ModelArgs, RunnerSelectArgs, TrtConfigArgs
+from polygraphy.tools.args import DataLoaderArgs, ModelArgs, RunnerSelectArgs, TrtConfigArgs, TrtLoadPluginsArgs
 from polygraphy.tools.args import util as args_util
 from polygraphy.tools.args.base import BaseArgs, BaseRunnerArgs
 from polygraphy.tools.script import make_invocable
@@ -47,6 +47,7 @@ class DeformrtModelArgs(BaseArgs):
         - RunnerSelectArgs
         - DataLoaderArgs
         - TrtConfigArgs: the default TensorRT profile follows the default input shape
+        - TrtLoadPluginsArgs: TensorRT is imported before --plugins libraries are loaded
     """
 
     def add_parser_args_impl(self):
@@ -75,6 +76,7 @@ class DeformrtModelArgs(BaseArgs):
         self.meta = None
         self.metadata_error = "no ONNX model was given"
         self.input_name = None
+        self._load_tensorrt_before_plugins()
         model_args = self.arg_groups[ModelArgs]
         if not model_args.path or model_args.model_type is None or not model_args.model_type.is_onnx():
             return
@@ -111,6 +113,17 @@ class DeformrtModelArgs(BaseArgs):
         inputs = input_dims(model)
         if len(inputs) == 1:
             self.input_name = next(iter(inputs))
+
+    def _load_tensorrt_before_plugins(self) -> None:
+        """Import TensorRT now when ``--trt --plugins`` will load libraries: Polygraphy loads them with
+        ctypes before it first touches TensorRT, and our plugin registers itself at load time only
+        with a TensorRT already in the process (plugins/src/pluginEntry.cpp)."""
+        import importlib.util
+
+        if TrtLoadPluginsArgs not in self.arg_groups or not _selected(self.arg_groups, "trt"):
+            return
+        if self.arg_groups[TrtLoadPluginsArgs].plugins and importlib.util.find_spec("tensorrt") is not None:
+            import tensorrt  # noqa: F401
 
     def _check_input_shapes(self, input_shapes) -> None:
         """The model's height and width must be multiples of its size divisibility (FPN bodies)."""
