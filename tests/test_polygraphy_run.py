@@ -106,7 +106,7 @@ def test_pytorch_runner_against_onnxruntime_on_the_plugin_flavour(models, plugin
     result, _, _ = plugin_run
     assert result.returncode == 0, result.stdout[-3000:]
     log = result.stdout
-    assert "deformrt: input shape images:[1, 3, 64, 64] (the export shape" in log
+    assert "deformrt: random inputs of shape images:[1, 3, 64, 64] (the export shape" in log
     assert "--val-range images:[-122.8,152]" in log  # BGR 0..255 minus the config's pixel means
     summary = [line for line in log.splitlines() if "Accuracy Summary" in line]
     assert len(summary) == 1 and "pytorch-runner" in summary[0] and "deformrt-onnxrt-runner" in summary[0]

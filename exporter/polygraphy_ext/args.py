@@ -136,19 +136,26 @@ class DeformrtModelArgs(BaseArgs):
                               f"[N, 3, H, W] with H and W multiples of {div}")
 
     def _set_default_shapes(self, model_args) -> None:
+        """Without --input-shapes, the export shape for what would otherwise make dynamic dims 1:
+        random inputs and (with --trt, without --trt-*-shapes) the TensorRT profile."""
         if len(model_args.input_shapes):
+            return
+        random_inputs = self.arg_groups[DataLoaderArgs].is_using_random_data()
+        trt_profile = (_selected(self.arg_groups, "trt") and TrtConfigArgs in self.arg_groups
+                       and not self.arg_groups[TrtConfigArgs].profile_dicts)
+        if not random_inputs and not trt_profile:
             return
         shape = list(self.meta.export_shape)
         model_args.input_shapes.add(self.input_name, dtype=None, shape=shape)
-        message = f"deformrt: input shape {self.input_name}:{shape} (the export shape; --input-shapes overrides it)"
-        if TrtConfigArgs in self.arg_groups and not self.arg_groups[TrtConfigArgs].profile_dicts:
+        if trt_profile:
             from polygraphy.tools.args.backend.trt.config import parse_profile_shapes
 
             # TrtConfigArgs turned the (then empty) input shapes into profiles before this group ran.
             self.arg_groups[TrtConfigArgs].profile_dicts = parse_profile_shapes(model_args.input_shapes, [], [], [])
-            if _selected(self.arg_groups, "trt"):
-                message += ", also the TensorRT profile"
-        self._report(message)
+        uses = " and ".join(what for what, used in (("random inputs", random_inputs), ("the TensorRT profile", trt_profile))
+                            if used)
+        self._report(f"deformrt: {uses} of shape {self.input_name}:{shape} (the export shape; --input-shapes "
+                     f"overrides it)")
 
     def _set_default_val_range(self) -> None:
         loader = self.arg_groups[DataLoaderArgs]
