@@ -271,6 +271,7 @@ def test_cuda_pytorch_and_onnxruntime_against_saved_outputs(models, plugin_run):
         pytest.skip("no CUDA GPU")
     _, inputs, outputs = plugin_run
     result = polygraphy_run(models["plugin"], "--deformrt-torch", "--deformrt-weights", models["a"],
-                            "--deformrt-torch-device", "cuda", "--deformrt-onnxrt", "--deformrt-onnxrt-provider", "cuda",
+                            "--deformrt-torch-device", "cuda", "--deformrt-onnxrt",
+                            "--deformrt-onnxrt-provider", "cuda",
                             "--load-inputs", inputs, "--load-outputs", outputs, *TOLERANCE, cwd=models["dir"])
     assert result.returncode == 0, result.stdout[-3000:]

@@ -152,8 +152,8 @@ class DeformrtModelArgs(BaseArgs):
 
             # TrtConfigArgs turned the (then empty) input shapes into profiles before this group ran.
             self.arg_groups[TrtConfigArgs].profile_dicts = parse_profile_shapes(model_args.input_shapes, [], [], [])
-        uses = " and ".join(what for what, used in (("random inputs", random_inputs), ("the TensorRT profile", trt_profile))
-                            if used)
+        uses = " and ".join(what for what, used in (("random inputs", random_inputs),
+                                                    ("the TensorRT profile", trt_profile)) if used)
         self._report(f"deformrt: {uses} of shape {self.input_name}:{shape} (the export shape; --input-shapes "
                      f"overrides it)")
 
