@@ -267,6 +267,7 @@ def test_tensorrt_against_the_pytorch_runner_and_saved_outputs(models, plugin_ru
 
 @pytest.mark.gpu
 def test_cuda_pytorch_and_onnxruntime_against_saved_outputs(models, plugin_run):
+    """Both deformrt runners on CUDA against the CPU run's saved outputs, on the same inputs."""
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
     _, inputs, outputs = plugin_run
@@ -275,3 +276,4 @@ def test_cuda_pytorch_and_onnxruntime_against_saved_outputs(models, plugin_run):
                             "--deformrt-onnxrt-provider", "cuda",
                             "--load-inputs", inputs, "--load-outputs", outputs, *TOLERANCE, cwd=models["dir"])
     assert result.returncode == 0, result.stdout[-3000:]
+    assert sum("Pass Rate: 100.00%" in line for line in result.stdout.splitlines()) == 3
