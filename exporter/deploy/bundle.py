@@ -282,8 +282,7 @@ def make_bundle(onnx_path: Path, output: Path, options: DeployOptions = DeployOp
         raise DeformRTError(f"checkpoint not found: {options.weights}")
     seconds = {}
     start = time.perf_counter()
-    with progress.step(f"reading {onnx_path}"):
-        model, meta = load_onnx(onnx_path)
+    model, meta = load_onnx(onnx_path)  # no progress line yet: user errors stay one line
     if meta.seed is None and options.weights is None:
         raise DeformRTError(f"this model was exported with weights from {meta.weights}; pass that checkpoint with "
                             f"--weights so PyTorch can compute the references")
