@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from exporter import cli
 from exporter.deploy import layout
-from exporter.deploy.check import check_outputs, compare_output, read_manifest
+from exporter.deploy.check import check_outputs, compare_output, parse_conf, read_conf
 from exporter.evaluation.compare import TOLERANCES
 from exporter.evaluation.inputs import preprocess, random_images
 from exporter.onnx.metadata import ExportMetadata
@@ -84,8 +84,11 @@ def deployed(exported):
 
 
 @pytest.fixture(scope="module")
-def manifest(deployed) -> dict:
-    return read_manifest(deployed[0])
+def conf(deployed) -> dict:
+    return read_conf(deployed[0])
+
+
+MODELS = [layout.onnx_model(dcn, precision) for dcn in ("plugin", "onnx") for precision in ("fp32", "fp16")]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -100,23 +103,41 @@ def test_existing_folder_is_refused_without_force_and_replaced_with_it(deployed)
     assert leftovers == [], "temporary folders left beside the bundle"
 
 
-def test_bundle_holds_every_file(deployed, manifest):
+def test_bundle_holds_every_file(deployed, conf):
     bundle, result, _ = deployed
-    for name in (layout.BUILD_SCRIPT, layout.README, layout.MANIFEST, layout.MODEL_PLUGIN, layout.MODEL_PLUGIN_FP16,
-                 layout.MODEL_ONNX_DCN, f"{layout.REFERENCE_INPUTS}/images.npy"):
+    for name in (layout.BUILD_SCRIPT, layout.README, layout.CONF, layout.METADATA, layout.CHECKSUMS, *MODELS,
+                 f"{layout.REFERENCE_INPUTS}/images.npy"):
         assert (bundle / name).is_file(), name
     for name in ("P2", "P3", "P4", "P5", "P6"):
         assert (bundle / layout.REFERENCE_OUTPUTS / f"{name}.npy").is_file()
     mode = (bundle / layout.BUILD_SCRIPT).stat().st_mode
     assert mode & stat.S_IXUSR and mode & stat.S_IXOTH, oct(mode)
     assert (bundle / layout.BUILD_SCRIPT).read_bytes() == (PLUGINS_DIR / "deploy" / "build.sh").read_bytes()
-    assert (bundle / layout.README).read_bytes() == (PLUGINS_DIR / "deploy" / "README.md").read_bytes()
+    assert (bundle / layout.README).read_bytes() == (PLUGINS_DIR / "deploy" / "bundle-README.md").read_bytes()
     # Progress on stderr, the stable JSON on stdout.
     assert "[deformrt] computing PyTorch fp32 references at 1x3x64x96" in result.stderr
     summary = json.loads(result.stdout)
     assert summary["path"] == str(bundle.resolve()) and summary["body"] == "R-50-FPN" and summary["dcn_nodes"] == 13
-    assert summary["files"] == manifest["files"] and summary["precision"] == "fp16"
-    assert summary["size_bytes"] == sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
+    assert sorted(summary["models"].values()) == sorted(MODELS) and summary["precision"] == "fp16"
+    assert summary["tolerances"] == {"fp32": TOLERANCES["fp32"], "fp16": TOLERANCES["fp16"]}
+    assert summary["reference"] == {"shape": [1, 3, *EXPORT_SIZE], "source": "random", "seed": SEED, "images": [],
+                                    "computed_by": conf["reference_by"]}
+    files = [p for p in bundle.rglob("*") if p.is_file()]
+    assert summary["files"] == len(files) and summary["size_bytes"] == sum(p.stat().st_size for p in files)
+
+
+def test_checksums_cover_every_file(deployed):
+    import hashlib
+
+    bundle = deployed[0]
+    listed = {}
+    for line in (bundle / layout.CHECKSUMS).read_text().splitlines():
+        digest, name = line.split("  ", 1)  # sha256sum's format, so `sha256sum -c SHA256SUMS` checks a copy
+        listed[name] = digest
+    files = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
+    assert set(listed) == files - {layout.CHECKSUMS}
+    for name, digest in listed.items():
+        assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == digest, name
 
 
 def test_plugin_project_is_copied_without_build_outputs(deployed):
@@ -136,50 +157,64 @@ def test_plugin_project_is_copied_without_build_outputs(deployed):
         assert (bundle / layout.PLUGINS_DIR / rel).read_bytes() == (PLUGINS_DIR / rel).read_bytes(), rel
 
 
-def test_manifest(deployed, manifest, exported):
+def test_deploy_conf_and_metadata(deployed, conf, exported):
     bundle = deployed[0]
     meta = ExportMetadata.from_model(exported)
-    assert set(manifest) == set(layout.MANIFEST_KEYS)
-    assert manifest["schema"] == layout.SCHEMA and manifest["precision"] == "fp16"
-    assert manifest["model"] == json.loads(json.dumps(meta.to_dict()))
-    assert manifest["input"] == {"name": "images", "dtype": "float32"}
-    assert manifest["outputs"] == list(meta.output_names) == ["P2", "P3", "P4", "P5", "P6"]
-    assert manifest["tolerances"] == TOLERANCES
-    assert manifest["tensorrt_majors"] == [10, 11]
-    assert manifest["files"] == {"plugin": layout.MODEL_PLUGIN, "plugin_fp16": layout.MODEL_PLUGIN_FP16,
-                                 "onnx": layout.MODEL_ONNX_DCN}
-    profile = manifest["profile"]
-    assert profile["name"] == "images" and profile["opt"] == [1, 3, *EXPORT_SIZE]
-    assert profile["min"][:2] == [1, 3] and profile["max"][0] >= 1 and profile["max"][2] >= EXPORT_SIZE[0]
-    assert manifest["trtexec"]["opt_shapes"] == "images:1x3x64x96"
-    assert manifest["trtexec"]["max_shapes"] == "images:" + "x".join(map(str, profile["max"]))
-    ref = manifest["reference"]
-    assert ref["shape"] == [1, 3, *EXPORT_SIZE] and ref["source"] == "random" and ref["seed"] == SEED
-    assert ref["computed_by"].startswith("PyTorch ") and ref["computed_by"].endswith("fp32 CPU")
-    assert manifest["source"]["path"] == exported.name
-    for rel, digest in manifest["sha256"].items():
-        import hashlib
+    text = (bundle / layout.CONF).read_text()
+    keys = [line.split("=", 1)[0] for line in text.splitlines() if not line.startswith("#")]
+    assert keys == list(layout.CONF_KEYS) and text.startswith("# written by deformrt deploy")
+    assert conf["format"] == "1" and conf["precision"] == "fp16" and conf["tensorrt_majors"] == "10 11"
+    assert (conf["body"], conf["weights"]) == ("R-50-FPN", "seed:3")
+    assert conf["inputs"] == "images" and conf["outputs"].split() == list(meta.output_names)
+    assert float(conf["tolerance_fp32"]) == TOLERANCES["fp32"] and float(conf["tolerance_fp16"]) == TOLERANCES["fp16"]
+    assert conf["opt_shapes"] == "images:1x3x64x96"
+    lo, hi = (tuple(int(d) for d in conf[k].split(":")[1].split("x")) for k in ("min_shapes", "max_shapes"))
+    assert lo[:2] == (1, 3) and all(a <= b for a, b in zip(lo, (1, 3, *EXPORT_SIZE)))
+    assert hi[1] == 3 and all(a >= b for a, b in zip(hi, (1, 3, *EXPORT_SIZE)))
+    assert all(d % meta.size_divisibility == 0 for d in (*lo[2:], *hi[2:]))
+    assert conf["reference_shape"] == "1x3x64x96" and conf["reference_source"] == "random"
+    assert conf["reference_seed"] == str(SEED) and conf["reference_images"] == ""
+    assert re.fullmatch(r"PyTorch \d+\.\d+\.\d+ fp32 CPU", conf["reference_by"])
+    # build.sh copies metadata.json into the engine's sidecar as onnx_metadata: deformrt.* -> string
+    assert json.loads((bundle / layout.METADATA).read_text()) == meta.to_props()
 
-        assert hashlib.sha256((bundle / rel).read_bytes()).hexdigest() == digest, rel
-    assert len(manifest["sha256"]) == 3 + 1 + 5
+
+def test_every_file_and_key_build_sh_reads_is_there(deployed, conf):
+    """The contract with plugins/deploy/build.sh, read from the script itself: every deploy.conf key it
+    asks for, and the model file of every --dcn / precision it can be run with."""
+    bundle = deployed[0]
+    script = (bundle / layout.BUILD_SCRIPT).read_text()
+    asked = set(re.findall(r'\bconf "?([A-Za-z_]+)(\$precision)?"?\)', script))
+    assert asked, "build.sh reads no deploy.conf key?"
+    for key, per_precision in asked:
+        for name in ([key + p for p in layout.PRECISIONS] if per_precision else [key]):
+            assert name in conf, f"build.sh reads {name} from deploy.conf"
+    assert "onnx/$dcn-$precision.onnx" in script and "metadata.json" in script
+    for model in MODELS:
+        assert (bundle / model).is_file()
+    for folder in ("reference/inputs", "reference/outputs", "plugins/CMakeLists.txt"):
+        assert folder in script and (bundle / folder).exists()
 
 
 def test_model_flavours(deployed, exported):
     bundle = deployed[0]
     source = onnx.load(str(exported))
-    plugin, fp16, standard = (onnx.load(str(bundle / name))
-                              for name in (layout.MODEL_PLUGIN, layout.MODEL_PLUGIN_FP16, layout.MODEL_ONNX_DCN))
-    for model, flavour, op_check in ((plugin, "plugin", is_plugin_deform_conv), (fp16, "plugin", is_plugin_deform_conv),
-                                     (standard, "onnx", is_onnx_deform_conv)):
-        assert sum(map(op_check, model.graph.node)) == 13
+    for name in MODELS:
+        model = onnx.load(str(bundle / name))
+        dcn, precision = Path(name).stem.split("-")
+        op_check = is_plugin_deform_conv if dcn == "plugin" else is_onnx_deform_conv
+        assert sum(map(op_check, model.graph.node)) == 13, name
         assert not any(is_onnx_deform_conv(n) or is_plugin_deform_conv(n)
-                       for n in model.graph.node if not op_check(n))
-        assert ExportMetadata.from_model(model).dcn_op == flavour
-    assert not any(o.domain == "deformrt" for o in standard.opset_import)
-    assert plugin.graph.SerializeToString() == source.graph.SerializeToString()
-    # mixed fp16: fp16 weights inside, fp32 at the boundary
-    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16.graph.initializer)
-    assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in [*fp16.graph.input, *fp16.graph.output])
+                       for n in model.graph.node if not op_check(n)), name
+        assert ExportMetadata.from_model(model).dcn_op == dcn
+        assert any(o.domain == "deformrt" for o in model.opset_import) == (dcn == "plugin")
+        fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+        assert fp16 == (precision == "fp16"), name
+        # fp32 at the boundary in every flavour: the same reference arrays feed and check them all
+        assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+                   for v in [*model.graph.input, *model.graph.output]), name
+        if name == layout.onnx_model("plugin", "fp32"):
+            assert model.graph.SerializeToString() == source.graph.SerializeToString()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,16 +231,19 @@ def test_reference_input_is_the_documented_deterministic_one(deployed, exported)
     assert stored.std() > 10  # real pixels, not zeros
 
 
-@pytest.mark.parametrize("flavour,precision", [(layout.MODEL_ONNX_DCN, "fp32"), (layout.MODEL_PLUGIN_FP16, "fp16")])
-def test_onnxruntime_reproduces_the_references(deployed, manifest, flavour, precision):
+@pytest.mark.parametrize("flavour", [m for m in MODELS if m != layout.onnx_model("plugin", "fp32")])
+def test_onnxruntime_reproduces_the_references(deployed, conf, flavour):
     """ONNX Runtime, a second implementation, on the bundle's own files: the standard flavour within the
-    fp32 tolerance, the mixed-fp16 flavour within fp16's."""
+    fp32 tolerance, the mixed-fp16 flavours within fp16's (the plugin flavour run as standard DeformConv).
+    plugin-fp32 is the exported graph itself (test_model_flavours)."""
     from exporter.evaluation.ort import ort_session
 
     bundle = deployed[0]
+    precision = Path(flavour).stem.split("-")[1]
+    names = conf["outputs"].split()
     session = ort_session(onnx.load(str(bundle / flavour)))
     feed = {"images": np.load(bundle / layout.REFERENCE_INPUTS / "images.npy")}
-    outputs = dict(zip(manifest["outputs"], session.run(manifest["outputs"], feed)))
+    outputs = dict(zip(names, session.run(names, feed)))
     report = check_outputs(outputs, bundle, precision)
     assert report.passed, report.table()
     assert all(o.max_abs > 0 or precision == "fp32" for o in report.outputs)
@@ -241,10 +279,10 @@ def test_compare_output_against_a_direct_float64_computation():
     assert compare_output("Z", zeros + 1e-6, zeros, 1e3).max_rel == np.inf
 
 
-def test_check_outputs_passes_fails_and_names_a_missing_output(deployed, manifest):
+def test_check_outputs_passes_fails_and_names_a_missing_output(deployed, conf):
     bundle = deployed[0]
     rng = np.random.default_rng()
-    references = {n: np.load(bundle / layout.REFERENCE_OUTPUTS / f"{n}.npy") for n in manifest["outputs"]}
+    references = {n: np.load(bundle / layout.REFERENCE_OUTPUTS / f"{n}.npy") for n in conf["outputs"].split()}
     scale = {n: np.abs(r).max() for n, r in references.items()}
     close = {n: r + rng.uniform(-1, 1, r.shape).astype(np.float32) * 2e-4 * scale[n] for n, r in references.items()}
     assert check_outputs(close, bundle, "fp32").passed
@@ -259,15 +297,17 @@ def test_check_outputs_passes_fails_and_names_a_missing_output(deployed, manifes
         check_outputs(close, bundle, "int8")
 
 
-def test_read_manifest_errors(tmp_path):
+def test_deploy_conf_is_read_as_build_sh_reads_it(tmp_path):
+    assert parse_conf("# a comment=1\nformat=1\nkey=a=b c\nkey=last\n spaced=no\nempty=\n") == {
+        "format": "1", "key": "last", "empty": ""}
     with pytest.raises(DeformRTError, match="not a deformrt deploy bundle"):
-        read_manifest(tmp_path)
-    (tmp_path / layout.MANIFEST).write_text('{"schema": 99}')
-    with pytest.raises(DeformRTError, match="schema 99"):
-        read_manifest(tmp_path)
-    (tmp_path / layout.MANIFEST).write_text("{not json")
-    with pytest.raises(DeformRTError, match="cannot read"):
-        read_manifest(tmp_path)
+        read_conf(tmp_path)
+    (tmp_path / layout.CONF).write_text("format=99\n")
+    with pytest.raises(DeformRTError, match="has format '99'"):
+        read_conf(tmp_path)
+    (tmp_path / layout.CONF).write_text("format=1\ninputs=images\n")
+    with pytest.raises(DeformRTError, match="lacks deformrt_version, body"):
+        read_conf(tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -303,6 +343,13 @@ def test_device_modules_import_from_the_bundle_with_numpy_only(deployed):
     bundle = deployed[0]
     result = run_on_device_python(bundle, f"""
         import importlib, json, sys
+        for blocked in {BLOCKED!r}:  # the blocker works, so the imports below prove something
+            try:
+                importlib.import_module(blocked)
+            except ModuleNotFoundError:
+                pass
+            else:
+                raise SystemExit(f"{{blocked}} imported despite the blocker")
         for name in {DEVICE_MODULES!r}:
             importlib.import_module(name)
         project = {{n: m.__file__ for n, m in sys.modules.items() if n.split(".")[0] in ("exporter", "models")}}
@@ -318,12 +365,12 @@ def test_device_modules_import_from_the_bundle_with_numpy_only(deployed):
     assert set(DEVICE_MODULES) <= set(found["project"])
 
 
-def test_device_check_command_passes_and_fails_on_the_bundle_references(deployed, manifest, tmp_path):
+def test_device_check_command_passes_and_fails_on_the_bundle_references(deployed, conf, tmp_path):
     bundle = deployed[0]
     rng = np.random.default_rng()
     close, far = tmp_path / "close", tmp_path / "far"
     close.mkdir(), far.mkdir()
-    for name in manifest["outputs"]:
+    for name in conf["outputs"].split():
         ref = np.load(bundle / layout.REFERENCE_OUTPUTS / f"{name}.npy")
         noise = rng.uniform(-1, 1, ref.shape) * np.abs(ref).max()
         np.save(close / f"{name}.npy", (ref + 1e-3 * noise).astype(np.float16))  # within fp16's 1e-2

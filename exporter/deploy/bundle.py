@@ -3,17 +3,18 @@
 Engines are specific to a GPU and a TensorRT release, so on a Jetson everything after the ONNX
 file happens on the device. The bundle (file names in :mod:`exporter.deploy.layout`) carries:
 
-- the model in three flavours made from the one ONNX file by graph passes, so they differ only
-  where they must: deformrt's plugin op (fp32), its mixed-fp16 conversion (TensorRT 11 has no FP16
-  builder flag and builds fp16 from a strongly typed fp16 network, :mod:`exporter.onnx.fp16`), and
-  standard ``DeformConv`` (TensorRT >= 10.1 parses it without our plugin: the fallback);
+- the model in four flavours made from the one ONNX file by graph passes, so they differ only where
+  they must: deformrt's plugin op or standard ``DeformConv`` (TensorRT >= 10.1 parses it without our
+  plugin: the fallback), each in fp32 and mixed fp16 (:mod:`exporter.onnx.fp16`; fp16 engines are
+  built strongly typed from it, as TensorRT 11 has no FP16 builder flag);
 - the plugin's and the C++ runtime's CMake project (``plugins/`` without build outputs), because a
   plugin for JetPack must be compiled with JetPack's CUDA for the device's architecture;
 - deformrt's device-side Python (``python/``), whose imports are numpy and tensorrt only;
 - reference inputs (deterministic random images, or ``--images``, preprocessed as the model
-  expects) and PyTorch's fp32 CPU outputs on them, with the tolerances of ``deformrt compare``;
-- ``bundle.json``: the model's metadata, the shape profile the device builds with, the default
-  precision, the TensorRT majors the plugin supports, tolerances and file checksums;
+  expects) and PyTorch's fp32 CPU outputs on them;
+- ``deploy.conf`` (what build.sh reads: TensorRT majors the plugin supports, shape profile,
+  tolerances of ``deformrt compare``, default precision), ``metadata.json`` (the model's
+  ``deformrt.*`` metadata) and ``SHA256SUMS``;
 - ``build.sh`` and ``README.md`` from ``plugins/deploy/``.
 
 Nothing is downloaded on the device and nothing beyond JetPack is needed there. The folder is
@@ -44,7 +45,7 @@ from models.version import __version__
 DEVICE_MODULES = ("exporter.deploy.check", "exporter.trt.engine", "exporter.trt.session", "exporter.trt.plugin",
                   "exporter.trt.sidecar")
 # plugins/deploy/ files copied to the bundle's top level (name in plugins/deploy -> name in the bundle).
-DEPLOY_FILES = {"build.sh": layout.BUILD_SCRIPT, "README.md": layout.README}
+DEPLOY_FILES = {"build.sh": layout.BUILD_SCRIPT, "bundle-README.md": layout.README}
 _PROJECT_PACKAGES = ("exporter", "models")
 
 
@@ -67,46 +68,51 @@ class BundleResult:
     """What ``deformrt deploy`` wrote (``to_dict`` is the stable ``--json`` form)."""
 
     path: Path
-    manifest: dict
+    conf: dict[str, str]  # deploy.conf, in key order
+    profile: object  # exporter.trt.profiles.ShapeProfile
+    files: list[str]  # every file, relative to path
     size_bytes: int
     dcn_nodes: int
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        m = self.manifest
+        c = self.conf
         return {
             "path": str(self.path),
             "size_bytes": self.size_bytes,
-            "body": m["model"]["body"],
-            "weights": m["model"]["weights"],
+            "body": c["body"],
+            "weights": c["weights"],
             "dcn_nodes": self.dcn_nodes,
-            "files": m["files"],
-            "precision": m["precision"],
-            "profile": m["profile"],
-            "tensorrt_majors": m["tensorrt_majors"],
-            "tolerances": m["tolerances"],
-            "reference": m["reference"],
-            "outputs": m["outputs"],
+            "models": {f"{dcn}-{p}": layout.onnx_model(dcn, p) for dcn in layout.DCN_FLAVOURS for p in layout.PRECISIONS},
+            "precision": c["precision"],
+            "profile": self.profile.to_dict(),
+            "tensorrt_majors": [int(m) for m in c["tensorrt_majors"].split()],
+            "tolerances": {p: float(c[f"tolerance_{p}"]) for p in layout.PRECISIONS},
+            "inputs": c["inputs"].split(),
+            "outputs": c["outputs"].split(),
+            "reference": {"shape": [int(d) for d in c["reference_shape"].split("x")], "source": c["reference_source"],
+                          "seed": int(c["reference_seed"]) if c["reference_seed"] else None,
+                          "images": c["reference_images"].split(), "computed_by": c["reference_by"]},
+            "files": len(self.files),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
 
     def summary(self) -> str:
-        m = self.manifest
-        model, ref, prof = m["model"], m["reference"], m["profile"]
-        weights = (model["weights"].replace("seed:", "random init (seed ") + ")" if model["weights"].startswith("seed:")
-                   else model["weights"])
-        where = f"random, seed {ref['seed']}" if ref["source"] == "random" else ", ".join(ref["images"])
-        tolerances = ", ".join(f"{k} {v:.0e}" for k, v in m["tolerances"].items())
+        c, prof = self.conf, self.profile
+        where = (f"random, seed {c['reference_seed']}" if c["reference_source"] == "random"
+                 else c["reference_images"].replace(" ", ", "))
+        weights = (f"random init (seed {c['weights'][len('seed:'):]})" if c["weights"].startswith("seed:")
+                   else c["weights"])
         return "\n".join([
-            f"wrote {self.path} ({self.size_bytes / 1e6:.1f} MB)",
-            f"  model:     {model['body']}, {self.dcn_nodes} deformable convs; outputs {', '.join(m['outputs'])}; "
+            f"wrote {self.path} ({self.size_bytes / 1e6:.1f} MB, {len(self.files)} files)",
+            f"  model:     {c['body']}, {self.dcn_nodes} deformable convs; outputs {', '.join(c['outputs'].split())}; "
             f"weights {weights}",
-            f"  flavours:  {m['files']['plugin']} (plugin op), {m['files']['plugin_fp16']} (plugin op, mixed fp16), "
-            f"{m['files']['onnx']} (standard DeformConv, no plugin needed)",
-            f"  engine:    {m['precision']} by default, TensorRT {' or '.join(map(str, m['tensorrt_majors']))}; profile "
-            f"{prof['name']}: min {_fmt(prof['min'])}, opt {_fmt(prof['opt'])}, max {_fmt(prof['max'])}",
-            f"  reference: {m['input']['name']} {_fmt(ref['shape'])} ({where}); {ref['computed_by']}; "
-            f"tolerance {tolerances}",
+            f"  flavours:  {layout.ONNX_DIR}/{{plugin,onnx}}-{{fp32,fp16}}.onnx (deformrt plugin op / standard DeformConv "
+            f"that needs no plugin)",
+            f"  engine:    {c['precision']} by default, TensorRT {' or '.join(c['tensorrt_majors'].split())}; profile "
+            f"{prof.name}: min {_fmt(prof.min)}, opt {_fmt(prof.opt)}, max {_fmt(prof.max)}",
+            f"  reference: {c['inputs']} {c['reference_shape']} ({where}); {c['reference_by']}; tolerance fp32 "
+            f"{c['tolerance_fp32']}, fp16 {c['tolerance_fp16']}",
             f"  next:      copy {self.path.name}/ to the device, then run ./{layout.BUILD_SCRIPT} there",
         ])
 
@@ -217,8 +223,8 @@ def dcn_op_version(dcn_op: str) -> str:
 
 
 def model_flavours(model, meta) -> dict[str, object]:
-    """The plugin, mixed-fp16 plugin and standard-DeformConv flavours of ``model`` (either flavour),
-    each with its ``deformrt.dcn_op`` metadata; ``model`` is unchanged."""
+    """Bundle path (:func:`exporter.deploy.layout.onnx_model`) -> ModelProto of every flavour of
+    ``model`` (either DCN flavour), each with its ``deformrt.dcn_op`` metadata; ``model`` is unchanged."""
     import dataclasses
 
     import onnx
@@ -228,13 +234,13 @@ def model_flavours(model, meta) -> dict[str, object]:
     from exporter.onnx.passes import to_onnx_op, to_plugin_op
 
     made = {}
-    for key, dcn_op, rewrite in (("plugin", DCN_OP_PLUGIN, to_plugin_op), ("onnx", DCN_OP_ONNX, to_onnx_op)):
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        rewrite(copy)
-        dataclasses.replace(meta, dcn_op=dcn_op, dcn_op_version=dcn_op_version(dcn_op)).apply(copy)
-        made[key] = copy
-    made["plugin_fp16"] = convert_to_fp16(made["plugin"]).model
+    for dcn, dcn_op, rewrite in (("plugin", DCN_OP_PLUGIN, to_plugin_op), ("onnx", DCN_OP_ONNX, to_onnx_op)):
+        fp32 = onnx.ModelProto()
+        fp32.CopyFrom(model)
+        rewrite(fp32)
+        dataclasses.replace(meta, dcn_op=dcn_op, dcn_op_version=dcn_op_version(dcn_op)).apply(fp32)
+        made[layout.onnx_model(dcn, "fp32")] = fp32
+        made[layout.onnx_model(dcn, "fp16")] = convert_to_fp16(fp32).model
     return made
 
 
@@ -294,18 +300,36 @@ def make_bundle(onnx_path: Path, output: Path, options: DeployOptions = DeployOp
     check_in_profile(profile, batch.shape)
     dcn_nodes = sum(1 for n in model.graph.node if is_plugin_deform_conv(n) or is_onnx_deform_conv(n))
 
-    with progress.step("making the plugin, fp16 and standard-DeformConv flavours"):
+    with progress.step("making the plugin and standard-DeformConv flavours in fp32 and mixed fp16"):
         flavours = model_flavours(model, meta)
         del model
     with progress.step(f"computing PyTorch fp32 references at {format_shape(batch.shape)}"):
         references = torch_references(meta, options.weights, batch)
     seconds["prepare"] = time.perf_counter() - start
 
-    files = {"plugin": layout.MODEL_PLUGIN, "plugin_fp16": layout.MODEL_PLUGIN_FP16, "onnx": layout.MODEL_ONNX_DCN}
+    conf = {
+        "format": str(layout.CONF_FORMAT),
+        "deformrt_version": __version__,
+        "body": meta.body,
+        "weights": meta.weights,
+        "tensorrt_majors": " ".join(map(str, layout.TENSORRT_MAJORS)),
+        "precision": options.precision,
+        "inputs": input_name,
+        "outputs": " ".join(references),
+        **{f"{label}_shapes": f"{profile.name}:{format_shape(getattr(profile, label))}"
+           for label in ("min", "opt", "max")},
+        **{f"tolerance_{p}": repr(TOLERANCES[p]) for p in layout.PRECISIONS},
+        "reference_shape": format_shape(batch.shape),
+        "reference_source": "images" if options.images else "random",
+        "reference_seed": "" if seed is None else str(seed),
+        "reference_images": " ".join(Path(p).name for p in options.images),
+        "reference_by": f"PyTorch {torch.__version__.split('+')[0]} fp32 CPU",
+    }
     start = time.perf_counter()
     with atomic_directory(output, force) as tmp, progress.step(f"writing {output}"):
-        for key, name in files.items():
-            onnx.save_model(flavours.pop(key), str(tmp / name))
+        (tmp / layout.ONNX_DIR).mkdir()
+        for name in list(flavours):
+            onnx.save_model(flavours.pop(name), str(tmp / name))
         for directory, arrays in ((layout.REFERENCE_INPUTS, {input_name: batch}),
                                   (layout.REFERENCE_OUTPUTS, references)):
             (tmp / directory).mkdir(parents=True)
@@ -318,31 +342,15 @@ def make_bundle(onnx_path: Path, output: Path, options: DeployOptions = DeployOp
             shutil.copymode(source, tmp / target)
         build_script = tmp / layout.BUILD_SCRIPT
         build_script.chmod(build_script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-
-        checksummed = [*files.values(), *(f"{layout.REFERENCE_INPUTS}/{input_name}.npy",),
-                       *(f"{layout.REFERENCE_OUTPUTS}/{n}.npy" for n in references)]
-        manifest = {
-            "schema": layout.SCHEMA,
-            "deformrt_version": __version__,
-            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "source": {"path": onnx_path.name, "sha256": sha256_file(onnx_path)},
-            "model": meta.to_dict(),
-            "input": {"name": input_name, "dtype": "float32"},
-            "outputs": list(references),
-            "files": files,
-            "precision": options.precision,
-            "profile": profile.to_dict(),
-            "trtexec": {f"{label}_shapes": f"{profile.name}:{format_shape(getattr(profile, label))}"
-                        for label in ("min", "opt", "max")},
-            "tensorrt_majors": list(layout.TENSORRT_MAJORS),
-            "tolerances": dict(TOLERANCES),
-            "reference": {"inputs_dir": layout.REFERENCE_INPUTS, "outputs_dir": layout.REFERENCE_OUTPUTS,
-                          "shape": list(batch.shape), "source": "images" if options.images else "random",
-                          "seed": seed, "images": [Path(p).name for p in options.images],
-                          "computed_by": f"PyTorch {torch.__version__.split('+')[0]} fp32 CPU"},
-            "sha256": {rel: sha256_file(tmp / rel) for rel in checksummed},
-        }
-        (tmp / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+        (tmp / layout.METADATA).write_text(json.dumps(meta.to_props(), indent=2) + "\n", encoding="utf-8")
+        (tmp / layout.CONF).write_text(
+            f"# written by deformrt deploy {__version__} on "
+            f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')} from {onnx_path.name}\n"
+            + "".join(f"{key}={conf[key]}\n" for key in layout.CONF_KEYS), encoding="utf-8")
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        (tmp / layout.CHECKSUMS).write_text("".join(f"{sha256_file(tmp / f)}  {f}\n" for f in files),
+                                            encoding="utf-8")
+        files.append(layout.CHECKSUMS)
+        size = sum((tmp / f).stat().st_size for f in files)
     seconds["write"] = time.perf_counter() - start
-    return BundleResult(output.resolve(), manifest, size, dcn_nodes, seconds)
+    return BundleResult(output.resolve(), conf, profile, sorted(files), size, dcn_nodes, seconds)

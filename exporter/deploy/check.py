@@ -9,12 +9,14 @@ compare.cpp): ``max abs = max |output - reference|`` and ``max rel = max abs / m
 (relative to the output's scale, so elements near zero do not dominate), both over the finite
 elements, in float64; an output passes when its shape is the reference's, every element is finite,
 and ``max rel <= tolerance``. The tolerance is the bundle's for the engine's precision
-(``bundle.json`` ``tolerances``) unless one is given.
+(``deploy.conf``'s ``tolerance_fp32`` / ``tolerance_fp16``) unless one is given.
 
 From the bundle folder on the device (``python/`` is deformrt's device-side Python)::
 
-    PYTHONPATH=python python3 -m exporter.deploy.check . --outputs out/           # .npy files, e.g. deformrt-run --outputs
-    PYTHONPATH=python python3 -m exporter.deploy.check . --engine model.plan --plugin plugins/build/libdeformrt_plugin.so
+    # NAME.npy outputs, e.g. from deformrt-run --outputs my_outputs/
+    PYTHONPATH=python python3 -m exporter.deploy.check . --outputs my_outputs/
+    # run the engine with TensorRT's Python bindings
+    PYTHONPATH=python python3 -m exporter.deploy.check . --engine build/plugin-fp16.plan --plugin build/plugins/libdeformrt_plugin.so
 
 Exit status 0 when every output passes, 1 on FAIL or an error (one ``error:`` line).
 """
@@ -119,23 +121,33 @@ def compare_output(name: str, output: np.ndarray, reference: np.ndarray, toleran
     return OutputCheck(name, got.shape, want.shape, max_abs, max_rel, all_finite, tolerance)
 
 
-def read_manifest(bundle: Path) -> dict:
-    """The bundle's ``bundle.json``; DeformRTError when it is missing, not JSON, or another schema."""
-    path = Path(bundle) / layout.MANIFEST
+def parse_conf(text: str) -> dict[str, str]:
+    """``deploy.conf``'s ``key=value`` lines read as build.sh reads them (``sed -n 's/^key=//p' | tail -n 1``):
+    the key starts the line, the value is the rest of it, the last assignment wins; other lines are comments."""
+    conf = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key and not key.startswith("#") and key == key.strip():
+            conf[key] = value
+    return conf
+
+
+def read_conf(bundle: Path) -> dict[str, str]:
+    """The bundle's ``deploy.conf``; DeformRTError when it is missing, of another format, or lacks a key."""
+    path = Path(bundle) / layout.CONF
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        conf = parse_conf(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DeformRTError(f"{path} not found: {bundle} is not a deformrt deploy bundle") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise DeformRTError(f"cannot read {path} ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("schema") != layout.SCHEMA:
-        found = manifest.get("schema") if isinstance(manifest, dict) else None
-        raise DeformRTError(f"{path} has schema {found!r}; this check reads schema {layout.SCHEMA} "
+    if conf.get("format") != str(layout.CONF_FORMAT):
+        raise DeformRTError(f"{path} has format {conf.get('format')!r}; this check reads format {layout.CONF_FORMAT} "
                             f"(make the bundle again with this deformrt)")
-    missing = [k for k in layout.MANIFEST_KEYS if k not in manifest]
+    missing = [k for k in layout.CONF_KEYS if k not in conf]
     if missing:
         raise DeformRTError(f"{path} lacks {', '.join(missing)}; make the bundle again with `deformrt deploy`")
-    return manifest
+    return conf
 
 
 def read_arrays(directory: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -152,39 +164,45 @@ def read_arrays(directory: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def reference_inputs(bundle: Path, manifest: Optional[dict] = None) -> dict[str, np.ndarray]:
-    manifest = manifest or read_manifest(bundle)
-    return read_arrays(Path(bundle) / layout.REFERENCE_INPUTS, [manifest["input"]["name"]])
+def reference_inputs(bundle: Path, conf: Optional[dict] = None) -> dict[str, np.ndarray]:
+    conf = conf or read_conf(bundle)
+    return read_arrays(Path(bundle) / layout.REFERENCE_INPUTS, conf["inputs"].split())
 
 
-def reference_outputs(bundle: Path, manifest: Optional[dict] = None) -> dict[str, np.ndarray]:
-    manifest = manifest or read_manifest(bundle)
-    return read_arrays(Path(bundle) / layout.REFERENCE_OUTPUTS, manifest["outputs"])
+def reference_outputs(bundle: Path, conf: Optional[dict] = None) -> dict[str, np.ndarray]:
+    conf = conf or read_conf(bundle)
+    return read_arrays(Path(bundle) / layout.REFERENCE_OUTPUTS, conf["outputs"].split())
 
 
-def tolerance_for(manifest: dict, precision: str, override: Optional[float] = None) -> float:
+def tolerance_for(conf: dict, precision: str, override: Optional[float] = None) -> float:
+    """``override``, else the bundle's ``tolerance_<precision>``; DeformRTError for neither."""
     if override is not None:
         if not override > 0:
             raise DeformRTError(f"--tolerance must be positive, got {override}")
         return float(override)
-    tolerances = manifest["tolerances"]
-    if precision not in tolerances:
-        raise DeformRTError(f"the bundle has no tolerance for {precision!r}; it has {', '.join(sorted(tolerances))}")
-    return float(tolerances[precision])
+    text = conf.get(f"tolerance_{precision}")
+    if text is None:
+        known = sorted(k[len("tolerance_"):] for k in conf if k.startswith("tolerance_"))
+        raise DeformRTError(f"the bundle has no tolerance for {precision!r}; it has {', '.join(known)}")
+    try:
+        return float(text)
+    except ValueError:
+        raise DeformRTError(f"{layout.CONF}: tolerance_{precision}={text!r} is not a number") from None
 
 
 def check_outputs(outputs: Mapping[str, np.ndarray], bundle: Path, precision: str,
                   tolerance: Optional[float] = None) -> CheckReport:
     """Every reference output of ``bundle`` against ``outputs`` (by name); an output the run did not
     produce is a DeformRTError, extra outputs are ignored."""
-    manifest = read_manifest(bundle)
-    tol = tolerance_for(manifest, precision, tolerance)
-    missing = [n for n in manifest["outputs"] if n not in outputs]
+    conf = read_conf(bundle)
+    tol = tolerance_for(conf, precision, tolerance)
+    names = conf["outputs"].split()
+    missing = [n for n in names if n not in outputs]
     if missing:
         raise DeformRTError(f"the run produced no output named {', '.join(missing)} "
-                            f"(the bundle's outputs are {', '.join(manifest['outputs'])})")
-    references = reference_outputs(bundle, manifest)
-    return CheckReport(precision, tol, [compare_output(n, outputs[n], references[n], tol) for n in manifest["outputs"]])
+                            f"(the bundle's outputs are {', '.join(names)})")
+    references = reference_outputs(bundle, conf)
+    return CheckReport(precision, tol, [compare_output(n, outputs[n], references[n], tol) for n in names])
 
 
 def run_engine(bundle: Path, engine: Path, plugin: Optional[Path] = None) -> tuple[dict[str, np.ndarray], str]:
@@ -202,7 +220,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python3 -m exporter.deploy.check",
         description="Check an engine's outputs against a deformrt deploy bundle's PyTorch references.")
-    parser.add_argument("bundle", type=Path, help="the bundle folder (with bundle.json)")
+    parser.add_argument("bundle", type=Path, help="the bundle folder (with deploy.conf)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--outputs", type=Path, help="folder of NAME.npy outputs (e.g. deformrt-run --outputs)")
     source.add_argument("--engine", type=Path, help="run this engine on the reference inputs (needs tensorrt)")
@@ -213,13 +231,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     try:
-        manifest = read_manifest(args.bundle)
+        conf = read_conf(args.bundle)
         if args.engine is not None:
             outputs, engine_precision = run_engine(args.bundle, args.engine, args.plugin)
             precision = args.precision or engine_precision
         else:
-            outputs = read_arrays(args.outputs, manifest["outputs"])
-            precision = args.precision or manifest["precision"]
+            outputs = read_arrays(args.outputs, conf["outputs"].split())
+            precision = args.precision or conf["precision"]
         report = check_outputs(outputs, args.bundle, precision, args.tolerance)
     except DeformRTError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)

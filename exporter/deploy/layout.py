@@ -1,18 +1,25 @@
-"""What a deployment bundle contains and where (``deformrt deploy`` writes it, the device reads it).
+"""What a deployment bundle contains and where: ``deformrt deploy`` writes it, ``build.sh`` and
+:mod:`exporter.deploy.check` read it on the device.
 
-Pure names and constants: imported on the workstation by :mod:`exporter.deploy.bundle` and on the
-device by :mod:`exporter.deploy.check` (numpy only there), so the two never disagree::
+Pure names and constants, imported on the workstation by :mod:`exporter.deploy.bundle` and on the
+device by :mod:`exporter.deploy.check`, so the two never disagree. The names are the ones
+``plugins/deploy/build.sh`` reads::
 
-    build.sh                        the on-device build and self-check (plugins/deploy/build.sh)
-    README.md                       for the person at the device (plugins/deploy/README.md)
-    bundle.json                     the manifest (:data:`MANIFEST_KEYS`)
-    model.onnx                      plugin flavour (deformrt.DeformConv2d), fp32
-    model-fp16.onnx                 plugin flavour, mixed fp16 (TensorRT 11 builds fp16 strongly typed)
-    model-onnxdcn.onnx              standard ONNX DeformConv, fp32: the fallback that needs no plugin
-    plugins/                        the plugin's and runtime's CMake project (sources only)
-    python/                         deformrt's device-side Python (numpy and tensorrt only)
-    reference/inputs/NAME.npy       one preprocessed float32 array per model input
-    reference/outputs/NAME.npy      PyTorch fp32 outputs on those inputs, one per model output
+    build.sh                    builds plugin, runtime and engine on the device, runs the self-check
+    README.md                   for the person at the device (plugins/deploy/bundle-README.md)
+    deploy.conf                 key=value lines (:data:`CONF_KEYS`); build.sh reads it with sed
+    metadata.json               the model's ``deformrt.*`` ONNX metadata (key -> string), which build.sh
+                                copies into the engine's sidecar as ``onnx_metadata``
+    SHA256SUMS                  every other file, ``sha256sum -c SHA256SUMS`` checks a copied bundle
+    onnx/plugin-fp32.onnx       deformrt.DeformConv2d (the plugin), fp32
+    onnx/plugin-fp16.onnx       the same, mixed fp16 (fp16 weights and compute, fp32 inputs/outputs,
+                                normalisation in fp32): fp16 engines are built strongly typed from it
+    onnx/onnx-fp32.onnx         standard ONNX DeformConv (TensorRT's own, no plugin): the fallback
+    onnx/onnx-fp16.onnx         the same, mixed fp16
+    plugins/                    the plugin's and runtime's CMake project (sources only)
+    python/                     deformrt's device-side Python (numpy and tensorrt only)
+    reference/inputs/NAME.npy   one preprocessed float32 array per model input
+    reference/outputs/NAME.npy  PyTorch fp32 outputs on those inputs, one per model output
 
 The reference folders hold one ``NAME.npy`` per tensor, as ``deformrt-run --inputs DIR --check DIR``
 reads them.
@@ -20,23 +27,32 @@ reads them.
 
 from __future__ import annotations
 
-SCHEMA = 1
-MANIFEST = "bundle.json"
+CONF = "deploy.conf"
+CONF_FORMAT = 1
+METADATA = "metadata.json"
+CHECKSUMS = "SHA256SUMS"
 BUILD_SCRIPT = "build.sh"
 README = "README.md"
-MODEL_PLUGIN = "model.onnx"
-MODEL_PLUGIN_FP16 = "model-fp16.onnx"
-MODEL_ONNX_DCN = "model-onnxdcn.onnx"
+ONNX_DIR = "onnx"
 PLUGINS_DIR = "plugins"
 PYTHON_DIR = "python"
 REFERENCE_INPUTS = "reference/inputs"
 REFERENCE_OUTPUTS = "reference/outputs"
 
+DCN_FLAVOURS = ("plugin", "onnx")  # deformrt's plugin op, standard DeformConv
+PRECISIONS = ("fp32", "fp16")
+DEFAULT_PRECISION = "fp16"
 # The plugin implements IPluginV3 (TensorRT 10 and 11); build.sh refuses other majors.
 TENSORRT_MAJORS = (10, 11)
-DEFAULT_PRECISION = "fp16"
-PRECISIONS = ("fp32", "fp16")
 
-# Top-level keys of bundle.json (schema 1).
-MANIFEST_KEYS = ("schema", "deformrt_version", "created_at", "source", "model", "input", "outputs", "files",
-                 "precision", "profile", "trtexec", "tensorrt_majors", "tolerances", "reference", "sha256")
+# deploy.conf keys, in the order written. Lists are space-separated; shapes are trtexec's
+# ``name:NxCxHxW``. build.sh reads format, deformrt_version, tensorrt_majors, the shapes and the
+# tolerances; the rest says what the bundle holds and where its references came from.
+CONF_KEYS = ("format", "deformrt_version", "body", "weights", "tensorrt_majors", "precision", "inputs", "outputs",
+             "min_shapes", "opt_shapes", "max_shapes", "tolerance_fp32", "tolerance_fp16", "reference_shape",
+             "reference_source", "reference_seed", "reference_images", "reference_by")
+
+
+def onnx_model(dcn: str, precision: str) -> str:
+    """The bundle path of one model flavour, as build.sh names it: ``onnx/<dcn>-<precision>.onnx``."""
+    return f"{ONNX_DIR}/{dcn}-{precision}.onnx"
