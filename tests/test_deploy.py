@@ -213,8 +213,11 @@ def test_model_flavours(deployed, exported):
         # fp32 at the boundary in every flavour: the same reference arrays feed and check them all
         assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
                    for v in [*model.graph.input, *model.graph.output]), name
-        if name == layout.onnx_model("plugin", "fp32"):
+        if name == layout.onnx_model("plugin", "fp32"):  # the export was the plugin flavour already
             assert model.graph.SerializeToString() == source.graph.SerializeToString()
+            assert ExportMetadata.from_model(model) == ExportMetadata.from_model(source)
+        if dcn == "onnx":  # as `deformrt export --dcn-op onnx` writes it
+            assert ExportMetadata.from_model(model).dcn_op_version == "ai.onnx.DeformConv/19"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -462,6 +465,30 @@ def test_bundled_plugin_sources_compile_against_every_header_set(deployed):
 
 # ----------------------------------------------------------------------------------------------
 # Errors
+
+
+def test_atomic_directory_leaves_nothing_behind_on_failure_and_replaces_with_force(tmp_path):
+    from exporter.util.fsutil import atomic_directory
+
+    out = tmp_path / "bundle"
+    with pytest.raises(RuntimeError, match="half-way"):
+        with atomic_directory(out) as tmp:
+            (tmp / "part.bin").write_bytes(b"x")
+            raise RuntimeError("half-way")
+    assert list(tmp_path.iterdir()) == []
+    out.write_text("a file in the way")
+    with pytest.raises(DeformRTError, match="already exists; pass --force"):
+        with atomic_directory(out):
+            pass
+    with atomic_directory(out, force=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+        assert out.read_text() == "a file in the way"  # replaced only once complete
+    assert out.is_dir() and [p.name for p in out.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+    assert oct(out.stat().st_mode & 0o777) != oct(0o700)  # the usual permissions, not mkdtemp's
+    with pytest.raises(DeformRTError, match="does not exist"):
+        with atomic_directory(tmp_path / "missing" / "bundle"):
+            pass
 
 
 def test_missing_onnx_is_one_line(tmp_path):

@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
         weights: Annotated[Optional[Path], typer.Option(
             "--weights", help="Checkpoint the model was exported with (not needed for random-init exports).")] = None,
         fp16: Annotated[bool, typer.Option(
-            "--fp16/--fp32", help="Precision build.sh builds the engine in on the device.")] = True,
+            "--fp16/--fp32", help="Default engine precision, recorded in the bundle's deploy.conf (on the device "
+                                   "`./build.sh --fp32` or `--fp16` chooses either way).")] = True,
         min_shape: Annotated[Optional[str], typer.Option(
             "--min-shape", help="Smallest input of the engine, e.g. images:1x3x320x320 (default: from the model).")] = None,
         opt_shape: Annotated[Optional[str], typer.Option(
