@@ -175,6 +175,13 @@ def test_deploy_conf_and_metadata(deployed, conf, exported):
     assert conf["reference_shape"] == "1x3x64x96" and conf["reference_source"] == "random"
     assert conf["reference_seed"] == str(SEED) and conf["reference_images"] == ""
     assert re.fullmatch(r"PyTorch \d+\.\d+\.\d+ fp32 CPU", conf["reference_by"])
+    # every key of build.sh's reference example, each documented by a comment line
+    example = parse_conf((PLUGINS_DIR / "deploy" / "deploy.conf.example").read_text())
+    assert set(example) <= set(conf), set(example) - set(conf)
+    lines = text.splitlines()
+    for key in layout.CONF_KEYS:
+        index = next(i for i, line in enumerate(lines) if line.startswith(f"{key}="))
+        assert lines[index - 1].startswith("# ") or lines[index - 1].split("=")[0] in layout.CONF_KEYS
     # build.sh copies metadata.json into the engine's sidecar as onnx_metadata: deformrt.* -> string
     assert json.loads((bundle / layout.METADATA).read_text()) == meta.to_props()
 

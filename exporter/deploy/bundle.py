@@ -292,7 +292,8 @@ def make_bundle(onnx_path: Path, output: Path, options: DeployOptions = DeployOp
     if meta.seed is None and options.weights is None:
         raise DeformRTError(f"this model was exported with weights from {meta.weights}; pass that checkpoint with "
                             f"--weights so PyTorch can compute the references")
-    input_name, _ = single_input(model)
+    input_name, input_dims_ = single_input(model)
+    static = all(isinstance(d, int) for d in input_dims_)
     (profile,) = resolve_profiles(input_dims(model), meta.export_shape, meta.size_divisibility, meta.dynamic_axes,
                                   options.min_shape, options.opt_shape, options.max_shape)
     batch, seed = make_inputs(meta, options.images, batch=profile.opt[0], shape=tuple(profile.opt[2:4]),
@@ -316,7 +317,8 @@ def make_bundle(onnx_path: Path, output: Path, options: DeployOptions = DeployOp
         "precision": options.precision,
         "inputs": input_name,
         "outputs": " ".join(references),
-        **{f"{label}_shapes": f"{profile.name}:{format_shape(getattr(profile, label))}"
+        # trtexec takes no shapes for a static model
+        **{f"{label}_shapes": "" if static else f"{profile.name}:{format_shape(getattr(profile, label))}"
            for label in ("min", "opt", "max")},
         **{f"tolerance_{p}": repr(TOLERANCES[p]) for p in layout.PRECISIONS},
         "reference_shape": format_shape(batch.shape),
@@ -346,7 +348,8 @@ def make_bundle(onnx_path: Path, output: Path, options: DeployOptions = DeployOp
         (tmp / layout.CONF).write_text(
             f"# written by deformrt deploy {__version__} on "
             f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')} from {onnx_path.name}\n"
-            + "".join(f"{key}={conf[key]}\n" for key in layout.CONF_KEYS), encoding="utf-8")
+            + "".join((f"# {comment}\n" if comment else "") + f"{key}={conf[key]}\n"
+                      for key, comment in layout.CONF_KEYS.items()), encoding="utf-8")
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         (tmp / layout.CHECKSUMS).write_text("".join(f"{sha256_file(tmp / f)}  {f}\n" for f in files),
                                             encoding="utf-8")

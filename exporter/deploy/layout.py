@@ -45,12 +45,30 @@ DEFAULT_PRECISION = "fp16"
 # The plugin implements IPluginV3 (TensorRT 10 and 11); build.sh refuses other majors.
 TENSORRT_MAJORS = (10, 11)
 
-# deploy.conf keys, in the order written. Lists are space-separated; shapes are trtexec's
-# ``name:NxCxHxW``. build.sh reads format, deformrt_version, tensorrt_majors, the shapes and the
-# tolerances; the rest says what the bundle holds and where its references came from.
-CONF_KEYS = ("format", "deformrt_version", "body", "weights", "tensorrt_majors", "precision", "inputs", "outputs",
-             "min_shapes", "opt_shapes", "max_shapes", "tolerance_fp32", "tolerance_fp16", "reference_shape",
-             "reference_source", "reference_seed", "reference_images", "reference_by")
+# deploy.conf keys in the order written, each after a comment line saying what it is (the format of
+# plugins/deploy/deploy.conf.example). build.sh reads format, deformrt_version, tensorrt_majors, the
+# shapes and the tolerances; the rest says what the bundle holds and where its references came from.
+CONF_KEYS = {
+    "format": "Format of this file.",
+    "deformrt_version": "deformrt's version, recorded in the engine sidecar.",
+    "body": "The backbone, and its weights (a checkpoint file name, or seed:N for seeded random init).",
+    "weights": None,
+    "tensorrt_majors": "TensorRT majors the bundle's plugin sources support; build.sh refuses any other.",
+    "precision": "Engine precision deformrt deploy was asked for (./build.sh --fp32 or --fp16 chooses either way).",
+    "inputs": "Model inputs and outputs: reference/inputs/NAME.npy and reference/outputs/NAME.npy.",
+    "outputs": None,
+    "min_shapes": "trtexec shape profile, name:NxCxHxW per input (all three empty for a static model).",
+    "opt_shapes": None,
+    "max_shapes": None,
+    "tolerance_fp32": "Pass threshold of the self-check: max |engine - PyTorch fp32| / max |PyTorch fp32|, per output.",
+    "tolerance_fp16": None,
+    "reference_shape": "The reference input: its shape, random images (seed) or the images given, and what computed "
+                       "the reference outputs.",
+    "reference_source": None,
+    "reference_seed": None,
+    "reference_images": None,
+    "reference_by": None,
+}
 
 
 def onnx_model(dcn: str, precision: str) -> str:
