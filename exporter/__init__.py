@@ -3,6 +3,8 @@
 Packages, each owning one concern; imports run one way (top to bottom), never back up:
 
 - :mod:`exporter.cli`: the ``deformrt`` command line (one module per command group);
+- :mod:`exporter.deploy`: ``deformrt deploy`` bundles for the device, and their numpy-only check there
+  (beside evaluation: it may import evaluation, trt, onnx, util and models);
 - :mod:`exporter.evaluation`: inputs, ONNX Runtime sessions, runners, verify, compare, bench;
 - :mod:`exporter.trt`: the TensorRT layer (plugin loading, build, engine loading, running);
 - :mod:`exporter.onnx`: export, graph passes, the op contract and schema, fp16, metadata, info;
