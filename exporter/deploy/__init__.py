@@ -1,8 +1,9 @@
 """Deployment bundles: a self-contained folder that builds and checks itself on the target device.
 
-- :mod:`.layout`: the bundle's file names and manifest schema, shared by both sides (pure);
-- :mod:`.bundle`: ``deformrt deploy`` on the workstation: the model's three flavours, the plugin's
-  CMake project, PyTorch fp32 reference inputs and outputs, the manifest, build.sh and README;
+- :mod:`.layout`: the bundle's file names and deploy.conf keys, shared by both sides (pure);
+- :mod:`.bundle`: ``deformrt deploy`` on the workstation: the model's four flavours (plugin op or
+  standard DeformConv, fp32 or mixed fp16), the plugin's CMake project, PyTorch fp32 reference inputs
+  and outputs, deploy.conf, metadata.json, SHA256SUMS, build.sh and README;
 - :mod:`.check`: on the device: an engine's outputs against the bundle's references, with numpy
   only (no torch, onnx or onnxruntime; tensorrt only when it runs an engine itself).
 
