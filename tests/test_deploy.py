@@ -262,6 +262,27 @@ def test_onnxruntime_reproduces_the_references(deployed, conf, flavour):
             bundle / layout.REFERENCE_OUTPUTS / f"{o.name}.npy").shape)
 
 
+def test_images_and_fp32(exported, tmp_path):
+    """--images: the reference input is the given image preprocessed and padded as the model expects
+    (its own shape, not the export shape); --fp32 is recorded as the bundle's precision."""
+    from exporter.evaluation.inputs import load_image
+
+    meta = ExportMetadata.from_model(exported)
+    image = tmp_path / "street.npy"
+    np.save(image, np.random.default_rng().uniform(0, 255, (50, 70, 3)))
+    bundle = tmp_path / "b"
+    result = invoke("deploy", exported, "-o", bundle, "--images", image, "--fp32", "--json")
+    assert result.exit_code == 0, result.output
+    conf = read_conf(bundle)
+    assert (conf["precision"], conf["reference_source"], conf["reference_images"], conf["reference_seed"]) == (
+        "fp32", "images", "street.npy", "")
+    assert conf["reference_shape"] == "1x3x64x96"  # 50x70 padded to multiples of 32
+    stored = np.load(bundle / layout.REFERENCE_INPUTS / "images.npy")
+    np.testing.assert_array_equal(stored, preprocess([load_image(image)], meta))
+    assert np.all(stored[:, :, 50:, :] == 0) and np.all(stored[:, :, :, 70:] == 0) and stored[:, :, :50, :70].std() > 10
+    assert json.loads(result.stdout)["reference"]["images"] == ["street.npy"]
+
+
 # ----------------------------------------------------------------------------------------------
 # The numpy-only check
 
