@@ -2,12 +2,15 @@
 // compiled with g++ and sanitizers by tests/test_runtime_native.py. Prints results on stdout; an error
 // is "error: <message>" on stderr with exit status 1, as a caller of the library would report it.
 #include "deformrt/compare.h"
+#include "deformrt/latency.h"
 #include "deformrt/npy.h"
 #include "deformrt/sidecar.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace
 {
@@ -21,7 +24,7 @@ int usage()
 {
     std::fprintf(stderr,
         "usage: driver copy IN.npy OUT.npy | values IN.npy | compare OUT.npy REF.npy | "
-        "sidecar ENGINE TRT_VERSION COMPUTE_CAPABILITY GPU_NAME\n");
+        "sidecar ENGINE TRT_VERSION COMPUTE_CAPABILITY GPU_NAME | latency MS...\n");
     return 2;
 }
 } // namespace
@@ -85,6 +88,22 @@ int main(int argc, char** argv)
         }
         std::printf("ok precision=%s plugin=%s same_gpu=%d\n", sidecar->precision.c_str(), sidecar->pluginPath.c_str(),
             sameGpu(*sidecar, platform));
+        return 0;
+    }
+    if (command == "latency")
+    {
+        std::vector<double> milliseconds;
+        for (int i = 2; i < argc; ++i)
+        {
+            milliseconds.push_back(std::strtod(argv[i], nullptr));
+        }
+        auto stats = summarizeLatencies(milliseconds);
+        if (!stats)
+        {
+            return fail(stats.status());
+        }
+        std::printf("n=%d p50=%.17g p90=%.17g p99=%.17g mean=%.17g min=%.17g max=%.17g\n", stats->iterations,
+            stats->p50Ms, stats->p90Ms, stats->p99Ms, stats->meanMs, stats->minMs, stats->maxMs);
         return 0;
     }
     return usage();
