@@ -352,8 +352,8 @@ def test_latency_percentiles_match_numpy(driver, rng):
 TRT_SOURCES = ["engine.cpp", "pluginLoader.cpp", "tensorrtLogger.cpp", "tensorrtTypes.cpp"]
 PROGRAMS = [PLUGINS / "runtime" / "tools" / "deformrtRun.cpp", PLUGINS / "runtime" / "example" / "runOnDeviceBuffers.cpp"]
 # The only TensorRT symbols the runtime may need from libnvinfer: everything else in TensorRT's C++ API
-# is inline in the headers, calling through the objects these two entry points return.
-TENSORRT_ENTRY_POINTS = {"createInferRuntime_INTERNAL", "getInferLibVersion"}
+# is inline in the headers, calling through the objects these entry points return.
+TENSORRT_ENTRY_POINTS = {"createInferRuntime_INTERNAL", "getInferLibVersion", "getPluginRegistry"}
 
 
 def header_sets() -> list[Path]:
@@ -448,9 +448,9 @@ def _check_deformrt_run(exe: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("include_dir", header_sets(), ids=lambda p: p.parent.name)
 def test_runtime_compiles_against_tensorrt_headers(tensorrt_free_objects, nvinfer_stub, tmp_path, include_dir):
     """Headers-only: the library's TensorRT sources compile warning-free against this release's headers
-    and CUDA's. From TensorRT they need exactly its two C entry points (everything else of its C++ API
+    and CUDA's. From TensorRT they need exactly three C entry points (everything else of its C++ API
     is inline in the headers), so deformrt-run and the example link against a stub libnvinfer holding
-    only those two and the real libcudart; deformrt-run then runs up to where TensorRT would be used."""
+    only those and the real libcudart; deformrt-run then runs up to where TensorRT would be used."""
     cuda, core, programs = tensorrt_free_objects
     objects = [tmp_path / (Path(s).stem + ".o") for s in TRT_SOURCES]
     _compile_all([_cxx(RUNTIME_SRC / s, o, include_dir, cuda) for s, o in zip(TRT_SOURCES, objects)])

@@ -69,7 +69,8 @@ struct EngineOptions
     //! Refuse an engine whose sidecar "<engine>.json" is missing or names another TensorRT release or
     //! compute capability. Turn off only for engines built elsewhere that you know match.
     bool checkSidecar{true};
-    //! CUDA device to load and run on; -1: the calling thread's current device.
+    //! CUDA device to load and run on (load() makes it current on the calling thread); -1: the calling
+    //! thread's current device. Later calls must come from a thread where that device is current.
     int device{-1};
     //! Not owned; must outlive the Engine. nullptr: messages are dropped (errors still come back as values).
     Logger* logger{nullptr};

@@ -282,7 +282,14 @@ Expected<Engine> Engine::load(std::string const& enginePath, EngineOptions const
     }
     if (!options.pluginLibrary.empty())
     {
-        Status status = detail::ensurePluginLoaded(impl->runtime->getPluginRegistry(), options.pluginLibrary, impl->logger);
+        // The process-wide registry, not the runtime's local one: every Engine's runtime finds the creator
+        // there (parent search), so the library is loaded once per process however many Engines exist.
+        nvinfer1::IPluginRegistry* registry = getPluginRegistry();
+        if (registry == nullptr)
+        {
+            return detail::withTensorRTError(impl->logger, "TensorRT has no plugin registry");
+        }
+        Status status = detail::ensurePluginLoaded(*registry, options.pluginLibrary, impl->logger);
         if (!status)
         {
             return status;

@@ -14,10 +14,10 @@ namespace detail
 
 class TensorRTLogger;
 
-//! Load `library` through IPluginRegistry::loadLibrary unless the registry already answers for the
-//! plugin named in deformrt/opContract.h (loaded by an earlier Engine, by the application, or by
-//! trtexec-style preloading): loading the same library twice registers its creator twice, which
-//! TensorRT rejects. The library is never unloaded (see runtime.h).
+//! Load `library` through IPluginRegistry::loadLibrary into the process-wide `registry`, unless it
+//! already answers for the plugin named in deformrt/opContract.h (loaded by an earlier Engine or by the
+//! application): loading the same library twice registers its creator twice, which TensorRT rejects.
+//! The library is never unloaded (see runtime.h).
 Status ensurePluginLoaded(nvinfer1::IPluginRegistry& registry, std::string const& library, TensorRTLogger& logger);
 
 } // namespace detail

@@ -36,7 +36,7 @@ private:
     std::string mLastError;
 };
 
-//! `status` with TensorRT's last error appended, when it logged one.
+//! An error saying `message`, with TensorRT's last logged error appended when there is one.
 Status withTensorRTError(TensorRTLogger& logger, std::string const& message);
 
 } // namespace detail
