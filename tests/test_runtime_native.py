@@ -465,3 +465,35 @@ def test_runtime_compiles_against_tensorrt_headers(tensorrt_free_objects, nvinfe
         subprocess.run(["g++", str(program), *map(str, core + objects), "-o", str(exe), f"-L{nvinfer_stub}",
                         f"-L{cuda_lib}", "-lnvinfer", "-lcudart", f"-Wl,-rpath,{nvinfer_stub}:{cuda_lib}"], check=True)
     _check_deformrt_run(tmp_path / "deformrtRun", tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("nvcc") is None,
+                    reason="cmake and nvcc are needed to configure plugins/")
+def test_cmake_builds_runtime_and_programs_against_a_tensorrt_install(tmp_path):
+    """plugins/runtime/CMakeLists.txt as build.sh uses it: a TensorRT install (TENSORRT_ROOT: the 10.3
+    headers and the stub libnvinfer) gives libdeformrt_runtime.so exporting the public API,
+    deformrt-run and deformrt-example beside it, linked to libnvinfer and the shared libcudart."""
+    from exporter.plugin_lib import cmake_build
+
+    headers = ROOT.parent / "shared" / "third_party" / "tensorrt-headers" / "10.3.0" / "include"
+    if not (headers / "NvInferRuntime.h").is_file():
+        pytest.skip(f"TensorRT 10.3 headers not found at {headers}")
+    root = tmp_path / "TensorRT-10.3.0"
+    (root / "lib").mkdir(parents=True)
+    (root / "include").symlink_to(headers)
+    subprocess.run(["gcc", "-shared", "-fPIC", str(ROOT / "tests" / "native" / "nvinferStub.c"),
+                    "-Wl,-soname,libnvinfer.so.10", "-o", str(root / "lib" / "libnvinfer.so.10")], check=True)
+    (root / "lib" / "libnvinfer.so").symlink_to("libnvinfer.so.10")
+    build = cmake_build(tmp_path / "build", {"TENSORRT_ROOT": str(root), "CMAKE_CUDA_ARCHITECTURES": "75-real",
+                                             "CMAKE_BUILD_TYPE": "Debug"}, ["deformrt-run", "deformrt-example"], jobs=2)
+    library = build / "libdeformrt_runtime.so"
+    needed = subprocess.run(["readelf", "-d", str(library)], capture_output=True, text=True, check=True).stdout
+    assert "libnvinfer.so.10" in needed and "libcudart.so" in needed
+    exported = subprocess.run(["nm", "-DC", "--defined-only", str(library)], capture_output=True, text=True,
+                              check=True).stdout
+    for api in ("deformrt::Engine::load(", "deformrt::readNpy(", "deformrt::writeNpy(", "deformrt::compareTensors(",
+                "deformrt::currentPlatform(", "deformrt::readSidecar("):
+        assert api in exported, api
+    assert (build / "deformrt-example").is_file()
+    _check_deformrt_run(build / "deformrt-run", tmp_path)
