@@ -169,6 +169,8 @@ def test_npy_bad_files_are_errors_not_crashes(driver, tmp_path, rng):
                          "malformed header (expected a non-negative integer in the shape"),
         "huge dims": (_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }"),
                       "has too many elements"),
+        "petabytes announced": (_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1073741824, 1048576), }"),
+                                "truncated .npy data: 1073741824x1048576 float32 needs 4503599627370496 bytes, the file has 0"),
         "dim overflow": (_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999,), }"),
                          "shape dimension too large"),
         "missing key": (_with_header("{'descr': '<f4', 'shape': (1,), }", b"\0" * 4),
@@ -190,6 +192,7 @@ def test_npy_bad_files_are_errors_not_crashes(driver, tmp_path, rng):
         assert line.startswith(f"error: {path}: ") and message in line, (name, line)
         assert not (tmp_path / "out.npy").exists()
     assert "cannot open" in expect_error(driver, "copy", tmp_path / "missing.npy", tmp_path / "out.npy")
+    assert expect_error(driver, "copy", tmp_path, tmp_path / "out.npy") == f"error: {tmp_path} is not a regular file"
 
 
 @needs_gxx

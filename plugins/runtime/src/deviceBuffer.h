@@ -25,7 +25,7 @@ public:
             return status;
         }
         buffer.mBytes = bytes;
-        return buffer;
+        return Expected<DeviceBuffer>(std::move(buffer));
     }
 
     DeviceBuffer(DeviceBuffer&& other) noexcept

@@ -226,7 +226,7 @@ Expected<DeviceBindings> upload(Engine& engine, std::map<std::string, HostTensor
         bindings.addresses[info.name] = buffer->data();
         bindings.buffers.push_back(std::move(*buffer));
     }
-    return bindings;
+    return Expected<DeviceBindings>(std::move(bindings));
 }
 } // namespace
 
@@ -446,7 +446,7 @@ Expected<std::map<std::string, HostTensor>> Engine::infer(
     {
         return status;
     }
-    return outputs;
+    return Expected<std::map<std::string, HostTensor>>(std::move(outputs));
 }
 
 Expected<LatencyStats> Engine::benchmark(

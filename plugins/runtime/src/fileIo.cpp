@@ -3,8 +3,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <fstream>
-#include <iterator>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace deformrt
@@ -14,17 +15,35 @@ namespace detail
 
 Expected<std::string> readFile(std::string const& path)
 {
+    struct stat info{};
+    if (::stat(path.c_str(), &info) != 0)
+    {
+        return Status::error("cannot open " + path + ": " + std::strerror(errno));
+    }
+    if (!S_ISREG(info.st_mode))
+    {
+        return Status::error(path + " is not a regular file");
+    }
     std::ifstream file(path, std::ios::binary);
     if (!file)
     {
         return Status::error("cannot open " + path + ": " + std::strerror(errno));
     }
-    std::string bytes{std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
-    if (file.bad())
+    // Read in one piece: engines are hundreds of megabytes, too many for a character-by-character read.
+    std::string bytes;
+    try
     {
-        return Status::error("cannot read " + path);
+        bytes.resize(static_cast<std::size_t>(info.st_size));
     }
-    return bytes;
+    catch (std::exception const&)
+    {
+        return Status::error("not enough memory to read " + path + " (" + std::to_string(info.st_size) + " bytes)");
+    }
+    if (!file.read(bytes.data(), static_cast<std::streamsize>(bytes.size())) || file.peek() != EOF)
+    {
+        return Status::error("cannot read " + path + " (it changed while being read?)");
+    }
+    return Expected<std::string>(std::move(bytes));
 }
 
 Status writeFileAtomic(std::string const& path, std::string const& bytes)

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
 
 namespace deformrt
@@ -80,8 +81,15 @@ Expected<HostTensor> HostTensor::allocate(DType dtype, std::vector<int64_t> shap
     HostTensor tensor;
     tensor.dtype = dtype;
     tensor.shape = std::move(shape);
-    tensor.data.resize(static_cast<std::size_t>(*count) * dtypeSize(dtype));
-    return tensor;
+    try
+    {
+        tensor.data.resize(static_cast<std::size_t>(*count) * dtypeSize(dtype));
+    }
+    catch (std::exception const&)
+    {
+        return Status::error("not enough memory for a " + formatShape(tensor.shape) + " " + dtypeName(dtype) + " tensor");
+    }
+    return Expected<HostTensor>(std::move(tensor));
 }
 
 namespace

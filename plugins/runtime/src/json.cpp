@@ -48,7 +48,7 @@ public:
         {
             return status;
         }
-        return root;
+        return Expected<JsonValue>(std::move(root));
     }
 
 private:

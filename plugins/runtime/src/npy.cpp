@@ -9,6 +9,7 @@
 #include <cctype>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <optional>
 
@@ -309,17 +310,24 @@ Expected<HostTensor> parseNpy(std::byte const* bytes, std::size_t size, std::str
     {
         return error("Fortran-order arrays are not supported; save a C-order array (np.ascontiguousarray)");
     }
+    auto count = elementCount(*fields->shape);
+    if (!count)
+    {
+        return count.status().withContext(source);
+    }
+    // Compared before allocating: a corrupt header may announce petabytes.
+    std::size_t const needed = static_cast<std::size_t>(*count) * dtypeSize(*dtype);
+    std::size_t const dataSize = size - headerStart - headerLength;
+    if (dataSize != needed)
+    {
+        return error(std::string(dataSize < needed ? "truncated" : "trailing bytes in") + " .npy data: "
+            + formatShape(*fields->shape) + " " + dtypeName(*dtype) + " needs " + std::to_string(needed)
+            + " bytes, the file has " + std::to_string(dataSize));
+    }
     auto tensor = HostTensor::allocate(*dtype, *fields->shape);
     if (!tensor)
     {
         return tensor.status().withContext(source);
-    }
-    std::size_t const dataSize = size - headerStart - headerLength;
-    if (dataSize != tensor->data.size())
-    {
-        return error(std::string(dataSize < tensor->data.size() ? "truncated" : "trailing bytes in") + " .npy data: "
-            + formatShape(tensor->shape) + " " + dtypeName(*dtype) + " needs " + std::to_string(tensor->data.size())
-            + " bytes, the file has " + std::to_string(dataSize));
     }
     if (dataSize != 0)
     {
@@ -372,7 +380,16 @@ Expected<std::string> serializeNpy(HostTensor const& tensor)
     header.append(padded - prefix - header.size() - 1, ' ');
     header += '\n';
 
-    std::string bytes(kMagic, kMagicSize);
+    std::string bytes;
+    try
+    {
+        bytes.reserve(header.size() + prefix + tensor.data.size());
+    }
+    catch (std::exception const&)
+    {
+        return Status::error("not enough memory to serialize a " + formatShape(tensor.shape) + " tensor");
+    }
+    bytes.append(kMagic, kMagicSize);
     bytes += static_cast<char>(version1 ? 1 : 2);
     bytes += '\0';
     for (std::size_t i = 0; i < (version1 ? 2u : 4u); ++i)
@@ -381,7 +398,7 @@ Expected<std::string> serializeNpy(HostTensor const& tensor)
     }
     bytes += header;
     bytes.append(reinterpret_cast<char const*>(tensor.data.data()), tensor.data.size());
-    return bytes;
+    return Expected<std::string>(std::move(bytes));
 }
 
 Status writeNpy(std::string const& path, HostTensor const& tensor)
