@@ -29,18 +29,8 @@ BASIC_TOOLS = ["bash", "sed", "head", "tail", "basename", "dirname", "mkdir", "c
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="build.sh needs bash")
 
-CONF = """\
-# written by deformrt deploy
-format=1
-deformrt_version=0.1.0
-tensorrt_majors=10 11
-inputs=images
-min_shapes=images:1x3x320x320
-opt_shapes=images:1x3x800x1344
-max_shapes=images:4x3x1344x1344
-tolerance_fp32=0.001
-tolerance_fp16=0.01
-"""
+# The documented example of the bundle's deploy.conf, as `deformrt deploy` writes it.
+CONF = (ROOT / "plugins" / "deploy" / "deploy.conf.example").read_text()
 
 
 def _script(path: Path, text: str) -> Path:
@@ -241,6 +231,12 @@ def test_nvcc_that_cannot_compile(tree):
 def test_not_in_a_bundle(tree):
     (tree.bundle / "deploy.conf").unlink()
     assert tree.error() == f"error: deploy.conf not found in {tree.bundle}: run build.sh from the unpacked deformrt bundle"
+
+
+def test_deploy_conf_of_another_format(tree):
+    (tree.bundle / "deploy.conf").write_text(CONF.replace("format=1", "format=2"))
+    assert tree.error() == ("error: deploy.conf is format '2', this build.sh reads format 1: use the build.sh that "
+                            "came with the bundle")
 
 
 def test_bad_options(tree):

@@ -76,6 +76,9 @@ conf() {
     sed -n "s/^$1=//p" "$CONF" | tail -n 1
 }
 
+[ "$(conf format)" = 1 ] || die "deploy.conf is format '$(conf format)', this build.sh reads format 1: use the" \
+    "build.sh that came with the bundle"
+
 # --- CUDA ----------------------------------------------------------------------------------------------
 find_nvcc() {
     local candidate
