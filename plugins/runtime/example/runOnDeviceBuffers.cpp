@@ -126,7 +126,11 @@ int main(int argc, char** argv)
     }
 
     // 3. The application's data into its buffer, inference, results back: all on the application's stream.
-    cudaMemcpyAsync(buffers[inputName], images->data.data(), images->data.size(), cudaMemcpyHostToDevice, stream);
+    if (cudaMemcpyAsync(buffers[inputName], images->data.data(), images->data.size(), cudaMemcpyHostToDevice, stream)
+        != cudaSuccess)
+    {
+        return fail("copying the input to the GPU failed");
+    }
     if (deformrt::Status status = engine->enqueue(buffers, stream); !status)
     {
         return fail(status.message());
@@ -144,7 +148,12 @@ int main(int argc, char** argv)
             return fail(host.status().message());
         }
         auto& target = outputs.emplace(tensor.name, std::move(*host)).first->second;
-        cudaMemcpyAsync(target.data.data(), buffers[tensor.name], target.data.size(), cudaMemcpyDeviceToHost, stream);
+        if (cudaMemcpyAsync(target.data.data(), buffers[tensor.name], target.data.size(), cudaMemcpyDeviceToHost, stream)
+            != cudaSuccess)
+        {
+            cudaStreamSynchronize(stream); // copies already queued write into `outputs`
+            return fail("copying " + tensor.name + " from the GPU failed");
+        }
     }
     if (cudaError_t error = cudaStreamSynchronize(stream); error != cudaSuccess)
     {

@@ -28,7 +28,8 @@ Status ensurePluginLoaded(nvinfer1::IPluginRegistry& registry, std::string const
     {
         return Status();
     }
-    if (!std::ifstream(library))
+    // A bare file name is left to the dynamic loader's search path (LD_LIBRARY_PATH), as dlopen does.
+    if (library.find('/') != std::string::npos && !std::ifstream(library))
     {
         return Status::error("plugin library " + library
             + " not found: build it with the bundle's build.sh or `deformrt build-plugin`");
