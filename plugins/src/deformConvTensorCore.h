@@ -309,6 +309,22 @@ DEFORMRT_UNROLL
     }
 }
 
+//! acc += weight * (up to 8 channels at ``src``) when the corner is valid.
+DEFORMRT_HD void accumulateCorner(
+    int32_t valid, float weight, uint16_t const* src, int32_t count, bool vector, float (&acc)[kVector])
+{
+    if (valid != 0)
+    {
+        float v[kVector];
+        loadChannels(src, count, vector, v);
+DEFORMRT_UNROLL
+        for (int32_t i = 0; i < kVector; ++i)
+        {
+            acc[i] = fmaf(weight, v[i], acc[i]);
+        }
+    }
+}
+
 //! Gather: A tile ``buf`` = the sampled, modulated channels of step (chunk, tap), rounded to fp16.
 template <class Shape>
 DEFORMRT_HD void gatherA(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int32_t chunk, int32_t tap,
@@ -329,24 +345,13 @@ DEFORMRT_HD void gatherA(TcGeometry const& t, TcTensors const& p, TcTile const& 
         if (count > 0 && valid != 0)
         {
             CornerWeights const cw = s.weights[entry];
-            float const weights[4] = {cw.w00, cw.w01, cw.w10, cw.w11};
-            int32_t const base = s.base[entry];
+            uint16_t const* const corner00 = p.x + int64_t(s.base[entry]) * g.c + chunkStart + vec * kVector;
             int32_t const n = count < kVector ? count : kVector;
-DEFORMRT_UNROLL
-            for (int32_t q = 0; q < 4; ++q)
-            {
-                if (valid & (1 << q))
-                {
-                    int64_t const pixel = int64_t(base) + (q >> 1) * g.w + (q & 1);
-                    float v[kVector];
-                    loadChannels(p.x + pixel * g.c + chunkStart + vec * kVector, n, p.vectorGather, v);
-DEFORMRT_UNROLL
-                    for (int32_t i = 0; i < kVector; ++i)
-                    {
-                        acc[i] = fmaf(weights[q], v[i], acc[i]);
-                    }
-                }
-            }
+            // Four explicit calls (no array of weights): keeps every value in registers.
+            accumulateCorner(valid & 1, cw.w00, corner00, n, p.vectorGather, acc);
+            accumulateCorner(valid & 2, cw.w01, corner00 + g.c, n, p.vectorGather, acc);
+            accumulateCorner(valid & 4, cw.w10, corner00 + int64_t(g.w) * g.c, n, p.vectorGather, acc);
+            accumulateCorner(valid & 8, cw.w11, corner00 + (int64_t(g.w) + 1) * g.c, n, p.vectorGather, acc);
         }
         uint16_t* const dst = a + int64_t(r) * s.rowStride + vec * kVector;
 #ifdef __CUDA_ARCH__
