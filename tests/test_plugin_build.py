@@ -68,10 +68,18 @@ def test_kernel_library_c_api_without_a_gpu(kernel_build):
     assert ctypes.sizeof(ConvDesc) == 8 * len(DESC_FIELDS)
     assert lib.deformrt_dcn_validate(ctypes.byref(desc)) is None
     assert lib.deformrt_dcn_workspace_size(ctypes.byref(desc), 0) == 0
+    # fp16: NHWC staging of x and the packed weights (8 channels x 9 steps x 16-deep K), 256-aligned each.
+    packed = 8 * 9 * 16 * 2
+    assert lib.deformrt_dcn_packed_weight_size(ctypes.byref(desc)) == packed
+    assert lib.deformrt_dcn_workspace_size(ctypes.byref(desc), 1) == 512 + 2304 == 512 + -(-packed // 256) * 256
+    assert lib.deformrt_dcn_nhwc_supported(ctypes.byref(desc)) == 0  # no GPU here
+    fake = ctypes.c_void_p(16)
+    not_supported = 801  # cudaErrorNotSupported: no sm_80+ device to run the tensor-core kernel on
+    assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), fake, fake, fake, None, None, fake, None) == not_supported
     desc.offsetGroup = 3
     assert b"offset_group" in lib.deformrt_dcn_validate(ctypes.byref(desc))
     # An invalid problem is refused before anything touches the GPU: cudaErrorInvalidValue (1).
-    fake = ctypes.c_void_p(16)
+    assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), fake, fake, fake, None, None, fake, None) == 1
     assert lib.deformrt_dcn_forward(ctypes.byref(desc), 0, fake, fake, fake, None, None, fake, None, 0, None) == 1
 
 

@@ -79,6 +79,10 @@ def declare_host_api(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.deformrt_dcn_forward_nhwc_host.argtypes = [ctypes.POINTER(ConvDesc)] + [ctypes.c_void_p] * 6 + [
         ctypes.c_int32]
     lib.deformrt_dcn_forward_nhwc_host.restype = ctypes.c_int32
+    lib.deformrt_dcn_tc_shared_bytes.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32]
+    lib.deformrt_dcn_tc_shared_bytes.restype = ctypes.c_int64
+    lib.deformrt_dcn_tc_tile_shape.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32]
+    lib.deformrt_dcn_tc_tile_shape.restype = ctypes.c_int32
     lib.deformrt_mma_m16n8k16_emulate.argtypes = [ctypes.c_void_p] * 4
     lib.deformrt_mma_m16n8k16_emulate.restype = None
     lib.deformrt_float_to_half.argtypes = [ctypes.c_float]

@@ -327,6 +327,32 @@ int32_t deformrt_dcn_forward_nhwc_host(DeformrtConvDesc const* desc, void const*
     return deformrt::tchost::forwardTensorCoreHost(deformrt::tc::makeTcGeometry(g), p, tileShape) ? 0 : 1;
 }
 
+//! Dynamic shared-memory bytes of the tensor-core kernel's tile shape ``tileShape`` (0..2) for
+//! ``desc``, or -1 for an invalid desc or shape (compile checks compare it with each GPU's limit).
+int64_t deformrt_dcn_tc_shared_bytes(DeformrtConvDesc const* desc, int32_t tileShape)
+{
+    if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr || tileShape < 0
+        || tileShape >= deformrt::tc::kTileShapes)
+    {
+        return -1;
+    }
+    return deformrt::tc::sharedBytes(deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc)), tileShape);
+}
+
+//! The tile shape the GPU launcher picks for ``desc`` on a GPU with ``smCount`` SMs and the sm_80+
+//! shared-memory cap, or -1 when the tensor-core kernel does not take the problem.
+int32_t deformrt_dcn_tc_tile_shape(DeformrtConvDesc const* desc, int32_t smCount)
+{
+    if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr)
+    {
+        return -1;
+    }
+    deformrt::tc::TcGeometry const t = deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc));
+    return deformrt::tc::tensorCoreApplies(t)
+        ? deformrt::tc::chooseTileShape(t, smCount, deformrt::tc::kMaxSharedBytes)
+        : -1;
+}
+
 //! One warp's mma.sync m16n8k16 (f16 x f16 + f32) through the CPU emulation: per lane, ``a`` holds 4
 //! .f16x2 registers, ``b`` 2, ``c`` and ``d`` 4 floats (lane-major arrays of 128, 64, 128, 128).
 void deformrt_mma_m16n8k16_emulate(uint32_t const* a, uint32_t const* b, float const* c, float* d)
