@@ -7,6 +7,8 @@
 
 #include <cuda_fp16.h>
 
+#include <cstdlib>
+
 namespace deformrt
 {
 namespace tc
@@ -169,6 +171,15 @@ int32_t planTileShape(TcGeometry const& t)
         return -1;
     }
     int64_t const limit = limits.sharedOptIn < kMaxSharedBytes ? limits.sharedOptIn : kMaxSharedBytes;
+    // DEFORMRT_TC_TILE_SHAPE=0|1|2 forces a tile shape (sanitizer runs and benchmarks cover every shape).
+    if (char const* forced = std::getenv("DEFORMRT_TC_TILE_SHAPE"))
+    {
+        int32_t const shape = int32_t(std::strtol(forced, nullptr, 10));
+        if (forced[0] >= '0' && forced[0] <= '9' && shape < kTileShapes && sharedBytes(t, shape) <= limit)
+        {
+            return shape;
+        }
+    }
     return chooseTileShape(t, limits.smCount, limit);
 }
 
