@@ -244,6 +244,14 @@ DeformConv2dPlugin::DeformConv2dPlugin(DeformConv2dPlugin const& other)
     initFields();
 }
 
+DeformConv2dPlugin::~DeformConv2dPlugin()
+{
+    if (mPackedWeights != nullptr)
+    {
+        cudaFree(mPackedWeights);
+    }
+}
+
 void DeformConv2dPlugin::initFields()
 {
     mFields.clear();
@@ -509,11 +517,92 @@ bool DeformConv2dPlugin::supportsFormatCombination(
         return false;
     }
     nvinfer1::PluginTensorDesc const& d = inOut[pos].desc;
-    if (d.format != nvinfer1::TensorFormat::kLINEAR)
+    bool const xChannelsLast = pos > contract::kInputX
+        && inOut[contract::kInputX].desc.format == nvinfer1::TensorFormat::kHWC8;
+    if (d.format == nvinfer1::TensorFormat::kHWC8) // fp16 X and Y only, both or neither
+    {
+        return d.type == DataType::kHALF
+            && (pos == contract::kInputX ? channelsLastSupported(inOut, nbInputs) : pos == nbInputs && xChannelsLast);
+    }
+    if (d.format != nvinfer1::TensorFormat::kLINEAR || (pos == nbInputs && xChannelsLast))
     {
         return false;
     }
     return pos == 0 ? supportedType(d.type) : d.type == inOut[0].desc.type;
+}
+
+bool DeformConv2dPlugin::channelsLastSupported(nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs) const
+{
+    Dims x = inOut[contract::kInputX].desc.dims;
+    Dims w = inOut[contract::kInputW].desc.dims;
+    Dims y = inOut[nbInputs].desc.dims;
+    if (x.nbDims != 4 || w.nbDims != 4 || y.nbDims != 4 || x.d[1] <= 0 || x.d[1] % 8 != 0 || w.d[0] <= 0
+        || w.d[0] % 8 != 0)
+    {
+        return false;
+    }
+    for (Dims* dims : {&x, &w, &y}) // dynamic sizes: any size works for the layout decision
+    {
+        for (int32_t i = 0; i < dims->nbDims; ++i)
+        {
+            dims->d[i] = dims->d[i] < 0 ? 1 : dims->d[i];
+        }
+    }
+    DeformrtConvDesc const desc = makeDesc(x, w, y);
+    return deformrt_dcn_nhwc_supported(&desc) == 1;
+}
+
+bool DeformConv2dPlugin::reservePackedWeights(uint64_t bytes)
+{
+    if (bytes <= mPackedCapacity)
+    {
+        return true;
+    }
+    if (mPackedWeights != nullptr)
+    {
+        cudaFree(mPackedWeights);
+    }
+    mPackedWeights = nullptr;
+    mPackedCapacity = 0;
+    mPackedFrom = nullptr;
+    cudaError_t const status = cudaMalloc(&mPackedWeights, bytes);
+    if (status != cudaSuccess)
+    {
+        mPackedWeights = nullptr;
+        trt::logError(
+            std::string("packed weights: cudaMalloc(") + std::to_string(bytes) + "): " + cudaGetErrorName(status));
+        return false;
+    }
+    mPackedCapacity = bytes;
+    return true;
+}
+
+int32_t DeformConv2dPlugin::enqueueChannelsLast(DeformrtConvDesc const& desc, void const* x, void const* weight,
+    void const* offset, void const* bias, void const* mask, void* y, cudaStream_t stream)
+{
+    uint64_t const bytes = deformrt_dcn_packed_weight_size(&desc);
+    if (mPackedWeights == nullptr || bytes > mPackedCapacity)
+    {
+        trt::logError("enqueue: no packed-weight storage for the kHWC8 path (onShapeChange did not reserve it)");
+        return -1;
+    }
+    cudaError_t status = cudaSuccess;
+    if (weight != mPackedFrom || bytes != mPackedBytes)
+    {
+        status = deformrt_dcn_pack_weights(&desc, weight, mPackedWeights, stream);
+        mPackedFrom = status == cudaSuccess ? weight : nullptr;
+        mPackedBytes = bytes;
+    }
+    if (status == cudaSuccess)
+    {
+        status = deformrt_dcn_forward_nhwc(&desc, x, mPackedWeights, offset, bias, mask, y, stream);
+    }
+    if (status != cudaSuccess)
+    {
+        trt::logError(std::string("enqueue (kHWC8): ") + cudaGetErrorName(status) + ": " + cudaGetErrorString(status));
+        return -1;
+    }
+    return 0;
 }
 
 int32_t DeformConv2dPlugin::getNbOutputs() const noexcept
@@ -527,6 +616,10 @@ size_t DeformConv2dPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc co
     if (inputs == nullptr || outputs == nullptr || nbInputs < 2 || nbOutputs != 1)
     {
         return 0;
+    }
+    if (inputs[contract::kInputX].desc.format == nvinfer1::TensorFormat::kHWC8)
+    {
+        return 0; // the channels-last path reads packed weights from plugin-owned memory: no workspace
     }
     DeformrtConvDesc const desc = makeDesc(inputs[contract::kInputX].max, inputs[contract::kInputW].max, outputs[0].max);
     int32_t const dtype = inputs[0].desc.type == DataType::kHALF ? DEFORMRT_FLOAT16 : DEFORMRT_FLOAT32;
@@ -548,7 +641,16 @@ int32_t DeformConv2dPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, 
 {
     try
     {
-        return checkShapes("onShapeChange", in, nbInputs, out, nbOutputs);
+        if (checkShapes("onShapeChange", in, nbInputs, out, nbOutputs) != 0)
+        {
+            return -1;
+        }
+        if (in[contract::kInputX].format == nvinfer1::TensorFormat::kHWC8) // storage for the packed weights
+        {
+            DeformrtConvDesc const desc = makeDesc(in[contract::kInputX].dims, in[contract::kInputW].dims, out[0].dims);
+            return reservePackedWeights(deformrt_dcn_packed_weight_size(&desc)) ? 0 : -1;
+        }
+        return 0;
     }
     catch (std::exception const& e)
     {
@@ -594,6 +696,11 @@ int32_t DeformConv2dPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
         bool const modulated = mAttrs.modulated != 0;
         void const* bias = hasBias ? inputs[contract::biasInputIndex(hasBias)] : nullptr;
         void const* mask = modulated ? inputs[contract::maskInputIndex(hasBias, modulated)] : nullptr;
+        if (inputDesc[contract::kInputX].format == nvinfer1::TensorFormat::kHWC8)
+        {
+            return enqueueChannelsLast(desc, inputs[contract::kInputX], inputs[contract::kInputW],
+                inputs[contract::kInputOffset], bias, mask, outputs[0], stream);
+        }
         cudaError_t const status = deformrt_dcn_forward(&desc, dtype, inputs[contract::kInputX],
             inputs[contract::kInputW], inputs[contract::kInputOffset], bias, mask, outputs[0], workspace,
             deformrt_dcn_workspace_size(&desc, dtype), stream);

@@ -58,7 +58,7 @@ public:
     explicit DeformConv2dPlugin(DeformConvAttrs const& attrs);
     DeformConv2dPlugin(DeformConv2dPlugin const& other);
     DeformConv2dPlugin& operator=(DeformConv2dPlugin const&) = delete;
-    ~DeformConv2dPlugin() override = default;
+    ~DeformConv2dPlugin() override;
 
     // IPluginV3
     nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
@@ -104,6 +104,27 @@ private:
         char const* where, TensorDesc const* in, int32_t nbInputs, void const* out, int32_t nbOutputs) const;
     //! The kernel problem for concrete input and output shapes.
     DeformrtConvDesc makeDesc(nvinfer1::Dims const& x, nvinfer1::Dims const& w, nvinfer1::Dims const& y) const;
+
+    // --- fp16 channels-last (TensorRT kHWC8) on the tensor-core kernel ----------------------------
+    // The weights are an input tensor (the initializer arrives as a constant input), so "packed once"
+    // means: a packed copy in device memory owned by this plugin instance (one per execution context:
+    // attachToContext clones), allocated in onShapeChange (never inside enqueue, which may be captured in
+    // a CUDA graph) and re-packed in enqueue only when the weight tensor's address or size changes.
+    // Refitting new weights into the same address is not detected (the engine is not built refittable).
+
+    //! Whether X / Y of this format query may be kHWC8: fp16 channel counts that are multiples of 8 (so
+    //! kHWC8 is dense NHWC) and a current device that runs the tensor-core kernel for the problem.
+    bool channelsLastSupported(nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs) const;
+    //! At least ``bytes`` of packed-weight storage; false (logged) when cudaMalloc fails.
+    bool reservePackedWeights(uint64_t bytes);
+    //! The kHWC8 forward pass; 0 or -1 (logged).
+    int32_t enqueueChannelsLast(DeformrtConvDesc const& desc, void const* x, void const* weight, void const* offset,
+        void const* bias, void const* mask, void* y, cudaStream_t stream);
+
+    void* mPackedWeights{nullptr}; //!< never copied: each instance packs into its own storage
+    uint64_t mPackedCapacity{0};
+    void const* mPackedFrom{nullptr}; //!< weight tensor the packed copy was made from
+    uint64_t mPackedBytes{0};         //!< its packed size
 
     DeformConvAttrs mAttrs;
     std::vector<nvinfer1::PluginField> mFields;

@@ -303,7 +303,8 @@ extern "C" cudaError_t deformrt_dcn_pack_weights(
     {
         return cudaErrorInvalidValue;
     }
-    return deformrt::tc::packWeights(deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc)), weight, packed, stream);
+    deformrt::tc::TcGeometry const t = deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc));
+    return deformrt::tc::packWeights(t, weight, packed, stream);
 }
 
 extern "C" int32_t deformrt_dcn_nhwc_supported(DeformrtConvDesc const* desc)
