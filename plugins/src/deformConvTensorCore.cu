@@ -7,6 +7,7 @@
 
 #include <cuda_fp16.h>
 
+#include <atomic>
 #include <cstdlib>
 
 namespace deformrt
@@ -183,14 +184,39 @@ int32_t planTileShape(TcGeometry const& t)
     return chooseTileShape(t, limits.smCount, limit);
 }
 
+//! Dynamic shared memory above 48 KB needs a per-device opt-in; remembered per tile shape and device
+//! (the first kMaxCachedDevices devices) so a launch does not pay for the driver call every time.
+constexpr int32_t kMaxCachedDevices = 16;
+
+template <class Shape>
+cudaError_t optInSharedMemory(int64_t bytes)
+{
+    static std::atomic<int64_t> granted[kMaxCachedDevices];
+    int device = 0;
+    bool const cached = cudaGetDevice(&device) == cudaSuccess && device >= 0 && device < kMaxCachedDevices;
+    if (cached && granted[device].load(std::memory_order_relaxed) >= bytes)
+    {
+        return cudaSuccess;
+    }
+    cudaError_t const status = cudaFuncSetAttribute(
+        deformConvTensorCore<Shape>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+    if (status == cudaSuccess && cached)
+    {
+        int64_t previous = granted[device].load(std::memory_order_relaxed);
+        while (previous < bytes && !granted[device].compare_exchange_weak(previous, bytes))
+        {
+        }
+    }
+    return status;
+}
+
 template <class Shape>
 cudaError_t launchShape(TcGeometry const& t, TcTensors const& p, cudaStream_t stream)
 {
     int64_t const bytes = sharedLayout(Shape::BM, Shape::BN, t.g.taps, t.stepK).bytes;
     if (bytes > 48 * 1024)
     {
-        cudaError_t const status = cudaFuncSetAttribute(
-            deformConvTensorCore<Shape>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+        cudaError_t const status = optInSharedMemory<Shape>(bytes);
         if (status != cudaSuccess)
         {
             return status;
