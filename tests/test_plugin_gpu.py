@@ -170,3 +170,39 @@ def test_plugin_registers_with_tensorrt_on_load():
     # loadLibrary (trtexec --dynamicPlugins) on the same library takes over the registration.
     assert registry.load_library(str(library)) is not None
     assert registry.get_creator(oc.PLUGIN_NAME, oc.PLUGIN_VERSION, oc.PLUGIN_NAMESPACE) is not None
+
+
+@pytest.fixture(scope="module")
+def host_emulation(tmp_path_factory):
+    """The CPU build of the same kernels (mma.sync emulated): the device's bit-level twin."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    out = plugin_lib.cmake_build(tmp_path_factory.mktemp("deformrt-host"), {"DEFORMRT_BUILD_CUDA": "OFF"},
+                                 ["deformrt_host"])
+    return cuda_kernels.declare_host_api(ctypes.CDLL(str(out / plugin_lib.HOST_LIBRARY)))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", ["0", "1", "2"])
+@pytest.mark.parametrize("name", ["batch3-stride2", "dilated-dg4-v1", "groups-1x1-nonsquare"])
+def test_tensor_core_kernel_matches_its_cpu_emulation(kernels, host_emulation, monkeypatch, name, shape):
+    # Same K order, operand rounding and tile phases: the GPU and the CPU emulation differ only in the
+    # order of fp32 sums inside the tensor cores (and FMA contraction of the blend), so every output is
+    # within 2 fp16 ulps of the emulated one (plus a floor near zero). Covers the device-only code: 16-byte gathers (C % 8 == 0
+    # here), the inline mma.sync operands, and each tile shape (forced).
+    if torch.cuda.get_device_capability() < (8, 0):
+        pytest.skip("the tensor-core kernel needs sm_80 or newer")
+    monkeypatch.setenv("DEFORMRT_TC_TILE_SHAPE", shape)
+    tensors, args = _case({**STAGES, **ODD}[name], seed=4)
+    half = [None if t is None else t.half().contiguous() for t in tensors]
+    y_gpu = _run(half, args, torch.float16).cpu()
+    x, offset, weight, bias, mask = half
+    desc = cuda_kernels.make_desc(x, offset, weight, bias, mask, args["stride"], args["padding"], args["dilation"])
+    y_cpu = torch.full_like(y_gpu, float("nan"))
+    ptr = [None if t is None else t.data_ptr() for t in (x, weight, offset, bias, mask, y_cpu)]
+    assert host_emulation.deformrt_dcn_forward_host(ctypes.byref(desc), 1, *ptr) == 0
+    # 2 ulps at each output's magnitude, plus an absolute floor for outputs near zero (cancellation: the
+    # fp32 sums' order differences are absolute, about 1e-6 here); a wrong index is off by O(rms).
+    ulp = torch.exp2(torch.floor(torch.log2(y_cpu.float().abs().clamp_min(2.0**-14))) - 10)
+    floor = 2.0**-10 * y_cpu.float().pow(2).mean().sqrt()
+    assert ((y_gpu.float() - y_cpu.float()).abs() <= 2 * ulp + floor).all()
