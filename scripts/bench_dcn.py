@@ -81,7 +81,8 @@ def torchvision_deform_conv2d() -> Optional[Callable]:
     return deform_conv2d
 
 
-def make_offsets(kind: str, batch: int, h: int, w: int, dtype, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def make_offsets(kind: str, batch: int, h: int, w: int, dtype,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Offsets [batch, 18, h, w] and mask [batch, 9, h, w]: "smooth" (a low-frequency field of a few pixels,
     like a trained offset conv's) or "random" (i.i.d., the worst case for gather locality)."""
     if kind == "smooth":

@@ -6,13 +6,29 @@ tensor-core kernel's SASS. ``pytest -s`` prints the registers and shared memory 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
 from exporter.plugin_lib import HOST_LIBRARY, cmake_build
 from models.ops.cuda_kernels import ConvDesc, declare_host_api
-from scripts.kernel_resources import CHECK_ARCHS, SHARED_OPTIN_BYTES, collect, format_table
+
+
+def _load_script(name: str):
+    """scripts/<name>.py as a module (scripts/ is not a package and need not be on sys.path)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+kernel_resources = _load_script("kernel_resources")
+CHECK_ARCHS, SHARED_OPTIN_BYTES = kernel_resources.CHECK_ARCHS, kernel_resources.SHARED_OPTIN_BYTES
+collect, format_table = kernel_resources.collect, kernel_resources.format_table
 
 pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None or shutil.which("cmake") is None,
                                 reason="nvcc and cmake are needed to compile the CUDA kernels")

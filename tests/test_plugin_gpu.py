@@ -188,8 +188,8 @@ def host_emulation(tmp_path_factory):
 def test_tensor_core_kernel_matches_its_cpu_emulation(kernels, host_emulation, monkeypatch, name, shape):
     # Same K order, operand rounding and tile phases: the GPU and the CPU emulation differ only in the
     # order of fp32 sums inside the tensor cores (and FMA contraction of the blend), so every output is
-    # within 2 fp16 ulps of the emulated one (plus a floor near zero). Covers the device-only code: 16-byte gathers (C % 8 == 0
-    # here), the inline mma.sync operands, and each tile shape (forced).
+    # within 2 fp16 ulps of the emulated one (plus a floor near zero). Covers the device-only code:
+    # 16-byte gathers (C % 8 == 0 here), the inline mma.sync operands, and each tile shape (forced).
     if torch.cuda.get_device_capability() < (8, 0):
         pytest.skip("the tensor-core kernel needs sm_80 or newer")
     monkeypatch.setenv("DEFORMRT_TC_TILE_SHAPE", shape)
