@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check of deformrt's CUDA kernels that needs a GPU, in one run (about 8 minutes at most on an
-# H100/H200): build for this GPU, the `gpu`-marked tests, compute-sanitizer memcheck and racecheck, the
-# TensorRT-contract harness (when present), and the DCN benchmark. A table on stdout; a JSON file
+# H100/H200): build for this GPU, the `gpu`-marked tests, the TensorRT-contract harness (when present),
+# the DCN benchmark, then compute-sanitizer memcheck and racecheck (slowest last). A table on stdout; a JSON file
 # (default gpu_check.json, or $1) with every section's status, time and the benchmark rows.
 #
 #   bash scripts/gpu_check.sh [results.json]
@@ -59,7 +59,10 @@ run_section environment 30 bash -c "nvidia-smi --query-gpu=name,compute_cap,driv
   && nvcc --version | tail -n 1 && $PYTHON -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.get_device_name())'"
 
 # --- build for this GPU ---------------------------------------------------------------------------
-run_section build 150 bash -c "cmake -S plugins -B '$BUILD' -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=native \
+# This GPU's architecture from nvidia-smi (e.g. 9.0 -> 90); CMake's "native" (3.24+) otherwise.
+ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '. ' || true)
+[[ $ARCH =~ ^[0-9]+$ ]] || ARCH=native
+run_section build 150 bash -c "cmake -S plugins -B '$BUILD' -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=$ARCH \
   && cmake --build '$BUILD' --target deformrt_kernels -j \"\$(nproc)\""
 if [[ -f $BUILD/libdeformrt_kernels.so ]]; then
   export DEFORMRT_KERNEL_LIB=$BUILD/libdeformrt_kernels.so
@@ -75,20 +78,6 @@ else
   skip_section gpu_tests "kernel library did not build"
 fi
 
-# --- compute-sanitizer ----------------------------------------------------------------------------
-SANITIZER=$(command -v compute-sanitizer || true)
-if [[ -z $SANITIZER && -n "${CUDA_HOME:-}" && -x $CUDA_HOME/bin/compute-sanitizer ]]; then
-  SANITIZER=$CUDA_HOME/bin/compute-sanitizer
-fi
-if [[ $HAVE_LIB == 1 && -n $SANITIZER ]]; then
-  run_section memcheck 60 "$SANITIZER" --tool memcheck --error-exitcode 9 "$PYTHON" scripts/dcn_sanitize.py
-  run_section racecheck 75 "$SANITIZER" --tool racecheck --racecheck-report hazard --error-exitcode 9 \
-    "$PYTHON" scripts/dcn_sanitize.py --quick
-else
-  skip_section memcheck "compute-sanitizer or the kernel library missing"
-  skip_section racecheck "compute-sanitizer or the kernel library missing"
-fi
-
 # --- TensorRT-contract harness with the real kernels ----------------------------------------------
 if [[ -e tests/trt_contract ]]; then
   run_section trt_contract 60 "$PYTHON" -m pytest -q -p no:cacheprovider tests/trt_contract
@@ -101,6 +90,20 @@ if [[ $HAVE_LIB == 1 ]]; then
   run_section bench 150 "$PYTHON" scripts/bench_dcn.py --json-out "$WORK/bench.json"
 else
   skip_section bench "kernel library did not build"
+fi
+
+# --- compute-sanitizer ----------------------------------------------------------------------------
+SANITIZER=$(command -v compute-sanitizer || true)
+if [[ -z $SANITIZER && -n "${CUDA_HOME:-}" && -x $CUDA_HOME/bin/compute-sanitizer ]]; then
+  SANITIZER=$CUDA_HOME/bin/compute-sanitizer
+fi
+if [[ $HAVE_LIB == 1 && -n $SANITIZER ]]; then
+  run_section memcheck 90 "$SANITIZER" --tool memcheck --error-exitcode 9 "$PYTHON" scripts/dcn_sanitize.py
+  run_section racecheck 90 "$SANITIZER" --tool racecheck --racecheck-report hazard --error-exitcode 9 \
+    "$PYTHON" scripts/dcn_sanitize.py --quick
+else
+  skip_section memcheck "compute-sanitizer or the kernel library missing"
+  skip_section racecheck "compute-sanitizer or the kernel library missing"
 fi
 
 # --- summary: table on stdout, JSON file ----------------------------------------------------------
