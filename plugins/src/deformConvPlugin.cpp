@@ -589,9 +589,17 @@ int32_t DeformConv2dPlugin::enqueueChannelsLast(DeformrtConvDesc const& desc, vo
     cudaError_t status = cudaSuccess;
     if (weight != mPackedFrom || bytes != mPackedBytes)
     {
-        status = deformrt_dcn_pack_weights(&desc, weight, mPackedWeights, stream);
-        mPackedFrom = status == cudaSuccess ? weight : nullptr;
-        mPackedBytes = bytes;
+        // A pack recorded into a CUDA graph has not run yet: the cache is valid only after an eager pack
+        // (the graph re-packs on each replay, which is correct).
+        cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+        status = cudaStreamIsCapturing(stream, &capture);
+        if (status == cudaSuccess)
+        {
+            status = deformrt_dcn_pack_weights(&desc, weight, mPackedWeights, stream);
+        }
+        bool const packed = status == cudaSuccess && capture == cudaStreamCaptureStatusNone;
+        mPackedFrom = packed ? weight : nullptr;
+        mPackedBytes = packed ? bytes : 0;
     }
     if (status == cudaSuccess)
     {

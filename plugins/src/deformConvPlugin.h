@@ -109,7 +109,8 @@ private:
     // The weights are an input tensor (the initializer arrives as a constant input), so "packed once"
     // means: a packed copy in device memory owned by this plugin instance (one per execution context:
     // attachToContext clones), allocated in onShapeChange (never inside enqueue, which may be captured in
-    // a CUDA graph) and re-packed in enqueue only when the weight tensor's address or size changes.
+    // a CUDA graph) and re-packed in enqueue only when the weight tensor's address or size changes (or the
+    // last pack was only recorded into a graph being captured).
     // Refitting new weights into the same address is not detected (the engine is not built refittable).
 
     //! Whether X / Y of this format query may be kHWC8: fp16 channel counts that are multiples of 8 (so
