@@ -90,11 +90,7 @@ def deform_conv2d_portable(input: Tensor, offset: Tensor, weight: Tensor, bias: 
     weighted by the bilinear weights times the mask, with corners outside the image weighted 0 (a
     zero-padded image). That gives the column matrix [pixels, taps * channels] of a chunk of output
     rows, and one matmul per convolution group with the weight as [taps * channels, C_out / groups]
-    gives the output. On the CPU in fp32 the bags are ordered so that the columns form a channels-last
-    "sampled image" [N, C, rows * kH, W_out * kW] (each output pixel's kH x kW patch of samples), and
-    one ``F.conv2d`` with stride (kH, kW) and the op's groups replaces the matmuls (oneDNN's direct
-    convolution: faster than the matmul on the R-50 stage shapes). The column buffer holds at most
-    about ``CHUNK_ELEMENTS`` elements.
+    gives the output. The column buffer holds at most about ``CHUNK_ELEMENTS`` elements.
     Arguments as the op's, pairs expanded and shapes already checked by :func:`check_shapes`.
     """
     orig_dtype = input.dtype
@@ -111,10 +107,8 @@ def deform_conv2d_portable(input: Tensor, offset: Tensor, weight: Tensor, bias: 
     dtype, device = input.dtype, input.device
 
     table = input.permute(0, 2, 3, 1).reshape(n * h * w * dg, cdg)
-    strided_conv = device.type == "cpu" and dtype == torch.float32
-    # Weight rows in the columns' (tap, channel) order: [groups, K * cg, cog] (the matmul path).
-    w_mat = None if strided_conv else weight.reshape(groups, cog, cg, k).permute(0, 3, 2, 1).reshape(
-        groups, k * cg, cog)
+    # Weight rows in the columns' (tap, channel) order: [groups, K * cg, cog].
+    w_mat = weight.reshape(groups, cog, cg, k).permute(0, 3, 2, 1).reshape(groups, k * cg, cog)
     # Sampling positions before the offsets, broadcast over [n, dg, K, rows, W_out].
     tap_y = (torch.arange(kh, device=device, dtype=dtype) * dilation[0]).repeat_interleave(kw).view(1, 1, k, 1, 1)
     tap_x = (torch.arange(kw, device=device, dtype=dtype) * dilation[1]).repeat(kh).view(1, 1, k, 1, 1)
@@ -147,29 +141,17 @@ def deform_conv2d_portable(input: Tensor, offset: Tensor, weight: Tensor, bias: 
         ry1 = row_base + (y0 + 1).clamp(0, h - 1) * (w * dg)
         cx0 = x0.clamp(0, w - 1) * dg
         cx1 = (x0 + 1).clamp(0, w - 1) * dg
-        dst = out[:, r0:r1]
-        corners = ((ry0, cx0, wy0, wx0), (ry0, cx1, wy0, wx1), (ry1, cx0, wy1, wx0), (ry1, cx1, wy1, wx1))
-        if strided_conv:
-            # Bags in (n, row, tap row, col, tap col, offset group) order: the sampled image, channels-last.
-            idx = torch.empty(n, nr, kh, wo, kw, dg, 4, dtype=torch.long, device=device)
-            wts = torch.empty(n, nr, kh, wo, kw, dg, 4, dtype=dtype, device=device)
-            iv, wv = idx.permute(0, 5, 2, 4, 1, 3, 6), wts.permute(0, 5, 2, 4, 1, 3, 6)
-            for corner, (ry, cx, wy, wx) in enumerate(corners):
-                torch.add(ry.view(n, dg, kh, kw, nr, wo), cx.view(n, dg, kh, kw, nr, wo), out=iv[..., corner])
-                torch.mul(wy.view(n, dg, kh, kw, nr, wo), wx.view(n, dg, kh, kw, nr, wo), out=wv[..., corner])
-            cols = F.embedding_bag(idx.view(-1, 4), table, per_sample_weights=wts.view(-1, 4), mode="sum")
-            image = cols.view(n, nr * kh, wo * kw, c).permute(0, 3, 1, 2)
-            dst.copy_(F.conv2d(image, weight, None, (kh, kw), 0, 1, groups).permute(0, 2, 3, 1))
-            continue
         # Bags in (n, row, col, tap, offset group) order so each pixel's columns are (tap, channel).
         idx = torch.empty(n, nr, wo, k, dg, 4, dtype=torch.long, device=device)
         wts = torch.empty(n, nr, wo, k, dg, 4, dtype=dtype, device=device)
         iv, wv = idx.permute(0, 4, 3, 1, 2, 5), wts.permute(0, 4, 3, 1, 2, 5)
-        for corner, (ry, cx, wy, wx) in enumerate(corners):
+        for corner, (ry, cx, wy, wx) in enumerate(((ry0, cx0, wy0, wx0), (ry0, cx1, wy0, wx1),
+                                                   (ry1, cx0, wy1, wx0), (ry1, cx1, wy1, wx1))):
             torch.add(ry, cx, out=iv[..., corner])
             torch.mul(wy, wx, out=wv[..., corner])
         cols = F.embedding_bag(idx.view(-1, 4), table, per_sample_weights=wts.view(-1, 4), mode="sum")
         cols = cols.view(n * nr * wo, k, c)
+        dst = out[:, r0:r1]
         if groups == 1:
             dst.copy_((cols.view(n * nr * wo, k * c) @ w_mat[0]).view(n, nr, wo, c_out))
         else:
