@@ -346,3 +346,19 @@ def test_tensor_core_far_and_non_finite_offsets_sample_zero(host):
         offset = torch.full((1, 18, 5, 6), value).half()
         y = _nhwc_host(host, x, offset, weight, bias, None, (1, 1), (1, 1), (1, 1), -1)
         assert torch.equal(y, bias.view(1, 8, 1, 1).expand_as(y))
+
+
+TILE_SHAPES = {0: (128, 128), 1: (64, 128), 2: (64, 64)}  # (pixels, output channels) per CTA
+
+
+@pytest.mark.parametrize("sm_count", [132, 108, 16])  # H100 SXM, A100, Jetson AGX Orin
+@pytest.mark.parametrize("stage,c,h,w", [("conv3", 128, 100, 168), ("conv4", 256, 50, 84), ("conv5", 512, 25, 42)])
+def test_tile_shape_fills_every_sm_at_batch_1(host, sm_count, stage, c, h, w):
+    # The launcher takes the largest tile whose CTAs cover every SM once (no idle SMs at batch 1, e.g.
+    # conv5 on an H100: 36 large tiles would leave 96 SMs idle; 64 x 64 tiles give 136 CTAs).
+    x, offset, weight = torch.empty(1, c, h, w), torch.empty(1, 18, h, w), torch.empty(c, c, 3, 3)
+    desc = make_desc(x, offset, weight, None, torch.empty(1, 9, h, w), (1, 1), (1, 1), (1, 1))
+    shape = host.deformrt_dcn_tc_tile_shape(ctypes.byref(desc), sm_count)
+    ctas = {s: -(-h * w // bm) * -(-c // bn) for s, (bm, bn) in TILE_SHAPES.items()}
+    assert ctas[shape] >= sm_count
+    assert all(ctas[larger] < sm_count for larger in range(shape))
