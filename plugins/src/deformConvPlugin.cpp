@@ -38,6 +38,10 @@ std::string join(T const* values, int32_t n)
 
 std::string dimsString(Dims const& d)
 {
+    if (d.nbDims < 0 || d.nbDims > Dims::MAX_DIMS)
+    {
+        return "(rank " + std::to_string(d.nbDims) + ")";
+    }
     return join(d.d, d.nbDims);
 }
 
@@ -111,10 +115,11 @@ int32_t DeformConvAttrs::numInputs() const
 
 std::string DeformConvAttrs::invalidReason() const
 {
+    // Sizes of 2^30 and more can never run (deformConvDesc.h, kMaxExtent): refused when the plugin is created.
     auto const atLeast = [](int32_t const* v, int32_t n, int32_t lo) {
         for (int32_t i = 0; i < n; ++i)
         {
-            if (v[i] < lo)
+            if (v[i] < lo || v[i] >= kMaxExtent)
             {
                 return false;
             }
@@ -124,27 +129,27 @@ std::string DeformConvAttrs::invalidReason() const
     std::ostringstream os;
     if (!atLeast(kernelShape, 2, 1))
     {
-        os << "field '" << contract::kAttrKernelShape << "' must be >= 1, got " << join(kernelShape, 2);
+        os << "field '" << contract::kAttrKernelShape << "' must be in [1, 2^30), got " << join(kernelShape, 2);
     }
     else if (!atLeast(strides, 2, 1))
     {
-        os << "field '" << contract::kAttrStrides << "' must be >= 1, got " << join(strides, 2);
+        os << "field '" << contract::kAttrStrides << "' must be in [1, 2^30), got " << join(strides, 2);
     }
     else if (!atLeast(pads, 4, 0))
     {
-        os << "field '" << contract::kAttrPads << "' must be >= 0, got " << join(pads, 4);
+        os << "field '" << contract::kAttrPads << "' must be in [0, 2^30), got " << join(pads, 4);
     }
     else if (!atLeast(dilations, 2, 1))
     {
-        os << "field '" << contract::kAttrDilations << "' must be >= 1, got " << join(dilations, 2);
+        os << "field '" << contract::kAttrDilations << "' must be in [1, 2^30), got " << join(dilations, 2);
     }
-    else if (group < 1)
+    else if (group < 1 || group >= kMaxExtent)
     {
-        os << "field '" << contract::kAttrGroup << "' must be >= 1, got " << group;
+        os << "field '" << contract::kAttrGroup << "' must be in [1, 2^30), got " << group;
     }
-    else if (offsetGroup < 1)
+    else if (offsetGroup < 1 || offsetGroup >= kMaxExtent)
     {
-        os << "field '" << contract::kAttrOffsetGroup << "' must be >= 1, got " << offsetGroup;
+        os << "field '" << contract::kAttrOffsetGroup << "' must be in [1, 2^30), got " << offsetGroup;
     }
     else if (modulated != 0 && modulated != 1)
     {
@@ -180,9 +185,8 @@ DeformConvAttrs parseAttrs(nvinfer1::PluginFieldCollection const* fc)
         }
         if (j == fields.size())
         {
-            trt::log(nvinfer1::ILogger::Severity::kWARNING,
-                std::string("ignoring unknown field '") + (f.name ? f.name : "(null)") + "'");
-            continue;
+            // A misspelt name would otherwise leave its value at a default nobody chose.
+            throw std::invalid_argument(std::string("unknown field '") + (f.name ? f.name : "(null)") + "'");
         }
         AttrField const& spec = fields[j];
         std::string const where = std::string("field '") + spec.name + "'";
@@ -604,8 +608,9 @@ int32_t DeformConv2dPlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, i
 bool DeformConv2dPlugin::supportsFormatCombination(
     int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
 {
-    if (inOut == nullptr || pos < 0 || pos >= nbInputs + nbOutputs)
+    if (inOut == nullptr || nbInputs < 0 || nbOutputs < 0 || pos < 0 || pos >= nbInputs + nbOutputs)
     {
+        trt::logError("supportsFormatCombination: position out of range or no tensor descriptions");
         return false;
     }
     nvinfer1::PluginTensorDesc const& d = inOut[pos].desc;
@@ -624,8 +629,9 @@ int32_t DeformConv2dPlugin::getNbOutputs() const noexcept
 size_t DeformConv2dPlugin::workspaceFor(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
     nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const
 {
-    if (inputs == nullptr || outputs == nullptr || nbInputs < 2 || nbOutputs != 1)
+    if (inputs == nullptr || outputs == nullptr || nbInputs != mAttrs.numInputs() || nbOutputs != 1)
     {
+        trt::logError("getWorkspaceSize: expects " + std::to_string(mAttrs.numInputs()) + " inputs and 1 output");
         return 0;
     }
     DeformrtConvDesc const desc = makeDesc(inputs[contract::kInputX].max, inputs[contract::kInputW].max, outputs[0].max);
@@ -636,7 +642,15 @@ size_t DeformConv2dPlugin::workspaceFor(nvinfer1::DynamicPluginTensorDesc const*
 size_t DeformConv2dPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
     nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept
 {
-    return workspaceFor(inputs, nbInputs, outputs, nbOutputs);
+    try
+    {
+        return workspaceFor(inputs, nbInputs, outputs, nbOutputs);
+    }
+    catch (std::exception const& e)
+    {
+        trt::logError(std::string("getWorkspaceSize: ") + e.what());
+    }
+    return 0;
 }
 
 char const* DeformConv2dPlugin::getTimingCacheID() noexcept
