@@ -73,14 +73,14 @@ def _major(include: Path) -> int:
 
 
 def _compile(sources: list[Path], out: Path, include: Path, *, shared: bool, flags: str = "", soname: str = "",
-             defines: tuple[str, ...] = ()) -> Path:
+             defines: tuple[str, ...] = (), libs: tuple[str, ...] = ()) -> Path:
     cmd = [CXX, "-std=c++17", "-Wall", "-Wextra", "-Wno-deprecated-declarations",
            "-I", str(PLUGINS_DIR / "include"), "-I", str(PLUGINS_DIR / "src"),
            "-isystem", str(include), "-isystem", str(CUDA_INCLUDE), *flags.split(), *[f"-D{d}" for d in defines]]
     if shared:
         cmd += ["-shared", "-fPIC", "-fvisibility=hidden"] + ([f"-Wl,-soname,{soname}"] if soname else [])
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd += [*map(str, sources), "-o", str(out), "-ldl"]
+    cmd += [*map(str, sources), "-o", str(out), *libs, "-ldl"]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return out
 
@@ -104,10 +104,21 @@ class ContractBuild:
         return proc
 
 
-def build_contract(out: Path, include: Path, *, sanitize: bool = False, tensorrt_root: Path | None = None) -> ContractBuild:
+def _gpu_available() -> bool:
+    return torch.cuda.is_available() and shutil.which("nvcc") is not None
+
+
+def _cuda_arch() -> str:
+    major, minor = torch.cuda.get_device_capability()
+    return f"{major}{minor}-real"
+
+
+def build_contract(out: Path, include: Path, *, sanitize: bool = False, tensorrt_root: Path | None = None,
+                   cuda: bool = False) -> ContractBuild:
     """Build the stand-in, the plugin (against a TensorRT root made of ``include`` and the stand-in, so that
     CMake finds and links "libnvinfer" as with a real install) and the harness; in parallel where possible.
-    The sanitized build is only for the fuzzing: the loadLibrary file, unoptimised (quicker to compile)."""
+    The sanitized build is only for the fuzzing: the loadLibrary file, unoptimised (quicker to compile).
+    ``cuda``: the plugin with its CUDA kernels for this machine's GPU, and a harness that enqueues on device copies."""
     # The harness compiles slowly and runs little: unoptimised. The plugin's host kernels run every node: -O2.
     flags = f"-O0 -g {SANITIZERS}" if sanitize else "-O0"
     major = _major(include)
@@ -124,13 +135,17 @@ def build_contract(out: Path, include: Path, *, sanitize: bool = False, tensorrt
     options = {"TENSORRT_ROOT": str(root), "DEFORMRT_PLUGIN_HOST_KERNELS": "ON", "DEFORMRT_BUILD_CUDA": "OFF",
                "CMAKE_BUILD_TYPE": "Release", "Python3_EXECUTABLE": sys.executable}
     targets = ["deformrt_plugin", "deformrt_plugin_autoload"]
+    harness_defines, harness_libs = (), ()
+    if cuda:
+        options.update(DEFORMRT_PLUGIN_HOST_KERNELS="OFF", DEFORMRT_BUILD_CUDA="ON", CMAKE_CUDA_ARCHITECTURES=_cuda_arch())
+        harness_defines, harness_libs = ("HARNESS_CUDA=1",), (f"-L{CUDA_INCLUDE.parent / 'lib64'}", "-lcudart")
     if sanitize:
         options.update(CMAKE_BUILD_TYPE="Debug", CMAKE_CXX_FLAGS=SANITIZERS, CMAKE_SHARED_LINKER_FLAGS=SANITIZERS)
         targets = ["deformrt_plugin"]
     with ThreadPoolExecutor(2) as pool:
         plugin = pool.submit(cmake_build, out / "plugin", options, targets, 2)
         harness = pool.submit(_compile, [HARNESS_DIR / "contractHarness.cpp"], out / "contractHarness", include,
-                              shared=False, flags=flags)
+                              shared=False, flags=flags, defines=harness_defines, libs=harness_libs)
         wrong = None
         if not sanitize and tensorrt_root is None:
             wrong = _compile([HARNESS_DIR / "standinNvinfer.cpp"], out / "wrong-major" / soname, include, shared=True,
@@ -342,11 +357,7 @@ def _check_against_reference(case: NodeCase, dtype: str):
 
 
 def test_every_exported_node_through_the_parser_lifecycle_and_enqueue(contract, node_cases):
-    contract.run("nodes", contract.nvinfer, contract.plugin_dir, *[c.spec for c in node_cases])
-    for case in node_cases:
-        for dtype in ("fp32", "fp16"):
-            _check_against_reference(case, dtype)
-            os.remove(f"{case.spec}.{dtype}.out")  # the next header set writes its own
+    _run_nodes_and_compare(contract, node_cases)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -370,19 +381,33 @@ def test_malformed_fields_and_bad_calls_are_refused_with_a_reason(sanitized_cont
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# A real TensorRT
+# The CUDA kernels (a GPU) and a real TensorRT
+
+
+def _run_nodes_and_compare(build: ContractBuild, node_cases: list[NodeCase], env=None):
+    build.run("nodes", build.nvinfer, build.plugin_dir, *[c.spec for c in node_cases], env=env)
+    for case in node_cases:
+        for dtype in ("fp32", "fp16"):
+            _check_against_reference(case, dtype)
+            os.remove(f"{case.spec}.{dtype}.out")  # the next build writes its own
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpu_available(), reason="needs an NVIDIA GPU (torch.cuda) and nvcc")
+def test_every_exported_node_with_the_cuda_kernels(tmp_path, node_cases):
+    include = max(HEADER_SETS, key=lambda p: (_major(p), p.parent.name))
+    _run_nodes_and_compare(build_contract(tmp_path, include, cuda=True), node_cases)
 
 
 @pytest.mark.trt
 @pytest.mark.skipif(not os.environ.get("TENSORRT_ROOT"), reason="set TENSORRT_ROOT to a TensorRT install to run "
                     "the harness against its libnvinfer")
 def test_the_harness_against_a_real_tensorrt(tmp_path, node_cases):
+    """Loading every way and every node's lifecycle against the real libnvinfer's registry; enqueue runs the
+    CUDA kernels when a GPU is present, else the host kernels."""
     root = Path(os.environ["TENSORRT_ROOT"])
-    build = build_contract(tmp_path, root / "include", tensorrt_root=root)
+    build = build_contract(tmp_path, root / "include", tensorrt_root=root, cuda=_gpu_available())
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
     for scenario in ("loadlibrary", "loadlibrary-twice", "autoload-private", "autoload-global", "autoload-not-yet"):
         build.run("load", scenario, build.nvinfer, build.plugin_dir, env=env)
-    build.run("nodes", build.nvinfer, build.plugin_dir, *[c.spec for c in node_cases])
-    for case in node_cases:
-        for dtype in ("fp32", "fp16"):
-            _check_against_reference(case, dtype)
+    _run_nodes_and_compare(build, node_cases)

@@ -8,11 +8,19 @@
 //                                                         them, the build/runtime lifecycle, enqueue (host
 //                                                         kernels) in fp32 and fp16; outputs next to SPEC
 //   contractHarness fuzz NVINFER PLUGIN_DIR               malformed field collections and bad calls
+//
+// Built with -DHARNESS_CUDA=1 (and linked with cudart) it runs enqueue on device copies of the tensors,
+// for a plugin built with its CUDA kernels; otherwise enqueue gets host pointers (the plugin's
+// DEFORMRT_PLUGIN_HOST_KERNELS variant).
 #include "deformConvMath.h" // the kernels' float <-> binary16 conversions (host build)
 #include "deformrt/opContract.h"
 
 #include <NvInferRuntime.h>
 #include <NvInferVersion.h>
+
+#if HARNESS_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 #include <dlfcn.h>
 
@@ -989,6 +997,47 @@ std::vector<uint16_t> toHalf(std::vector<float> const& v)
     return h;
 }
 
+#if HARNESS_CUDA
+//! enqueue on device copies of ``inputs`` (``bytes`` each); the output is copied back into ``output``.
+int32_t enqueueOnDevice(IPluginV3OneRuntime& runtime, PluginTensorDesc const* inDesc, PluginTensorDesc const* outDesc,
+    std::vector<void const*> const& inputs, std::vector<size_t> const& bytes, void* output, size_t outputBytes,
+    size_t workspace, std::string const& where)
+{
+    std::vector<void*> device(inputs.size() + 2, nullptr);
+    bool ok = true;
+    for (size_t i = 0; ok && i < inputs.size(); ++i)
+    {
+        ok = cudaMalloc(&device[i], bytes[i]) == cudaSuccess
+            && cudaMemcpy(device[i], inputs[i], bytes[i], cudaMemcpyHostToDevice) == cudaSuccess;
+    }
+    void*& deviceOut = device[inputs.size()];
+    void*& deviceWorkspace = device[inputs.size() + 1];
+    ok = ok && cudaMalloc(&deviceOut, outputBytes) == cudaSuccess && cudaMemset(deviceOut, 0xff, outputBytes) == cudaSuccess
+        && (workspace == 0 || cudaMalloc(&deviceWorkspace, workspace) == cudaSuccess);
+    cudaStream_t stream = nullptr;
+    ok = ok && cudaStreamCreate(&stream) == cudaSuccess;
+    int32_t status = -1;
+    if (check(ok, where + ": CUDA allocations and copies"))
+    {
+        std::vector<void const*> deviceInputs(device.begin(), device.begin() + static_cast<std::ptrdiff_t>(inputs.size()));
+        void* outputs[] = {deviceOut};
+        status = runtime.enqueue(inDesc, outDesc, deviceInputs.data(), outputs, deviceWorkspace, stream);
+        ok = cudaStreamSynchronize(stream) == cudaSuccess
+            && cudaMemcpy(output, deviceOut, outputBytes, cudaMemcpyDeviceToHost) == cudaSuccess;
+        check(ok, where + ": the kernels ran and the output came back");
+    }
+    if (stream != nullptr)
+    {
+        cudaStreamDestroy(stream);
+    }
+    for (void* p : device)
+    {
+        cudaFree(p);
+    }
+    return ok ? status : -1;
+}
+#endif
+
 //! One dtype's whole lifecycle: build-phase clone, configure, workspace, serialise, runtime-phase create,
 //! attach, onShapeChange, enqueue on host pointers; the output goes to SPEC.<dtype>.out (float32).
 void runLifecycle(NodeSpec const& spec, Geometry const& g, IPluginCreatorV3One& creator, PluginParts const& built,
@@ -1085,9 +1134,20 @@ void runLifecycle(NodeSpec const& spec, Geometry const& g, IPluginCreatorV3One& 
         }
     }
     void* outputs[] = {type == DataType::kHALF ? static_cast<void*>(halfOut.data()) : static_cast<void*>(result.data())};
+#if HARNESS_CUDA
+    size_t const elementBytes = type == DataType::kHALF ? 2 : 4;
+    std::vector<size_t> bytes;
+    for (Tensor const& t : spec.inputs)
+    {
+        bytes.push_back(t.values.size() * elementBytes);
+    }
+    int32_t const status = enqueueOnDevice(
+        *a.runtime, rin.data(), &rout, inputs, bytes, outputs[0], count * elementBytes, workspace, where);
+#else
     std::vector<unsigned char> workspaceMemory(workspace + 1);
-    if (check(a.runtime->enqueue(rin.data(), &rout, inputs.data(), outputs, workspaceMemory.data(), nullptr) == 0,
-            where + ": enqueue"))
+    int32_t const status = a.runtime->enqueue(rin.data(), &rout, inputs.data(), outputs, workspaceMemory.data(), nullptr);
+#endif
+    if (check(status == 0, where + ": enqueue"))
     {
         if (type == DataType::kHALF)
         {
