@@ -321,7 +321,7 @@ nvinfer1::IPluginV3* DeformConv2dPlugin::clone() noexcept
     }
     catch (std::exception const& e)
     {
-        trt::logError(std::string("clone failed: ") + e.what());
+        trt::logError("clone failed: ", e.what());
     }
     return nullptr;
 }
@@ -507,7 +507,7 @@ int32_t DeformConv2dPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc co
     }
     catch (std::exception const& e)
     {
-        trt::logError(std::string("configurePlugin: ") + e.what());
+        trt::logError("configurePlugin: ", e.what());
     }
     return -1;
 }
@@ -528,7 +528,7 @@ int32_t DeformConv2dPlugin::getOutputDataTypes(
     }
     catch (std::exception const& e)
     {
-        trt::logError(std::string("getOutputDataTypes: ") + e.what());
+        trt::logError("getOutputDataTypes: ", e.what());
     }
     return -1;
 }
@@ -600,7 +600,7 @@ int32_t DeformConv2dPlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, i
     }
     catch (std::exception const& e)
     {
-        trt::logError(std::string("getOutputShapes: ") + e.what());
+        trt::logError("getOutputShapes: ", e.what());
     }
     return -1;
 }
@@ -648,7 +648,7 @@ size_t DeformConv2dPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc co
     }
     catch (std::exception const& e)
     {
-        trt::logError(std::string("getWorkspaceSize: ") + e.what());
+        trt::logError("getWorkspaceSize: ", e.what());
     }
     return 0;
 }
@@ -672,7 +672,7 @@ int32_t DeformConv2dPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, 
     }
     catch (std::exception const& e)
     {
-        trt::logError(std::string("onShapeChange: ") + e.what());
+        trt::logError("onShapeChange: ", e.what());
     }
     return -1;
 }
@@ -741,7 +741,7 @@ int32_t DeformConv2dPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
     }
     catch (std::exception const& e)
     {
-        trt::logError(std::string("enqueue: ") + e.what());
+        trt::logError("enqueue: ", e.what());
     }
     return -1;
 }
@@ -779,7 +779,7 @@ nvinfer1::IPluginV3* DeformConv2dCreator::createPlugin(
     }
     catch (std::exception const& e)
     {
-        trt::logError(std::string("cannot create the plugin: ") + e.what());
+        trt::logError("cannot create the plugin: ", e.what());
     }
     return nullptr;
 }

@@ -44,7 +44,7 @@ void registerAtLoad() noexcept
     }
     catch (std::exception const& e)
     {
-        deformrt::trt::logError(std::string("registration at load failed: ") + e.what());
+        deformrt::trt::logError("registration at load failed: ", e.what());
     }
 }
 

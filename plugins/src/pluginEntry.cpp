@@ -39,7 +39,7 @@ extern "C" DEFORMRT_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators
     }
     catch (std::exception const& e)
     {
-        deformrt::trt::logError(std::string("cannot create the plugin creator: ") + e.what());
+        deformrt::trt::logError("cannot create the plugin creator: ", e.what());
     }
     nbCreators = 0;
     return nullptr;

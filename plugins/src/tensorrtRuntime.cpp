@@ -70,12 +70,12 @@ int32_t reportedMajor(void* handle, int32_t* fullVersion)
     return *fullVersion >= 0 ? *fullVersion / 10000 : -1;
 }
 
-void logMismatchOnce(std::string const& why) noexcept
+void logMismatchOnce(char const* why) noexcept
 {
     if (!gMismatchLogged.exchange(true))
     {
         // stderr: TensorRT's logger objects of another major must not be called either.
-        std::fprintf(stderr, "[E] %s::%s: %s\n", contract::kPluginNamespace, contract::kPluginName, why.c_str());
+        std::fprintf(stderr, "[E] %s::%s: %s\n", contract::kPluginNamespace, contract::kPluginName, why);
     }
 }
 } // namespace
@@ -97,10 +97,11 @@ bool tensorrtMatches(TensorRTLookup lookup) noexcept
         void* handle = openTensorRT(lookup, &name);
         if (handle == nullptr)
         {
-            logMismatchOnce(std::string("built for ") + kBuiltFor + ", but " + name
+            logMismatchOnce((std::string("built for ") + kBuiltFor + ", but " + name
                 + (lookup == TensorRTLookup::kLoadIfAbsent ? " cannot be loaded (" + dlErrorText() + ")"
                                                           : " is not loaded in this process")
-                + ": the plugin is not registered");
+                + ": the plugin is not registered")
+                                .c_str());
             return false;
         }
         int32_t version = -1;
@@ -108,11 +109,12 @@ bool tensorrtMatches(TensorRTLookup lookup) noexcept
         if (major != NV_TENSORRT_MAJOR)
         {
             dlclose(handle);
-            logMismatchOnce(std::string("built for ") + kBuiltFor + ", but " + name + " reports TensorRT "
+            logMismatchOnce((std::string("built for ") + kBuiltFor + ", but " + name + " reports TensorRT "
                 + (version >= 0 ? std::to_string(version / 10000) + "." + std::to_string(version / 100 % 100) + "."
                             + std::to_string(version % 100)
                                 : "of an unknown version")
-                + ": the plugin is not registered; rebuild it against this TensorRT (`deformrt build-plugin`)");
+                + ": the plugin is not registered; rebuild it against this TensorRT (`deformrt build-plugin`)")
+                                .c_str());
             return false;
         }
         gTensorRT.store(handle);
@@ -136,11 +138,16 @@ void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept
     gLoggerFinder.store(finder);
 }
 
-void log(nvinfer1::ILogger::Severity severity, std::string const& message) noexcept
+void log(nvinfer1::ILogger::Severity severity, char const* message, char const* detail) noexcept
 {
     try
     {
-        std::string const line = std::string(contract::kPluginNamespace) + "::" + contract::kPluginName + ": " + message;
+        std::string line = std::string(contract::kPluginNamespace) + "::" + contract::kPluginName + ": "
+            + (message != nullptr ? message : "");
+        if (detail != nullptr)
+        {
+            line += detail;
+        }
         nvinfer1::ILogger* logger = nullptr;
         if (gTensorRT.load() != nullptr)
         {

@@ -34,13 +34,25 @@ void* findEntryPoint(char const* name) noexcept;
 //! Remember the logger finder TensorRT hands to the library (setLoggerFinder).
 void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept;
 
-//! Log through the finder's logger, else TensorRT's global logger, else stderr (errors and warnings).
-//! TensorRT's loggers are used only once the process's TensorRT has been checked to be the right major.
-void log(nvinfer1::ILogger::Severity severity, std::string const& message) noexcept;
+//! Log ``message`` (followed by ``detail`` when given) through the finder's logger, else TensorRT's global
+//! logger, else stderr (errors and warnings). TensorRT's loggers are used only once the process's TensorRT
+//! has been checked to be the right major. Never throws: catch handlers pass e.what() as ``detail`` rather
+//! than building a string that could throw again.
+void log(nvinfer1::ILogger::Severity severity, char const* message, char const* detail = nullptr) noexcept;
+
+inline void log(nvinfer1::ILogger::Severity severity, std::string const& message) noexcept
+{
+    log(severity, message.c_str());
+}
+
+inline void logError(char const* message, char const* detail = nullptr) noexcept
+{
+    log(nvinfer1::ILogger::Severity::kERROR, message, detail);
+}
 
 inline void logError(std::string const& message) noexcept
 {
-    log(nvinfer1::ILogger::Severity::kERROR, message);
+    log(nvinfer1::ILogger::Severity::kERROR, message.c_str());
 }
 
 } // namespace trt

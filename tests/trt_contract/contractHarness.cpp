@@ -1534,6 +1534,7 @@ int runFuzz(std::string const& nvinfer, std::string const& pluginDir)
     Fuzzer fz{trt, *creator};
     fuzzFields(fz);
     fuzzCalls(fz);
+    checkNoContractFailures(trt);
     std::printf("fuzz cases: %d\n", fz.cases);
     return gFailures;
 }
