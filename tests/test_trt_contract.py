@@ -117,7 +117,8 @@ def build_contract(out: Path, include: Path, *, sanitize: bool = False, tensorrt
                    cuda: bool = False) -> ContractBuild:
     """Build the stand-in, the plugin (against a TensorRT root made of ``include`` and the stand-in, so that
     CMake finds and links "libnvinfer" as with a real install) and the harness; in parallel where possible.
-    The sanitized build is only for the fuzzing: the loadLibrary file, unoptimised (quicker to compile).
+    The sanitized build is for the fuzzing and the headers-only autoload file: unoptimised (quicker to compile)
+    and configured with the headers alone (no libnvinfer to link, as `deformrt build-plugin --tensorrt-include-dir`).
     ``cuda``: the plugin with its CUDA kernels for this machine's GPU, and a harness that enqueues on device copies."""
     # The harness compiles slowly and runs little: unoptimised. The plugin's host kernels run every node: -O2.
     flags = f"-O0 -g {SANITIZERS}" if sanitize else "-O0"
@@ -140,8 +141,8 @@ def build_contract(out: Path, include: Path, *, sanitize: bool = False, tensorrt
         options.update(DEFORMRT_PLUGIN_HOST_KERNELS="OFF", DEFORMRT_BUILD_CUDA="ON", CMAKE_CUDA_ARCHITECTURES=_cuda_arch())
         harness_defines, harness_libs = ("HARNESS_CUDA=1",), (f"-L{CUDA_INCLUDE.parent / 'lib64'}", "-lcudart")
     if sanitize:
-        options.update(CMAKE_BUILD_TYPE="Debug", CMAKE_CXX_FLAGS=SANITIZERS, CMAKE_SHARED_LINKER_FLAGS=SANITIZERS)
-        targets = ["deformrt_plugin"]
+        options.update(CMAKE_BUILD_TYPE="Debug", CMAKE_CXX_FLAGS=SANITIZERS, CMAKE_SHARED_LINKER_FLAGS=SANITIZERS,
+                       TENSORRT_ROOT="", TENSORRT_INCLUDE_DIR=str(include))
     with ThreadPoolExecutor(2) as pool:
         plugin = pool.submit(cmake_build, out / "plugin", options, targets, 2)
         harness = pool.submit(_compile, [HARNESS_DIR / "contractHarness.cpp"], out / "contractHarness", include,
@@ -378,6 +379,21 @@ def test_malformed_fields_and_bad_calls_are_refused_with_a_reason(sanitized_cont
     cases = int(re.search(r"fuzz cases: (\d+)", proc.stdout).group(1))
     assert cases > 200
     assert "runtime error" not in proc.stderr and "AddressSanitizer" not in proc.stderr
+
+
+def test_headers_only_autoload_file_loads_tensorrt_by_its_versioned_soname(sanitized_contract):
+    autoload = sanitized_contract.plugin_dir / AUTOLOAD_PLUGIN_LIBRARY
+    dynamic = subprocess.run(["readelf", "-d", str(autoload)], capture_output=True, text=True, check=True).stdout
+    assert "libnvinfer" not in dynamic, "a headers-only build has no libnvinfer to depend on"
+    soname_dir = str(sanitized_contract.nvinfer.parent)
+    env = dict(os.environ, LD_LIBRARY_PATH=soname_dir, ASAN_OPTIONS="detect_leaks=0")
+    sanitized_contract.run("load", "autoload-not-yet", sanitized_contract.nvinfer, sanitized_contract.plugin_dir, env=env)
+    # Where the soname cannot be found, nothing is registered and the reason is one line.
+    env["LD_LIBRARY_PATH"] = ""
+    proc = sanitized_contract.run("load", "autoload-not-yet", sanitized_contract.nvinfer, sanitized_contract.plugin_dir,
+                                  env=env, check=False)
+    assert proc.returncode != 0 and "FAIL: loading the plugin loaded" in proc.stdout
+    assert f"libnvinfer.so.{_major(sanitized_contract.include)} cannot be loaded" in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------------------------
