@@ -16,7 +16,6 @@ loading, lifecycle and enqueue checks against its libnvinfer (marked ``trt``).
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
