@@ -80,7 +80,8 @@ def _compile(sources: list[Path], out: Path, include: Path, *, shared: bool, fla
         cmd += ["-shared", "-fPIC", "-fvisibility=hidden"] + ([f"-Wl,-soname,{soname}"] if soname else [])
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd += [*map(str, sources), "-o", str(out), *libs, "-ldl"]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, f"compiling {out.name} failed:\n{' '.join(cmd)}\n{proc.stderr[-6000:]}"
     return out
 
 
@@ -137,8 +138,9 @@ def build_contract(out: Path, include: Path, *, sanitize: bool = False, tensorrt
     targets = ["deformrt_plugin", "deformrt_plugin_autoload"]
     harness_defines, harness_libs = (), ()
     if cuda:
+        cuda_lib = CUDA_INCLUDE.parent / "lib64"
         options.update(DEFORMRT_PLUGIN_HOST_KERNELS="OFF", DEFORMRT_BUILD_CUDA="ON", CMAKE_CUDA_ARCHITECTURES=_cuda_arch())
-        harness_defines, harness_libs = ("HARNESS_CUDA=1",), (f"-L{CUDA_INCLUDE.parent / 'lib64'}", "-lcudart")
+        harness_defines, harness_libs = ("HARNESS_CUDA=1",), (f"-L{cuda_lib}", f"-Wl,-rpath,{cuda_lib}", "-lcudart")
     if sanitize:
         options.update(CMAKE_BUILD_TYPE="Debug", CMAKE_CXX_FLAGS=SANITIZERS, CMAKE_SHARED_LINKER_FLAGS=SANITIZERS,
                        TENSORRT_ROOT="", TENSORRT_INCLUDE_DIR=str(include))
