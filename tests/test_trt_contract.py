@@ -192,6 +192,16 @@ def test_every_way_of_loading_registers_one_usable_creator(contract, scenario):
         assert "already registered" in proc.stdout, "the second loadLibrary is refused, and the reason logged"
 
 
+def test_the_stand_in_catches_a_registration_made_while_loadlibrary_loads(contract, tmp_path):
+    """The harness's own check: a library that registers from a static initialiser (as the plugin once did)."""
+    _compile([HARNESS_DIR / "misbehavingPlugin.cpp"], tmp_path / PLUGIN_LIBRARY, contract.include, shared=True,
+             flags="-O0")
+    proc = contract.run("load", "loadlibrary", contract.nvinfer, tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "registerCreator was called while loadLibrary was loading a plugin library" in proc.stdout
+    assert "already registered: the library is refused" in proc.stdout
+
+
 @pytest.mark.parametrize("how", ["loadlibrary", "autoload"])
 def test_a_tensorrt_of_another_major_is_refused_with_one_log_line(contract, how):
     proc = contract.run("load", f"wrong-major-{how}", contract.wrong_major_nvinfer, contract.plugin_dir)
