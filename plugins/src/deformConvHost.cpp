@@ -3,6 +3,7 @@
 // phase starts, exactly as __syncthreads() orders them on the GPU. It exists to check the GPU code's
 // math and tiling on machines without a GPU; it is not meant to be fast.
 #include "deformConvMath.h"
+#include "deformrt/deformConvHost.h"
 
 #include <algorithm>
 #include <vector>
@@ -54,15 +55,16 @@ void forwardHost(DcnGeometry const& g, void const* x, void const* weight, void c
 extern "C"
 {
 
-//! Why ``desc`` is not a valid problem (one sentence), or NULL when it is valid.
 char const* deformrt_dcn_validate(DeformrtConvDesc const* desc)
 {
     return desc == nullptr ? "no problem description" : deformrt::describeInvalid(*desc);
 }
 
-//! CPU forward pass with the GPU kernel's math and tiling; host pointers, layout as in
-//! deformConvDesc.h; float16 tensors hold IEEE binary16 bits. Returns 0 on success, 1 for an invalid
-//! desc, dtype or missing pointer (nothing is written then).
+uint64_t deformrt_dcn_workspace_size(DeformrtConvDesc const* /*desc*/, int32_t /*dtype*/)
+{
+    return 0;
+}
+
 int32_t deformrt_dcn_forward_host(DeformrtConvDesc const* desc, int32_t dtype, void const* x, void const* weight,
     void const* offset, void const* bias, void const* mask, void* y)
 {
@@ -79,13 +81,11 @@ int32_t deformrt_dcn_forward_host(DeformrtConvDesc const* desc, int32_t dtype, v
     }
 }
 
-//! The host build's float -> binary16 conversion (round to nearest even), for tests.
 uint16_t deformrt_float_to_half(float value)
 {
     return deformrt::floatToHalfBits(value);
 }
 
-//! The host build's binary16 -> float conversion, for tests.
 float deformrt_half_to_float(uint16_t bits)
 {
     return deformrt::halfBitsToFloat(bits);
