@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from exporter.plugin_lib import KERNEL_ENV, find_kernel_library
+from models.native import KERNEL_ENV, find_kernel_library
 from models.errors import DeformRTError
 
 # (C_in = C_out, H, W) at 800x1344 input; 3x3, stride 1, pad 1, one offset group, modulated.

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.plugin_lib import HOST_LIBRARY, cmake_build
+from exporter.trt.plugin_build import cmake_build
+from models.native import HOST_LIBRARY
 from models.ops.cuda_kernels import ConvDesc, declare_host_api
 
 

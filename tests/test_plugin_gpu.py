@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import ctypes
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from dcn_reference import deform_conv2d_reference, fp16_error_ratio
-from exporter import op_contract as oc
-from exporter import plugin_lib
+from exporter.onnx import op_contract as oc
+from exporter.trt import plugin_build
+from models import native
 from models.errors import DeformRTError
 from models.ops import cuda_kernels, deform_conv2d, use_backend
 
@@ -24,13 +27,13 @@ def kernels(tmp_path_factory):
         pytest.skip("needs a CUDA GPU")
     mp = pytest.MonkeyPatch()
     try:
-        plugin_lib.find_kernel_library()
+        native.find_kernel_library()
     except DeformRTError:
         if shutil.which("cmake") is None or shutil.which("nvcc") is None:
             pytest.skip("kernel library not built and cmake/nvcc missing to build it")
-        out = plugin_lib.cmake_build(tmp_path_factory.mktemp("deformrt-gpu"),
+        out = plugin_build.cmake_build(tmp_path_factory.mktemp("deformrt-gpu"),
                                      {"CMAKE_CUDA_ARCHITECTURES": "native"}, ["deformrt_kernels"])
-        mp.setenv(plugin_lib.KERNEL_ENV, str(out / plugin_lib.KERNEL_LIBRARY))
+        mp.setenv(native.KERNEL_ENV, str(out / native.KERNEL_LIBRARY))
     cuda_kernels._library.cache_clear()
     assert cuda_kernels.is_available()
     yield
@@ -155,21 +158,43 @@ def test_kernel_runs_on_the_current_stream_and_accepts_non_contiguous_inputs(ker
     assert _rel(y, ref) <= 1e-5
 
 
+_REGISTRATION_CHECK = """
+import ctypes, sys
+import tensorrt as trt  # loads libnvinfer privately (RTLD_LOCAL)
+name, version, namespace, first, second, fields = sys.argv[1:7]
+registry = trt.get_plugin_registry()
+if first.endswith("_autoload.so"):
+    ctypes.CDLL(first)  # what polygraphy --plugins and trtexec --staticPlugins do
+else:
+    assert registry.load_library(first) is not None, "load_library of " + first
+creator = registry.get_creator(name, version, namespace)
+assert creator is not None, "no creator after loading " + first
+assert [f.name for f in creator.field_names] == fields.split(","), [f.name for f in creator.field_names]
+# The creator exists: TensorRT refuses to load the other file's creator again (documented), and keeps the first.
+assert registry.load_library(second) is None, "a second registration must be refused"
+assert registry.get_creator(name, version, namespace) is not None
+print("ok")
+"""
+
+
 @pytest.mark.trt
-def test_plugin_registers_with_tensorrt_on_load():
-    trt = pytest.importorskip("tensorrt", reason="needs the TensorRT Python package and libraries")
+@pytest.mark.parametrize("first", ["autoload", "load_library"])
+def test_plugin_registers_with_tensorrt_each_way(first):
+    """In a fresh process (registrations are per process): the autoload file registers itself when loaded by
+    ctypes, the other file through load_library; either way a second registration is refused."""
+    pytest.importorskip("tensorrt", reason="needs the TensorRT Python package and libraries")
     try:
-        library = plugin_lib.find_plugin_library()
+        library = native.find_plugin_library()
     except DeformRTError as exc:
         pytest.skip(str(exc))
-    registry = trt.get_plugin_registry()
-    ctypes.CDLL(str(library))  # what polygraphy --plugins does
-    creator = registry.get_creator(oc.PLUGIN_NAME, oc.PLUGIN_VERSION, oc.PLUGIN_NAMESPACE)
-    assert creator is not None
-    assert [f.name for f in creator.field_names] == list(oc.ATTRIBUTE_NAMES)
-    # loadLibrary (trtexec --dynamicPlugins) on the same library takes over the registration.
-    assert registry.load_library(str(library)) is not None
-    assert registry.get_creator(oc.PLUGIN_NAME, oc.PLUGIN_VERSION, oc.PLUGIN_NAMESPACE) is not None
+    autoload = library.with_name(native.AUTOLOAD_PLUGIN_LIBRARY)
+    if not autoload.is_file():
+        pytest.skip(f"{autoload} is not built")
+    files = [str(autoload), str(library)] if first == "autoload" else [str(library), str(library)]
+    proc = subprocess.run([sys.executable, "-c", _REGISTRATION_CHECK, oc.PLUGIN_NAME, oc.PLUGIN_VERSION,
+                           oc.PLUGIN_NAMESPACE, *files, ",".join(oc.ATTRIBUTE_NAMES)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -177,9 +202,9 @@ def host_emulation(tmp_path_factory):
     """The CPU build of the same kernels (mma.sync emulated): the device's bit-level twin."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    out = plugin_lib.cmake_build(tmp_path_factory.mktemp("deformrt-host"), {"DEFORMRT_BUILD_CUDA": "OFF"},
+    out = plugin_build.cmake_build(tmp_path_factory.mktemp("deformrt-host"), {"DEFORMRT_BUILD_CUDA": "OFF"},
                                  ["deformrt_host"])
-    return cuda_kernels.declare_host_api(ctypes.CDLL(str(out / plugin_lib.HOST_LIBRARY)))
+    return cuda_kernels.declare_host_api(ctypes.CDLL(str(out / native.HOST_LIBRARY)))
 
 
 @pytest.mark.gpu

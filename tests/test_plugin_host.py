@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from dcn_reference import deform_conv2d_reference, fp16_error_ratio
-from exporter.plugin_lib import HOST_LIBRARY, cmake_build
+from exporter.trt.plugin_build import cmake_build
+from models.native import HOST_LIBRARY
 from models.ops.cuda_kernels import DTYPES, declare_host_api, make_desc
 
 pytestmark = pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("c++") is None,

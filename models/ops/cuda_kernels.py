@@ -1,9 +1,9 @@
 """deformrt's own CUDA kernels as the ``"deformrt"`` backend of :func:`models.ops.deform_conv2d`.
 
 The kernels live in ``libdeformrt_kernels.so`` (built from ``plugins/``, found by
-:func:`exporter.plugin_lib.find_kernel_library`) and are called through ctypes with the tensors'
+:func:`models.native.find_kernel_library`) and are called through ctypes with the tensors'
 device pointers on PyTorch's current stream. Importing this module never fails: without the library
-or without CUDA the backend registers as unavailable, and ``select_backend`` moves on.
+or without CUDA :func:`is_available` is False, and ``select_backend`` moves on.
 
 float32 and float16 run on the kernels (fp16 storage, fp32 math); other dtypes (float64, bfloat16)
 fall back to the portable implementation.
@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 
 from models.errors import DeformRTError
-from models.ops.deform_conv import deform_conv2d_portable, register_cuda_backend
 
 # Mirrors DeformrtConvDesc in plugins/include/deformrt/deformConvDesc.h (every field int64_t).
 DESC_FIELDS = ("batch", "inChannels", "inHeight", "inWidth", "outChannels", "kernelH", "kernelW",
@@ -95,7 +94,7 @@ def declare_host_api(lib: ctypes.CDLL) -> ctypes.CDLL:
 @functools.lru_cache(maxsize=1)
 def _library() -> Optional[ctypes.CDLL]:
     """The loaded kernel library, or None when it is not built (cached; ``_library.cache_clear()`` retries)."""
-    from exporter.plugin_lib import find_kernel_library
+    from models.native import find_kernel_library
 
     try:
         lib = ctypes.CDLL(str(find_kernel_library()))
@@ -111,9 +110,8 @@ def is_available() -> bool:
 
 def deform_conv2d_cuda(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Optional[Tensor],
                        stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]) -> Tensor:
-    """Run the op on deformrt's kernels (arguments as torchvision's, pairs expanded, shapes checked)."""
-    if input.dtype not in DTYPES:
-        return deform_conv2d_portable(input, offset, weight, bias, mask, stride, padding, dilation)
+    """Run the op on deformrt's kernels (arguments as torchvision's, pairs expanded, shapes checked;
+    ``input.dtype`` one of :data:`DTYPES`)."""
     lib = _library()
     if lib is None:
         raise DeformRTError("deformrt CUDA kernel library is not available; build it with `deformrt build-plugin`")
@@ -143,6 +141,3 @@ def deform_conv2d_cuda(input: Tensor, offset: Tensor, weight: Tensor, bias: Opti
     if status != 0:
         raise RuntimeError(f"deformrt DCN kernel launch failed with cudaError {status}")
     return y
-
-
-register_cuda_backend("deformrt", is_available, deform_conv2d_cuda)

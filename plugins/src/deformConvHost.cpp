@@ -6,6 +6,7 @@
 // math, tiling and fragment indexing on machines without a GPU; it is not meant to be fast.
 #include "deformConvMath.h"
 #include "deformConvTensorCore.h"
+#include "deformrt/deformConvHost.h"
 
 #include <algorithm>
 #include <cstddef>
@@ -222,15 +223,16 @@ void toNhwcHost(uint16_t const* src, uint16_t* dst, int64_t n, int64_t c, int64_
 extern "C"
 {
 
-//! Why ``desc`` is not a valid problem (one sentence), or NULL when it is valid.
 char const* deformrt_dcn_validate(DeformrtConvDesc const* desc)
 {
     return desc == nullptr ? "no problem description" : deformrt::describeInvalid(*desc);
 }
 
-//! CPU forward pass with the GPU kernel's math and tiling; host pointers, layout as in
-//! deformConvDesc.h; float16 tensors hold IEEE binary16 bits. Returns 0 on success, 1 for an invalid
-//! desc, dtype or missing pointer (nothing is written then).
+uint64_t deformrt_dcn_workspace_size(DeformrtConvDesc const* /*desc*/, int32_t /*dtype*/)
+{
+    return 0;
+}
+
 int32_t deformrt_dcn_forward_host(DeformrtConvDesc const* desc, int32_t dtype, void const* x, void const* weight,
     void const* offset, void const* bias, void const* mask, void* y)
 {
@@ -269,7 +271,6 @@ int32_t deformrt_dcn_forward_host(DeformrtConvDesc const* desc, int32_t dtype, v
     }
 }
 
-//! The tiled (reference / sm_75) kernel alone, for both dtypes; arguments as deformrt_dcn_forward_host.
 int32_t deformrt_dcn_forward_tiled_host(DeformrtConvDesc const* desc, int32_t dtype, void const* x,
     void const* weight, void const* offset, void const* bias, void const* mask, void* y)
 {
@@ -286,7 +287,6 @@ int32_t deformrt_dcn_forward_tiled_host(DeformrtConvDesc const* desc, int32_t dt
     }
 }
 
-//! Elements of the packed fp16 weights the tensor-core kernel reads (times 2 for bytes).
 uint64_t deformrt_dcn_packed_weight_size(DeformrtConvDesc const* desc)
 {
     if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr)
@@ -297,7 +297,6 @@ uint64_t deformrt_dcn_packed_weight_size(DeformrtConvDesc const* desc)
     return uint64_t(deformrt::tc::packedWeightElements(t)) * 2;
 }
 
-//! Permute fp16 weights [cOut][cIn/group][kh][kw] into the tensor-core kernel's K order. 0 or 1 (invalid).
 int32_t deformrt_dcn_pack_weights_host(DeformrtConvDesc const* desc, void const* weight, void* packed)
 {
     if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr || weight == nullptr || packed == nullptr)
@@ -309,10 +308,6 @@ int32_t deformrt_dcn_pack_weights_host(DeformrtConvDesc const* desc, void const*
     return 0;
 }
 
-//! The tensor-core kernel on the CPU with NHWC fp16 input and output (the plugin's kHWC8 path):
-//! xNhwc [n, h, w, c], packed weights from deformrt_dcn_pack_weights_host, offset / mask NCHW,
-//! yNhwc [n, ho, wo, cOut]. ``tileShape`` 0 (128 x 128), 1 (64 x 128), 2 (64 x 64) or -1 (as the
-//! GPU launcher picks). Returns 0, or 1 for an invalid call or a problem the kernel does not take.
 int32_t deformrt_dcn_forward_nhwc_host(DeformrtConvDesc const* desc, void const* xNhwc, void const* packedWeight,
     void const* offset, void const* bias, void const* mask, void* yNhwc, int32_t tileShape)
 {
@@ -327,8 +322,6 @@ int32_t deformrt_dcn_forward_nhwc_host(DeformrtConvDesc const* desc, void const*
     return deformrt::tchost::forwardTensorCoreHost(deformrt::tc::makeTcGeometry(g), p, tileShape) ? 0 : 1;
 }
 
-//! Dynamic shared-memory bytes of the tensor-core kernel's tile shape ``tileShape`` (0..2) for
-//! ``desc``, or -1 for an invalid desc or shape (compile checks compare it with each GPU's limit).
 int64_t deformrt_dcn_tc_shared_bytes(DeformrtConvDesc const* desc, int32_t tileShape)
 {
     if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr || tileShape < 0
@@ -339,8 +332,6 @@ int64_t deformrt_dcn_tc_shared_bytes(DeformrtConvDesc const* desc, int32_t tileS
     return deformrt::tc::sharedBytes(deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc)), tileShape);
 }
 
-//! The tile shape the GPU launcher picks for ``desc`` on a GPU with ``smCount`` SMs and the sm_80+
-//! shared-memory cap, or -1 when the tensor-core kernel does not take the problem.
 int32_t deformrt_dcn_tc_tile_shape(DeformrtConvDesc const* desc, int32_t smCount)
 {
     if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr)
@@ -353,8 +344,6 @@ int32_t deformrt_dcn_tc_tile_shape(DeformrtConvDesc const* desc, int32_t smCount
         : -1;
 }
 
-//! One warp's mma.sync m16n8k16 (f16 x f16 + f32) through the CPU emulation: per lane, ``a`` holds 4
-//! .f16x2 registers, ``b`` 2, ``c`` and ``d`` 4 floats (lane-major arrays of 128, 64, 128, 128).
 void deformrt_mma_m16n8k16_emulate(uint32_t const* a, uint32_t const* b, float const* c, float* d)
 {
     namespace tc = deformrt::tc;
@@ -382,13 +371,11 @@ void deformrt_mma_m16n8k16_emulate(uint32_t const* a, uint32_t const* b, float c
     }
 }
 
-//! The host build's float -> binary16 conversion (round to nearest even), for tests.
 uint16_t deformrt_float_to_half(float value)
 {
     return deformrt::floatToHalfBits(value);
 }
 
-//! The host build's binary16 -> float conversion, for tests.
 float deformrt_half_to_float(uint16_t bits)
 {
     return deformrt::halfBitsToFloat(bits);

@@ -16,6 +16,10 @@ namespace deformrt
 namespace plugin
 {
 
+//! Serialised with the contract's fields (never an ONNX attribute, never listed by getFieldNames): the
+//! workspace bytes the build asked TensorRT for, i.e. what enqueue's workspace holds at run time.
+constexpr char const* kWorkspaceBytesField = "workspace_bytes";
+
 //! The op's attributes, exactly the contract's fields.
 struct DeformConvAttrs
 {
@@ -49,13 +53,18 @@ std::array<AttrField, contract::kNumAttributes> attrFields(DeformConvAttrs& attr
 //! offending field when a field is missing, has the wrong type or length, or the values are invalid.
 DeformConvAttrs parseAttrs(nvinfer1::PluginFieldCollection const* fc);
 
+//! The serialised kWorkspaceBytesField (0 when absent, as in a build-phase collection); throws
+//! std::invalid_argument when it is malformed or negative.
+int64_t parseWorkspaceBytes(nvinfer1::PluginFieldCollection const* fc);
+
 class DeformConv2dPlugin : public nvinfer1::IPluginV3,
                            public nvinfer1::IPluginV3OneCore,
                            public nvinfer1::IPluginV3OneBuild,
                            public nvinfer1::IPluginV3OneRuntime
 {
 public:
-    explicit DeformConv2dPlugin(DeformConvAttrs const& attrs);
+    //! ``workspaceBytes``: what TensorRT allocates for enqueue (from a serialised engine; 0 until configured).
+    explicit DeformConv2dPlugin(DeformConvAttrs const& attrs, int64_t workspaceBytes = 0);
     DeformConv2dPlugin(DeformConv2dPlugin const& other);
     DeformConv2dPlugin& operator=(DeformConv2dPlugin const&) = delete;
     ~DeformConv2dPlugin() override;
@@ -127,7 +136,13 @@ private:
     void const* mPackedFrom{nullptr}; //!< weight tensor the packed copy was made from
     uint64_t mPackedBytes{0};         //!< its packed size
 
+    //! Workspace size for these input/output descs' max dims (getWorkspaceSize's answer).
+    size_t workspaceFor(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+        nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const;
+
     DeformConvAttrs mAttrs;
+    //! getWorkspaceSize's answer recorded at configurePlugin (serialised): the bytes enqueue receives.
+    int64_t mWorkspaceBytes{0};
     std::vector<nvinfer1::PluginField> mFields;
     nvinfer1::PluginFieldCollection mFieldCollection{};
     std::string mDescription;
