@@ -4,7 +4,7 @@ For each body (default R-50-FPN and R-101-FPN, modulated DCN in c3-c5 as upstrea
 the time ``deformrt export`` spends producing the ONNX graph (dynamic axes, plugin flavour, no
 verification), the file size next to the parameter bytes, and ONNX Runtime CPU latency next to
 PyTorch CPU latency at one input shape (default 800x1344, batch 1), with their ratio. Latency
-comes from ``exporter.bench.bench_models`` (warm-up runs, then timed runs; p50 reported).
+comes from ``exporter.evaluation.bench.bench_models`` (warm-up runs, then timed runs; p50 reported).
 
     .venv/bin/python scripts/bench_export.py [--bodies R-50-FPN R-101-FPN] [--size 800 1344] [--json]
 
@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from exporter import onnx_export as oe
-from exporter.bench import BenchOptions, bench_models
-from exporter.fsutil import atomic_write_bytes
-from exporter.progress import Progress
+from exporter.onnx import export as oe
+from exporter.evaluation.bench import BenchOptions, bench_models
+from exporter.util.fsutil import atomic_write_bytes
+from exporter.util.progress import Progress
 from models.layers import DFConv2d
 
 DCN_C3_C5 = ["MODEL.RESNETS.STAGE_WITH_DCN", "(False, True, True, True)", "MODEL.RESNETS.WITH_MODULATED_DCN", "True"]

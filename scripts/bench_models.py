@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from exporter.progress import Progress
+from exporter.util.progress import Progress
 from models.backbone import build_backbone, list_bodies
 from models.config import get_cfg
 from models.errors import DeformRTError

@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from exporter.progress import Progress
+from exporter.util.progress import Progress
 from models.backbone import build_backbone
 from models.config import get_cfg
 from models.errors import DeformRTError
@@ -79,8 +79,8 @@ def synthetic_checkpoint(cfg, model: torch.nn.Module, body: str, dcn: str, size:
     trained model's scale (no trained checkpoint can be downloaded here), in maskrcnn-benchmark's
     checkpoint layout; return the file and a line describing it. See :mod:`models.calibrate` for
     why the offsets are rescaled."""
-    from exporter.fsutil import atomic_path
-    from exporter.inputs import preprocess, random_images
+    from exporter.util.fsutil import atomic_path
+    from exporter.evaluation.inputs import preprocess, random_images
     from models.calibrate import calibrate_offsets
 
     note = "seeded random init"
@@ -104,9 +104,10 @@ def export_and_inspect(cfg, model: torch.nn.Module, body: str, dcn: str, size: t
     """Export ``body`` in both DCN flavours with verification (what ``deformrt export`` does),
     describe the plugin-flavour file as ``deformrt info`` does, and compare it as ``deformrt
     compare`` does (PyTorch vs ONNX Runtime, plus TensorRT where present); return the report."""
-    from exporter.compare import demo_compare
-    from exporter.inspect_onnx import format_info, inspect_model
-    from exporter.onnx_export import ExportOptions, default_output_name, export_body
+    from exporter.evaluation.compare import demo_compare
+    from exporter.onnx.info import format_info, inspect_model
+    from exporter.onnx.export import ExportOptions, default_output_name, export_body
+    from exporter.evaluation.verify import verify
 
     _, opts = DCN_CHOICES[dcn]
     weights, note = synthetic_checkpoint(cfg, model, body, dcn, size, seed, out_dir, progress)
@@ -116,7 +117,7 @@ def export_and_inspect(cfg, model: torch.nn.Module, body: str, dcn: str, size: t
         reports.append(f"$ deformrt export {body} --onnx --dcn-op {dcn_op} -o {path} --input-size {size[0]} {size[1]} "
                        f"--weights {weights} --force" + "".join(f" {o!r}" if " " in o else f" {o}" for o in opts))
         result = export_body(body, str(path), opts=opts, weights=str(weights), force=True, progress=progress,
-                             options=ExportOptions(dcn_op=dcn_op, input_size=size))
+                             options=ExportOptions(dcn_op=dcn_op, input_size=size), verify=verify)
         reports += [result.summary(), ""]
         files.append(result.path)
     reports += [f"$ deformrt info {files[0]}", format_info(inspect_model(files[0])), ""]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcn_reference import deform_conv2d_reference
-from exporter.progress import Progress
+from exporter.util.progress import Progress
 from models.backbone import Backbone, body_info, build_backbone, list_bodies
 from models.config import get_cfg
 from models.errors import DeformRTError

@@ -9,11 +9,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from exporter.bench import (BenchOptions, BenchReport, BenchResult, CudaEventTimer, WallTimer, bench_models,
+from exporter.evaluation.bench import (BenchOptions, BenchReport, BenchResult, CudaEventTimer, WallTimer, bench_models,
                             time_runs)
-from exporter.engine_meta import EngineMeta, sidecar_path
-from exporter.metadata import ExportMetadata
-from exporter.profiles import ShapeProfile
+from exporter.trt.sidecar import EngineMeta, sidecar_path
+from exporter.onnx.metadata import ExportMetadata
+from exporter.trt.profiles import ShapeProfile
 from models.errors import DeformRTError
 
 

@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from exporter import cli
-from exporter.cli_engine import parse_list, parse_size
-from exporter.engine_meta import EngineMeta, sidecar_path
-from exporter.profiles import ShapeProfile
+from exporter.cli.engine import parse_list, parse_size
+from exporter.trt.sidecar import EngineMeta, sidecar_path
+from exporter.trt.profiles import ShapeProfile
 from models.errors import DeformRTError
 
 runner = CliRunner()
@@ -19,7 +19,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """R-50-C4 with DCN in res3/res4, plugin flavour, 64x64 export (dynamic shapes)."""
-    from exporter.onnx_export import ExportOptions, build_model, export_model, load_config
+    from exporter.onnx.export import ExportOptions, build_model, export_model, load_config
 
     cfg = load_config(body="R-50-C4", opts=["MODEL.RESNETS.STAGE_WITH_DCN", "(False, True, True, False)"])
     proto = export_model(build_model(cfg, seed=2), ExportOptions(dcn_op="plugin", input_size=(64, 64)))

@@ -18,8 +18,8 @@ from onnx import numpy_helper
 from typer.testing import CliRunner
 
 from exporter import cli
-from exporter.metadata import ExportMetadata
-from exporter.onnx_export import build_model, load_config
+from exporter.onnx.metadata import ExportMetadata
+from exporter.onnx.export import build_model, load_config
 from models.backbone import body_info, list_bodies
 
 runner = CliRunner()

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from exporter.compare import TOLERANCES, CompareOptions, compare_models, make_inputs
-from exporter.inputs import load_image, preprocess, random_images
-from exporter.engine_meta import EngineMeta, sidecar_path
-from exporter.metadata import ExportMetadata
-from exporter.profiles import ShapeProfile
+from exporter.evaluation.compare import TOLERANCES, CompareOptions, compare_models, make_inputs
+from exporter.evaluation.inputs import load_image, preprocess, random_images
+from exporter.trt.sidecar import EngineMeta, sidecar_path
+from exporter.onnx.metadata import ExportMetadata
+from exporter.trt.profiles import ShapeProfile
 from models.errors import DeformRTError
 
 MODELS = {
@@ -26,7 +26,7 @@ MODELS = {
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from exporter.onnx_export import ExportOptions, build_model, export_model, load_config
+    from exporter.onnx.export import ExportOptions, build_model, export_model, load_config
 
     out = tmp_path_factory.mktemp("compare")
     paths = {}
@@ -57,8 +57,8 @@ def test_statistics_match_a_direct_computation(exported):
     """The reported numbers are those of the arrays: recompute them from PyTorch and ONNX Runtime."""
     import onnx
 
-    from exporter.onnx_export import rebuild_model
-    from exporter.ort import ort_model_bytes, ort_session
+    from exporter.onnx.export import rebuild_model
+    from exporter.evaluation.ort import ort_model_bytes, ort_session
 
     path = exported["c4-dcn-onnx"]
     meta = ExportMetadata.from_model(path)
@@ -219,7 +219,7 @@ def test_tensorrt_backend_without_tensorrt_or_plugin(exported, tmp_path, monkeyp
 
 
 def test_flatten_outputs():
-    from exporter.runners import flatten_outputs
+    from exporter.evaluation.runners import flatten_outputs
 
     assert list(flatten_outputs((1, 2), ["a", "b"]).items()) == [("a", 1), ("b", 2)]
     assert list(flatten_outputs({"b": 2, "a": 1}, ["a", "b"]).items()) == [("a", 1), ("b", 2)]
@@ -232,7 +232,7 @@ def test_flatten_outputs():
 def test_onnxruntime_cuda_provider_is_checked(exported):
     import onnx
 
-    from exporter.ort import ort_model_bytes, ort_session
+    from exporter.evaluation.ort import ort_model_bytes, ort_session
 
     data = ort_model_bytes(onnx.load_model(str(exported["c4-dcn-onnx"])))
     if not torch.cuda.is_available():
@@ -247,8 +247,8 @@ def test_onnxruntime_cuda_provider_is_checked(exported):
 def test_demo_compare_runs_what_is_available(exported, monkeypatch, tmp_path):
     import io
 
-    from exporter.compare import demo_compare
-    from exporter.progress import Progress
+    from exporter.evaluation.compare import demo_compare
+    from exporter.util.progress import Progress
 
     monkeypatch.setenv("DEFORMRT_PLUGIN_LIB", str(tmp_path / "missing.so"))
     stream = io.StringIO()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.engine_meta import EngineMeta
+from exporter.trt.sidecar import EngineMeta
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_SH = ROOT / "plugins" / "deploy" / "build.sh"

@@ -8,8 +8,8 @@ import onnx
 import pytest
 import torch
 
-from exporter import onnx_export as oe
-from exporter.metadata import ExportMetadata
+from exporter.onnx import export as oe
+from exporter.onnx.metadata import ExportMetadata
 from models.errors import DeformRTError
 
 KEYS = {

@@ -20,11 +20,11 @@ import onnx
 import pytest
 import torch
 
-from exporter import graph_passes as gp
-from exporter import onnx_export as oe
-from exporter import op_contract as oc
-from exporter import verify as vf
-from exporter.metadata import ExportMetadata
+from exporter.onnx import passes as gp
+from exporter.onnx import export as oe
+from exporter.onnx import op_contract as oc
+from exporter.evaluation import verify as vf
+from exporter.onnx.metadata import ExportMetadata
 from models.backbone import body_info, list_bodies
 from models.calibrate import calibrate_offsets
 from models.errors import DeformRTError

@@ -8,8 +8,8 @@ import pytest
 from onnx import helper, numpy_helper
 from onnx.shape_inference import InferenceError
 
-from exporter import onnx_schema
-from exporter import op_contract as oc
+from exporter.onnx import schema as onnx_schema
+from exporter.onnx import op_contract as oc
 
 onnx_schema.register()
 

@@ -7,9 +7,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from exporter import graph_passes, onnx_schema
-from exporter import op_contract as oc
-from exporter.fp16 import FP16_MAX, KEEP_FP32_OPS, convert_to_fp16, model_precision
+from exporter.onnx import passes as graph_passes
+from exporter.onnx import schema as onnx_schema
+from exporter.onnx import op_contract as oc
+from exporter.onnx.fp16 import FP16_MAX, KEEP_FP32_OPS, convert_to_fp16, model_precision
 from models.errors import DeformRTError
 
 F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16

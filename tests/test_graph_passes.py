@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from onnx import helper, numpy_helper
 
-from exporter import graph_passes as gp
-from exporter import onnx_schema
-from exporter import op_contract as oc
+from exporter.onnx import passes as gp
+from exporter.onnx import schema as onnx_schema
+from exporter.onnx import op_contract as oc
 from models import deform_conv2d
 
 onnx_schema.register()

@@ -1,17 +1,17 @@
-"""The op contract is defined once (exporter/op_contract.py); the plugin's header must match it."""
+"""The op contract is defined once (exporter/onnx/op_contract.py); the plugin's header must match it."""
 
 import re
 
 import pytest
 
-from exporter import op_contract as oc
+from exporter.onnx import op_contract as oc
 
 
 def test_committed_header_matches_contract():
-    assert oc.HEADER_PATH.exists(), "run: python -m exporter.op_contract --write-header"
+    assert oc.HEADER_PATH.exists(), "run: python -m exporter.onnx.op_contract --write-header"
     assert oc.HEADER_PATH.read_text() == oc.render_header(), (
-        "plugins/include/deformrt/opContract.h drifted from exporter/op_contract.py; "
-        "regenerate it with: python -m exporter.op_contract --write-header"
+        "plugins/include/deformrt/opContract.h drifted from exporter/onnx/op_contract.py; "
+        "regenerate it with: python -m exporter.onnx.op_contract --write-header"
     )
 
 

@@ -3,7 +3,7 @@
 import pytest
 from onnx import TensorProto, helper
 
-from exporter.profiles import (DEFAULT_MAX_BATCH, DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, ShapeProfile, check_in_profile,
+from exporter.trt.profiles import (DEFAULT_MAX_BATCH, DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, ShapeProfile, check_in_profile,
                                default_profile, input_dims, parse_hw, parse_shapes, resolve_profiles)
 from models.errors import DeformRTError
 

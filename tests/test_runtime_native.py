@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.engine_meta import EngineMeta
-from exporter.profiles import ShapeProfile
+from exporter.trt.sidecar import EngineMeta
+from exporter.trt.profiles import ShapeProfile
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
@@ -477,7 +477,7 @@ def test_cmake_builds_runtime_and_programs_against_a_tensorrt_install(tmp_path):
     """plugins/runtime/CMakeLists.txt as build.sh uses it: a TensorRT install (TENSORRT_ROOT: the 10.3
     headers and the stub libnvinfer) gives libdeformrt_runtime.so exporting the public API,
     deformrt-run and deformrt-example beside it, linked to libnvinfer and the shared libcudart."""
-    from exporter.plugin_lib import cmake_build
+    from exporter.trt.plugin_build import cmake_build
 
     headers = ROOT.parent / "shared" / "third_party" / "tensorrt-headers" / "10.3.0" / "include"
     if not (headers / "NvInferRuntime.h").is_file():

@@ -1,9 +1,9 @@
 """deformrt's own CUDA kernels as the ``"deformrt"`` backend of :func:`models.ops.deform_conv2d`.
 
 The kernels live in ``libdeformrt_kernels.so`` (built from ``plugins/``, found by
-:func:`exporter.plugin_lib.find_kernel_library`) and are called through ctypes with the tensors'
+:func:`models.native.find_kernel_library`) and are called through ctypes with the tensors'
 device pointers on PyTorch's current stream. Importing this module never fails: without the library
-or without CUDA the backend registers as unavailable, and ``select_backend`` moves on.
+or without CUDA :func:`is_available` is False, and ``select_backend`` moves on.
 
 float32 and float16 run on the kernels (fp16 storage, fp32 math); other dtypes (float64, bfloat16)
 fall back to the portable implementation.
@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 
 from models.errors import DeformRTError
-from models.ops.deform_conv import deform_conv2d_portable, register_cuda_backend
 
 # Mirrors DeformrtConvDesc in plugins/include/deformrt/deformConvDesc.h (every field int64_t).
 DESC_FIELDS = ("batch", "inChannels", "inHeight", "inWidth", "outChannels", "kernelH", "kernelW",
@@ -52,13 +51,50 @@ def declare_c_api(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.deformrt_dcn_forward.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32] + [ctypes.c_void_p] * 7 + [
         ctypes.c_uint64, ctypes.c_void_p]
     lib.deformrt_dcn_forward.restype = ctypes.c_int
+    # fp16 tensor-core kernel (sm_80+): packed weights once, NHWC (channels-last) input and output.
+    lib.deformrt_dcn_packed_weight_size.argtypes = [ctypes.POINTER(ConvDesc)]
+    lib.deformrt_dcn_packed_weight_size.restype = ctypes.c_uint64
+    lib.deformrt_dcn_pack_weights.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_void_p, ctypes.c_void_p,
+                                              ctypes.c_void_p]
+    lib.deformrt_dcn_pack_weights.restype = ctypes.c_int
+    lib.deformrt_dcn_nhwc_supported.argtypes = [ctypes.POINTER(ConvDesc)]
+    lib.deformrt_dcn_nhwc_supported.restype = ctypes.c_int32
+    lib.deformrt_dcn_forward_nhwc.argtypes = [ctypes.POINTER(ConvDesc)] + [ctypes.c_void_p] * 7
+    lib.deformrt_dcn_forward_nhwc.restype = ctypes.c_int
+    return lib
+
+
+def declare_host_api(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Declare the CPU build's C prototypes (plugins/src/deformConvHost.cpp) on ``lib``."""
+    lib.deformrt_dcn_validate.argtypes = [ctypes.POINTER(ConvDesc)]
+    lib.deformrt_dcn_validate.restype = ctypes.c_char_p
+    for name in ("deformrt_dcn_forward_host", "deformrt_dcn_forward_tiled_host"):
+        getattr(lib, name).argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32] + [ctypes.c_void_p] * 6
+        getattr(lib, name).restype = ctypes.c_int32
+    lib.deformrt_dcn_packed_weight_size.argtypes = [ctypes.POINTER(ConvDesc)]
+    lib.deformrt_dcn_packed_weight_size.restype = ctypes.c_uint64
+    lib.deformrt_dcn_pack_weights_host.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_void_p, ctypes.c_void_p]
+    lib.deformrt_dcn_pack_weights_host.restype = ctypes.c_int32
+    lib.deformrt_dcn_forward_nhwc_host.argtypes = [ctypes.POINTER(ConvDesc)] + [ctypes.c_void_p] * 6 + [
+        ctypes.c_int32]
+    lib.deformrt_dcn_forward_nhwc_host.restype = ctypes.c_int32
+    lib.deformrt_dcn_tc_shared_bytes.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32]
+    lib.deformrt_dcn_tc_shared_bytes.restype = ctypes.c_int64
+    lib.deformrt_dcn_tc_tile_shape.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32]
+    lib.deformrt_dcn_tc_tile_shape.restype = ctypes.c_int32
+    lib.deformrt_mma_m16n8k16_emulate.argtypes = [ctypes.c_void_p] * 4
+    lib.deformrt_mma_m16n8k16_emulate.restype = None
+    lib.deformrt_float_to_half.argtypes = [ctypes.c_float]
+    lib.deformrt_float_to_half.restype = ctypes.c_uint16
+    lib.deformrt_half_to_float.argtypes = [ctypes.c_uint16]
+    lib.deformrt_half_to_float.restype = ctypes.c_float
     return lib
 
 
 @functools.lru_cache(maxsize=1)
 def _library() -> Optional[ctypes.CDLL]:
     """The loaded kernel library, or None when it is not built (cached; ``_library.cache_clear()`` retries)."""
-    from exporter.plugin_lib import find_kernel_library
+    from models.native import find_kernel_library
 
     try:
         lib = ctypes.CDLL(str(find_kernel_library()))
@@ -74,9 +110,8 @@ def is_available() -> bool:
 
 def deform_conv2d_cuda(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Optional[Tensor],
                        stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]) -> Tensor:
-    """Run the op on deformrt's kernels (arguments as torchvision's, pairs expanded, shapes checked)."""
-    if input.dtype not in DTYPES:
-        return deform_conv2d_portable(input, offset, weight, bias, mask, stride, padding, dilation)
+    """Run the op on deformrt's kernels (arguments as torchvision's, pairs expanded, shapes checked;
+    ``input.dtype`` one of :data:`DTYPES`)."""
     lib = _library()
     if lib is None:
         raise DeformRTError("deformrt CUDA kernel library is not available; build it with `deformrt build-plugin`")
@@ -106,6 +141,3 @@ def deform_conv2d_cuda(input: Tensor, offset: Tensor, weight: Tensor, bias: Opti
     if status != 0:
         raise RuntimeError(f"deformrt DCN kernel launch failed with cudaError {status}")
     return y
-
-
-register_cuda_backend("deformrt", is_available, deform_conv2d_cuda)

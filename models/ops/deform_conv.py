@@ -197,6 +197,25 @@ def _torchvision_fn(input, offset, weight, bias, mask, stride, padding, dilation
 register_cuda_backend("torchvision", _torchvision_available, _torchvision_fn)
 
 
+# deformrt's own kernels (libdeformrt_kernels.so through ctypes); imported on first use so that
+# CPU-only work never loads the library. The dependency runs one way: this module -> cuda_kernels.
+def _deformrt_available() -> bool:
+    from models.ops import cuda_kernels
+
+    return cuda_kernels.is_available()
+
+
+def _deformrt_fn(input, offset, weight, bias, mask, stride, padding, dilation):
+    from models.ops import cuda_kernels
+
+    if input.dtype not in cuda_kernels.DTYPES:  # e.g. bf16: the kernels take fp32 and fp16
+        return deform_conv2d_portable(input, offset, weight, bias, mask, stride, padding, dilation)
+    return cuda_kernels.deform_conv2d_cuda(input, offset, weight, bias, mask, stride, padding, dilation)
+
+
+register_cuda_backend("deformrt", _deformrt_available, _deformrt_fn)
+
+
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
     """Force a backend for calls on this thread: "auto", "reference", "deformrt" or "torchvision"."""
@@ -210,15 +229,6 @@ def use_backend(name: str) -> Iterator[None]:
         _forced.name = prev
 
 
-def _lazy_register_deformrt() -> None:
-    # Our CUDA kernels live in plugins/; their Python binding registers itself on import.
-    if "deformrt" not in _CUDA_BACKENDS:
-        try:
-            from models.ops import cuda_kernels  # noqa: F401
-        except ImportError:
-            pass
-
-
 def select_backend(device: torch.device) -> str:
     """The backend a call on ``device`` will use."""
     forced = getattr(_forced, "name", "auto")
@@ -226,7 +236,6 @@ def select_backend(device: torch.device) -> str:
         if forced not in ("auto", "reference") and device.type != "cuda":
             raise RuntimeError(f"deform_conv2d backend {forced!r} needs CUDA tensors")
         return "reference"
-    _lazy_register_deformrt()
     if forced != "auto":
         entry = _CUDA_BACKENDS.get(forced)
         if entry is None or not entry[0]():

@@ -1,0 +1,2 @@
+"""Helpers every layer uses: atomic writes of user artifacts and file hashes (:mod:`.fsutil`),
+progress lines on stderr (:mod:`.progress`). Imports nothing from deformrt but ``models.errors``."""
