@@ -422,7 +422,6 @@ def test_device_check_command_passes_and_fails_on_the_bundle_references(deployed
     assert re.fullmatch(r"error: .*P2\.npy not found.*\n", missing.stderr), missing.stderr
 
 
-@pytest.mark.xfail(strict=False, reason="lead is making session torch-free")
 def test_engine_environment_is_read_without_torch(deployed):
     """Reading the GPU for an engine's sidecar check must not need torch: here (no GPU) it is a one-line
     DeformRTError, not an ImportError. The stand-in ``tensorrt`` module carries only ``__version__``,
