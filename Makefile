@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv plugin clean
+.PHONY: demo test venv plugin trt-contract clean
 
 # torch first, pinned to the CPU wheel the machine provides; then the project.
 $(STAMP): pyproject.toml
@@ -25,6 +25,11 @@ test: $(STAMP)
 # TensorRT headers: TENSORRT_ROOT=... or TENSORRT_INCLUDE_DIR=... in the environment).
 plugin: $(STAMP)
 	$(VENV)/bin/deformrt build-plugin $(if $(TENSORRT_ROOT),--tensorrt-root $(TENSORRT_ROOT)) $(if $(TENSORRT_INCLUDE_DIR),--tensorrt-include-dir $(TENSORRT_INCLUDE_DIR))
+
+# The TensorRT-contract harness alone (also part of `make test`). With TENSORRT_ROOT=<TensorRT install> it also
+# runs against that TensorRT's libnvinfer, with the CUDA kernels when a GPU is present.
+trt-contract: $(STAMP)
+	$(if $(TENSORRT_ROOT),TENSORRT_ROOT=$(TENSORRT_ROOT)) $(PY) -m pytest -q -rs tests/test_trt_contract.py
 
 clean:
 	rm -rf $(VENV) plugins/build

@@ -4,6 +4,8 @@ Packages, each owning one concern; imports run one way (top to bottom), never ba
 
 - :mod:`exporter.cli`: the ``deformrt`` command line (one module per command group);
 - :mod:`exporter.polygraphy_ext`: deformrt's runners inside ``polygraphy run`` (a front end too);
+- :mod:`exporter.deploy`: ``deformrt deploy`` bundles for the device, and their numpy-only check there
+  (beside evaluation: it may import evaluation, trt, onnx, util and models);
 - :mod:`exporter.evaluation`: inputs, ONNX Runtime sessions, runners, verify, compare, bench;
 - :mod:`exporter.trt`: the TensorRT layer (plugin loading, build, engine loading, running);
 - :mod:`exporter.onnx`: export, graph passes, the op contract and schema, fp16, metadata, info;

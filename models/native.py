@@ -6,9 +6,11 @@ Building them is :mod:`exporter.trt.plugin_build`.
 
 Three libraries come out of ``plugins/CMakeLists.txt``:
 
-- the TensorRT plugin (``libdeformrt_plugin.so``): load it into TensorRT with
-  ``IPluginRegistry.load_library``, ``trtexec --dynamicPlugins``, ``polygraphy --plugins`` or
-  ``ctypes.CDLL`` (it registers its creator when loaded);
+- the TensorRT plugin, as two files from the same sources: ``libdeformrt_plugin.so`` for
+  ``IPluginRegistry.load_library``, ``trtexec --dynamicPlugins`` and ``setPluginsToSerialize``
+  (TensorRT registers what its ``getCreators`` returns), and ``libdeformrt_plugin_autoload.so`` for
+  ``polygraphy --plugins``, ``trtexec --staticPlugins`` and ``ctypes.CDLL`` (it registers itself when
+  loaded);
 - the CUDA kernels alone (``libdeformrt_kernels.so``), used by ``models.ops.cuda_kernels``;
 - the CPU build of the kernels' math (``libdeformrt_host.so``), used by the tests.
 
@@ -29,6 +31,7 @@ PLUGINS_DIR = Path(__file__).resolve().parent.parent / "plugins"
 DEFAULT_BUILD_DIR = PLUGINS_DIR / "build"
 
 PLUGIN_LIBRARY = "libdeformrt_plugin.so"
+AUTOLOAD_PLUGIN_LIBRARY = "libdeformrt_plugin_autoload.so"
 KERNEL_LIBRARY = "libdeformrt_kernels.so"
 HOST_LIBRARY = "libdeformrt_host.so"
 PLUGIN_ENV = "DEFORMRT_PLUGIN_LIB"

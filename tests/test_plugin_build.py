@@ -16,7 +16,7 @@ import torch
 
 from exporter.onnx import op_contract as oc
 from exporter.trt.plugin_build import cmake_build
-from models.native import KERNEL_LIBRARY, PLUGIN_LIBRARY, PLUGINS_DIR
+from models.native import AUTOLOAD_PLUGIN_LIBRARY, KERNEL_LIBRARY, PLUGIN_LIBRARY, PLUGINS_DIR
 from models.ops.cuda_kernels import DESC_FIELDS, ConvDesc, declare_c_api, make_desc
 
 needs_nvcc = pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("nvcc") is None,
@@ -69,10 +69,19 @@ def test_kernel_library_c_api_without_a_gpu(kernel_build):
     assert ctypes.sizeof(ConvDesc) == 8 * len(DESC_FIELDS)
     assert lib.deformrt_dcn_validate(ctypes.byref(desc)) is None
     assert lib.deformrt_dcn_workspace_size(ctypes.byref(desc), 0) == 0
+    # fp16: NHWC staging of x (2*4*6*6 halves = 576 B) and the packed weights (8 output channels x 9 steps
+    # x 16-deep K halves = 2304 B), each rounded up to 256 bytes.
+    packed = 8 * 9 * 16 * 2
+    assert lib.deformrt_dcn_packed_weight_size(ctypes.byref(desc)) == packed
+    assert lib.deformrt_dcn_workspace_size(ctypes.byref(desc), 1) == 768 + 2304
+    assert lib.deformrt_dcn_nhwc_supported(ctypes.byref(desc)) == 0  # no GPU here
+    fake = ctypes.c_void_p(16)
+    not_supported = 801  # cudaErrorNotSupported: no sm_80+ device to run the tensor-core kernel on
+    assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), fake, fake, fake, None, None, fake, None) == not_supported
     desc.offsetGroup = 3
     assert b"offset_group" in lib.deformrt_dcn_validate(ctypes.byref(desc))
     # An invalid problem is refused before anything touches the GPU: cudaErrorInvalidValue (1).
-    fake = ctypes.c_void_p(16)
+    assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), fake, fake, fake, None, None, fake, None) == 1
     assert lib.deformrt_dcn_forward(ctypes.byref(desc), 0, fake, fake, fake, None, None, fake, None, 0, None) == 1
 
 
@@ -86,18 +95,25 @@ def _include_dirs() -> list[str]:
 @pytest.mark.parametrize("include_dir", _include_dirs() or ["unset"])
 def test_plugin_builds_headers_only_without_tensorrt_symbols(tmp_path, include_dir):
     out = cmake_build(tmp_path, {"TENSORRT_INCLUDE_DIR": include_dir, "CMAKE_CUDA_ARCHITECTURES": "75-real",
-                                 "DEFORMRT_NVCC_THREADS": THREADS}, ["deformrt_plugin"], jobs=2)
-    library = out / PLUGIN_LIBRARY
-    undefined = subprocess.run(["nm", "-D", "-u", str(library)], capture_output=True, text=True, check=True).stdout
-    names = {line.split()[-1].split("@")[0] for line in undefined.splitlines() if line.strip()}
-    # TensorRT is reached only through dlsym at load time: no libnvinfer symbol is needed to link or load.
-    assert not {n for n in names if "nvinfer" in n or n in ("getPluginRegistry", "getLogger")}
-    libs = subprocess.run(["readelf", "-d", str(library)], capture_output=True, text=True, check=True).stdout
-    assert "libnvinfer" not in libs
-    defined = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True,
-                             check=True).stdout
-    exported = {line.split()[-1] for line in defined.splitlines() if " T " in line}
-    assert {"getCreators", "setLoggerFinder", "deformrt_dcn_forward"} <= exported
+                                 "DEFORMRT_NVCC_THREADS": THREADS}, ["deformrt_plugin", "deformrt_plugin_autoload"],
+                      jobs=2)
+    exported = {}
+    for name in (PLUGIN_LIBRARY, AUTOLOAD_PLUGIN_LIBRARY):
+        library = out / name
+        undefined = subprocess.run(["nm", "-D", "-u", str(library)], capture_output=True, text=True, check=True).stdout
+        names = {line.split()[-1].split("@")[0] for line in undefined.splitlines() if line.strip()}
+        # TensorRT is reached only through dlopen/dlsym of libnvinfer.so.<major>: no libnvinfer symbol is
+        # needed to link or load, and with headers alone there is no library to depend on.
+        assert not {n for n in names if "nvinfer" in n or n in ("getPluginRegistry", "getLogger")}
+        libs = subprocess.run(["readelf", "-d", str(library)], capture_output=True, text=True, check=True).stdout
+        assert "libnvinfer" not in libs
+        defined = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True,
+                                 check=True).stdout
+        exported[name] = {line.split()[-1] for line in defined.splitlines() if " T " in line}
+    # loadLibrary's file exports what TensorRT calls; the self-registering file must not look like one.
+    assert {"getCreators", "setLoggerFinder", "deformrt_dcn_forward"} <= exported[PLUGIN_LIBRARY]
+    assert "deformrt_dcn_forward" in exported[AUTOLOAD_PLUGIN_LIBRARY]
+    assert not {"getCreators", "setLoggerFinder"} & exported[AUTOLOAD_PLUGIN_LIBRARY]
 
 
 def test_plugin_sources_take_contract_names_from_the_header():

@@ -241,12 +241,17 @@ def _tensorrt_plugin() -> Path:
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
     from models.errors import DeformRTError
-    from models.native import find_plugin_library
+    from models.native import AUTOLOAD_PLUGIN_LIBRARY, find_plugin_library
 
     try:
-        return find_plugin_library()
+        library = find_plugin_library()
     except DeformRTError as exc:
         pytest.skip(f"deformrt's TensorRT plugin is not built: {exc}")
+    # Polygraphy's --plugins dlopens the file (ctypes): the self-registering file is the one for it.
+    autoload = library.with_name(AUTOLOAD_PLUGIN_LIBRARY)
+    if not autoload.is_file():
+        pytest.skip(f"{autoload} is not built")
+    return autoload
 
 
 @pytest.mark.trt

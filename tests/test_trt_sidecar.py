@@ -25,6 +25,17 @@ def _meta(**overrides) -> EngineMeta:
     return EngineMeta(**values)
 
 
+def test_plugin_layer_types_round_trip_and_older_sidecars_read():
+    meta = _meta(plugin_layer_types={"fp16": 13})
+    assert EngineMeta.from_json(meta.to_json()).plugin_layer_types == {"fp16": 13}
+    older = json.loads(_meta().to_json())
+    del older["plugin_layer_types"]  # sidecars written before the field existed
+    assert EngineMeta.from_json(json.dumps(older)).plugin_layer_types is None
+    older["plugin_layer_types"] = {"fp16": "many"}
+    with pytest.raises(DeformRTError, match="malformed field"):
+        EngineMeta.from_json(json.dumps(older))
+
+
 def test_sidecar_path():
     assert str(sidecar_path("/a/model.plan")) == "/a/model.plan.json"
 
@@ -36,7 +47,7 @@ def test_json_round_trip_and_stable_keys():
     d = json.loads(text)
     assert list(d) == ["schema", "deformrt_version", "tensorrt_version", "gpu_name", "compute_capability",
                        "precision", "fp16_method", "profiles", "plugin_path", "plugin_sha256", "onnx_path",
-                       "onnx_sha256", "onnx_metadata", "built_at", "build_options"]
+                       "onnx_sha256", "onnx_metadata", "built_at", "build_options", "plugin_layer_types"]
     assert d["schema"] == SCHEMA
     assert d["profiles"] == [{"name": "images", "min": [1, 3, 320, 320], "opt": [1, 3, 800, 1344],
                               "max": [4, 3, 1344, 1344]}]

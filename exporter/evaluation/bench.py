@@ -182,14 +182,15 @@ def _trt_backend(run: Prepared, options: BenchOptions):
 
     from exporter.trt.build import build_in_memory
     from exporter.trt.engine import load_engine
-    from exporter.trt.session import TrtSession
+    from exporter.trt.session import TrtSession, torch_dtype
 
     if options.engine is not None:
         loaded = load_engine(options.engine, options.plugin, options.verbose)
     else:
         loaded = build_in_memory(run.onnx_path, trt_build_options(run, options), run.model)
     session = TrtSession(loaded)
-    feed = {run.input_name: torch.from_numpy(run.batch).to("cuda", session.dtypes[run.input_name])}
+    feed = {run.input_name: torch.from_numpy(run.batch).to(
+        "cuda", torch_dtype(session.engine.get_tensor_dtype(run.input_name)))}
     return (lambda: session.run_device(feed)), CudaEventTimer(session.stream), "cuda", loaded.meta.precision
 
 

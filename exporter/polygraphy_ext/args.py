@@ -116,8 +116,9 @@ class DeformrtModelArgs(BaseArgs):
 
     def _load_tensorrt_before_plugins(self) -> None:
         """Import TensorRT now when ``--trt --plugins`` will load libraries: Polygraphy loads them with
-        ctypes before it first touches TensorRT, and our plugin registers itself at load time only
-        with a TensorRT already in the process (plugins/src/pluginEntry.cpp)."""
+        ctypes before it first touches TensorRT, and our self-registering plugin file finds
+        ``libnvinfer.so.<major>`` by its soname, which a pip-installed TensorRT satisfies only once
+        loaded (plugins/src/pluginAutoload.cpp)."""
         import importlib.util
 
         if TrtLoadPluginsArgs not in self.arg_groups or not _selected(self.arg_groups, "trt"):

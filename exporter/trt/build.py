@@ -8,15 +8,17 @@ wording, the progress bar) live in their own modules and are tested without it.
 from __future__ import annotations
 
 import datetime
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
 from exporter.onnx import op_contract as oc
 from exporter.trt.engine import LoadedEngine, deserialize
-from exporter.trt.env import current_env, import_tensorrt, _logger, tensorrt_major
+from exporter.trt.env import current_env, import_tensorrt, init_trt_plugins, logger, tensorrt_version
 from exporter.trt.plugin import load_plugin, resolve_plugin, uses_plugin
-from exporter.trt.precision import PrecisionPlan, network_flags, plan_precision
+from exporter.trt.precision import (PrecisionPlan, constrain_plugin_layers, layer_precision_summary, network_flags,
+                                    plan_precision)
 from exporter.trt.profiles import ShapeProfile, format_shape
 from exporter.trt.progress_bar import BuildProgressBar
 from exporter.trt.sidecar import EngineMeta, sidecar_path
@@ -48,12 +50,13 @@ def format_parser_errors(errors: Sequence, onnx_path: str, plugin: Optional[Path
 def tensorrt_unavailable_reason(model) -> Optional[str]:
     """Why an engine cannot be built for ``model`` here (no TensorRT, no GPU, no plugin library),
     or None when it can."""
-    import torch
+    from exporter.trt import cuda
 
     try:
         import_tensorrt()
-        if not torch.cuda.is_available():
-            return "no CUDA GPU"
+        reason = cuda.no_device_reason()
+        if reason is not None:
+            return reason
         if uses_plugin(model):
             resolve_plugin(None)
     except DeformRTError as exc:
@@ -147,31 +150,36 @@ def prepare_build(onnx_path: Path, options: BuildOptions, model=None):
 
 
 def build_serialized(model, onnx_path: Path, options: BuildOptions, profiles: Sequence[ShapeProfile],
-                     plugin: Optional[Path], progress_stream: Optional[TextIO] = None) -> tuple[bytes, EngineMeta]:
+                     plugin: Optional[Path], progress_stream: Optional[TextIO] = None,
+                     warn: Optional[TextIO] = None) -> tuple[bytes, EngineMeta]:
     """Build an engine from an ``onnx.ModelProto``; return the plan bytes and its sidecar content.
 
     ``plugin`` must be given when the model uses our custom op (see :func:`prepare_build`).
-    The timing cache, when set, is read before and written (atomically) after the build.
+    The timing cache, when set, is read before and written (atomically) after the build; cache
+    problems are warnings on ``warn`` (stderr), never a lost build. fp16 on weakly typed TensorRT
+    constrains the plugin layers to fp16, and the sidecar records the element types the engine's
+    plugin layers really have (engine inspector).
     """
-    from exporter.util.fsutil import atomic_write_bytes
     from exporter.onnx.metadata import PREFIX
 
     trt = import_tensorrt()
-    major = tensorrt_major(trt.__version__)
-    plan = plan_precision(major, options.fp16, options.fp16_method, options.tf32)
+    version = tensorrt_version(trt.__version__)
+    plan = plan_precision(version, options.fp16, options.fp16_method, options.tf32)
     env = current_env(trt)
-    logger = _logger(trt, options.verbose)
+    log = logger(trt, options.verbose)
     if plugin is not None:
-        load_plugin(trt, logger, plugin)
+        load_plugin(trt, log, plugin)
     else:
-        trt.init_libnvinfer_plugins(logger, "")
+        init_trt_plugins(trt, log)
 
-    builder = trt.Builder(logger)
-    network = builder.create_network(network_flags(trt, major, plan.strongly_typed))
-    parser = trt.OnnxParser(network, logger)
+    builder = trt.Builder(log)
+    network = builder.create_network(network_flags(trt, version[0], plan.strongly_typed))
+    parser = trt.OnnxParser(network, log)
     if not parser.parse(network_bytes(model, onnx_path, plan, plugin)):
         errors = [parser.get_error(i) for i in range(parser.num_errors)]
         raise DeformRTError(format_parser_errors(errors, str(onnx_path), plugin))
+    if plan.constrain_plugin_layers:
+        constrain_plugin_layers(trt, network)
 
     config = builder.create_builder_config()
     for name in plan.set_flags:
@@ -182,14 +190,17 @@ def build_serialized(model, onnx_path: Path, options: BuildOptions, profiles: Se
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace))
     if options.builder_optimization_level is not None:
         config.builder_optimization_level = int(options.builder_optimization_level)
+    if hasattr(trt, "ProfilingVerbosity"):  # layer detail for the engine inspector (what precision ran)
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     profile = builder.create_optimization_profile()
     for p in profiles:
         profile.set_shape(p.name, p.min, p.opt, p.max)
-    config.add_optimization_profile(profile)
+    if config.add_optimization_profile(profile) < 0:
+        raise DeformRTError("TensorRT rejected the shape profile " +
+                            "; ".join(f"{p.name} {format_shape(p.min)}..{format_shape(p.max)}" for p in profiles))
     cache_path = options.timing_cache
     if cache_path is not None:
-        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        attach_timing_cache(config, cache_path, warn)
     bar = BuildProgressBar(progress_stream, enabled=options.progress)
     monitor = _progress_monitor(trt, bar)
     config.progress_monitor = monitor
@@ -197,8 +208,12 @@ def build_serialized(model, onnx_path: Path, options: BuildOptions, profiles: Se
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise DeformRTError("TensorRT failed to build the engine; rerun with --verbose to see TensorRT's log")
+    serialized = bytes(serialized)
     if cache_path is not None:
-        atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()), force=True)
+        save_timing_cache(config, cache_path, warn)
+    layer_types = engine_layer_precisions(trt, log, serialized)
+    if plan.precision == "fp16" and layer_types and set(layer_types) != {"fp16"}:
+        print(f"warning: fp16 engine, but its DCN plugin layers have outputs {layer_types}", file=warn or sys.stderr)
 
     meta = EngineMeta(
         deformrt_version=__version__, tensorrt_version=env.tensorrt_version, gpu_name=env.gpu_name,
@@ -209,8 +224,64 @@ def build_serialized(model, onnx_path: Path, options: BuildOptions, profiles: Se
         built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         build_options={"workspace": options.workspace, "builder_optimization_level": options.builder_optimization_level,
                        "strongly_typed": plan.strongly_typed, "timing_cache": str(cache_path) if cache_path else None},
+        plugin_layer_types=layer_types or None,
     )
-    return bytes(serialized), meta
+    return serialized, meta
+
+
+def attach_timing_cache(config, path: Path, warn: Optional[TextIO] = None) -> None:
+    """Give ``config`` the timing cache in ``path``. A cache TensorRT cannot read, or one made on
+    another GPU or TensorRT release, is replaced by a fresh one with a warning (never silently)."""
+    data = b""
+    if path.is_file():
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            print(f"warning: cannot read timing cache {path} ({exc.strerror}); starting a fresh one",
+                  file=warn or sys.stderr)
+    cache = config.create_timing_cache(data)
+    if cache is None and data:
+        print(f"warning: timing cache {path} is not readable by this TensorRT; starting a fresh one",
+              file=warn or sys.stderr)
+        data, cache = b"", config.create_timing_cache(b"")
+    if cache is None:
+        raise DeformRTError("TensorRT could not create a timing cache")
+    if config.set_timing_cache(cache, ignore_mismatch=False):
+        return
+    print(f"warning: timing cache {path} was made on another GPU or TensorRT release; starting a fresh one",
+          file=warn or sys.stderr)
+    fresh = config.create_timing_cache(b"")
+    if fresh is None or not config.set_timing_cache(fresh, ignore_mismatch=False):
+        raise DeformRTError("TensorRT could not use a fresh timing cache")
+
+
+def save_timing_cache(config, path: Path, warn: Optional[TextIO] = None) -> None:
+    """Write ``config``'s timing cache to ``path`` atomically. Runs after a finished build, so a
+    failure only warns: the engine is never lost over its cache."""
+    from exporter.util.fsutil import atomic_write_bytes
+
+    try:
+        cache = config.get_timing_cache()
+        if cache is None:
+            raise DeformRTError("TensorRT returned no timing cache")
+        atomic_write_bytes(path, bytes(cache.serialize()), force=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here must not cost the build
+        print(f"warning: the engine is built, but its timing cache was not saved to {path} ({exc})",
+              file=warn or sys.stderr)
+
+
+def engine_layer_precisions(trt, log, serialized: bytes) -> dict[str, int]:
+    """Output element types of the engine's plugin layers, read with the engine inspector; empty
+    where this TensorRT has no inspector or the engine carries no layer detail."""
+    if not hasattr(trt, "LayerInformationFormat"):
+        return {}
+    engine = trt.Runtime(log).deserialize_cuda_engine(serialized)
+    if engine is None:
+        return {}
+    inspector = engine.create_engine_inspector()
+    if inspector is None:
+        return {}
+    return layer_precision_summary(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
 
 
 def _progress_monitor(trt, bar: BuildProgressBar):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, TextIO
 
-from exporter.trt.env import current_env, import_tensorrt, _logger
+from exporter.trt.env import current_env, import_tensorrt, init_trt_plugins, logger
 from exporter.trt.plugin import load_plugin, resolve_plugin
 from exporter.trt.sidecar import EngineMeta, check_compatible, read_sidecar
 from exporter.util.fsutil import sha256_file
@@ -28,17 +28,17 @@ def deserialize(plan: bytes, meta: EngineMeta, plugin: Optional[Path], verbose: 
     """Deserialize plan bytes after checking ``meta`` against this machine."""
     trt = import_tensorrt()
     check_compatible(meta, current_env(trt), engine=name)
-    logger = _logger(trt, verbose)
+    log = logger(trt, verbose)
     if plugin is not None:
-        load_plugin(trt, logger, plugin)
+        load_plugin(trt, log, plugin)
     else:
-        trt.init_libnvinfer_plugins(logger, "")
-    runtime = trt.Runtime(logger)
+        init_trt_plugins(trt, log)
+    runtime = trt.Runtime(log)
     engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
         raise DeformRTError(f"TensorRT could not deserialize {name} (see its log above); rebuild it with "
                             f"`deformrt build-engine`")
-    return LoadedEngine(engine, meta, runtime, logger)
+    return LoadedEngine(engine, meta, runtime, log)
 
 
 def load_engine(path: Path, plugin: Optional[Path] = None, verbose: bool = False,

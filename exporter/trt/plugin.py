@@ -2,27 +2,46 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Optional
 
 from exporter.onnx import op_contract as oc
+from exporter.trt.env import init_trt_plugins
 from models.errors import DeformRTError
 
-def load_plugin(trt, logger, library: Path) -> None:
-    """Register TensorRT's own plugins and our library's creators; DeformRTError when the library
-    does not load or registers no ``deformrt::DeformConv2d`` creator."""
-    trt.init_libnvinfer_plugins(logger, "")
+# Handles TensorRT returned for the libraries this process loaded, kept so they stay referenced.
+_LOADED: dict[str, object] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def registered_creator(registry):
+    """Our creator when TensorRT's registry has it, else None."""
+    return registry.get_creator(oc.PLUGIN_NAME, oc.PLUGIN_VERSION, oc.PLUGIN_NAMESPACE)
+
+
+def load_plugin(trt, log, library: Path) -> None:
+    """Make ``deformrt::DeformConv2d`` available in TensorRT's registry, loading ``library`` at most
+    once per process. TensorRT's ``load_library`` refuses a library whose creator is already
+    registered, so a creator that is already there (this library loaded earlier, or registered
+    through ``ctypes.CDLL``/Polygraphy ``--plugins``) is reused as it is. DeformRTError when the
+    library does not load or registers no such creator."""
+    init_trt_plugins(trt, log)
     registry = trt.get_plugin_registry()
-    try:
-        handle = registry.load_library(str(library))
-    except Exception as exc:  # the bindings raise a plain RuntimeError/TypeError
-        raise DeformRTError(f"TensorRT could not load the plugin library {library} ({exc})") from None
-    if handle is None:
-        raise DeformRTError(f"TensorRT could not load the plugin library {library} (see the TensorRT log above)")
-    creator = registry.get_creator(oc.PLUGIN_NAME, oc.PLUGIN_VERSION, oc.PLUGIN_NAMESPACE)
-    if creator is None:
-        raise DeformRTError(f"{library} loaded but registers no {oc.PLUGIN_NAMESPACE}::{oc.PLUGIN_NAME} version "
-                            f"{oc.PLUGIN_VERSION} creator; rebuild the plugin (deformrt build-plugin)")
+    with _LOAD_LOCK:
+        if registered_creator(registry) is not None:
+            return
+        try:
+            handle = registry.load_library(str(library))
+        except Exception as exc:  # the bindings raise a plain RuntimeError/TypeError
+            raise DeformRTError(f"TensorRT could not load the plugin library {library} ({exc})") from None
+        if handle is None:
+            raise DeformRTError(f"TensorRT could not load the plugin library {library} (see the TensorRT log "
+                                f"above; was it built for this TensorRT major version?)")
+        _LOADED[str(library)] = handle
+        if registered_creator(registry) is None:
+            raise DeformRTError(f"{library} loaded but registers no {oc.PLUGIN_NAMESPACE}::{oc.PLUGIN_NAME} "
+                                f"version {oc.PLUGIN_VERSION} creator; rebuild the plugin (deformrt build-plugin)")
 
 
 def resolve_plugin(explicit: Optional[Path], recorded: Optional[str] = None) -> Path:

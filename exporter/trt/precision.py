@@ -13,23 +13,29 @@ fp32 engines are built without TF32 (TensorRT enables it by default on Ampere an
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 from models.errors import DeformRTError
 
 FP16_METHODS = ("auto", "builder-flag", "deformrt", "modelopt")
+# BuilderFlag.FP16 is deprecated from TensorRT 10.12 ("superseded by strong typing") and gone in 11.
+FP16_FLAG_DEPRECATED = (10, 12)
 
 
 @dataclass(frozen=True)
 class PrecisionPlan:
-    """How to get the requested precision from a given TensorRT major version."""
+    """How to get the requested precision from a given TensorRT version."""
 
     precision: str  # "fp32", "tf32" or "fp16" (recorded in the sidecar)
     fp16_method: Optional[str]  # "builder-flag", "deformrt", "modelopt"; None for fp32/tf32
     strongly_typed: bool  # build with NetworkDefinitionCreationFlag.STRONGLY_TYPED (always on in 11)
     set_flags: tuple[str, ...] = ()  # BuilderFlag names to set
     clear_flags: tuple[str, ...] = ()  # BuilderFlag names to clear
+    # Weakly typed fp16 only *allows* fp16: TensorRT may time the plugin in fp32 and keep it
+    # (NVIDIA/TensorRT#2246). The plugin layers then get fp16 precision and output types, obeyed.
+    constrain_plugin_layers: bool = False
 
     @property
     def converts_onnx(self) -> bool:
@@ -37,11 +43,17 @@ class PrecisionPlan:
         return self.fp16_method in ("deformrt", "modelopt")
 
 
-def plan_precision(trt_major: int, fp16: bool, fp16_method: str = "auto", tf32: bool = False) -> PrecisionPlan:
-    """Pick builder flags and network typing for ``fp16`` on TensorRT ``trt_major``."""
+def plan_precision(trt_version: Union[int, tuple[int, int]], fp16: bool, fp16_method: str = "auto",
+                   tf32: bool = False) -> PrecisionPlan:
+    """Pick builder flags and network typing for ``fp16`` on TensorRT ``trt_version`` ((major,
+    minor), or a major alone meaning its first release). ``auto`` fp16 is the strongly typed path
+    (deformrt's mixed-fp16 ONNX) wherever the FP16 flag is deprecated or gone, else the flag with
+    the plugin layers constrained to fp16."""
+    version = (trt_version, 0) if isinstance(trt_version, int) else tuple(trt_version)
+    major = version[0]
     if fp16_method not in FP16_METHODS:
         raise DeformRTError(f"unknown fp16 method {fp16_method!r}; choose from {', '.join(FP16_METHODS)}")
-    strongly_typed_always = trt_major >= 11
+    strongly_typed_always = major >= 11
     if not fp16:
         if fp16_method != "auto":
             raise DeformRTError(f"--fp16-via {fp16_method} needs --fp16")
@@ -50,13 +62,54 @@ def plan_precision(trt_major: int, fp16: bool, fp16_method: str = "auto", tf32: 
         return PrecisionPlan("fp32", None, strongly_typed_always, clear_flags=("TF32",))
     if tf32:
         raise DeformRTError("--tf32 applies to fp32 engines; drop it with --fp16")
-    method = fp16_method if fp16_method != "auto" else ("deformrt" if strongly_typed_always else "builder-flag")
+    method = fp16_method
+    if method == "auto":
+        method = "deformrt" if version >= FP16_FLAG_DEPRECATED else "builder-flag"
     if method == "builder-flag":
         if strongly_typed_always:
-            raise DeformRTError(f"TensorRT {trt_major} is strongly typed only and has no FP16 builder flag; "
+            raise DeformRTError(f"TensorRT {major} is strongly typed only and has no FP16 builder flag; "
                                 f"use --fp16-via deformrt or --fp16-via modelopt")
-        return PrecisionPlan("fp16", method, False, set_flags=("FP16",))
+        return PrecisionPlan("fp16", method, False, set_flags=("FP16", "OBEY_PRECISION_CONSTRAINTS"),
+                             constrain_plugin_layers=True)
     return PrecisionPlan("fp16", method, True)
+
+
+def constrain_plugin_layers(trt, network) -> int:
+    """Give every plugin layer of ``network`` fp16 precision and fp16 outputs (for a weakly typed
+    fp16 build with OBEY_PRECISION_CONSTRAINTS); return how many layers were constrained."""
+    plugin_types = {getattr(trt.LayerType, n) for n in ("PLUGIN_V3", "PLUGIN_V2", "PLUGIN")
+                    if hasattr(trt.LayerType, n)}
+    count = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type not in plugin_types:
+            continue
+        layer.precision = trt.float16
+        for j in range(layer.num_outputs):
+            layer.set_output_type(j, trt.float16)
+        count += 1
+    return count
+
+
+def layer_precision_summary(engine_info: Union[str, dict]) -> dict[str, int]:
+    """Count the output element types of an engine's plugin layers from the engine inspector's JSON
+    (``IEngineInspector.get_engine_information(LayerInformationFormat.JSON)`` with DETAILED
+    profiling verbosity): {"fp16": n, "fp32": m, ...}. Empty when the engine carries no layer detail."""
+    info = json.loads(engine_info) if isinstance(engine_info, str) else engine_info
+    counts: dict[str, int] = {}
+    for layer in info.get("Layers", []) if isinstance(info, dict) else []:
+        if not isinstance(layer, dict) or "plugin" not in str(layer.get("LayerType", "")).lower():
+            continue
+        for out in layer.get("Outputs", []):
+            text = str(out.get("Format/Datatype", "")) if isinstance(out, dict) else ""
+            kind = next((name for tag, name in _TYPE_TAGS if tag in text), "other")
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+# How the inspector spells element types inside its "Format/Datatype" strings.
+_TYPE_TAGS = (("FP16", "fp16"), ("Half", "fp16"), ("BF16", "bf16"), ("FP32", "fp32"), ("Float", "fp32"),
+              ("Int8", "int8"), ("INT8", "int8"))
 
 
 def network_flags(trt, trt_major: int, strongly_typed: bool) -> int:

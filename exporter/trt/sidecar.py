@@ -61,6 +61,9 @@ class EngineMeta:
     plugin_sha256: Optional[str] = None
     built_at: str = ""
     build_options: dict = field(default_factory=dict)
+    # Output element types of the engine's plugin (DCN) layers as the engine inspector reports them,
+    # e.g. {"fp16": 13}: what really runs, which weakly typed TensorRT may choose unlike `precision`.
+    plugin_layer_types: Optional[dict[str, int]] = None
     schema: int = SCHEMA
 
     def to_json(self) -> str:
@@ -80,6 +83,7 @@ class EngineMeta:
             "onnx_metadata": dict(sorted(self.onnx_metadata.items())),
             "built_at": self.built_at,
             "build_options": self.build_options,
+            "plugin_layer_types": self.plugin_layer_types,
         }
         return json.dumps(d, indent=2) + "\n"
 
@@ -109,8 +113,10 @@ class EngineMeta:
                 plugin_sha256=d.get("plugin_sha256"),
                 built_at=str(d.get("built_at", "")),
                 build_options=dict(d.get("build_options") or {}),
+                plugin_layer_types=({str(k): int(v) for k, v in d["plugin_layer_types"].items()}
+                                    if d.get("plugin_layer_types") else None),
             )
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise DeformRTError(f"{source} is missing or has a malformed field ({type(exc).__name__}: {exc})") from None
         if meta.precision not in PRECISIONS:
             raise DeformRTError(f"{source}: precision {meta.precision!r} is not one of {', '.join(PRECISIONS)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator, Union
@@ -81,3 +82,39 @@ def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_directory(path: PathLike, force: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary directory next to ``path``; on normal exit move it onto ``path``.
+
+    The directory counterpart of :func:`atomic_path`: on an exception the temporary directory is
+    removed and ``path`` is left untouched. An existing ``path`` (file or directory) is refused
+    unless ``force``; with ``force`` it is replaced only once the new directory is complete.
+    """
+    out = Path(path)
+    if (out.exists() or out.is_symlink()) and not force:
+        raise DeformRTError(f"output {out} already exists; pass --force to replace it")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise DeformRTError(f"cannot write {out}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DeformRTError(f"cannot write {out}: directory {parent} is not writable")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
+    try:
+        yield tmp
+        if out.exists() or out.is_symlink():
+            if not force:
+                raise DeformRTError(f"output {out} appeared while writing; pass --force to replace it")
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
+            os.replace(out, old / "previous")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

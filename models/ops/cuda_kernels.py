@@ -51,6 +51,43 @@ def declare_c_api(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.deformrt_dcn_forward.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32] + [ctypes.c_void_p] * 7 + [
         ctypes.c_uint64, ctypes.c_void_p]
     lib.deformrt_dcn_forward.restype = ctypes.c_int
+    # fp16 tensor-core kernel (sm_80+): packed weights once, NHWC (channels-last) input and output.
+    lib.deformrt_dcn_packed_weight_size.argtypes = [ctypes.POINTER(ConvDesc)]
+    lib.deformrt_dcn_packed_weight_size.restype = ctypes.c_uint64
+    lib.deformrt_dcn_pack_weights.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_void_p, ctypes.c_void_p,
+                                              ctypes.c_void_p]
+    lib.deformrt_dcn_pack_weights.restype = ctypes.c_int
+    lib.deformrt_dcn_nhwc_supported.argtypes = [ctypes.POINTER(ConvDesc)]
+    lib.deformrt_dcn_nhwc_supported.restype = ctypes.c_int32
+    lib.deformrt_dcn_forward_nhwc.argtypes = [ctypes.POINTER(ConvDesc)] + [ctypes.c_void_p] * 7
+    lib.deformrt_dcn_forward_nhwc.restype = ctypes.c_int
+    return lib
+
+
+def declare_host_api(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Declare the CPU build's C prototypes (plugins/src/deformConvHost.cpp) on ``lib``."""
+    lib.deformrt_dcn_validate.argtypes = [ctypes.POINTER(ConvDesc)]
+    lib.deformrt_dcn_validate.restype = ctypes.c_char_p
+    for name in ("deformrt_dcn_forward_host", "deformrt_dcn_forward_tiled_host"):
+        getattr(lib, name).argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32] + [ctypes.c_void_p] * 6
+        getattr(lib, name).restype = ctypes.c_int32
+    lib.deformrt_dcn_packed_weight_size.argtypes = [ctypes.POINTER(ConvDesc)]
+    lib.deformrt_dcn_packed_weight_size.restype = ctypes.c_uint64
+    lib.deformrt_dcn_pack_weights_host.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_void_p, ctypes.c_void_p]
+    lib.deformrt_dcn_pack_weights_host.restype = ctypes.c_int32
+    lib.deformrt_dcn_forward_nhwc_host.argtypes = [ctypes.POINTER(ConvDesc)] + [ctypes.c_void_p] * 6 + [
+        ctypes.c_int32]
+    lib.deformrt_dcn_forward_nhwc_host.restype = ctypes.c_int32
+    lib.deformrt_dcn_tc_shared_bytes.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32]
+    lib.deformrt_dcn_tc_shared_bytes.restype = ctypes.c_int64
+    lib.deformrt_dcn_tc_tile_shape.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32]
+    lib.deformrt_dcn_tc_tile_shape.restype = ctypes.c_int32
+    lib.deformrt_mma_m16n8k16_emulate.argtypes = [ctypes.c_void_p] * 4
+    lib.deformrt_mma_m16n8k16_emulate.restype = None
+    lib.deformrt_float_to_half.argtypes = [ctypes.c_float]
+    lib.deformrt_float_to_half.restype = ctypes.c_uint16
+    lib.deformrt_half_to_float.argtypes = [ctypes.c_uint16]
+    lib.deformrt_half_to_float.restype = ctypes.c_float
     return lib
 
 

@@ -1,10 +1,15 @@
-// CPU build of the deformable-convolution forward pass: the same tile phases the CUDA kernel runs
-// (deformConvMath.h), executed block by block with every thread of a phase finishing before the next
-// phase starts, exactly as __syncthreads() orders them on the GPU. It exists to check the GPU code's
-// math and tiling on machines without a GPU; it is not meant to be fast.
+// CPU build of the deformable-convolution forward passes: the same tile phases the CUDA kernels run
+// (deformConvMath.h: the fp32 / reference tiled kernel; deformConvTensorCore.h: the fp16 tensor-core
+// kernel), executed block by block with every thread of a phase finishing before the next phase
+// starts, exactly as __syncthreads() orders them on the GPU. The tensor-core kernel's mma.sync runs
+// through an emulation of the PTX ISA's per-lane fragment layouts. It exists to check the GPU code's
+// math, tiling and fragment indexing on machines without a GPU; it is not meant to be fast.
 #include "deformConvMath.h"
+#include "deformConvTensorCore.h"
+#include "deformrt/deformConvHost.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <vector>
 
 namespace deformrt
@@ -48,23 +53,226 @@ void forwardHost(DcnGeometry const& g, void const* x, void const* weight, void c
     }
 }
 
+//! CPU driver of the tensor-core kernel.
+namespace tchost
+{
+using namespace deformrt::tc;
+
+//! SM count the CPU build assumes when it picks a tile shape (an H100 SXM), so that it runs the shape
+//! a batch-1 H100 launch would.
+constexpr int32_t kAssumedSmCount = 132;
+
+//! One CTA of the tensor-core kernel, phase by phase (the order of deformConvTensorCore.cu's kernel).
+template <class Shape>
+void runCta(TcGeometry const& t, TcTensors const& p, TcTile const& tile, SharedView const& s,
+    std::vector<Accumulators<Shape>>& acc)
+{
+    std::fill(acc.begin(), acc.end(), Accumulators<Shape>{});
+    int32_t const taps = t.g.taps;
+    for (int32_t tid = 0; tid < kThreads; ++tid)
+    {
+        prologue<Shape>(t, p, tile, chunkOffsetGroup(t, tile.grp, 0), tid, s);
+    }
+    for (int32_t tid = 0; tid < kThreads; ++tid)
+    {
+        gatherA<Shape>(t, p, tile, 0, 0, 0, tid, s);
+        loadB<Shape>(t, p, tile, 0, 0, tid, s);
+    }
+    for (int32_t step = 0; step < t.steps; ++step)
+    {
+        int32_t const next = step + 1;
+        if (next < t.steps)
+        {
+            int32_t const chunk = next / taps;
+            int32_t const og = chunkOffsetGroup(t, tile.grp, chunk);
+            if (og != chunkOffsetGroup(t, tile.grp, step / taps))
+            {
+                for (int32_t tid = 0; tid < kThreads; ++tid)
+                {
+                    prologue<Shape>(t, p, tile, og, tid, s);
+                }
+            }
+            for (int32_t tid = 0; tid < kThreads; ++tid)
+            {
+                gatherA<Shape>(t, p, tile, chunk, next - chunk * taps, next & 1, tid, s);
+                loadB<Shape>(t, p, tile, next, next & 1, tid, s);
+            }
+        }
+        // The MMA phase, one warp at a time: every lane's fragments first, then the warp-wide mma.
+        for (int32_t warp = 0; warp < kThreads / kWarpSize; ++warp)
+        {
+            for (int32_t k16 = 0; k16 < t.stepK / 16; ++k16)
+            {
+                FragA a[Shape::MT][kWarpSize];
+                FragB b[Shape::NT][kWarpSize];
+                for (int32_t lane = 0; lane < kWarpSize; ++lane)
+                {
+                    FragA la[Shape::MT];
+                    FragB lb[Shape::NT];
+                    loadFragments<Shape>(s, step & 1, warpPlace<Shape>(warp * kWarpSize + lane), k16, la, lb);
+                    for (int32_t mi = 0; mi < Shape::MT; ++mi)
+                    {
+                        a[mi][lane] = la[mi];
+                    }
+                    for (int32_t ni = 0; ni < Shape::NT; ++ni)
+                    {
+                        b[ni][lane] = lb[ni];
+                    }
+                }
+                for (int32_t mi = 0; mi < Shape::MT; ++mi)
+                {
+                    for (int32_t ni = 0; ni < Shape::NT; ++ni)
+                    {
+                        FragC c[kWarpSize];
+                        FragC d[kWarpSize];
+                        for (int32_t lane = 0; lane < kWarpSize; ++lane)
+                        {
+                            c[lane] = acc[warp * kWarpSize + lane].c[mi][ni];
+                        }
+                        emulateMmaM16N8K16(a[mi], b[ni], c, d);
+                        for (int32_t lane = 0; lane < kWarpSize; ++lane)
+                        {
+                            acc[warp * kWarpSize + lane].c[mi][ni] = d[lane];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (int32_t tid = 0; tid < kThreads; ++tid)
+    {
+        epilogue<Shape>(t, p, tile, tid, acc[tid]);
+    }
+}
+
+template <class Shape>
+void runGrid(TcGeometry const& t, TcTensors const& p)
+{
+    SharedLayout const layout = sharedLayout(Shape::BM, Shape::BN, t.g.taps, t.stepK);
+    // max_align_t storage: 16-byte aligned like the GPU's dynamic shared memory.
+    std::vector<std::max_align_t> storage(size_t(layout.bytes) / sizeof(std::max_align_t) + 1);
+    SharedView const s = sharedView(reinterpret_cast<unsigned char*>(storage.data()), layout);
+    std::vector<Accumulators<Shape>> acc(kThreads);
+    for (int32_t grp = 0; grp < t.g.group; ++grp)
+    {
+        for (int32_t n0 = 0; n0 < t.g.cOutPerGroup; n0 += Shape::BN)
+        {
+            for (int64_t m0 = 0; m0 < t.g.cols; m0 += Shape::BM)
+            {
+                runCta<Shape>(t, p, TcTile{grp, m0, n0}, s, acc);
+            }
+        }
+    }
+}
+
+//! The tensor-core forward pass on the CPU; ``shape`` < 0 picks it as the GPU launcher would.
+//! Returns false when the kernel does not apply to the problem or the shape does not fit.
+bool forwardTensorCoreHost(TcGeometry const& t, TcTensors p, int32_t shape)
+{
+    if (!tensorCoreApplies(t))
+    {
+        return false;
+    }
+    if (shape < 0)
+    {
+        shape = chooseTileShape(t, kAssumedSmCount, kMaxSharedBytes);
+    }
+    if (shape < 0 || shape >= kTileShapes || sharedBytes(t, shape) > kMaxSharedBytes)
+    {
+        return false;
+    }
+    p.vectorGather = vectorGatherApplies(t, p.x);
+    switch (shape)
+    {
+    case 0: runGrid<TileLarge>(t, p); break;
+    case 1: runGrid<TileMedium>(t, p); break;
+    default: runGrid<TileSmall>(t, p); break;
+    }
+    return true;
+}
+
+void packWeightsHost(TcGeometry const& t, uint16_t const* weight, uint16_t* packed)
+{
+    int64_t const total = packedWeightElements(t);
+    for (int64_t e = 0; e < total; ++e)
+    {
+        int64_t const src = packedWeightSource(t, e);
+        packed[e] = src < 0 ? uint16_t(0) : weight[src];
+    }
+}
+
+//! NCHW -> NHWC of one fp16 tensor [n, c, h, w].
+void toNhwcHost(uint16_t const* src, uint16_t* dst, int64_t n, int64_t c, int64_t plane)
+{
+    for (int64_t b = 0; b < n; ++b)
+    {
+        for (int64_t ch = 0; ch < c; ++ch)
+        {
+            for (int64_t i = 0; i < plane; ++i)
+            {
+                dst[(b * plane + i) * c + ch] = src[(b * c + ch) * plane + i];
+            }
+        }
+    }
+}
+
+} // namespace tchost
 } // namespace
 } // namespace deformrt
 
 extern "C"
 {
 
-//! Why ``desc`` is not a valid problem (one sentence), or NULL when it is valid.
 char const* deformrt_dcn_validate(DeformrtConvDesc const* desc)
 {
     return desc == nullptr ? "no problem description" : deformrt::describeInvalid(*desc);
 }
 
-//! CPU forward pass with the GPU kernel's math and tiling; host pointers, layout as in
-//! deformConvDesc.h; float16 tensors hold IEEE binary16 bits. Returns 0 on success, 1 for an invalid
-//! desc, dtype or missing pointer (nothing is written then).
+uint64_t deformrt_dcn_workspace_size(DeformrtConvDesc const* /*desc*/, int32_t /*dtype*/)
+{
+    return 0;
+}
+
 int32_t deformrt_dcn_forward_host(DeformrtConvDesc const* desc, int32_t dtype, void const* x, void const* weight,
     void const* offset, void const* bias, void const* mask, void* y)
+{
+    if (!deformrt::callIsValid(desc, x, weight, offset, bias, mask, y))
+    {
+        return 1;
+    }
+    deformrt::DcnGeometry const g = deformrt::makeGeometry(*desc);
+    switch (dtype)
+    {
+    case DEFORMRT_FLOAT32: deformrt::forwardHost<float>(g, x, weight, offset, bias, mask, y); return 0;
+    case DEFORMRT_FLOAT16:
+    {
+        // As deformrt_dcn_forward on sm_80+: NHWC staging, packed weights, the tensor-core kernel
+        // writing NCHW; the tiled kernel where the tensor-core kernel does not apply.
+        namespace tc = deformrt::tc;
+        tc::TcGeometry const t = tc::makeTcGeometry(g);
+        if (tc::tensorCoreApplies(t))
+        {
+            std::vector<uint16_t> xNhwc(size_t(g.n) * g.c * g.h * g.w);
+            std::vector<uint16_t> packed(size_t(tc::packedWeightElements(t)));
+            deformrt::tchost::toNhwcHost(static_cast<uint16_t const*>(x), xNhwc.data(), g.n, g.c, int64_t(g.h) * g.w);
+            deformrt::tchost::packWeightsHost(t, static_cast<uint16_t const*>(weight), packed.data());
+            tc::TcTensors const p{xNhwc.data(), packed.data(), static_cast<uint16_t const*>(offset),
+                g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
+                g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(y), false, false};
+            if (deformrt::tchost::forwardTensorCoreHost(t, p, -1))
+            {
+                return 0;
+            }
+        }
+        deformrt::forwardHost<deformrt::HostHalf>(g, x, weight, offset, bias, mask, y);
+        return 0;
+    }
+    default: return 1;
+    }
+}
+
+int32_t deformrt_dcn_forward_tiled_host(DeformrtConvDesc const* desc, int32_t dtype, void const* x,
+    void const* weight, void const* offset, void const* bias, void const* mask, void* y)
 {
     if (!deformrt::callIsValid(desc, x, weight, offset, bias, mask, y))
     {
@@ -79,13 +287,95 @@ int32_t deformrt_dcn_forward_host(DeformrtConvDesc const* desc, int32_t dtype, v
     }
 }
 
-//! The host build's float -> binary16 conversion (round to nearest even), for tests.
+uint64_t deformrt_dcn_packed_weight_size(DeformrtConvDesc const* desc)
+{
+    if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr)
+    {
+        return 0;
+    }
+    deformrt::tc::TcGeometry const t = deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc));
+    return uint64_t(deformrt::tc::packedWeightElements(t)) * 2;
+}
+
+int32_t deformrt_dcn_pack_weights_host(DeformrtConvDesc const* desc, void const* weight, void* packed)
+{
+    if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr || weight == nullptr || packed == nullptr)
+    {
+        return 1;
+    }
+    deformrt::tc::TcGeometry const t = deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc));
+    deformrt::tchost::packWeightsHost(t, static_cast<uint16_t const*>(weight), static_cast<uint16_t*>(packed));
+    return 0;
+}
+
+int32_t deformrt_dcn_forward_nhwc_host(DeformrtConvDesc const* desc, void const* xNhwc, void const* packedWeight,
+    void const* offset, void const* bias, void const* mask, void* yNhwc, int32_t tileShape)
+{
+    if (!deformrt::callIsValid(desc, xNhwc, packedWeight, offset, bias, mask, yNhwc))
+    {
+        return 1;
+    }
+    deformrt::DcnGeometry const g = deformrt::makeGeometry(*desc);
+    deformrt::tc::TcTensors const p{static_cast<uint16_t const*>(xNhwc), static_cast<uint16_t const*>(packedWeight),
+        static_cast<uint16_t const*>(offset), g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
+        g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(yNhwc), true, false};
+    return deformrt::tchost::forwardTensorCoreHost(deformrt::tc::makeTcGeometry(g), p, tileShape) ? 0 : 1;
+}
+
+int64_t deformrt_dcn_tc_shared_bytes(DeformrtConvDesc const* desc, int32_t tileShape)
+{
+    if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr || tileShape < 0
+        || tileShape >= deformrt::tc::kTileShapes)
+    {
+        return -1;
+    }
+    return deformrt::tc::sharedBytes(deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc)), tileShape);
+}
+
+int32_t deformrt_dcn_tc_tile_shape(DeformrtConvDesc const* desc, int32_t smCount)
+{
+    if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr)
+    {
+        return -1;
+    }
+    deformrt::tc::TcGeometry const t = deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc));
+    return deformrt::tc::tensorCoreApplies(t)
+        ? deformrt::tc::chooseTileShape(t, smCount, deformrt::tc::kMaxSharedBytes)
+        : -1;
+}
+
+void deformrt_mma_m16n8k16_emulate(uint32_t const* a, uint32_t const* b, float const* c, float* d)
+{
+    namespace tc = deformrt::tc;
+    tc::FragA fa[tc::kWarpSize];
+    tc::FragB fb[tc::kWarpSize];
+    tc::FragC fc[tc::kWarpSize];
+    tc::FragC fd[tc::kWarpSize];
+    for (int32_t lane = 0; lane < tc::kWarpSize; ++lane)
+    {
+        for (int32_t i = 0; i < 4; ++i)
+        {
+            fa[lane].r[i] = a[lane * 4 + i];
+            fc[lane].v[i] = c[lane * 4 + i];
+        }
+        fb[lane].r[0] = b[lane * 2];
+        fb[lane].r[1] = b[lane * 2 + 1];
+    }
+    tc::emulateMmaM16N8K16(fa, fb, fc, fd);
+    for (int32_t lane = 0; lane < tc::kWarpSize; ++lane)
+    {
+        for (int32_t i = 0; i < 4; ++i)
+        {
+            d[lane * 4 + i] = fd[lane].v[i];
+        }
+    }
+}
+
 uint16_t deformrt_float_to_half(float value)
 {
     return deformrt::floatToHalfBits(value);
 }
 
-//! The host build's binary16 -> float conversion, for tests.
 float deformrt_half_to_float(uint16_t bits)
 {
     return deformrt::halfBitsToFloat(bits);

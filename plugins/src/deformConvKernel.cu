@@ -1,5 +1,6 @@
 // CUDA build of the deformable-convolution forward pass (the math lives in deformConvMath.h).
 #include "deformConvMath.h"
+#include "deformConvTensorCoreLaunch.h"
 #include "deformrt/deformConvKernel.h"
 
 #include <cuda_fp16.h>
@@ -51,9 +52,14 @@ extern "C" char const* deformrt_dcn_validate(DeformrtConvDesc const* desc)
     return desc == nullptr ? "no problem description" : deformrt::describeInvalid(*desc);
 }
 
-extern "C" uint64_t deformrt_dcn_workspace_size(DeformrtConvDesc const* /*desc*/, int32_t /*dtype*/)
+extern "C" uint64_t deformrt_dcn_workspace_size(DeformrtConvDesc const* desc, int32_t dtype)
 {
-    return 0;
+    // Independent of the GPU, so that a size queried at build time holds on any device.
+    if (dtype != DEFORMRT_FLOAT16 || desc == nullptr || deformrt::describeInvalid(*desc) != nullptr)
+    {
+        return 0;
+    }
+    return deformrt::tc::nchwWorkspaceBytes(deformrt::makeGeometry(*desc));
 }
 
 extern "C" cudaError_t deformrt_dcn_forward(DeformrtConvDesc const* desc, int32_t dtype, void const* x,
@@ -69,7 +75,12 @@ extern "C" cudaError_t deformrt_dcn_forward(DeformrtConvDesc const* desc, int32_
     switch (dtype)
     {
     case DEFORMRT_FLOAT32: return deformrt::launch<float>(g, x, weight, offset, bias, mask, y, stream);
-    case DEFORMRT_FLOAT16: return deformrt::launch<__half>(g, x, weight, offset, bias, mask, y, stream);
+    case DEFORMRT_FLOAT16:
+        if (deformrt::tc::nchwWorkspaceBytes(g) > 0 && deformrt::tc::runsOnCurrentDevice(g))
+        {
+            return deformrt::tc::forwardNchw(g, x, weight, offset, bias, mask, y, workspace, stream);
+        }
+        return deformrt::launch<__half>(g, x, weight, offset, bias, mask, y, stream);
     default: return cudaErrorInvalidValue;
     }
 }

@@ -2,6 +2,9 @@
 
 #include "deformrt/deformConvKernel.h"
 #include "tensorrtRuntime.h"
+#if DEFORMRT_PLUGIN_HOST_KERNELS
+#include "deformrt/deformConvHost.h"
+#endif
 
 #include <cstring>
 #include <limits>
@@ -35,6 +38,10 @@ std::string join(T const* values, int32_t n)
 
 std::string dimsString(Dims const& d)
 {
+    if (d.nbDims < 0 || d.nbDims > Dims::MAX_DIMS)
+    {
+        return "(rank " + std::to_string(d.nbDims) + ")";
+    }
     return join(d.d, d.nbDims);
 }
 
@@ -108,10 +115,11 @@ int32_t DeformConvAttrs::numInputs() const
 
 std::string DeformConvAttrs::invalidReason() const
 {
+    // Sizes of 2^30 and more can never run (deformConvDesc.h, kMaxExtent): refused when the plugin is created.
     auto const atLeast = [](int32_t const* v, int32_t n, int32_t lo) {
         for (int32_t i = 0; i < n; ++i)
         {
-            if (v[i] < lo)
+            if (v[i] < lo || v[i] >= kMaxExtent)
             {
                 return false;
             }
@@ -121,27 +129,27 @@ std::string DeformConvAttrs::invalidReason() const
     std::ostringstream os;
     if (!atLeast(kernelShape, 2, 1))
     {
-        os << "field '" << contract::kAttrKernelShape << "' must be >= 1, got " << join(kernelShape, 2);
+        os << "field '" << contract::kAttrKernelShape << "' must be in [1, 2^30), got " << join(kernelShape, 2);
     }
     else if (!atLeast(strides, 2, 1))
     {
-        os << "field '" << contract::kAttrStrides << "' must be >= 1, got " << join(strides, 2);
+        os << "field '" << contract::kAttrStrides << "' must be in [1, 2^30), got " << join(strides, 2);
     }
     else if (!atLeast(pads, 4, 0))
     {
-        os << "field '" << contract::kAttrPads << "' must be >= 0, got " << join(pads, 4);
+        os << "field '" << contract::kAttrPads << "' must be in [0, 2^30), got " << join(pads, 4);
     }
     else if (!atLeast(dilations, 2, 1))
     {
-        os << "field '" << contract::kAttrDilations << "' must be >= 1, got " << join(dilations, 2);
+        os << "field '" << contract::kAttrDilations << "' must be in [1, 2^30), got " << join(dilations, 2);
     }
-    else if (group < 1)
+    else if (group < 1 || group >= kMaxExtent)
     {
-        os << "field '" << contract::kAttrGroup << "' must be >= 1, got " << group;
+        os << "field '" << contract::kAttrGroup << "' must be in [1, 2^30), got " << group;
     }
-    else if (offsetGroup < 1)
+    else if (offsetGroup < 1 || offsetGroup >= kMaxExtent)
     {
-        os << "field '" << contract::kAttrOffsetGroup << "' must be >= 1, got " << offsetGroup;
+        os << "field '" << contract::kAttrOffsetGroup << "' must be in [1, 2^30), got " << offsetGroup;
     }
     else if (modulated != 0 && modulated != 1)
     {
@@ -171,11 +179,14 @@ DeformConvAttrs parseAttrs(nvinfer1::PluginFieldCollection const* fc)
         {
             ++j;
         }
+        if (j == fields.size() && f.name != nullptr && std::strcmp(f.name, kWorkspaceBytesField) == 0)
+        {
+            continue; // parseWorkspaceBytes reads it
+        }
         if (j == fields.size())
         {
-            trt::log(nvinfer1::ILogger::Severity::kWARNING,
-                std::string("ignoring unknown field '") + (f.name ? f.name : "(null)") + "'");
-            continue;
+            // A misspelt name would otherwise leave its value at a default nobody chose.
+            throw std::invalid_argument(std::string("unknown field '") + (f.name ? f.name : "(null)") + "'");
         }
         AttrField const& spec = fields[j];
         std::string const where = std::string("field '") + spec.name + "'";
@@ -225,11 +236,42 @@ DeformConvAttrs parseAttrs(nvinfer1::PluginFieldCollection const* fc)
     return attrs;
 }
 
+int64_t parseWorkspaceBytes(nvinfer1::PluginFieldCollection const* fc)
+{
+    int64_t bytes = 0;
+    bool seen = false;
+    for (int32_t i = 0; fc != nullptr && fc->fields != nullptr && i < fc->nbFields; ++i)
+    {
+        PluginField const& f = fc->fields[i];
+        if (f.name == nullptr || std::strcmp(f.name, kWorkspaceBytesField) != 0)
+        {
+            continue;
+        }
+        std::string const where = std::string("field '") + kWorkspaceBytesField + "'";
+        if (seen)
+        {
+            throw std::invalid_argument(where + " is given twice");
+        }
+        if (f.type != PluginFieldType::kINT64 || f.length != 1 || f.data == nullptr)
+        {
+            throw std::invalid_argument(where + " must be one int64 value");
+        }
+        bytes = *static_cast<int64_t const*>(f.data);
+        if (bytes < 0)
+        {
+            throw std::invalid_argument(where + " must be >= 0, got " + std::to_string(bytes));
+        }
+        seen = true;
+    }
+    return bytes;
+}
+
 // -------------------------------------------------------------------------------------------------
 // Plugin
 
-DeformConv2dPlugin::DeformConv2dPlugin(DeformConvAttrs const& attrs)
+DeformConv2dPlugin::DeformConv2dPlugin(DeformConvAttrs const& attrs, int64_t workspaceBytes)
     : mAttrs(attrs)
+    , mWorkspaceBytes(workspaceBytes)
 {
     initFields();
 }
@@ -240,8 +282,19 @@ DeformConv2dPlugin::DeformConv2dPlugin(DeformConv2dPlugin const& other)
     , IPluginV3OneBuild()
     , IPluginV3OneRuntime()
     , mAttrs(other.mAttrs)
+    , mWorkspaceBytes(other.mWorkspaceBytes)
 {
     initFields();
+}
+
+DeformConv2dPlugin::~DeformConv2dPlugin()
+{
+#if !DEFORMRT_PLUGIN_HOST_KERNELS
+    if (mPackedWeights != nullptr)
+    {
+        cudaFree(mPackedWeights);
+    }
+#endif
 }
 
 void DeformConv2dPlugin::initFields()
@@ -253,6 +306,7 @@ void DeformConv2dPlugin::initFields()
         mFields.emplace_back(f.name, f.data, PluginFieldType::kINT32, f.length);
         description << f.name << '=' << join(f.data, f.length) << ';';
     }
+    mFields.emplace_back(kWorkspaceBytesField, &mWorkspaceBytes, PluginFieldType::kINT64, 1);
     mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
     mFieldCollection.fields = mFields.data();
     mDescription = description.str();
@@ -277,7 +331,7 @@ nvinfer1::IPluginV3* DeformConv2dPlugin::clone() noexcept
     }
     catch (std::exception const& e)
     {
-        trt::logError(std::string("clone failed: ") + e.what());
+        trt::logError("clone failed: ", e.what());
     }
     return nullptr;
 }
@@ -440,11 +494,30 @@ int32_t DeformConv2dPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc co
                 return -1;
             }
         }
+        // getOutputShapes keeps symbolic output dims >= 0; an input range that allows no output is refused here.
+        Dims const& xMin = in[contract::kInputX].min;
+        if (xMin.nbDims == 4)
+        {
+            int64_t const hoMin = outSize(xMin.d[2], mAttrs.kernelShape[0], mAttrs.strides[0], mAttrs.pads[0],
+                mAttrs.pads[2], mAttrs.dilations[0]);
+            int64_t const woMin = outSize(xMin.d[3], mAttrs.kernelShape[1], mAttrs.strides[1], mAttrs.pads[1],
+                mAttrs.pads[3], mAttrs.dilations[1]);
+            if (hoMin == 0 || woMin == 0)
+            {
+                trt::logError("configurePlugin: the smallest input shape allowed, " + dimsString(xMin)
+                    + ", is smaller than the kernel's extent (" + contract::kAttrKernelShape + " "
+                    + join(mAttrs.kernelShape, 2) + ", " + contract::kAttrDilations + " " + join(mAttrs.dilations, 2)
+                    + ", " + contract::kAttrPads + " " + join(mAttrs.pads, 4)
+                    + "): raise the optimization profile's minimum shape");
+                return -1;
+            }
+        }
+        mWorkspaceBytes = static_cast<int64_t>(workspaceFor(in, nbInputs, out, nbOutputs));
         return 0;
     }
     catch (std::exception const& e)
     {
-        trt::logError(std::string("configurePlugin: ") + e.what());
+        trt::logError("configurePlugin: ", e.what());
     }
     return -1;
 }
@@ -452,13 +525,22 @@ int32_t DeformConv2dPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc co
 int32_t DeformConv2dPlugin::getOutputDataTypes(
     DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept
 {
-    if (outputTypes == nullptr || inputTypes == nullptr || nbOutputs != 1 || nbInputs != mAttrs.numInputs())
+    try
     {
-        trt::logError("getOutputDataTypes: expects " + std::to_string(mAttrs.numInputs()) + " inputs and 1 output");
-        return -1;
+        if (outputTypes == nullptr || inputTypes == nullptr || nbOutputs != 1 || nbInputs != mAttrs.numInputs())
+        {
+            trt::logError(
+                "getOutputDataTypes: expects " + std::to_string(mAttrs.numInputs()) + " inputs and 1 output");
+            return -1;
+        }
+        outputTypes[0] = inputTypes[0];
+        return 0;
     }
-    outputTypes[0] = inputTypes[0];
-    return 0;
+    catch (std::exception const& e)
+    {
+        trt::logError("getOutputDataTypes: ", e.what());
+    }
+    return -1;
 }
 
 int32_t DeformConv2dPlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
@@ -474,14 +556,33 @@ int32_t DeformConv2dPlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, i
                 + " inputs (X and W of rank 4) and 1 output");
             return -1;
         }
-        auto const outDim = [&exprBuilder](nvinfer1::IDimensionExpr const* in, int32_t k, int32_t stride,
-                                int32_t padBegin, int32_t padEnd, int32_t dilation) {
+        // A known input size too small for the kernel is a build error; a symbolic one gets max(0, ...) so that
+        // the output dims stay >= 0, and configurePlugin refuses a profile whose minimum allows no output.
+        char const* tooSmall = nullptr;
+        auto const outDim = [&exprBuilder, &tooSmall](nvinfer1::IDimensionExpr const* in, int32_t k, int32_t stride,
+                                int32_t padBegin, int32_t padEnd, int32_t dilation,
+                                char const* axis) -> nvinfer1::IDimensionExpr const* {
+            if (in == nullptr)
+            {
+                return nullptr;
+            }
+            if (in->isConstant())
+            {
+                int64_t const size = outSize(in->getConstantValue(), k, stride, padBegin, padEnd, dilation);
+                if (size < 1)
+                {
+                    tooSmall = axis;
+                    return nullptr;
+                }
+                return exprBuilder.constant(size);
+            }
             int64_t const span = int64_t(dilation) * (k - 1) + 1;
             auto const* shifted
                 = exprBuilder.operation(DimensionOperation::kSUM, *in, *exprBuilder.constant(padBegin + padEnd - span));
             auto const* steps
                 = exprBuilder.operation(DimensionOperation::kFLOOR_DIV, *shifted, *exprBuilder.constant(stride));
-            return exprBuilder.operation(DimensionOperation::kSUM, *steps, *exprBuilder.constant(1));
+            auto const* size = exprBuilder.operation(DimensionOperation::kSUM, *steps, *exprBuilder.constant(1));
+            return exprBuilder.operation(DimensionOperation::kMAX, *size, *exprBuilder.constant(0));
         };
         nvinfer1::DimsExprs const& x = inputs[contract::kInputX];
         nvinfer1::DimsExprs& y = outputs[0];
@@ -489,14 +590,27 @@ int32_t DeformConv2dPlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, i
         y.d[0] = x.d[0];
         y.d[1] = inputs[contract::kInputW].d[0];
         y.d[2] = outDim(x.d[2], mAttrs.kernelShape[0], mAttrs.strides[0], mAttrs.pads[0], mAttrs.pads[2],
-            mAttrs.dilations[0]);
+            mAttrs.dilations[0], "height");
         y.d[3] = outDim(x.d[3], mAttrs.kernelShape[1], mAttrs.strides[1], mAttrs.pads[1], mAttrs.pads[3],
-            mAttrs.dilations[1]);
+            mAttrs.dilations[1], "width");
+        if (tooSmall != nullptr)
+        {
+            trt::logError(std::string("getOutputShapes: the input's ") + tooSmall
+                + " is smaller than the kernel's extent (" + contract::kAttrKernelShape + " "
+                + join(mAttrs.kernelShape, 2) + ", " + contract::kAttrDilations + " " + join(mAttrs.dilations, 2)
+                + ", " + contract::kAttrPads + " " + join(mAttrs.pads, 4) + "): no output");
+            return -1;
+        }
+        if (y.d[0] == nullptr || y.d[1] == nullptr || y.d[2] == nullptr || y.d[3] == nullptr)
+        {
+            trt::logError("getOutputShapes: missing input dimension expressions");
+            return -1;
+        }
         return 0;
     }
     catch (std::exception const& e)
     {
-        trt::logError(std::string("getOutputShapes: ") + e.what());
+        trt::logError("getOutputShapes: ", e.what());
     }
     return -1;
 }
@@ -504,33 +618,165 @@ int32_t DeformConv2dPlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, i
 bool DeformConv2dPlugin::supportsFormatCombination(
     int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
 {
-    if (inOut == nullptr || pos < 0 || pos >= nbInputs + nbOutputs)
+    if (inOut == nullptr || nbInputs < 0 || nbOutputs < 0 || pos < 0 || pos >= nbInputs + nbOutputs)
     {
+        trt::logError("supportsFormatCombination: position out of range or no tensor descriptions");
         return false;
     }
     nvinfer1::PluginTensorDesc const& d = inOut[pos].desc;
-    if (d.format != nvinfer1::TensorFormat::kLINEAR)
+    bool const xChannelsLast = pos > contract::kInputX
+        && inOut[contract::kInputX].desc.format == nvinfer1::TensorFormat::kHWC8;
+    if (d.format == nvinfer1::TensorFormat::kHWC8) // fp16 X and Y only, both or neither
+    {
+        return d.type == DataType::kHALF
+            && (pos == contract::kInputX ? channelsLastSupported(inOut, nbInputs) : pos == nbInputs && xChannelsLast);
+    }
+    if (d.format != nvinfer1::TensorFormat::kLINEAR || (pos == nbInputs && xChannelsLast))
     {
         return false;
     }
     return pos == 0 ? supportedType(d.type) : d.type == inOut[0].desc.type;
 }
 
+bool DeformConv2dPlugin::channelsLastSupported(nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs) const
+{
+#if DEFORMRT_PLUGIN_HOST_KERNELS
+    // The CPU test variant links no CUDA: it offers linear formats only.
+    (void) inOut;
+    (void) nbInputs;
+    return false;
+#else
+    Dims x = inOut[contract::kInputX].desc.dims;
+    Dims w = inOut[contract::kInputW].desc.dims;
+    Dims y = inOut[nbInputs].desc.dims;
+    if (x.nbDims != 4 || w.nbDims != 4 || y.nbDims != 4 || x.d[1] <= 0 || x.d[1] % 8 != 0 || w.d[0] <= 0
+        || w.d[0] % 8 != 0)
+    {
+        return false;
+    }
+    for (Dims* dims : {&x, &w, &y}) // dynamic sizes: any size works for the layout decision
+    {
+        for (int32_t i = 0; i < dims->nbDims; ++i)
+        {
+            dims->d[i] = dims->d[i] < 0 ? 1 : dims->d[i];
+        }
+    }
+    DeformrtConvDesc const desc = makeDesc(x, w, y);
+    return deformrt_dcn_nhwc_supported(&desc) == 1;
+#endif
+}
+
+#if DEFORMRT_PLUGIN_HOST_KERNELS
+bool DeformConv2dPlugin::reservePackedWeights(uint64_t /*bytes*/)
+{
+    trt::logError("packed weights: the CPU test variant has no kHWC8 path");
+    return false;
+}
+
+int32_t DeformConv2dPlugin::enqueueChannelsLast(DeformrtConvDesc const& /*desc*/, void const* /*x*/,
+    void const* /*weight*/, void const* /*offset*/, void const* /*bias*/, void const* /*mask*/, void* /*y*/,
+    cudaStream_t /*stream*/)
+{
+    trt::logError("enqueue: the CPU test variant has no kHWC8 path");
+    return -1;
+}
+#else
+bool DeformConv2dPlugin::reservePackedWeights(uint64_t bytes)
+{
+    if (bytes <= mPackedCapacity)
+    {
+        return true;
+    }
+    if (mPackedWeights != nullptr)
+    {
+        cudaFree(mPackedWeights);
+    }
+    mPackedWeights = nullptr;
+    mPackedCapacity = 0;
+    mPackedFrom = nullptr;
+    cudaError_t const status = cudaMalloc(&mPackedWeights, bytes);
+    if (status != cudaSuccess)
+    {
+        mPackedWeights = nullptr;
+        trt::logError(
+            std::string("packed weights: cudaMalloc(") + std::to_string(bytes) + "): " + cudaGetErrorName(status));
+        return false;
+    }
+    mPackedCapacity = bytes;
+    return true;
+}
+
+int32_t DeformConv2dPlugin::enqueueChannelsLast(DeformrtConvDesc const& desc, void const* x, void const* weight,
+    void const* offset, void const* bias, void const* mask, void* y, cudaStream_t stream)
+{
+    uint64_t const bytes = deformrt_dcn_packed_weight_size(&desc);
+    if (mPackedWeights == nullptr || bytes > mPackedCapacity)
+    {
+        trt::logError("enqueue: no packed-weight storage for the kHWC8 path (onShapeChange did not reserve it)");
+        return -1;
+    }
+    cudaError_t status = cudaSuccess;
+    if (weight != mPackedFrom || bytes != mPackedBytes)
+    {
+        // A pack recorded into a CUDA graph has not run yet: the cache is valid only after an eager pack
+        // (the graph re-packs on each replay, which is correct).
+        cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+        status = cudaStreamIsCapturing(stream, &capture);
+        if (status == cudaSuccess)
+        {
+            status = deformrt_dcn_pack_weights(&desc, weight, mPackedWeights, stream);
+        }
+        bool const packed = status == cudaSuccess && capture == cudaStreamCaptureStatusNone;
+        mPackedFrom = packed ? weight : nullptr;
+        mPackedBytes = packed ? bytes : 0;
+    }
+    if (status == cudaSuccess)
+    {
+        status = deformrt_dcn_forward_nhwc(&desc, x, mPackedWeights, offset, bias, mask, y, stream);
+    }
+    if (status != cudaSuccess)
+    {
+        trt::logError(std::string("enqueue (kHWC8): ") + cudaGetErrorName(status) + ": " + cudaGetErrorString(status));
+        return -1;
+    }
+    return 0;
+}
+#endif
+
 int32_t DeformConv2dPlugin::getNbOutputs() const noexcept
 {
     return 1;
 }
 
-size_t DeformConv2dPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
-    nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept
+size_t DeformConv2dPlugin::workspaceFor(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+    nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const
 {
-    if (inputs == nullptr || outputs == nullptr || nbInputs < 2 || nbOutputs != 1)
+    if (inputs == nullptr || outputs == nullptr || nbInputs != mAttrs.numInputs() || nbOutputs != 1)
     {
+        trt::logError("getWorkspaceSize: expects " + std::to_string(mAttrs.numInputs()) + " inputs and 1 output");
         return 0;
+    }
+    if (inputs[contract::kInputX].desc.format == nvinfer1::TensorFormat::kHWC8)
+    {
+        return 0; // the channels-last path reads packed weights from plugin-owned memory: no workspace
     }
     DeformrtConvDesc const desc = makeDesc(inputs[contract::kInputX].max, inputs[contract::kInputW].max, outputs[0].max);
     int32_t const dtype = inputs[0].desc.type == DataType::kHALF ? DEFORMRT_FLOAT16 : DEFORMRT_FLOAT32;
     return static_cast<size_t>(deformrt_dcn_workspace_size(&desc, dtype));
+}
+
+size_t DeformConv2dPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+    nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept
+{
+    try
+    {
+        return workspaceFor(inputs, nbInputs, outputs, nbOutputs);
+    }
+    catch (std::exception const& e)
+    {
+        trt::logError("getWorkspaceSize: ", e.what());
+    }
+    return 0;
 }
 
 char const* DeformConv2dPlugin::getTimingCacheID() noexcept
@@ -548,11 +794,20 @@ int32_t DeformConv2dPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, 
 {
     try
     {
-        return checkShapes("onShapeChange", in, nbInputs, out, nbOutputs);
+        if (checkShapes("onShapeChange", in, nbInputs, out, nbOutputs) != 0)
+        {
+            return -1;
+        }
+        if (in[contract::kInputX].format == nvinfer1::TensorFormat::kHWC8) // storage for the packed weights
+        {
+            DeformrtConvDesc const desc = makeDesc(in[contract::kInputX].dims, in[contract::kInputW].dims, out[0].dims);
+            return reservePackedWeights(deformrt_dcn_packed_weight_size(&desc)) ? 0 : -1;
+        }
+        return 0;
     }
     catch (std::exception const& e)
     {
-        trt::logError(std::string("onShapeChange: ") + e.what());
+        trt::logError("onShapeChange: ", e.what());
     }
     return -1;
 }
@@ -594,19 +849,39 @@ int32_t DeformConv2dPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
         bool const modulated = mAttrs.modulated != 0;
         void const* bias = hasBias ? inputs[contract::biasInputIndex(hasBias)] : nullptr;
         void const* mask = modulated ? inputs[contract::maskInputIndex(hasBias, modulated)] : nullptr;
+        if (inputDesc[contract::kInputX].format == nvinfer1::TensorFormat::kHWC8)
+        {
+            return enqueueChannelsLast(desc, inputs[contract::kInputX], inputs[contract::kInputW],
+                inputs[contract::kInputOffset], bias, mask, outputs[0], stream);
+        }
+#if DEFORMRT_PLUGIN_HOST_KERNELS
+        // Test variant (CMake DEFORMRT_PLUGIN_HOST_KERNELS): host pointers, the kernels' CPU build, no stream.
+        (void) workspace;
+        (void) stream;
+        if (deformrt_dcn_forward_host(&desc, dtype, inputs[contract::kInputX], inputs[contract::kInputW],
+                inputs[contract::kInputOffset], bias, mask, outputs[0])
+            != 0)
+        {
+            trt::logError("enqueue: the host kernels refused the call (a missing tensor)");
+            return -1;
+        }
+        return 0;
+#else
+        // The workspace TensorRT allocated: getWorkspaceSize's answer for the profile's max dims.
         cudaError_t const status = deformrt_dcn_forward(&desc, dtype, inputs[contract::kInputX],
             inputs[contract::kInputW], inputs[contract::kInputOffset], bias, mask, outputs[0], workspace,
-            deformrt_dcn_workspace_size(&desc, dtype), stream);
+            static_cast<uint64_t>(mWorkspaceBytes), stream);
         if (status != cudaSuccess)
         {
             trt::logError(std::string("enqueue: ") + cudaGetErrorName(status) + ": " + cudaGetErrorString(status));
             return -1;
         }
         return 0;
+#endif
     }
     catch (std::exception const& e)
     {
-        trt::logError(std::string("enqueue: ") + e.what());
+        trt::logError("enqueue: ", e.what());
     }
     return -1;
 }
@@ -640,11 +915,11 @@ nvinfer1::IPluginV3* DeformConv2dCreator::createPlugin(
 {
     try
     {
-        return new DeformConv2dPlugin(parseAttrs(fc));
+        return new DeformConv2dPlugin(parseAttrs(fc), parseWorkspaceBytes(fc));
     }
     catch (std::exception const& e)
     {
-        trt::logError(std::string("cannot create the plugin: ") + e.what());
+        trt::logError("cannot create the plugin: ", e.what());
     }
     return nullptr;
 }

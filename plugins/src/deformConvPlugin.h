@@ -16,6 +16,10 @@ namespace deformrt
 namespace plugin
 {
 
+//! Serialised with the contract's fields (never an ONNX attribute, never listed by getFieldNames): the
+//! workspace bytes the build asked TensorRT for, i.e. what enqueue's workspace holds at run time.
+constexpr char const* kWorkspaceBytesField = "workspace_bytes";
+
 //! The op's attributes, exactly the contract's fields.
 struct DeformConvAttrs
 {
@@ -49,16 +53,21 @@ std::array<AttrField, contract::kNumAttributes> attrFields(DeformConvAttrs& attr
 //! offending field when a field is missing, has the wrong type or length, or the values are invalid.
 DeformConvAttrs parseAttrs(nvinfer1::PluginFieldCollection const* fc);
 
+//! The serialised kWorkspaceBytesField (0 when absent, as in a build-phase collection); throws
+//! std::invalid_argument when it is malformed or negative.
+int64_t parseWorkspaceBytes(nvinfer1::PluginFieldCollection const* fc);
+
 class DeformConv2dPlugin : public nvinfer1::IPluginV3,
                            public nvinfer1::IPluginV3OneCore,
                            public nvinfer1::IPluginV3OneBuild,
                            public nvinfer1::IPluginV3OneRuntime
 {
 public:
-    explicit DeformConv2dPlugin(DeformConvAttrs const& attrs);
+    //! ``workspaceBytes``: what TensorRT allocates for enqueue (from a serialised engine; 0 until configured).
+    explicit DeformConv2dPlugin(DeformConvAttrs const& attrs, int64_t workspaceBytes = 0);
     DeformConv2dPlugin(DeformConv2dPlugin const& other);
     DeformConv2dPlugin& operator=(DeformConv2dPlugin const&) = delete;
-    ~DeformConv2dPlugin() override = default;
+    ~DeformConv2dPlugin() override;
 
     // IPluginV3
     nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
@@ -105,7 +114,35 @@ private:
     //! The kernel problem for concrete input and output shapes.
     DeformrtConvDesc makeDesc(nvinfer1::Dims const& x, nvinfer1::Dims const& w, nvinfer1::Dims const& y) const;
 
+    // --- fp16 channels-last (TensorRT kHWC8) on the tensor-core kernel ----------------------------
+    // The weights are an input tensor (the initializer arrives as a constant input), so "packed once"
+    // means: a packed copy in device memory owned by this plugin instance (one per execution context:
+    // attachToContext clones), allocated in onShapeChange (never inside enqueue, which may be captured in
+    // a CUDA graph) and re-packed in enqueue only when the weight tensor's address or size changes (or the
+    // last pack was only recorded into a graph being captured).
+    // Refitting new weights into the same address is not detected (the engine is not built refittable).
+
+    //! Whether X / Y of this format query may be kHWC8: fp16 channel counts that are multiples of 8 (so
+    //! kHWC8 is dense NHWC) and a current device that runs the tensor-core kernel for the problem.
+    bool channelsLastSupported(nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs) const;
+    //! At least ``bytes`` of packed-weight storage; false (logged) when cudaMalloc fails.
+    bool reservePackedWeights(uint64_t bytes);
+    //! The kHWC8 forward pass; 0 or -1 (logged).
+    int32_t enqueueChannelsLast(DeformrtConvDesc const& desc, void const* x, void const* weight, void const* offset,
+        void const* bias, void const* mask, void* y, cudaStream_t stream);
+
+    void* mPackedWeights{nullptr}; //!< never copied: each instance packs into its own storage
+    uint64_t mPackedCapacity{0};
+    void const* mPackedFrom{nullptr}; //!< weight tensor the packed copy was made from
+    uint64_t mPackedBytes{0};         //!< its packed size
+
+    //! Workspace size for these input/output descs' max dims (getWorkspaceSize's answer).
+    size_t workspaceFor(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+        nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const;
+
     DeformConvAttrs mAttrs;
+    //! getWorkspaceSize's answer recorded at configurePlugin (serialised): the bytes enqueue receives.
+    int64_t mWorkspaceBytes{0};
     std::vector<nvinfer1::PluginField> mFields;
     nvinfer1::PluginFieldCollection mFieldCollection{};
     std::string mDescription;

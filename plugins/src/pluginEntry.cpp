@@ -1,58 +1,21 @@
-// The library's entry points for TensorRT.
+// Entry points of libdeformrt_plugin.so, the library for IPluginRegistry::loadLibrary (Python
+// registry.load_library, trtexec --dynamicPlugins, engines built with setPluginsToSerialize).
 //
-// Two ways in, both supported:
-// - IPluginRegistry::loadLibrary / trtexec --dynamicPlugins call setLoggerFinder() and getCreators()
-//   and register what getCreators() returns.
-// - ctypes.CDLL / Polygraphy --plugins only load the library: a load-time registrar registers the
-//   creator itself, with the registry of the TensorRT already loaded in the process.
-// loadLibrary refuses a library whose creator is already registered, so getCreators() first takes back
-// a creator that the load-time registrar registered.
+// TensorRT dlopens the file, calls setLoggerFinder(), then getCreators(), and registers what it gets.
+// Nothing here calls the registry: the registry's methods are mutex-synchronised and loadLibrary may hold
+// that lock while the file is being loaded, so a registry call from a static initialiser or from
+// getCreators could deadlock. Loading by dlopen alone (Polygraphy --plugins, trtexec --staticPlugins,
+// ctypes.CDLL) is libdeformrt_plugin_autoload.so's job (pluginAutoload.cpp).
 #include "deformConvPlugin.h"
 #include "tensorrtRuntime.h"
 
-#include <atomic>
-
 namespace
 {
-using deformrt::plugin::DeformConv2dCreator;
-
-DeformConv2dCreator& creator()
+deformrt::plugin::DeformConv2dCreator& creator()
 {
-    static DeformConv2dCreator instance;
+    static deformrt::plugin::DeformConv2dCreator instance;
     return instance;
 }
-
-std::atomic<bool> gRegisteredAtLoad{false};
-
-nvinfer1::IPluginRegistry* processRegistry() noexcept
-{
-    using GetPluginRegistry = nvinfer1::IPluginRegistry* (*) ();
-    auto const get = reinterpret_cast<GetPluginRegistry>(deformrt::trt::findSymbol("getPluginRegistry"));
-    return get != nullptr ? get() : nullptr;
-}
-
-struct LoadTimeRegistrar
-{
-    LoadTimeRegistrar() noexcept
-    {
-        try
-        {
-            // No TensorRT in the process yet: loadLibrary() will register through getCreators().
-            if (nvinfer1::IPluginRegistry* registry = processRegistry())
-            {
-                nvinfer1::IPluginCreatorInterface& iface = creator();
-                gRegisteredAtLoad = registry->registerCreator(iface, deformrt::contract::kPluginNamespace);
-            }
-        }
-        catch (std::exception const& e)
-        {
-            deformrt::trt::logError(std::string("registration at load failed: ") + e.what());
-        }
-    }
-};
-
-LoadTimeRegistrar const gLoadTimeRegistrar;
-
 } // namespace
 
 extern "C" DEFORMRT_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
@@ -62,14 +25,22 @@ extern "C" DEFORMRT_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
 
 extern "C" DEFORMRT_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
 {
-    if (gRegisteredAtLoad.exchange(false))
+    // A TensorRT of another major would call our creator through the wrong vtable: offer nothing.
+    if (!deformrt::trt::tensorrtMatches(deformrt::trt::TensorRTLookup::kIfLoaded))
     {
-        if (nvinfer1::IPluginRegistry* registry = processRegistry())
-        {
-            registry->deregisterCreator(creator());
-        }
+        nbCreators = 0;
+        return nullptr;
     }
-    static nvinfer1::IPluginCreatorInterface* const creators[] = {&creator()};
-    nbCreators = 1;
-    return creators;
+    try
+    {
+        static nvinfer1::IPluginCreatorInterface* const creators[] = {&creator()};
+        nbCreators = 1;
+        return creators;
+    }
+    catch (std::exception const& e)
+    {
+        deformrt::trt::logError("cannot create the plugin creator: ", e.what());
+    }
+    nbCreators = 0;
+    return nullptr;
 }

@@ -1,0 +1,359 @@
+"""``deformrt deploy``: an exported model as a folder that builds and checks itself on the device.
+
+Engines are specific to a GPU and a TensorRT release, so on a Jetson everything after the ONNX
+file happens on the device. The bundle (file names in :mod:`exporter.deploy.layout`) carries:
+
+- the model in four flavours made from the one ONNX file by graph passes, so they differ only where
+  they must: deformrt's plugin op or standard ``DeformConv`` (TensorRT >= 10.1 parses it without our
+  plugin: the fallback), each in fp32 and mixed fp16 (:mod:`exporter.onnx.fp16`; fp16 engines are
+  built strongly typed from it, as TensorRT 11 has no FP16 builder flag);
+- the plugin's and the C++ runtime's CMake project (``plugins/`` without build outputs), because a
+  plugin for JetPack must be compiled with JetPack's CUDA for the device's architecture;
+- deformrt's device-side Python (``python/``), whose imports are numpy and tensorrt only;
+- reference inputs (deterministic random images, or ``--images``, preprocessed as the model
+  expects) and PyTorch's fp32 CPU outputs on them;
+- ``deploy.conf`` (what build.sh reads: TensorRT majors the plugin supports, shape profile,
+  tolerances of ``deformrt compare``, default precision), ``metadata.json`` (the model's
+  ``deformrt.*`` metadata) and ``SHA256SUMS``;
+- ``build.sh`` and ``README.md`` from ``plugins/deploy/``.
+
+Nothing is downloaded on the device and nothing beyond JetPack is needed there. The folder is
+written to a temporary directory beside its destination and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime
+import json
+import shutil
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from exporter.deploy import layout
+from exporter.util.progress import Progress
+from models.errors import DeformRTError
+from models.version import __version__
+
+# Modules deformrt's Python needs on the device: the bundle's check and loading and running an
+# engine. The bundle carries them and everything in this project they import.
+DEVICE_MODULES = ("exporter.deploy.check", "exporter.trt.engine", "exporter.trt.session", "exporter.trt.plugin",
+                  "exporter.trt.sidecar")
+# plugins/deploy/ files copied to the bundle's top level (name in plugins/deploy -> name in the bundle).
+DEPLOY_FILES = {"build.sh": layout.BUILD_SCRIPT, "bundle-README.md": layout.README}
+_PROJECT_PACKAGES = ("exporter", "models")
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """What ``deformrt deploy`` asks for (see its --help)."""
+
+    weights: Optional[Path] = None
+    precision: str = layout.DEFAULT_PRECISION
+    min_shape: Optional[str] = None
+    opt_shape: Optional[str] = None
+    max_shape: Optional[str] = None
+    images: Sequence[Path] = ()
+    seed: int = 0
+    plugins_dir: Optional[Path] = None  # default: models.native.PLUGINS_DIR
+
+
+@dataclass
+class BundleResult:
+    """What ``deformrt deploy`` wrote (``to_dict`` is the stable ``--json`` form)."""
+
+    path: Path
+    conf: dict[str, str]  # deploy.conf, in key order
+    profile: object  # exporter.trt.profiles.ShapeProfile
+    files: list[str]  # every file, relative to path
+    size_bytes: int
+    dcn_nodes: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        c = self.conf
+        return {
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+            "body": c["body"],
+            "weights": c["weights"],
+            "dcn_nodes": self.dcn_nodes,
+            "models": {f"{dcn}-{p}": layout.onnx_model(dcn, p) for dcn in layout.DCN_FLAVOURS for p in layout.PRECISIONS},
+            "precision": c["precision"],
+            "profile": self.profile.to_dict(),
+            "tensorrt_majors": [int(m) for m in c["tensorrt_majors"].split()],
+            "tolerances": {p: float(c[f"tolerance_{p}"]) for p in layout.PRECISIONS},
+            "inputs": c["inputs"].split(),
+            "outputs": c["outputs"].split(),
+            "reference": {"shape": [int(d) for d in c["reference_shape"].split("x")], "source": c["reference_source"],
+                          "seed": int(c["reference_seed"]) if c["reference_seed"] else None,
+                          "images": c["reference_images"].split(), "computed_by": c["reference_by"]},
+            "files": len(self.files),
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
+
+    def summary(self) -> str:
+        c, prof = self.conf, self.profile
+        where = (f"random, seed {c['reference_seed']}" if c["reference_source"] == "random"
+                 else c["reference_images"].replace(" ", ", "))
+        weights = (f"random init (seed {c['weights'][len('seed:'):]})" if c["weights"].startswith("seed:")
+                   else c["weights"])
+        return "\n".join([
+            f"wrote {self.path} ({self.size_bytes / 1e6:.1f} MB, {len(self.files)} files)",
+            f"  model:     {c['body']}, {self.dcn_nodes} deformable convs; outputs {', '.join(c['outputs'].split())}; "
+            f"weights {weights}",
+            f"  flavours:  {layout.ONNX_DIR}/{{plugin,onnx}}-{{fp32,fp16}}.onnx (deformrt plugin op / standard DeformConv "
+            f"that needs no plugin)",
+            f"  engine:    {c['precision']} by default, TensorRT {' or '.join(c['tensorrt_majors'].split())}; profile "
+            f"{prof.name}: min {_fmt(prof.min)}, opt {_fmt(prof.opt)}, max {_fmt(prof.max)}",
+            f"  reference: {c['inputs']} {c['reference_shape']} ({where}); {c['reference_by']}; tolerance fp32 "
+            f"{c['tolerance_fp32']}, fp16 {c['tolerance_fp16']}",
+            f"  next:      copy {self.path.name}/ to the device, then run ./{layout.BUILD_SCRIPT} there",
+        ])
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Files copied from this checkout
+
+
+def _deploy_sources(plugins_dir: Path) -> dict[Path, str]:
+    """plugins/deploy files -> their names in the bundle; DeformRTError when one is missing."""
+    sources = {}
+    for name, target in DEPLOY_FILES.items():
+        path = plugins_dir / "deploy" / name
+        if not path.is_file():
+            raise DeformRTError(f"{path} is missing from this deformrt installation; the bundle needs it")
+        sources[path] = target
+    return sources
+
+
+def _build_output_filter(plugins_dir: Path):
+    """copytree filter: build folders, hidden files, caches and compiled objects stay behind, and so
+    does the top-level ``deploy/`` (its files go to the bundle's top level)."""
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        here = Path(directory)
+        return {n for n in names
+                if n.startswith(".") or n == "__pycache__" or n.endswith((".o", ".so", ".a", ".pyc"))
+                or ((here / n).is_dir() and n.startswith("build"))
+                or (here == plugins_dir and n == "deploy")}
+
+    return ignore
+
+
+def copy_plugin_project(plugins_dir: Path, target: Path) -> None:
+    """The plugin's and runtime's CMake project: ``plugins/`` without build outputs or ``deploy/``."""
+    if not (plugins_dir / "CMakeLists.txt").is_file():
+        raise DeformRTError(f"{plugins_dir}/CMakeLists.txt is missing: the plugin sources are not in this deformrt "
+                            f"installation")
+    shutil.copytree(plugins_dir, target, ignore=_build_output_filter(plugins_dir))
+
+
+def _module_file(name: str, root: Path) -> Optional[Path]:
+    base = root.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _project_imports(path: Path, root: Path) -> set[str]:
+    """Project modules ``path`` imports anywhere (module level or inside functions)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            # ``from exporter.deploy import layout`` imports a submodule
+            names.update(f"{node.module}.{a.name}" for a in node.names
+                         if _module_file(f"{node.module}.{a.name}", root) is not None)
+    return {n for n in names if n.split(".")[0] in _PROJECT_PACKAGES and _module_file(n, root) is not None}
+
+
+def device_python_files(root: Optional[Path] = None, modules: Sequence[str] = DEVICE_MODULES) -> list[Path]:
+    """The project files (relative to ``root``) :data:`DEVICE_MODULES` need: each module, the
+    project modules it imports, transitively, and their packages' ``__init__.py``."""
+    root = root or Path(__file__).resolve().parents[2]
+    todo, seen = list(modules), set()
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # a module's packages are imported first
+            package = ".".join(parts[:i])
+            if package not in seen:
+                path = _module_file(package, root)
+                if path is None:
+                    raise DeformRTError(f"device module {package} not found under {root}")
+                seen.add(package)
+                todo.extend(_project_imports(path, root) - seen)
+    return sorted(_module_file(n, root).relative_to(root) for n in seen)
+
+
+def copy_device_python(target: Path) -> list[Path]:
+    root = Path(__file__).resolve().parents[2]
+    files = device_python_files(root)
+    for rel in files:
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / rel, target / rel)
+    return files
+
+
+# ----------------------------------------------------------------------------------------------
+# Model flavours and references
+
+
+def dcn_op_version(dcn_op: str) -> str:
+    """``deformrt.dcn_op_version`` of a flavour (as :func:`exporter.onnx.export.finish_export` writes it)."""
+    from exporter.onnx import op_contract as oc
+    from exporter.onnx.metadata import DCN_OP_PLUGIN
+    from exporter.onnx.passes import ONNX_DEFORM_CONV, ONNX_DEFORM_CONV_OPSET
+
+    if dcn_op == DCN_OP_PLUGIN:
+        return f"{oc.OP_DOMAIN}.{oc.OP_NAME}/{oc.OP_DOMAIN_VERSION}"
+    return f"ai.onnx.{ONNX_DEFORM_CONV}/{ONNX_DEFORM_CONV_OPSET}"
+
+
+def model_flavours(model, meta) -> dict[str, object]:
+    """Bundle path (:func:`exporter.deploy.layout.onnx_model`) -> ModelProto of every flavour of
+    ``model`` (either DCN flavour), each with its ``deformrt.dcn_op`` metadata; ``model`` is unchanged."""
+    import dataclasses
+
+    import onnx
+
+    from exporter.onnx.fp16 import convert_to_fp16
+    from exporter.onnx.metadata import DCN_OP_ONNX, DCN_OP_PLUGIN
+    from exporter.onnx.passes import to_onnx_op, to_plugin_op
+
+    made = {}
+    for dcn, dcn_op, rewrite in (("plugin", DCN_OP_PLUGIN, to_plugin_op), ("onnx", DCN_OP_ONNX, to_onnx_op)):
+        fp32 = onnx.ModelProto()
+        fp32.CopyFrom(model)
+        rewrite(fp32)
+        dataclasses.replace(meta, dcn_op=dcn_op, dcn_op_version=dcn_op_version(dcn_op)).apply(fp32)
+        made[layout.onnx_model(dcn, "fp32")] = fp32
+        made[layout.onnx_model(dcn, "fp16")] = convert_to_fp16(fp32).model
+    return made
+
+
+def torch_references(meta, weights: Optional[Path], batch: np.ndarray) -> dict[str, np.ndarray]:
+    """The PyTorch model rebuilt from ``meta`` (and ``weights``), its fp32 CPU outputs on ``batch``."""
+    import torch
+
+    from exporter.evaluation.runners import flatten_outputs
+    from exporter.onnx.export import rebuild_model
+
+    model = rebuild_model(meta, str(weights) if weights else None).float().eval()
+    with torch.no_grad():
+        outputs = flatten_outputs(model(torch.from_numpy(batch)), meta.output_names)
+    return {name: np.ascontiguousarray(t.numpy(), dtype=np.float32) for name, t in outputs.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole job
+
+
+def make_bundle(onnx_path: Path, output: Path, options: DeployOptions = DeployOptions(), force: bool = False,
+                progress: Optional[Progress] = None) -> BundleResult:
+    """Write the deployment bundle for ``onnx_path`` to the folder ``output`` (module docstring).
+    User errors (missing or non-deformrt ONNX, existing output without ``force``, bad shapes,
+    missing checkpoint) are DeformRTError, raised before anything slow runs."""
+    import onnx
+    import torch
+
+    from exporter.evaluation.compare import TOLERANCES, make_inputs, single_input
+    from exporter.onnx.passes import is_onnx_deform_conv, is_plugin_deform_conv
+    from exporter.trt.build import load_onnx
+    from exporter.trt.profiles import check_in_profile, format_shape, input_dims, resolve_profiles
+    from exporter.util.fsutil import atomic_directory, sha256_file
+    from models.native import PLUGINS_DIR
+
+    progress = progress or Progress.quiet()
+    onnx_path, output = Path(onnx_path), Path(output)
+    if options.precision not in layout.PRECISIONS:
+        raise DeformRTError(f"precision must be one of {', '.join(layout.PRECISIONS)}, got {options.precision!r}")
+    if output.exists() and not force:
+        raise DeformRTError(f"output {output} already exists; pass --force to replace it")
+    plugins_dir = Path(options.plugins_dir or PLUGINS_DIR)
+    deploy_sources = _deploy_sources(plugins_dir)
+    if options.weights is not None and not Path(options.weights).is_file():
+        raise DeformRTError(f"checkpoint not found: {options.weights}")
+    seconds = {}
+    start = time.perf_counter()
+    model, meta = load_onnx(onnx_path)  # no progress line yet: user errors stay one line
+    if meta.seed is None and options.weights is None:
+        raise DeformRTError(f"this model was exported with weights from {meta.weights}; pass that checkpoint with "
+                            f"--weights so PyTorch can compute the references")
+    input_name, input_dims_ = single_input(model)
+    static = all(isinstance(d, int) for d in input_dims_)
+    (profile,) = resolve_profiles(input_dims(model), meta.export_shape, meta.size_divisibility, meta.dynamic_axes,
+                                  options.min_shape, options.opt_shape, options.max_shape)
+    batch, seed = make_inputs(meta, options.images, batch=profile.opt[0], shape=tuple(profile.opt[2:4]),
+                              seed=options.seed)
+    check_in_profile(profile, batch.shape)
+    dcn_nodes = sum(1 for n in model.graph.node if is_plugin_deform_conv(n) or is_onnx_deform_conv(n))
+
+    with progress.step("making the plugin and standard-DeformConv flavours in fp32 and mixed fp16"):
+        flavours = model_flavours(model, meta)
+        del model
+    with progress.step(f"computing PyTorch fp32 references at {format_shape(batch.shape)}"):
+        references = torch_references(meta, options.weights, batch)
+    seconds["prepare"] = time.perf_counter() - start
+
+    conf = {
+        "format": str(layout.CONF_FORMAT),
+        "deformrt_version": __version__,
+        "body": meta.body,
+        "weights": meta.weights,
+        "tensorrt_majors": " ".join(map(str, layout.TENSORRT_MAJORS)),
+        "precision": options.precision,
+        "inputs": input_name,
+        "outputs": " ".join(references),
+        # trtexec takes no shapes for a static model
+        **{f"{label}_shapes": "" if static else f"{profile.name}:{format_shape(getattr(profile, label))}"
+           for label in ("min", "opt", "max")},
+        **{f"tolerance_{p}": repr(TOLERANCES[p]) for p in layout.PRECISIONS},
+        "reference_shape": format_shape(batch.shape),
+        "reference_source": "images" if options.images else "random",
+        "reference_seed": "" if seed is None else str(seed),
+        "reference_images": " ".join(Path(p).name for p in options.images),
+        "reference_by": f"PyTorch {torch.__version__.split('+')[0]} fp32 CPU",
+    }
+    start = time.perf_counter()
+    with atomic_directory(output, force) as tmp, progress.step(f"writing {output}"):
+        (tmp / layout.ONNX_DIR).mkdir()
+        for name in list(flavours):
+            onnx.save_model(flavours.pop(name), str(tmp / name))
+        for directory, arrays in ((layout.REFERENCE_INPUTS, {input_name: batch}),
+                                  (layout.REFERENCE_OUTPUTS, references)):
+            (tmp / directory).mkdir(parents=True)
+            for name, array in arrays.items():
+                np.save(tmp / directory / f"{name}.npy", np.ascontiguousarray(array, dtype=np.float32))
+        copy_plugin_project(plugins_dir, tmp / layout.PLUGINS_DIR)
+        copy_device_python(tmp / layout.PYTHON_DIR)
+        for source, target in deploy_sources.items():
+            shutil.copyfile(source, tmp / target)
+            shutil.copymode(source, tmp / target)
+        build_script = tmp / layout.BUILD_SCRIPT
+        build_script.chmod(build_script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        (tmp / layout.METADATA).write_text(json.dumps(meta.to_props(), indent=2) + "\n", encoding="utf-8")
+        (tmp / layout.CONF).write_text(
+            f"# written by deformrt deploy {__version__} on "
+            f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')} from {onnx_path.name}\n"
+            + "".join((f"# {comment}\n" if comment else "") + f"{key}={conf[key]}\n"
+                      for key, comment in layout.CONF_KEYS.items()), encoding="utf-8")
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        (tmp / layout.CHECKSUMS).write_text("".join(f"{sha256_file(tmp / f)}  {f}\n" for f in files),
+                                            encoding="utf-8")
+        files.append(layout.CHECKSUMS)
+        size = sum((tmp / f).stat().st_size for f in files)
+    seconds["write"] = time.perf_counter() - start
+    return BundleResult(output.resolve(), conf, profile, sorted(files), size, dcn_nodes, seconds)

@@ -1,0 +1,250 @@
+"""On the device: an engine's outputs against a deployment bundle's PyTorch references, numpy only.
+
+A Jetson has numpy and TensorRT's Python bindings, usually no torch, onnx or onnxruntime. This
+module imports numpy and :mod:`models.errors` only; running an engine itself (``--engine``) imports
+tensorrt through :mod:`exporter.trt.engine` and :mod:`exporter.trt.session`, lazily.
+
+Per output (the rule of ``deformrt compare`` and of ``deformrt-run --check``, plugins/runtime/src/
+compare.cpp): ``max abs = max |output - reference|`` and ``max rel = max abs / max |reference|``
+(relative to the output's scale, so elements near zero do not dominate), both over the finite
+elements, in float64; an output passes when its shape is the reference's, every element is finite,
+and ``max rel <= tolerance``. The tolerance is the bundle's for the engine's precision
+(``deploy.conf``'s ``tolerance_fp32`` / ``tolerance_fp16``) unless one is given.
+
+From the bundle folder on the device (``python/`` is deformrt's device-side Python)::
+
+    # NAME.npy outputs, e.g. from deformrt-run --outputs my_outputs/
+    PYTHONPATH=python python3 -m exporter.deploy.check . --outputs my_outputs/
+    # run the engine with TensorRT's Python bindings
+    PYTHONPATH=python python3 -m exporter.deploy.check . --engine build/plugin-fp16.plan --plugin build/plugins/libdeformrt_plugin.so
+
+Exit status 0 when every output passes, 1 on FAIL or an error (one ``error:`` line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from exporter.deploy import layout
+from models.errors import DeformRTError
+
+
+@dataclass
+class OutputCheck:
+    """One output against its reference (see the module docstring for the rule)."""
+
+    name: str
+    shape: tuple[int, ...]
+    reference_shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float
+    finite: bool
+    tolerance: float
+
+    @property
+    def same_shape(self) -> bool:
+        return self.shape == self.reference_shape
+
+    @property
+    def passed(self) -> bool:
+        return self.same_shape and self.finite and self.max_rel <= self.tolerance
+
+    def verdict(self) -> str:
+        if self.passed:
+            return "PASS"
+        if not self.same_shape:
+            return f"FAIL (reference shape {_shape(self.reference_shape)})"
+        return "FAIL (NaN or Inf)" if not self.finite else "FAIL"
+
+    def to_dict(self) -> dict:
+        def number(value: float):
+            return value if math.isfinite(value) else str(value)  # JSON has no inf
+
+        return {"name": self.name, "shape": list(self.shape), "reference_shape": list(self.reference_shape),
+                "max_abs": number(self.max_abs), "max_rel": number(self.max_rel), "finite": self.finite,
+                "tolerance": self.tolerance, "passed": self.passed}
+
+
+@dataclass
+class CheckReport:
+    """Every output of one run against the bundle's references."""
+
+    precision: str
+    tolerance: float
+    outputs: list[OutputCheck] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.outputs) and all(o.passed for o in self.outputs)
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "tolerance": self.tolerance, "passed": self.passed,
+                "outputs": [o.to_dict() for o in self.outputs]}
+
+    def table(self) -> str:
+        header = ("output", "shape", "max abs", "max rel", "tolerance", "result")
+        rows = [(o.name, _shape(o.shape), f"{o.max_abs:.3e}", f"{o.max_rel:.3e}", f"{o.tolerance:.0e}", o.verdict())
+                for o in self.outputs]
+        widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (header, *rows)]
+        lines.append(f"{'PASS' if self.passed else 'FAIL'} ({self.precision}; max rel = max abs / max |reference|)")
+        return "\n".join(lines)
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def compare_output(name: str, output: np.ndarray, reference: np.ndarray, tolerance: float) -> OutputCheck:
+    """``output`` against ``reference`` (any float types; compared in float64)."""
+    got = np.asarray(output, dtype=np.float64)
+    want = np.asarray(reference, dtype=np.float64)
+    if got.shape != want.shape:
+        return OutputCheck(name, got.shape, want.shape, math.inf, math.inf, True, tolerance)
+    finite = np.isfinite(got) & np.isfinite(want)
+    all_finite = bool(finite.all())
+    diff = np.abs(got - want)[finite]
+    max_abs = float(diff.max()) if diff.size else 0.0
+    scale = float(np.abs(want[finite]).max()) if diff.size else 0.0
+    if scale > 0:
+        max_rel = max_abs / scale
+    else:  # an all-zero reference: any difference is infinitely large relative to it
+        max_rel = 0.0 if max_abs == 0 else math.inf
+    return OutputCheck(name, got.shape, want.shape, max_abs, max_rel, all_finite, tolerance)
+
+
+def parse_conf(text: str) -> dict[str, str]:
+    """``deploy.conf``'s ``key=value`` lines read as build.sh reads them (``sed -n 's/^key=//p' | tail -n 1``):
+    the key starts the line, the value is the rest of it, the last assignment wins; other lines are comments."""
+    conf = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key and not key.startswith("#") and key == key.strip():
+            conf[key] = value
+    return conf
+
+
+def read_conf(bundle: Path) -> dict[str, str]:
+    """The bundle's ``deploy.conf``; DeformRTError when it is missing, of another format, or lacks a key."""
+    path = Path(bundle) / layout.CONF
+    try:
+        conf = parse_conf(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DeformRTError(f"{path} not found: {bundle} is not a deformrt deploy bundle") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DeformRTError(f"cannot read {path} ({exc})") from None
+    if conf.get("format") != str(layout.CONF_FORMAT):
+        raise DeformRTError(f"{path} has format {conf.get('format')!r}; this check reads format {layout.CONF_FORMAT} "
+                            f"(make the bundle again with this deformrt)")
+    missing = [k for k in layout.CONF_KEYS if k not in conf]
+    if missing:
+        raise DeformRTError(f"{path} lacks {', '.join(missing)}; make the bundle again with `deformrt deploy`")
+    return conf
+
+
+def read_arrays(directory: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """``directory/NAME.npy`` for each name (no pickles); DeformRTError naming a missing or bad file."""
+    arrays = {}
+    for name in names:
+        path = Path(directory) / f"{name}.npy"
+        try:
+            arrays[name] = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise DeformRTError(f"{path} not found (one NAME.npy per tensor is expected)") from None
+        except (OSError, ValueError) as exc:
+            raise DeformRTError(f"{path} is not a readable .npy array ({exc})") from None
+    return arrays
+
+
+def reference_inputs(bundle: Path, conf: Optional[dict] = None) -> dict[str, np.ndarray]:
+    conf = conf or read_conf(bundle)
+    return read_arrays(Path(bundle) / layout.REFERENCE_INPUTS, conf["inputs"].split())
+
+
+def reference_outputs(bundle: Path, conf: Optional[dict] = None) -> dict[str, np.ndarray]:
+    conf = conf or read_conf(bundle)
+    return read_arrays(Path(bundle) / layout.REFERENCE_OUTPUTS, conf["outputs"].split())
+
+
+def tolerance_for(conf: dict, precision: str, override: Optional[float] = None) -> float:
+    """``override``, else the bundle's ``tolerance_<precision>``; DeformRTError for neither."""
+    if override is not None:
+        if not override > 0:
+            raise DeformRTError(f"--tolerance must be positive, got {override}")
+        return float(override)
+    text = conf.get(f"tolerance_{precision}")
+    if text is None:
+        known = sorted(k[len("tolerance_"):] for k in conf if k.startswith("tolerance_"))
+        raise DeformRTError(f"the bundle has no tolerance for {precision!r}; it has {', '.join(known)}")
+    try:
+        return float(text)
+    except ValueError:
+        raise DeformRTError(f"{layout.CONF}: tolerance_{precision}={text!r} is not a number") from None
+
+
+def check_outputs(outputs: Mapping[str, np.ndarray], bundle: Path, precision: str,
+                  tolerance: Optional[float] = None) -> CheckReport:
+    """Every reference output of ``bundle`` against ``outputs`` (by name); an output the run did not
+    produce is a DeformRTError, extra outputs are ignored."""
+    conf = read_conf(bundle)
+    tol = tolerance_for(conf, precision, tolerance)
+    names = conf["outputs"].split()
+    missing = [n for n in names if n not in outputs]
+    if missing:
+        raise DeformRTError(f"the run produced no output named {', '.join(missing)} "
+                            f"(the bundle's outputs are {', '.join(names)})")
+    references = reference_outputs(bundle, conf)
+    return CheckReport(precision, tol, [compare_output(n, outputs[n], references[n], tol) for n in names])
+
+
+def run_engine(bundle: Path, engine: Path, plugin: Optional[Path] = None) -> tuple[dict[str, np.ndarray], str]:
+    """Run ``engine`` (with its sidecar check) on the bundle's reference inputs with TensorRT's Python
+    bindings; returns the outputs and the engine's precision from its sidecar."""
+    from exporter.trt.engine import load_engine
+    from exporter.trt.session import TrtSession
+
+    loaded = load_engine(Path(engine), Path(plugin) if plugin else None)
+    session = TrtSession(loaded)
+    return session.run(reference_inputs(bundle)), loaded.meta.precision
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m exporter.deploy.check",
+        description="Check an engine's outputs against a deformrt deploy bundle's PyTorch references.")
+    parser.add_argument("bundle", type=Path, help="the bundle folder (with deploy.conf)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--outputs", type=Path, help="folder of NAME.npy outputs (e.g. deformrt-run --outputs)")
+    source.add_argument("--engine", type=Path, help="run this engine on the reference inputs (needs tensorrt)")
+    parser.add_argument("--plugin", type=Path, help="libdeformrt_plugin.so for --engine")
+    parser.add_argument("--precision", help="precision the outputs were computed in, fp32, tf32 or fp16 "
+                                            "(default: the engine's, else the bundle's build precision)")
+    parser.add_argument("--tolerance", type=float, help="pass when max rel <= this (default: the bundle's)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    try:
+        conf = read_conf(args.bundle)
+        if args.engine is not None:
+            outputs, engine_precision = run_engine(args.bundle, args.engine, args.plugin)
+            precision = args.precision or engine_precision
+        else:
+            outputs = read_arrays(args.outputs, conf["outputs"].split())
+            precision = args.precision or conf["precision"]
+        report = check_outputs(outputs, args.bundle, precision, args.tolerance)
+    except DeformRTError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.to_dict(), indent=2, sort_keys=True) if args.json else report.table())
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Every check of deformrt's CUDA kernels that needs a GPU, in one run (about 8 minutes at most on an
+# H100/H200): build for this GPU, the `gpu`-marked tests, the TensorRT-contract harness (when present),
+# the DCN benchmark, then compute-sanitizer memcheck and racecheck (slowest last). A table on stdout; a JSON file
+# (default gpu_check.json, or $1) with every section's status, time and the benchmark rows.
+#
+#   bash scripts/gpu_check.sh [results.json]
+#
+# Needs: one NVIDIA GPU, nvcc + cmake, a Python with torch (CUDA build; torchvision optional) and
+# pytest. Uses $PYTHON (default: .venv/bin/python if present, else python3). A failing section is
+# recorded and the next one runs; the exit status is 1 when any section failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+OUT_JSON=${1:-$REPO/gpu_check.json}
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/deformrt-gpucheck.XXXXXX")
+BUILD=$WORK/build
+RESULTS=$WORK/sections.tsv
+: >"$RESULTS"
+START=$(date +%s)
+BUDGET_S=${GPU_CHECK_BUDGET_S:-470}  # the whole run stays under 8 minutes: each section gets what is left
+
+# run_section NAME TIMEOUT_S COMMAND...: runs COMMAND with a timeout, its output to $WORK/NAME.log
+# (and to stdout), records status and seconds; never stops the script.
+run_section() {
+  local name=$1 limit=$2
+  shift 2
+  local log=$WORK/$name.log t0 rc status left
+  t0=$(date +%s)
+  left=$(( BUDGET_S - (t0 - START) ))
+  if (( left < 15 )); then
+    skip_section "$name" "out of time (budget ${BUDGET_S}s)"
+    return 0
+  fi
+  if (( limit > left )); then limit=$left; fi
+  echo "=== $name (timeout ${limit}s): $*"
+  set +e
+  timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1
+  rc=$?
+  set -e
+  tail -n 40 "$log"
+  if [[ $rc -eq 0 ]]; then status=pass
+  elif [[ $rc -eq 124 || $rc -eq 137 ]]; then status=timeout
+  else status=fail; fi
+  printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$(( $(date +%s) - t0 ))" "exit $rc" >>"$RESULTS"
+}
+
+skip_section() {
+  echo "=== $1: skipped: $2"
+  printf '%s\t%s\t%s\t%s\n' "$1" skipped 0 "$2" >>"$RESULTS"
+}
+
+# --- environment ----------------------------------------------------------------------------------
+run_section environment 30 bash -c "nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv \
+  && nvcc --version | tail -n 1 && $PYTHON -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.get_device_name())'"
+
+# --- build for this GPU ---------------------------------------------------------------------------
+# This GPU's architecture from nvidia-smi (e.g. 9.0 -> 90); CMake's "native" (3.24+) otherwise.
+ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '. ' || true)
+[[ $ARCH =~ ^[0-9]+$ ]] || ARCH=native
+run_section build 150 bash -c "cmake -S plugins -B '$BUILD' -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=$ARCH \
+  && cmake --build '$BUILD' --target deformrt_kernels -j \"\$(nproc)\""
+if [[ -f $BUILD/libdeformrt_kernels.so ]]; then
+  export DEFORMRT_KERNEL_LIB=$BUILD/libdeformrt_kernels.so
+  HAVE_LIB=1
+else
+  HAVE_LIB=0
+fi
+
+# --- the gpu-marked tests -------------------------------------------------------------------------
+if [[ $HAVE_LIB == 1 ]]; then
+  run_section gpu_tests 120 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/test_plugin_gpu.py
+else
+  skip_section gpu_tests "kernel library did not build"
+fi
+
+# --- TensorRT-contract harness with the real kernels ----------------------------------------------
+if [[ -e tests/trt_contract ]]; then
+  run_section trt_contract 60 "$PYTHON" -m pytest -q -p no:cacheprovider tests/trt_contract
+else
+  skip_section trt_contract "harness not present"
+fi
+
+# --- benchmark ------------------------------------------------------------------------------------
+if [[ $HAVE_LIB == 1 ]]; then
+  run_section bench 150 "$PYTHON" scripts/bench_dcn.py --json-out "$WORK/bench.json"
+else
+  skip_section bench "kernel library did not build"
+fi
+
+# --- compute-sanitizer ----------------------------------------------------------------------------
+SANITIZER=$(command -v compute-sanitizer || true)
+if [[ -z $SANITIZER && -n "${CUDA_HOME:-}" && -x $CUDA_HOME/bin/compute-sanitizer ]]; then
+  SANITIZER=$CUDA_HOME/bin/compute-sanitizer
+fi
+if [[ $HAVE_LIB == 1 && -n $SANITIZER ]]; then
+  run_section memcheck 90 "$SANITIZER" --tool memcheck --error-exitcode 9 "$PYTHON" scripts/dcn_sanitize.py
+  run_section racecheck 90 "$SANITIZER" --tool racecheck --racecheck-report hazard --error-exitcode 9 \
+    "$PYTHON" scripts/dcn_sanitize.py --quick
+else
+  skip_section memcheck "compute-sanitizer or the kernel library missing"
+  skip_section racecheck "compute-sanitizer or the kernel library missing"
+fi
+
+# --- summary: table on stdout, JSON file ----------------------------------------------------------
+TOTAL=$(( $(date +%s) - START ))
+echo
+echo "=== summary (${TOTAL}s; logs in $WORK)"
+printf '%-14s %-8s %6s  %s\n' section status seconds note
+while IFS=$'\t' read -r name status secs note; do
+  printf '%-14s %-8s %6s  %s\n' "$name" "$status" "$secs" "$note"
+done <"$RESULTS"
+if [[ -f $WORK/bench.log ]]; then
+  echo
+  echo "=== benchmark (ms per call; ratios ours / theirs, lower is better)"
+  grep -v '^===' "$WORK/bench.log" | tail -n 60 || true
+fi
+
+"$PYTHON" - "$RESULTS" "$WORK/bench.json" "$OUT_JSON" "$TOTAL" "$WORK" <<'EOF' || echo "gpu_check: could not write $OUT_JSON"
+import json, os, sys
+results, bench, out, total, work = sys.argv[1:6]
+sections = []
+for line in open(results):
+    name, status, secs, note = line.rstrip("\n").split("\t", 3)
+    sections.append({"section": name, "status": status, "seconds": int(secs), "note": note,
+                     "log": os.path.join(work, name + ".log")})
+report = {"total_seconds": int(total), "sections": sections,
+          "bench": json.load(open(bench)) if os.path.exists(bench) else None}
+with open(out, "w") as f:
+    json.dump(report, f, indent=2)
+print(f"wrote {out}")
+EOF
+
+if grep -qP '\t(fail|timeout)\t' "$RESULTS"; then
+  exit 1
+fi
+exit 0
