@@ -351,6 +351,19 @@ def test_fallback_flavour_needs_no_plugin_and_static_models_take_no_shapes(tree)
     assert "--plugin" not in check
 
 
+@pytest.mark.parametrize("recorded, flags, built", [("fp32", [], "fp32"), ("fp32", ["--fp16"], "fp16"),
+                                                     ("fp16", ["--fp32"], "fp32")])
+def test_precision_comes_from_deploy_conf_unless_a_flag_overrides_it(tree, recorded, flags, built):
+    tree.complete()
+    _bundle_files(tree)
+    (tree.bundle / "deploy.conf").write_text(CONF + f"precision={recorded}\n")
+    proc = tree.run(*flags, FAKE_TRT_VERSION="10.3.0")
+    assert proc.returncode == 0, proc.stderr
+    assert (tree.build / f"plugin-{built}.plan").is_file() and not (tree.build / f"plugin-{recorded}.plan").is_file()
+    (tree.bundle / "deploy.conf").write_text(CONF + "precision=int8\n")
+    assert tree.error(FAKE_TRT_VERSION="10.3.0") == "error: deploy.conf: precision=int8: write fp16 or fp32"
+
+
 def test_failed_check_and_missing_flavour(tree):
     tree.complete()
     _bundle_files(tree)

@@ -3,8 +3,8 @@
 # engine against the PyTorch references that came with the bundle. Needs CUDA (nvcc), TensorRT (headers,
 # libraries, trtexec), CMake and a GPU; no Python, no network.
 #
-#   ./build.sh                 fp16 engine from the plugin flavour (the default)
-#   ./build.sh --fp32          fp32 engine (no TF32)
+#   ./build.sh                 engine of deploy.conf's precision (fp16 unless deployed with --fp32), plugin flavour
+#   ./build.sh --fp32          fp32 engine (no TF32); --fp16: fp16 engine
 #   ./build.sh --dcn onnx      TensorRT's own DeformConv instead of deformrt's plugin (the fallback flavour)
 #   ./build.sh --detect-only   print what was found (key=value lines) and stop
 #   options: --jobs N (parallel compile jobs), --iterations N (timed runs in the check, default 100)
@@ -36,7 +36,7 @@ usage() {
 }
 
 # --- options -------------------------------------------------------------------------------------------
-precision=fp16
+precision=  # deploy.conf's unless --fp16 / --fp32
 dcn=plugin
 detect_only=0
 jobs=$(nproc 2>/dev/null || echo 2)
@@ -78,6 +78,9 @@ conf() {
 
 [ "$(conf format)" = 1 ] || die "deploy.conf is format '$(conf format)', this build.sh reads format 1: use the" \
     "build.sh that came with the bundle"
+[ -n "$precision" ] || precision=$(conf precision)
+[ -n "$precision" ] || precision=fp16
+case $precision in fp16 | fp32) ;; *) die "deploy.conf: precision=$precision: write fp16 or fp32" ;; esac
 
 # --- CUDA ----------------------------------------------------------------------------------------------
 find_nvcc() {
