@@ -347,8 +347,11 @@ def test_fallback_flavour_needs_no_plugin_and_static_models_take_no_shapes(tree)
     assert not [a for a in trtexec if a.startswith(("--dynamicPlugins", "--minShapes"))]
     meta = EngineMeta.from_json((tree.build / "onnx-fp32.plan.json").read_text())
     assert meta.plugin_path is None and meta.profiles == []
+    assert meta.onnx_metadata == {"deformrt.body": "R-50-FPN", "deformrt.dcn_op": "onnx"}
     [check] = _calls(tree, "deformrt-run")
     assert "--plugin" not in check
+    engine = tree.build / "onnx-fp32.plan"
+    assert proc.stdout.splitlines()[-1] == f"==> engine: {engine} (sidecar {engine}.json), no plugin needed"
 
 
 @pytest.mark.parametrize("recorded, flags, built", [("fp32", [], "fp32"), ("fp32", ["--fp16"], "fp16"),

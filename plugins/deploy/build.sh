@@ -303,7 +303,8 @@ if [ "$dcn" = plugin ]; then
 fi
 fp16_method=null
 [ "$precision" = fp16 ] && fp16_method='"deformrt"'
-metadata=$(cat "$BUNDLE/metadata.json" 2>/dev/null || echo '{}')
+# metadata.json is the exported model's; the engine's flavour is the one built here.
+metadata=$(sed -E "s/(\"deformrt\.dcn_op\": *)\"[a-z]*\"/\1\"$dcn\"/" "$BUNDLE/metadata.json" 2>/dev/null || echo '{}')
 cat >"$engine.json.tmp" <<EOF
 {
   "schema": 1,
@@ -334,7 +335,11 @@ check_args=("$engine" --inputs "$BUNDLE/reference/inputs" --check "$BUNDLE/refer
     --iterations "$iterations")
 [ "$dcn" = plugin ] && check_args+=(--plugin "$plugin_lib")
 if "$deformrt_run" "${check_args[@]}"; then
-    step "engine: $engine (sidecar $engine.json), plugin: $plugin_lib"
+    if [ "$dcn" = plugin ]; then
+        step "engine: $engine (sidecar $engine.json), plugin: $plugin_lib"
+    else
+        step "engine: $engine (sidecar $engine.json), no plugin needed"
+    fi
 else
     die "the check failed: see README.md, section 'When the check fails' (first try ./build.sh --fp32)"
 fi
