@@ -34,6 +34,20 @@ enum DeformrtDType
     DEFORMRT_FLOAT16 = 1
 };
 
+// Queries both builds of the kernels answer (libdeformrt_kernels.so and the CPU build,
+// libdeformrt_host.so), declared once here; each build's own entry points are in deformConvKernel.h
+// and deformConvHost.h.
+
+//! Why ``desc`` is not a valid problem (one sentence), or NULL when it is valid.
+char const* deformrt_dcn_validate(DeformrtConvDesc const* desc);
+
+//! Bytes of workspace the build's NCHW forward call needs for ``desc`` (computed in 64 bits): the
+//! CUDA build's device staging for fp16 on sm_80+, 0 otherwise; the CPU build stages nothing.
+uint64_t deformrt_dcn_workspace_size(DeformrtConvDesc const* desc, int32_t dtype);
+
+//! Bytes of the packed fp16 weights the tensor-core kernel reads for ``desc`` (0 for an invalid desc).
+uint64_t deformrt_dcn_packed_weight_size(DeformrtConvDesc const* desc);
+
 #ifdef __cplusplus
 } // extern "C"
 

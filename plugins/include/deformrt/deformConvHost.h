@@ -11,13 +11,6 @@
 extern "C" {
 #endif
 
-//! Why ``desc`` is not a valid problem (one sentence), or NULL when it is valid.
-char const* deformrt_dcn_validate(DeformrtConvDesc const* desc);
-
-//! Bytes of workspace the CPU build needs for ``desc``: none, it stages nothing (the plugin's host
-//! variant asks this, as the CUDA plugin asks deformrt_dcn_workspace_size of the CUDA build).
-uint64_t deformrt_dcn_workspace_size(DeformrtConvDesc const* desc, int32_t dtype);
-
 //! CPU forward pass with the GPU kernel's math and tiling; host pointers, layout as in
 //! deformConvDesc.h; float16 tensors hold IEEE binary16 bits. Returns 0 on success, 1 for an invalid
 //! desc, dtype or missing pointer (nothing is written then).
@@ -27,9 +20,6 @@ int32_t deformrt_dcn_forward_host(DeformrtConvDesc const* desc, int32_t dtype, v
 //! The tiled (reference / sm_75) kernel alone, for both dtypes; arguments as deformrt_dcn_forward_host.
 int32_t deformrt_dcn_forward_tiled_host(DeformrtConvDesc const* desc, int32_t dtype, void const* x,
     void const* weight, void const* offset, void const* bias, void const* mask, void* y);
-
-//! Elements of the packed fp16 weights the tensor-core kernel reads (times 2 for bytes).
-uint64_t deformrt_dcn_packed_weight_size(DeformrtConvDesc const* desc);
 
 //! Permute fp16 weights [cOut][cIn/group][kh][kw] into the tensor-core kernel's K order. 0 or 1 (invalid).
 int32_t deformrt_dcn_pack_weights_host(DeformrtConvDesc const* desc, void const* weight, void* packed);

@@ -21,12 +21,6 @@
 extern "C" {
 #endif
 
-//! Why ``desc`` is not a valid problem (one sentence), or NULL when it is valid.
-char const* deformrt_dcn_validate(DeformrtConvDesc const* desc);
-
-//! Bytes of device workspace deformrt_dcn_forward() needs for ``desc`` (computed in 64 bits).
-uint64_t deformrt_dcn_workspace_size(DeformrtConvDesc const* desc, int32_t dtype);
-
 //! Enqueue y = deform_conv2d(x, offset, weight, bias, mask) on ``stream``. All pointers are device
 //! pointers to dense NCHW tensors of element type ``dtype`` (DeformrtDType); bias / mask are ignored
 //! (may be NULL) unless desc->hasBias / desc->modulated. Returns cudaErrorInvalidValue for an invalid
@@ -34,9 +28,6 @@ uint64_t deformrt_dcn_workspace_size(DeformrtConvDesc const* desc, int32_t dtype
 cudaError_t deformrt_dcn_forward(DeformrtConvDesc const* desc, int32_t dtype, void const* x, void const* weight,
     void const* offset, void const* bias, void const* mask, void* y, void* workspace, uint64_t workspaceBytes,
     cudaStream_t stream);
-
-//! Bytes of the packed fp16 weights of ``desc`` (0 for an invalid desc).
-uint64_t deformrt_dcn_packed_weight_size(DeformrtConvDesc const* desc);
 
 //! Enqueue the permutation of fp16 weights [outChannels, inChannels / group, kernelH, kernelW] into
 //! the tensor-core kernel's K order (``packed``: deformrt_dcn_packed_weight_size bytes, 16-byte
