@@ -83,10 +83,10 @@ conf() {
 case $precision in fp16 | fp32) ;; *) die "deploy.conf: precision=$precision: write fp16 or fp32" ;; esac
 
 # --- CUDA ----------------------------------------------------------------------------------------------
-find_nvcc() {
+# first_executable CANDIDATE...: the first candidate that is an executable file (empty ones skipped).
+first_executable() {
     local candidate
-    for candidate in "$(command -v nvcc 2>/dev/null || true)" "${CUDA_HOME:+$CUDA_HOME/bin/nvcc}" \
-        "$SYSROOT/usr/local/cuda/bin/nvcc"; do
+    for candidate in "$@"; do
         if [ -n "$candidate" ] && [ -x "$candidate" ]; then
             printf '%s\n' "$candidate"
             return 0
@@ -94,7 +94,8 @@ find_nvcc() {
     done
     return 1
 }
-nvcc=$(find_nvcc) || die "nvcc not found on PATH${CUDA_HOME:+, in $CUDA_HOME/bin} or in $SYSROOT/usr/local/cuda/bin:" \
+nvcc=$(first_executable "$(command -v nvcc 2>/dev/null || true)" "${CUDA_HOME:+$CUDA_HOME/bin/nvcc}" \
+    "$SYSROOT/usr/local/cuda/bin/nvcc") || die "nvcc not found on PATH${CUDA_HOME:+, in $CUDA_HOME/bin} or in $SYSROOT/usr/local/cuda/bin:" \
     "install the CUDA toolkit (on Jetson: sudo apt install nvidia-jetpack) or set CUDA_HOME to it"
 cuda_version=$("$nvcc" --version 2>/dev/null | sed -n 's/.*release \([0-9][0-9.]*\).*/\1/p' | head -n 1)
 [ -n "$cuda_version" ] || die "$nvcc does not report a CUDA release (nvcc --version): reinstall the CUDA toolkit"
@@ -165,18 +166,8 @@ done
     "$(printf '%s\n' $majors | paste -sd '/' -): install one of those, or make the bundle again with a deformrt" \
     "that supports TensorRT $trt_major"
 
-find_trtexec() {
-    local candidate
-    for candidate in "${TRTEXEC:-}" "${TENSORRT_ROOT:+$TENSORRT_ROOT/bin/trtexec}" \
-        "$(command -v trtexec 2>/dev/null || true)" "$SYSROOT/usr/src/tensorrt/bin/trtexec"; do
-        if [ -n "$candidate" ] && [ -x "$candidate" ]; then
-            printf '%s\n' "$candidate"
-            return 0
-        fi
-    done
-    return 1
-}
-trtexec=$(find_trtexec) || die "trtexec not found (searched TRTEXEC, ${TENSORRT_ROOT:+$TENSORRT_ROOT/bin, }PATH and" \
+trtexec=$(first_executable "${TRTEXEC:-}" "${TENSORRT_ROOT:+$TENSORRT_ROOT/bin/trtexec}" \
+    "$(command -v trtexec 2>/dev/null || true)" "$SYSROOT/usr/src/tensorrt/bin/trtexec") || die "trtexec not found (searched TRTEXEC, ${TENSORRT_ROOT:+$TENSORRT_ROOT/bin, }PATH and" \
     "$SYSROOT/usr/src/tensorrt/bin): install it (on Jetson: sudo apt install libnvinfer-bin) or set TRTEXEC to its path"
 
 cmake=$(command -v cmake 2>/dev/null) || die "cmake not found on PATH: install CMake 3.18 or newer (sudo apt install cmake)"
