@@ -20,6 +20,16 @@ from models.errors import DeformRTError
 PathLike = Union[str, os.PathLike]
 
 
+def _writable_parent(out: Path) -> Path:
+    """The directory ``out`` will be written in; DeformRTError when it is missing or not writable."""
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise DeformRTError(f"cannot write {out}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DeformRTError(f"cannot write {out}: directory {parent} is not writable")
+    return parent
+
+
 def check_output_path(path: PathLike, force: bool = False) -> Path:
     """Fail early (DeformRTError) unless ``path`` can be written: not existing (or ``force``) and a
     writable parent directory. Returns the path as a Path."""
@@ -28,11 +38,7 @@ def check_output_path(path: PathLike, force: bool = False) -> Path:
         raise DeformRTError(f"output {out} is a directory; give a file name")
     if out.exists() and not force:
         raise DeformRTError(f"output {out} already exists; pass --force to overwrite it")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise DeformRTError(f"cannot write {out}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DeformRTError(f"cannot write {out}: directory {parent} is not writable")
+    _writable_parent(out)
     return out
 
 
@@ -95,11 +101,7 @@ def atomic_directory(path: PathLike, force: bool = False) -> Iterator[Path]:
     out = Path(path)
     if (out.exists() or out.is_symlink()) and not force:
         raise DeformRTError(f"output {out} already exists; pass --force to replace it")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise DeformRTError(f"cannot write {out}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DeformRTError(f"cannot write {out}: directory {parent} is not writable")
+    parent = _writable_parent(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     umask = os.umask(0)
     os.umask(umask)
