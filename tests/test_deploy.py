@@ -31,9 +31,9 @@ from exporter.onnx.metadata import ExportMetadata
 from exporter.onnx.passes import is_onnx_deform_conv, is_plugin_deform_conv
 from models.errors import DeformRTError
 from models.native import PLUGINS_DIR
+from trt_headers import HEADER_SETS_DIR, cuda_include, header_sets
 
 REPO = Path(__file__).resolve().parents[1]
-HEADER_SETS = REPO.parent / "shared" / "third_party" / "tensorrt-headers"
 runner = CliRunner()
 EXPORT_SIZE = (64, 96)
 SEED = 0
@@ -443,39 +443,19 @@ def test_engine_environment_is_read_without_torch(deployed):
 # The bundle's plugin sources against every TensorRT header set
 
 
-def _header_include_dirs() -> list[Path]:
-    found = sorted(p.parent for p in HEADER_SETS.glob("*/**/NvInferVersion.h"))
-    found += [Path(p) for p in os.environ.get("TENSORRT_INCLUDE_DIR", "").split(":") if p]
-    return found
-
-
-def _cuda_include_dir() -> Path:
-    """The include folder with cuda_runtime_api.h of the nvcc on PATH (nvcc may be a wrapper script, so
-    ask nvcc itself where it includes from)."""
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        pytest.skip("nvcc is needed for cuda_runtime_api.h")
-    dry = subprocess.run([nvcc, "--dryrun", "-x", "cu", "-c", "/dev/null", "-o", "/dev/null"],
-                         capture_output=True, text=True).stderr
-    candidates = [Path(p) for p in re.findall(r'-I"?([^"\s]+)', dry)]
-    candidates += [Path(nvcc).resolve().parent.parent / "include", Path("/usr/local/cuda/include")]
-    for candidate in candidates:
-        if (candidate / "cuda_runtime_api.h").is_file():
-            return candidate
-    pytest.skip(f"cuda_runtime_api.h not found next to {nvcc}")
-
-
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is needed to compile the plugin sources")
 def test_bundled_plugin_sources_compile_against_every_header_set(deployed):
-    include_dirs = _header_include_dirs()
+    include_dirs = header_sets()
     if not include_dirs:
-        pytest.skip(f"no TensorRT header sets in {HEADER_SETS} or TENSORRT_INCLUDE_DIR")
+        pytest.skip(f"no TensorRT header sets in {HEADER_SETS_DIR} or TENSORRT_INCLUDE_DIR")
     assert len(include_dirs) >= 3 or os.environ.get("TENSORRT_INCLUDE_DIR") is not None or len(
-        list(HEADER_SETS.iterdir())) < 3
+        list(HEADER_SETS_DIR.iterdir())) < 3
     project = deployed[0] / layout.PLUGINS_DIR
     sources = sorted((project / "src").glob("*.cpp"))
     assert {"deformConvPlugin.cpp", "pluginEntry.cpp", "tensorrtRuntime.cpp"} <= {s.name for s in sources}
-    cuda = _cuda_include_dir()
+    cuda = cuda_include()
+    if cuda is None:
+        pytest.skip("no CUDA headers (cuda_runtime_api.h; TensorRT's headers need it)")
 
     def compile_one(job):
         include, source = job

@@ -1,15 +1,15 @@
 """Building plugins/: nvcc compiles the kernels for every default architecture, the kernel library's
-C API works without a GPU, the TensorRT plugin compiles and links against TensorRT headers alone
-(TENSORRT_INCLUDE_DIR), and the plugin sources take every contract name from opContract.h."""
+C API works without a GPU, the TensorRT plugin (with its CUDA kernels) compiles and links against
+each set of TensorRT headers alone (tests/trt_headers.py), and the plugin sources take every contract name from opContract.h."""
 
 from __future__ import annotations
 
 import ctypes
 import json
-import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +18,7 @@ from exporter.onnx import op_contract as oc
 from exporter.trt.plugin_build import cmake_build
 from models.native import AUTOLOAD_PLUGIN_LIBRARY, KERNEL_LIBRARY, PLUGIN_LIBRARY, PLUGINS_DIR
 from models.ops.cuda_kernels import DESC_FIELDS, ConvDesc, declare_c_api, make_desc
+from trt_headers import HEADER_SETS_DIR, header_set_id, header_sets
 
 needs_nvcc = pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("nvcc") is None,
                                 reason="cmake and nvcc are needed to compile the CUDA kernels")
@@ -85,16 +86,11 @@ def test_kernel_library_c_api_without_a_gpu(kernel_build):
     assert lib.deformrt_dcn_forward(ctypes.byref(desc), 0, fake, fake, fake, None, None, fake, None, 0, None) == 1
 
 
-def _include_dirs() -> list[str]:
-    value = os.environ.get("TENSORRT_INCLUDE_DIR", "")
-    return [d for d in value.split(os.pathsep) if d]
-
-
 @needs_nvcc
-@pytest.mark.skipif(not _include_dirs(), reason="set TENSORRT_INCLUDE_DIR to TensorRT's include/ (several: ':'-separated)")
-@pytest.mark.parametrize("include_dir", _include_dirs() or ["unset"])
+@pytest.mark.skipif(not header_sets(), reason=f"no TensorRT headers in {HEADER_SETS_DIR} or $TENSORRT_INCLUDE_DIR")
+@pytest.mark.parametrize("include_dir", header_sets() or [Path("none")], ids=header_set_id)
 def test_plugin_builds_headers_only_without_tensorrt_symbols(tmp_path, include_dir):
-    out = cmake_build(tmp_path, {"TENSORRT_INCLUDE_DIR": include_dir, "CMAKE_CUDA_ARCHITECTURES": "75-real",
+    out = cmake_build(tmp_path, {"TENSORRT_INCLUDE_DIR": str(include_dir), "CMAKE_CUDA_ARCHITECTURES": "75-real",
                                  "DEFORMRT_NVCC_THREADS": THREADS}, ["deformrt_plugin", "deformrt_plugin_autoload"],
                       jobs=2)
     exported = {}

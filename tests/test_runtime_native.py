@@ -18,6 +18,7 @@ import pytest
 
 from exporter.trt.sidecar import EngineMeta
 from exporter.trt.profiles import ShapeProfile
+from trt_headers import HEADER_SETS_DIR, cuda_include, header_set_id, header_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
@@ -359,26 +360,6 @@ PROGRAMS = [PLUGINS / "runtime" / "tools" / "deformrtRun.cpp", PLUGINS / "runtim
 TENSORRT_ENTRY_POINTS = {"createInferRuntime_INTERNAL", "getInferLibVersion", "getPluginRegistry"}
 
 
-def header_sets() -> list[Path]:
-    """Every TensorRT include dir in ../shared/third_party/tensorrt-headers/*/include and in
-    TENSORRT_INCLUDE_DIR (':'-separated)."""
-    import os
-    shared = ROOT.parent / "shared" / "third_party" / "tensorrt-headers"
-    dirs = sorted(p.parent for p in shared.glob("*/include/NvInferVersion.h"))
-    dirs += [Path(d) for d in os.environ.get("TENSORRT_INCLUDE_DIR", "").split(os.pathsep) if d]
-    return list(dict.fromkeys(d.resolve() for d in dirs))
-
-
-def cuda_include() -> Path | None:
-    import os
-    candidates = [Path(os.environ["CUDA_HOME"]) / "include"] if os.environ.get("CUDA_HOME") else []
-    candidates.append(Path("/usr/local/cuda/include"))
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        candidates.append(Path(nvcc).resolve().parent.parent / "include")
-    return next((c for c in candidates if (c / "cuda_runtime_api.h").is_file()), None)
-
-
 def _symbols(objects: list[Path], *flags: str) -> set[str]:
     out = subprocess.run(["nm", *flags, *map(str, objects)], capture_output=True, text=True, check=True).stdout
     return {line.split()[-1] for line in out.splitlines() if line.strip() and not line.endswith(":")}
@@ -448,7 +429,7 @@ def _check_deformrt_run(exe: Path, tmp_path: Path) -> None:
         assert proc.stderr.startswith("error: no usable CUDA GPU: cudaGetDevice failed: ")
 
 
-@pytest.mark.parametrize("include_dir", header_sets(), ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("include_dir", header_sets(), ids=header_set_id)
 def test_runtime_compiles_against_tensorrt_headers(tensorrt_free_objects, nvinfer_stub, tmp_path, include_dir):
     """Headers-only: the library's TensorRT sources compile warning-free against this release's headers
     and CUDA's. From TensorRT they need exactly three C entry points (everything else of its C++ API
@@ -479,7 +460,7 @@ def test_cmake_builds_runtime_and_programs_against_a_tensorrt_install(tmp_path):
     deformrt-run and deformrt-example beside it, linked to libnvinfer and the shared libcudart."""
     from exporter.trt.plugin_build import cmake_build
 
-    headers = ROOT.parent / "shared" / "third_party" / "tensorrt-headers" / "10.3.0" / "include"
+    headers = HEADER_SETS_DIR / "10.3.0" / "include"
     if not (headers / "NvInferRuntime.h").is_file():
         pytest.skip(f"TensorRT 10.3 headers not found at {headers}")
     root = tmp_path / "TensorRT-10.3.0"

@@ -32,44 +32,25 @@ import torch
 
 from exporter.trt.plugin_build import cmake_build
 from models.native import AUTOLOAD_PLUGIN_LIBRARY, PLUGIN_LIBRARY, PLUGINS_DIR
+from trt_headers import HEADER_SETS_DIR, cuda_include, header_set_id, header_sets, tensorrt_major
 
 REPO = Path(__file__).resolve().parent.parent
 HARNESS_DIR = Path(__file__).resolve().parent / "trt_contract"
-HEADER_SETS_DIR = REPO.parent / "shared" / "third_party" / "tensorrt-headers"
 SANITIZERS = "-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 CXX = shutil.which("c++") or shutil.which("g++")
+HEADER_SETS = header_sets()
+CUDA_INCLUDE = cuda_include()
 
 
-def _header_sets() -> list[Path]:
-    dirs = sorted(p for p in HEADER_SETS_DIR.glob("*/include") if (p / "NvInferRuntime.h").is_file())
-    dirs += [Path(d) for d in os.environ.get("TENSORRT_INCLUDE_DIR", "").split(os.pathsep) if d]
-    return dirs
+def _newest_header_set() -> Path:
+    return max(HEADER_SETS, key=lambda p: (tensorrt_major(p), header_set_id(p)))
 
-
-def _cuda_include() -> Path | None:
-    """cuda_runtime_api.h's directory: TensorRT's headers include it (types only; nothing CUDA runs here)."""
-    candidates = [os.environ.get(v) for v in ("CUDA_HOME", "CUDA_PATH", "CUDAToolkit_ROOT")]
-    nvcc = shutil.which("nvcc")
-    candidates += [str(Path(nvcc).resolve().parent.parent) if nvcc else None, "/usr/local/cuda"]
-    for root in filter(None, candidates):
-        if (Path(root) / "include" / "cuda_runtime_api.h").is_file():
-            return Path(root) / "include"
-    return None
-
-
-HEADER_SETS = _header_sets()
-CUDA_INCLUDE = _cuda_include()
 
 pytestmark = [
     pytest.mark.skipif(CXX is None or shutil.which("cmake") is None, reason="a C++ compiler and cmake are needed"),
     pytest.mark.skipif(not HEADER_SETS, reason=f"no TensorRT headers in {HEADER_SETS_DIR} or $TENSORRT_INCLUDE_DIR"),
     pytest.mark.skipif(CUDA_INCLUDE is None, reason="no CUDA headers (cuda_runtime_api.h; TensorRT's headers need it)"),
 ]
-
-
-def _major(include: Path) -> int:
-    text = (include / "NvInferVersion.h").read_text()
-    return int(re.search(r"#define (?:NV_TENSORRT_MAJOR|TRT_MAJOR_ENTERPRISE) (\d+)", text).group(1))
 
 
 def _compile(sources: list[Path], out: Path, include: Path, *, shared: bool, flags: str = "", soname: str = "",
@@ -123,7 +104,7 @@ def build_contract(out: Path, include: Path, *, sanitize: bool = False, tensorrt
     ``cuda``: the plugin with its CUDA kernels for this machine's GPU, and a harness that enqueues on device copies."""
     # The harness compiles slowly and runs little: unoptimised. The plugin's host kernels run every node: -O2.
     flags = f"-O0 -g {SANITIZERS}" if sanitize else "-O0"
-    major = _major(include)
+    major = tensorrt_major(include)
     soname = f"libnvinfer.so.{major}"
     if tensorrt_root is None:
         root = out / "tensorrt"
@@ -157,7 +138,7 @@ def build_contract(out: Path, include: Path, *, sanitize: bool = False, tensorrt
         return ContractBuild(include, nvinfer, wrong, plugin_dir, harness.result())
 
 
-@pytest.fixture(scope="session", params=HEADER_SETS, ids=lambda p: p.parent.name)
+@pytest.fixture(scope="session", params=HEADER_SETS, ids=header_set_id)
 def contract(request, tmp_path_factory) -> ContractBuild:
     return build_contract(tmp_path_factory.mktemp(f"trt-contract-{request.param.parent.name}"), request.param)
 
@@ -179,7 +160,7 @@ def test_plugin_files_export_what_their_loaders_call(contract):
     assert {"getCreators", "setLoggerFinder"} <= dynamic_symbols(dynamic)
     assert not any("nvinfer" in lib for lib in needed(dynamic)), "TensorRT itself loads libdeformrt_plugin.so"
     # A TensorRT library was found at build time (the stand-in's root), so the autoload file depends on it.
-    assert f"libnvinfer.so.{_major(contract.include)}" in needed(autoload)
+    assert f"libnvinfer.so.{tensorrt_major(contract.include)}" in needed(autoload)
     assert "getCreators" not in dynamic_symbols(autoload), "loadLibrary must not take the self-registering file"
 
 
@@ -206,7 +187,7 @@ def test_the_stand_in_catches_a_registration_made_while_loadlibrary_loads(contra
 @pytest.mark.parametrize("how", ["loadlibrary", "autoload"])
 def test_a_tensorrt_of_another_major_is_refused_with_one_log_line(contract, how):
     proc = contract.run("load", f"wrong-major-{how}", contract.wrong_major_nvinfer, contract.plugin_dir)
-    major = _major(contract.include)
+    major = tensorrt_major(contract.include)
     lines = [line for line in proc.stderr.splitlines() if "the plugin is not registered" in line]
     assert len(lines) == 1, proc.stderr
     assert f"built for TensorRT {major}" in lines[0] and f"reports TensorRT {major + 1}." in lines[0]
@@ -379,7 +360,7 @@ def test_every_exported_node_through_the_parser_lifecycle_and_enqueue(contract, 
 
 @pytest.fixture(scope="session")
 def sanitized_contract(tmp_path_factory) -> ContractBuild:
-    include = max(HEADER_SETS, key=lambda p: (_major(p), p.parent.name))
+    include = _newest_header_set()
     return build_contract(tmp_path_factory.mktemp("trt-contract-asan"), include, sanitize=True)
 
 
@@ -405,7 +386,7 @@ def test_headers_only_autoload_file_loads_tensorrt_by_its_versioned_soname(sanit
     proc = sanitized_contract.run("load", "autoload-not-yet", sanitized_contract.nvinfer, sanitized_contract.plugin_dir,
                                   env=env, check=False)
     assert proc.returncode != 0 and "FAIL: loading the plugin loaded" in proc.stdout
-    assert f"libnvinfer.so.{_major(sanitized_contract.include)} cannot be loaded" in proc.stderr
+    assert f"libnvinfer.so.{tensorrt_major(sanitized_contract.include)} cannot be loaded" in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -423,7 +404,7 @@ def _run_nodes_and_compare(build: ContractBuild, node_cases: list[NodeCase], env
 @pytest.mark.gpu
 @pytest.mark.skipif(not _gpu_available(), reason="needs an NVIDIA GPU (torch.cuda) and nvcc")
 def test_every_exported_node_with_the_cuda_kernels(tmp_path, node_cases):
-    include = max(HEADER_SETS, key=lambda p: (_major(p), p.parent.name))
+    include = _newest_header_set()
     _run_nodes_and_compare(build_contract(tmp_path, include, cuda=True), node_cases)
 
 
