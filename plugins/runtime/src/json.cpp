@@ -77,6 +77,17 @@ private:
         }
     }
 
+    //! Skips ``c`` when it is next; whether it was.
+    bool consume(char c)
+    {
+        if (mPos < mText.size() && mText[mPos] == c)
+        {
+            ++mPos;
+            return true;
+        }
+        return false;
+    }
+
     bool literal(char const* word)
     {
         std::size_t const length = std::strlen(word);
@@ -135,9 +146,8 @@ private:
         out.kind = JsonValue::Kind::kObject;
         ++mPos; // '{'
         skipSpace();
-        if (mPos < mText.size() && mText[mPos] == '}')
+        if (consume('}'))
         {
-            ++mPos;
             return Status();
         }
         while (true)
@@ -168,14 +178,12 @@ private:
                 return fail("repeated key \"" + printable(key) + "\"");
             }
             skipSpace();
-            if (mPos < mText.size() && mText[mPos] == ',')
+            if (consume(','))
             {
-                ++mPos;
                 continue;
             }
-            if (mPos < mText.size() && mText[mPos] == '}')
+            if (consume('}'))
             {
-                ++mPos;
                 return Status();
             }
             return fail("expected ',' or '}'");
@@ -187,9 +195,8 @@ private:
         out.kind = JsonValue::Kind::kArray;
         ++mPos; // '['
         skipSpace();
-        if (mPos < mText.size() && mText[mPos] == ']')
+        if (consume(']'))
         {
-            ++mPos;
             return Status();
         }
         while (true)
@@ -200,14 +207,12 @@ private:
                 return status;
             }
             skipSpace();
-            if (mPos < mText.size() && mText[mPos] == ',')
+            if (consume(','))
             {
-                ++mPos;
                 continue;
             }
-            if (mPos < mText.size() && mText[mPos] == ']')
+            if (consume(']'))
             {
-                ++mPos;
                 return Status();
             }
             return fail("expected ',' or ']'");
@@ -226,10 +231,7 @@ private:
             }
             return mPos - first;
         };
-        if (mPos < mText.size() && mText[mPos] == '-')
-        {
-            ++mPos;
-        }
+        consume('-');
         std::size_t const intStart = mPos;
         std::size_t const intDigits = digits();
         if (intDigits == 0 || (intDigits > 1 && mText[intStart] == '0'))
@@ -237,9 +239,8 @@ private:
             mPos = start;
             return fail("expected a value");
         }
-        if (mPos < mText.size() && mText[mPos] == '.')
+        if (consume('.'))
         {
-            ++mPos;
             if (digits() == 0)
             {
                 return fail("expected digits after '.'");
