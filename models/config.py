@@ -52,10 +52,115 @@ _DEFAULTS: dict[str, Any] = {
     "DATALOADER": {"SIZE_DIVISIBILITY": 0},
 }
 
+# What a whole-detector config adds (``get_cfg(..., detector=True)``): upstream's inference keys, and
+# the training keys of the same sections (accepted so upstream's files load; they change nothing here).
+_DETECTOR_DEFAULTS: dict[str, Any] = {
+    "MODEL": {
+        "META_ARCHITECTURE": "GeneralizedRCNN",
+        "RPN_ONLY": False,
+        "MASK_ON": False,
+        "RETINANET_ON": False,
+        "KEYPOINT_ON": False,
+        "CLS_AGNOSTIC_BBOX_REG": False,
+        "RPN": {
+            "USE_FPN": False,
+            "ANCHOR_SIZES": (32, 64, 128, 256, 512),
+            "ANCHOR_STRIDE": (16,),
+            "ASPECT_RATIOS": (0.5, 1.0, 2.0),
+            "STRADDLE_THRESH": 0,
+            "FG_IOU_THRESHOLD": 0.7,
+            "BG_IOU_THRESHOLD": 0.3,
+            "BATCH_SIZE_PER_IMAGE": 256,
+            "POSITIVE_FRACTION": 0.5,
+            "PRE_NMS_TOP_N_TRAIN": 12000,
+            "PRE_NMS_TOP_N_TEST": 6000,
+            "POST_NMS_TOP_N_TRAIN": 2000,
+            "POST_NMS_TOP_N_TEST": 1000,
+            "NMS_THRESH": 0.7,
+            "MIN_SIZE": 0,
+            "FPN_POST_NMS_TOP_N_TRAIN": 2000,
+            "FPN_POST_NMS_TOP_N_TEST": 2000,
+            "FPN_POST_NMS_PER_BATCH": True,
+            "RPN_HEAD": "SingleConvRPNHead",
+        },
+        "ROI_HEADS": {
+            "USE_FPN": False,
+            "FG_IOU_THRESHOLD": 0.5,
+            "BG_IOU_THRESHOLD": 0.5,
+            "BBOX_REG_WEIGHTS": (10.0, 10.0, 5.0, 5.0),
+            "BATCH_SIZE_PER_IMAGE": 512,
+            "POSITIVE_FRACTION": 0.25,
+            "SCORE_THRESH": 0.05,
+            "NMS": 0.5,
+            "DETECTIONS_PER_IMG": 100,
+        },
+        "ROI_BOX_HEAD": {
+            "FEATURE_EXTRACTOR": "ResNet50Conv5ROIFeatureExtractor",
+            "PREDICTOR": "FastRCNNPredictor",
+            "POOLER_RESOLUTION": 14,
+            "POOLER_SAMPLING_RATIO": 0,
+            "POOLER_SCALES": (1.0 / 16,),
+            "NUM_CLASSES": 81,
+            "MLP_HEAD_DIM": 1024,
+            "USE_GN": False,
+            "DILATION": 1,
+            "CONV_HEAD_DIM": 256,
+            "NUM_STACKED_CONVS": 4,
+        },
+        "ROI_MASK_HEAD": {
+            "FEATURE_EXTRACTOR": "ResNet50Conv5ROIFeatureExtractor",
+            "PREDICTOR": "MaskRCNNC4Predictor",
+            "POOLER_RESOLUTION": 14,
+            "POOLER_SAMPLING_RATIO": 0,
+            "POOLER_SCALES": (1.0 / 16,),
+            "MLP_HEAD_DIM": 1024,
+            "CONV_LAYERS": (256, 256, 256, 256),
+            "RESOLUTION": 14,
+            "SHARE_BOX_FEATURE_EXTRACTOR": True,
+            "POSTPROCESS_MASKS": False,
+            "POSTPROCESS_MASKS_THRESHOLD": 0.5,
+            "DILATION": 1,
+            "USE_GN": False,
+        },
+        "RETINANET": {
+            "NUM_CLASSES": 81,
+            "ANCHOR_SIZES": (32, 64, 128, 256, 512),
+            "ASPECT_RATIOS": (0.5, 1.0, 2.0),
+            "ANCHOR_STRIDES": (8, 16, 32, 64, 128),
+            "STRADDLE_THRESH": 0,
+            "OCTAVE": 2.0,
+            "SCALES_PER_OCTAVE": 3,
+            "USE_C5": True,
+            "NUM_CONVS": 4,
+            "BBOX_REG_WEIGHT": 4.0,
+            "BBOX_REG_BETA": 0.11,
+            "PRE_NMS_TOP_N": 1000,
+            "FG_IOU_THRESHOLD": 0.5,
+            "BG_IOU_THRESHOLD": 0.4,
+            "LOSS_ALPHA": 0.25,
+            "LOSS_GAMMA": 2.0,
+            "PRIOR_PROB": 0.01,
+            "INFERENCE_TH": 0.05,
+            "NMS_TH": 0.4,
+        },
+    },
+    "INPUT": {"MIN_SIZE_TEST": 800, "MAX_SIZE_TEST": 1333},
+    "TEST": {"DETECTIONS_PER_IMG": 100, "BBOX_AUG": {"ENABLED": False}},
+}
+
+# Tuple keys whose length is the user's choice (checked against each other in _validate_detector).
+_VARIABLE_LENGTH_KEYS = frozenset({
+    "MODEL.RPN.ANCHOR_SIZES", "MODEL.RPN.ANCHOR_STRIDE", "MODEL.RPN.ASPECT_RATIOS",
+    "MODEL.ROI_BOX_HEAD.POOLER_SCALES", "MODEL.ROI_MASK_HEAD.POOLER_SCALES", "MODEL.ROI_MASK_HEAD.CONV_LAYERS",
+    "MODEL.RETINANET.ANCHOR_SIZES", "MODEL.RETINANET.ASPECT_RATIOS", "MODEL.RETINANET.ANCHOR_STRIDES",
+})
+
 # Sections whose every key is ours: an unknown key there is a typo, so an error. In the other
 # sections (the root, MODEL, MODEL.RETINANET, INPUT, DATALOADER) a config file's other keys belong
 # to the rest of the detector and are ignored.
 _STRICT_SECTIONS = frozenset({"MODEL.BACKBONE", "MODEL.RESNETS", "MODEL.FPN", "MODEL.GROUP_NORM"})
+_DETECTOR_STRICT_SECTIONS = _STRICT_SECTIONS | {"MODEL.RPN", "MODEL.ROI_HEADS", "MODEL.ROI_BOX_HEAD",
+                                                "MODEL.ROI_MASK_HEAD", "MODEL.RETINANET"}
 
 _BACKBONE_KEYS_HINT = ("MODEL.BACKBONE.*, MODEL.RESNETS.*, MODEL.FPN.*, MODEL.GROUP_NORM.*, MODEL.RETINANET.USE_C5, "
                        "INPUT.PIXEL_MEAN/PIXEL_STD/TO_BGR255, DATALOADER.SIZE_DIVISIBILITY")
@@ -157,7 +262,9 @@ _KIND_NAMES = {bool: ("a boolean (True/False)", "booleans"), int: ("an integer",
                float: ("a number", "numbers"), str: ("a string", "strings")}
 
 
-def _describe(default: Any) -> str:
+def _describe(default: Any, variable_length: bool = False) -> str:
+    if isinstance(default, (list, tuple)) and variable_length:
+        return f"a {type(default).__name__} of {_KIND_NAMES[type(default[0])][1]}"
     if isinstance(default, (list, tuple)):
         return f"a {type(default).__name__} of {len(default)} {_KIND_NAMES[type(default[0])][1]}"
     return _KIND_NAMES[type(default)][0]
@@ -183,14 +290,16 @@ def _coerce_scalar(value: Any, default: Any) -> Any:
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """Decode ``value`` and check it against ``default`` (type, and length for sequences)."""
     decoded = _decode(value)
+    variable = key in _VARIABLE_LENGTH_KEYS
     try:
         if isinstance(default, (list, tuple)):
-            if not isinstance(decoded, (list, tuple)) or len(decoded) != len(default):
+            if not isinstance(decoded, (list, tuple)) or not decoded or (len(decoded) != len(default)
+                                                                         and not variable):
                 raise TypeError
             return type(default)(_coerce_scalar(v, default[0]) for v in decoded)
         return _coerce_scalar(decoded, default)
     except TypeError:
-        raise DeformRTError(f"{key}: expected {_describe(default)}, got {value!r}") from None
+        raise DeformRTError(f"{key}: expected {_describe(default, variable)}, got {value!r}") from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -204,14 +313,15 @@ def _leaf_keys(tree: Mapping, prefix: str = "") -> list[str]:
     return keys
 
 
-def _merge_file(tree: dict, data: Mapping, prefix: str, ignored: list[str], source: str) -> None:
+def _merge_file(tree: dict, data: Mapping, prefix: str, ignored: list[str], source: str,
+                strict_sections: frozenset = _STRICT_SECTIONS) -> None:
     """Merge a YAML mapping into ``tree`` (the defaults' shape); unrelated keys go to ``ignored``."""
     section = prefix.rstrip(".")
     for raw_key, value in data.items():
         key = str(raw_key)
         path = prefix + key
         if key not in tree:
-            if section in _STRICT_SECTIONS:
+            if section in strict_sections:
                 hint = did_you_mean(path, [prefix + k for k in tree])
                 raise DeformRTError(f"{source}: unknown key {path}{hint}")
             ignored.append(path)
@@ -220,7 +330,7 @@ def _merge_file(tree: dict, data: Mapping, prefix: str, ignored: list[str], sour
                 continue
             if not isinstance(value, Mapping):
                 raise DeformRTError(f"{source}: {path} is a section, but the file gives it the value {value!r}")
-            _merge_file(tree[key], value, path + ".", ignored, source)
+            _merge_file(tree[key], value, path + ".", ignored, source, strict_sections)
         elif isinstance(value, Mapping):
             raise DeformRTError(f"{source}: {path} is a key, but the file gives it a section")
         else:
@@ -367,8 +477,71 @@ def _validate(tree: dict) -> None:
         raise DeformRTError(f"INPUT.PIXEL_STD must not contain 0, got {tree['INPUT']['PIXEL_STD']}")
 
 
+def _merge_defaults(tree: dict, extra: Mapping) -> None:
+    """Add ``extra``'s sections and keys to ``tree`` (existing keys keep their values)."""
+    for key, value in extra.items():
+        if isinstance(value, Mapping):
+            _merge_defaults(tree.setdefault(key, {}), value)
+        else:
+            tree.setdefault(key, copy.deepcopy(value))
+
+
+def _validate_detector(tree: dict) -> None:
+    """Checks of the whole-detector keys that need more than one key (registry names of heads are
+    checked when the detector is built)."""
+    m = tree["MODEL"]
+    spec: BodySpec = BACKBONES.get(m["BACKBONE"]["CONV_BODY"])
+    levels = len(spec.outputs()[0]) if spec.has_fpn else 1
+    if m["META_ARCHITECTURE"] != "GeneralizedRCNN":
+        raise DeformRTError(f"MODEL.META_ARCHITECTURE {m['META_ARCHITECTURE']!r} is not supported; deformrt exports "
+                            "upstream's GeneralizedRCNN")
+    if m["KEYPOINT_ON"]:
+        raise DeformRTError("keypoint heads are not supported (MODEL.KEYPOINT_ON True): deformrt exports RPN-only, "
+                            "Faster R-CNN, Mask R-CNN and RetinaNet; set MODEL.KEYPOINT_ON False to export the rest")
+    if tree["TEST"]["BBOX_AUG"]["ENABLED"]:
+        raise DeformRTError("TEST.BBOX_AUG.ENABLED True: test-time augmentation runs several models outside the "
+                            "detector and is not exported; set it to False")
+    if m["MASK_ON"] and (m["RPN_ONLY"] or m["RETINANET_ON"]):
+        raise DeformRTError("MODEL.MASK_ON True needs box detections: it cannot be combined with MODEL.RPN_ONLY or "
+                            "MODEL.RETINANET_ON")
+    if m["RESNETS"]["RES5_DILATION"] != 1:
+        raise DeformRTError(f"MODEL.RESNETS.RES5_DILATION={m['RESNETS']['RES5_DILATION']} is not supported (no "
+                            "upstream config uses it); use 1")
+    if m["RETINANET_ON"]:
+        r = m["RETINANET"]
+        if spec.kind != "RETINANET":
+            raise DeformRTError(f"MODEL.RETINANET_ON needs a RetinaNet body (R-50-FPN-RETINANET, R-101-FPN-RETINANET), "
+                                f"got MODEL.BACKBONE.CONV_BODY {m['BACKBONE']['CONV_BODY']!r}")
+        if not len(r["ANCHOR_STRIDES"]) == len(r["ANCHOR_SIZES"]) == levels:
+            raise DeformRTError(f"MODEL.RETINANET.ANCHOR_STRIDES and ANCHOR_SIZES need one entry per pyramid level "
+                                f"({levels}), got {len(r['ANCHOR_STRIDES'])} and {len(r['ANCHOR_SIZES'])}")
+        if r["NUM_CLASSES"] < 2:
+            raise DeformRTError(f"MODEL.RETINANET.NUM_CLASSES must be >= 2 (background included), got {r['NUM_CLASSES']}")
+        return
+    rpn = m["RPN"]
+    if rpn["USE_FPN"] != spec.has_fpn or m["ROI_HEADS"]["USE_FPN"] != spec.has_fpn and not m["RPN_ONLY"]:
+        raise DeformRTError(f"MODEL.RPN.USE_FPN / MODEL.ROI_HEADS.USE_FPN must be {spec.has_fpn} for "
+                            f"{m['BACKBONE']['CONV_BODY']}")
+    strides = len(rpn["ANCHOR_STRIDE"])
+    if spec.has_fpn and not strides == len(rpn["ANCHOR_SIZES"]) == levels:
+        raise DeformRTError(f"MODEL.RPN.ANCHOR_STRIDE and ANCHOR_SIZES need one entry per FPN level ({levels}), got "
+                            f"{strides} and {len(rpn['ANCHOR_SIZES'])}")
+    if not spec.has_fpn and strides != 1:
+        raise DeformRTError(f"MODEL.RPN.ANCHOR_STRIDE must have one entry for {m['BACKBONE']['CONV_BODY']}, got {strides}")
+    if m["ROI_BOX_HEAD"]["NUM_CLASSES"] < 2:
+        raise DeformRTError(f"MODEL.ROI_BOX_HEAD.NUM_CLASSES must be >= 2 (background included), got "
+                            f"{m['ROI_BOX_HEAD']['NUM_CLASSES']}")
+    for head in ("ROI_BOX_HEAD", "ROI_MASK_HEAD"):
+        scales = m[head]["POOLER_SCALES"]
+        want = levels - 1 if spec.has_fpn else 1  # FPN heads pool P2-P5, not P6
+        if (head == "ROI_BOX_HEAD" and not m["RPN_ONLY"]) or (head == "ROI_MASK_HEAD" and m["MASK_ON"]):
+            if len(scales) != want:
+                raise DeformRTError(f"MODEL.{head}.POOLER_SCALES needs {want} entr{'y' if want == 1 else 'ies'} for "
+                                    f"{m['BACKBONE']['CONV_BODY']}, got {tuple(scales)}")
+
+
 def get_cfg(conv_body: Optional[str] = None, config_file: Union[str, Path, None] = None,
-            opts: Sequence[Any] = ()) -> CfgNode:
+            opts: Sequence[Any] = (), detector: bool = False) -> CfgNode:
     """The backbone config, frozen: upstream's defaults, then ``config_file``, then the
     ``conv_body`` preset, then ``opts``.
 
@@ -385,18 +558,31 @@ def get_cfg(conv_body: Optional[str] = None, config_file: Union[str, Path, None]
 
     GN and FrozenBN may be mixed (e.g. BottleneckWithGN with StemWithFixedBatchNorm), as upstream
     allows; RES5_DILATION is kept but only matters for upstream's C4 box head.
+
+    ``detector=True`` gives the whole detector's config: the backbone's keys plus upstream's
+    MODEL.RPN / ROI_HEADS / ROI_BOX_HEAD / ROI_MASK_HEAD / RETINANET sections (all strict), the
+    meta-architecture switches (RPN_ONLY, MASK_ON, RETINANET_ON, KEYPOINT_ON, CLS_AGNOSTIC_BBOX_REG),
+    INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST and TEST.DETECTIONS_PER_IMG / BBOX_AUG.ENABLED, with upstream's
+    defaults, checked together (a keypoint config is an error naming MODEL.KEYPOINT_ON).
     """
     tree = copy.deepcopy(_DEFAULTS)
+    strict = _STRICT_SECTIONS
+    if detector:
+        _merge_defaults(tree, _DETECTOR_DEFAULTS)
+        strict = _DETECTOR_STRICT_SECTIONS
     if config_file is not None:
         path = resolve_config_file(config_file)
         ignored: list[str] = []
-        _merge_file(tree, _read_yaml(path), "", ignored, f"config file {path.name}")
+        _merge_file(tree, _read_yaml(path), "", ignored, f"config file {path.name}", strict)
         if ignored:
-            logger.warning("config file %s: ignoring keys unrelated to the backbone: %s", path.name, ", ".join(ignored))
+            what = "the detector's inference" if detector else "the backbone"
+            logger.warning("config file %s: ignoring keys unrelated to %s: %s", path.name, what, ", ".join(ignored))
     if conv_body is not None:
         _apply_preset(tree, BACKBONES.get(conv_body))
         tree["MODEL"]["BACKBONE"]["CONV_BODY"] = conv_body
     for key, value in _pairs(opts):
         _set_opt(tree, key, value)
     _validate(tree)
+    if detector:
+        _validate_detector(tree)
     return CfgNode(tree).freeze()
