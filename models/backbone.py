@@ -71,7 +71,8 @@ for _name, _blocks, _kind in (
     BACKBONES.register(_name, BodySpec(_blocks, _kind))
 
 
-def _group_norm(cfg) -> NormFactory:
+def group_norm_factory(cfg) -> NormFactory:
+    """``channels -> nn.GroupNorm`` as MODEL.GROUP_NORM configures it (upstream's ``group_norm``)."""
     gn = cfg.MODEL.GROUP_NORM
     return functools.partial(group_norm, dim_per_gp=gn.DIM_PER_GP, num_groups=gn.NUM_GROUPS, eps=gn.EPSILON)
 
@@ -83,7 +84,7 @@ def _stem_with_frozen_bn(cfg) -> nn.Module:
 
 @STEMS.register("StemWithGN")
 def _stem_with_gn(cfg) -> nn.Module:
-    return Stem(cfg.MODEL.RESNETS.STEM_OUT_CHANNELS, _group_norm(cfg))
+    return Stem(cfg.MODEL.RESNETS.STEM_OUT_CHANNELS, group_norm_factory(cfg))
 
 
 def _bottleneck(cfg, norm: NormFactory) -> BlockFactory:
@@ -98,7 +99,7 @@ def _bottleneck_with_frozen_bn(cfg) -> BlockFactory:
 
 @BLOCKS.register("BottleneckWithGN")
 def _bottleneck_with_gn(cfg) -> BlockFactory:
-    return _bottleneck(cfg, _group_norm(cfg))
+    return _bottleneck(cfg, group_norm_factory(cfg))
 
 
 def _tracing() -> bool:
@@ -150,7 +151,7 @@ class Backbone(nn.Sequential):
 def _build_fpn(cfg, spec: BodySpec) -> FPN:
     r = cfg.MODEL.RESNETS
     width, c2 = r.BACKBONE_OUT_CHANNELS, r.RES2_OUT_CHANNELS
-    norm = _group_norm(cfg) if cfg.MODEL.FPN.USE_GN else None
+    norm = group_norm_factory(cfg) if cfg.MODEL.FPN.USE_GN else None
     conv_block = functools.partial(conv_with_kaiming_uniform, norm=norm, relu=cfg.MODEL.FPN.USE_RELU)
     if spec.kind == "FPN":
         return FPN([c2, c2 * 2, c2 * 4, c2 * 8], width, conv_block, LastLevelMaxPool())

@@ -9,6 +9,14 @@ importing ``models.backbone`` fills the three registries below.
 - ``STEMS``: ``MODEL.RESNETS.STEM_FUNC`` name -> ``builder(cfg) -> nn.Module`` (the stem).
 - ``BLOCKS``: ``MODEL.RESNETS.TRANS_FUNC`` name -> ``builder(cfg) -> block factory`` (see
   ``models.resnet.BlockFactory``).
+
+The detector's heads (filled by importing ``models.detector``), each a ``builder(cfg, ...) -> nn.Module``:
+
+- ``RPN_HEADS``: ``MODEL.RPN.RPN_HEAD`` -> ``builder(cfg, in_channels, num_anchors)``;
+- ``ROI_BOX_FEATURE_EXTRACTORS`` / ``ROI_MASK_FEATURE_EXTRACTORS``: ``MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR`` /
+  ``MODEL.ROI_MASK_HEAD.FEATURE_EXTRACTOR`` -> ``builder(cfg, in_channels)`` (the module has ``out_channels``);
+- ``ROI_BOX_PREDICTORS`` / ``ROI_MASK_PREDICTORS``: ``MODEL.ROI_BOX_HEAD.PREDICTOR`` /
+  ``MODEL.ROI_MASK_HEAD.PREDICTOR`` -> ``builder(cfg, in_channels)``.
 """
 
 from __future__ import annotations
@@ -88,3 +96,8 @@ class Registry(Generic[T]):
 BACKBONES: Registry = Registry("MODEL.BACKBONE.CONV_BODY")
 STEMS: Registry = Registry("MODEL.RESNETS.STEM_FUNC")
 BLOCKS: Registry = Registry("MODEL.RESNETS.TRANS_FUNC")
+RPN_HEADS: Registry = Registry("MODEL.RPN.RPN_HEAD")
+ROI_BOX_FEATURE_EXTRACTORS: Registry = Registry("MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR")
+ROI_BOX_PREDICTORS: Registry = Registry("MODEL.ROI_BOX_HEAD.PREDICTOR")
+ROI_MASK_FEATURE_EXTRACTORS: Registry = Registry("MODEL.ROI_MASK_HEAD.FEATURE_EXTRACTOR")
+ROI_MASK_PREDICTORS: Registry = Registry("MODEL.ROI_MASK_HEAD.PREDICTOR")
