@@ -51,3 +51,49 @@ def calibrate_offsets(model: nn.Module, images: torch.Tensor, std_px: float = 2.
         for h in handles:
             h.remove()
     return means
+
+
+# Output scale each prediction layer of an untrained detector is given (std of the input-dependent
+# part, then the bias): moderate logits so that scores spread over (0, 1) without saturating, and
+# box deltas of a fraction of the reference box.
+_HEAD_TARGETS = {
+    "rpn.head.cls_logits": (2.0, 0.0),
+    "rpn.head.bbox_pred": (0.3, 0.0),
+    "roi_heads.box.predictor.cls_score": (2.0, 0.0),
+    "roi_heads.box.predictor.bbox_pred": (1.0, 0.0),
+    "roi_heads.mask.predictor.mask_fcn_logits": (2.0, 0.0),
+}
+_RETINANET_TARGETS = {"rpn.head.cls_logits": (1.5, -2.5), "rpn.head.bbox_pred": (1.0, 0.0)}
+
+
+def calibrate_detector(model: nn.Module, images: torch.Tensor, image_sizes: torch.Tensor,
+                       generator: Optional[torch.Generator] = None) -> None:
+    """Give an untrained detector (:func:`models.detector.build_detector`) a trained one's output
+    scales, in place, so that it produces proposals, detections and masks worth comparing: the
+    backbone's DCN offsets as :func:`calibrate_offsets` does, then each prediction layer's weights
+    rescaled on ``images`` (in forward order, each before the next one runs) to the spread in
+    ``_HEAD_TARGETS``. For demos, tests and benchmarks only, never for real weights."""
+    calibrate_offsets(model.backbone, images, generator=generator)
+    targets = _RETINANET_TARGETS if getattr(model, "kind", "") == "retinanet" else _HEAD_TARGETS
+    modules = dict(model.named_modules())
+    done: set[str] = set()
+
+    def rescale(name: str, std_target: float, bias: float):
+        def hook(layer: nn.Module, inputs, output):
+            if name in done:
+                return None
+            done.add(name)
+            with torch.no_grad():
+                std = float((output - layer.bias.view(1, -1, *([1] * (output.dim() - 2)))).std())
+                layer.weight.mul_(std_target / max(std, 1e-12))
+                layer.bias.fill_(bias)
+                return layer.forward(*inputs)
+        return modules[name].register_forward_hook(hook)
+
+    handles = [rescale(name, *t) for name, t in targets.items() if name in modules]
+    try:
+        with torch.no_grad():
+            model(images, image_sizes)
+    finally:
+        for h in handles:
+            h.remove()

@@ -35,6 +35,19 @@ start with a protocol marker):
     ``body.layer*``; ``fc.*`` and ``num_batches_tracked`` ignored. These weights expect the stride
     on the 3x3 conv (``STRIDE_IN_1X1=False``); the report warns when the model has it on the 1x1.
 
+Whole detectors (:func:`models.detector.build_detector`: keys ``backbone.*``, ``rpn.*``,
+``roi_heads.*``) load the same files. A maskrcnn-benchmark checkpoint loads key for key, heads
+included (the cell anchors upstream stores as buffers too); a backbone-only file fills
+``backbone.*``. Detectron pickles map their head blobs by upstream's rename rules:
+``conv_rpn[_fpn2]`` / ``rpn_cls_logits[_fpn2]`` / ``rpn_bbox_pred[_fpn2]`` -> ``rpn.head.conv`` /
+``cls_logits`` / ``bbox_pred``; ``fc6`` / ``fc7`` -> the box feature extractor's; ``cls_score`` /
+``bbox_pred`` -> ``roi_heads.box.predictor``; ``_[mask]_fcn{i}`` -> ``roi_heads.mask.feature_extractor.mask_fcn{i}``;
+``conv5_mask`` / ``mask_fcn_logits`` -> ``roi_heads.mask.predictor``; a C4 model's ``res5_*`` blobs ->
+the box head's ``head.layer4``. Tensors a model holds under two names (upstream's C4 mask head
+shares the box head's feature extractor) count as loaded when either name is. Anchors are
+computed from the config, so a file without them (Detectron pickles) leaves them as computed:
+they are reported as "not in file (computed from the config)".
+
 Which absent model keys count as missing (the strict rule):
 
 * From an ImageNet-style init file (detectron-c2 or torchvision), the deformable offset convs
@@ -91,7 +104,8 @@ class LoadReport:
 
     Model keys: ``loaded`` (copied from the file), ``identity`` (FrozenBN running statistics set
     to 0 / 1 because C2 files have none), ``from_init`` (not in an ImageNet init file and trained
-    from their initial values, see the module docstring), ``missing`` (absent and required).
+    from their initial values, see the module docstring), ``computed`` (a detector's cell anchors,
+    absent from the file and computed from the config), ``missing`` (absent and required).
     File entries, by their name in the file: ``unexpected`` (maps to no model key), ``ignored``
     (deliberately unused: classifier, ``num_batches_tracked``, ``*_momentum``, non-tensor values),
     ``skipped`` (outside the backbone: detector heads, or a stage this body does not have).
@@ -103,6 +117,7 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     identity: list[str] = field(default_factory=list)
     from_init: list[str] = field(default_factory=list)
+    computed: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
@@ -111,11 +126,13 @@ class LoadReport:
 
     def summary(self) -> str:
         """One line: what was loaded from where, and the count of every other category."""
-        total = len(self.loaded) + len(self.identity) + len(self.from_init) + len(self.missing)
+        total = len(self.loaded) + len(self.identity) + len(self.from_init) + len(self.computed) + len(self.missing)
         return (
             f"loaded {len(self.loaded)}/{total} tensors from {self.path} ({self.kind}, {self.container}): "
             f"{len(self.missing)} missing, {len(self.from_init)} trained from init, "
-            f"{len(self.identity)} set to identity, {len(self.unexpected)} unexpected, "
+            f"{len(self.identity)} set to identity, "
+            + (f"{len(self.computed)} computed from the config, " if self.computed else "")
+            + f"{len(self.unexpected)} unexpected, "
             f"{len(self.ignored)} ignored, {len(self.skipped)} skipped"
             + (f", {len(self.warnings)} warning(s)" if self.warnings else "")
         )
@@ -127,6 +144,7 @@ class LoadReport:
             ("missing (left at their initial values)", self.missing),
             ("not in file (trained from init)", self.from_init),
             ("left at identity (not in C2 files)", self.identity),
+            ("not in file (computed from the config)", self.computed),
             ("unexpected (match no model key)", self.unexpected),
             ("ignored", self.ignored),
         )
@@ -258,6 +276,10 @@ def _route_maskrcnn_benchmark(keys: list[str], model_keys: Mapping[str, object])
     routes = _Routes()
     names = {key: _strip(key, "module.") for key in keys}
     detector = any(name.startswith("backbone.") for name in names.values())
+    if any(k.startswith(BACKBONE_PREFIX) for k in model_keys):  # a whole detector: key for key
+        for key, name in names.items():
+            routes.targets[key] = name if detector else BACKBONE_PREFIX + name
+        return routes
     for key, name in names.items():
         if name.startswith("backbone."):
             routes.targets[key] = name[len("backbone.") :]
@@ -294,6 +316,29 @@ _C2_BLOCK = re.compile(r"res(?P<stage>[2-5])_(?P<block>\d+)_branch(?P<branch>1|2
 _C2_FPN = re.compile(r"fpn_(?P<inner>inner_)?res(?P<stage>[2-5])_(?P<block>\d+)_sum(?:_lateral)?")
 _C2_FPN_EXTRA = re.compile(r"fpn_(?P<level>[67])")
 _C2_CLASSIFIER = ("fc1000", "pred")
+BACKBONE_PREFIX = "backbone."
+# Detectron head blobs (after the "_w"/"_b" leaf) -> the module upstream's renames give them.
+_C2_HEADS = (
+    (re.compile(r"conv_rpn(?:_fpn2)?"), "rpn.head.conv"),
+    (re.compile(r"rpn_cls_logits(?:_fpn2)?"), "rpn.head.cls_logits"),
+    (re.compile(r"rpn_bbox_pred(?:_fpn2)?"), "rpn.head.bbox_pred"),
+    (re.compile(r"fc(?P<n>[67])"), "roi_heads.box.feature_extractor.fc{n}"),
+    (re.compile(r"cls_score"), "roi_heads.box.predictor.cls_score"),
+    (re.compile(r"bbox_pred"), "roi_heads.box.predictor.bbox_pred"),
+    (re.compile(r"_\[mask\]_fcn(?P<n>\d+)"), "roi_heads.mask.feature_extractor.mask_fcn{n}"),
+    (re.compile(r"conv5_mask"), "roi_heads.mask.predictor.conv5_mask"),
+    (re.compile(r"mask_fcn_logits"), "roi_heads.mask.predictor.mask_fcn_logits"),
+)
+_C4_HEAD = "roi_heads.box.feature_extractor.head."
+
+
+def _c2_head_target(module: str, leaf: str, model_keys: Mapping[str, object]) -> str | None:
+    """The detector key of a Detectron head blob (``module`` + ``_w``/``_b``), or None."""
+    for pattern, target in _C2_HEADS:
+        found = pattern.fullmatch(module)
+        if found and leaf in ("w", "b"):
+            return _conv_key(model_keys, target.format(**found.groupdict()), "weight" if leaf == "w" else "bias")
+    return None
 
 
 def _last_blocks(model_keys: Mapping[str, object]) -> dict[int, int]:
@@ -337,6 +382,24 @@ def _c2_modules(module: str, last_blocks: dict[int, int], warnings: list[str]) -
 
 def _route_detectron_c2(keys: list[str], model_keys: Mapping[str, object]) -> _Routes:
     routes = _Routes()
+    detector = any(k.startswith(BACKBONE_PREFIX) for k in model_keys)
+    if detector:  # backbone blobs are routed against the backbone's own names, heads by _C2_HEADS
+        backbone_keys = {k[len(BACKBONE_PREFIX):]: v for k, v in model_keys.items() if k.startswith(BACKBONE_PREFIX)}
+        inner = _route_detectron_c2(keys, backbone_keys)
+        routes.ignored, routes.warnings = inner.ignored, inner.warnings
+        routes.targets = {k: BACKBONE_PREFIX + t for k, t in inner.targets.items()}
+        res5 = {k[len(_C4_HEAD):]: v for k, v in model_keys.items() if k.startswith(_C4_HEAD)}
+        for key in inner.skipped:
+            blob = _C2_BLOB.fullmatch(key)
+            target = _c2_head_target(blob["module"], blob["leaf"], model_keys) if blob else None
+            if target is None and blob and res5 and blob["module"].startswith("res5_"):
+                staged = _route_detectron_c2([key], {"body." + k: v for k, v in res5.items()}).targets
+                target = _C4_HEAD + staged[key][len("body."):] if key in staged else None
+            if target is None:
+                routes.skipped.append(key)
+            else:
+                routes.targets[key] = target
+        return routes
     last_blocks = _last_blocks(model_keys)
     for key in keys:
         blob = _C2_BLOB.fullmatch(key)
@@ -408,6 +471,16 @@ def _stride_in_1x1(model: nn.Module, cfg: object | None) -> bool | None:
     return tuple(getattr(conv1, "stride", (1, 1))) != (1, 1)
 
 
+def _aliases(state: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Keys that name the same tensor (shared modules appear in ``state_dict()`` once per name)."""
+    by_storage: dict[tuple, list[str]] = {}
+    for name, tensor in state.items():
+        if tensor.numel():
+            by_storage.setdefault((tensor.data_ptr(), tuple(tensor.shape)), []).append(name)
+    return {name: [o for o in names if o != name] for names in by_storage.values() if len(names) > 1
+            for name in names}
+
+
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
@@ -463,13 +536,17 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True, *,
         raise DeformRTError(f"cannot load {path}: shape mismatch for {mismatches[0]}{more}")
 
     init_file = kind in (DETECTRON_C2, TORCHVISION)
-    file_has_fpn = any(target.startswith("fpn.") for target in sources)
+    file_has_fpn = any(target.startswith(("fpn.", BACKBONE_PREFIX + "fpn.")) for target in sources)
+    aliases = _aliases(model_state)
     for name in model_state:
-        if name in sources:
+        if name in sources or any(other in sources for other in aliases.get(name, ())):
             report.loaded.append(name)
+        elif ".anchor_generator.cell_anchors." in name:
+            report.computed.append(name)
         elif kind == DETECTRON_C2 and name.endswith((".running_mean", ".running_var")):
             report.identity.append(name)
-        elif init_file and (".offset." in name or (name.startswith("fpn.") and not file_has_fpn)):
+        elif init_file and (".offset." in name or (name.startswith(("fpn.", BACKBONE_PREFIX + "fpn."))
+                                                   and not file_has_fpn)):
             report.from_init.append(name)
         else:
             report.missing.append(name)

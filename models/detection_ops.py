@@ -193,7 +193,7 @@ def nms(boxes: Tensor, scores: Tensor, threshold: float) -> Tensor:
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True)[1]
-    iou = pairwise_iou(boxes[order], boxes[order]).cpu().numpy()
+    iou = pairwise_iou(boxes[order], boxes[order]).detach().cpu().numpy()
     suppressed = np.zeros(len(order), dtype=bool)
     keep = []
     for i in range(len(order)):

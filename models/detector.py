@@ -72,6 +72,7 @@ class GeneralizedRCNN(nn.Module):
     def size_divisibility(self) -> int:
         return self.backbone.size_divisibility
 
+    @torch.no_grad()
     def forward(self, images: Tensor, image_sizes: Tensor, stages: Optional[dict] = None) -> list[Detections]:
         """Upstream's test-time results per image. ``stages`` (a dict), when given, receives the
         intermediate results: ``rpn_levels`` (pre-NMS candidates per image and level),
