@@ -30,6 +30,7 @@ import torch
 
 UPSTREAM = Path(__file__).resolve().parents[2] / "shared" / "third_party" / "maskrcnn-benchmark"
 UPSTREAM_CONFIGS = UPSTREAM / "configs"
+_PRISTINE = None  # upstream's default config, before any test changed its global copy
 
 
 def _nms_cpu(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -42,14 +43,12 @@ def _nms_cpu(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> tor
         if suppressed[i]:
             continue
         keep.append(i)
-        for j in order[pos + 1:]:
-            if suppressed[j]:
-                continue
-            w = max(0.0, min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0]) + 1)
-            h = max(0.0, min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1]) + 1)
-            inter = w * h
-            if inter / (areas[i] + areas[j] - inter) >= threshold:
-                suppressed[j] = True
+        rest = order[pos + 1:]
+        w = np.maximum(0.0, np.minimum(b[i, 2], b[rest, 2]) - np.maximum(b[i, 0], b[rest, 0]) + 1)
+        h = np.maximum(0.0, np.minimum(b[i, 3], b[rest, 3]) - np.maximum(b[i, 1], b[rest, 1]) + 1)
+        inter = w * h
+        with np.errstate(divide="ignore", invalid="ignore"):
+            suppressed[rest[inter / (areas[i] + areas[rest] - inter) >= threshold]] = True
     return torch.as_tensor(np.array(keep, dtype=np.int64))
 
 
@@ -149,9 +148,12 @@ def require_upstream() -> None:
 def upstream_cfg(config_file: str, opts=()):
     """Upstream's own config object for one of its config files (plus ``KEY VALUE`` opts)."""
     require_upstream()
-    from maskrcnn_benchmark.config import cfg as global_cfg
+    global _PRISTINE
+    if _PRISTINE is None:
+        from maskrcnn_benchmark.config import cfg as global_cfg
 
-    cfg = global_cfg.clone()
+        _PRISTINE = global_cfg.clone()  # upstream_detector updates the global config
+    cfg = _PRISTINE.clone()
     cfg.merge_from_file(str(UPSTREAM_CONFIGS / config_file))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", *[str(o) for o in opts]])
     return cfg
