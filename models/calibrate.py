@@ -97,3 +97,21 @@ def calibrate_detector(model: nn.Module, images: torch.Tensor, image_sizes: torc
     finally:
         for h in handles:
             h.remove()
+
+
+CALIBRATION_SEED = 0
+
+
+def calibration_images(size_divisibility: int = 32, seed: int = CALIBRATION_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed batch :func:`calibrate_synthetic_detector` uses: two random 256x320 images
+    (pixel-like values), unpadded sizes 250x300 and 256x288."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(2, 3, 256, 320, generator=g) * 255 - 115
+    return images, torch.tensor([[250, 300], [256, 288]])
+
+
+def calibrate_synthetic_detector(model: nn.Module, seed: int = CALIBRATION_SEED) -> None:
+    """:func:`calibrate_detector` on :func:`calibration_images`: deterministic, so that an export
+    of a seeded random detector can be rebuilt exactly from its seed."""
+    images, sizes = calibration_images(seed=seed)
+    calibrate_detector(model, images, sizes, torch.Generator().manual_seed(seed))

@@ -171,3 +171,48 @@ class ExportMetadata:
         for key, value in keep + list(self.to_props().items()):
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
+
+
+DETECTOR_KEY = PREFIX + "detector"
+
+
+@dataclass(frozen=True)
+class DetectorMetadata:
+    """What a whole-detector file adds (one JSON property, ``deformrt.detector``): the kind
+    (rpn, faster_rcnn, mask_rcnn, retinanet), class count (background included), fixed sizes,
+    the test-time resize (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST), whether stage outputs are present,
+    whether TensorRT's limits were enforced, and whether random weights were calibrated
+    (:func:`models.calibrate.calibrate_synthetic_detector`)."""
+
+    kind: str
+    num_classes: int
+    detections: int
+    proposals: int
+    mask_size: int
+    min_size_test: int
+    max_size_test: int
+    debug_outputs: bool = False
+    trt_limits: bool = True
+    calibrated: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def apply(self, model) -> None:
+        entry = next((p for p in model.metadata_props if p.key == DETECTOR_KEY), None) or model.metadata_props.add()
+        entry.key, entry.value = DETECTOR_KEY, json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_model(cls, model) -> Optional["DetectorMetadata"]:
+        """The detector properties of a ModelProto or .onnx path; None for a backbone file."""
+        import onnx
+
+        if not isinstance(model, onnx.ModelProto):
+            model = onnx.load_model(str(model), load_external_data=False)
+        text = next((p.value for p in model.metadata_props if p.key == DETECTOR_KEY), None)
+        if text is None:
+            return None
+        try:
+            return cls(**json.loads(text))
+        except (ValueError, TypeError) as exc:
+            raise DeformRTError(f"ONNX metadata '{DETECTOR_KEY}' is malformed ({exc})") from None

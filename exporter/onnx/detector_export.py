@@ -1,0 +1,325 @@
+"""Export a whole maskrcnn-benchmark detector to one checked ONNX file.
+
+Steps (each named, apart from the backbone export, which it reuses without changing):
+
+1. config (:func:`models.config.get_cfg` with ``detector=True``; the body from the config when not
+   named) and TensorRT limits (:func:`exporter.onnx.detector_graph.trt_limit_problems`, refused
+   with the key, the limit and the override unless ``trt_limits=False``);
+2. the model: :func:`models.detector.build_detector` with a checkpoint loaded strictly (heads
+   included), or seeded random init calibrated to produce detections
+   (:func:`models.calibrate.calibrate_synthetic_detector`);
+3. one dynamo trace of :class:`exporter.onnx.detector_graph.ExportableDetector` (FrozenBN as
+   scale/shift, as for backbones) with NMS and ROIAlign translated by
+   :mod:`exporter.onnx.detector_ops`, always with the stage outputs;
+4. the backbone export's passes (scale/shift folding, dead nodes, duplicate initializers) and DCN
+   flavour; metadata (``deformrt.*`` plus ``deformrt.detector``); ``onnx.checker``;
+5. the file: the stage outputs removed unless ``debug_outputs``; verification (by the caller's
+   verifier) on the written bytes and on the staged graph; atomic write.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import onnx
+import torch
+
+from exporter.onnx import passes as gp
+from exporter.onnx import op_contract as oc
+from exporter.onnx import schema as onnx_schema
+from exporter.onnx.detector_graph import ExportableDetector, DetectorShape, detector_shape, trt_limit_problems
+from exporter.onnx.detector_ops import TRANSLATIONS
+from exporter.onnx.export import (DEFAULT_SEED, MIN_OPSET, BuiltModel, _deform_conv_translation, _quiet_exporter,
+                                  check_model, config_has_dcn, dynamic_axes_of, prepare_for_export)
+from exporter.onnx.metadata import DCN_OP_ONNX, DCN_OP_PLUGIN, DCN_OPS, SEED_PREFIX, DetectorMetadata, ExportMetadata
+from exporter.util.fsutil import atomic_path, check_output_path, sha256_file
+from exporter.util.progress import Progress
+from models.calibrate import calibrate_synthetic_detector
+from models.checkpoint import load_checkpoint
+from models.config import get_cfg
+from models.detector import build_detector
+from models.errors import DeformRTError
+from models.version import __version__
+
+INPUTS = ("images", "image_sizes")
+DEFAULT_DETECTOR_SIZE = (800, 1344)
+_MAX_BATCH, _MAX_SIDE = 64, 4096
+# Verifies (onnx bytes of the file, onnx bytes with stage outputs, built model, metadata, progress).
+DetectorVerifier = Callable[..., object]
+
+
+@dataclass(frozen=True)
+class DetectorExportOptions:
+    dcn_op: str = DCN_OP_PLUGIN
+    opset: int = MIN_OPSET
+    input_size: tuple[int, int] = DEFAULT_DETECTOR_SIZE
+    batch: int = 1
+    dynamic: bool = True
+    debug_outputs: bool = False
+    trt_limits: bool = True
+
+    def check(self, size_divisibility: int) -> None:
+        if self.dcn_op not in DCN_OPS:
+            raise DeformRTError(f"--dcn-op must be one of {', '.join(DCN_OPS)}, got {self.dcn_op!r}")
+        if self.opset < MIN_OPSET or self.opset > onnx.defs.onnx_opset_version():
+            raise DeformRTError(f"--opset {self.opset}: the detector export needs an opset from {MIN_OPSET} to "
+                                f"{onnx.defs.onnx_opset_version()}")
+        if not 1 <= self.batch <= _MAX_BATCH:
+            raise DeformRTError(f"--batch must be between 1 and {_MAX_BATCH}, got {self.batch}")
+        h, w = self.input_size
+        d = max(1, size_divisibility)
+        if min(h, w) < 64 or max(h, w) > _MAX_SIDE or h % d or w % d:
+            raise DeformRTError(f"input size {h}x{w}: height and width must be multiples of {d} between 64 and "
+                                f"{_MAX_SIDE}")
+
+
+def load_detector_config(config_file: str, body: Optional[str] = None, opts: Sequence = ()):
+    """The whole detector's config: upstream's defaults, the file, then ``KEY VALUE`` opts. ``body``,
+    when given, must agree with the file's MODEL.BACKBONE.CONV_BODY."""
+    cfg = get_cfg(config_file=config_file, opts=list(opts), detector=True)
+    if body is not None and body != cfg.MODEL.BACKBONE.CONV_BODY:
+        raise DeformRTError(f"BODY {body} contradicts {Path(config_file).name}'s MODEL.BACKBONE.CONV_BODY "
+                            f"{cfg.MODEL.BACKBONE.CONV_BODY}; leave BODY out with --config-file")
+    return cfg
+
+
+def build_detector_model(cfg, weights: Optional[str] = None, seed: int = DEFAULT_SEED,
+                         progress: Optional[Progress] = None) -> BuiltModel:
+    """The detector in eval mode: ``weights`` loaded strictly (every head tensor required), or
+    seeded random init calibrated so that it detects (the export says so)."""
+    progress = progress or Progress.quiet()
+    if weights is not None and not Path(weights).is_file():
+        raise DeformRTError(f"checkpoint not found: {weights}")
+    with progress.step(f"building the {cfg.MODEL.BACKBONE.CONV_BODY} detector"):
+        torch.manual_seed(seed)
+        model = build_detector(cfg).eval()
+    if weights is None:
+        with progress.step("calibrating the random heads so that they detect (synthetic weights)"):
+            calibrate_synthetic_detector(model)
+        return BuiltModel(model, cfg, f"{SEED_PREFIX}{seed}", seed=seed)
+    with progress.step(f"loading weights from {weights}"):
+        report = load_checkpoint(model, weights, strict=True, cfg=cfg)
+        sha = sha256_file(weights)
+    return BuiltModel(model, cfg, Path(weights).name, sha, report.summary(), seed)
+
+
+def rebuild_detector(meta: ExportMetadata, weights: Optional[str] = None):
+    """The PyTorch detector a detector file came from (eval mode), from its metadata."""
+    import tempfile
+
+    meta.check_rebuild_weights(weights)
+    with tempfile.TemporaryDirectory(prefix="deformrt-cfg-") as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(meta.config, encoding="utf-8")
+        cfg = get_cfg(config_file=str(path), detector=True)
+    return build_detector_model(cfg, weights, meta.init_seed).model
+
+
+def default_detector_output_name(cfg, config_file: Optional[str], dcn_op: str) -> str:
+    stem = Path(config_file).stem if config_file else cfg.MODEL.BACKBONE.CONV_BODY
+    return f"{stem}{'-onnxdcn' if dcn_op == DCN_OP_ONNX and config_has_dcn(cfg) else ''}.onnx"
+
+
+def _dynamic_shapes(size_divisibility: int):
+    from torch.export import Dim
+
+    d = max(1, size_divisibility)
+    batch = Dim("batch", min=1, max=_MAX_BATCH)
+    height = d * Dim(f"h{d}", min=2, max=_MAX_SIDE // d)
+    width = d * Dim(f"w{d}", min=2, max=_MAX_SIDE // d)
+    return ({0: batch, 2: height, 3: width}, {0: batch})
+
+
+def trace_detector(built: BuiltModel, shape: DetectorShape, options: DetectorExportOptions) -> onnx.ModelProto:
+    """The raw dynamo export of the detector, stage outputs included."""
+    model = built.model
+    wrapper = ExportableDetector(prepare_for_export(model), shape, debug_outputs=True).eval()
+    n, (h, w) = options.batch, options.input_size
+    example = (torch.randn(n, 3, h, w), torch.tensor([[h, w]] * n, dtype=torch.int32))
+    table = {torch.ops.deformrt.deform_conv2d.default: _deform_conv_translation, **TRANSLATIONS}
+    with _quiet_exporter(), torch.no_grad():
+        try:
+            program = torch.onnx.export(
+                wrapper, example, dynamo=True, opset_version=options.opset, custom_translation_table=table,
+                input_names=list(INPUTS), output_names=shape.output_names(debug_outputs=True),
+                dynamic_shapes=_dynamic_shapes(model.size_divisibility) if options.dynamic else None,
+                optimize=True, verbose=False, report=False)
+        except DeformRTError:
+            raise
+        except Exception as exc:  # torch.onnx wraps everything in its own error types
+            raise RuntimeError(f"torch.onnx.export of the detector failed: {exc}") from exc
+    return program.model_proto
+
+
+def drop_outputs(proto: onnx.ModelProto, keep: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``proto`` with only the graph outputs in ``keep`` and no node that fed only the others."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    wanted = [o for o in out.graph.output if o.name in keep]
+    del out.graph.output[:]
+    out.graph.output.extend(wanted)
+    gp.remove_dead_nodes(out)
+    gp.remove_unused_initializers(out)
+    return out
+
+
+def op_types(proto: onnx.ModelProto) -> dict[str, int]:
+    """Node count per (domain-qualified) op type."""
+    counts: dict[str, int] = {}
+    for node in proto.graph.node:
+        name = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def finish_detector(proto: onnx.ModelProto, built: BuiltModel, shape: DetectorShape,
+                    options: DetectorExportOptions) -> onnx.ModelProto:
+    """Cleanup, DCN flavour, metadata and checks on the raw trace (in place; returns it)."""
+    model, cfg = built.model, built.cfg
+    gp.cleanup(proto)
+    gp.to_onnx_op(proto)
+    if options.dcn_op == DCN_OP_PLUGIN:
+        onnx_schema.register()
+        gp.to_plugin_op(proto)
+        op_version = f"{oc.OP_DOMAIN}.{oc.OP_NAME}/{oc.OP_DOMAIN_VERSION}"
+    else:
+        op_version = f"ai.onnx.{gp.ONNX_DEFORM_CONV}/{MIN_OPSET}"
+    backbone = model.backbone
+    proto.producer_name, proto.producer_version = "deformrt", __version__
+    proto.graph.name = f"{backbone.body_name}-{shape.kind}"
+    proto.graph.doc_string = (f"{shape.kind} detector on {backbone.body_name} exported by deformrt {__version__} "
+                              f"with torch {torch.__version__}")
+    ExportMetadata(
+        version=__version__, body=backbone.body_name, config=cfg.dump(), weights=built.weights,
+        weights_sha256=built.weights_sha256, output_names=tuple(o.name for o in proto.graph.output),
+        output_strides=tuple(backbone.output_strides), output_channels=tuple(backbone.output_channels),
+        pixel_mean=tuple(float(v) for v in cfg.INPUT.PIXEL_MEAN), pixel_std=tuple(float(v) for v in cfg.INPUT.PIXEL_STD),
+        to_bgr255=bool(cfg.INPUT.TO_BGR255), color_order="BGR" if cfg.INPUT.TO_BGR255 else "RGB",
+        size_divisibility=int(backbone.size_divisibility), dcn_op=options.dcn_op, dcn_op_version=op_version,
+        dynamic_axes=dynamic_axes_of(proto), export_shape=(options.batch, 3, *options.input_size),
+        init_seed=built.seed,
+    ).apply(proto)
+    DetectorMetadata(kind=shape.kind, num_classes=shape.num_classes, detections=shape.detections,
+                     proposals=shape.proposals, mask_size=shape.mask_size, min_size_test=cfg.INPUT.MIN_SIZE_TEST,
+                     max_size_test=cfg.INPUT.MAX_SIZE_TEST, debug_outputs=True, trt_limits=options.trt_limits,
+                     calibrated=built.weights.startswith(SEED_PREFIX)).apply(proto)
+    check_model(proto)
+    return proto
+
+
+def _set_debug_flag(proto: onnx.ModelProto, debug_outputs: bool) -> None:
+    meta = DetectorMetadata.from_model(proto)
+    fields = meta.to_dict()
+    fields["debug_outputs"] = debug_outputs
+    DetectorMetadata(**fields).apply(proto)
+    ExportMetadata.from_model(proto)  # still consistent
+    for p in proto.metadata_props:
+        if p.key == "deformrt.output_names":
+            import json
+
+            p.value = json.dumps([o.name for o in proto.graph.output])
+
+
+@dataclass
+class DetectorExportResult:
+    """What ``deformrt export --detector`` produced (``to_dict`` is the ``--json`` form)."""
+
+    path: Path
+    size_bytes: int
+    metadata: ExportMetadata
+    detector: DetectorMetadata
+    nodes: int
+    op_types: dict[str, int]
+    seconds: dict[str, float] = field(default_factory=dict)
+    load_summary: str = ""
+    verification: Optional[object] = None
+
+    def to_dict(self) -> dict:
+        return {
+            "path": str(self.path), "size_bytes": self.size_bytes, "body": self.metadata.body,
+            "detector": self.detector.to_dict(), "dcn_op": self.metadata.dcn_op, "nodes": self.nodes,
+            "op_types": self.op_types, "outputs": list(self.metadata.output_names),
+            "weights": self.metadata.weights, "weights_sha256": self.metadata.weights_sha256,
+            "dynamic_axes": self.metadata.dynamic_axes, "export_shape": list(self.metadata.export_shape),
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "verification": self.verification.to_dict() if self.verification is not None else None,
+        }
+
+    def summary(self) -> str:
+        meta, det = self.metadata, self.detector
+        weights = (f"random init (seed {meta.seed}), calibrated so that it detects: synthetic, for checks only"
+                   if meta.seed is not None else f"{meta.weights} (sha256 {meta.weights_sha256[:16]}...)")
+        lines = [
+            f"wrote {self.path} ({self.size_bytes / 1e6:.1f} MB, {self.nodes} nodes)",
+            f"  detector: {det.kind} on {meta.body}; {det.num_classes} classes incl. background; "
+            f"{det.detections} detection rows" + (f", {det.mask_size}x{det.mask_size} masks" if det.mask_size else ""),
+            f"  outputs:  {', '.join(meta.output_names)}",
+            f"  ops:      {', '.join(f'{k} x{v}' for k, v in self.op_types.items())}",
+            f"  weights:  {weights}",
+            "  time:     " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()),
+            self.verification.table() if self.verification is not None else "not verified (--no-verify)",
+        ]
+        if not det.trt_limits:
+            lines.append("note: exported with --no-trt-limits: for ONNX Runtime only (TensorRT's TopK/NMS limits "
+                         "are exceeded)")
+        return "\n".join(lines)
+
+
+def export_detector(config_file: str, output: Optional[str] = None, *, body: Optional[str] = None,
+                    opts: Sequence = (), weights: Optional[str] = None, seed: int = DEFAULT_SEED,
+                    options: DetectorExportOptions = DetectorExportOptions(),
+                    verify: Optional[DetectorVerifier] = None, force: bool = False,
+                    progress: Optional[Progress] = None) -> DetectorExportResult:
+    """The whole ``deformrt export --config-file CFG --detector --onnx`` job (module docstring)."""
+    progress = progress or Progress.quiet()
+    cfg = load_detector_config(config_file, body, opts)
+    out = Path(output) if output else Path(default_detector_output_name(cfg, config_file, options.dcn_op))
+    check_output_path(out, force)
+    built = build_detector_model(cfg, weights, seed, progress)
+    return export_detector_to_file(built, out, options, verify=verify, force=force, progress=progress)
+
+
+def export_detector_to_file(built: BuiltModel, out: Path, options: DetectorExportOptions, *,
+                            verify: Optional[DetectorVerifier] = None, force: bool = False,
+                            progress: Optional[Progress] = None) -> DetectorExportResult:
+    progress = progress or Progress.quiet()
+    out = Path(out)
+    check_output_path(out, force)
+    cfg, model = built.cfg, built.model
+    options.check(model.size_divisibility)
+    shape = detector_shape(model, cfg)
+    problems = trt_limit_problems(shape, cfg)
+    if problems and options.trt_limits:
+        raise DeformRTError(f"{problems[0]} (or pass --no-trt-limits for a model that only ONNX Runtime runs)")
+    seconds = {}
+    start = time.perf_counter()
+    with progress.step(f"exporting the {shape.kind} detector to ONNX (opset {options.opset}, "
+                       f"{'dynamic' if options.dynamic else 'static'} {options.batch}x3x"
+                       f"{options.input_size[0]}x{options.input_size[1]})"):
+        staged = trace_detector(built, shape, options)
+    with progress.step("cleaning and checking the graph"):
+        finish_detector(staged, built, shape, options)
+        final = staged if options.debug_outputs else drop_outputs(staged, shape.output_names())
+        _set_debug_flag(final, options.debug_outputs)
+        check_model(final)
+    seconds["export"] = time.perf_counter() - start
+    meta = ExportMetadata.from_model(final)
+    detector_meta = DetectorMetadata.from_model(final)
+    report = None
+    with atomic_path(out, force) as tmp:
+        data = final.SerializeToString()
+        tmp.write_bytes(data)
+        if verify is not None:
+            start = time.perf_counter()
+            report = verify(data, staged.SerializeToString(), model, meta, progress=progress)
+            seconds["verify"] = time.perf_counter() - start
+            if not report.passed:
+                progress.info(report.table())
+                raise DeformRTError(f"verification failed: {report.worst_line()}; the file was not written "
+                                    "(--no-verify writes it anyway)")
+    return DetectorExportResult(path=out.resolve(), size_bytes=len(data), metadata=meta, detector=detector_meta,
+                                nodes=len(final.graph.node), op_types=op_types(final), seconds=seconds,
+                                load_summary=built.load_summary, verification=report)
