@@ -383,12 +383,15 @@ def box_detections(class_logits: Tensor, box_regression: Tensor, proposals: Sequ
 
 
 def retinanet_detections(anchors: Sequence[Tensor], box_cls: Sequence[Tensor], box_regression: Sequence[Tensor],
-                         image_sizes: Tensor, settings: RetinaNetSettings
+                         image_sizes: Tensor, settings: RetinaNetSettings, stages: Optional[dict] = None
                          ) -> list[tuple[Tensor, Tensor, Tensor]]:
     """Upstream's ``RetinaNetPostProcessor``: per level, sigmoid class scores above the threshold,
     the top ``pre_nms_top_n`` (anchor, class) pairs, decoded and clipped; over all levels, NMS per
-    class, then the per-image limit. Returns per image (boxes, scores, labels), class by class."""
+    class, then the per-image limit. Returns per image (boxes, scores, labels), class by class.
+    ``stages`` receives ``"retinanet_levels"``: per image and level, the candidates as
+    :class:`LevelCandidates` whose indices are ``anchor * classes + (label - 1)``."""
     n = image_sizes.shape[0]
+    levels_out: list[list[LevelCandidates]] = [[] for _ in range(n)]
     parts: list[list[tuple[Tensor, Tensor, Tensor]]] = [[] for _ in range(n)]
     for level_anchors, cls, regression in zip(anchors, box_cls, box_regression):
         a = regression.shape[1] // 4
@@ -405,6 +408,7 @@ def retinanet_detections(anchors: Sequence[Tensor], box_cls: Sequence[Tensor], b
             boxes = clip_boxes(boxes[None], image_sizes[i:i + 1])[0]
             ok = large_enough(boxes, settings.min_size)
             parts[i].append((boxes[ok], values[ok], label[ok]))
+            levels_out[i].append(LevelCandidates(loc * c + label - 1, values, boxes))
     results = []
     for i in range(n):
         boxes = torch.cat([p[0] for p in parts[i]])
@@ -419,6 +423,8 @@ def retinanet_detections(anchors: Sequence[Tensor], box_cls: Sequence[Tensor], b
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         top = _keep_top(scores, settings.detections_per_img)
         results.append((boxes[top], scores[top], labels[top]))
+    if stages is not None:
+        stages["retinanet_levels"] = levels_out
     return results
 
 

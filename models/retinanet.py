@@ -54,7 +54,7 @@ class RetinaNet(nn.Module):
     def forward(self, features: Sequence[Tensor], image_sizes: Tensor, stages: dict | None = None):
         box_cls, box_regression = self.head(features)
         anchors = self.anchor_generator(features)
-        return retinanet_detections(anchors, box_cls, box_regression, image_sizes, self.settings)
+        return retinanet_detections(anchors, box_cls, box_regression, image_sizes, self.settings, stages)
 
 
 def retinanet_settings(cfg) -> RetinaNetSettings:

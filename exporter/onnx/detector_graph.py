@@ -192,7 +192,8 @@ class ExportableDetector(nn.Module):
         kept = torch.where(keep, fold_scores, torch.full_like(fold_scores, INVALID)).reshape(b, classes * n)
         top, index = kept.topk(min(self.shape.detections, classes * n), dim=1, sorted=True)
         within = index - torch.div(index, n, rounding_mode="floor") * n
-        debug = (boxes, scores, torch.stack(index_l, 1).reshape(b, -1))
+        k = s.pre_nms_top_n
+        debug = (boxes.reshape(b, -1, k, 4), scores.reshape(b, -1, k), torch.stack(index_l, 1))
         return _gather_rows(boxes, within), top, torch.div(index, n, rounding_mode="floor") + 1, debug
 
     # -- the graph ---------------------------------------------------------------------------
