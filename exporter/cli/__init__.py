@@ -33,7 +33,8 @@ def error(message: str) -> None:
 
 
 # Modules that add commands to the app, in help order.
-COMMAND_MODULES = ("exporter.cli.export", "exporter.cli.plugin", "exporter.cli.engine", "exporter.cli.deploy")
+COMMAND_MODULES = ("exporter.cli.export", "exporter.cli.predict", "exporter.cli.plugin", "exporter.cli.engine",
+                   "exporter.cli.deploy")
 
 class _ErrorBoundaryGroup(TyperGroup):
     """Turns a DeformRTError raised by any command into one line on stderr and exit status 1."""

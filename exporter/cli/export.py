@@ -24,6 +24,13 @@ def _print_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, sort_keys=True))
 
 
+def _check_pairs(pairs) -> None:
+    for key in pairs[0::2]:
+        if key.startswith("-"):
+            raise DeformRTError(f"unknown option {key!r} (config overrides are KEY VALUE pairs such as "
+                                "MODEL.RESNETS.WITH_MODULATED_DCN True)")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``export``, ``list-models`` and ``info`` to ``app``."""
 
@@ -35,8 +42,9 @@ def register(app: typer.Typer) -> None:
                "MODEL.RESNETS.WITH_MODULATED_DCN True",
     )
     def export(
-        body: Annotated[str, typer.Argument(
-            metavar="BODY", help="Backbone body, e.g. R-101-FPN (see `deformrt list-models`).")],
+        body: Annotated[Optional[str], typer.Argument(
+            metavar="[BODY]", help="Backbone body, e.g. R-101-FPN (see `deformrt list-models`); optional with "
+                                   "--config-file.")] = None,
         opts: Annotated[Optional[list[str]], typer.Argument(
             metavar="KEY VALUE", help="Config overrides as in maskrcnn-benchmark's tools.")] = None,
         onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (required: the export format).")] = False,
@@ -61,20 +69,35 @@ def register(app: typer.Typer) -> None:
         verify: Annotated[bool, typer.Option(
             "--verify/--no-verify", help="Check ONNX Runtime against PyTorch at two shapes before writing.")] = True,
         force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
+        detector: Annotated[bool, typer.Option(
+            "--detector", help="Export the whole detector of --config-file (heads, NMS, ROIAlign, masks).")] = False,
+        debug_outputs: Annotated[bool, typer.Option(
+            "--debug-outputs", help="Detector: also output the pre-NMS candidates and proposals.")] = False,
+        trt_limits: Annotated[bool, typer.Option(
+            "--trt-limits/--no-trt-limits",
+            help="Detector: refuse a config beyond TensorRT's TopK/NMS limits (--no-trt-limits: ONNX Runtime "
+                 "only).")] = True,
         as_json: JsonOption = False,
     ) -> None:
-        """Export a backbone to a verified ONNX file."""
-        from exporter.evaluation.verify import verify as verify_onnx
-        from exporter.onnx.export import ExportOptions, export_body
+        """Export a backbone (or, with --detector, the whole detector) to a verified ONNX file."""
         from exporter.util.progress import Progress
 
         if not onnx:
             raise DeformRTError("say which format to export: --onnx (the only one `deformrt export` writes)")
         pairs = list(opts or [])
-        for key in pairs[0::2]:
-            if key.startswith("-"):
-                raise DeformRTError(f"unknown option {key!r} (config overrides are KEY VALUE pairs such as "
-                                    "MODEL.RESNETS.WITH_MODULATED_DCN True)")
+        if body is not None and "." in body and config_file is not None:  # no BODY: the first KEY of KEY VALUE
+            pairs, body = [body, *pairs], None
+        if detector:
+            result = _export_detector(body, config_file, pairs, output, weights, seed, dcn_op.value, opset,
+                                      input_size, batch, dynamic, verify, force, debug_outputs, trt_limits)
+            typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True) if as_json else result.summary())
+            return
+        if body is None and config_file is None:
+            raise DeformRTError("name a BODY (see `deformrt list-models`) or give --config-file")
+        from exporter.evaluation.verify import verify as verify_onnx
+        from exporter.onnx.export import ExportOptions, export_body
+
+        _check_pairs(pairs)
         options = ExportOptions(dcn_op=dcn_op.value, opset=opset, input_size=tuple(input_size), batch=batch,
                                 dynamic=dynamic)
         result = export_body(body, output, config_file=config_file, opts=pairs, weights=weights, seed=seed,
@@ -83,6 +106,21 @@ def register(app: typer.Typer) -> None:
             _print_json(result.to_dict())
         else:
             typer.echo(result.summary())
+
+    def _export_detector(body, config_file, pairs, output, weights, seed, dcn_op, opset, input_size, batch, dynamic,
+                         verify, force, debug_outputs, trt_limits):
+        from exporter.evaluation.detector_verify import verify as verify_detector
+        from exporter.onnx.detector_export import DetectorExportOptions, export_detector
+        from exporter.util.progress import Progress
+
+        if config_file is None:
+            raise DeformRTError("--detector needs --config-file (the detector's maskrcnn-benchmark YAML)")
+        _check_pairs(pairs)
+        options = DetectorExportOptions(dcn_op=dcn_op, opset=opset, input_size=tuple(input_size), batch=batch,
+                                        dynamic=dynamic, debug_outputs=debug_outputs, trt_limits=trt_limits)
+        return export_detector(config_file, output, body=body, opts=pairs, weights=weights, seed=seed,
+                               options=options, verify=verify_detector if verify else None, force=force,
+                               progress=Progress())
 
     @app.command("list-models")
     def list_models(as_json: JsonOption = False) -> None:

@@ -164,13 +164,6 @@ def paste_mask(mask: np.ndarray, box: Sequence[float], image_height: int, image_
     return out
 
 
-def scale_to_original(detections: ImageDetections, scale: float) -> ImageDetections:
-    """Boxes of an image resized by ``scale`` mapped back to the original image (upstream's
-    ``BoxList.resize`` back to the original size: every coordinate divided by the factor)."""
-    return ImageDetections(detections.boxes / np.float32(scale), detections.scores, detections.labels,
-                           detections.masks)
-
-
 # ----------------------------------------------------------------------------------------------
 # COCO results and drawings
 

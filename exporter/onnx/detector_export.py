@@ -223,6 +223,12 @@ def _set_debug_flag(proto: onnx.ModelProto, debug_outputs: bool) -> None:
             p.value = json.dumps([o.name for o in proto.graph.output])
 
 
+def _check_trt_limits(shape: DetectorShape, cfg, options: DetectorExportOptions) -> None:
+    problems = trt_limit_problems(shape, cfg)
+    if problems and options.trt_limits:
+        raise DeformRTError(f"{problems[0]} (or pass --no-trt-limits for a model that only ONNX Runtime runs)")
+
+
 @dataclass
 class DetectorExportResult:
     """What ``deformrt export --detector`` produced (``to_dict`` is the ``--json`` form)."""
@@ -278,6 +284,7 @@ def export_detector(config_file: str, output: Optional[str] = None, *, body: Opt
     cfg = load_detector_config(config_file, body, opts)
     out = Path(output) if output else Path(default_detector_output_name(cfg, config_file, options.dcn_op))
     check_output_path(out, force)
+    _check_trt_limits(detector_shape(cfg), cfg, options)
     built = build_detector_model(cfg, weights, seed, progress)
     return export_detector_to_file(built, out, options, verify=verify, force=force, progress=progress)
 
@@ -290,10 +297,8 @@ def export_detector_to_file(built: BuiltModel, out: Path, options: DetectorExpor
     check_output_path(out, force)
     cfg, model = built.cfg, built.model
     options.check(model.size_divisibility)
-    shape = detector_shape(model, cfg)
-    problems = trt_limit_problems(shape, cfg)
-    if problems and options.trt_limits:
-        raise DeformRTError(f"{problems[0]} (or pass --no-trt-limits for a model that only ONNX Runtime runs)")
+    shape = detector_shape(cfg)
+    _check_trt_limits(shape, cfg, options)
     seconds = {}
     start = time.perf_counter()
     with progress.step(f"exporting the {shape.kind} detector to ONNX (opset {options.opset}, "

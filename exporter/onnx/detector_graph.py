@@ -228,14 +228,17 @@ class ExportableDetector(nn.Module):
         return tuple(outputs)
 
 
-def detector_shape(detector: GeneralizedRCNN, cfg) -> DetectorShape:
-    """The fixed sizes the config gives the exported graph."""
-    kind = detector.kind
+def detector_shape(cfg) -> DetectorShape:
+    """The fixed sizes the config gives the exported graph (no model needed)."""
+    from models.detector import meta_architecture
+    from models.rpn import rpn_settings
+
+    kind = meta_architecture(cfg)
     if kind == RETINANET:
         r = cfg.MODEL.RETINANET
-        levels = len(r.ANCHOR_STRIDES)
-        return DetectorShape(kind, levels, r.PRE_NMS_TOP_N, 0, cfg.TEST.DETECTIONS_PER_IMG, r.NUM_CLASSES)
-    s = detector.rpn.settings
+        return DetectorShape(kind, len(r.ANCHOR_STRIDES), r.PRE_NMS_TOP_N, 0, cfg.TEST.DETECTIONS_PER_IMG,
+                             r.NUM_CLASSES)
+    s = rpn_settings(cfg)
     levels = len(cfg.MODEL.RPN.ANCHOR_STRIDE)
     proposals = min(s.proposals_per_image, levels * s.pre_nms_top_n)
     if kind == RPN_ONLY:
