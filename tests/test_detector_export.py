@@ -247,3 +247,38 @@ def test_predict_refuses_an_unreadable_image_before_any_work(mask_export, tmp_pa
     done = run_cli("predict", model, good, bad, "-o", tmp_path / "out")
     assert done.returncode == 1 and "cannot read image" in done.stderr and "bad.jpg" in done.stderr
     assert not (tmp_path / "out" / "good.png").exists()
+
+
+def test_fp16_model_keeps_postprocessing_in_fp32(mask_export):
+    """convert_detector_to_fp16: convs, DCN and FC layers in fp16; decoding, NMS, ROIAlign, top-k and
+    scores in fp32. ONNX Runtime (CPU) runs it, and its detections match the fp32 file's."""
+    from exporter.evaluation.ort import ort_session
+    from exporter.onnx.detector_export import convert_detector_to_fp16
+
+    _, path = mask_export
+    fp32 = onnx.load(str(path))
+    converted = convert_detector_to_fp16(fp32)
+    model = onnx.shape_inference.infer_shapes(converted.model)
+    g = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*g.value_info, *g.input, *g.output)}
+    types.update({t.name: t.data_type for t in g.initializer})
+    half, single = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    seen = set()
+    for node in g.node:
+        first = types.get(node.input[0]) if node.input else None
+        if node.op_type in ("NonMaxSuppression", "RoiAlign", "TopK", "Exp", "Softmax"):  # (Sigmoid: DCN masks too)
+            assert first == single and (node.op_type != "RoiAlign" or types.get(node.input[1]) == single), node.name
+            seen.add(node.op_type)
+        if node.op_type in ("Conv", "ConvTranspose", "Gemm", "DeformConv2d"):
+            assert first == half, node.name
+            seen.add(node.op_type)
+    assert {"NonMaxSuppression", "RoiAlign", "TopK", "Conv", "Gemm", "DeformConv2d"} <= seen
+    assert all(o.type.tensor_type.elem_type != half for o in g.output)
+    rng = np.random.default_rng(3)
+    feed = {"images": (rng.uniform(0, 255, (1, 3, 256, 320)) - 115).astype(np.float32),
+            "image_sizes": np.array([[240, 320]], np.int32)}
+    names = [o.name for o in g.output]
+    want = ImageDetections.from_outputs(dict(zip(names, ort_session(fp32).run(None, feed))))
+    got = ImageDetections.from_outputs(dict(zip(names, ort_session(converted.model).run(None, feed))))
+    match = match_detections(want, got, iou_threshold=0.9)
+    assert len(match.pairs) >= 0.8 * len(want) > 0

@@ -229,6 +229,31 @@ def _check_trt_limits(shape: DetectorShape, cfg, options: DetectorExportOptions)
         raise DeformRTError(f"{problems[0]} (or pass --no-trt-limits for a model that only ONNX Runtime runs)")
 
 
+_HIERARCHY = "pkg.torch.onnx.class_hierarchy"
+
+
+def is_postprocessing_node(node: onnx.NodeProto) -> bool:
+    """True for a node the exporter traced from :class:`ExportableDetector`'s own code (anchors,
+    decoding, clipping, top-k, NMS, ROIAlign, score handling, mask selection) rather than from a
+    network module (backbone, heads' convs and FC layers), by the module hierarchy the dynamo
+    exporter records on each node. Nodes without that record (rewritten DCN nodes) are network."""
+    text = next((p.value for p in node.metadata_props if p.key == _HIERARCHY), None)
+    if text is None:
+        return False
+    classes = [c.strip(" '\"") for c in text.strip("[]").split(",")]
+    return len(classes) <= 2 and classes[0].endswith("ExportableDetector")
+
+
+def convert_detector_to_fp16(proto: onnx.ModelProto):
+    """The detector for strongly typed fp16 engines (:func:`exporter.onnx.fp16.convert_to_fp16`):
+    convolutions, DCN and FC layers in fp16; box decoding, NMS, ROIAlign (features cast to fp32 at
+    its input), scores, masks' sigmoid and everything else of the postprocessing in fp32, since
+    fp16's spacing is 1 px above 1024 and a score's 1e-3."""
+    from exporter.onnx.fp16 import convert_to_fp16
+
+    return convert_to_fp16(proto, keep_fp32_node=is_postprocessing_node)
+
+
 @dataclass
 class DetectorExportResult:
     """What ``deformrt export --detector`` produced (``to_dict`` is the ``--json`` form)."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import onnx
@@ -166,10 +166,12 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def convert_to_fp16(model: onnx.ModelProto, keep_fp32_ops: Iterable[str] = KEEP_FP32_OPS) -> Fp16Conversion:
+def convert_to_fp16(model: onnx.ModelProto, keep_fp32_ops: Iterable[str] = KEEP_FP32_OPS,
+                    keep_fp32_node: Optional[Callable[[onnx.NodeProto], bool]] = None) -> Fp16Conversion:
     """Return a mixed-precision copy of ``model`` (see the module docstring); ``model`` is unchanged.
 
-    ``keep_fp32_ops`` lists the op types that stay fp32. Raises DeformRTError for graphs the
+    ``keep_fp32_ops`` lists the op types that stay fp32; ``keep_fp32_node``, when given, keeps
+    any node it returns True for in fp32 as well (a detector's postprocessing). Raises DeformRTError for graphs the
     conversion does not handle (control-flow subgraphs, tensors of unknown type).
     """
     keep = frozenset(keep_fp32_ops)
@@ -199,6 +201,7 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32_ops: Iterable[str] = KEEP_
         schema = _schema(node, opsets)
         float_io = any(types.get(t) == _FLOAT for t in (*node.input, *node.output) if t)
         low = (float_io and node.domain in _CONVERTIBLE_DOMAINS and node.op_type not in keep
+               and not (keep_fp32_node is not None and keep_fp32_node(node))
                and (schema is not None or is_plugin_deform_conv(node)))
         if float_io and not low:
             report.kept_fp32[node.op_type] += 1
