@@ -51,7 +51,19 @@ class ResNetHead(nn.Module):
         return self.layer4(x)
 
 
-class ResNet50Conv5ROIFeatureExtractor(nn.Module):
+class PooledFeatureExtractor(nn.Module):
+    """A feature extractor: ``pooler``, then :meth:`from_pooled` on the pooled ROI features."""
+
+    pooler: Pooler
+
+    def from_pooled(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, features: Sequence[Tensor], boxes: Sequence[Tensor]) -> Tensor:
+        return self.from_pooled(self.pooler(features, boxes))
+
+
+class ResNet50Conv5ROIFeatureExtractor(PooledFeatureExtractor):
     """Pool, then the res5 head: [R, 2048, S/2, S/2] features (C4 bodies)."""
 
     def __init__(self, pooler: Pooler, head: ResNetHead):
@@ -63,11 +75,8 @@ class ResNet50Conv5ROIFeatureExtractor(nn.Module):
     def from_pooled(self, x: Tensor) -> Tensor:
         return self.head(x)
 
-    def forward(self, features: Sequence[Tensor], boxes: Sequence[Tensor]) -> Tensor:
-        return self.from_pooled(self.pooler(features, boxes))
 
-
-class FPN2MLPFeatureExtractor(nn.Module):
+class FPN2MLPFeatureExtractor(PooledFeatureExtractor):
     """Pool, flatten, fc6 + ReLU, fc7 + ReLU."""
 
     def __init__(self, pooler: Pooler, in_channels: int, representation_size: int, norm: Optional[NormFactory] = None):
@@ -82,11 +91,8 @@ class FPN2MLPFeatureExtractor(nn.Module):
         x = x.flatten(1)
         return F.relu(self.fc7(F.relu(self.fc6(x))))
 
-    def forward(self, features: Sequence[Tensor], boxes: Sequence[Tensor]) -> Tensor:
-        return self.from_pooled(self.pooler(features, boxes))
 
-
-class FPNXconv1fcFeatureExtractor(nn.Module):
+class FPNXconv1fcFeatureExtractor(PooledFeatureExtractor):
     """Pool, ``num_convs`` 3x3 convs (each + optional norm + ReLU) in ``xconvs``, flatten, fc6 + ReLU."""
 
     def __init__(self, pooler: Pooler, in_channels: int, conv_dim: int, num_convs: int, dilation: int,
@@ -111,26 +117,6 @@ class FPNXconv1fcFeatureExtractor(nn.Module):
     def from_pooled(self, x: Tensor) -> Tensor:
         return F.relu(self.fc6(self.xconvs(x).flatten(1)))
 
-    def forward(self, features: Sequence[Tensor], boxes: Sequence[Tensor]) -> Tensor:
-        return self.from_pooled(self.pooler(features, boxes))
-
-
-class FastRCNNPredictor(nn.Module):
-    """Global average pool, then ``cls_score`` and ``bbox_pred`` (C4 heads)."""
-
-    def __init__(self, in_channels: int, num_classes: int, num_bbox_classes: int):
-        super().__init__()
-        self.cls_score = nn.Linear(in_channels, num_classes)
-        self.bbox_pred = nn.Linear(in_channels, num_bbox_classes * 4)
-        nn.init.normal_(self.cls_score.weight, std=0.01)
-        nn.init.normal_(self.bbox_pred.weight, std=0.001)
-        nn.init.zeros_(self.cls_score.bias)
-        nn.init.zeros_(self.bbox_pred.bias)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        x = x.mean(dim=(2, 3)) if x.dim() == 4 else x
-        return self.cls_score(x), self.bbox_pred(x)
-
 
 class FPNPredictor(nn.Module):
     """``cls_score`` and ``bbox_pred`` on the representation (FPN heads)."""
@@ -147,6 +133,13 @@ class FPNPredictor(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = x.flatten(1)
         return self.cls_score(x), self.bbox_pred(x)
+
+
+class FastRCNNPredictor(FPNPredictor):
+    """Global average pool first (C4 heads' res5 features), then as :class:`FPNPredictor`."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return super().forward(x.mean(dim=(2, 3)) if x.dim() == 4 else x)
 
 
 class ROIBoxHead(nn.Module):

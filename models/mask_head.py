@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.backbone import group_norm_factory
-from models.box_head import make_pooler
+from models.box_head import PooledFeatureExtractor, make_pooler
 from models.detection_ops import select_class_masks
 from models.layers import NormFactory
 from models.poolers import Pooler
@@ -33,7 +33,7 @@ def make_conv3x3(in_channels: int, out_channels: int, dilation: int = 1,
     return conv if norm is None else nn.Sequential(conv, norm(out_channels))
 
 
-class MaskRCNNFPNFeatureExtractor(nn.Module):
+class MaskRCNNFPNFeatureExtractor(PooledFeatureExtractor):
     """Pool, then ``mask_fcn1..n`` 3x3 convs, each followed by ReLU."""
 
     def __init__(self, pooler: Pooler, in_channels: int, layers: Sequence[int], dilation: int = 1,
@@ -52,9 +52,6 @@ class MaskRCNNFPNFeatureExtractor(nn.Module):
         for name in self.blocks:
             x = F.relu(getattr(self, name)(x))
         return x
-
-    def forward(self, features: Sequence[Tensor], boxes: Sequence[Tensor]) -> Tensor:
-        return self.from_pooled(self.pooler(features, boxes))
 
 
 def _msra_fill(module: nn.Module) -> None:

@@ -28,13 +28,12 @@ import onnx
 import torch
 
 from exporter.onnx import passes as gp
-from exporter.onnx import op_contract as oc
-from exporter.onnx import schema as onnx_schema
 from exporter.onnx.detector_graph import ExportableDetector, DetectorShape, detector_shape, trt_limit_problems
 from exporter.onnx.detector_ops import TRANSLATIONS
-from exporter.onnx.export import (DEFAULT_SEED, MIN_OPSET, BuiltModel, _deform_conv_translation, _quiet_exporter,
-                                  check_model, config_has_dcn, dynamic_axes_of, prepare_for_export)
-from exporter.onnx.metadata import DCN_OP_ONNX, DCN_OP_PLUGIN, DCN_OPS, SEED_PREFIX, DetectorMetadata, ExportMetadata
+from exporter.onnx.export import (DEFAULT_SEED, MIN_OPSET, BuiltModel, ExportOptions, _deform_conv_translation, _quiet_exporter,
+                                  check_model, clean_graph, config_has_dcn, dynamic_axes_of, prepare_for_export,
+                                  preprocessing_metadata)
+from exporter.onnx.metadata import DCN_OP_ONNX, DCN_OP_PLUGIN, SEED_PREFIX, DetectorMetadata, ExportMetadata
 from exporter.util.fsutil import atomic_path, check_output_path, sha256_file
 from exporter.util.progress import Progress
 from models.calibrate import calibrate_synthetic_detector
@@ -46,7 +45,7 @@ from models.version import __version__
 
 INPUTS = ("images", "image_sizes")
 DEFAULT_DETECTOR_SIZE = (800, 1344)
-_MAX_BATCH, _MAX_SIDE = 64, 4096
+_MAX_BATCH, _MAX_SIDE = 1024, 8192  # as the backbone export traces its dims
 # Verifies (onnx bytes of the file, onnx bytes with stage outputs, built model, metadata, progress).
 DetectorVerifier = Callable[..., object]
 
@@ -62,18 +61,9 @@ class DetectorExportOptions:
     trt_limits: bool = True
 
     def check(self, size_divisibility: int) -> None:
-        if self.dcn_op not in DCN_OPS:
-            raise DeformRTError(f"--dcn-op must be one of {', '.join(DCN_OPS)}, got {self.dcn_op!r}")
-        if self.opset < MIN_OPSET or self.opset > onnx.defs.onnx_opset_version():
-            raise DeformRTError(f"--opset {self.opset}: the detector export needs an opset from {MIN_OPSET} to "
-                                f"{onnx.defs.onnx_opset_version()}")
-        if not 1 <= self.batch <= _MAX_BATCH:
-            raise DeformRTError(f"--batch must be between 1 and {_MAX_BATCH}, got {self.batch}")
-        h, w = self.input_size
-        d = max(1, size_divisibility)
-        if min(h, w) < 64 or max(h, w) > _MAX_SIDE or h % d or w % d:
-            raise DeformRTError(f"input size {h}x{w}: height and width must be multiples of {d} between 64 and "
-                                f"{_MAX_SIDE}")
+        """The backbone export's checks (DCN flavour, opset, batch, size and divisibility)."""
+        ExportOptions(dcn_op=self.dcn_op, opset=self.opset, input_size=self.input_size, batch=self.batch,
+                      dynamic=self.dynamic).check(size_divisibility)
 
 
 def load_detector_config(config_file: str, body: Optional[str] = None, opts: Sequence = ()):
@@ -128,8 +118,8 @@ def _dynamic_shapes(size_divisibility: int):
 
     d = max(1, size_divisibility)
     batch = Dim("batch", min=1, max=_MAX_BATCH)
-    height = d * Dim(f"h{d}", min=2, max=_MAX_SIDE // d)
-    width = d * Dim(f"w{d}", min=2, max=_MAX_SIDE // d)
+    height = d * Dim(f"h{d}", min=1, max=_MAX_SIDE // d)
+    width = d * Dim(f"w{d}", min=1, max=_MAX_SIDE // d)
     return ({0: batch, 2: height, 3: width}, {0: batch})
 
 
@@ -179,14 +169,7 @@ def finish_detector(proto: onnx.ModelProto, built: BuiltModel, shape: DetectorSh
                     options: DetectorExportOptions) -> onnx.ModelProto:
     """Cleanup, DCN flavour, metadata and checks on the raw trace (in place; returns it)."""
     model, cfg = built.model, built.cfg
-    gp.cleanup(proto)
-    gp.to_onnx_op(proto)
-    if options.dcn_op == DCN_OP_PLUGIN:
-        onnx_schema.register()
-        gp.to_plugin_op(proto)
-        op_version = f"{oc.OP_DOMAIN}.{oc.OP_NAME}/{oc.OP_DOMAIN_VERSION}"
-    else:
-        op_version = f"ai.onnx.{gp.ONNX_DEFORM_CONV}/{MIN_OPSET}"
+    op_version = clean_graph(proto, options.dcn_op)
     backbone = model.backbone
     proto.producer_name, proto.producer_version = "deformrt", __version__
     proto.graph.name = f"{backbone.body_name}-{shape.kind}"
@@ -196,9 +179,7 @@ def finish_detector(proto: onnx.ModelProto, built: BuiltModel, shape: DetectorSh
         version=__version__, body=backbone.body_name, config=cfg.dump(), weights=built.weights,
         weights_sha256=built.weights_sha256, output_names=tuple(o.name for o in proto.graph.output),
         output_strides=tuple(backbone.output_strides), output_channels=tuple(backbone.output_channels),
-        pixel_mean=tuple(float(v) for v in cfg.INPUT.PIXEL_MEAN), pixel_std=tuple(float(v) for v in cfg.INPUT.PIXEL_STD),
-        to_bgr255=bool(cfg.INPUT.TO_BGR255), color_order="BGR" if cfg.INPUT.TO_BGR255 else "RGB",
-        size_divisibility=int(backbone.size_divisibility), dcn_op=options.dcn_op, dcn_op_version=op_version,
+        **preprocessing_metadata(cfg), size_divisibility=int(backbone.size_divisibility), dcn_op=options.dcn_op, dcn_op_version=op_version,
         dynamic_axes=dynamic_axes_of(proto), export_shape=(options.batch, 3, *options.input_size),
         init_seed=built.seed,
     ).apply(proto)

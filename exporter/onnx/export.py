@@ -311,6 +311,25 @@ def trace(built: BuiltModel, options: ExportOptions, progress: Optional[Progress
         return trace_to_onnx(prepare_for_export(model), model.output_names, options, model.size_divisibility)
 
 
+def clean_graph(proto: onnx.ModelProto, dcn_op: str) -> str:
+    """The passes every export goes through, in place: cleanup, then the DCN nodes in ``dcn_op``'s
+    flavour. Returns the DCN op's version string for the metadata."""
+    gp.cleanup(proto)
+    gp.to_onnx_op(proto)
+    if dcn_op == DCN_OP_PLUGIN:
+        onnx_schema.register()
+        gp.to_plugin_op(proto)
+        return f"{oc.OP_DOMAIN}.{oc.OP_NAME}/{oc.OP_DOMAIN_VERSION}"
+    return f"ai.onnx.{gp.ONNX_DEFORM_CONV}/{MIN_OPSET}"
+
+
+def preprocessing_metadata(cfg) -> dict:
+    """The metadata fields that say how inputs are preprocessed (mean, std, colour order, scale)."""
+    return {"pixel_mean": tuple(float(v) for v in cfg.INPUT.PIXEL_MEAN),
+            "pixel_std": tuple(float(v) for v in cfg.INPUT.PIXEL_STD), "to_bgr255": bool(cfg.INPUT.TO_BGR255),
+            "color_order": "BGR" if cfg.INPUT.TO_BGR255 else "RGB"}
+
+
 def finish_export(proto: onnx.ModelProto, built: BuiltModel, options: ExportOptions,
                   progress: Optional[Progress] = None) -> onnx.ModelProto:
     """Step 2 of an export, in place on a raw graph from :func:`trace`: clean up, write the DCN
@@ -318,14 +337,7 @@ def finish_export(proto: onnx.ModelProto, built: BuiltModel, options: ExportOpti
     progress = progress or Progress.quiet()
     model, cfg = built.model, built.cfg
     with progress.step("cleaning the graph"):
-        gp.cleanup(proto)
-        gp.to_onnx_op(proto)
-        if options.dcn_op == DCN_OP_PLUGIN:
-            onnx_schema.register()
-            gp.to_plugin_op(proto)
-            op_version = f"{oc.OP_DOMAIN}.{oc.OP_NAME}/{oc.OP_DOMAIN_VERSION}"
-        else:
-            op_version = f"ai.onnx.{gp.ONNX_DEFORM_CONV}/{MIN_OPSET}"
+        op_version = clean_graph(proto, options.dcn_op)
     proto.producer_name, proto.producer_version = "deformrt", __version__
     proto.graph.name = model.body_name
     proto.graph.doc_string = (f"{model.body_name} backbone exported by deformrt {__version__} "
@@ -334,10 +346,7 @@ def finish_export(proto: onnx.ModelProto, built: BuiltModel, options: ExportOpti
         version=__version__, body=model.body_name, config=cfg.dump(), weights=built.weights,
         weights_sha256=built.weights_sha256, output_names=tuple(model.output_names),
         output_strides=tuple(model.output_strides), output_channels=tuple(model.output_channels),
-        pixel_mean=tuple(float(v) for v in cfg.INPUT.PIXEL_MEAN),
-        pixel_std=tuple(float(v) for v in cfg.INPUT.PIXEL_STD),
-        to_bgr255=bool(cfg.INPUT.TO_BGR255), color_order="BGR" if cfg.INPUT.TO_BGR255 else "RGB",
-        size_divisibility=int(model.size_divisibility), dcn_op=options.dcn_op, dcn_op_version=op_version,
+        **preprocessing_metadata(cfg), size_divisibility=int(model.size_divisibility), dcn_op=options.dcn_op, dcn_op_version=op_version,
         dynamic_axes=dynamic_axes_of(proto), export_shape=options.input_shape, init_seed=built.seed,
     ).apply(proto)
     with progress.step("checking the graph (onnx.checker, shape inference)"):
