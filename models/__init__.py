@@ -1,7 +1,7 @@
 """deformrt models: maskrcnn-benchmark's backbone registry in PyTorch.
 
-Public API: ``get_cfg``, ``build_backbone``, ``load_checkpoint``, ``deform_conv2d``,
-``list_bodies``, ``body_info`` and ``DeformRTError``.
+Public API: ``get_cfg``, ``build_backbone``, ``build_detector``, ``load_checkpoint``,
+``deform_conv2d``, ``list_bodies``, ``body_info`` and ``DeformRTError``.
 """
 
 from importlib import import_module
@@ -14,6 +14,7 @@ _LAZY = {
     "deform_conv2d": "models.ops",
     "get_cfg": "models.config",
     "build_backbone": "models.backbone",
+    "build_detector": "models.detector",
     "list_bodies": "models.backbone",
     "body_info": "models.backbone",
     "load_checkpoint": "models.checkpoint",
