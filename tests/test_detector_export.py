@@ -2,8 +2,8 @@
 
 Two exports, each made once per module (export is the slow part): Mask R-CNN with modulated DCN
 on FPN (its graph holds the RPN, the box head and the mask head; RPN-only and Faster R-CNN are
-sub-graphs of it) and RetinaNet, both at 256x320 with calibrated random weights and verified at
-two input sizes (256x320, and batch 2 at 320x384 with different unpadded sizes) by the export's
+sub-graphs of it) and RetinaNet, both at 192x256 with calibrated random weights and verified at
+two input sizes (192x256, and batch 2 at 256x320 with different unpadded sizes) by the export's
 own verifier. The fixed-shape graph of every meta-architecture (RPN-only FPN/C4, Faster C4,
 Mask C4) is also checked in PyTorch against the eager detector, which needs no export.
 Then the file itself (operators, attributes TensorRT depends on, outputs, metadata), `deformrt
@@ -49,7 +49,7 @@ def config_path(name: str) -> str:
 def export(tmp_path_factory, config: str):
     out = tmp_path_factory.mktemp("det") / "det.onnx"
     result = export_detector(config_path(config), str(out), opts=SMALL,
-                             options=DetectorExportOptions(input_size=(256, 320)), verify=verify)
+                             options=DetectorExportOptions(input_size=(192, 256)), verify=verify)
     return result, out
 
 
@@ -72,7 +72,7 @@ def test_mask_rcnn_onnx_runtime_matches_pytorch_per_stage(mask_export):
     report = result.verification
     assert report.passed, report.table()
     stages = _stages(report)
-    for shape in ((1, 3, 256, 320), (2, 3, 320, 384)):
+    for shape in ((1, 3, 192, 256), (2, 3, 256, 320)):
         pre, proposals, detections = (stages[(s, shape)] for s in ("pre-NMS top-k", "proposals", "detections"))
         assert pre.compared >= shape[0] * 5 * 100 and pre.max_box_err <= 1e-3
         assert proposals.compared >= shape[0] * 50
@@ -84,8 +84,8 @@ def test_retinanet_onnx_runtime_matches_pytorch_per_stage(retinanet_export):
     result, _ = retinanet_export
     assert result.verification.passed, result.verification.table()
     stages = _stages(result.verification)
-    assert stages[("detections", (2, 3, 320, 384))].compared >= 20
-    assert stages[("pre-NMS top-k", (2, 3, 320, 384))].compared >= 2 * 5 * 50
+    assert stages[("detections", (2, 3, 256, 320))].compared >= 20
+    assert stages[("pre-NMS top-k", (2, 3, 256, 320))].compared >= 2 * 5 * 50
 
 
 def _attrs(node) -> dict:
@@ -275,8 +275,8 @@ def test_fp16_model_keeps_postprocessing_in_fp32(mask_export):
     assert {"NonMaxSuppression", "RoiAlign", "TopK", "Conv", "Gemm", "DeformConv2d"} <= seen
     assert all(o.type.tensor_type.elem_type != half for o in g.output)
     rng = np.random.default_rng(3)
-    feed = {"images": (rng.uniform(0, 255, (1, 3, 256, 320)) - 115).astype(np.float32),
-            "image_sizes": np.array([[240, 320]], np.int32)}
+    feed = {"images": (rng.uniform(0, 255, (1, 3, 192, 256)) - 115).astype(np.float32),
+            "image_sizes": np.array([[180, 256]], np.int32)}
     names = [o.name for o in g.output]
     want = ImageDetections.from_outputs(dict(zip(names, ort_session(fp32).run(None, feed))))
     got = ImageDetections.from_outputs(dict(zip(names, ort_session(converted.model).run(None, feed))))
