@@ -295,11 +295,13 @@ def roi_align(features: Tensor, rois: Tensor, output_size: tuple[int, int], spat
 @dataclass
 class LevelCandidates:
     """One pyramid level's pre-NMS top-k of one image: anchor indices (in the level's flattened
-    order), scores and decoded, clipped boxes."""
+    order), scores, decoded and clipped boxes, and each box's width + height before clipping (a
+    decoded box can be far larger than the image; its fp32 coordinates are as coarse as its size)."""
 
     indices: Tensor
     scores: Tensor
     boxes: Tensor
+    extent: Optional[Tensor] = None
 
 
 def rpn_proposals(anchors: Sequence[Tensor], objectness: Sequence[Tensor], deltas: Sequence[Tensor],
@@ -321,9 +323,10 @@ def rpn_proposals(anchors: Sequence[Tensor], objectness: Sequence[Tensor], delta
         top_scores, top_idx = scores.topk(k, dim=1, sorted=True)
         boxes = decode_boxes(regression.gather(1, top_idx[..., None].expand(-1, -1, 4)), level_anchors[top_idx],
                              RPN_BOX_WEIGHTS)
+        extent = boxes[..., 2] - boxes[..., 0] + boxes[..., 3] - boxes[..., 1]
         boxes = clip_boxes(boxes, image_sizes)
         for i in range(n):
-            levels_out[i].append(LevelCandidates(top_idx[i], top_scores[i], boxes[i]))
+            levels_out[i].append(LevelCandidates(top_idx[i], top_scores[i], boxes[i], extent[i]))
             ok = large_enough(boxes[i], settings.min_size)
             b, s = boxes[i][ok], top_scores[i][ok]
             keep = nms(b, s, settings.nms_thresh)[: settings.post_nms_top_n]
@@ -405,10 +408,11 @@ def retinanet_detections(anchors: Sequence[Tensor], box_cls: Sequence[Tensor], b
             where = torch.nonzero(candidates)[order]
             loc, label = where[:, 0], where[:, 1] + 1
             boxes = decode_boxes(regression[i, loc], level_anchors[loc], settings.weights)
+            extent = boxes[:, 2] - boxes[:, 0] + boxes[:, 3] - boxes[:, 1]
             boxes = clip_boxes(boxes[None], image_sizes[i:i + 1])[0]
             ok = large_enough(boxes, settings.min_size)
             parts[i].append((boxes[ok], values[ok], label[ok]))
-            levels_out[i].append(LevelCandidates(loc * c + label - 1, values, boxes))
+            levels_out[i].append(LevelCandidates(loc * c + label - 1, values, boxes, extent))
     results = []
     for i in range(n):
         boxes = torch.cat([p[0] for p in parts[i]])
