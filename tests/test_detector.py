@@ -23,9 +23,9 @@ from models.detector import build_detector
 from upstream_reference import UPSTREAM_CONFIGS, require_upstream, run_upstream, upstream_cfg, upstream_detector
 
 # Fewer proposals and detections than the configs' defaults keep upstream's per-box stand-ins quick.
-SMALL = ("MODEL.RPN.PRE_NMS_TOP_N_TEST", "300", "MODEL.RPN.POST_NMS_TOP_N_TEST", "120",
-         "MODEL.RPN.FPN_POST_NMS_TOP_N_TEST", "120", "MODEL.ROI_HEADS.DETECTIONS_PER_IMG", "25",
-         "TEST.DETECTIONS_PER_IMG", "25", "MODEL.RETINANET.PRE_NMS_TOP_N", "200")
+SMALL = ("MODEL.RPN.PRE_NMS_TOP_N_TEST", "200", "MODEL.RPN.POST_NMS_TOP_N_TEST", "60",
+         "MODEL.RPN.FPN_POST_NMS_TOP_N_TEST", "60", "MODEL.ROI_HEADS.DETECTIONS_PER_IMG", "15",
+         "TEST.DETECTIONS_PER_IMG", "15", "MODEL.RETINANET.PRE_NMS_TOP_N", "150")
 SIZES = torch.tensor([[250, 300], [256, 288]])
 
 CONFIGS = {
@@ -85,7 +85,7 @@ def assert_same_detections(ours: ImageDetections, theirs: ImageDetections, what:
 @pytest.mark.parametrize("name", [n for n in CONFIGS if n not in ("mask-dcn-fpn", "rpn-c4")])
 def test_end_to_end_matches_upstream(name):
     # C4 heads pool 14x14 with adaptive grids: fewer proposals keep upstream's per-sample stand-in quick.
-    ours, theirs = build_pair(name, SMALL + (("MODEL.RPN.POST_NMS_TOP_N_TEST", "40") if "c4" in name else ()))
+    ours, theirs = build_pair(name, SMALL + (("MODEL.RPN.POST_NMS_TOP_N_TEST", "25") if "c4" in name else ()))
     x = images()
     got = ours(x, SIZES)
     want = run_upstream(theirs, x, SIZES)
