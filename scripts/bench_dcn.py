@@ -7,7 +7,7 @@ For each stage (conv3 128ch 100x168, conv4 256ch 50x84, conv5 512ch 25x42; 3x3, 
 offset group, with mask), batch 1 and 8, fp16 and fp32 (TF32 off everywhere), and smooth trained-like
 or i.i.d. random offsets, it times:
   ours NCHW   deformrt_dcn_forward (fp16 on sm_80+: NHWC staging + tensor-core kernel)
-  ours NHWC   deformrt_dcn_forward_nhwc, weights packed once (the plugin's kHWC8 path; fp16, sm_80+)
+  ours NHWC   deformrt_dcn_forward_nhwc, OHWI weights read in place (the plugin's kHWC8 path; fp16, sm_80+)
   torchvision torchvision.ops.deform_conv2d (NCHW)
   cuDNN       F.conv2d of the same shape, NCHW and channels_last
 Every call is captured in a CUDA graph (no Python work inside the timing) and replayed; the time is
@@ -117,19 +117,16 @@ def bench(iters: int, log=print) -> list[dict]:
                     t = {}
                     t["ours_nchw"] = time_ms(
                         lambda: cuda_kernels.deform_conv2d_cuda(x, offset, weight, None, mask, *args), iters)
-                    desc = cuda_kernels.make_desc(x, offset, weight, None, mask, *args)
+                    ohwi = weight.permute(0, 2, 3, 1).contiguous()
+                    desc = cuda_kernels.make_desc(x, offset, ohwi, None, mask, *args, "OHWI")
                     if dtype == torch.float16 and lib.deformrt_dcn_nhwc_supported(ctypes.byref(desc)):
-                        packed = torch.empty(lib.deformrt_dcn_packed_weight_size(ctypes.byref(desc)),
-                                             dtype=torch.uint8, device="cuda")
-                        stream = torch.cuda.current_stream().cuda_stream
-                        lib.deformrt_dcn_pack_weights(ctypes.byref(desc), weight.data_ptr(), packed.data_ptr(), stream)
                         x_cl = x.contiguous(memory_format=torch.channels_last)
                         y_cl = torch.empty_like(x_cl)
 
                         def ours_nhwc():
                             status = lib.deformrt_dcn_forward_nhwc(
-                                ctypes.byref(desc), x_cl.data_ptr(), packed.data_ptr(), offset.data_ptr(), None,
-                                mask.data_ptr(), y_cl.data_ptr(), torch.cuda.current_stream().cuda_stream)
+                                ctypes.byref(desc), x_cl.data_ptr(), ohwi.data_ptr(), offset.data_ptr(), None,
+                                mask.data_ptr(), y_cl.data_ptr(), None, 0, torch.cuda.current_stream().cuda_stream)
                             if status != 0:
                                 raise RuntimeError(f"deformrt_dcn_forward_nhwc: cudaError {status}")
 

@@ -155,19 +155,25 @@ def test_kernel_library_c_api_without_a_gpu(readme_build):
     assert ctypes.sizeof(ConvDesc) == 8 * len(DESC_FIELDS)
     assert lib.deformrt_dcn_validate(ctypes.byref(desc)) is None
     assert lib.deformrt_dcn_workspace_size(ctypes.byref(desc), 0) == 0
-    # fp16: NHWC staging of x (2*4*6*6 halves = 576 B) and the packed weights (8 output channels x 9 steps
-    # x 16-deep K halves = 2304 B), each rounded up to 256 bytes.
-    packed = 8 * 9 * 16 * 2
-    assert lib.deformrt_dcn_packed_weight_size(ctypes.byref(desc)) == packed
-    assert lib.deformrt_dcn_workspace_size(ctypes.byref(desc), 1) == 768 + 2304
+    # fp16: NHWC staging of x (2*4*6*6 halves = 576 B) and the OIHW weight transposed to OHWI (8*4*9 halves =
+    # 576 B), each rounded up to 256 bytes; an OHWI weight needs no copy. The CPU build gives the same sizes
+    # (tests/test_plugin_host.py).
+    assert lib.deformrt_dcn_workspace_size(ctypes.byref(desc), 1) == 768 + 768
+    assert lib.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc)) == 768
+    ohwi = make_desc(x, offset, weight.permute(0, 2, 3, 1), None, None, (1, 1), (1, 1), (1, 1), "OHWI")
+    assert lib.deformrt_dcn_workspace_size(ctypes.byref(ohwi), 1) == 768
+    assert lib.deformrt_dcn_nhwc_workspace_size(ctypes.byref(ohwi)) == 0
     assert lib.deformrt_dcn_nhwc_supported(ctypes.byref(desc)) == 0  # no GPU here
     fake = ctypes.c_void_p(16)
     not_supported = 801  # cudaErrorNotSupported: no sm_80+ device to run the tensor-core kernel on
-    assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), fake, fake, fake, None, None, fake, None) == not_supported
+    assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(ohwi), fake, fake, fake, None, None, fake, None, 0,
+                                         None) == not_supported
+    # Too small a workspace for the OIHW weight's transpose: refused before anything touches the GPU.
+    assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), fake, fake, fake, None, None, fake, fake, 767, None) == 1
     desc.offsetGroup = 3
     assert b"offset_group" in lib.deformrt_dcn_validate(ctypes.byref(desc))
     # An invalid problem is refused before anything touches the GPU: cudaErrorInvalidValue (1).
-    assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), fake, fake, fake, None, None, fake, None) == 1
+    assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), fake, fake, fake, None, None, fake, None, 0, None) == 1
     assert lib.deformrt_dcn_forward(ctypes.byref(desc), 0, fake, fake, fake, None, None, fake, None, 0, None) == 1
 
 
