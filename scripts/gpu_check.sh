@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every check of deformrt's CUDA kernels that needs a GPU, in one run (about 8 minutes at most on an
-# H100/H200): build for this GPU, the `gpu`-marked tests, the DCN benchmark, the TensorRT-contract
-# harness with the CUDA kernels, then compute-sanitizer memcheck and racecheck (slowest last). A table
+# H100/H200): build for this GPU, the `gpu`-marked tests (among them the tensor-core kernel in a new CUDA
+# context), the DCN benchmark, the TensorRT-contract harness with the CUDA kernels (TensorRT's build and run
+# sequence: several configurations, clones, two contexts, kHWC8, a refit), the `trt` tests when
+# TENSORRT_ROOT names a TensorRT, then compute-sanitizer memcheck and racecheck (slowest last). A table
 # on stdout; a JSON file (default gpu_check.json, or $1) with every section's status, time and the
 # benchmark rows.
 #
@@ -90,6 +92,16 @@ fi
 # Every exported DCN node through the stand-in registry and the plugin's lifecycle, enqueued on device
 # copies by the plugin built with its CUDA kernels for this GPU, against models.deform_conv2d.
 run_section trt_contract 180 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/test_trt_contract.py
+
+# --- a real TensorRT (when TENSORRT_ROOT names one) -------------------------------------------------
+# The harness's loading and builder sequence against the real libnvinfer's registry (with the CUDA kernels),
+# and the plugin registering with TensorRT's Python bindings each way.
+if [[ -n "${TENSORRT_ROOT:-}" && -d "${TENSORRT_ROOT}/include" ]]; then
+  run_section tensorrt 150 "$PYTHON" -m pytest -q -m trt -p no:cacheprovider tests/test_trt_contract.py \
+    tests/test_plugin_gpu.py
+else
+  skip_section tensorrt "set TENSORRT_ROOT to an unpacked TensorRT release to run the trt tests"
+fi
 
 # --- compute-sanitizer ----------------------------------------------------------------------------
 SANITIZER=$(command -v compute-sanitizer || true)

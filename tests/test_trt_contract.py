@@ -6,8 +6,12 @@ documented plugin-registry contract (tests/trt_contract/standinNvinfer.cpp), for
 - Loading: IPluginRegistry::loadLibrary (once, twice), dlopen of the autoload file with TensorRT loaded
   privately, globally or not yet, and a TensorRT of another major.
 - Every deformable-conv node of real exports (several bodies, v1 and v2, groups, deformable groups, stride,
-  dilation): fields built as the ONNX parser builds them, the build and runtime lifecycle, and enqueue on the
-  CPU (the DEFORMRT_PLUGIN_HOST_KERNELS variant) in fp32 and fp16 against models.deform_conv2d in float64.
+  dilation; OHWI weights as exported, and OIHW as older files have them): fields built as the ONNX parser
+  builds them, format answers at every position (unchanged by garbage in the later positions), and TensorRT's
+  real build and run sequence (several configurations on one instance and a clone, serialisation after a
+  configuration that did not win, a lazy onShapeChange before the first enqueue on a clone, two execution
+  contexts alternating batch sizes, a refit in place), enqueued on the CPU (the DEFORMRT_PLUGIN_HOST_KERNELS
+  variant) in fp32, fp16 and fp16 kHWC8, every output against models.deform_conv2d in float64.
 - Malformed field collections and bad calls, under AddressSanitizer and UBSan.
 
 With a real TensorRT: ``TENSORRT_ROOT=/opt/TensorRT pytest tests/test_trt_contract.py`` also runs the
