@@ -378,31 +378,29 @@ DEFORMRT_HD void loadB(TcGeometry const& t, TcTensors const& p, TcTile const& ti
     int32_t const vectorsPerRow = t.stepK / kVector;
     int32_t const chunk = step / g.taps;
     int32_t const tap = step - chunk * g.taps;
+    int64_t const perOutput = int64_t(g.taps) * g.cPerGroup; // OHWI elements of one output channel
+    // The step's run of the tile's first output channel; row r's run is perOutput elements further.
+    uint16_t const* const stepRun = p.weight + (int64_t(tile.grp) * g.cOutPerGroup + tile.n0) * perOutput
+        + int64_t(tap) * g.cPerGroup + chunk * t.chunkC;
     uint16_t* const b = s.b + int64_t(buf) * Shape::BN * s.rowStride;
     for (int32_t e = tid; e < Shape::BN * vectorsPerRow; e += kThreads)
     {
         int32_t const r = e / vectorsPerRow;
         int32_t const vec = e - r * vectorsPerRow;
-        int32_t const co = tile.n0 + r;
         int32_t const count = t.chunkC - vec * kVector; // channels of this vector in the run (may be <= 0)
+        bool const inside = tile.n0 + r < g.cOutPerGroup && count > 0;
+        uint16_t const* const src = stepRun + r * perOutput + vec * kVector;
         uint16_t* const dst = b + int64_t(r) * s.rowStride + vec * kVector;
-        uint16_t const* src = nullptr;
-        if (co < g.cOutPerGroup && count > 0)
-        {
-            src = p.weight + (int64_t(tile.grp) * g.cOutPerGroup + co) * g.taps * g.cPerGroup
-                + int64_t(tap) * g.cPerGroup + chunk * t.chunkC + vec * kVector;
-        }
 #ifdef __CUDA_ARCH__
-        if (p.vectorWeight || src == nullptr) // vectorWeight: every run is whole 16-byte vectors
+        if (p.vectorWeight) // every run is whole, aligned 16-byte vectors
         {
-            *reinterpret_cast<uint4*>(dst)
-                = src != nullptr ? *reinterpret_cast<uint4 const*>(src) : make_uint4(0, 0, 0, 0);
+            *reinterpret_cast<uint4*>(dst) = inside ? *reinterpret_cast<uint4 const*>(src) : make_uint4(0, 0, 0, 0);
             continue;
         }
 #endif
         for (int32_t i = 0; i < kVector; ++i)
         {
-            dst[i] = src != nullptr && i < count ? src[i] : uint16_t(0);
+            dst[i] = inside && i < count ? src[i] : uint16_t(0);
         }
     }
 }
