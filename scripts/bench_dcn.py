@@ -8,6 +8,8 @@ offset group, with mask), batch 1 and 8, fp16 and fp32 (TF32 off everywhere), an
 or i.i.d. random offsets, it times:
   ours NCHW   deformrt_dcn_forward (fp16 on sm_80+: NHWC staging + tensor-core kernel)
   ours NHWC   deformrt_dcn_forward_nhwc, OHWI weights read in place (the plugin's kHWC8 path; fp16, sm_80+)
+  NHWC+T      the same with an OIHW weight, transposed into the workspace on every call (files from before
+              weight_layout; the column shows what that transpose costs)
   torchvision torchvision.ops.deform_conv2d (NCHW)
   cuDNN       F.conv2d of the same shape, NCHW and channels_last
 Every call is captured in a CUDA graph (no Python work inside the timing) and replayed; the time is
@@ -131,6 +133,19 @@ def bench(iters: int, log=print) -> list[dict]:
                                 raise RuntimeError(f"deformrt_dcn_forward_nhwc: cudaError {status}")
 
                         t["ours_nhwc"] = time_ms(ours_nhwc, iters)
+                        legacy = cuda_kernels.make_desc(x, offset, weight, None, mask, *args, "OIHW")
+                        ws_bytes = lib.deformrt_dcn_nhwc_workspace_size(ctypes.byref(legacy))
+                        workspace = torch.empty(ws_bytes, dtype=torch.uint8, device="cuda")
+
+                        def ours_nhwc_oihw():
+                            status = lib.deformrt_dcn_forward_nhwc(
+                                ctypes.byref(legacy), x_cl.data_ptr(), weight.data_ptr(), offset.data_ptr(), None,
+                                mask.data_ptr(), y_cl.data_ptr(), workspace.data_ptr(), ws_bytes,
+                                torch.cuda.current_stream().cuda_stream)
+                            if status != 0:
+                                raise RuntimeError(f"deformrt_dcn_forward_nhwc (OIHW): cudaError {status}")
+
+                        t["nhwc_oihw"] = time_ms(ours_nhwc_oihw, iters)
                     if tv is not None:
                         t["torchvision"] = time_ms(lambda: tv(x, offset, weight, None, (1, 1), (1, 1), (1, 1), mask),
                                                    iters)
@@ -155,13 +170,15 @@ def _fmt(v: Optional[float], width: int, digits: int = 3) -> str:
     return f"{v:{width}.{digits}f}" if v is not None else f"{'n/a':>{width}}"
 
 
-HEADER = (f"{'stage':6} {'dtype':8} {'N':>2} {'offsets':7} {'ours NCHW':>10} {'ours NHWC':>10} {'torchvis':>10} "
+HEADER = (f"{'stage':6} {'dtype':8} {'N':>2} {'offsets':7} {'ours NCHW':>10} {'ours NHWC':>10} {'NHWC+T':>9} "
+          f"{'torchvis':>10} "
           f"{'cuDNN':>9} {'cuDNN cl':>9} {'/cuDNNcl':>9} {'/cuDNN':>7} {'/tv':>7}")
 
 
 def format_row(r: dict) -> str:
     return (f"{r['stage']:6} {r['dtype']:8} {r['batch']:2d} {r['offsets']:7} {_fmt(r.get('ours_nchw_ms'), 10)} "
-            f"{_fmt(r.get('ours_nhwc_ms'), 10)} {_fmt(r.get('torchvision_ms'), 10)} {_fmt(r['cudnn_nchw_ms'], 9)} "
+            f"{_fmt(r.get('ours_nhwc_ms'), 10)} {_fmt(r.get('nhwc_oihw_ms'), 9)} {_fmt(r.get('torchvision_ms'), 10)} "
+            f"{_fmt(r['cudnn_nchw_ms'], 9)} "
             f"{_fmt(r['cudnn_cl_ms'], 9)} {_fmt(r['ours_vs_cudnn_cl'], 9, 2)} {_fmt(r['ours_vs_cudnn_nchw'], 7, 2)} "
             f"{_fmt(r['ours_vs_torchvision'], 7, 2)}")
 
