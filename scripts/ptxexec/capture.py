@@ -84,71 +84,110 @@ class Build:
     arch: str
 
 
+def _includes(path: Path, dirs: tuple, seen: set) -> set:
+    """``path`` and every file it includes with #include "..." from ``dirs``, transitively."""
+    if path in seen or not path.is_file():
+        return seen
+    seen.add(path)
+    for name in re.findall(r'^\s*#\s*include\s*"([^"]+)"', path.read_text(errors="replace"), re.M):
+        for d in (path.parent,) + dirs:
+            if (d / name).is_file():
+                _includes((d / name).resolve(), dirs, seen)
+                break
+    return seen
+
+
+def _digest(parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else str(p).encode())
+    return h.hexdigest()[:20]
+
+
 def build(src_dir: Path, include_dir: Path, sources: tuple, arch: str, cache_dir: Path, jobs: int = 2) -> Build:
     """Compile ``sources`` (in ``src_dir``) for ``arch`` (e.g. "sm_80"): PTX, host objects, and a shared
-    library with the stand-in runtime. Cached in ``cache_dir`` by the content of every input."""
+    library with the stand-in runtime. Each source is cached in ``cache_dir`` by its content and that of
+    the headers it includes (so a change to one source recompiles only that one)."""
     nvcc = find_nvcc()
     if nvcc is None:
         raise BuildError("nvcc not found on PATH")
     number = arch.removeprefix("sm_")
-    digest = hashlib.sha256()
-    for root in (src_dir, include_dir):
-        for path in sorted(root.rglob("*")):
-            if path.is_file() and path.suffix in (".cu", ".h", ".cuh", ".hpp", ".cpp"):
-                digest.update(str(path.relative_to(root)).encode())
-                digest.update(path.read_bytes())
-    digest.update(STUB_SOURCE.read_bytes())
-    digest.update(f"{arch} {subprocess.run([nvcc, '--version'], capture_output=True, text=True).stdout}".encode())
-    out = cache_dir / digest.hexdigest()[:20]
-    lib = out / "libdeformrt_capture.so"
-    if lib.is_file() and all((out / (s + ".ptx")).is_file() for s in sources):
-        return Build(lib, {s: (out / (s + ".ptx")).read_text() for s in sources}, arch)
-    tmp = Path(tempfile.mkdtemp(prefix="ptxexec-build-", dir=cache_dir if cache_dir.is_dir() else None))
-    try:
-        objects, procs = [], []
-        for s in sources:
-            keep = tmp / (s + ".keep")
-            keep.mkdir()
-            obj = tmp / (s + ".o")
+    version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    units = {}
+    for s in sources:
+        files = sorted(_includes((src_dir / s).resolve(), (src_dir.resolve(), include_dir.resolve()), set()),
+                       key=lambda f: (f.name, str(f)))
+        units[s] = cache_dir / f"{s}-{arch}-{_digest([version] + [f.name.encode() + f.read_bytes() for f in files])}"
+    lib_dir = cache_dir / f"lib-{_digest([STUB_SOURCE.read_bytes()] + [u.name for u in units.values()])}"
+    lib = lib_dir / "libdeformrt_capture.so"
+    if not lib.is_file():
+        todo = [s for s in sources if not (units[s] / "unit.o").is_file()]
+        procs = []
+        for s in todo:
+            tmp = Path(tempfile.mkdtemp(prefix="tmp-unit-", dir=cache_dir))
             cmd = [nvcc, "-c", "-O3", "-DNDEBUG", "-std=c++17", "--expt-relaxed-constexpr",
                    "-gencode", f"arch=compute_{number},code=compute_{number}", "-Xcompiler", "-fPIC",
-                   "-keep", "-keep-dir", str(keep), "-I", str(include_dir), "-I", str(src_dir),
-                   str(src_dir / s), "-o", str(obj)]
-            procs.append((s, cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+                   "-keep", "-keep-dir", str(tmp), "-I", str(include_dir), "-I", str(src_dir),
+                   str(src_dir / s), "-o", str(tmp / "unit.o")]
+            procs.append((s, tmp, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
             if len(procs) >= jobs:
-                _wait(procs.pop(0))
-            objects.append(obj)
+                _finish(procs.pop(0), units)
         for p in procs:
-            _wait(p)
-        stub = tmp / "cuda_stub.o"
-        _run(["cc", "-c", "-O2", "-fPIC", str(STUB_SOURCE), "-o", str(stub)], "compiling the stand-in runtime")
-        out_tmp = tmp / "out"
-        out_tmp.mkdir()
-        _run(["c++", "-shared", "-fPIC", "-Wl,-z,defs", *map(str, objects), str(stub), "-o",
-              str(out_tmp / lib.name)],
-             "linking the host code against the stand-in CUDA runtime (a missing symbol is a runtime call the "
-             "stand-in lacks)")
-        ptx = {}
-        for s in sources:
-            found = list((tmp / (s + ".keep")).glob("*.ptx"))
-            if len(found) != 1:
-                raise BuildError(f"nvcc left {len(found)} PTX files for {s}")
-            ptx[s] = found[0].read_text()
-            (out_tmp / (s + ".ptx")).write_text(ptx[s])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            shutil.rmtree(out, ignore_errors=True)
-        os.replace(out_tmp, out)
-        return Build(lib, ptx, arch)
+            _finish(p, units)
+        tmp = Path(tempfile.mkdtemp(prefix="tmp-lib-", dir=cache_dir))
+        try:
+            stub = tmp / "cuda_stub.o"
+            _run(["cc", "-c", "-O2", "-fPIC", str(STUB_SOURCE), "-o", str(stub)], "compiling the stand-in runtime")
+            _run(["c++", "-shared", "-fPIC", "-Wl,-z,defs", *[str(units[s] / "unit.o") for s in sources], str(stub),
+                  "-o", str(tmp / lib.name)],
+                 "linking the host code against the stand-in CUDA runtime (a missing symbol is a runtime call "
+                 "the stand-in lacks)")
+            _publish(tmp, lib_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    for path in list(units.values()) + [lib_dir]:
+        os.utime(path)  # most recently used: kept by _prune
+    _prune(cache_dir)
+    return Build(lib, {s: (units[s] / "unit.ptx").read_text() for s in sources}, arch)
+
+
+def _prune(cache_dir: Path, keep: int = 12):
+    """Keep the ``keep`` most recently used compiled units and libraries (scratch copies of the sources,
+    e.g. the seeded-defect tests', would otherwise accumulate)."""
+    for prefix in ("lib-", ""):
+        entries = [p for p in cache_dir.iterdir() if p.is_dir() and (p.name.startswith("lib-") == (prefix == "lib-"))
+                   and not p.name.startswith("tmp-")]
+        entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[keep:]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _publish(tmp: Path, final: Path):
+    """Move a finished folder into place (another process may have published the same one already)."""
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if not final.is_dir():
+            raise
+
+
+def _finish(item, units):
+    source, tmp, proc = item
+    try:
+        stdout, stderr = proc.communicate()
+        if proc.returncode != 0:
+            raise BuildError(f"nvcc failed for {source}:\n{(stderr + stdout)[-6000:]}")
+        found = [p for p in tmp.glob("*.ptx")]
+        if len(found) != 1:
+            raise BuildError(f"nvcc left {len(found)} PTX files for {source}")
+        out = tmp / "published"
+        out.mkdir()
+        os.replace(tmp / "unit.o", out / "unit.o")
+        os.replace(found[0], out / "unit.ptx")
+        _publish(out, units[source])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _wait(item):
-    source, cmd, proc = item
-    stdout, stderr = proc.communicate()
-    if proc.returncode != 0:
-        raise BuildError(f"nvcc failed for {source}:\n{(stderr + stdout)[-6000:]}")
 
 
 # -------------------------------------------------------------------------------------------------

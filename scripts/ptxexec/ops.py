@@ -1137,7 +1137,8 @@ def fma_f32(a, b, c):
     with np.errstate(invalid="ignore"):
         sub = (np.abs(s) < 1.1754943508222875e-38) & (s != 0)
     if not np.any(suspicious) and not np.any(sub):
-        return s.astype(np.float32)
+        with np.errstate(over="ignore"):
+            return s.astype(np.float32)
     return _correct_double_rounding(np.broadcast_to(p, s.shape), np.broadcast_to(q, s.shape), s, np.float32)
 
 
@@ -1220,7 +1221,7 @@ def _div_trunc(a, b, dt):
         with np.errstate(over="ignore"):
             q = np.floor_divide(a, safe)
             r = a - q * safe
-            fix = (r != 0) & ((r < 0) != (safe < 0))
+            fix = (r != 0) & ((a < 0) != (safe < 0))  # floor differs from truncation: one step back to zero
             q = np.where(fix, q + np.array(1, dt), q).astype(dt)
             r = (a - q * safe).astype(dt)
     q = np.where(zero, np.array(-1, SIGNED_OF_SIZE[dt.itemsize]).view(dt) if dt.kind == "i" else

@@ -391,7 +391,11 @@ class _FunctionParser:
             text = text[m.end():]
         parts = text.split(None, 1)
         opcode = parts[0]
-        operands = [self.operand(line, p) for p in _split_operands(parts[1])] if len(parts) > 1 else []
+        try:
+            operands = [self.operand(line, p) for p in _split_operands(parts[1])] if len(parts) > 1 else []
+        except PtxError as exc:
+            raise PtxError(f"unimplemented PTX instruction '{opcode}' ({str(exc).split(': ', 2)[-1]}) at PTX line "
+                           f"{line}: {text}") from None
         pieces = opcode.split(".")
         self.instructions.append(Instruction(opcode, pieces[0], tuple(pieces[1:]), operands, guard, negated, line,
                                              text.strip()))
