@@ -63,7 +63,7 @@ class Case:
     tile: Optional[int] = None          # DEFORMRT_TC_TILE_SHAPE (None: the launcher's own choice)
     device: Optional[str] = None        # device attributes the stand-in runtime reports (default --arch)
     sample: Optional[int] = None        # random CTAs of the main launch besides its corner CTAs (None: all)
-    schedule_ctas: int = 2              # CTAs per launch also run one warp at a time, reversed (0: none;
+    schedule_ctas: int = 8              # CTAs per launch also run one warp at a time, reversed (0: none;
     #                                     the racecheck itself does not depend on the schedule)
     offset_scale: float = 2.0           # offsets ~ N(0, scale): >= 2 puts many samples outside small images
     seed: int = 0
