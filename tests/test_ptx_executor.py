@@ -446,43 +446,34 @@ def test_missing_barrier_gives_order_dependent_results():
     assert result.findings.counts()["uninitialized_reads"] == 32
 
 
-def test_barrier_reached_by_part_of_the_cta():
-    ptx = """
-.visible .entry partial(.param .u64 pout)
-{
+BRANCHY_BARRIER = """
+.visible .entry branchy(.param .u64 pout)
+{{
     .reg .pred %p<2>;
     .reg .b32 %r<4>;
     mov.u32 %r1, %tid.x;
-    setp.lt.u32 %p1, %r1, 40;
-    @%p1 bra SKIP;
+    setp.lt.u32 %p1, %r1, {split};
+    @%p1 bra OTHER;
     bar.sync 0;
-SKIP:
+    bra.uni END;
+OTHER:
+    {other}
+END:
     ret;
-}
+}}
 """
-    _, result = run(ptx, "partial", {"out": np.zeros(1, np.uint32)}, block=(64, 1, 1))
+
+
+def test_barrier_reached_by_part_of_the_cta():
+    ptx = BRANCHY_BARRIER.format(split=40, other="")  # threads below 40 skip the barrier and exit
+    _, result = run(ptx, "branchy", {"out": np.zeros(1, np.uint32)}, block=(64, 1, 1))
     (f,) = list(result.findings)
     assert f.category == "barrier_divergence" and f.line == line_of(ptx, "bar.sync") and "24 of 64 threads" in f.example
 
 
 def test_threads_at_two_different_barriers():
-    ptx = """
-.visible .entry twobar(.param .u64 pout)
-{
-    .reg .pred %p<2>;
-    .reg .b32 %r<4>;
-    mov.u32 %r1, %tid.x;
-    setp.lt.u32 %p1, %r1, 32;
-    @%p1 bra OTHER;
-    bar.sync 0;
-    bra.uni END;
-OTHER:
-    bar.sync 0;
-END:
-    ret;
-}
-"""
-    _, result = run(ptx, "twobar", {"out": np.zeros(1, np.uint32)}, block=(64, 1, 1))
+    ptx = BRANCHY_BARRIER.format(split=32, other="bar.sync 0;")
+    _, result = run(ptx, "branchy", {"out": np.zeros(1, np.uint32)}, block=(64, 1, 1))
     assert [f.kind for f in result.findings] == ["different barriers"]
 
 
@@ -669,3 +660,48 @@ def test_half_conversion_rounds_ties_to_even():
                     np.float32)
     views, _ = run(ptx, "h", {"in": vals, "out": np.zeros(len(vals), np.uint16)}, block=(len(vals), 1, 1))
     assert [hex(v) for v in views["out"]] == ["0x3c00", "0x3c02", "0xbc00", "0x7c00", "0x7bff", "0x0", "0x1"]
+
+
+HALF_WARP_SHFL = """
+.visible .entry half(.param .u64 pout)
+{{
+    .reg .pred %p<3>;
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<4>;
+    ld.param.u64 %rd1, [pout];
+    mov.u32 %r1, %laneid;
+    add.s32 %r2, %r1, 1000;
+    mov.u32 %r3, 0;
+    setp.ge.u32 %p1, %r1, 16;
+    @%p1 bra SKIP;
+    shfl.sync.bfly.b32 %r3, %r2, 1, 31, {mask};      // lanes 0..15 only
+SKIP:
+    rem.u32 %r4, %r1, 3;
+    setp.eq.u32 %p2, %r4, 0;
+    vote.sync.ballot.b32 %r5, %p2, -1;
+    vote.sync.any.pred %p2, %p1, -1;
+    selp.b32 %r6, 1, 0, %p2;
+    mul.wide.u32 %rd2, %r1, 12;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.u32 [%rd3], %r3;
+    st.global.u32 [%rd3+4], %r5;
+    st.global.u32 [%rd3+8], %r6;
+    ret;
+}}
+"""
+
+
+def test_shfl_by_the_lanes_of_its_member_mask_and_vote():
+    views, result = run(HALF_WARP_SHFL.format(mask="0xffff"), "half", {"out": np.zeros((32, 3), np.uint32)})
+    no_findings(result)
+    out = views["out"].reshape(32, 3)
+    ballot = sum(1 << lane for lane in range(32) if lane % 3 == 0)
+    for lane in range(32):
+        assert out[lane, 0] == (1000 + (lane ^ 1) if lane < 16 else 0)
+        assert out[lane, 1] == ballot and out[lane, 2] == 1
+
+
+def test_shfl_whose_member_mask_names_absent_lanes_is_a_finding():
+    _, result = run(HALF_WARP_SHFL.format(mask="-1"), "half", {"out": np.zeros((32, 3), np.uint32)})
+    kinds = {f.kind for f in result.findings}
+    assert kinds == {"shfl.sync member missing"}, kinds

@@ -463,19 +463,15 @@ class Batch:
                     else:
                         act = np.nonzero(p)[0] if isinstance(ix, slice) else ix[p]
                 kind = op.kind
-                if kind == "normal":
+                if kind == "normal" or kind == "warpsync" or act is None:
                     if act is not None:
+                        if kind == "warpsync":
+                            self._check_whole_warps(act, op)
                         op.fn(self, act)
                     pc += 1
-                    continue
-                if kind == "warpsync":
-                    if act is not None:
-                        self._check_whole_warps(act, op)
-                        op.fn(self, act)
-                    pc += 1
-                    continue
-                if act is None:
-                    pc += 1
+                    if groups and (unit, pc) in groups:  # falling through onto waiting threads: join them
+                        self._insert(unit, pc, ix)
+                        return
                     continue
                 rest = None
                 if act is not ix:
@@ -672,22 +668,25 @@ class Batch:
         key = np.sort(key)
         return int(np.count_nonzero(key[1:] != key[:-1])) + 1
 
+    def _check_window(self, space, off, nbytes, size, t, line, what):
+        """Lanes whose ``nbytes`` at offset ``off`` of a ``size``-byte window are inside it and aligned;
+        the others are findings."""
+        inside = (off >= 0) & (off + nbytes <= size)
+        aligned = (off & (nbytes - 1)) == 0
+        ok = inside & aligned
+        if not np.all(ok):
+            if not np.all(inside):
+                self._oob("out_of_bounds", f"{space} {what}", line, ~inside, t, off, nbytes, space)
+            if not np.all(aligned | ~inside):
+                self._oob("misaligned", f"{space} {what}", line, inside & ~aligned, t, off, nbytes, space)
+        return ok
+
     def _shared(self, off, width, count, ix, line, vals, t=None, counters=True):
         nbytes = width * count
         if t is None:
             t = self.tids(ix)
-        inside = (off >= 0) & (off + nbytes <= self.smem_size)
-        aligned = (off & (nbytes - 1)) == 0
-        ok = inside & aligned
-        kind = "load" if vals is None else "store"
-        if not np.all(ok):
-            if not np.all(inside):
-                self._oob("out_of_bounds", f"shared {kind}", line, ~inside, t, off, nbytes, "shared")
-            if not np.all(aligned | ~inside):
-                self._oob("misaligned", f"shared {kind}", line, inside & ~aligned, t, off, nbytes, "shared")
-            tt, oo = t[ok], off[ok]
-        else:
-            tt, oo = t, off
+        ok = self._check_window("shared", off, nbytes, self.smem_size, t, line, "load" if vals is None else "store")
+        tt, oo = (t, off) if ok.all() else (t[ok], off[ok])
         flat = self.smem_base[tt] + oo
         if counters:
             self._bank_counters(tt, oo, nbytes, vals is None)
@@ -813,15 +812,7 @@ class Batch:
     def _local(self, off, width, count, ix, line, vals):
         nbytes = width * count
         t = self.tids(ix)
-        inside = (off >= 0) & (off + nbytes <= self.local_size)
-        aligned = (off & (nbytes - 1)) == 0
-        ok = inside & aligned
-        kind = "load" if vals is None else "store"
-        if not np.all(ok):
-            if not np.all(inside):
-                self._oob("out_of_bounds", f"local {kind}", line, ~inside, t, off, nbytes, "local")
-            if not np.all(aligned | ~inside):
-                self._oob("misaligned", f"local {kind}", line, inside & ~aligned, t, off, nbytes, "local")
+        ok = self._check_window("local", off, nbytes, self.local_size, t, line, "load" if vals is None else "store")
         if self.local is None:
             return np.zeros((len(t), count), np.uint8) if vals is None else None
         flat = t[ok] * self.local_size + off[ok]
@@ -843,12 +834,7 @@ class Batch:
         src_size = np.asarray(src_size, np.int64)
         if np.any((src_size < 0) | (src_size > size)):
             raise ExecutionError(f"cp.async src-size outside [0, {size}] at PTX line {line}")
-        d_in = (dst >= 0) & (dst + size <= self.smem_size)
-        d_al = (dst & (size - 1)) == 0
-        if not np.all(d_in):
-            self._oob("out_of_bounds", "cp.async shared destination", line, ~d_in, t, dst, size, "shared")
-        if not np.all(d_al | ~d_in):
-            self._oob("misaligned", "cp.async shared destination", line, d_in & ~d_al, t, dst, size, "shared")
+        d_ok = self._check_window("shared", dst, size, self.smem_size, t, line, "cp.async destination")
         reads = src_size > 0
         data = np.zeros((n, size), np.uint8)
         ok_src = np.ones(n, np.bool_)
@@ -875,7 +861,7 @@ class Batch:
                 self.memc["global_load_sectors"] += self._distinct_per_warp(
                     w[reads & ok_src], src[reads & ok_src].astype(np.int64) >> 5, (size + 31) // 32)
         self.memc["cp_async_bytes"] += int(src_size.sum())
-        good = d_in & d_al & ok_src
+        good = d_ok & ok_src
         self._bank_counters(t[good], dst[good], size, False)
         self.cp_pending.append({"t": t[good], "group": self.cp_commits[t[good]].copy(),
                                 "flat": self.smem_base[t[good]] + dst[good], "data": data[good],
@@ -918,13 +904,7 @@ class Batch:
         # row r of matrix m comes from lane 8m + r
         providers = (warps[:, None] * 32 + np.arange(8 * num)).ravel()
         row_addr = full[providers]
-        inside = (row_addr >= 0) & (row_addr + 16 <= self.smem_size)
-        aligned = (row_addr & 15) == 0
-        ok = inside & aligned
-        if not np.all(inside):
-            self._oob("out_of_bounds", "ldmatrix row", line, ~inside, providers, row_addr, 16, "shared")
-        if not np.all(aligned | ~inside):
-            self._oob("misaligned", "ldmatrix row", line, inside & ~aligned, providers, row_addr, 16, "shared")
+        ok = self._check_window("shared", row_addr, 16, self.smem_size, providers, line, "ldmatrix row")
         flat = self.smem_base[providers] + np.where(ok, row_addr, 0)
         self._bank_counters(providers[ok], row_addr[ok], 16, True,
                             phase_of=(np.arange(len(providers)) // 8 % num)[ok])
@@ -1001,8 +981,9 @@ class Batch:
                                                    f"which does not execute the shfl")
         return full[src], p
 
-    def vote(self, mode, pred, membermask, ix):
+    def vote(self, mode, pred, membermask, ix, line):
         t = self.tids(ix)
+        self._member_check(membermask, ix, line, "vote.sync")
         pred = np.broadcast_to(np.asarray(pred, np.bool_), (len(t),))
         w = t >> 5
         bits = np.zeros(self.W, np.uint64)
@@ -1017,8 +998,8 @@ class Batch:
             return (n_true > 0)[w]
         return ((n_true == 0) | (n_true == n_all))[w]
 
-    def warp_sync(self, membermask, ix):
-        self._member_check(membermask, ix, 0, "bar.warp.sync")
+    def warp_sync(self, membermask, ix, line):
+        self._member_check(membermask, ix, line, "bar.warp.sync")
 
     # fragment positions of mma.m16n8k16 (PTX ISA, "Matrix Fragments for mma.m16n8k16"):
     _lane = np.arange(32)

@@ -266,23 +266,19 @@ class Compiler:
         return self._normal(lambda c, ix: w(c, ix, (np.asarray(a(c, ix)) == 0).astype(dt)))
 
     def op_neg(self, ins):
-        t = self._type(ins, {"s16", "s32", "s64", "f32", "f64"})
-        self._check_mods(ins, {"ftz"})
-        dt = DT[t]
-        a = self.reader(ins, ins.operands[1], dt)
-        w = self.writer(ins, ins.operands[0], dt)
-        ftz = "ftz" in ins.mods
-        return self._normal(lambda c, ix: w(c, ix, np.negative(_ftz(a(c, ix), ftz))),
-                            "f32" if t in FLOAT_TYPES else "int")
+        return self._signed_unary(ins, np.negative)
 
     def op_abs(self, ins):
+        return self._signed_unary(ins, np.abs)
+
+    def _signed_unary(self, ins, f):
         t = self._type(ins, {"s16", "s32", "s64", "f32", "f64"})
         self._check_mods(ins, {"ftz"})
         dt = DT[t]
         a = self.reader(ins, ins.operands[1], dt)
         w = self.writer(ins, ins.operands[0], dt)
         ftz = "ftz" in ins.mods
-        return self._normal(lambda c, ix: w(c, ix, np.abs(_ftz(a(c, ix), ftz))), "f32" if t in FLOAT_TYPES else "int")
+        return self._normal(lambda c, ix: w(c, ix, f(_ftz(a(c, ix), ftz))), "f32" if t in FLOAT_TYPES else "int")
 
     def op_mul(self, ins):
         t = self._type(ins)
@@ -290,50 +286,44 @@ class Compiler:
             return self._binary(ins, None, np.multiply, float_known={"rn", "ftz", "sat"})
         if t in ("f16", "f16x2", "bf16", "bf16x2"):
             return self._half_arith(ins, np.multiply)
-        mode = next((m for m in ins.mods if m in ("lo", "hi", "wide")), None)
-        self._check_mods(ins, {"lo", "hi", "wide"})
-        if mode is None:
-            raise unimplemented(ins, "mul without .lo/.hi/.wide")
-        dt = DT[t]
-        a, b = (self.reader(ins, o, dt) for o in ins.operands[1:3])
-        if mode == "lo":
-            w = self.writer(ins, ins.operands[0], dt)
-            return self._normal(lambda c, ix: w(c, ix, np.multiply(a(c, ix), b(c, ix))))
-        if mode == "wide":
-            if dt.itemsize == 8:
-                raise unimplemented(ins, ".wide of 64-bit")
-            wide = SIGNED_OF_SIZE[2 * dt.itemsize] if t in SIGNED else UNSIGNED_OF_SIZE[2 * dt.itemsize]
-            w = self.writer(ins, ins.operands[0], wide)
-            return self._normal(lambda c, ix: w(c, ix, np.multiply(np.asarray(a(c, ix)).astype(wide),
-                                                                   np.asarray(b(c, ix)).astype(wide))))
-        w = self.writer(ins, ins.operands[0], dt)
-        return self._normal(lambda c, ix: w(c, ix, _mul_hi(np.asarray(a(c, ix)), np.asarray(b(c, ix)), t)))
+        return self._int_multiply(ins, t, addend=False)
 
     def op_mad(self, ins):
         t = self._type(ins)
         if t in FLOAT_TYPES:
             return self._fma(ins)
+        return self._int_multiply(ins, t, addend=True)
+
+    def _int_multiply(self, ins, t: str, addend: bool):
+        """mul.{lo,hi,wide} d, a, b and mad.{lo,hi,wide} d, a, b, c (the addend has d's type)."""
         mode = next((m for m in ins.mods if m in ("lo", "hi", "wide")), None)
         self._check_mods(ins, {"lo", "hi", "wide"})
         if mode is None:
-            raise unimplemented(ins, "mad without .lo/.hi/.wide")
+            raise unimplemented(ins, f"{ins.base} without .lo/.hi/.wide")
         dt = DT[t]
         a, b = (self.reader(ins, o, dt) for o in ins.operands[1:3])
-        if mode == "lo":
-            cc = self.reader(ins, ins.operands[3], dt)
-            w = self.writer(ins, ins.operands[0], dt)
-            return self._normal(lambda c, ix: w(c, ix, np.add(np.multiply(a(c, ix), b(c, ix)), cc(c, ix))))
         if mode == "wide":
-            wide = SIGNED_OF_SIZE[2 * dt.itemsize] if t in SIGNED else UNSIGNED_OF_SIZE[2 * dt.itemsize]
-            cc = self.reader(ins, ins.operands[3], wide)
-            w = self.writer(ins, ins.operands[0], wide)
-            return self._normal(lambda c, ix: w(c, ix, np.add(np.multiply(np.asarray(a(c, ix)).astype(wide),
-                                                                          np.asarray(b(c, ix)).astype(wide)),
-                                                              cc(c, ix))))
-        cc = self.reader(ins, ins.operands[3], dt)
-        w = self.writer(ins, ins.operands[0], dt)
-        return self._normal(lambda c, ix: w(c, ix, np.add(_mul_hi(np.asarray(a(c, ix)), np.asarray(b(c, ix)), t),
-                                                          cc(c, ix))))
+            if dt.itemsize == 8:
+                raise unimplemented(ins, ".wide of 64-bit")
+            out = SIGNED_OF_SIZE[2 * dt.itemsize] if t in SIGNED else UNSIGNED_OF_SIZE[2 * dt.itemsize]
+
+            def product(c, ix):
+                return np.multiply(np.asarray(a(c, ix)).astype(out), np.asarray(b(c, ix)).astype(out))
+        elif mode == "lo":
+            out = dt
+
+            def product(c, ix):
+                return np.multiply(a(c, ix), b(c, ix))
+        else:
+            out = dt
+
+            def product(c, ix):
+                return _mul_hi(np.asarray(a(c, ix)), np.asarray(b(c, ix)), t)
+        w = self.writer(ins, ins.operands[0], out)
+        if not addend:
+            return self._normal(lambda c, ix: w(c, ix, product(c, ix)))
+        cc = self.reader(ins, ins.operands[3], out)
+        return self._normal(lambda c, ix: w(c, ix, np.add(product(c, ix), cc(c, ix))))
 
     def op_fma(self, ins):
         return self._fma(ins)
@@ -981,7 +971,8 @@ class Compiler:
             wd(c, ix, d)
             if wp is not None:
                 wp(c, ix, p)
-        return Op("warpsync", run, CLS["warp"], 0, "")
+        # not "warpsync": only the lanes of the member mask must take part (checked in c.shfl)
+        return Op("normal", run, CLS["warp"], 0, "")
 
     def op_vote(self, ins):
         mods = ins.mods
@@ -993,7 +984,8 @@ class Compiler:
         pred = self.reader(ins, ins.operands[1], np.dtype(np.bool_))
         mm = self.reader(ins, ins.operands[2], np.dtype(np.uint32))
         w = self.writer(ins, ins.operands[0], np.dtype(np.uint32) if mode == "ballot" else np.dtype(np.bool_))
-        return Op("warpsync", lambda c, ix: w(c, ix, c.vote(mode, pred(c, ix), mm(c, ix), ix)), CLS["warp"], 0, "")
+        line = ins.line
+        return Op("normal", lambda c, ix: w(c, ix, c.vote(mode, pred(c, ix), mm(c, ix), ix, line)), CLS["warp"], 0, "")
 
     def op_mma(self, ins):
         mods = ins.mods
@@ -1044,7 +1036,8 @@ class Compiler:
             if mods[1:] != ("sync",):
                 raise unimplemented(ins)
             mm = self.reader(ins, ins.operands[0], np.dtype(np.uint32))
-            return Op("warpsync", lambda c, ix: c.warp_sync(mm(c, ix), ix), CLS["barrier"], 0, "")
+            line = ins.line
+            return Op("normal", lambda c, ix: c.warp_sync(mm(c, ix), ix, line), CLS["barrier"], 0, "")
         if mods not in (("sync",), ("sync", "aligned")):
             raise unimplemented(ins, "only bar.sync / barrier.sync")
         self._barrier_operands(ins)
