@@ -203,6 +203,11 @@ class LaunchResult:
                                         if per_class[i]},
                "warp_instructions_per_cta": round(self.warp_instructions / n, 2),
                "mma_per_cta": round(float(per_class[CLS["mma"]]) / n, 2)}
+        per_cta_total = self.per_cta_instructions.sum(axis=0)
+        if len(per_cta_total):
+            out["warp_instructions_per_cta_min_max"] = [int(per_cta_total.min()), int(per_cta_total.max())]
+        if per_class[CLS["mma"]]:
+            out["instructions_per_mma"] = round(self.warp_instructions / float(per_class[CLS["mma"]]), 2)
         mem = self.memory
         out["memory_per_cta"] = {k: round(v / n, 2) for k, v in mem.items() if v}
         if mem["global_load_requests"]:
@@ -216,6 +221,10 @@ class LaunchResult:
         if mem["shared_store_requests"]:
             out["shared_store_wavefronts_per_request"] = round(
                 mem["shared_store_wavefronts"] / mem["shared_store_requests"], 3)
+        for kind in ("load", "store"):
+            if mem[f"shared_{kind}_requests"]:
+                out[f"shared_{kind}_bank_conflicts_per_request"] = round(
+                    mem[f"shared_{kind}_bank_conflicts"] / mem[f"shared_{kind}_requests"], 3)
         return out
 
 

@@ -1121,18 +1121,22 @@ _F32_LOW = np.uint64(0x1FFFFFFF)
 
 
 def fma_f32(a, b, c):
-    """fma.rn.f32: a * b + c rounded once to float32 (the product is exact in float64)."""
+    """fma.rn.f32: a * b + c rounded once to float32 (the product is exact in float64; only a float64
+    sum sitting exactly on a float32 midpoint, or in the subnormal range, needs the exact correction)."""
     p = np.multiply(np.asarray(a, np.float64), np.asarray(b, np.float64))
     q = np.asarray(c, np.float64)
-    s = p + q
+    s = np.atleast_1d(p + q)
     bits = np.asarray(s).view(np.uint64)
     suspicious = (bits & _F32_LOW) == _F32_MID
     with np.errstate(invalid="ignore"):
-        sub = (np.abs(s) < 1.1754943508222875e-38) & (s != 0)
-    if not np.any(suspicious) and not np.any(sub):
-        with np.errstate(over="ignore"):
-            return s.astype(np.float32)
-    return _correct_double_rounding(np.broadcast_to(p, s.shape), np.broadcast_to(q, s.shape), s, np.float32)
+        suspicious |= (np.abs(s) < 1.1754943508222875e-38) & (s != 0)
+    with np.errstate(over="ignore"):
+        r = s.astype(np.float32)
+    if np.any(suspicious):
+        i = np.nonzero(suspicious)
+        p, q = np.broadcast_to(p, s.shape), np.broadcast_to(q, s.shape)
+        r[i] = _correct_double_rounding(p[i], q[i], s[i], np.float32)
+    return r
 
 
 def _half_to_f32(bits, bf: bool):
