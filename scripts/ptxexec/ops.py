@@ -160,10 +160,21 @@ class Compiler:
         return w
 
     # --- compile ----------------------------------------------------------------------------------
+    # Modifiers (besides types) the simple opcodes accept; the others check their own.
+    PLAIN_MODIFIERS = {
+        "and": set(), "or": set(), "xor": set(), "not": set(), "cnot": set(), "selp": set(), "mov": set(),
+        "shl": set(), "shr": set(), "bfe": set(), "bfi": set(), "popc": set(), "clz": set(), "brev": set(),
+        "prmt": set(), "lop3": set(), "rem": set(), "min": {"ftz"}, "max": {"ftz"},
+        "membar": {"cta", "gl", "sys"}, "fence": {"sc", "acq_rel", "cta", "gpu", "sys", "proxy", "async"},
+        "exit": set(),
+    }
+
     def compile(self, ins: Instruction) -> Op:
         builder = getattr(self, "op_" + ins.base.replace(".", "_"), None)
         if builder is None:
             raise unimplemented(ins)
+        if ins.base in self.PLAIN_MODIFIERS:
+            self._check_mods(ins, self.PLAIN_MODIFIERS[ins.base])
         op = builder(ins)
         op.line, op.text = ins.line, ins.text
         if ins.guard is not None:
