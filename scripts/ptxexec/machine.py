@@ -592,7 +592,8 @@ class Batch:
 
     def _access(self, space, addr, width, count, ix, line, vals):
         n = self.count(ix)
-        addr = np.broadcast_to(np.asarray(addr, np.uint64), (n,))
+        if not (isinstance(addr, np.ndarray) and addr.shape == (n,) and addr.dtype == np.uint64):
+            addr = np.broadcast_to(np.asarray(addr, np.uint64), (n,))
         if space == "generic":
             return self._generic(addr, width, count, ix, line, vals)
         if space == "global":
@@ -1025,8 +1026,11 @@ class Batch:
         _, warps = self._warp_list(ix)
         lanes = (warps[:, None] * 32 + self._lane).ravel()
         nw = len(warps)
+        in_order = len(t) == len(lanes) and (isinstance(ix, slice) or np.array_equal(t, lanes))
 
         def gather(vals, dt):
+            if in_order:
+                return np.broadcast_to(np.asarray(vals, dt), (len(t),)).reshape(nw, 32)
             full = np.zeros(self.T, dt)
             full[t] = vals
             return full[lanes].reshape(nw, 32)
@@ -1052,13 +1056,16 @@ class Batch:
             C[:, self.POS_C] = halves(c_regs).reshape(nw, 128)
         D = np.matmul(A.reshape(nw, 16, 16), B.reshape(nw, 16, 8)) + C.reshape(nw, 16, 8)
         Dl = D.reshape(nw, 128)[:, self.POS_C].reshape(nw * 32, 4)
-        back = np.full(self.T, -1, np.int64)
-        back[lanes] = np.arange(nw * 32)
-        rows = back[t]
+        if in_order:
+            picked = Dl
+        else:
+            back = np.full(self.T, -1, np.int64)
+            back[lanes] = np.arange(nw * 32)
+            picked = Dl[back[t]]
         if dtype == "f32":
-            vals = Dl[rows].astype(np.float32)
+            vals = picked.astype(np.float32)
             return [vals[:, k] for k in range(4)]
-        h = Dl[rows].astype(np.float16).view(np.uint16).astype(np.uint32)
+        h = picked.astype(np.float16).view(np.uint16).astype(np.uint32)
         return [h[:, 0] | (h[:, 1] << np.uint32(16)), h[:, 2] | (h[:, 3] << np.uint32(16))]
 
 

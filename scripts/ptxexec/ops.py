@@ -1115,9 +1115,11 @@ def _two_sum_error(a, b, s):
 def _correct_double_rounding(p, q, s, target):
     """``s`` = float64(p + q) rounded to ``target``, corrected where the float64 sum sits exactly on a
     midpoint of ``target`` while the exact sum does not (double rounding)."""
-    r = s.astype(target)
     with np.errstate(invalid="ignore", over="ignore"):
+        r = s.astype(target)
         e = _two_sum_error(p, q, s)
+        if not np.any(e):
+            return r  # the float64 sum is exact: one rounding only
         r64 = r.astype(np.float64)
         toward = np.nextafter(r, np.where(s > r64, np.inf, -np.inf).astype(target)).astype(np.float64)
         midpoint = (e != 0) & (r64 != s) & ((r64 + toward) * 0.5 == s) & np.isfinite(s)
