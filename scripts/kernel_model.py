@@ -10,7 +10,7 @@ scripts/bench_dcn.py) and each GPU below, the plugin's NHWC entry point (its kHW
 once) chooses its launch for that GPU's SM count and shared memory (the real launch code, through the
 stand-in CUDA runtime); the executor runs a few of its CTAs (the first and random ones) and their
 counters, scaled by the CTA count, give:
-  issue      PTX warp-instructions / (4 schedulers x clock)             (ptxas may expand or fuse: PTX != SASS)
+  issue      PTX warp-instructions but ld.param / (4 schedulers x clock)   (ptxas may expand or fuse: PTX != SASS)
   tensor     mma.sync m16n8k16 x 4096 FLOP / (fp16 tensor FLOP per clock x mma.sync efficiency)
   L1/shared  shared-memory wavefronts + global 32-byte sectors / 4, one 128-byte wavefront per clock
   DRAM       compulsory bytes (x, offset, mask, packed weights, y) / bandwidth; plus, when x is larger
@@ -202,7 +202,8 @@ def run_layer(checker, layer: str, shape: tuple, gpu: Gpu, n_ctas: int, cache: d
         cache[key] = {
             "kernel": main.kernel, "grid": grid, "block": main.block, "dynamic_shared": main.dynamic_shared,
             "ctas": total, "ctas_run": n, "findings": findings, "seconds": round(result.seconds, 1),
-            "per_cta": {"warp_instructions": result.warp_instructions / n,
+            # ld.param becomes a constant-bank operand in SASS: no issue slot of its own
+            "per_cta": {"warp_instructions": result.warp_instructions / n - float(per_class[CLASSES.index("ld.param")]),
                         "mma": float(per_class[CLASSES.index("mma")]),
                         "shared_wavefronts": (mem_c["shared_load_wavefronts"] + mem_c["shared_store_wavefronts"]) / n,
                         "global_sectors": (mem_c["global_load_sectors"] + mem_c["global_store_sectors"]) / n,
@@ -215,9 +216,10 @@ def run_layer(checker, layer: str, shape: tuple, gpu: Gpu, n_ctas: int, cache: d
     return cache[key]
 
 
-def short_kernel(name: str) -> str:
-    from ptx_check import demangle
-    return demangle([name])[name]
+def short_name(mangled: str) -> str:
+    """The kernel's name as scripts/kernel_resources.py prints it (e.g. deformConvTensorCore<128,128,2,4>)."""
+    import kernel_resources
+    return kernel_resources.short_name(mangled)
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -244,9 +246,8 @@ def main(argv: Optional[list] = None) -> int:
         for gname, gpu in gpus.items():
             log(f"kernel_model: {layer} on {gname} ...")
             run = run_layer(checker, layer, (c, h, w), gpu, args.ctas, cache)
-            kernel = short_kernel(run["kernel"])
-            regs = registers.get((int(gpu.arch.removeprefix("sm_")), kernel.replace(" ", "")
-                                  .replace("TileShape<", "").replace(">>", ">")))
+            kernel = short_name(run["kernel"])
+            regs = registers.get((int(gpu.arch.removeprefix("sm_")), kernel))
             threads = run["block"][0] * run["block"][1] * run["block"][2]
             resident = occupancy(gpu, threads, run["dynamic_shared"], regs)
             spill = max(0.0, 1 - gpu.l2_mb * 1e6 / (2 * run["x_bytes"]))
@@ -260,17 +261,19 @@ def main(argv: Optional[list] = None) -> int:
                 "ctas_run": run["ctas_run"], "resident_ctas_per_sm": resident, "registers": regs,
                 "modeled_us": round(ours["us"], 2), "bound": ours["bound"], "terms_us": ours["terms_us"],
                 "wave_efficiency": ours["wave_efficiency"], "dense_floor_us": round(floor, 2),
-                "trt_oss_modeled_us": round(trt["us"], 2), "trt_oss_terms_us": {k: v for k, v in trt.items()
-                                                                                if k != "us"},
-                "ratio_vs_dense_floor": round(ours["us"] / floor, 2), "ratio_vs_trt_oss": round(ours["us"] / trt["us"], 2),
+                "trt_oss_modeled_us": round(trt["us"], 2),
+                "trt_oss_terms_us": {k: v for k, v in trt.items() if k != "us"},
+                "ratio_vs_dense_floor": round(ours["us"] / floor, 2),
+                "ratio_vs_trt_oss": round(ours["us"] / trt["us"], 2),
                 "trt_oss_vs_dense_floor": round(trt["us"] / floor, 2),
                 "per_cta": {k: round(v, 1) for k, v in run["per_cta"].items()},
-                "ptx_instructions_per_mma": round(run["per_cta"]["warp_instructions"] / max(run["per_cta"]["mma"], 1), 1),
+                "ptx_instructions_per_mma": round(run["per_cta"]["warp_instructions"]
+                                                  / max(run["per_cta"]["mma"], 1), 1),
                 "counters": run["counters"], "findings": run["findings"],
             })
     report = {"note": "MODELED, not measured: a throughput model from PTX-executor counters (see the script's "
-                      "docstring); latency is not modelled", "gpus": {k: dataclasses.asdict(v) for k, v in gpus.items()},
-              "layers": rows}
+                      "docstring); latency is not modelled",
+              "gpus": {k: dataclasses.asdict(v) for k, v in gpus.items()}, "layers": rows}
     if args.json:
         print(json.dumps(report, indent=1))
         return 0

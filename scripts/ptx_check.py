@@ -279,7 +279,8 @@ class Checker:
         elif not torch.isfinite(y).all():
             problems.append(f"{int((~torch.isfinite(y)).sum())} of {y.numel()} outputs not finite (or never written)")
         elif fp16:
-            error = relative_rms_error(y, ref) / dense_fp16_rms_error(x, weight, bias, stride, padding, dilation, groups)
+            dense = dense_fp16_rms_error(x, weight, bias, stride, padding, dilation, groups)
+            error = relative_rms_error(y, ref) / dense
             if error > FP16_RMS_RATIO:
                 problems.append(f"fp16 RMS error {error:.3f}x a dense fp16 conv's (bound {FP16_RMS_RATIO})")
         else:

@@ -816,7 +816,8 @@ class Batch:
         n = len(np.unique(tb[mask]))
         self.findings.add("races", kind, line, self.program.ops_text(line), n,
                           f"{self._who(int(tb[i0]))} and {'' if other < 0 else self._who(other)}"
-                          f"{' (same warp)' if same_warp else ''} on shared byte {int(b[i0] * self.granule % self.smem_stride)} "
+                          f"{' (same warp)' if same_warp else ''} on shared byte "
+                          f"{int(b[i0] * self.granule % self.smem_stride)} "
                           f"in one barrier interval{detail}")
 
     def _local(self, off, width, count, ix, line, vals):
