@@ -190,8 +190,7 @@ def run_layer(checker, layer: str, shape: tuple, gpu: Gpu, n_ctas: int, cache: d
         picks = [0] + sorted(int(i) for i in rng.choice(np.arange(1, total), size=min(n_ctas, total) - 1,
                                                         replace=False)) if total > 1 else [0]
         ctas = [(i % grid[0], i // grid[0] % grid[1], i // (grid[0] * grid[1])) for i in picks]
-        launcher = Launcher(checker.lib.kernel_module[main.kernel], mem)
-        launcher._programs = checker.programs
+        launcher = Launcher(checker.lib.kernel_module[main.kernel], mem, checker.programs)
         result = launcher.run(main.kernel, grid, main.block, main.dynamic_shared, main.params, ctas=ctas)
         findings = [str(f) for f in result.findings]
         n = result.ctas_run

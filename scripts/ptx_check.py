@@ -154,9 +154,7 @@ class Checker:
         declare_c_api(lib.lib)
 
     def _launcher(self, kernel: str, mem: GlobalMemory) -> Launcher:
-        launcher = Launcher(self.lib.kernel_module[kernel], mem)
-        launcher._programs = self.programs  # compiled kernels are shared by every case
-        return launcher
+        return Launcher(self.lib.kernel_module[kernel], mem, self.programs)  # compiled once for every case
 
     def call(self, case: Case):
         """Allocate the case's tensors and call the plugin's C API: (memory, addresses, tensors, recorded

@@ -1076,10 +1076,11 @@ class Batch:
 class Launcher:
     """Runs launches of one PTX module's kernels against a GlobalMemory."""
 
-    def __init__(self, module, memory: GlobalMemory):
+    def __init__(self, module, memory: GlobalMemory, programs: Optional[dict] = None):
+        """``programs``: a cache of compiled kernels by name, to share between launchers."""
         self.module = module
         self.memory = memory
-        self._programs: dict[str, Program] = {}
+        self._programs: dict[str, Program] = {} if programs is None else programs
 
     def program(self, name: str) -> Program:
         p = self._programs.get(name)
