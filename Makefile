@@ -2,6 +2,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The oldest CMake plugins/CMakeLists.txt declares (cmake_minimum_required; JetPack 6 ships 3.22): the tests build
+# with it as well as with the machine's CMake. From the package index's cmake wheel, into a folder of its own so
+# that it never shadows the machine's cmake on PATH.
+CMAKE_OLDEST_VERSION := 3.22.1
+CMAKE_OLDEST := $(VENV)/cmake-oldest/cmake/data/bin/cmake
 
 .PHONY: demo test venv plugin trt-contract clean
 
@@ -13,14 +18,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+$(CMAKE_OLDEST): $(STAMP)
+	rm -rf $(VENV)/cmake-oldest
+	$(PY) -m pip install -q --target $(VENV)/cmake-oldest cmake==$(CMAKE_OLDEST_VERSION)
+	touch $(CMAKE_OLDEST)
+
+venv: $(STAMP) $(CMAKE_OLDEST)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 # Two workers, each taking whole test files (so module- and session-scoped builds happen once):
 # about 9 minutes on 2 cores instead of 12.
-test: $(STAMP)
+test: $(STAMP) $(CMAKE_OLDEST)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Builds plugins/build/libdeformrt_plugin.so and libdeformrt_kernels.so (needs nvcc, CMake and

@@ -7,7 +7,9 @@ For each stage (conv3 128ch 100x168, conv4 256ch 50x84, conv5 512ch 25x42; 3x3, 
 offset group, with mask), batch 1 and 8, fp16 and fp32 (TF32 off everywhere), and smooth trained-like
 or i.i.d. random offsets, it times:
   ours NCHW   deformrt_dcn_forward (fp16 on sm_80+: NHWC staging + tensor-core kernel)
-  ours NHWC   deformrt_dcn_forward_nhwc, weights packed once (the plugin's kHWC8 path; fp16, sm_80+)
+  ours NHWC   deformrt_dcn_forward_nhwc, OHWI weights read in place (the plugin's kHWC8 path; fp16, sm_80+)
+  NHWC+T      the same with an OIHW weight, transposed into the workspace on every call (files from before
+              weight_layout; the column shows what that transpose costs)
   torchvision torchvision.ops.deform_conv2d (NCHW)
   cuDNN       F.conv2d of the same shape, NCHW and channels_last
 Every call is captured in a CUDA graph (no Python work inside the timing) and replayed; the time is
@@ -117,23 +119,33 @@ def bench(iters: int, log=print) -> list[dict]:
                     t = {}
                     t["ours_nchw"] = time_ms(
                         lambda: cuda_kernels.deform_conv2d_cuda(x, offset, weight, None, mask, *args), iters)
-                    desc = cuda_kernels.make_desc(x, offset, weight, None, mask, *args)
+                    ohwi = weight.permute(0, 2, 3, 1).contiguous()
+                    desc = cuda_kernels.make_desc(x, offset, ohwi, None, mask, *args, "OHWI")
                     if dtype == torch.float16 and lib.deformrt_dcn_nhwc_supported(ctypes.byref(desc)):
-                        packed = torch.empty(lib.deformrt_dcn_packed_weight_size(ctypes.byref(desc)),
-                                             dtype=torch.uint8, device="cuda")
-                        stream = torch.cuda.current_stream().cuda_stream
-                        lib.deformrt_dcn_pack_weights(ctypes.byref(desc), weight.data_ptr(), packed.data_ptr(), stream)
                         x_cl = x.contiguous(memory_format=torch.channels_last)
                         y_cl = torch.empty_like(x_cl)
 
                         def ours_nhwc():
                             status = lib.deformrt_dcn_forward_nhwc(
-                                ctypes.byref(desc), x_cl.data_ptr(), packed.data_ptr(), offset.data_ptr(), None,
-                                mask.data_ptr(), y_cl.data_ptr(), torch.cuda.current_stream().cuda_stream)
+                                ctypes.byref(desc), x_cl.data_ptr(), ohwi.data_ptr(), offset.data_ptr(), None,
+                                mask.data_ptr(), y_cl.data_ptr(), None, 0, torch.cuda.current_stream().cuda_stream)
                             if status != 0:
                                 raise RuntimeError(f"deformrt_dcn_forward_nhwc: cudaError {status}")
 
                         t["ours_nhwc"] = time_ms(ours_nhwc, iters)
+                        legacy = cuda_kernels.make_desc(x, offset, weight, None, mask, *args, "OIHW")
+                        ws_bytes = lib.deformrt_dcn_nhwc_workspace_size(ctypes.byref(legacy))
+                        workspace = torch.empty(ws_bytes, dtype=torch.uint8, device="cuda")
+
+                        def ours_nhwc_oihw():
+                            status = lib.deformrt_dcn_forward_nhwc(
+                                ctypes.byref(legacy), x_cl.data_ptr(), weight.data_ptr(), offset.data_ptr(), None,
+                                mask.data_ptr(), y_cl.data_ptr(), workspace.data_ptr(), ws_bytes,
+                                torch.cuda.current_stream().cuda_stream)
+                            if status != 0:
+                                raise RuntimeError(f"deformrt_dcn_forward_nhwc (OIHW): cudaError {status}")
+
+                        t["nhwc_oihw"] = time_ms(ours_nhwc_oihw, iters)
                     if tv is not None:
                         t["torchvision"] = time_ms(lambda: tv(x, offset, weight, None, (1, 1), (1, 1), (1, 1), mask),
                                                    iters)
@@ -158,13 +170,15 @@ def _fmt(v: Optional[float], width: int, digits: int = 3) -> str:
     return f"{v:{width}.{digits}f}" if v is not None else f"{'n/a':>{width}}"
 
 
-HEADER = (f"{'stage':6} {'dtype':8} {'N':>2} {'offsets':7} {'ours NCHW':>10} {'ours NHWC':>10} {'torchvis':>10} "
+HEADER = (f"{'stage':6} {'dtype':8} {'N':>2} {'offsets':7} {'ours NCHW':>10} {'ours NHWC':>10} {'NHWC+T':>9} "
+          f"{'torchvis':>10} "
           f"{'cuDNN':>9} {'cuDNN cl':>9} {'/cuDNNcl':>9} {'/cuDNN':>7} {'/tv':>7}")
 
 
 def format_row(r: dict) -> str:
     return (f"{r['stage']:6} {r['dtype']:8} {r['batch']:2d} {r['offsets']:7} {_fmt(r.get('ours_nchw_ms'), 10)} "
-            f"{_fmt(r.get('ours_nhwc_ms'), 10)} {_fmt(r.get('torchvision_ms'), 10)} {_fmt(r['cudnn_nchw_ms'], 9)} "
+            f"{_fmt(r.get('ours_nhwc_ms'), 10)} {_fmt(r.get('nhwc_oihw_ms'), 9)} {_fmt(r.get('torchvision_ms'), 10)} "
+            f"{_fmt(r['cudnn_nchw_ms'], 9)} "
             f"{_fmt(r['cudnn_cl_ms'], 9)} {_fmt(r['ours_vs_cudnn_cl'], 9, 2)} {_fmt(r['ours_vs_cudnn_nchw'], 7, 2)} "
             f"{_fmt(r['ours_vs_torchvision'], 7, 2)}")
 

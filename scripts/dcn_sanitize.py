@@ -48,18 +48,17 @@ def run(problem, dtype, shape: str, nhwc: bool) -> float:
     os.environ["DEFORMRT_TC_TILE_SHAPE"] = shape
     args = ((s, s), (p, p), (d, d))
     lib = cuda_kernels._library()
-    desc = cuda_kernels.make_desc(x, offset, weight, bias, mask, *args)
     if nhwc:
+        ohwi = weight.permute(0, 2, 3, 1).contiguous()
+        desc = cuda_kernels.make_desc(x, offset, ohwi, bias, mask, *args, "OHWI")
         if not lib.deformrt_dcn_nhwc_supported(ctypes.byref(desc)):
             return 0.0
-        packed = torch.empty(lib.deformrt_dcn_packed_weight_size(ctypes.byref(desc)), dtype=torch.uint8, device="cuda")
         stream = torch.cuda.current_stream().cuda_stream
-        assert lib.deformrt_dcn_pack_weights(ctypes.byref(desc), weight.data_ptr(), packed.data_ptr(), stream) == 0
         x_cl = x.contiguous(memory_format=torch.channels_last)
         y = torch.empty(n, co, ho, wo, dtype=dtype, device="cuda").contiguous(memory_format=torch.channels_last)
         ptrs = [None if t is None else t.data_ptr() for t in (bias, mask)]
-        status = lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), x_cl.data_ptr(), packed.data_ptr(),
-                                               offset.data_ptr(), ptrs[0], ptrs[1], y.data_ptr(), stream)
+        status = lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), x_cl.data_ptr(), ohwi.data_ptr(),
+                                               offset.data_ptr(), ptrs[0], ptrs[1], y.data_ptr(), None, 0, stream)
         assert status == 0, f"cudaError {status}"
     else:
         y = cuda_kernels.deform_conv2d_cuda(x, offset, weight, bias, mask, *args)

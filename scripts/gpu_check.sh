@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Every check of deformrt's CUDA kernels that needs a GPU, in one run (about 8 minutes at most on an
-# H100/H200): build for this GPU, the `gpu`-marked tests, the DCN benchmark, the TensorRT-contract
-# harness with the CUDA kernels, then compute-sanitizer memcheck and racecheck (slowest last). A table
-# on stdout; a JSON file (default gpu_check.json, or $1) with every section's status, time and the
-# benchmark rows.
+# H100/H200): build for this GPU, the `gpu`-marked tests (among them the tensor-core kernel in a new CUDA
+# context), the DCN benchmark, the TensorRT-contract harness with the CUDA kernels (TensorRT's build and run
+# sequence: several configurations, clones, two contexts, kHWC8, a refit), the `trt` tests when
+# TENSORRT_ROOT names a TensorRT, then compute-sanitizer memcheck and racecheck (slowest last). Meanwhile
+# the CPU runs the performance model (scripts/kernel_model.py, no GPU needed), printed at the end beside
+# the measured times so the model gets calibrated. A table on stdout; a JSON file (default
+# gpu_check.json, or $1) with every section's status, time, the benchmark rows and the model's rows.
 #
 #   bash scripts/gpu_check.sh [results.json]
 #
@@ -55,6 +58,11 @@ skip_section() {
   printf '%s\t%s\t%s\t%s\n' "$1" skipped 0 "$2" >>"$RESULTS"
 }
 
+# --- the performance model, on the CPU while the GPU sections run ----------------------------------
+MODEL_JSON=$WORK/model.json
+timeout 400 "$PYTHON" scripts/kernel_model.py --json --no-registers >"$MODEL_JSON" 2>"$WORK/model.log" &
+MODEL_PID=$!
+
 # --- environment ----------------------------------------------------------------------------------
 run_section environment 30 bash -c "nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv \
   && nvcc --version | tail -n 1 && $PYTHON -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.get_device_name())'"
@@ -91,6 +99,16 @@ fi
 # copies by the plugin built with its CUDA kernels for this GPU, against models.deform_conv2d.
 run_section trt_contract 180 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/test_trt_contract.py
 
+# --- a real TensorRT (when TENSORRT_ROOT names one) -------------------------------------------------
+# The harness's loading and builder sequence against the real libnvinfer's registry (with the CUDA kernels),
+# and the plugin registering with TensorRT's Python bindings each way.
+if [[ -n "${TENSORRT_ROOT:-}" && -d "${TENSORRT_ROOT}/include" ]]; then
+  run_section tensorrt 150 "$PYTHON" -m pytest -q -m trt -p no:cacheprovider tests/test_trt_contract.py \
+    tests/test_plugin_gpu.py
+else
+  skip_section tensorrt "set TENSORRT_ROOT to an unpacked TensorRT release to run the trt tests"
+fi
+
 # --- compute-sanitizer ----------------------------------------------------------------------------
 SANITIZER=$(command -v compute-sanitizer || true)
 if [[ -z $SANITIZER && -n "${CUDA_HOME:-}" && -x $CUDA_HOME/bin/compute-sanitizer ]]; then
@@ -119,16 +137,46 @@ if [[ -f $WORK/bench.log ]]; then
   grep -v '^===' "$WORK/bench.log" | tail -n 60 || true
 fi
 
-"$PYTHON" - "$RESULTS" "$WORK/bench.json" "$OUT_JSON" "$TOTAL" "$WORK" <<'EOF' || echo "gpu_check: could not write $OUT_JSON"
+# --- measured beside modelled -----------------------------------------------------------------------
+if wait "$MODEL_PID"; then MODEL_STATUS=ok; else MODEL_STATUS=failed; fi
+GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || true)
+echo
+echo "=== measured (this GPU: ${GPU_NAME:-unknown}) beside MODELED (scripts/kernel_model.py; model ${MODEL_STATUS})"
+"$PYTHON" - "$WORK/bench.json" "$MODEL_JSON" "$GPU_NAME" <<'EOF' || echo "gpu_check: no model comparison (see $WORK/model.log)"
 import json, os, sys
-results, bench, out, total, work = sys.argv[1:6]
+bench_path, model_path, gpu_name = sys.argv[1:4]
+model = json.load(open(model_path))["layers"]
+bench = json.load(open(bench_path))["rows"] if os.path.exists(bench_path) else []
+key = "H100 SXM" if "H100" in gpu_name or "H200" in gpu_name else "A100" if "A100" in gpu_name else \
+    "Jetson AGX Orin" if "Orin" in gpu_name else None
+print(f"modelled GPU: {key or 'none matches this GPU; all shown'}")
+print(f"{'layer':5} {'modelled GPU':16} {'ours us':>8} {'dense floor':>11} {'TRT-OSS':>8} {'/dense':>7} | "
+      f"{'measured ours NHWC us (smooth/random)':>38} {'cuDNN cl us':>11} {'/cuDNN':>7}")
+stage = {"res3": "conv3", "res4": "conv4", "res5": "conv5"}
+for r in model:
+    if key is not None and r["gpu"] != key:
+        continue
+    rows = [b for b in bench if b["stage"] == stage[r["layer"]] and b["dtype"] == "float16" and b["batch"] == 1]
+    ours = "/".join(f"{1000 * b['ours_nhwc_ms']:.1f}" if b.get("ours_nhwc_ms") else "n/a" for b in rows) or "n/a"
+    cudnn = min((b["cudnn_cl_ms"] for b in rows), default=None)
+    best = min((b["ours_nhwc_ms"] for b in rows if b.get("ours_nhwc_ms")), default=None)
+    ratio = f"{best / cudnn:.2f}" if best and cudnn else "n/a"
+    print(f"{r['layer']:5} {r['gpu']:16} {r['modeled_us']:8.1f} {r['dense_floor_us']:11.1f} "
+          f"{r['trt_oss_modeled_us']:8.1f} {r['ratio_vs_dense_floor']:7.2f} | {ours:>38} "
+          f"{(f'{1000 * cudnn:.1f}' if cudnn else 'n/a'):>11} {ratio:>7}")
+EOF
+
+"$PYTHON" - "$RESULTS" "$WORK/bench.json" "$OUT_JSON" "$TOTAL" "$WORK" "$MODEL_JSON" <<'EOF' || echo "gpu_check: could not write $OUT_JSON"
+import json, os, sys
+results, bench, out, total, work, model = sys.argv[1:7]
 sections = []
 for line in open(results):
     name, status, secs, note = line.rstrip("\n").split("\t", 3)
     sections.append({"section": name, "status": status, "seconds": int(secs), "note": note,
                      "log": os.path.join(work, name + ".log")})
 report = {"total_seconds": int(total), "sections": sections,
-          "bench": json.load(open(bench)) if os.path.exists(bench) else None}
+          "bench": json.load(open(bench)) if os.path.exists(bench) else None,
+          "model": json.load(open(model)) if os.path.exists(model) and os.path.getsize(model) else None}
 with open(out, "w") as f:
     json.dump(report, f, indent=2)
 print(f"wrote {out}")

@@ -137,10 +137,11 @@ def test_info_text_and_json(exported_file):
     assert info["parameters"] == expected_params
     assert info["opset_imports"] == {"ai.onnx": 19, "deformrt": 1}
     assert info["custom_ops"] == [{"domain": "deformrt", "op_type": "DeformConv2d", "count": 6}]
+    assert info["dcn_weight_layouts"] == {"OHWI": 6}  # channels-last, as the plugin's fp16 kernel reads them
     assert info["inputs"] == [{"name": "images", "dtype": "float32", "shape": ["batch", 3, "height", "width"]}]
     assert info["metadata"]["body"] == "R-50-C4" and info["metadata"]["output_names"] == ["C4"]
     assert sorted(info) == sorted(["file", "size_bytes", "ir_version", "producer", "opset_imports", "inputs",
-                                   "outputs", "nodes", "op_counts", "custom_ops", "dcn_nodes", "parameters",
+                                   "outputs", "nodes", "op_counts", "custom_ops", "dcn_nodes", "dcn_weight_layouts", "parameters",
                                    "initializer_bytes", "metadata", "metadata_props"])
     assert invoke("info", out, "--json").stdout == result.stdout  # stable
 

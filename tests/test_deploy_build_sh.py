@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from cmake_tools import cmake_id, cmakes, configured_cuda_archs
 from exporter.trt.sidecar import EngineMeta
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,7 +210,7 @@ def test_no_cmake(tree):
     tree.nvcc()
     tree.tensorrt()
     assert tree.error("--detect-only") == (
-        "error: cmake not found on PATH: install CMake 3.18 or newer (sudo apt install cmake)")
+        "error: cmake not found on PATH: install CMake 3.22 or newer (sudo apt install cmake)")
 
 
 def test_no_gpu(tree):
@@ -377,3 +378,56 @@ def test_failed_check_and_missing_flavour(tree):
     assert tree.error("--dcn", "onnx", FAKE_TRT_VERSION="10.3.0") == (
         "error: the bundle has no onnx-fp16 model (onnx/onnx-fp16.onnx): try another --dcn or precision, or make "
         "the bundle again with deformrt deploy")
+
+
+# --- build.sh's configure with a real CMake -------------------------------------------------------------
+
+
+PLUGINS = ROOT / "plugins"
+
+# cmake: the real one configures (REAL_CMAKE); building is left out (it would compile the kernels and link a
+# runtime against a libnvinfer this machine does not have), the programs build.sh expects appear instead.
+CONFIGURING_CMAKE = r"""
+echo "cmake $*" >> "$FAKE_LOG"
+if [ "$1" = --build ]; then
+  cp "$FAKE_RUN" "$2/deformrt-run"; echo plugin > "$2/libdeformrt_plugin.so"
+else
+  exec "$REAL_CMAKE" "$@"
+fi
+"""
+
+# nvcc: the real one, except for build.sh's GPU probe (there is no GPU here): that reports FAKE_CC's.
+PROBING_NVCC = r"""
+case " $* " in
+  *cuda-probe.cu*) ;;
+  *) exec "$REAL_NVCC" "$@" ;;
+esac
+""" + FAKE_NVCC
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is needed for CMake's CUDA configure")
+@pytest.mark.parametrize("cmake", cmakes(), ids=cmake_id)
+def test_build_sh_as_written_configures_the_plugins_with_a_real_cmake(tree, cmake):
+    """`./build.sh` with no options (the README's line) against the real plugins/ sources and TensorRT
+    10.3 headers: the machine's CMake and the oldest supported one configure the plugin, the runtime and
+    the kernels for the GPU's architecture alone (Orin: sm_87)."""
+    _script(tree.bin / "nvcc", PROBING_NVCC)
+    tree.tensorrt("10.3.0")
+    include = tree.sys / "usr/include/aarch64-linux-gnu"
+    for header in (HEADERS / "10.3.0" / "include").iterdir():
+        if not (include / header.name).exists():
+            (include / header.name).symlink_to(header)
+    _script(tree.bin / "cmake", CONFIGURING_CMAKE)
+    _bundle_files(tree)
+    shutil.rmtree(tree.bundle / "plugins")
+    (tree.bundle / "plugins").symlink_to(PLUGINS)
+    # CMake needs the machine's compilers and tools: PATH keeps the stand-ins first.
+    proc = tree.run(PATH=f"{tree.bin}:/usr/bin:/bin", REAL_CMAKE=str(cmake), REAL_NVCC=shutil.which("nvcc"),
+                    FAKE_TRT_VERSION="10.3.0")
+    configure_log = (tree.build / "cmake-configure.log").read_text() if (tree.build / "cmake-configure.log").exists() else ""
+    assert proc.returncode == 0, proc.stderr + configure_log[-3000:]
+    assert "PASS" in proc.stdout.splitlines()
+    assert configured_cuda_archs(tree.build / "plugins") == ({87}, {87})
+    assert "building for architectures 87 (CMAKE_CUDA_ARCHITECTURES)" in configure_log
+    assert "deformrt: TensorRT 10 headers" in configure_log
+    assert "C++ runtime and deformrt-run are not built" not in configure_log

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 import pytest
 import torch
 
@@ -110,6 +111,15 @@ def test_flavours_differ_only_in_dcn_nodes(exported):
     gp.to_onnx_op(back)
     assert [(n.op_type, list(n.input), list(n.output)) for n in back.graph.node] == \
         [(n.op_type, list(n.input), list(n.output)) for n in standard.graph.node]
+    # Our op's weights are channels-last (OHWI); the standard flavour's, and the round trip's, OIHW.
+    std_weights = {t.name: numpy_helper.to_array(t) for t in standard.graph.initializer}
+    back_weights = {t.name: numpy_helper.to_array(t) for t in back.graph.initializer}
+    plugin_weights = {t.name: numpy_helper.to_array(t) for t in plugin.graph.initializer}
+    for node in (n for n in plugin.graph.node if gp.is_plugin_deform_conv(n)):
+        assert helper.get_attribute_value(next(a for a in node.attribute if a.name == "weight_layout")) == b"OHWI"
+        w = node.input[1]
+        np.testing.assert_array_equal(plugin_weights[w], std_weights[w].transpose(0, 2, 3, 1))
+        np.testing.assert_array_equal(back_weights[w], std_weights[w])
     meta_p, meta_o = ExportMetadata.from_model(plugin), ExportMetadata.from_model(standard)
     assert (meta_p.dcn_op, meta_p.dcn_op_version) == ("plugin", "deformrt.DeformConv2d/1")
     assert (meta_o.dcn_op, meta_o.dcn_op_version) == ("onnx", "ai.onnx.DeformConv/19")

@@ -58,7 +58,8 @@ def test_register_is_idempotent_and_schema_matches_contract():
     schema = onnx.defs.get_schema(oc.OP_NAME, oc.OP_DOMAIN_VERSION, oc.OP_DOMAIN)
     assert set(schema.attributes) == set(oc.ATTRIBUTE_NAMES) | {oc.TRT_PLUGIN_VERSION_ATTR,
                                                                oc.TRT_PLUGIN_NAMESPACE_ATTR}
-    assert all(schema.attributes[n].required for n in oc.ATTRIBUTE_NAMES)
+    assert all(schema.attributes[a.name].required == a.required for a in oc.ATTRIBUTES)
+    assert not schema.attributes["weight_layout"].required  # files from before it was added still check
     assert [p.name for p in schema.inputs][:3] == ["X", "W", "offset"]
     assert schema.has_type_and_shape_inference_function
 
@@ -114,3 +115,19 @@ def test_checker_rejects_unknown_attribute_in_our_domain():
     model.graph.node[0].attribute.append(helper.make_attribute("padding_mode", 1))
     with pytest.raises(onnx.checker.ValidationError, match="padding_mode"):
         onnx.checker.check_model(model, full_check=True, check_custom_domain=True)
+
+
+def test_an_ohwi_weight_is_read_as_channels_last_and_a_bad_layout_fails_inference():
+    # W [C_out=8, kH, kW, C_in/group=2] with group 2: 4 input channels. Read as OIHW it would be a 3x2 kernel.
+    model = _model([1, 4, 6, 6], [1, 18, 6, 6], None, c_in_per_group=3, kernel=(2, 2), group=2, weight_layout="OHWI")
+    w = model.graph.initializer[0]
+    w.CopyFrom(numpy_helper.from_array(np.ones((8, 3, 3, 2), np.float32), "W"))
+    [a for a in model.graph.node[0].attribute if a.name == "kernel_shape"][0].ints[:] = [3, 3]
+    assert _shape_of(model, "mid") == [1, 8, 6, 6]
+    onnx.checker.check_model(onnx.shape_inference.infer_shapes(model), full_check=True, check_custom_domain=True)
+    [a for a in model.graph.node[0].attribute if a.name == "weight_layout"][0].s = b"OIHW"
+    with pytest.raises(InferenceError, match="kernel_shape"):
+        onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    [a for a in model.graph.node[0].attribute if a.name == "weight_layout"][0].s = b"HWIO"
+    with pytest.raises(InferenceError, match="weight_layout"):
+        onnx.shape_inference.infer_shapes(model, strict_mode=True)

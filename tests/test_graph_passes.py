@@ -102,6 +102,7 @@ def test_round_trip_preserves_graph_and_numerics(case):
     c_in, c_out, k, s, p, d, g, dg, bias, mask = case
     (y_before,) = _run(model, feeds)
     np.testing.assert_allclose(y_before, _torch_reference(model, feeds, case), rtol=1e-4, atol=1e-4)
+    w_oihw = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "W")).copy()
 
     assert gp.to_plugin_op(model) == 1
     (node,) = model.graph.node
@@ -112,10 +113,13 @@ def test_round_trip_preserves_graph_and_numerics(case):
     attrs = _attrs(node)
     assert attrs == {
         "kernel_shape": list(k), "strides": list(s), "pads": list(p), "dilations": list(d), "group": g,
-        "offset_group": dg, "modulated": int(mask), "has_bias": int(bias),
+        "offset_group": dg, "modulated": int(mask), "has_bias": int(bias), "weight_layout": b"OHWI",
         oc.TRT_PLUGIN_VERSION_ATTR: oc.PLUGIN_VERSION.encode(),
         oc.TRT_PLUGIN_NAMESPACE_ATTR: oc.PLUGIN_NAMESPACE.encode(),
     }
+    # The weight channels-last, [C_out, kH, kW, C_in/group], transposed once in place.
+    (w_ohwi,) = [numpy_helper.to_array(t) for t in model.graph.initializer if t.name == "W"]
+    np.testing.assert_array_equal(w_ohwi, w_oihw.transpose(0, 2, 3, 1))
     assert {(o.domain, o.version) for o in model.opset_import} == {("", 19), (oc.OP_DOMAIN, oc.OP_DOMAIN_VERSION)}
     onnx.checker.check_model(model, full_check=True)
 
@@ -127,8 +131,60 @@ def test_round_trip_preserves_graph_and_numerics(case):
     assert _attrs(back) == {"kernel_shape": list(k), "strides": list(s), "pads": list(p), "dilations": list(d),
                             "group": g, "offset_group": dg}
     assert [o.domain for o in model.opset_import] == [""]
+    (w_back,) = [numpy_helper.to_array(t) for t in model.graph.initializer if t.name == "W"]
+    np.testing.assert_array_equal(w_back, w_oihw)
     (y_after,) = _run(model, feeds)
     np.testing.assert_array_equal(y_after, y_before)
+
+
+def test_a_weight_shared_with_another_reader_is_copied_and_one_shared_by_two_dcns_moves_once():
+    case = (4, 6, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 1, False, False)
+    model, feeds = _standard_model(case, np.random.default_rng(5))
+    (y_before,) = _run(model, feeds)
+    w = numpy_helper.to_array(model.graph.initializer[0]).copy()
+    # A second DCN on the same weight, and an Identity reading it too (a graph output).
+    second = onnx.NodeProto()
+    second.CopyFrom(model.graph.node[0])
+    second.name, second.output[0] = "dcn2", "y2"
+    model.graph.node.append(second)
+    model.graph.output.append(helper.make_tensor_value_info("y2", onnx.TensorProto.FLOAT, None))
+    assert gp.to_plugin_op(model) == 2
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert [n.input[1] for n in model.graph.node] == ["W", "W"]
+    np.testing.assert_array_equal(weights["W"], w.transpose(0, 2, 3, 1))  # once, not twice
+    gp.to_onnx_op(model)
+    np.testing.assert_array_equal(numpy_helper.to_array(model.graph.initializer[0]), w)
+    ys = _run(model, feeds)
+    np.testing.assert_array_equal(ys[0], y_before)
+    np.testing.assert_array_equal(ys[1], y_before)
+
+    model, feeds = _standard_model(case, np.random.default_rng(5))
+    model.graph.node.append(helper.make_node("Identity", ["W"], ["w_out"]))
+    model.graph.output.append(helper.make_tensor_value_info("w_out", onnx.TensorProto.FLOAT, None))
+    gp.to_plugin_op(model)
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert model.graph.node[0].input[1] == "W.ohwi" and model.graph.node[1].input[0] == "W"
+    np.testing.assert_array_equal(weights["W"], w)
+    np.testing.assert_array_equal(weights["W.ohwi"], w.transpose(0, 2, 3, 1))
+
+
+def test_a_weight_computed_in_the_graph_stays_oihw_and_files_without_the_attribute_are_oihw():
+    case = (4, 6, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 1, False, False)
+    model, feeds = _standard_model(case, np.random.default_rng(6))
+    (y_before,) = _run(model, feeds)
+    model.graph.initializer[0].name = "W0"
+    model.graph.node.insert(0, helper.make_node("Identity", ["W0"], ["W"]))
+    gp.to_plugin_op(model)
+    dcn = next(n for n in model.graph.node if gp.is_plugin_deform_conv(n))
+    assert _attrs(dcn)["weight_layout"] == b"OIHW"  # the plugin transposes such a weight on every run
+    onnx.checker.check_model(model, full_check=True)
+    # A file from before weight_layout: no attribute means OIHW; to_onnx_op leaves the weight as it is.
+    kept = [a for a in dcn.attribute if a.name != "weight_layout"]
+    del dcn.attribute[:]
+    dcn.attribute.extend(kept)
+    onnx.checker.check_model(model, full_check=True)
+    gp.to_onnx_op(model)
+    np.testing.assert_array_equal(_run(model, feeds)[0], y_before)
 
 
 def test_defaults_are_made_explicit():

@@ -114,6 +114,15 @@ def test_build_plugin_passes_options_to_cmake_and_reports_a_missing_plugin(monke
     assert f"-DTENSORRT_INCLUDE_DIR={include.resolve()}" in configure
     assert "-DCMAKE_CUDA_ARCHITECTURES=87;90" in configure and "-DDEFORMRT_NVCC_THREADS=3" in configure
     assert build[-2:] == ["--parallel", "3"]
+    assert not [a for a in configure if a.startswith("-U")]
+
+    # Without --archs: the default architectures, even where an earlier --archs build cached its own.
+    calls.clear()
+    with pytest.raises(DeformRTError, match="without libdeformrt_plugin.so"):
+        plugin_build.build_plugin(build_dir=tmp_path / "b", tensorrt_include_dir=include)
+    configure = calls[0][1]
+    assert "-UCMAKE_CUDA_ARCHITECTURES" in configure
+    assert not [a for a in configure if a.startswith("-DCMAKE_CUDA_ARCHITECTURES")]
 
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / native.PLUGIN_LIBRARY).write_bytes(b"")

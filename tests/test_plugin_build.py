@@ -1,6 +1,8 @@
-"""Building plugins/: nvcc compiles the kernels for every default architecture, the kernel library's
-C API works without a GPU, the TensorRT plugin (with its CUDA kernels) compiles and links against
-each set of TensorRT headers alone (tests/trt_headers.py), and the plugin sources take every contract name from opContract.h."""
+"""Building plugins/: the README's commands exactly as written build every default architecture (also when
+run twice, and after a build for other architectures), with the machine's CMake and with the oldest one
+CMakeLists.txt declares; the kernel library's C API works without a GPU; the TensorRT plugin (with its CUDA
+kernels) compiles and links against each set of TensorRT headers alone (tests/trt_headers.py); and the plugin
+sources take every contract name from opContract.h."""
 
 from __future__ import annotations
 
@@ -9,13 +11,18 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from cmake_tools import OLDEST_CMAKE, cmake_id, cmake_version, cmakes, configured_cuda_archs
+from exporter.cli import app
 from exporter.onnx import op_contract as oc
-from exporter.trt.plugin_build import cmake_build
+from exporter.trt import plugin_build
+from exporter.trt.plugin_build import cmake_build, cmake_configure, cmake_minimum_version
 from models.native import AUTOLOAD_PLUGIN_LIBRARY, KERNEL_LIBRARY, PLUGIN_LIBRARY, PLUGINS_DIR
 from models.ops.cuda_kernels import DESC_FIELDS, ConvDesc, declare_c_api, make_desc
 from trt_headers import HEADER_SETS_DIR, header_set_id, header_sets
@@ -42,47 +49,131 @@ def _expected_archs() -> set[int]:
     return archs
 
 
+def _expected_ptx() -> set[int]:
+    return {max(_expected_archs())}
+
+
+README_HEADERS = HEADER_SETS_DIR / "10.3.0" / "include"
+
+
+def _readme_build_plugin(build_dir: Path, *args: str):
+    """`deformrt build-plugin ARGS` as the README writes it, its build directory (plugins/build for a user)
+    moved to ``build_dir``. CMAKE_BUILD_PARALLEL_LEVEL (read by `cmake --build`) keeps both nvcc jobs busy."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plugin_build, "DEFAULT_BUILD_DIR", build_dir)
+        mp.setenv("CMAKE_BUILD_PARALLEL_LEVEL", "2")
+        return CliRunner().invoke(app, ["build-plugin", *args])
+
+
+def _binary_archs(library: Path) -> tuple[set[int], set[int]]:
+    """(SASS, PTX) architectures embedded in a built library, read with cuobjdump."""
+    cuobjdump = shutil.which("cuobjdump") or next(
+        (str(p) for entry in sys.path for p in Path(entry or ".").glob("nvidia/cu*/bin/cuobjdump")), None)
+    if cuobjdump is None:
+        pytest.skip("cuobjdump not found (CUDA toolkit or the nvidia-cuda-cuobjdump wheel of the test extra)")
+    listing = subprocess.run([cuobjdump, "--list-elf", "--list-ptx", str(library)], capture_output=True, text=True,
+                             check=True).stdout
+    return ({int(a) for a in re.findall(r"\.sm_(\d+)\.cubin", listing)},
+            {int(a) for a in re.findall(r"\.sm_(\d+)\.ptx", listing)})
+
+
 @pytest.fixture(scope="module")
-def kernel_build(tmp_path_factory):
-    out = tmp_path_factory.mktemp("deformrt-kernels")
-    cmake_build(out, {"DEFORMRT_BUILD_CUDA": "ON", "DEFORMRT_NVCC_THREADS": THREADS,
-                      "CMAKE_EXPORT_COMPILE_COMMANDS": "ON"}, ["deformrt_kernels"], jobs=2)
-    return out
+def readme_build(tmp_path_factory):
+    """The README's headers-only build, exactly as written (no --archs): every default architecture."""
+    if shutil.which("cmake") is None or shutil.which("nvcc") is None:
+        pytest.skip("cmake and nvcc are needed to compile the CUDA kernels")
+    out = tmp_path_factory.mktemp("readme-build-plugin")
+    result = _readme_build_plugin(out, "--tensorrt-include-dir", str(README_HEADERS))
+    assert result.exit_code == 0, result.output
+    return out, result
 
 
 @needs_nvcc
-def test_kernels_compile_for_every_default_architecture(kernel_build):
-    commands = json.loads((kernel_build / "compile_commands.json").read_text())
-    cu = [c["command"] for c in commands if c["file"].endswith("deformConvKernel.cu")]
-    assert len(cu) == 1
-    sass = {int(a) for a in re.findall(r"code=\[?(?:compute_\d+,)?sm_(\d+)", cu[0])}
-    assert sass == _expected_archs()
-    newest = max(_expected_archs())
-    assert re.search(rf"code=\[?compute_{newest}", cu[0]), "PTX of the newest architecture is embedded"
-    assert (kernel_build / KERNEL_LIBRARY).is_file()
+def test_readme_build_plugin_builds_every_default_architecture_and_again_when_run_twice(readme_build):
+    out, first = readme_build
+    assert first.stdout.strip() == str((out / PLUGIN_LIBRARY).resolve())
+    expected = (_expected_archs(), _expected_ptx())
+    assert f"building for architectures {';'.join(f'{a}-real' for a in sorted(expected[0])[:-1])};" in first.stderr
+    for library in (KERNEL_LIBRARY, PLUGIN_LIBRARY, AUTOLOAD_PLUGIN_LIBRARY):
+        assert _binary_archs(out / library) == expected, library
+    # The same command again (CMake used to cache nvcc's own default, sm_75, at the first configure and build
+    # only that the second time, without the fp16 tensor-core kernel).
+    second = _readme_build_plugin(out, "--tensorrt-include-dir", str(README_HEADERS))
+    assert second.exit_code == 0, second.output
+    assert configured_cuda_archs(out) == expected
+    for library in (KERNEL_LIBRARY, PLUGIN_LIBRARY):
+        assert _binary_archs(out / library) == expected, library
 
 
 @needs_nvcc
-def test_kernel_library_c_api_without_a_gpu(kernel_build):
-    lib = declare_c_api(ctypes.CDLL(str(kernel_build / KERNEL_LIBRARY)))
+def test_kernels_compile_for_every_default_architecture(readme_build):
+    out, _ = readme_build
+    assert configured_cuda_archs(out) == (_expected_archs(), _expected_ptx())
+    assert (out / KERNEL_LIBRARY).is_file()
+
+
+def _plain_configure(cmake: Path, build_dir: Path, *args: str) -> str:
+    """`cmake -S plugins -B DIR ARGS` with ``cmake`` (the README's plain-CMake command); its output."""
+    proc = subprocess.run([str(cmake), "-S", str(PLUGINS_DIR), "-B", str(build_dir), *args], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@needs_nvcc
+@pytest.mark.parametrize("cmake", cmakes(), ids=cmake_id)
+def test_plain_cmake_configure_twice_and_switching_architectures(tmp_path, cmake):
+    """The README's plain CMake configure, with each CMake: the default architectures, again on a second
+    configure, 87 when asked, and the default again when build-plugin configures without --archs."""
+    default = (_expected_archs(), _expected_ptx())
+    _plain_configure(cmake, tmp_path, f"-DTENSORRT_INCLUDE_DIR={README_HEADERS}")
+    assert configured_cuda_archs(tmp_path) == default
+    _plain_configure(cmake, tmp_path)
+    assert configured_cuda_archs(tmp_path) == default, "a second configure keeps the default"
+    assert "(the project's default)" in _plain_configure(cmake, tmp_path)
+    _plain_configure(cmake, tmp_path, "-DCMAKE_CUDA_ARCHITECTURES=87")
+    assert configured_cuda_archs(tmp_path) == ({87}, {87})
+    _plain_configure(cmake, tmp_path)
+    assert configured_cuda_archs(tmp_path) == ({87}, {87}), "an architecture the user set stays set, as in CMake"
+    # build-plugin without --archs: the default again, in the folder an `--archs 87` build left.
+    cmake_configure(tmp_path, {"CMAKE_BUILD_TYPE": "Release"}, unset=["CMAKE_CUDA_ARCHITECTURES"], cmake=cmake)
+    assert configured_cuda_archs(tmp_path) == default
+
+
+def test_the_oldest_cmake_is_the_declared_minimum():
+    if not OLDEST_CMAKE.is_file():
+        pytest.fail(f"{OLDEST_CMAKE} is missing: `make venv` installs it (Makefile CMAKE_OLDEST_VERSION)")
+    declared = tuple(int(p) for p in cmake_minimum_version().split("."))
+    assert cmake_version(OLDEST_CMAKE)[:len(declared)] == declared
+
+
+@needs_nvcc
+def test_kernel_library_c_api_without_a_gpu(readme_build):
+    lib = declare_c_api(ctypes.CDLL(str(readme_build[0] / KERNEL_LIBRARY)))
     x, offset, weight = torch.randn(2, 4, 6, 6), torch.randn(2, 18, 6, 6), torch.randn(8, 4, 3, 3)
     desc = make_desc(x, offset, weight, None, None, (1, 1), (1, 1), (1, 1))
     assert ctypes.sizeof(ConvDesc) == 8 * len(DESC_FIELDS)
     assert lib.deformrt_dcn_validate(ctypes.byref(desc)) is None
     assert lib.deformrt_dcn_workspace_size(ctypes.byref(desc), 0) == 0
-    # fp16: NHWC staging of x (2*4*6*6 halves = 576 B) and the packed weights (8 output channels x 9 steps
-    # x 16-deep K halves = 2304 B), each rounded up to 256 bytes.
-    packed = 8 * 9 * 16 * 2
-    assert lib.deformrt_dcn_packed_weight_size(ctypes.byref(desc)) == packed
-    assert lib.deformrt_dcn_workspace_size(ctypes.byref(desc), 1) == 768 + 2304
+    # fp16: NHWC staging of x (2*4*6*6 halves = 576 B) and the OIHW weight transposed to OHWI (8*4*9 halves =
+    # 576 B), each rounded up to 256 bytes; an OHWI weight needs no copy. The CPU build gives the same sizes
+    # (tests/test_plugin_host.py).
+    assert lib.deformrt_dcn_workspace_size(ctypes.byref(desc), 1) == 768 + 768
+    assert lib.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc)) == 768
+    ohwi = make_desc(x, offset, weight.permute(0, 2, 3, 1), None, None, (1, 1), (1, 1), (1, 1), "OHWI")
+    assert lib.deformrt_dcn_workspace_size(ctypes.byref(ohwi), 1) == 768
+    assert lib.deformrt_dcn_nhwc_workspace_size(ctypes.byref(ohwi)) == 0
     assert lib.deformrt_dcn_nhwc_supported(ctypes.byref(desc)) == 0  # no GPU here
     fake = ctypes.c_void_p(16)
     not_supported = 801  # cudaErrorNotSupported: no sm_80+ device to run the tensor-core kernel on
-    assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), fake, fake, fake, None, None, fake, None) == not_supported
+    assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(ohwi), fake, fake, fake, None, None, fake, None, 0,
+                                         None) == not_supported
+    # Too small a workspace for the OIHW weight's transpose: refused before anything touches the GPU.
+    assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), fake, fake, fake, None, None, fake, fake, 767, None) == 1
     desc.offsetGroup = 3
     assert b"offset_group" in lib.deformrt_dcn_validate(ctypes.byref(desc))
     # An invalid problem is refused before anything touches the GPU: cudaErrorInvalidValue (1).
-    assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), fake, fake, fake, None, None, fake, None) == 1
+    assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), fake, fake, fake, None, None, fake, None, 0, None) == 1
     assert lib.deformrt_dcn_forward(ctypes.byref(desc), 0, fake, fake, fake, None, None, fake, None, 0, None) == 1
 
 

@@ -4,6 +4,7 @@ TensorRT plugin inside TensorRT's registry (skipped without TensorRT)."""
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import subprocess
 import sys
@@ -111,18 +112,21 @@ def test_fp16_kernel_rms_error_within_dense_fp16_conv_bound(kernels, name):
                             dense16=dense16.cpu()) <= 1.6
 
 
-def _nhwc_forward(lib, x, offset, weight, bias, mask, args):
-    """The channels-last entry the plugin uses for kHWC8: packed weights once, NHWC in and out."""
-    desc = cuda_kernels.make_desc(x, offset, weight, bias, mask, args["stride"], args["padding"], args["dilation"])
-    packed = torch.empty(lib.deformrt_dcn_packed_weight_size(ctypes.byref(desc)), dtype=torch.uint8, device="cuda")
+def _nhwc_forward(lib, x, offset, weight, bias, mask, args, weight_layout="OHWI"):
+    """The channels-last entry the plugin uses for kHWC8, NHWC in and out: an OHWI weight (what the exporter
+    writes) read in place, or an OIHW one transposed into the workspace."""
+    w = weight.permute(0, 2, 3, 1).contiguous() if weight_layout == "OHWI" else weight
+    desc = cuda_kernels.make_desc(x, offset, w, bias, mask, args["stride"], args["padding"], args["dilation"],
+                                  weight_layout)
+    nbytes = lib.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc))
+    workspace = torch.empty(max(nbytes, 1), dtype=torch.uint8, device="cuda")
     stream = torch.cuda.current_stream().cuda_stream
-    assert lib.deformrt_dcn_pack_weights(ctypes.byref(desc), weight.data_ptr(), packed.data_ptr(), stream) == 0
     x_cl = x.contiguous(memory_format=torch.channels_last)
     y = torch.full((desc.batch, desc.outChannels, desc.outHeight, desc.outWidth), float("nan"), dtype=x.dtype,
                    device="cuda").contiguous(memory_format=torch.channels_last)
     ptr = [None if t is None else t.data_ptr() for t in (bias, mask)]
-    assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), x_cl.data_ptr(), packed.data_ptr(), offset.data_ptr(),
-                                         ptr[0], ptr[1], y.data_ptr(), stream) == 0
+    assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), x_cl.data_ptr(), w.data_ptr(), offset.data_ptr(),
+                                         ptr[0], ptr[1], y.data_ptr(), workspace.data_ptr(), nbytes, stream) == 0
     torch.cuda.synchronize()
     return y
 
@@ -142,6 +146,9 @@ def test_nhwc_entry_matches_the_nchw_entry_bit_for_bit(kernels, name):
     y_nchw = _run((x, offset, weight, bias, mask), args, torch.float16)
     # Same kernel, same tile shape, same K order: only the staging and the epilogue's layout differ.
     assert torch.equal(y_nhwc.contiguous().view(torch.int16), y_nchw.view(torch.int16))
+    # An OIHW weight (a file from before weight_layout) is transposed in the workspace: the same bits.
+    y_oihw = _nhwc_forward(lib, x, offset, weight, bias, mask, args, weight_layout="OIHW")
+    assert torch.equal(y_oihw.contiguous().view(torch.int16), y_nchw.view(torch.int16))
 
 
 @pytest.mark.gpu
@@ -225,9 +232,29 @@ def test_tensor_core_kernel_matches_its_cpu_emulation(kernels, host_emulation, m
     desc = cuda_kernels.make_desc(x, offset, weight, bias, mask, args["stride"], args["padding"], args["dilation"])
     y_cpu = torch.full_like(y_gpu, float("nan"))
     ptr = [None if t is None else t.data_ptr() for t in (x, weight, offset, bias, mask, y_cpu)]
-    assert host_emulation.deformrt_dcn_forward_host(ctypes.byref(desc), 1, *ptr) == 0
+    assert host_emulation.deformrt_dcn_forward_host(ctypes.byref(desc), 1, *ptr, None, 0) == 0
     # 2 ulps at each output's magnitude, plus an absolute floor for outputs near zero (cancellation: the
     # fp32 sums' order differences are absolute, about 1e-6 here); a wrong index is off by O(rms).
     ulp = torch.exp2(torch.floor(torch.log2(y_cpu.float().abs().clamp_min(2.0**-14))) - 10)
     floor = 2.0**-10 * y_cpu.float().pow(2).mean().sqrt()
     assert ((y_gpu.float() - y_cpu.float()).abs() <= 2 * ulp + floor).all()
+
+
+@pytest.mark.gpu
+def test_tensor_core_kernel_in_a_new_context_after_cuda_device_reset_and_a_driver_api_context(kernels, tmp_path):
+    """The large tile's shared-memory opt-in belongs to a CUDA context: a new primary context (after
+    cudaDeviceReset) and a driver-API context must each get it (tests/native/tensorCoreContexts.cpp). A
+    separate process: cudaDeviceReset would invalidate this process's PyTorch tensors."""
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is needed to build the context check")
+    library = native.find_kernel_library()
+    exe = tmp_path / "tensorCoreContexts"
+    root = native.PLUGINS_DIR.parent
+    subprocess.run(["nvcc", "-std=c++17", "-I", str(native.PLUGINS_DIR / "include"),
+                    str(root / "tests" / "native" / "tensorCoreContexts.cpp"), "-o", str(exe), str(library),
+                    f"-Wl,-rpath,{library.parent}", "-lcuda"], check=True)
+    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DEFORMRT_TC_TILE_SHAPE": "0"})
+    assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] in ("ok", "SKIP: the tensor-core kernel "
+                                                                             "does not run here (sm_80 or newer "
+                                                                             "needed)"), proc.stdout + proc.stderr

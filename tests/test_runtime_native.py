@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import struct
 import subprocess
@@ -481,3 +482,37 @@ def test_cmake_builds_runtime_and_programs_against_a_tensorrt_install(tmp_path):
         assert api in exported, api
     assert (build / "deformrt-example").is_file()
     _check_deformrt_run(build / "deformrt-run", tmp_path)
+
+
+@needs_gxx
+def test_tensorrt_own_plugins_are_registered_once_or_one_warning_says_why(tmp_path):
+    """The runtime registers TensorRT's plugins (initLibNvInferPlugins of libnvinfer_plugin.so.<major>, found
+    beside libnvinfer) once per process with a logger that outlives every Engine; where the library is
+    absent, one warning line says so and what needs it (tests/native/pluginRegistrationDriver.cpp)."""
+    cuda = cuda_include()
+    if cuda is None or not header_sets():
+        pytest.skip("TensorRT and CUDA headers are needed")
+    include = next(h for h in header_sets() if h.parent.name.startswith("10."))
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    subprocess.run(["gcc", "-shared", "-fPIC", str(ROOT / "tests" / "native" / "nvinferStub.c"), "-o",
+                    str(lib / "libnvinfer.so")], check=True)
+    exe = tmp_path / "driver"
+    subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", f"-I{PLUGINS / 'include'}", f"-I{RUNTIME_SRC}",
+                    f"-isystem{include}", f"-isystem{cuda}", str(ROOT / "tests" / "native" / "pluginRegistrationDriver.cpp"),
+                    str(RUNTIME_SRC / "pluginLoader.cpp"), str(RUNTIME_SRC / "tensorrtLogger.cpp"), "-o", str(exe),
+                    f"-L{lib}", "-lnvinfer", f"-Wl,-rpath,{lib}", "-ldl"], check=True)
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+
+    absent = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=60)
+    assert absent.returncode == 0, absent.stderr
+    warnings = [line for line in absent.stdout.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and absent.stdout.splitlines()[-1] == "done", absent.stdout
+    assert f"{lib}/libnvinfer_plugin.so.10 or libnvinfer_plugin.so.10 not found" in warnings[0]
+    assert "standard-DeformConv flavour need them" in warnings[0]
+
+    subprocess.run(["gcc", "-shared", "-fPIC", str(ROOT / "tests" / "native" / "nvinferPluginStub.c"),
+                    "-Wl,-soname,libnvinfer_plugin.so.10", "-o", str(lib / "libnvinfer_plugin.so.10")], check=True)
+    present = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=60)
+    assert present.returncode == 0, present.stderr
+    assert present.stdout.splitlines() == ["initLibNvInferPlugins(logger given, namespace '')", "done"]

@@ -6,8 +6,12 @@ documented plugin-registry contract (tests/trt_contract/standinNvinfer.cpp), for
 - Loading: IPluginRegistry::loadLibrary (once, twice), dlopen of the autoload file with TensorRT loaded
   privately, globally or not yet, and a TensorRT of another major.
 - Every deformable-conv node of real exports (several bodies, v1 and v2, groups, deformable groups, stride,
-  dilation): fields built as the ONNX parser builds them, the build and runtime lifecycle, and enqueue on the
-  CPU (the DEFORMRT_PLUGIN_HOST_KERNELS variant) in fp32 and fp16 against models.deform_conv2d in float64.
+  dilation; OHWI weights as exported, and OIHW as older files have them): fields built as the ONNX parser
+  builds them, format answers at every position (unchanged by garbage in the later positions), and TensorRT's
+  real build and run sequence (several configurations on one instance and a clone, serialisation after a
+  configuration that did not win, a lazy onShapeChange before the first enqueue on a clone, two execution
+  contexts alternating batch sizes, a refit in place), enqueued on the CPU (the DEFORMRT_PLUGIN_HOST_KERNELS
+  variant) in fp32, fp16 and fp16 kHWC8, every output against models.deform_conv2d in float64.
 - Malformed field collections and bad calls, under AddressSanitizer and UBSan.
 
 With a real TensorRT: ``TENSORRT_ROOT=/opt/TensorRT pytest tests/test_trt_contract.py`` also runs the
@@ -257,9 +261,26 @@ def _attr_line(a: onnx.AttributeProto) -> str:
 @dataclass
 class NodeCase:
     spec: Path
-    inputs: list[torch.Tensor]  # float32, ONNX input order
+    inputs: list[torch.Tensor]  # float32, ONNX input order, W in the node's weight layout
     attrs: dict
     attr_types: dict
+
+
+def _node_attrs(node: onnx.NodeProto) -> dict:
+    """The node's attributes as Python values (STRING attributes decoded)."""
+    values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
+
+
+def _with_oihw_weight(node: onnx.NodeProto, weight: torch.Tensor) -> tuple[onnx.NodeProto, torch.Tensor]:
+    """The node as a file from before weight_layout has it: no attribute (OIHW, the default), the weight OIHW."""
+    from exporter.onnx import op_contract as oc
+    legacy = onnx.NodeProto()
+    legacy.CopyFrom(node)
+    kept = [a for a in legacy.attribute if a.name != "weight_layout"]
+    del legacy.attribute[:]
+    legacy.attribute.extend(kept)
+    return legacy, oc.weight_to_oihw(weight, oc.weight_layout(_node_attrs(node))).contiguous()
 
 
 def _write_node_specs(out: Path) -> list[NodeCase]:
@@ -271,13 +292,20 @@ def _write_node_specs(out: Path) -> list[NodeCase]:
         shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
                   for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
         weights = {t.name: torch.from_numpy(onnx.numpy_helper.to_array(t).copy()) for t in proto.graph.initializer}
-        for index, node in enumerate(_dcn_nodes(proto)):
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        nodes = list(_dcn_nodes(proto))
+        # Each node as exported (OHWI weight), and the first of each model as an older file has it (OIHW).
+        variants = [(i, n, None) for i, n in enumerate(nodes)] + [(0, nodes[0], "oihw")]
+        for index, exported_node, legacy in variants:
+            node = exported_node
+            attrs = _node_attrs(node)
             names = input_names(bool(attrs["has_bias"]), bool(attrs["modulated"]))
             inputs = []
             for role, name in zip(names, node.input):
                 if name in weights:  # the node's real weights and bias
-                    inputs.append(weights[name].float())
+                    tensor = weights[name].float()
+                    if legacy and role == "W":
+                        node, tensor = _with_oihw_weight(exported_node, tensor)
+                    inputs.append(tensor)
                     continue
                 shape = [2] + shapes[name][1:]  # batch 2; fresh random values, never zeros
                 if role == "offset":
@@ -286,8 +314,9 @@ def _write_node_specs(out: Path) -> list[NodeCase]:
                     inputs.append(torch.rand(shape, generator=gen))
                 else:
                     inputs.append(torch.randn(shape, generator=gen))
-            stem = f"{model_name}-{index}"
-            lines = [f"name {model_name}/{node.name or index}", f"op {node.op_type}"]
+            stem = f"{model_name}-{index}" + (f"-{legacy}" if legacy else "")
+            attrs = _node_attrs(node)
+            lines = [f"name {model_name}/{node.name or index}{'-' + legacy if legacy else ''}", f"op {node.op_type}"]
             lines += [_attr_line(a) for a in node.attribute]
             for i, t in enumerate(inputs):
                 file = f"{stem}.in{i}"
@@ -304,12 +333,12 @@ def _write_node_specs(out: Path) -> list[NodeCase]:
 def _reference(inputs: list[torch.Tensor], attrs: dict, dtype: torch.dtype, absolute: bool = False) -> torch.Tensor:
     """models.deform_conv2d on the node's tensors in ``dtype``; with ``absolute``, on |x|, |W|, |B| (every
     product's magnitude summed: the scale of the rounding errors)."""
-    from exporter.onnx.op_contract import input_names
+    from exporter.onnx import op_contract as oc
     from models import deform_conv2d
-    named = dict(zip(input_names(bool(attrs["has_bias"]), bool(attrs["modulated"])), (t.to(dtype) for t in inputs)))
+    named = dict(zip(oc.input_names(bool(attrs["has_bias"]), bool(attrs["modulated"])), (t.to(dtype) for t in inputs)))
     pads = attrs["pads"]
     assert pads[:2] == pads[2:], "the exporter writes symmetric pads"
-    x, w, b = named["X"], named["W"], named.get("B")
+    x, w, b = named["X"], oc.weight_to_oihw(named["W"], oc.weight_layout(attrs)), named.get("B")
     if absolute:
         x, w, b = x.abs(), w.abs(), None if b is None else b.abs()
     return deform_conv2d(x, named["offset"], w, b, stride=tuple(attrs["strides"]), padding=tuple(pads[:2]),
@@ -324,15 +353,41 @@ def node_cases(tmp_path_factory) -> list[NodeCase]:
 def test_exports_cover_the_node_variants(node_cases):
     attrs = [c.attrs for c in node_cases]
     assert {a["modulated"] for a in attrs} == {0, 1}
+    # Exported nodes carry their weight channels-last; files from before weight_layout (OIHW) still load.
+    assert {a.get("weight_layout", "OIHW (absent)") for a in attrs} == {"OHWI", "OIHW (absent)"}
+    assert any(_expects_channels_last(c) for c in node_cases) and not all(_expects_channels_last(c) for c in node_cases)
     assert any(a["group"] > 1 for a in attrs) and any(a["offset_group"] > 1 for a in attrs)
     assert any(max(a["strides"]) > 1 for a in attrs) and any(max(a["dilations"]) > 1 for a in attrs)
     # The parser reads plugin_version / plugin_namespace with ->s(): they must be STRING attributes.
     assert all(c.attr_types["plugin_version"] == c.attr_types["plugin_namespace"] == "STRING" for c in node_cases)
 
 
-def _check_against_reference(case: NodeCase, dtype: str):
-    got = torch.from_numpy(np.fromfile(f"{case.spec}.{dtype}.out", dtype="<f4")).double()
-    inputs = case.inputs if dtype == "fp32" else [t.half().float() for t in case.inputs]  # what the plugin saw
+def _variant_inputs(case: NodeCase, batch1: bool, refit: bool) -> list[torch.Tensor]:
+    """The node's tensors as a run saw them: the first image only (batch1), the weight negated (refit)."""
+    from exporter.onnx.op_contract import input_names
+    roles = input_names(bool(case.attrs["has_bias"]), bool(case.attrs["modulated"]))
+    inputs = []
+    for role, t in zip(roles, case.inputs):
+        if batch1 and role in ("X", "offset", "mask"):
+            t = t[:1]
+        if refit and role == "W":
+            t = -t
+        inputs.append(t)
+    return inputs
+
+
+def _expects_channels_last(case: NodeCase) -> bool:
+    """The contract offers fp16 kHWC8 when the input and output channels are multiples of 8."""
+    x, w = case.inputs[0], case.inputs[1]
+    return x.shape[1] % 8 == 0 and w.shape[0] % 8 == 0
+
+
+def _check_against_reference(case: NodeCase, variant: str, batch1: bool = False, refit: bool = False):
+    suffix = variant + (".refit" if refit else "") + (".batch1" if batch1 else "")
+    got = torch.from_numpy(np.fromfile(f"{case.spec}.{suffix}.out", dtype="<f4")).double()
+    inputs = _variant_inputs(case, batch1, refit)
+    if variant != "fp32":
+        inputs = [t.half().float() for t in inputs]  # what the plugin saw
     expected = _reference(inputs, case.attrs, torch.float64)
     scale = _reference(inputs, case.attrs, torch.float64, absolute=True)  # sum of |products| per output
     got = got.reshape(expected.shape)
@@ -340,12 +395,12 @@ def _check_against_reference(case: NodeCase, dtype: str):
     # fp32: each output sums K = C/groups*kH*kW products (bilinear blends in fp32 too); the rounding error is
     # a few fp32 ulps of the summed magnitudes. fp16: every sampled value and weight is stored in binary16
     # (relative error 2^-11 each) and the output is rounded to binary16 once more.
-    if dtype == "fp32":
+    if variant == "fp32":
         tolerance = 2.0 ** -18 * scale + 1e-30
     else:
         tolerance = 2.0 ** -9 * scale + 2.0 ** -11 * expected.abs() + 2.0 ** -24
     excess = (got - expected).abs() - tolerance
-    assert excess.max() <= 0, (f"{case.spec.name} {dtype}: worst error {(got - expected).abs().max():.3g} "
+    assert excess.max() <= 0, (f"{case.spec.name} {suffix}: worst error {(got - expected).abs().max():.3g} "
                                f"exceeds its bound at {int(excess.argmax())}")
     assert expected.abs().max() > 0, "the reference is not trivially zero"
 
@@ -394,11 +449,20 @@ def test_headers_only_autoload_file_loads_tensorrt_by_its_versioned_soname(sanit
 
 
 def _run_nodes_and_compare(build: ContractBuild, node_cases: list[NodeCase], env=None):
+    """The harness's builder sequence for every node (contractHarness.cpp, runBuilderSequence), then every
+    output it wrote against models.deform_conv2d: each winning combination (fp32, fp16, and fp16 kHWC8
+    exactly where the channels allow it), at the full batch and at batch 1 in a second context, before and
+    after the weight was changed in place."""
     build.run("nodes", build.nvinfer, build.plugin_dir, *[c.spec for c in node_cases], env=env)
     for case in node_cases:
-        for dtype in ("fp32", "fp16"):
-            _check_against_reference(case, dtype)
-            os.remove(f"{case.spec}.{dtype}.out")  # the next build writes its own
+        variants = ["fp32", "fp16"] + (["fp16-hwc8"] if _expects_channels_last(case) else [])
+        assert Path(f"{case.spec}.fp16-hwc8.out").exists() == _expects_channels_last(case), case.spec.name
+        for variant in variants:
+            for batch1 in (False, True):
+                for refit in (False, True):
+                    _check_against_reference(case, variant, batch1, refit)
+        for out in case.spec.parent.glob(f"{case.spec.name}.*.out"):
+            os.remove(out)  # the next build writes its own
 
 
 @pytest.mark.gpu

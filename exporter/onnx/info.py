@@ -15,6 +15,7 @@ from typing import Union
 import onnx
 from onnx import helper
 
+from exporter.onnx import op_contract as oc
 from exporter.onnx import passes as gp
 from exporter.onnx.metadata import PREFIX, ExportMetadata
 from models.errors import DeformRTError
@@ -60,6 +61,9 @@ def inspect_model(path: Union[str, Path]) -> dict:
     props = {p.key: p.value for p in model.metadata_props}
     metadata = ExportMetadata.from_props(props).to_dict() if any(k.startswith(PREFIX) for k in props) else None
     custom = Counter((n.domain, n.op_type) for n in graph.node if n.domain not in ("", "ai.onnx"))
+    # Our op's weight layout per node (OIHW when the attribute is absent, as in files from before it).
+    layouts = Counter(next((helper.get_attribute_value(a).decode() for a in n.attribute if a.name == "weight_layout"),
+                           oc.WEIGHT_LAYOUT_OIHW) for n in graph.node if gp.is_plugin_deform_conv(n))
     return {
         "file": str(path.resolve()),
         "size_bytes": path.stat().st_size,
@@ -72,6 +76,7 @@ def inspect_model(path: Union[str, Path]) -> dict:
         "op_counts": dict(sorted(Counter(n.op_type for n in graph.node).items())),
         "custom_ops": [{"domain": d, "op_type": op, "count": c} for (d, op), c in sorted(custom.items())],
         "dcn_nodes": sum(1 for n in graph.node if gp.is_onnx_deform_conv(n) or gp.is_plugin_deform_conv(n)),
+        "dcn_weight_layouts": dict(sorted(layouts.items())),
         "parameters": parameters,
         "initializer_bytes": initializer_bytes,
         "metadata": metadata,
@@ -93,6 +98,8 @@ def format_info(info: dict) -> str:
         f"nodes:       {info['nodes']} (" + ", ".join(f"{op} {c}" for op, c in info["op_counts"].items()) + ")",
         "custom ops:  " + (", ".join(f"{c['domain']}.{c['op_type']} x{c['count']}" for c in info["custom_ops"])
                            or "none"),
+        *([f"DCN weights: " + ", ".join(f"{layout} x{c}" for layout, c in info["dcn_weight_layouts"].items())]
+          if info["dcn_weight_layouts"] else []),
         "inputs:",
         *(f"  {t['name']}: {t['dtype']} {_shape(t['shape'])}" for t in info["inputs"]),
         "outputs:",

@@ -11,7 +11,9 @@ their flag attribute says so, never as empty names)::
     Y = deformrt.DeformConv2d(X, W, offset[, B][, mask])
 
 - X      [N, C_in, H, W]
-- W      [C_out, C_in / group, kH, kW]
+- W      [C_out, C_in / group, kH, kW] (weight_layout "OIHW", the default when the attribute is absent) or
+         [C_out, kH, kW, C_in / group] (weight_layout "OHWI", channels-last: what the exporter writes, so the
+         plugin's fp16 tensor-core kernel reads it in place)
 - offset [N, offset_group * 2 * kH * kW, H_out, W_out]; channel g*2K + 2k + d, d=0 for dy, 1 for dx
 - B      [C_out]                                    (has_bias = 1)
 - mask   [N, offset_group * kH * kW, H_out, W_out]   (modulated = 1), already sigmoid-ed
@@ -38,12 +40,22 @@ TRT_PLUGIN_VERSION_ATTR = "plugin_version"
 TRT_PLUGIN_NAMESPACE_ATTR = "plugin_namespace"
 
 
+WEIGHT_LAYOUT_OIHW = "OIHW"
+WEIGHT_LAYOUT_OHWI = "OHWI"
+WEIGHT_LAYOUTS = (WEIGHT_LAYOUT_OIHW, WEIGHT_LAYOUT_OHWI)
+# What the exporter writes: the layout the fp16 tensor-core kernel reads (plugins/include/deformrt/deformConvDesc.h).
+EXPORTED_WEIGHT_LAYOUT = WEIGHT_LAYOUT_OHWI
+
+
 @dataclass(frozen=True)
 class Attribute:
     name: str
-    kind: str  # "int" or "ints"
-    length: int  # number of values (1 for "int")
+    kind: str  # "int", "ints" or "string"
+    length: int  # number of values (1 for "int" and "string")
     doc: str
+    required: bool = True
+    default: object = None  # the value an absent optional attribute means
+    values: tuple = ()  # the allowed values of a "string" attribute
 
 
 ATTRIBUTES: tuple[Attribute, ...] = (
@@ -55,8 +67,12 @@ ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("offset_group", "int", 1, "deformable groups; divides C_in"),
     Attribute("modulated", "int", 1, "1: a mask input follows (DCNv2); 0: DCNv1"),
     Attribute("has_bias", "int", 1, "1: a bias input B follows offset"),
+    Attribute("weight_layout", "string", 1, "layout of W: OIHW [C_out, C_in/group, kH, kW] or OHWI "
+              "[C_out, kH, kW, C_in/group]; absent: OIHW", required=False, default=WEIGHT_LAYOUT_OIHW,
+              values=WEIGHT_LAYOUTS),
 )
 ATTRIBUTE_NAMES: tuple[str, ...] = tuple(a.name for a in ATTRIBUTES)
+INT_ATTRIBUTES: tuple[Attribute, ...] = tuple(a for a in ATTRIBUTES if a.kind in ("int", "ints"))
 
 INPUT_X, INPUT_W, INPUT_OFFSET = "X", "W", "offset"
 INPUT_B, INPUT_MASK = "B", "mask"
@@ -77,12 +93,42 @@ def output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: in
     return (size + pad_begin + pad_end - (dilation * (kernel - 1) + 1)) // stride + 1
 
 
+def weight_layout(attrs: dict) -> str:
+    """The node's weight layout (the default, OIHW, when the attribute is absent)."""
+    return attrs.get("weight_layout", WEIGHT_LAYOUT_OIHW)
+
+
+# Axis orders between the layouts (numpy transpose / torch permute).
+_OHWI_TO_OIHW = (0, 3, 1, 2)
+_OIHW_TO_OHWI = (0, 2, 3, 1)
+
+
+def _reorder(weight, axes: tuple[int, ...]):
+    return weight.permute(*axes) if hasattr(weight, "permute") else weight.transpose(axes)
+
+
+def weight_to_oihw(weight, layout: str):
+    """``weight`` (a numpy array or torch tensor in ``layout``) as [C_out, C_in/group, kH, kW] (a view)."""
+    return weight if layout == WEIGHT_LAYOUT_OIHW else _reorder(weight, _OHWI_TO_OIHW)
+
+
+def weight_from_oihw(weight, layout: str):
+    """An OIHW ``weight`` (a numpy array or torch tensor) in ``layout`` (a view)."""
+    return weight if layout == WEIGHT_LAYOUT_OIHW else _reorder(weight, _OIHW_TO_OHWI)
+
+
 def validate_attributes(attrs: dict) -> None:
     """Raise ValueError naming the attribute when ``attrs`` breaks the contract."""
     for a in ATTRIBUTES:
         if a.name not in attrs:
+            if not a.required:
+                continue
             raise ValueError(f"{OP_NAME}: attribute '{a.name}' is missing ({a.doc})")
         v = attrs[a.name]
+        if a.kind == "string":
+            if v not in a.values:
+                raise ValueError(f"{OP_NAME}: attribute '{a.name}' must be one of {', '.join(a.values)}, got {v!r}")
+            continue
         vals = list(v) if a.kind == "ints" else [v]
         if len(vals) != a.length or not all(isinstance(x, int) and not isinstance(x, bool) for x in vals):
             raise ValueError(f"{OP_NAME}: attribute '{a.name}' must be {a.length} integer(s) ({a.doc}), got {v!r}")
@@ -135,9 +181,17 @@ def render_header() -> str:
     for a in ATTRIBUTES:
         ident = _cpp_ident(a.name)
         lines.append(f'constexpr char const* kAttr{ident} = "{a.name}"; // {a.doc}')
-        lines.append(f"constexpr int32_t kAttr{ident}Length = {a.length};")
+        if a.kind == "string":
+            lines.append(f"// {a.name}: a STRING attribute (a kCHAR field), optional.")
+        else:
+            lines.append(f"constexpr int32_t kAttr{ident}Length = {a.length};")
     lines += [
         f"constexpr int32_t kNumAttributes = {len(ATTRIBUTES)};",
+        f"constexpr int32_t kNumIntAttributes = {len(INT_ATTRIBUTES)}; // the integer attributes come first",
+        "",
+        "// Values of weight_layout (the weight's memory layout; deformrt/deformConvDesc.h).",
+        f'constexpr char const* kWeightLayoutOIHW = "{WEIGHT_LAYOUT_OIHW}"; // the default when the attribute is absent',
+        f'constexpr char const* kWeightLayoutOHWI = "{WEIGHT_LAYOUT_OHWI}"; // what the exporter writes',
         "",
         "// Inputs: X, W, offset, then B when has_bias, then mask when modulated.",
         "constexpr int32_t kInputX = 0;",

@@ -3,8 +3,10 @@
 Flavours. The exporter emits standard ``DeformConv`` (opset 19); :func:`to_plugin_op` rewrites each
 of those nodes into our custom ``deformrt.DeformConv2d`` (exporter/onnx/op_contract.py) and
 :func:`to_onnx_op` rewrites ours back (ONNX Runtime runs only the standard op). Both write every
-attribute explicitly, so the standard flavour carries no defaults either. A round trip preserves
-node names, inputs, outputs and attributes exactly.
+attribute explicitly, so the standard flavour carries no defaults either. Our op takes its weight
+channels-last (``weight_layout`` "OHWI", what the plugin's fp16 tensor-core kernel reads in place):
+:func:`to_plugin_op` transposes each weight initializer once, :func:`to_onnx_op` transposes it back
+to ONNX's OIHW. A round trip preserves node names, inputs, outputs, attributes and weights exactly.
 
 Cleanup (:func:`cleanup`): fold a per-channel ``Mul``/``Add`` by constants (FrozenBatchNorm's
 scale and shift) into the preceding ``Conv`` / ``DeformConv`` weight and bias, drop nodes that no
@@ -91,7 +93,8 @@ def _contract_attrs_of_onnx(node: onnx.NodeProto, shapes: dict[str, list[int]]) 
 
 def _contract_attrs_of_plugin(node: onnx.NodeProto) -> dict:
     got = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    attrs = {a.name: (list(got[a.name]) if a.kind == "ints" else got[a.name])
+    attrs = {a.name: (list(got[a.name]) if a.kind == "ints" else got[a.name].decode() if a.kind == "string"
+                      else got[a.name])
              for a in oc.ATTRIBUTES if a.name in got}
     oc.validate_attributes(attrs)
     expected = len(oc.input_names(bool(attrs["has_bias"]), bool(attrs["modulated"])))
@@ -108,7 +111,7 @@ def _plugin_node(node: onnx.NodeProto, attrs: dict) -> onnx.NodeProto:
         inputs.append(node.input[4])
     return helper.make_node(
         oc.OP_NAME, inputs, list(node.output), name=node.name, domain=oc.OP_DOMAIN,
-        **{a.name: attrs[a.name] for a in oc.ATTRIBUTES},
+        **{a.name: attrs[a.name] for a in oc.ATTRIBUTES if a.name in attrs},
         **{oc.TRT_PLUGIN_VERSION_ATTR: oc.PLUGIN_VERSION, oc.TRT_PLUGIN_NAMESPACE_ATTR: oc.PLUGIN_NAMESPACE},
     )
 
@@ -133,28 +136,72 @@ def _plugin_inputs_to_onnx(node: onnx.NodeProto, attrs: dict) -> list[str]:
     return inputs
 
 
-def _replace_nodes(model: onnx.ModelProto, rewrite) -> int:
-    """Replace each node by ``rewrite(node)`` when that is not None; return the count."""
-    count = 0
-    nodes = []
-    for node in model.graph.node:
-        new = rewrite(node)
-        if new is None:
-            nodes.append(node)
-        else:
-            nodes.append(new)
-            count += 1
+def _set_nodes(model: onnx.ModelProto, new_nodes: list, old_nodes: list) -> int:
+    """Make ``new_nodes`` the graph's nodes; return how many differ from ``old_nodes`` (the rewrites)."""
+    count = sum(1 for new, old in zip(new_nodes, old_nodes) if new is not old)
+    copies = [onnx.NodeProto() for _ in new_nodes]
+    for copy, node in zip(copies, new_nodes):
+        copy.CopyFrom(node)
     del model.graph.node[:]
-    model.graph.node.extend(nodes)
+    model.graph.node.extend(copies)
     return count
+
+
+def _relayout_weights(model: onnx.ModelProto, names: list[str], source: str, target: str) -> dict[str, str]:
+    """Each initializer in ``names`` (the W inputs of the nodes being rewritten, in ``source`` layout) in the
+    ``target`` layout: transposed in place once when only those nodes read it, else copied under a new name.
+    Returns old name -> name of the ``target``-layout weight; a W that is not a 4-D initializer is left out."""
+    inits = {t.name: t for t in model.graph.initializer}
+    readers = Counter(i for n in model.graph.node for i in n.input)
+    rewritten = Counter(names)
+    graph_io = {i.name for i in model.graph.input} | {o.name for o in model.graph.output}
+    taken = set(inits) | {o for n in model.graph.node for o in n.output} | graph_io
+    renamed: dict[str, str] = {}
+    for name in dict.fromkeys(names):
+        tensor = inits.get(name)
+        if tensor is None or len(tensor.dims) != 4:
+            continue
+        weight = np.ascontiguousarray(oc.weight_from_oihw(oc.weight_to_oihw(numpy_helper.to_array(tensor), source),
+                                                          target))
+        if readers[name] == rewritten[name] and name not in graph_io:
+            tensor.CopyFrom(numpy_helper.from_array(weight, name))
+            renamed[name] = name
+        else:
+            new = _unique_name(taken, f"{name}.{target.lower()}")
+            taken.add(new)
+            model.graph.initializer.append(numpy_helper.from_array(weight, new))
+            renamed[name] = new
+    stale = set(renamed)  # shapes recorded for the old layout
+    kept = [v for v in model.graph.value_info if v.name not in stale]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    return renamed
+
+
+def _with_weight(node: onnx.NodeProto, name: str) -> onnx.NodeProto:
+    node.input[1] = name
+    return node
 
 
 def to_plugin_op(model: onnx.ModelProto) -> int:
     """Rewrite every standard DeformConv into ``deformrt.DeformConv2d`` (contract attributes plus
-    ``plugin_version``/``plugin_namespace``); import the ``deformrt`` domain when any node uses it."""
+    ``plugin_version``/``plugin_namespace``) with its weight in the exported layout (OHWI; a weight that
+    is not an initializer stays OIHW, which the plugin transposes on every run); import the ``deformrt``
+    domain when any node uses it."""
     shapes = _initializer_shapes(model)
-    count = _replace_nodes(model, lambda n: _plugin_node(n, _contract_attrs_of_onnx(n, shapes))
-                           if is_onnx_deform_conv(n) else None)
+    nodes = list(model.graph.node)
+    attrs = [_contract_attrs_of_onnx(n, shapes) if is_onnx_deform_conv(n) else None for n in nodes]
+    renamed = _relayout_weights(model, [n.input[1] for n, a in zip(nodes, attrs) if a is not None],
+                                oc.WEIGHT_LAYOUT_OIHW, oc.EXPORTED_WEIGHT_LAYOUT)
+    new_nodes = []
+    for node, node_attrs in zip(nodes, attrs):
+        if node_attrs is None:
+            new_nodes.append(node)
+            continue
+        layout = oc.EXPORTED_WEIGHT_LAYOUT if node.input[1] in renamed else oc.WEIGHT_LAYOUT_OIHW
+        new = _plugin_node(node, {**node_attrs, "weight_layout": layout})
+        new_nodes.append(_with_weight(new, renamed.get(node.input[1], node.input[1])))
+    count = _set_nodes(model, new_nodes, nodes)
     if any(is_plugin_deform_conv(n) for n in model.graph.node):
         _set_opset(model, oc.OP_DOMAIN, oc.OP_DOMAIN_VERSION)
     return count
@@ -163,18 +210,31 @@ def to_plugin_op(model: onnx.ModelProto) -> int:
 def to_onnx_op(model: onnx.ModelProto) -> int:
     """Rewrite every ``deformrt.DeformConv2d`` into standard DeformConv, and normalise existing
     standard DeformConv nodes to explicit attributes; drop the ``deformrt`` domain import when no
-    node needs it. Raises ValueError when the model's opset is below 19 and DeformConv is used."""
+    node needs it. A weight in another layout than ONNX's OIHW is transposed back. Raises ValueError when
+    the model's opset is below 19 and DeformConv is used, or such a weight is not an initializer."""
     shapes = _initializer_shapes(model)
-
-    def rewrite(node):
-        if is_plugin_deform_conv(node):
-            attrs = _contract_attrs_of_plugin(node)
-            return _onnx_node(node, attrs, _plugin_inputs_to_onnx(node, attrs))
-        if is_onnx_deform_conv(node):
-            return _onnx_node(node, _contract_attrs_of_onnx(node, shapes), list(node.input))
-        return None
-
-    count = _replace_nodes(model, rewrite)
+    nodes = list(model.graph.node)
+    attrs = [_contract_attrs_of_plugin(n) if is_plugin_deform_conv(n) else None for n in nodes]
+    moved = {n.input[1]: oc.weight_layout(a) for n, a in zip(nodes, attrs)
+             if a is not None and oc.weight_layout(a) != oc.WEIGHT_LAYOUT_OIHW}
+    renamed: dict[str, str] = {}
+    for layout in sorted(set(moved.values())):
+        names = [n.input[1] for n, a in zip(nodes, attrs) if a is not None and moved.get(n.input[1]) == layout]
+        renamed.update(_relayout_weights(model, names, layout, oc.WEIGHT_LAYOUT_OIHW))
+    missing = sorted(set(moved) - set(renamed))
+    if missing:
+        raise ValueError(f"{oc.OP_NAME}: the weight {missing[0]!r} is {moved[missing[0]]} and not an initializer; "
+                         "it cannot be transposed to ONNX's OIHW")
+    new_nodes = []
+    for node, node_attrs in zip(nodes, attrs):
+        if node_attrs is not None:
+            new = _onnx_node(node, node_attrs, _plugin_inputs_to_onnx(node, node_attrs))
+            new_nodes.append(_with_weight(new, renamed.get(node.input[1], node.input[1])))
+        elif is_onnx_deform_conv(node):
+            new_nodes.append(_onnx_node(node, _contract_attrs_of_onnx(node, shapes), list(node.input)))
+        else:
+            new_nodes.append(node)
+    count = _set_nodes(model, new_nodes, nodes)
     if count and onnx_opset(model) < ONNX_DEFORM_CONV_OPSET:
         raise ValueError(f"DeformConv needs opset >= {ONNX_DEFORM_CONV_OPSET}; the model imports "
                          f"opset {onnx_opset(model)}")

@@ -30,13 +30,16 @@ _FLOAT_TYPES = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(
 
 
 def _attr_values(ctx) -> dict:
-    """The node's contract attributes as python ints / int lists; InferenceError when invalid."""
+    """The node's contract attributes as python ints / int lists / strings (optional ones only when
+    present); InferenceError when invalid."""
     attrs = {}
     for a in oc.ATTRIBUTES:
         proto = ctx.get_attribute(a.name)
         if proto is None:
+            if not a.required:
+                continue
             raise InferenceError(f"{oc.OP_NAME}: attribute '{a.name}' is missing ({a.doc})")
-        attrs[a.name] = list(proto.ints) if a.kind == "ints" else proto.i
+        attrs[a.name] = list(proto.ints) if a.kind == "ints" else proto.s.decode() if a.kind == "string" else proto.i
     try:
         oc.validate_attributes(attrs)
     except ValueError as exc:
@@ -87,11 +90,14 @@ def _infer(ctx) -> None:
         return
     kh, kw = attrs["kernel_shape"]
     if w is not None:
-        if _known(w[2]) and _known(w[3]) and (w[2].dim_value, w[3].dim_value) != (kh, kw):
-            raise InferenceError(f"{oc.OP_NAME}: W is {w[2].dim_value}x{w[3].dim_value} but kernel_shape is {kh}x{kw}")
-        if _known(x[1]) and _known(w[1]) and x[1].dim_value != w[1].dim_value * attrs["group"]:
-            raise InferenceError(f"{oc.OP_NAME}: X has {x[1].dim_value} channels, W expects "
-                                 f"{w[1].dim_value} x group {attrs['group']}")
+        layout = oc.weight_layout(attrs)
+        w_kh, w_kw, w_c = (w[1], w[2], w[3]) if layout == oc.WEIGHT_LAYOUT_OHWI else (w[2], w[3], w[1])
+        if _known(w_kh) and _known(w_kw) and (w_kh.dim_value, w_kw.dim_value) != (kh, kw):
+            raise InferenceError(f"{oc.OP_NAME}: W ({layout}) is {w_kh.dim_value}x{w_kw.dim_value} but kernel_shape "
+                                 f"is {kh}x{kw}")
+        if _known(x[1]) and _known(w_c) and x[1].dim_value != w_c.dim_value * attrs["group"]:
+            raise InferenceError(f"{oc.OP_NAME}: X has {x[1].dim_value} channels, W ({layout}) expects "
+                                 f"{w_c.dim_value} x group {attrs['group']}")
     offset_channels = attrs["offset_group"] * 2 * kh * kw
     if offset is not None and _known(offset[1]) and offset[1].dim_value != offset_channels:
         raise InferenceError(f"{oc.OP_NAME}: offset has {offset[1].dim_value} channels, expected "
@@ -108,8 +114,8 @@ def _infer(ctx) -> None:
 
 
 def _build_schema() -> onnx.defs.OpSchema:
-    attr_type = {"int": _S.AttrType.INT, "ints": _S.AttrType.INTS}
-    attributes = [_S.Attribute(a.name, attr_type[a.kind], a.doc, required=True) for a in oc.ATTRIBUTES]
+    attr_type = {"int": _S.AttrType.INT, "ints": _S.AttrType.INTS, "string": _S.AttrType.STRING}
+    attributes = [_S.Attribute(a.name, attr_type[a.kind], a.doc, required=a.required) for a in oc.ATTRIBUTES]
     attributes += [
         _S.Attribute(oc.TRT_PLUGIN_VERSION_ATTR, _S.AttrType.STRING,
                      f"TensorRT plugin version ({oc.PLUGIN_VERSION})", required=True),
@@ -121,7 +127,8 @@ def _build_schema() -> onnx.defs.OpSchema:
         doc="Deformable 2-D convolution, DCN v1 and modulated v2 (the contract: exporter/onnx/op_contract.py).",
         inputs=[
             _S.FormalParameter(oc.INPUT_X, "T", "input [N, C_in, H, W]"),
-            _S.FormalParameter(oc.INPUT_W, "T", "weight [C_out, C_in/group, kH, kW]"),
+            _S.FormalParameter(oc.INPUT_W, "T", "weight [C_out, C_in/group, kH, kW] (weight_layout OIHW, the "
+                               "default) or [C_out, kH, kW, C_in/group] (OHWI)"),
             _S.FormalParameter(oc.INPUT_OFFSET, "T", "offset [N, offset_group*2*kH*kW, H_out, W_out]"),
             _S.FormalParameter("B_then_mask", "T", "B [C_out] when has_bias=1, then mask "
                                "[N, offset_group*kH*kW, H_out, W_out] when modulated=1",

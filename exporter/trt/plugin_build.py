@@ -46,17 +46,38 @@ def _run(cmd: list[str], step: str) -> None:
         raise DeformRTError(f"{step} failed (exit status {proc.returncode}); see the output above")
 
 
+def cmake_minimum_version() -> str:
+    """The CMake version ``plugins/CMakeLists.txt`` declares with cmake_minimum_required ("3.22")."""
+    text = (PLUGINS_DIR / "CMakeLists.txt").read_text()
+    return re.search(r"cmake_minimum_required\(VERSION ([0-9.]+)", text).group(1)
+
+
+def _cmake_tool(cmake: Optional[PathLike]) -> str:
+    """``cmake`` itself, else the cmake on PATH; a DeformRTError naming the minimum version when there is none."""
+    tool = str(cmake) if cmake is not None else shutil.which("cmake")
+    if tool is None:
+        raise DeformRTError(f"cmake not found on PATH; install CMake >= {cmake_minimum_version()} to build the plugins")
+    return tool
+
+
+def cmake_configure(build_dir: PathLike, options: dict[str, str], unset: Sequence[str] = (),
+                    cmake: Optional[PathLike] = None) -> Path:
+    """Configure ``plugins/`` into ``build_dir``: first remove the cache entries ``unset`` (``-U``), then set
+    ``options`` (``-D``). ``cmake``: the CMake to run (default: the one on PATH). Returns the build directory.
+    Progress goes to stderr; a missing cmake or a failed configure is a DeformRTError."""
+    out = Path(build_dir)
+    _run([_cmake_tool(cmake), "-S", str(PLUGINS_DIR), "-B", str(out)] + [f"-U{name}" for name in unset]
+         + [f"-D{k}={v}" for k, v in options.items()], "configure")
+    return out
+
+
 def cmake_build(build_dir: PathLike, options: dict[str, str], targets: Sequence[str] = (),
-                jobs: Optional[int] = None) -> Path:
-    """Configure ``plugins/`` into ``build_dir`` with ``-D`` ``options`` and build ``targets`` (all when
+                jobs: Optional[int] = None, unset: Sequence[str] = (), cmake: Optional[PathLike] = None) -> Path:
+    """Configure ``plugins/`` into ``build_dir`` (:func:`cmake_configure`) and build ``targets`` (all when
     empty); return the build directory. Progress goes to stderr; a missing cmake or a failed step is a
     DeformRTError."""
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        raise DeformRTError("cmake not found on PATH; install CMake >= 3.18 to build the plugins")
-    out = Path(build_dir)
-    _run([cmake, "-S", str(PLUGINS_DIR), "-B", str(out)] + [f"-D{k}={v}" for k, v in options.items()], "configure")
-    build = [cmake, "--build", str(out)]
+    out = cmake_configure(build_dir, options, unset, cmake)
+    build = [_cmake_tool(cmake), "--build", str(out)]
     for target in targets:
         build += ["--target", target]
     if jobs is not None:
@@ -71,8 +92,9 @@ def build_plugin(build_dir: Optional[PathLike] = None, tensorrt_root: Optional[P
     """Configure and build ``plugins/`` with CMake; return the plugin library's path.
 
     ``tensorrt_root`` is a TensorRT install (include/, lib/); ``tensorrt_include_dir`` alone selects
-    headers-only mode (no libnvinfer needed). ``archs`` overrides CMAKE_CUDA_ARCHITECTURES (e.g. "87" for
-    Jetson Orin); ``jobs`` bounds build parallelism (also nvcc's per-architecture threads). Progress goes
+    headers-only mode (no libnvinfer needed). ``archs`` sets CMAKE_CUDA_ARCHITECTURES (e.g. "87" for Jetson
+    Orin); without it the build is for the project's default architectures, even in a build directory an
+    earlier ``archs`` configured (the cached value is removed); ``jobs`` bounds build parallelism (also nvcc's per-architecture threads). Progress goes
     to stderr. Raises DeformRTError when an argument is invalid, a tool is missing, a step fails, or no
     plugin library results (TensorRT headers not found).
     """
@@ -90,11 +112,14 @@ def build_plugin(build_dir: Optional[PathLike] = None, tensorrt_root: Optional[P
         options["TENSORRT_ROOT"] = str(Path(tensorrt_root).resolve())
     if tensorrt_include_dir is not None:
         options["TENSORRT_INCLUDE_DIR"] = str(Path(tensorrt_include_dir).resolve())
+    unset = []
     if arch_list is not None:
         options["CMAKE_CUDA_ARCHITECTURES"] = arch_list
+    else:
+        unset.append("CMAKE_CUDA_ARCHITECTURES")
     if jobs is not None:
         options["DEFORMRT_NVCC_THREADS"] = str(jobs)
-    out = cmake_build(build_dir if build_dir is not None else DEFAULT_BUILD_DIR, options, jobs=jobs)
+    out = cmake_build(build_dir if build_dir is not None else DEFAULT_BUILD_DIR, options, jobs=jobs, unset=unset)
     library = out / PLUGIN_LIBRARY
     if not library.is_file():
         raise DeformRTError(f"the build finished without {PLUGIN_LIBRARY} (TensorRT headers not found?); "

@@ -23,8 +23,9 @@ from models.errors import DeformRTError
 # Mirrors DeformrtConvDesc in plugins/include/deformrt/deformConvDesc.h (every field int64_t).
 DESC_FIELDS = ("batch", "inChannels", "inHeight", "inWidth", "outChannels", "kernelH", "kernelW",
                "outHeight", "outWidth", "strideH", "strideW", "padTop", "padLeft", "dilationH", "dilationW",
-               "group", "offsetGroup", "modulated", "hasBias")
+               "group", "offsetGroup", "modulated", "hasBias", "weightLayout")
 DTYPES = {torch.float32: 0, torch.float16: 1}  # DeformrtDType
+WEIGHT_LAYOUTS = {"OIHW": 0, "OHWI": 1}  # DeformrtWeightLayout
 
 
 class ConvDesc(ctypes.Structure):
@@ -32,51 +33,57 @@ class ConvDesc(ctypes.Structure):
 
 
 def make_desc(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Optional[Tensor],
-              stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]) -> ConvDesc:
-    """The kernels' problem description for already shape-checked torchvision-style arguments."""
+              stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+              weight_layout: str = "OIHW") -> ConvDesc:
+    """The kernels' problem description for already shape-checked torchvision-style arguments; ``input`` is
+    NCHW, ``weight`` [C_out, C_in/group, kH, kW] (``weight_layout`` "OIHW") or [C_out, kH, kW, C_in/group]
+    ("OHWI")."""
     n, c, h, w = input.shape
-    c_out, c_per_group, kh, kw = weight.shape
+    if weight_layout == "OHWI":
+        c_out, kh, kw, c_per_group = weight.shape
+    else:
+        c_out, c_per_group, kh, kw = weight.shape
     ho, wo = offset.shape[2], offset.shape[3]
     return ConvDesc(n, c, h, w, c_out, kh, kw, ho, wo, stride[0], stride[1], padding[0], padding[1],
                     dilation[0], dilation[1], c // c_per_group, offset.shape[1] // (2 * kh * kw),
-                    int(mask is not None), int(bias is not None))
+                    int(mask is not None), int(bias is not None), WEIGHT_LAYOUTS[weight_layout])
 
 
 def declare_c_api(lib: ctypes.CDLL) -> ctypes.CDLL:
     """Declare the kernel library's C prototypes (include/deformrt/deformConvKernel.h) on ``lib``."""
-    lib.deformrt_dcn_validate.argtypes = [ctypes.POINTER(ConvDesc)]
-    lib.deformrt_dcn_validate.restype = ctypes.c_char_p
-    lib.deformrt_dcn_workspace_size.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32]
-    lib.deformrt_dcn_workspace_size.restype = ctypes.c_uint64
     lib.deformrt_dcn_forward.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32] + [ctypes.c_void_p] * 7 + [
         ctypes.c_uint64, ctypes.c_void_p]
     lib.deformrt_dcn_forward.restype = ctypes.c_int
-    # fp16 tensor-core kernel (sm_80+): packed weights once, NHWC (channels-last) input and output.
-    lib.deformrt_dcn_packed_weight_size.argtypes = [ctypes.POINTER(ConvDesc)]
-    lib.deformrt_dcn_packed_weight_size.restype = ctypes.c_uint64
-    lib.deformrt_dcn_pack_weights.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_void_p, ctypes.c_void_p,
-                                              ctypes.c_void_p]
-    lib.deformrt_dcn_pack_weights.restype = ctypes.c_int
-    lib.deformrt_dcn_nhwc_supported.argtypes = [ctypes.POINTER(ConvDesc)]
-    lib.deformrt_dcn_nhwc_supported.restype = ctypes.c_int32
-    lib.deformrt_dcn_forward_nhwc.argtypes = [ctypes.POINTER(ConvDesc)] + [ctypes.c_void_p] * 7
+    _declare_queries(lib)
+    # fp16 tensor-core kernel (sm_80+): NHWC (channels-last) input and output, the weight read as it is.
+    lib.deformrt_dcn_forward_nhwc.argtypes = [ctypes.POINTER(ConvDesc)] + [ctypes.c_void_p] * 7 + [
+        ctypes.c_uint64, ctypes.c_void_p]
     lib.deformrt_dcn_forward_nhwc.restype = ctypes.c_int
     return lib
 
 
-def declare_host_api(lib: ctypes.CDLL) -> ctypes.CDLL:
-    """Declare the CPU build's C prototypes (plugins/src/deformConvHost.cpp) on ``lib``."""
+def _declare_queries(lib: ctypes.CDLL) -> None:
+    """The queries both builds answer (include/deformrt/deformConvDesc.h)."""
     lib.deformrt_dcn_validate.argtypes = [ctypes.POINTER(ConvDesc)]
     lib.deformrt_dcn_validate.restype = ctypes.c_char_p
-    for name in ("deformrt_dcn_forward_host", "deformrt_dcn_forward_tiled_host"):
-        getattr(lib, name).argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32] + [ctypes.c_void_p] * 6
-        getattr(lib, name).restype = ctypes.c_int32
-    lib.deformrt_dcn_packed_weight_size.argtypes = [ctypes.POINTER(ConvDesc)]
-    lib.deformrt_dcn_packed_weight_size.restype = ctypes.c_uint64
-    lib.deformrt_dcn_pack_weights_host.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_void_p, ctypes.c_void_p]
-    lib.deformrt_dcn_pack_weights_host.restype = ctypes.c_int32
-    lib.deformrt_dcn_forward_nhwc_host.argtypes = [ctypes.POINTER(ConvDesc)] + [ctypes.c_void_p] * 6 + [
-        ctypes.c_int32]
+    lib.deformrt_dcn_workspace_size.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32]
+    lib.deformrt_dcn_workspace_size.restype = ctypes.c_uint64
+    lib.deformrt_dcn_nhwc_workspace_size.argtypes = [ctypes.POINTER(ConvDesc)]
+    lib.deformrt_dcn_nhwc_workspace_size.restype = ctypes.c_uint64
+    lib.deformrt_dcn_nhwc_supported.argtypes = [ctypes.POINTER(ConvDesc)]
+    lib.deformrt_dcn_nhwc_supported.restype = ctypes.c_int32
+
+
+def declare_host_api(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Declare the CPU build's C prototypes (include/deformrt/deformConvHost.h) on ``lib``."""
+    _declare_queries(lib)
+    lib.deformrt_dcn_forward_host.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32] + [ctypes.c_void_p] * 7 + [
+        ctypes.c_uint64]
+    lib.deformrt_dcn_forward_host.restype = ctypes.c_int32
+    lib.deformrt_dcn_forward_tiled_host.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32] + [ctypes.c_void_p] * 6
+    lib.deformrt_dcn_forward_tiled_host.restype = ctypes.c_int32
+    lib.deformrt_dcn_forward_nhwc_host.argtypes = [ctypes.POINTER(ConvDesc)] + [ctypes.c_void_p] * 7 + [
+        ctypes.c_uint64, ctypes.c_int32]
     lib.deformrt_dcn_forward_nhwc_host.restype = ctypes.c_int32
     lib.deformrt_dcn_tc_shared_bytes.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32]
     lib.deformrt_dcn_tc_shared_bytes.restype = ctypes.c_int64

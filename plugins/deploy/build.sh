@@ -170,7 +170,7 @@ trtexec=$(first_executable "${TRTEXEC:-}" "${TENSORRT_ROOT:+$TENSORRT_ROOT/bin/t
     "$(command -v trtexec 2>/dev/null || true)" "$SYSROOT/usr/src/tensorrt/bin/trtexec") || die "trtexec not found (searched TRTEXEC, ${TENSORRT_ROOT:+$TENSORRT_ROOT/bin, }PATH and" \
     "$SYSROOT/usr/src/tensorrt/bin): install it (on Jetson: sudo apt install libnvinfer-bin) or set TRTEXEC to its path"
 
-cmake=$(command -v cmake 2>/dev/null) || die "cmake not found on PATH: install CMake 3.18 or newer (sudo apt install cmake)"
+cmake=$(command -v cmake 2>/dev/null) || die "cmake not found on PATH: install CMake 3.22 or newer (sudo apt install cmake)"
 
 # --- the GPU -------------------------------------------------------------------------------------------
 # Jetsons have no nvidia-smi compute-capability query; asking the CUDA runtime works everywhere.

@@ -182,6 +182,7 @@ bool forwardTensorCoreHost(TcGeometry const& t, TcTensors p, int32_t shape)
         return false;
     }
     p.vectorGather = vectorGatherApplies(t, p.x);
+    p.vectorWeight = vectorWeightApplies(t, p.weight);
     switch (shape)
     {
     case 0: runGrid<TileLarge>(t, p); break;
@@ -191,14 +192,34 @@ bool forwardTensorCoreHost(TcGeometry const& t, TcTensors p, int32_t shape)
     return true;
 }
 
-void packWeightsHost(TcGeometry const& t, uint16_t const* weight, uint16_t* packed)
+//! The weight as OHWI: ``weight`` itself, or its transpose written to ``scratch`` (as the CUDA build's
+//! oihwToOhwiKernel does).
+uint16_t const* ohwiWeightHost(DcnGeometry const& g, void const* weight, void* scratch)
 {
-    int64_t const total = packedWeightElements(t);
+    if (g.weightOhwi)
+    {
+        return static_cast<uint16_t const*>(weight);
+    }
+    auto const* oihw = static_cast<uint16_t const*>(weight);
+    auto* ohwi = static_cast<uint16_t*>(scratch);
+    int64_t const total = weightElements(g);
     for (int64_t e = 0; e < total; ++e)
     {
-        int64_t const src = packedWeightSource(t, e);
-        packed[e] = src < 0 ? uint16_t(0) : weight[src];
+        ohwi[e] = oihw[ohwiSourceIndex(g, e)];
     }
+    return ohwi;
+}
+
+//! The caller's workspace, or (``workspace`` null) storage of ``bytes`` owned by ``own``; null when the
+//! caller's is smaller than ``bytes``, as the CUDA build refuses it.
+void* workspaceOf(void* workspace, uint64_t workspaceBytes, uint64_t bytes, std::vector<std::max_align_t>& own)
+{
+    if (workspace == nullptr && workspaceBytes == 0)
+    {
+        own.resize(size_t(bytes) / sizeof(std::max_align_t) + 1);
+        return own.data();
+    }
+    return workspace != nullptr && workspaceBytes >= bytes ? workspace : nullptr;
 }
 
 //! NCHW -> NHWC of one fp16 tensor [n, c, h, w].
@@ -228,37 +249,70 @@ char const* deformrt_dcn_validate(DeformrtConvDesc const* desc)
     return desc == nullptr ? "no problem description" : deformrt::describeInvalid(*desc);
 }
 
-uint64_t deformrt_dcn_workspace_size(DeformrtConvDesc const* /*desc*/, int32_t /*dtype*/)
+uint64_t deformrt_dcn_workspace_size(DeformrtConvDesc const* desc, int32_t dtype)
 {
-    return 0;
+    if (dtype != DEFORMRT_FLOAT16 || desc == nullptr || deformrt::describeInvalid(*desc) != nullptr)
+    {
+        return 0;
+    }
+    return deformrt::tc::nchwWorkspaceBytes(deformrt::makeGeometry(*desc));
+}
+
+uint64_t deformrt_dcn_nhwc_workspace_size(DeformrtConvDesc const* desc)
+{
+    if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr)
+    {
+        return 0;
+    }
+    return deformrt::tc::weightTransposeBytes(deformrt::makeGeometry(*desc));
+}
+
+int32_t deformrt_dcn_nhwc_supported(DeformrtConvDesc const* desc)
+{
+    if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr)
+    {
+        return 0;
+    }
+    namespace tc = deformrt::tc;
+    tc::TcGeometry const t = tc::makeTcGeometry(deformrt::makeGeometry(*desc));
+    return tc::tensorCoreApplies(t) && tc::chooseTileShape(t, deformrt::tchost::kAssumedSmCount, tc::kMaxSharedBytes) >= 0
+        ? 1
+        : 0;
 }
 
 int32_t deformrt_dcn_forward_host(DeformrtConvDesc const* desc, int32_t dtype, void const* x, void const* weight,
-    void const* offset, void const* bias, void const* mask, void* y)
+    void const* offset, void const* bias, void const* mask, void* y, void* workspace, uint64_t workspaceBytes)
 {
     if (!deformrt::callIsValid(desc, x, weight, offset, bias, mask, y))
     {
         return 1;
     }
     deformrt::DcnGeometry const g = deformrt::makeGeometry(*desc);
+    std::vector<std::max_align_t> own;
+    void* const staging
+        = deformrt::tchost::workspaceOf(workspace, workspaceBytes, deformrt_dcn_workspace_size(desc, dtype), own);
+    if (staging == nullptr)
+    {
+        return 1;
+    }
     switch (dtype)
     {
     case DEFORMRT_FLOAT32: deformrt::forwardHost<float>(g, x, weight, offset, bias, mask, y); return 0;
     case DEFORMRT_FLOAT16:
     {
-        // As deformrt_dcn_forward on sm_80+: NHWC staging, packed weights, the tensor-core kernel
-        // writing NCHW; the tiled kernel where the tensor-core kernel does not apply.
+        // As deformrt_dcn_forward on sm_80+: x staged as NHWC and the weight as OHWI in the workspace, the
+        // tensor-core kernel writing NCHW; the tiled kernel where the tensor-core kernel does not apply.
         namespace tc = deformrt::tc;
         tc::TcGeometry const t = tc::makeTcGeometry(g);
-        if (tc::tensorCoreApplies(t))
+        if (tc::nchwWorkspaceBytes(g) > 0 && tc::tensorCoreApplies(t))
         {
-            std::vector<uint16_t> xNhwc(size_t(g.n) * g.c * g.h * g.w);
-            std::vector<uint16_t> packed(size_t(tc::packedWeightElements(t)));
-            deformrt::tchost::toNhwcHost(static_cast<uint16_t const*>(x), xNhwc.data(), g.n, g.c, int64_t(g.h) * g.w);
-            deformrt::tchost::packWeightsHost(t, static_cast<uint16_t const*>(weight), packed.data());
-            tc::TcTensors const p{xNhwc.data(), packed.data(), static_cast<uint16_t const*>(offset),
-                g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
-                g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(y), false, false};
+            auto* const xNhwc = static_cast<uint16_t*>(staging);
+            void* const weightScratch = static_cast<unsigned char*>(staging) + tc::inputStagingBytes(g);
+            deformrt::tchost::toNhwcHost(static_cast<uint16_t const*>(x), xNhwc, g.n, g.c, int64_t(g.h) * g.w);
+            tc::TcTensors const p{xNhwc, deformrt::tchost::ohwiWeightHost(g, weight, weightScratch),
+                static_cast<uint16_t const*>(offset), g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
+                g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(y), false, false,
+                false};
             if (deformrt::tchost::forwardTensorCoreHost(t, p, -1))
             {
                 return 0;
@@ -287,38 +341,26 @@ int32_t deformrt_dcn_forward_tiled_host(DeformrtConvDesc const* desc, int32_t dt
     }
 }
 
-uint64_t deformrt_dcn_packed_weight_size(DeformrtConvDesc const* desc)
+int32_t deformrt_dcn_forward_nhwc_host(DeformrtConvDesc const* desc, void const* xNhwc, void const* weight,
+    void const* offset, void const* bias, void const* mask, void* yNhwc, void* workspace, uint64_t workspaceBytes,
+    int32_t tileShape)
 {
-    if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr)
-    {
-        return 0;
-    }
-    deformrt::tc::TcGeometry const t = deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc));
-    return uint64_t(deformrt::tc::packedWeightElements(t)) * 2;
-}
-
-int32_t deformrt_dcn_pack_weights_host(DeformrtConvDesc const* desc, void const* weight, void* packed)
-{
-    if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr || weight == nullptr || packed == nullptr)
-    {
-        return 1;
-    }
-    deformrt::tc::TcGeometry const t = deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc));
-    deformrt::tchost::packWeightsHost(t, static_cast<uint16_t const*>(weight), static_cast<uint16_t*>(packed));
-    return 0;
-}
-
-int32_t deformrt_dcn_forward_nhwc_host(DeformrtConvDesc const* desc, void const* xNhwc, void const* packedWeight,
-    void const* offset, void const* bias, void const* mask, void* yNhwc, int32_t tileShape)
-{
-    if (!deformrt::callIsValid(desc, xNhwc, packedWeight, offset, bias, mask, yNhwc))
+    if (!deformrt::callIsValid(desc, xNhwc, weight, offset, bias, mask, yNhwc))
     {
         return 1;
     }
     deformrt::DcnGeometry const g = deformrt::makeGeometry(*desc);
-    deformrt::tc::TcTensors const p{static_cast<uint16_t const*>(xNhwc), static_cast<uint16_t const*>(packedWeight),
-        static_cast<uint16_t const*>(offset), g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
-        g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(yNhwc), true, false};
+    std::vector<std::max_align_t> own;
+    void* const scratch
+        = deformrt::tchost::workspaceOf(workspace, workspaceBytes, deformrt_dcn_nhwc_workspace_size(desc), own);
+    if (scratch == nullptr)
+    {
+        return 1;
+    }
+    deformrt::tc::TcTensors const p{static_cast<uint16_t const*>(xNhwc),
+        deformrt::tchost::ohwiWeightHost(g, weight, scratch), static_cast<uint16_t const*>(offset),
+        g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
+        g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(yNhwc), true, false, false};
     return deformrt::tchost::forwardTensorCoreHost(deformrt::tc::makeTcGeometry(g), p, tileShape) ? 0 : 1;
 }
 

@@ -1,5 +1,6 @@
 // CUDA build of the deformable-convolution forward pass (the math lives in deformConvMath.h).
 #include "deformConvMath.h"
+#include "deformConvTensorCore.h"
 #include "deformConvTensorCoreLaunch.h"
 #include "deformrt/deformConvKernel.h"
 

@@ -159,6 +159,7 @@ struct DcnGeometry
     int64_t outPlane; //!< ho * wo
     int64_t cols;     //!< GEMM N = n * ho * wo (the whole batch: no per-image loop)
     bool modulated, hasBias;
+    bool weightOhwi; //!< weight layout DEFORMRT_WEIGHT_OHWI, else OIHW
 };
 
 //! Geometry of a desc that describeInvalid() accepted.
@@ -191,6 +192,7 @@ inline DcnGeometry makeGeometry(DeformrtConvDesc const& d)
     g.cols = int64_t(g.n) * g.outPlane;
     g.modulated = d.modulated != 0;
     g.hasBias = d.hasBias != 0;
+    g.weightOhwi = d.weightLayout == DEFORMRT_WEIGHT_OHWI;
     return g;
 }
 
@@ -344,6 +346,19 @@ struct DcnTileCoord
     int64_t col0;
 };
 
+//! Element of output channel ``co``'s weights at GEMM row ``kk`` (input channel kk / taps of the group at
+//! tap kk % taps), in either layout: the K order, and so the summation order, is the same for both.
+DEFORMRT_HD int64_t weightIndex(DcnGeometry const& g, int32_t co, int32_t kk)
+{
+    if (!g.weightOhwi)
+    {
+        return int64_t(co) * g.kDim + kk;
+    }
+    int32_t const ci = kk / g.taps;
+    int32_t const tap = kk - ci * g.taps;
+    return (int64_t(co) * g.taps + tap) * g.cPerGroup + ci;
+}
+
 //! Phase 1: fill the shared tiles for K-slice [k0, k0 + kTileK). Out-of-range elements are zero.
 template <typename T>
 DEFORMRT_HD void loadTiles(DcnGeometry const& g, DcnTensors<T> const& t, DcnTileCoord const& tc, int32_t k0,
@@ -361,7 +376,7 @@ DEFORMRT_UNROLL
         float v = 0.0f;
         if (row < g.cOutPerGroup && kk < g.kDim)
         {
-            v = loadFloat(t.weight + (int64_t(tc.grp) * g.cOutPerGroup + row) * g.kDim + kk);
+            v = loadFloat(t.weight + weightIndex(g, tc.grp * g.cOutPerGroup + row, kk));
         }
         s.a[kr][m] = v;
     }

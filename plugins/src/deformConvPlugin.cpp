@@ -6,6 +6,8 @@
 #include "deformrt/deformConvHost.h"
 #endif
 
+#include <string.h> // strnlen
+
 #include <cstring>
 #include <limits>
 #include <sstream>
@@ -82,12 +84,23 @@ bool supportedType(DataType t)
     return t == DataType::kFLOAT || t == DataType::kHALF;
 }
 
+Dims toDims4(int64_t a, int64_t b, int64_t c, int64_t d)
+{
+    Dims dims{};
+    dims.nbDims = 4;
+    dims.d[0] = a;
+    dims.d[1] = b;
+    dims.d[2] = c;
+    dims.d[3] = d;
+    return dims;
+}
+
 } // namespace
 
 // -------------------------------------------------------------------------------------------------
 // Attributes
 
-std::array<AttrField, contract::kNumAttributes> attrFields(DeformConvAttrs& a)
+std::array<AttrField, contract::kNumIntAttributes> attrFields(DeformConvAttrs& a)
 {
     static_assert(sizeof(a.kernelShape) / sizeof(int32_t) == contract::kAttrKernelShapeLength, "contract drift");
     static_assert(sizeof(a.strides) / sizeof(int32_t) == contract::kAttrStridesLength, "contract drift");
@@ -106,6 +119,11 @@ std::array<AttrField, contract::kNumAttributes> attrFields(DeformConvAttrs& a)
         {contract::kAttrModulated, contract::kAttrModulatedLength, &a.modulated},
         {contract::kAttrHasBias, contract::kAttrHasBiasLength, &a.hasBias},
     }};
+}
+
+char const* weightLayoutName(int32_t layout)
+{
+    return layout == DEFORMRT_WEIGHT_OHWI ? contract::kWeightLayoutOHWI : contract::kWeightLayoutOIHW;
 }
 
 int32_t DeformConvAttrs::numInputs() const
@@ -170,7 +188,8 @@ DeformConvAttrs parseAttrs(nvinfer1::PluginFieldCollection const* fc)
     }
     DeformConvAttrs attrs;
     auto fields = attrFields(attrs);
-    std::array<bool, contract::kNumAttributes> seen{};
+    std::array<bool, contract::kNumIntAttributes> seen{};
+    bool layoutSeen = false;
     for (int32_t i = 0; i < fc->nbFields; ++i)
     {
         PluginField const& f = fc->fields[i];
@@ -179,9 +198,36 @@ DeformConvAttrs parseAttrs(nvinfer1::PluginFieldCollection const* fc)
         {
             ++j;
         }
-        if (j == fields.size() && f.name != nullptr && std::strcmp(f.name, kWorkspaceBytesField) == 0)
+        if (j == fields.size() && f.name != nullptr && std::strcmp(f.name, kObsoleteWorkspaceBytesField) == 0)
         {
-            continue; // parseWorkspaceBytes reads it
+            continue;
+        }
+        if (j == fields.size() && f.name != nullptr && std::strcmp(f.name, contract::kAttrWeightLayout) == 0)
+        {
+            std::string const where = std::string("field '") + contract::kAttrWeightLayout + "'";
+            if (layoutSeen)
+            {
+                throw std::invalid_argument(where + " is given twice");
+            }
+            // A STRING attribute: the ONNX parser passes kCHAR with a NUL counted in the length.
+            if (f.type != PluginFieldType::kCHAR || f.data == nullptr || f.length < 1 || f.length > 64)
+            {
+                throw std::invalid_argument(where + " must be a string (" + contract::kWeightLayoutOIHW + " or "
+                    + contract::kWeightLayoutOHWI + ")");
+            }
+            auto const* chars = static_cast<char const*>(f.data);
+            std::string const value(chars, strnlen(chars, static_cast<size_t>(f.length)));
+            if (value == contract::kWeightLayoutOIHW || value == contract::kWeightLayoutOHWI)
+            {
+                attrs.weightLayout = value == contract::kWeightLayoutOHWI ? DEFORMRT_WEIGHT_OHWI : DEFORMRT_WEIGHT_OIHW;
+            }
+            else
+            {
+                throw std::invalid_argument(where + " must be " + contract::kWeightLayoutOIHW + " or "
+                    + contract::kWeightLayoutOHWI + ", got '" + value + "'");
+            }
+            layoutSeen = true;
+            continue;
         }
         if (j == fields.size())
         {
@@ -236,42 +282,11 @@ DeformConvAttrs parseAttrs(nvinfer1::PluginFieldCollection const* fc)
     return attrs;
 }
 
-int64_t parseWorkspaceBytes(nvinfer1::PluginFieldCollection const* fc)
-{
-    int64_t bytes = 0;
-    bool seen = false;
-    for (int32_t i = 0; fc != nullptr && fc->fields != nullptr && i < fc->nbFields; ++i)
-    {
-        PluginField const& f = fc->fields[i];
-        if (f.name == nullptr || std::strcmp(f.name, kWorkspaceBytesField) != 0)
-        {
-            continue;
-        }
-        std::string const where = std::string("field '") + kWorkspaceBytesField + "'";
-        if (seen)
-        {
-            throw std::invalid_argument(where + " is given twice");
-        }
-        if (f.type != PluginFieldType::kINT64 || f.length != 1 || f.data == nullptr)
-        {
-            throw std::invalid_argument(where + " must be one int64 value");
-        }
-        bytes = *static_cast<int64_t const*>(f.data);
-        if (bytes < 0)
-        {
-            throw std::invalid_argument(where + " must be >= 0, got " + std::to_string(bytes));
-        }
-        seen = true;
-    }
-    return bytes;
-}
-
 // -------------------------------------------------------------------------------------------------
 // Plugin
 
-DeformConv2dPlugin::DeformConv2dPlugin(DeformConvAttrs const& attrs, int64_t workspaceBytes)
+DeformConv2dPlugin::DeformConv2dPlugin(DeformConvAttrs const& attrs)
     : mAttrs(attrs)
-    , mWorkspaceBytes(workspaceBytes)
 {
     initFields();
 }
@@ -282,20 +297,11 @@ DeformConv2dPlugin::DeformConv2dPlugin(DeformConv2dPlugin const& other)
     , IPluginV3OneBuild()
     , IPluginV3OneRuntime()
     , mAttrs(other.mAttrs)
-    , mWorkspaceBytes(other.mWorkspaceBytes)
 {
     initFields();
 }
 
-DeformConv2dPlugin::~DeformConv2dPlugin()
-{
-#if !DEFORMRT_PLUGIN_HOST_KERNELS
-    if (mPackedWeights != nullptr)
-    {
-        cudaFree(mPackedWeights);
-    }
-#endif
-}
+DeformConv2dPlugin::~DeformConv2dPlugin() = default;
 
 void DeformConv2dPlugin::initFields()
 {
@@ -306,7 +312,10 @@ void DeformConv2dPlugin::initFields()
         mFields.emplace_back(f.name, f.data, PluginFieldType::kINT32, f.length);
         description << f.name << '=' << join(f.data, f.length) << ';';
     }
-    mFields.emplace_back(kWorkspaceBytesField, &mWorkspaceBytes, PluginFieldType::kINT64, 1);
+    mWeightLayoutName = weightLayoutName(mAttrs.weightLayout);
+    mFields.emplace_back(contract::kAttrWeightLayout, mWeightLayoutName.c_str(), PluginFieldType::kCHAR,
+        static_cast<int32_t>(mWeightLayoutName.size() + 1));
+    description << contract::kAttrWeightLayout << '=' << mWeightLayoutName << ';';
     mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
     mFieldCollection.fields = mFields.data();
     mDescription = description.str();
@@ -375,12 +384,16 @@ std::string DeformConv2dPlugin::shapeMismatch(Dims const* in, int32_t nbInputs) 
     Dims const& w = in[contract::kInputW];
     Dims const& off = in[contract::kInputOffset];
     int64_t const taps = int64_t(mAttrs.kernelShape[0]) * mAttrs.kernelShape[1];
-    if (differs(w.d[2], mAttrs.kernelShape[0]) || differs(w.d[3], mAttrs.kernelShape[1]))
+    bool const ohwi = mAttrs.weightLayout == DEFORMRT_WEIGHT_OHWI;
+    int64_t const wKh = w.d[ohwi ? 1 : 2];
+    int64_t const wKw = w.d[ohwi ? 2 : 3];
+    int64_t const wChannels = w.d[ohwi ? 3 : 1];
+    if (differs(wKh, mAttrs.kernelShape[0]) || differs(wKw, mAttrs.kernelShape[1]))
     {
-        return "weight shape " + dimsString(w) + " does not match " + contract::kAttrKernelShape + " "
-            + join(mAttrs.kernelShape, 2);
+        return "weight shape " + dimsString(w) + " (" + weightLayoutName(mAttrs.weightLayout) + ") does not match "
+            + contract::kAttrKernelShape + " " + join(mAttrs.kernelShape, 2);
     }
-    if (known(w.d[1]) && differs(x.d[1], w.d[1] * mAttrs.group))
+    if (known(wChannels) && differs(x.d[1], wChannels * mAttrs.group))
     {
         return "input shape " + dimsString(x) + " and weight shape " + dimsString(w) + " disagree on the channels for "
             + contract::kAttrGroup + "=" + std::to_string(mAttrs.group);
@@ -451,6 +464,7 @@ DeformrtConvDesc DeformConv2dPlugin::makeDesc(Dims const& x, Dims const& w, Dims
     d.offsetGroup = mAttrs.offsetGroup;
     d.modulated = mAttrs.modulated;
     d.hasBias = mAttrs.hasBias;
+    d.weightLayout = mAttrs.weightLayout;
     return d;
 }
 
@@ -512,7 +526,8 @@ int32_t DeformConv2dPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc co
                 return -1;
             }
         }
-        mWorkspaceBytes = static_cast<int64_t>(workspaceFor(in, nbInputs, out, nbOutputs));
+        // Nothing is recorded: TensorRT configures once per candidate combination, and the instance it serialises
+        // need not have been configured last with the combination that won.
         return 0;
     }
     catch (std::exception const& e)
@@ -618,151 +633,117 @@ int32_t DeformConv2dPlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, i
 bool DeformConv2dPlugin::supportsFormatCombination(
     int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
 {
-    if (inOut == nullptr || nbInputs < 0 || nbOutputs < 0 || pos < 0 || pos >= nbInputs + nbOutputs)
+    try
     {
-        trt::logError("supportsFormatCombination: position out of range or no tensor descriptions");
-        return false;
+        if (inOut == nullptr || nbInputs < 0 || nbOutputs < 0 || pos < 0 || pos >= nbInputs + nbOutputs)
+        {
+            trt::logError("supportsFormatCombination: position out of range or no tensor descriptions");
+            return false;
+        }
+        // Only inOut[0 .. pos] hold valid values (NvInferRuntime.h): every decision reads no later position.
+        nvinfer1::PluginTensorDesc const& d = inOut[pos].desc;
+        bool const xChannelsLast = inOut[contract::kInputX].desc.format == nvinfer1::TensorFormat::kHWC8;
+        if (pos == contract::kInputX)
+        {
+            return d.format == nvinfer1::TensorFormat::kHWC8 ? channelsLastInput(d)
+                                                             : d.format == nvinfer1::TensorFormat::kLINEAR
+                    && supportedType(d.type);
+        }
+        if (pos == nbInputs) // Y: kHWC8 exactly when X is, fp16 then
+        {
+            if (xChannelsLast)
+            {
+                return d.format == nvinfer1::TensorFormat::kHWC8 && d.type == DataType::kHALF
+                    && channelsLastOutput(inOut, nbInputs);
+            }
+            return d.format == nvinfer1::TensorFormat::kLINEAR && d.type == inOut[0].desc.type;
+        }
+        // W, offset, bias, mask: linear, X's type.
+        return d.format == nvinfer1::TensorFormat::kLINEAR && d.type == inOut[0].desc.type;
     }
-    nvinfer1::PluginTensorDesc const& d = inOut[pos].desc;
-    bool const xChannelsLast = pos > contract::kInputX
-        && inOut[contract::kInputX].desc.format == nvinfer1::TensorFormat::kHWC8;
-    if (d.format == nvinfer1::TensorFormat::kHWC8) // fp16 X and Y only, both or neither
+    catch (std::exception const& e)
     {
-        return d.type == DataType::kHALF
-            && (pos == contract::kInputX ? channelsLastSupported(inOut, nbInputs) : pos == nbInputs && xChannelsLast);
+        trt::logError("supportsFormatCombination: ", e.what());
     }
-    if (d.format != nvinfer1::TensorFormat::kLINEAR || (pos == nbInputs && xChannelsLast))
-    {
-        return false;
-    }
-    return pos == 0 ? supportedType(d.type) : d.type == inOut[0].desc.type;
+    return false;
 }
 
-bool DeformConv2dPlugin::channelsLastSupported(nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs) const
+bool DeformConv2dPlugin::channelsLastInput(nvinfer1::PluginTensorDesc const& x) const
 {
-#if DEFORMRT_PLUGIN_HOST_KERNELS
-    // The CPU test variant links no CUDA: it offers linear formats only.
-    (void) inOut;
-    (void) nbInputs;
-    return false;
-#else
-    Dims x = inOut[contract::kInputX].desc.dims;
-    Dims w = inOut[contract::kInputW].desc.dims;
-    Dims y = inOut[nbInputs].desc.dims;
-    if (x.nbDims != 4 || w.nbDims != 4 || y.nbDims != 4 || x.d[1] <= 0 || x.d[1] % 8 != 0 || w.d[0] <= 0
-        || w.d[0] % 8 != 0)
+    if (x.type != DataType::kHALF || x.dims.nbDims != 4 || x.dims.d[1] <= 0 || x.dims.d[1] % 8 != 0
+        || x.dims.d[1] % mAttrs.group != 0 || x.dims.d[1] % mAttrs.offsetGroup != 0)
     {
         return false;
     }
-    for (Dims* dims : {&x, &w, &y}) // dynamic sizes: any size works for the layout decision
+    // The channels, kernel and groups decide whether the tensor-core kernel takes the problem; sizes not yet
+    // known (dynamic, or W and Y: later positions) are stood in for by the smallest ones.
+    Dims const one = toDims4(1, 1, 1, 1);
+    Dims xDims = x.dims;
+    for (int32_t i = 0; i < 4; ++i)
     {
-        for (int32_t i = 0; i < dims->nbDims; ++i)
+        xDims.d[i] = xDims.d[i] < 0 ? 1 : xDims.d[i];
+    }
+    DeformrtConvDesc desc = makeDesc(xDims, one, one);
+    desc.outChannels = 8 * int64_t(mAttrs.group);
+    return deformrt_dcn_nhwc_supported(&desc) == 1;
+}
+
+bool DeformConv2dPlugin::channelsLastOutput(nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs) const
+{
+    Dims dims[3] = {inOut[contract::kInputX].desc.dims, inOut[contract::kInputW].desc.dims, inOut[nbInputs].desc.dims};
+    for (Dims& d : dims)
+    {
+        if (d.nbDims != 4)
         {
-            dims->d[i] = dims->d[i] < 0 ? 1 : dims->d[i];
+            return false;
+        }
+        for (int32_t i = 0; i < 4; ++i)
+        {
+            d.d[i] = d.d[i] < 0 ? 1 : d.d[i]; // dynamic sizes: any size works for the layout decision
         }
     }
-    DeformrtConvDesc const desc = makeDesc(x, w, y);
-    return deformrt_dcn_nhwc_supported(&desc) == 1;
-#endif
-}
-
-#if DEFORMRT_PLUGIN_HOST_KERNELS
-bool DeformConv2dPlugin::reservePackedWeights(uint64_t /*bytes*/)
-{
-    trt::logError("packed weights: the CPU test variant has no kHWC8 path");
-    return false;
-}
-
-int32_t DeformConv2dPlugin::enqueueChannelsLast(DeformrtConvDesc const& /*desc*/, void const* /*x*/,
-    void const* /*weight*/, void const* /*offset*/, void const* /*bias*/, void const* /*mask*/, void* /*y*/,
-    cudaStream_t /*stream*/)
-{
-    trt::logError("enqueue: the CPU test variant has no kHWC8 path");
-    return -1;
-}
-#else
-bool DeformConv2dPlugin::reservePackedWeights(uint64_t bytes)
-{
-    if (bytes <= mPackedCapacity)
-    {
-        return true;
-    }
-    if (mPackedWeights != nullptr)
-    {
-        cudaFree(mPackedWeights);
-    }
-    mPackedWeights = nullptr;
-    mPackedCapacity = 0;
-    mPackedFrom = nullptr;
-    cudaError_t const status = cudaMalloc(&mPackedWeights, bytes);
-    if (status != cudaSuccess)
-    {
-        mPackedWeights = nullptr;
-        trt::logError(
-            std::string("packed weights: cudaMalloc(") + std::to_string(bytes) + "): " + cudaGetErrorName(status));
-        return false;
-    }
-    mPackedCapacity = bytes;
-    return true;
+    int64_t const outChannels = dims[1].d[0];
+    DeformrtConvDesc const desc = makeDesc(dims[0], dims[1], dims[2]);
+    return outChannels % 8 == 0 && deformrt_dcn_nhwc_supported(&desc) == 1;
 }
 
 int32_t DeformConv2dPlugin::enqueueChannelsLast(DeformrtConvDesc const& desc, void const* x, void const* weight,
-    void const* offset, void const* bias, void const* mask, void* y, cudaStream_t stream)
+    void const* offset, void const* bias, void const* mask, void* y, void* workspace, cudaStream_t stream)
 {
-    uint64_t const bytes = deformrt_dcn_packed_weight_size(&desc);
-    if (mPackedWeights == nullptr || bytes > mPackedCapacity)
+    uint64_t const capacity = deformrt_dcn_nhwc_workspace_size(&desc);
+#if DEFORMRT_PLUGIN_HOST_KERNELS
+    (void) stream;
+    if (deformrt_dcn_forward_nhwc_host(&desc, x, weight, offset, bias, mask, y, workspace, capacity, -1) != 0)
     {
-        trt::logError("enqueue: no packed-weight storage for the kHWC8 path (onShapeChange did not reserve it)");
+        trt::logError("enqueue (kHWC8): the host kernels refused the call (a missing tensor or workspace)");
         return -1;
     }
-    cudaError_t status = cudaSuccess;
-    if (weight != mPackedFrom || bytes != mPackedBytes)
-    {
-        // A pack recorded into a CUDA graph has not run yet: the cache is valid only after an eager pack
-        // (the graph re-packs on each replay, which is correct).
-        cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-        status = cudaStreamIsCapturing(stream, &capture);
-        if (status == cudaSuccess)
-        {
-            status = deformrt_dcn_pack_weights(&desc, weight, mPackedWeights, stream);
-        }
-        bool const packed = status == cudaSuccess && capture == cudaStreamCaptureStatusNone;
-        mPackedFrom = packed ? weight : nullptr;
-        mPackedBytes = packed ? bytes : 0;
-    }
-    if (status == cudaSuccess)
-    {
-        status = deformrt_dcn_forward_nhwc(&desc, x, mPackedWeights, offset, bias, mask, y, stream);
-    }
+    return 0;
+#else
+    cudaError_t const status
+        = deformrt_dcn_forward_nhwc(&desc, x, weight, offset, bias, mask, y, workspace, capacity, stream);
     if (status != cudaSuccess)
     {
         trt::logError(std::string("enqueue (kHWC8): ") + cudaGetErrorName(status) + ": " + cudaGetErrorString(status));
         return -1;
     }
     return 0;
-}
 #endif
+}
 
 int32_t DeformConv2dPlugin::getNbOutputs() const noexcept
 {
     return 1;
 }
 
-size_t DeformConv2dPlugin::workspaceFor(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
-    nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const
+uint64_t DeformConv2dPlugin::workspaceBytes(
+    DeformrtConvDesc const& desc, nvinfer1::TensorFormat xFormat, nvinfer1::DataType type)
 {
-    if (inputs == nullptr || outputs == nullptr || nbInputs != mAttrs.numInputs() || nbOutputs != 1)
+    if (xFormat == nvinfer1::TensorFormat::kHWC8)
     {
-        trt::logError("getWorkspaceSize: expects " + std::to_string(mAttrs.numInputs()) + " inputs and 1 output");
-        return 0;
+        return deformrt_dcn_nhwc_workspace_size(&desc);
     }
-    if (inputs[contract::kInputX].desc.format == nvinfer1::TensorFormat::kHWC8)
-    {
-        return 0; // the channels-last path reads packed weights from plugin-owned memory: no workspace
-    }
-    DeformrtConvDesc const desc = makeDesc(inputs[contract::kInputX].max, inputs[contract::kInputW].max, outputs[0].max);
-    int32_t const dtype = inputs[0].desc.type == DataType::kHALF ? DEFORMRT_FLOAT16 : DEFORMRT_FLOAT32;
-    return static_cast<size_t>(deformrt_dcn_workspace_size(&desc, dtype));
+    return deformrt_dcn_workspace_size(&desc, type == DataType::kHALF ? DEFORMRT_FLOAT16 : DEFORMRT_FLOAT32);
 }
 
 size_t DeformConv2dPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
@@ -770,7 +751,16 @@ size_t DeformConv2dPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc co
 {
     try
     {
-        return workspaceFor(inputs, nbInputs, outputs, nbOutputs);
+        if (inputs == nullptr || outputs == nullptr || nbInputs != mAttrs.numInputs() || nbOutputs != 1)
+        {
+            trt::logError("getWorkspaceSize: expects " + std::to_string(mAttrs.numInputs()) + " inputs and 1 output");
+            return 0;
+        }
+        // The profile's largest shapes: any smaller problem enqueue runs needs no more (deformConvDesc.h).
+        nvinfer1::PluginTensorDesc const& x = inputs[contract::kInputX].desc;
+        DeformrtConvDesc const desc
+            = makeDesc(inputs[contract::kInputX].max, inputs[contract::kInputW].max, outputs[0].max);
+        return static_cast<size_t>(workspaceBytes(desc, x.format, x.type));
     }
     catch (std::exception const& e)
     {
@@ -794,16 +784,9 @@ int32_t DeformConv2dPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, 
 {
     try
     {
-        if (checkShapes("onShapeChange", in, nbInputs, out, nbOutputs) != 0)
-        {
-            return -1;
-        }
-        if (in[contract::kInputX].format == nvinfer1::TensorFormat::kHWC8) // storage for the packed weights
-        {
-            DeformrtConvDesc const desc = makeDesc(in[contract::kInputX].dims, in[contract::kInputW].dims, out[0].dims);
-            return reservePackedWeights(deformrt_dcn_packed_weight_size(&desc)) ? 0 : -1;
-        }
-        return 0;
+        // Only a check: TensorRT may call it lazily inside enqueueV3 (possibly during CUDA-graph capture) and on
+        // another clone than the one that enqueues, so enqueue depends on nothing done here.
+        return checkShapes("onShapeChange", in, nbInputs, out, nbOutputs);
     }
     catch (std::exception const& e)
     {
@@ -849,28 +832,36 @@ int32_t DeformConv2dPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
         bool const modulated = mAttrs.modulated != 0;
         void const* bias = hasBias ? inputs[contract::biasInputIndex(hasBias)] : nullptr;
         void const* mask = modulated ? inputs[contract::maskInputIndex(hasBias, modulated)] : nullptr;
-        if (inputDesc[contract::kInputX].format == nvinfer1::TensorFormat::kHWC8)
+        nvinfer1::TensorFormat const xFormat = inputDesc[contract::kInputX].format;
+        if (xFormat != outputDesc[0].format || (xFormat == nvinfer1::TensorFormat::kHWC8 && type != DataType::kHALF)
+            || (xFormat != nvinfer1::TensorFormat::kHWC8 && xFormat != nvinfer1::TensorFormat::kLINEAR))
+        {
+            trt::logError("enqueue: X and Y must both be linear, or both fp16 kHWC8");
+            return -1;
+        }
+        if (xFormat == nvinfer1::TensorFormat::kHWC8)
         {
             return enqueueChannelsLast(desc, inputs[contract::kInputX], inputs[contract::kInputW],
-                inputs[contract::kInputOffset], bias, mask, outputs[0], stream);
+                inputs[contract::kInputOffset], bias, mask, outputs[0], workspace, stream);
         }
+        // TensorRT's workspace holds getWorkspaceSize's answer for the profile's largest shapes, at least what
+        // these shapes need: that is the capacity the kernels may use.
+        uint64_t const capacity = workspaceBytes(desc, xFormat, type);
 #if DEFORMRT_PLUGIN_HOST_KERNELS
         // Test variant (CMake DEFORMRT_PLUGIN_HOST_KERNELS): host pointers, the kernels' CPU build, no stream.
-        (void) workspace;
         (void) stream;
         if (deformrt_dcn_forward_host(&desc, dtype, inputs[contract::kInputX], inputs[contract::kInputW],
-                inputs[contract::kInputOffset], bias, mask, outputs[0])
+                inputs[contract::kInputOffset], bias, mask, outputs[0], workspace, capacity)
             != 0)
         {
-            trt::logError("enqueue: the host kernels refused the call (a missing tensor)");
+            trt::logError("enqueue: the host kernels refused the call (a missing tensor or workspace)");
             return -1;
         }
         return 0;
 #else
-        // The workspace TensorRT allocated: getWorkspaceSize's answer for the profile's max dims.
         cudaError_t const status = deformrt_dcn_forward(&desc, dtype, inputs[contract::kInputX],
-            inputs[contract::kInputW], inputs[contract::kInputOffset], bias, mask, outputs[0], workspace,
-            static_cast<uint64_t>(mWorkspaceBytes), stream);
+            inputs[contract::kInputW], inputs[contract::kInputOffset], bias, mask, outputs[0], workspace, capacity,
+            stream);
         if (status != cudaSuccess)
         {
             trt::logError(std::string("enqueue: ") + cudaGetErrorName(status) + ": " + cudaGetErrorString(status));
@@ -906,6 +897,7 @@ DeformConv2dCreator::DeformConv2dCreator()
     {
         mFieldNames.emplace_back(f.name, nullptr, PluginFieldType::kINT32, f.length);
     }
+    mFieldNames.emplace_back(contract::kAttrWeightLayout, nullptr, PluginFieldType::kCHAR, 0);
     mFieldCollection.nbFields = static_cast<int32_t>(mFieldNames.size());
     mFieldCollection.fields = mFieldNames.data();
 }
@@ -915,7 +907,7 @@ nvinfer1::IPluginV3* DeformConv2dCreator::createPlugin(
 {
     try
     {
-        return new DeformConv2dPlugin(parseAttrs(fc), parseWorkspaceBytes(fc));
+        return new DeformConv2dPlugin(parseAttrs(fc));
     }
     catch (std::exception const& e)
     {

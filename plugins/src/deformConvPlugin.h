@@ -16,9 +16,9 @@ namespace deformrt
 namespace plugin
 {
 
-//! Serialised with the contract's fields (never an ONNX attribute, never listed by getFieldNames): the
-//! workspace bytes the build asked TensorRT for, i.e. what enqueue's workspace holds at run time.
-constexpr char const* kWorkspaceBytesField = "workspace_bytes";
+//! A field engines serialised by earlier builds of the plugin carry (the workspace size of the last
+//! configurePlugin call). Accepted and ignored: enqueue derives its workspace from the tensors it gets.
+constexpr char const* kObsoleteWorkspaceBytesField = "workspace_bytes";
 
 //! The op's attributes, exactly the contract's fields.
 struct DeformConvAttrs
@@ -31,6 +31,7 @@ struct DeformConvAttrs
     int32_t offsetGroup{};
     int32_t modulated{};
     int32_t hasBias{};
+    int32_t weightLayout{DEFORMRT_WEIGHT_OIHW}; //!< contract weight_layout (DeformrtWeightLayout); default OIHW
 
     int32_t numInputs() const;
     //! Why the attributes break the contract (one sentence), or "" when they are valid.
@@ -45,17 +46,17 @@ struct AttrField
     int32_t* data;
 };
 
-//! The contract's fields of ``attrs`` in contract order (the single list used to parse, serialise and
-//! advertise fields).
-std::array<AttrField, contract::kNumAttributes> attrFields(DeformConvAttrs& attrs);
+//! The contract's integer fields of ``attrs`` in contract order (the single list used to parse, serialise
+//! and advertise them); weight_layout, the one string field, follows them.
+std::array<AttrField, contract::kNumIntAttributes> attrFields(DeformConvAttrs& attrs);
 
-//! Parse a field collection (integer fields, int32 or int64); throws std::invalid_argument naming the
-//! offending field when a field is missing, has the wrong type or length, or the values are invalid.
+//! The contract's name of a DeformrtWeightLayout ("OIHW", "OHWI").
+char const* weightLayoutName(int32_t layout);
+
+//! Parse a field collection (integer fields, int32 or int64; weight_layout as a string, optional); throws
+//! std::invalid_argument naming the offending field when a field is missing, unknown, has the wrong type or
+//! length, or the values are invalid.
 DeformConvAttrs parseAttrs(nvinfer1::PluginFieldCollection const* fc);
-
-//! The serialised kWorkspaceBytesField (0 when absent, as in a build-phase collection); throws
-//! std::invalid_argument when it is malformed or negative.
-int64_t parseWorkspaceBytes(nvinfer1::PluginFieldCollection const* fc);
 
 class DeformConv2dPlugin : public nvinfer1::IPluginV3,
                            public nvinfer1::IPluginV3OneCore,
@@ -63,8 +64,7 @@ class DeformConv2dPlugin : public nvinfer1::IPluginV3,
                            public nvinfer1::IPluginV3OneRuntime
 {
 public:
-    //! ``workspaceBytes``: what TensorRT allocates for enqueue (from a serialised engine; 0 until configured).
-    explicit DeformConv2dPlugin(DeformConvAttrs const& attrs, int64_t workspaceBytes = 0);
+    explicit DeformConv2dPlugin(DeformConvAttrs const& attrs);
     DeformConv2dPlugin(DeformConv2dPlugin const& other);
     DeformConv2dPlugin& operator=(DeformConv2dPlugin const&) = delete;
     ~DeformConv2dPlugin() override;
@@ -115,36 +115,30 @@ private:
     DeformrtConvDesc makeDesc(nvinfer1::Dims const& x, nvinfer1::Dims const& w, nvinfer1::Dims const& y) const;
 
     // --- fp16 channels-last (TensorRT kHWC8) on the tensor-core kernel ----------------------------
-    // The weights are an input tensor (the initializer arrives as a constant input), so "packed once"
-    // means: a packed copy in device memory owned by this plugin instance (one per execution context:
-    // attachToContext clones), allocated in onShapeChange (never inside enqueue, which may be captured in
-    // a CUDA graph) and re-packed in enqueue only when the weight tensor's address or size changes (or the
-    // last pack was only recorded into a graph being captured).
-    // Refitting new weights into the same address is not detected (the engine is not built refittable).
+    // No state: the kernel reads an OHWI weight in place, and an OIHW one is transposed into TensorRT's
+    // workspace on every enqueue. Every decision enqueue makes (format, type, workspace) comes from the
+    // descriptors it is given, never from configurePlugin (called once per candidate combination while
+    // TensorRT times them) or onShapeChange (called lazily, on clones, in any order).
 
-    //! Whether X / Y of this format query may be kHWC8: fp16 channel counts that are multiples of 8 (so
-    //! kHWC8 is dense NHWC) and a current device that runs the tensor-core kernel for the problem.
-    bool channelsLastSupported(nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs) const;
-    //! At least ``bytes`` of packed-weight storage; false (logged) when cudaMalloc fails.
-    bool reservePackedWeights(uint64_t bytes);
+    //! Whether X may be kHWC8 (supportsFormatCombination at X's position, from X alone): fp16, a known
+    //! channel count that is a multiple of 8 (kHWC8 is then dense NHWC) and a tensor-core kernel that
+    //! takes those channels.
+    bool channelsLastInput(nvinfer1::PluginTensorDesc const& x) const;
+    //! Whether Y may be kHWC8 after X was (at Y's position, from X, W and Y): W's output channels a multiple
+    //! of 8 and the tensor-core kernel runs the whole problem.
+    bool channelsLastOutput(nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs) const;
     //! The kHWC8 forward pass; 0 or -1 (logged).
     int32_t enqueueChannelsLast(DeformrtConvDesc const& desc, void const* x, void const* weight, void const* offset,
-        void const* bias, void const* mask, void* y, cudaStream_t stream);
+        void const* bias, void const* mask, void* y, void* workspace, cudaStream_t stream);
 
-    void* mPackedWeights{nullptr}; //!< never copied: each instance packs into its own storage
-    uint64_t mPackedCapacity{0};
-    void const* mPackedFrom{nullptr}; //!< weight tensor the packed copy was made from
-    uint64_t mPackedBytes{0};         //!< its packed size
-
-    //! Workspace size for these input/output descs' max dims (getWorkspaceSize's answer).
-    size_t workspaceFor(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
-        nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const;
+    //! Workspace bytes enqueue needs for concrete shapes in ``xFormat`` and ``type``: getWorkspaceSize asks
+    //! it for the profile's largest shapes, enqueue for the shapes it runs (never more, deformConvDesc.h).
+    static uint64_t workspaceBytes(DeformrtConvDesc const& desc, nvinfer1::TensorFormat xFormat, nvinfer1::DataType type);
 
     DeformConvAttrs mAttrs;
-    //! getWorkspaceSize's answer recorded at configurePlugin (serialised): the bytes enqueue receives.
-    int64_t mWorkspaceBytes{0};
     std::vector<nvinfer1::PluginField> mFields;
     nvinfer1::PluginFieldCollection mFieldCollection{};
+    std::string mWeightLayoutName; //!< serialised weight_layout (kCHAR, with its NUL)
     std::string mDescription;
 };
 

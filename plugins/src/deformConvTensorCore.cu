@@ -7,7 +7,6 @@
 
 #include <cuda_fp16.h>
 
-#include <atomic>
 #include <cstdlib>
 
 namespace deformrt
@@ -91,13 +90,12 @@ DEFORMRT_UNROLL
 #endif
 }
 
-//! packed[e] = weight[packedWeightSource(e)] or zero.
-__global__ void packWeightsKernel(TcGeometry t, uint16_t const* weight, uint16_t* packed, int64_t total)
+//! ohwi[e] = oihw[ohwiSourceIndex(e)]: the weight in the layout the kernel reads.
+__global__ void oihwToOhwiKernel(DcnGeometry g, uint16_t const* oihw, uint16_t* ohwi, int64_t total)
 {
     for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x)
     {
-        int64_t const src = packedWeightSource(t, e);
-        packed[e] = src < 0 ? uint16_t(0) : weight[src];
+        ohwi[e] = oihw[ohwiSourceIndex(g, e)];
     }
 }
 
@@ -184,30 +182,15 @@ int32_t planTileShape(TcGeometry const& t)
     return chooseTileShape(t, limits.smCount, limit);
 }
 
-//! Dynamic shared memory above 48 KB needs a per-device opt-in; remembered per tile shape and device
-//! (the first kMaxCachedDevices devices) so a launch does not pay for the driver call every time.
-constexpr int32_t kMaxCachedDevices = 16;
-
+//! Dynamic shared memory above 48 KB needs an opt-in per kernel, and the opt-in belongs to the CUDA
+//! context that is current: a new context (another thread's, a driver-API one, or the primary context
+//! after cudaDeviceReset) starts without it. Nothing is cached: the attribute is set before every launch
+//! that needs it (a host-side driver call, no stream work, allowed during graph capture).
 template <class Shape>
 cudaError_t optInSharedMemory(int64_t bytes)
 {
-    static std::atomic<int64_t> granted[kMaxCachedDevices];
-    int device = 0;
-    bool const cached = cudaGetDevice(&device) == cudaSuccess && device >= 0 && device < kMaxCachedDevices;
-    if (cached && granted[device].load(std::memory_order_relaxed) >= bytes)
-    {
-        return cudaSuccess;
-    }
-    cudaError_t const status = cudaFuncSetAttribute(
+    return cudaFuncSetAttribute(
         deformConvTensorCore<Shape>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-    if (status == cudaSuccess && cached)
-    {
-        int64_t previous = granted[device].load(std::memory_order_relaxed);
-        while (previous < bytes && !granted[device].compare_exchange_weak(previous, bytes))
-        {
-        }
-    }
-    return status;
 }
 
 template <class Shape>
@@ -231,6 +214,7 @@ cudaError_t launchShape(TcGeometry const& t, TcTensors const& p, cudaStream_t st
 cudaError_t launch(TcGeometry const& t, TcTensors p, int32_t shape, cudaStream_t stream)
 {
     p.vectorGather = vectorGatherApplies(t, p.x);
+    p.vectorWeight = vectorWeightApplies(t, p.weight);
     switch (shape)
     {
     case 0: return launchShape<TileLarge>(t, p, stream);
@@ -240,33 +224,24 @@ cudaError_t launch(TcGeometry const& t, TcTensors p, int32_t shape, cudaStream_t
     }
 }
 
-cudaError_t packWeights(TcGeometry const& t, void const* weight, void* packed, cudaStream_t stream)
+//! The weight as OHWI: ``weight`` itself, or its transpose enqueued into ``scratch`` (weightTransposeBytes).
+cudaError_t ohwiWeight(DcnGeometry const& g, void const* weight, void* scratch, cudaStream_t stream,
+    uint16_t const*& ohwi)
 {
-    int64_t const total = packedWeightElements(t);
+    if (g.weightOhwi)
+    {
+        ohwi = static_cast<uint16_t const*>(weight);
+        return cudaSuccess;
+    }
+    int64_t const total = weightElements(g);
     int64_t const blocks = (total + 255) / 256;
-    packWeightsKernel<<<static_cast<unsigned>(blocks < 65536 ? blocks : 65536), 256, 0, stream>>>(
-        t, static_cast<uint16_t const*>(weight), static_cast<uint16_t*>(packed), total);
+    oihwToOhwiKernel<<<static_cast<unsigned>(blocks < 65536 ? blocks : 65536), 256, 0, stream>>>(
+        g, static_cast<uint16_t const*>(weight), static_cast<uint16_t*>(scratch), total);
+    ohwi = static_cast<uint16_t const*>(scratch);
     return cudaGetLastError();
 }
 
-constexpr uint64_t kWorkspaceAlign = 256;
-
-uint64_t alignUp(uint64_t v)
-{
-    return (v + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign;
-}
-
 } // namespace
-
-uint64_t nchwWorkspaceBytes(DcnGeometry const& g)
-{
-    TcGeometry const t = makeTcGeometry(g);
-    if (!tensorCoreApplies(t))
-    {
-        return 0;
-    }
-    return alignUp(uint64_t(g.n) * g.c * g.h * g.w * 2) + alignUp(uint64_t(packedWeightElements(t)) * 2);
-}
 
 bool runsOnCurrentDevice(DcnGeometry const& g)
 {
@@ -283,8 +258,7 @@ cudaError_t forwardNchw(DcnGeometry const& g, void const* x, void const* weight,
         return cudaErrorInvalidValue;
     }
     auto* const xNhwc = static_cast<uint16_t*>(workspace);
-    auto* const packed = reinterpret_cast<uint16_t*>(
-        static_cast<unsigned char*>(workspace) + alignUp(uint64_t(g.n) * g.c * g.h * g.w * 2));
+    void* const weightScratch = static_cast<unsigned char*>(workspace) + inputStagingBytes(g);
     int64_t const plane = int64_t(g.h) * g.w;
     dim3 const grid(static_cast<unsigned>((plane + kTransposeTile - 1) / kTransposeTile),
         static_cast<unsigned>((g.c + kTransposeTile - 1) / kTransposeTile), static_cast<unsigned>(g.n));
@@ -295,42 +269,31 @@ cudaError_t forwardNchw(DcnGeometry const& g, void const* x, void const* weight,
     nchwToNhwcKernel<<<grid, dim3(kTransposeTile, kTransposeRows), 0, stream>>>(
         static_cast<uint16_t const*>(x), xNhwc, g.c, plane);
     cudaError_t status = cudaGetLastError();
+    uint16_t const* ohwi = nullptr;
     if (status == cudaSuccess)
     {
-        status = packWeights(t, weight, packed, stream);
+        status = ohwiWeight(g, weight, weightScratch, stream, ohwi);
     }
     if (status != cudaSuccess)
     {
         return status;
     }
-    TcTensors const p{xNhwc, packed, static_cast<uint16_t const*>(offset),
+    TcTensors const p{xNhwc, ohwi, static_cast<uint16_t const*>(offset),
         g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
-        g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(y), false, false};
+        g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(y), false, false, false};
     return launch(t, p, shape, stream);
 }
 
 } // namespace tc
 } // namespace deformrt
 
-extern "C" uint64_t deformrt_dcn_packed_weight_size(DeformrtConvDesc const* desc)
+extern "C" uint64_t deformrt_dcn_nhwc_workspace_size(DeformrtConvDesc const* desc)
 {
     if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr)
     {
         return 0;
     }
-    deformrt::tc::TcGeometry const t = deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc));
-    return uint64_t(deformrt::tc::packedWeightElements(t)) * 2;
-}
-
-extern "C" cudaError_t deformrt_dcn_pack_weights(
-    DeformrtConvDesc const* desc, void const* weight, void* packed, cudaStream_t stream)
-{
-    if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr || weight == nullptr || packed == nullptr)
-    {
-        return cudaErrorInvalidValue;
-    }
-    deformrt::tc::TcGeometry const t = deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc));
-    return deformrt::tc::packWeights(t, weight, packed, stream);
+    return deformrt::tc::weightTransposeBytes(deformrt::makeGeometry(*desc));
 }
 
 extern "C" int32_t deformrt_dcn_nhwc_supported(DeformrtConvDesc const* desc)
@@ -342,12 +305,12 @@ extern "C" int32_t deformrt_dcn_nhwc_supported(DeformrtConvDesc const* desc)
     return deformrt::tc::runsOnCurrentDevice(deformrt::makeGeometry(*desc)) ? 1 : 0;
 }
 
-extern "C" cudaError_t deformrt_dcn_forward_nhwc(DeformrtConvDesc const* desc, void const* xNhwc,
-    void const* packedWeight, void const* offset, void const* bias, void const* mask, void* yNhwc,
+extern "C" cudaError_t deformrt_dcn_forward_nhwc(DeformrtConvDesc const* desc, void const* xNhwc, void const* weight,
+    void const* offset, void const* bias, void const* mask, void* yNhwc, void* workspace, uint64_t workspaceBytes,
     cudaStream_t stream)
 {
-    if (!deformrt::callIsValid(desc, xNhwc, packedWeight, offset, bias, mask, yNhwc)
-        || reinterpret_cast<uintptr_t>(packedWeight) % 16 != 0)
+    if (!deformrt::callIsValid(desc, xNhwc, weight, offset, bias, mask, yNhwc)
+        || workspaceBytes < deformrt_dcn_nhwc_workspace_size(desc) || (workspaceBytes > 0 && workspace == nullptr))
     {
         return cudaErrorInvalidValue;
     }
@@ -358,8 +321,14 @@ extern "C" cudaError_t deformrt_dcn_forward_nhwc(DeformrtConvDesc const* desc, v
     {
         return cudaErrorNotSupported;
     }
-    deformrt::tc::TcTensors const p{static_cast<uint16_t const*>(xNhwc), static_cast<uint16_t const*>(packedWeight),
-        static_cast<uint16_t const*>(offset), g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
-        g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(yNhwc), true, false};
+    uint16_t const* ohwi = nullptr;
+    cudaError_t const status = deformrt::tc::ohwiWeight(g, weight, workspace, stream, ohwi);
+    if (status != cudaSuccess)
+    {
+        return status;
+    }
+    deformrt::tc::TcTensors const p{static_cast<uint16_t const*>(xNhwc), ohwi, static_cast<uint16_t const*>(offset),
+        g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
+        g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(yNhwc), true, false, false};
     return deformrt::tc::launch(t, p, shape, stream);
 }

@@ -6,7 +6,10 @@
 //   K = taps x input channels in channel-chunk-major order: step s = chunk * taps + tap covers the
 //       chunk's chunkC channels at one kernel tap, padded with zeros to stepK (a multiple of 16).
 // A is never materialised in memory: a CTA gathers one step of it into shared memory at a time.
-// B is the weight tensor permuted once into that K order (packWeights*) and kept as [grp][N][K].
+// B is read straight from the weight tensor in OHWI layout ([cOut][kh][kw][cPerGroup], deformConvDesc.h):
+// step (chunk, tap) of output channel co is the run of chunkC channels at
+// ((co * taps + tap) * cPerGroup + chunk * chunkC), 16-byte vectors of 8 channels where aligned. An OIHW
+// weight is transposed to OHWI first (ohwiSourceIndex), into the caller's workspace.
 //
 // CTA phases, separated by barriers (the GPU runs them with __syncthreads(); the CPU build runs every
 // thread of a phase, warp by warp for the MMA phase, before the next phase starts):
@@ -15,7 +18,7 @@
 //             (recomputed only when the chunks move to another offset group)
 //   gather    per (pixel, 8-channel vector): up to four 16-byte NHWC loads, fp32 blend, one rounding
 //             to the fp16 operand, into the A tile (double-buffered)
-//   loadB     the step's packed weights into the B tile (double-buffered)
+//   loadB     the step's weights (OHWI runs of channels) into the B tile (double-buffered)
 //   mma       per warp: its A/B fragments from shared memory (per-lane index math below, the PTX ISA's
 //             m16n8k16 layouts), mma.sync m16n8k16 f16 x f16 -> f32 (the CPU build emulates it)
 //   epilogue  fp32 accumulators + bias, rounded once to fp16, NHWC or NCHW output
@@ -64,11 +67,10 @@ DEFORMRT_HD uint16_t floatToHalf(float v)
 struct TcGeometry
 {
     DcnGeometry g;
-    int32_t chunkC;  //!< channels per chunk: the largest divisor of gcd(cPerGroup, cPerOffsetGroup) <= kMaxChunkC
-    int32_t stepK;   //!< K of one step: chunkC rounded up to a multiple of 16 (the MMA's K)
-    int32_t chunks;  //!< cPerGroup / chunkC
-    int32_t steps;   //!< chunks * taps
-    int64_t packedK; //!< steps * stepK: the row length of the packed weights
+    int32_t chunkC; //!< channels per chunk: the largest divisor of gcd(cPerGroup, cPerOffsetGroup) <= kMaxChunkC
+    int32_t stepK;  //!< K of one step: chunkC rounded up to a multiple of 16 (the MMA's K)
+    int32_t chunks; //!< cPerGroup / chunkC
+    int32_t steps;  //!< chunks * taps
 };
 
 inline int32_t greatestCommonDivisor(int32_t a, int32_t b)
@@ -100,7 +102,6 @@ inline TcGeometry makeTcGeometry(DcnGeometry const& g)
     t.stepK = (t.chunkC + 15) / 16 * 16;
     t.chunks = g.cPerGroup / t.chunkC;
     t.steps = t.chunks * g.taps;
-    t.packedK = int64_t(t.steps) * t.stepK;
     return t;
 }
 
@@ -110,28 +111,22 @@ DEFORMRT_HD int32_t chunkOffsetGroup(TcGeometry const& t, int32_t grp, int32_t c
     return (grp * t.g.cPerGroup + chunk * t.chunkC) / t.g.cPerOffsetGroup;
 }
 
-//! Elements of the packed weights: [group][cOutPerGroup][packedK].
-inline int64_t packedWeightElements(TcGeometry const& t)
+//! Where OHWI element ``e`` ([cOut][taps][cPerGroup]) is in the same weights stored OIHW
+//! ([cOut][cPerGroup][taps]): the gather of the OIHW -> OHWI transpose.
+DEFORMRT_HD int64_t ohwiSourceIndex(DcnGeometry const& g, int64_t e)
 {
-    return int64_t(t.g.group) * t.g.cOutPerGroup * t.packedK;
+    int64_t const perOutput = int64_t(g.taps) * g.cPerGroup;
+    int64_t const co = e / perOutput;
+    int64_t const rest = e - co * perOutput;
+    int32_t const tap = int32_t(rest / g.cPerGroup);
+    int32_t const ci = int32_t(rest - int64_t(tap) * g.cPerGroup);
+    return (co * g.cPerGroup + ci) * g.taps + tap;
 }
 
-//! Where packed element ``e`` comes from in the [cOut][cPerGroup][kh][kw] weights, or -1 for a
-//! zero (a padding column of a step).
-DEFORMRT_HD int64_t packedWeightSource(TcGeometry const& t, int64_t e)
+//! Elements of the weight tensor.
+inline int64_t weightElements(DcnGeometry const& g)
 {
-    int64_t const row = e / t.packedK; // grp * cOutPerGroup + co == the output channel
-    int64_t const k = e - row * t.packedK;
-    int32_t const step = int32_t(k / t.stepK);
-    int32_t const j = int32_t(k - int64_t(step) * t.stepK);
-    if (j >= t.chunkC)
-    {
-        return -1;
-    }
-    int32_t const chunk = step / t.g.taps;
-    int32_t const tap = step - chunk * t.g.taps;
-    int32_t const ci = chunk * t.chunkC + j;
-    return (row * t.g.cPerGroup + ci) * t.g.taps + tap;
+    return int64_t(g.cOut) * g.cPerGroup * g.taps;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -194,7 +189,7 @@ struct SharedView
     int32_t* base;          //!< [taps][BM] pixel index (n * h + y0) * w + x0 of corner 00
     int32_t* valid;         //!< [taps][BM] bit q set when corner q (00, 01, 10, 11) is inside the image
     uint16_t* a;            //!< [2][BM][rowStride] sampled operand, fp16 bits
-    uint16_t* b;            //!< [2][BN][rowStride] packed weights, fp16 bits
+    uint16_t* b;            //!< [2][BN][rowStride] weights of the step, fp16 bits
     int32_t rowStride;
 };
 
@@ -208,17 +203,18 @@ DEFORMRT_HD SharedView sharedView(unsigned char* base, SharedLayout const& s)
 // ------------------------------------------------------------------------------------------------
 // One CTA's problem
 
-//! fp16 tensors as bits: x is NHWC; offset and mask are NCHW; weights are packed; y NHWC or NCHW.
+//! fp16 tensors as bits: x is NHWC; offset and mask are NCHW; the weight is OHWI; y NHWC or NCHW.
 struct TcTensors
 {
     uint16_t const* x;
-    uint16_t const* packedWeight;
+    uint16_t const* weight; //!< OHWI
     uint16_t const* offset;
     uint16_t const* bias; //!< null when the problem has none
     uint16_t const* mask; //!< null unless modulated
     uint16_t* y;
     bool outputNhwc;
-    bool vectorGather; //!< 16-byte channel vectors: c and chunkC multiples of 8, x 16-byte aligned
+    bool vectorGather;  //!< 16-byte channel vectors: c and chunkC multiples of 8, x 16-byte aligned
+    bool vectorWeight;  //!< 16-byte weight vectors: cPerGroup and chunkC multiples of 8, weight 16-byte aligned
 };
 
 struct TcTile
@@ -371,33 +367,41 @@ DEFORMRT_UNROLL
     }
 }
 
-//! loadB: B tile ``buf`` = packed weights of step ``step`` for the tile's output channels (zero past them).
+//! loadB: B tile ``buf`` = the weights of step ``step`` (chunk, tap) for the tile's output channels, read
+//! from the OHWI tensor: per output channel one run of chunkC channels, zero past them and past the
+//! group's output channels.
 template <class Shape>
 DEFORMRT_HD void loadB(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int32_t step, int32_t buf,
     int32_t tid, SharedView const& s)
 {
+    DcnGeometry const& g = t.g;
     int32_t const vectorsPerRow = t.stepK / kVector;
+    int32_t const chunk = step / g.taps;
+    int32_t const tap = step - chunk * g.taps;
+    int64_t const perOutput = int64_t(g.taps) * g.cPerGroup; // OHWI elements of one output channel
+    // The step's run of the tile's first output channel; row r's run is perOutput elements further.
+    uint16_t const* const stepRun = p.weight + (int64_t(tile.grp) * g.cOutPerGroup + tile.n0) * perOutput
+        + int64_t(tap) * g.cPerGroup + chunk * t.chunkC;
     uint16_t* const b = s.b + int64_t(buf) * Shape::BN * s.rowStride;
     for (int32_t e = tid; e < Shape::BN * vectorsPerRow; e += kThreads)
     {
         int32_t const r = e / vectorsPerRow;
         int32_t const vec = e - r * vectorsPerRow;
-        int32_t const co = tile.n0 + r;
+        int32_t const count = t.chunkC - vec * kVector; // channels of this vector in the run (may be <= 0)
+        bool const inside = tile.n0 + r < g.cOutPerGroup && count > 0;
+        uint16_t const* const src = stepRun + r * perOutput + vec * kVector;
         uint16_t* const dst = b + int64_t(r) * s.rowStride + vec * kVector;
-        uint16_t const* src = nullptr;
-        if (co < t.g.cOutPerGroup)
-        {
-            src = p.packedWeight + (int64_t(tile.grp) * t.g.cOutPerGroup + co) * t.packedK + int64_t(step) * t.stepK
-                + vec * kVector;
-        }
 #ifdef __CUDA_ARCH__
-        *reinterpret_cast<uint4*>(dst) = src != nullptr ? *reinterpret_cast<uint4 const*>(src) : make_uint4(0, 0, 0, 0);
-#else
-        for (int32_t i = 0; i < kVector; ++i)
+        if (p.vectorWeight) // every run is whole, aligned 16-byte vectors
         {
-            dst[i] = src != nullptr ? src[i] : uint16_t(0);
+            *reinterpret_cast<uint4*>(dst) = inside ? *reinterpret_cast<uint4 const*>(src) : make_uint4(0, 0, 0, 0);
+            continue;
         }
 #endif
+        for (int32_t i = 0; i < kVector; ++i)
+        {
+            dst[i] = inside && i < count ? src[i] : uint16_t(0);
+        }
     }
 }
 
@@ -565,13 +569,19 @@ inline int64_t sharedBytes(TcGeometry const& t, int32_t shape)
     return sharedLayout(kTileBM[shape], kTileBN[shape], t.g.taps, t.stepK).bytes;
 }
 
-//! Whether the tensor-core kernel can run this problem (int32 pixel indices, grid limits, shared memory).
+//! Whether the tensor-core kernel takes this problem's channels and kernel (grid limits, shared memory):
+//! the part of tensorCoreApplies that does not depend on the batch or spatial sizes.
+inline bool tensorCoreTakesChannels(TcGeometry const& t)
+{
+    DcnGeometry const& g = t.g;
+    return (g.cOutPerGroup + 63) / 64 <= 65535 && g.group <= 65535 && sharedBytes(t, kTileShapes - 1) <= kMaxSharedBytes;
+}
+
+//! Whether the tensor-core kernel can run this problem (also int32 pixel indices).
 inline bool tensorCoreApplies(TcGeometry const& t)
 {
     DcnGeometry const& g = t.g;
-    return int64_t(g.n) * g.h * g.w < (int64_t(1) << 31) && g.cols < (int64_t(1) << 31)
-        && (g.cOutPerGroup + 63) / 64 <= 65535 && g.group <= 65535
-        && sharedBytes(t, kTileShapes - 1) <= kMaxSharedBytes;
+    return tensorCoreTakesChannels(t) && int64_t(g.n) * g.h * g.w < (int64_t(1) << 31) && g.cols < (int64_t(1) << 31);
 }
 
 //! Tile shape for ``smCount`` SMs: the largest whose CTAs fill every SM once; else the one with the
@@ -601,6 +611,41 @@ inline int32_t chooseTileShape(TcGeometry const& t, int32_t smCount, int64_t sha
 inline bool vectorGatherApplies(TcGeometry const& t, void const* x)
 {
     return t.g.c % kVector == 0 && t.chunkC % kVector == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+}
+
+//! Whether every weight run of a step is whole, aligned 16-byte vectors for this problem and OHWI pointer.
+inline bool vectorWeightApplies(TcGeometry const& t, void const* weight)
+{
+    return t.g.cPerGroup % kVector == 0 && t.chunkC % kVector == 0 && reinterpret_cast<uintptr_t>(weight) % 16 == 0;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Workspace (the same sizes in both builds, independent of the GPU)
+
+constexpr uint64_t kWorkspaceAlign = 256;
+
+inline uint64_t alignWorkspace(uint64_t v)
+{
+    return (v + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign;
+}
+
+//! Bytes of the OHWI copy of an OIHW fp16 weight (0 when the weight is OHWI already).
+inline uint64_t weightTransposeBytes(DcnGeometry const& g)
+{
+    return g.weightOhwi ? 0 : alignWorkspace(uint64_t(weightElements(g)) * 2);
+}
+
+//! Bytes of the NHWC staging of an NCHW fp16 x.
+inline uint64_t inputStagingBytes(DcnGeometry const& g)
+{
+    return alignWorkspace(uint64_t(g.n) * g.c * g.h * g.w * 2);
+}
+
+//! The NCHW fp16 entry's workspace: x staged as NHWC, then the weight as OHWI. Counted whenever the kernel
+//! takes the channels, so that the size only shrinks with the batch and spatial sizes.
+inline uint64_t nchwWorkspaceBytes(DcnGeometry const& g)
+{
+    return tensorCoreTakesChannels(makeTcGeometry(g)) ? inputStagingBytes(g) + weightTransposeBytes(g) : 0;
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -12,15 +12,11 @@ namespace deformrt
 namespace tc
 {
 
-//! Workspace bytes of the NCHW fp16 entry's tensor-core path (NHWC staging of x, packed weights),
-//! or 0 when the kernel does not take the problem.
-uint64_t nchwWorkspaceBytes(DcnGeometry const& g);
-
 //! Whether the tensor-core kernel runs ``g`` on the current device (sm_80+, a tile shape that fits).
 bool runsOnCurrentDevice(DcnGeometry const& g);
 
-//! The NCHW fp16 forward pass on tensor cores: stages x as NHWC and the packed weights in
-//! ``workspace`` (nchwWorkspaceBytes), then runs the kernel with an NCHW epilogue.
+//! The NCHW fp16 forward pass on tensor cores: stages x as NHWC and an OIHW weight as OHWI in
+//! ``workspace`` (nchwWorkspaceBytes, deformConvTensorCore.h), then runs the kernel with an NCHW epilogue.
 cudaError_t forwardNchw(DcnGeometry const& g, void const* x, void const* weight, void const* offset,
     void const* bias, void const* mask, void* y, void* workspace, cudaStream_t stream);
 

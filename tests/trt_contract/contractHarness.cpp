@@ -501,19 +501,6 @@ std::string fieldsSignature(PluginFieldCollection const* fc)
     return os.str();
 }
 
-int64_t workspaceField(PluginFieldCollection const* fc)
-{
-    for (int32_t i = 0; fc != nullptr && i < fc->nbFields; ++i)
-    {
-        if (fc->fields[i].name != nullptr && std::strcmp(fc->fields[i].name, "workspace_bytes") == 0
-            && fc->fields[i].type == PluginFieldType::kINT64 && fc->fields[i].data != nullptr)
-        {
-            return *static_cast<int64_t const*>(fc->fields[i].data);
-        }
-    }
-    return -1;
-}
-
 // -------------------------------------------------------------------------------------------------
 // load
 
@@ -897,52 +884,135 @@ void checkOutputShapes(NodeSpec const& spec, Geometry const& g, PluginParts cons
     }
 }
 
-void checkFormats(NodeSpec const& spec, PluginParts const& p)
+//! The format answers the contract asks for (stated independently of the plugin): X linear fp32/fp16, or
+//! fp16 kHWC8 when its channels are a multiple of 8; W, offset, bias and mask linear in X's type; Y kHWC8
+//! fp16 exactly when X is, and then only when the output channels are a multiple of 8.
+bool expectedFormat(NodeSpec const& spec, int32_t pos, DataType type, TensorFormat format, DataType xType,
+    TensorFormat xFormat)
+{
+    int32_t const nbInputs = static_cast<int32_t>(spec.inputs.size());
+    bool const linear = format == TensorFormat::kLINEAR;
+    if (pos == contract::kInputX)
+    {
+        bool const floatType = type == DataType::kFLOAT || type == DataType::kHALF;
+        return (linear && floatType)
+            || (format == TensorFormat::kHWC8 && type == DataType::kHALF && spec.inputs[0].dims[1] % 8 == 0);
+    }
+    if (pos == nbInputs && xFormat == TensorFormat::kHWC8)
+    {
+        return format == TensorFormat::kHWC8 && type == DataType::kHALF && spec.outputDims[1] % 8 == 0;
+    }
+    return linear && type == xType;
+}
+
+//! TensorRT's descriptions at the query: dims as built (the batch and spatial sizes dynamic: -1).
+std::vector<DynamicPluginTensorDesc> formatQueryDescs(NodeSpec const& spec, Geometry const& g)
+{
+    int32_t const nbInputs = static_cast<int32_t>(spec.inputs.size());
+    std::vector<DynamicPluginTensorDesc> io(nbInputs + 1);
+    for (int32_t i = 0; i <= nbInputs; ++i)
+    {
+        std::vector<int64_t> dims = i < nbInputs ? spec.inputs[i].dims : spec.outputDims;
+        if (i != contract::kInputW && i != g.biasIndex)
+        {
+            dims[0] = dims[2] = dims[3] = -1;
+        }
+        io[i].desc.dims = toDims(dims);
+        io[i].desc.scale = 1.0F;
+    }
+    return io;
+}
+
+//! Garbage of the kind the header warns about in inOut[pos + 1 ..]: any type, format and dims.
+void fillGarbage(std::vector<DynamicPluginTensorDesc>& io, int32_t from, uint32_t seed)
+{
+    for (size_t i = static_cast<size_t>(from); i < io.size(); ++i)
+    {
+        seed = seed * 1664525u + 1013904223u;
+        io[i].desc.type = static_cast<DataType>(static_cast<int32_t>(seed >> 8) % 16 - 2);
+        io[i].desc.format = static_cast<TensorFormat>(static_cast<int32_t>(seed >> 12) % 24 - 2);
+        io[i].desc.dims.nbDims = static_cast<int32_t>(seed >> 16) % 11 - 1;
+        for (int32_t j = 0; j < Dims::MAX_DIMS; ++j)
+        {
+            seed = seed * 1664525u + 1013904223u;
+            int64_t const kinds[] = {-1, 0, 7, 8, 16, 3, int64_t(1) << 40, -(int64_t(1) << 35)};
+            io[i].desc.dims.d[j] = kinds[(seed >> 20) % 8];
+        }
+        io[i].min = io[i].opt = io[i].max = io[i].desc.dims;
+    }
+}
+
+void checkFormats(NodeSpec const& spec, Geometry const& g, PluginParts const& p)
 {
     int32_t const nbInputs = static_cast<int32_t>(spec.inputs.size());
     int32_t const nb = nbInputs + 1;
-    std::vector<DynamicPluginTensorDesc> io(nb);
     std::string const where = spec.name + ": supportsFormatCombination";
     int32_t const nbTypes = EnumMax<DataType>();
     int32_t const nbFormats = EnumMax<TensorFormat>();
-    for (DataType first : {DataType::kFLOAT, DataType::kHALF})
+    struct XChoice
     {
+        DataType type;
+        TensorFormat format;
+    };
+    for (XChoice const x : {XChoice{DataType::kFLOAT, TensorFormat::kLINEAR}, XChoice{DataType::kHALF, TensorFormat::kLINEAR},
+             XChoice{DataType::kHALF, TensorFormat::kHWC8}})
+    {
+        if (!expectedFormat(spec, 0, x.type, x.format, x.type, x.format))
+        {
+            continue; // kHWC8 X for channels that are not a multiple of 8: refused at position 0 (checked below)
+        }
         for (int32_t pos = 0; pos < nb; ++pos)
         {
-            for (int32_t i = 0; i < pos; ++i) // earlier positions hold an accepted linear combination
+            std::vector<DynamicPluginTensorDesc> io = formatQueryDescs(spec, g);
+            for (int32_t i = 0; i < pos; ++i) // earlier positions hold an accepted combination
             {
-                io[i].desc.type = first;
-                io[i].desc.format = TensorFormat::kLINEAR;
+                bool const channelsLast = x.format == TensorFormat::kHWC8 && (i == 0 || i == nbInputs);
+                io[i].desc.type = x.type;
+                io[i].desc.format = channelsLast ? TensorFormat::kHWC8 : TensorFormat::kLINEAR;
             }
             for (int32_t t = 0; t < nbTypes; ++t)
             {
                 for (int32_t f = 0; f < nbFormats; ++f)
                 {
-                    io[pos].desc.type = static_cast<DataType>(t);
-                    io[pos].desc.format = static_cast<TensorFormat>(f);
-                    bool const accepted = p.build->supportsFormatCombination(pos, io.data(), nbInputs, 1);
                     DataType const type = static_cast<DataType>(t);
-                    bool const floatType = type == DataType::kFLOAT || type == DataType::kHALF;
-                    bool const sameType = pos == 0 ? floatType : type == first;
+                    TensorFormat const format = static_cast<TensorFormat>(f);
+                    io[pos].desc.type = type;
+                    io[pos].desc.format = format;
                     std::string const what = where + "(pos " + std::to_string(pos) + ", type " + std::to_string(t)
-                        + ", format " + std::to_string(f) + ")";
-                    if (!sameType)
+                        + ", format " + std::to_string(f) + ", X " + std::to_string(static_cast<int32_t>(x.type)) + "/"
+                        + std::to_string(static_cast<int32_t>(x.format)) + ")";
+                    bool const want = expectedFormat(spec, pos, type, format, x.type, x.format);
+                    bool const accepted = p.build->supportsFormatCombination(pos, io.data(), nbInputs, 1);
+                    if (!check(accepted == want, what + (want ? " is accepted" : " is refused")))
                     {
-                        check(!accepted, what + " is refused: only float32/float16, one type for all tensors");
+                        continue;
                     }
-                    if (sameType && static_cast<TensorFormat>(f) == TensorFormat::kLINEAR)
+                    // The header: inOut[pos + 1 ..] hold invalid values. The answer must not depend on them.
+                    for (uint32_t seed : {1u, 2u, 3u})
                     {
-                        check(accepted, what + " is accepted: linear float32/float16");
+                        std::vector<DynamicPluginTensorDesc> garbage = io;
+                        fillGarbage(garbage, pos + 1, seed * 7919u + static_cast<uint32_t>(pos * 64 + t * 8 + f));
+                        check(p.build->supportsFormatCombination(pos, garbage.data(), nbInputs, 1) == accepted,
+                            what + ": the same answer with garbage in the later positions");
                     }
                 }
             }
         }
     }
+    std::vector<DynamicPluginTensorDesc> io = formatQueryDescs(spec, g);
     check(!p.build->supportsFormatCombination(nb, io.data(), nbInputs, 1), where + ": pos past the end is refused");
     check(!p.build->supportsFormatCombination(-1, io.data(), nbInputs, 1), where + ": pos -1 is refused");
 }
 
-std::vector<DynamicPluginTensorDesc> dynamicDescs(NodeSpec const& spec, Geometry const& g, DataType type,
+//! One candidate combination the builder configures and times, and may pick.
+struct Variant
+{
+    DataType type;
+    TensorFormat format; //!< of X and Y (the others are linear)
+    std::string name;    //!< fp32, fp16 or fp16-hwc8: the output files' suffix
+};
+
+std::vector<DynamicPluginTensorDesc> dynamicDescs(NodeSpec const& spec, Geometry const& g, Variant const& v,
     int64_t minH, int64_t minW)
 {
     int64_t const h = spec.inputs[0].dims[2];
@@ -960,8 +1030,8 @@ std::vector<DynamicPluginTensorDesc> dynamicDescs(NodeSpec const& spec, Geometry
             runtimeDims[0] = runtimeDims[2] = runtimeDims[3] = -1;
         }
         in[i].desc.dims = toDims(runtimeDims);
-        in[i].desc.type = type;
-        in[i].desc.format = TensorFormat::kLINEAR;
+        in[i].desc.type = v.type;
+        in[i].desc.format = i == 0 ? v.format : TensorFormat::kLINEAR;
         in[i].desc.scale = 1.0F;
         in[i].min = toDims(minShapes[i]);
         in[i].opt = toDims(optShapes[i]);
@@ -980,189 +1050,414 @@ DynamicPluginTensorDesc outputDesc(NodeSpec const& spec, std::vector<DynamicPlug
     };
     out.desc.dims = toDims({-1, spec.outputDims[1], -1, -1});
     out.desc.type = in[0].desc.type;
-    out.desc.format = TensorFormat::kLINEAR;
+    out.desc.format = in[0].desc.format;
     out.min = outOf(in[0].min);
     out.opt = outOf(in[0].opt);
     out.max = outOf(in[0].max);
     return out;
 }
 
-std::vector<uint16_t> toHalf(std::vector<float> const& v)
+size_t countOf(std::vector<int64_t> const& dims)
 {
-    std::vector<uint16_t> h(v.size());
-    for (size_t i = 0; i < v.size(); ++i)
+    size_t n = 1;
+    for (int64_t d : dims)
     {
-        h[i] = deformrt::floatToHalfBits(v[i]);
+        n *= static_cast<size_t>(d);
     }
-    return h;
+    return n;
 }
 
+//! NCHW float values as the bytes enqueue reads: float32, or binary16 bits; NHWC when ``nhwc``.
+std::vector<unsigned char> encode(std::vector<float> const& values, std::vector<int64_t> const& dims, DataType type,
+    bool nhwc)
+{
+    size_t const elementBytes = type == DataType::kHALF ? 2 : 4;
+    std::vector<unsigned char> bytes(values.size() * elementBytes);
+    int64_t const plane = dims.size() == 4 ? dims[2] * dims[3] : 1;
+    int64_t const channels = dims.size() == 4 ? dims[1] : 1;
+    for (size_t i = 0; i < values.size(); ++i)
+    {
+        size_t to = i;
+        if (nhwc)
+        {
+            int64_t const n = static_cast<int64_t>(i) / (channels * plane);
+            int64_t const c = static_cast<int64_t>(i) / plane % channels;
+            int64_t const pixel = static_cast<int64_t>(i) % plane;
+            to = static_cast<size_t>((n * plane + pixel) * channels + c);
+        }
+        if (type == DataType::kHALF)
+        {
+            uint16_t const h = deformrt::floatToHalfBits(values[i]);
+            std::memcpy(bytes.data() + to * 2, &h, 2);
+        }
+        else
+        {
+            std::memcpy(bytes.data() + to * 4, &values[i], 4);
+        }
+    }
+    return bytes;
+}
+
+//! The inverse of encode for an output: NCHW float32 values.
+std::vector<float> decode(std::vector<unsigned char> const& bytes, std::vector<int64_t> const& dims, DataType type,
+    bool nhwc)
+{
+    size_t const count = countOf(dims);
+    std::vector<float> values(count);
+    int64_t const plane = dims[2] * dims[3];
+    for (size_t i = 0; i < count; ++i)
+    {
+        size_t from = i;
+        if (nhwc)
+        {
+            int64_t const n = static_cast<int64_t>(i) / (dims[1] * plane);
+            int64_t const c = static_cast<int64_t>(i) / plane % dims[1];
+            int64_t const pixel = static_cast<int64_t>(i) % plane;
+            from = static_cast<size_t>((n * plane + pixel) * dims[1] + c);
+        }
+        if (type == DataType::kHALF)
+        {
+            uint16_t h;
+            std::memcpy(&h, bytes.data() + from * 2, 2);
+            values[i] = deformrt::halfBitsToFloat(h);
+        }
+        else
+        {
+            std::memcpy(&values[i], bytes.data() + from * 4, 4);
+        }
+    }
+    return values;
+}
+
+//! The memory one execution context's enqueue calls see: host buffers, or (HARNESS_CUDA) device copies
+//! made once, so that a tensor keeps its address across enqueues (a refit writes new values in place).
+class Buffers
+{
+public:
+    Buffers(std::vector<std::vector<unsigned char>> inputs, size_t outputBytes, size_t workspaceBytes)
+        : mHost(std::move(inputs))
+        , mOutput(outputBytes, 0xff)
+        , mWorkspace(workspaceBytes > 0 ? workspaceBytes : 1, 0xab)
+    {
+        for (auto const& t : mHost)
+        {
+            mInputs.push_back(t.data());
+        }
+        mOutputPtr = mOutput.data();
+        mWorkspacePtr = workspaceBytes > 0 ? mWorkspace.data() : nullptr;
 #if HARNESS_CUDA
-//! enqueue on device copies of ``inputs`` (``bytes`` each); the output is copied back into ``output``.
-int32_t enqueueOnDevice(IPluginV3OneRuntime& runtime, PluginTensorDesc const* inDesc, PluginTensorDesc const* outDesc,
-    std::vector<void const*> const& inputs, std::vector<size_t> const& bytes, void* output, size_t outputBytes,
-    size_t workspace, std::string const& where)
-{
-    std::vector<void*> device(inputs.size() + 2, nullptr);
-    bool ok = true;
-    for (size_t i = 0; ok && i < inputs.size(); ++i)
-    {
-        ok = cudaMalloc(&device[i], bytes[i]) == cudaSuccess
-            && cudaMemcpy(device[i], inputs[i], bytes[i], cudaMemcpyHostToDevice) == cudaSuccess;
-    }
-    void*& deviceOut = device[inputs.size()];
-    void*& deviceWorkspace = device[inputs.size() + 1];
-    ok = ok && cudaMalloc(&deviceOut, outputBytes) == cudaSuccess && cudaMemset(deviceOut, 0xff, outputBytes) == cudaSuccess
-        && (workspace == 0 || cudaMalloc(&deviceWorkspace, workspace) == cudaSuccess);
-    cudaStream_t stream = nullptr;
-    ok = ok && cudaStreamCreate(&stream) == cudaSuccess;
-    int32_t status = -1;
-    if (check(ok, where + ": CUDA allocations and copies"))
-    {
-        std::vector<void const*> deviceInputs(device.begin(), device.begin() + static_cast<std::ptrdiff_t>(inputs.size()));
-        void* outputs[] = {deviceOut};
-        status = runtime.enqueue(inDesc, outDesc, deviceInputs.data(), outputs, deviceWorkspace, stream);
-        ok = cudaStreamSynchronize(stream) == cudaSuccess
-            && cudaMemcpy(output, deviceOut, outputBytes, cudaMemcpyDeviceToHost) == cudaSuccess;
-        check(ok, where + ": the kernels ran and the output came back");
-    }
-    if (stream != nullptr)
-    {
-        cudaStreamDestroy(stream);
-    }
-    for (void* p : device)
-    {
-        cudaFree(p);
-    }
-    return ok ? status : -1;
-}
+        mOk = cudaStreamCreate(&mStream) == cudaSuccess;
+        for (size_t i = 0; mOk && i < mHost.size(); ++i)
+        {
+            void* p = nullptr;
+            mOk = cudaMalloc(&p, mHost[i].size()) == cudaSuccess;
+            mDevice.push_back(p);
+            mInputs[i] = p;
+            mOk = mOk && cudaMemcpy(p, mHost[i].data(), mHost[i].size(), cudaMemcpyHostToDevice) == cudaSuccess;
+        }
+        void* out = nullptr;
+        void* ws = nullptr;
+        mOk = mOk && cudaMalloc(&out, outputBytes) == cudaSuccess
+            && (workspaceBytes == 0 || cudaMalloc(&ws, workspaceBytes) == cudaSuccess)
+            && (workspaceBytes == 0 || cudaMemset(ws, 0xab, workspaceBytes) == cudaSuccess);
+        mDevice.push_back(out);
+        mDevice.push_back(ws);
+        mOutputPtr = out;
+        mWorkspacePtr = ws;
 #endif
-
-//! One dtype's whole lifecycle: build-phase clone, configure, workspace, serialise, runtime-phase create,
-//! attach, onShapeChange, enqueue on host pointers; the output goes to SPEC.<dtype>.out (float32).
-void runLifecycle(NodeSpec const& spec, Geometry const& g, IPluginCreatorV3One& creator, PluginParts const& built,
-    DataType type, TensorRTLibrary const& trt)
-{
-    std::string const dtype = type == DataType::kHALF ? "fp16" : "fp32";
-    std::string const where = spec.name + " (" + dtype + ")";
-    int32_t const nbInputs = static_cast<int32_t>(spec.inputs.size());
-
-    PluginParts p = partsOf(built.plugin->clone());
-    if (!check(p.plugin != nullptr && p.build != nullptr, where + ": clone()"))
+    }
+    Buffers(Buffers const&) = delete;
+    Buffers& operator=(Buffers const&) = delete;
+    ~Buffers()
     {
+#if HARNESS_CUDA
+        for (void* p : mDevice)
+        {
+            cudaFree(p);
+        }
+        if (mStream != nullptr)
+        {
+            cudaStreamDestroy(mStream);
+        }
+#endif
+    }
+
+    //! New contents for input ``i`` at the same address (a refit).
+    void setInput(size_t i, std::vector<unsigned char> const& bytes)
+    {
+        std::memcpy(mHost[i].data(), bytes.data(), bytes.size());
+#if HARNESS_CUDA
+        mOk = mOk && cudaMemcpy(mDevice[i], bytes.data(), bytes.size(), cudaMemcpyHostToDevice) == cudaSuccess;
+#endif
+    }
+
+    //! enqueue, then the output's bytes (empty when enqueue failed).
+    std::vector<unsigned char> run(IPluginV3OneRuntime& runtime, PluginTensorDesc const* in, PluginTensorDesc const* out)
+    {
+        if (!mOk)
+        {
+            return {};
+        }
+        void* outputs[] = {mOutputPtr};
+#if HARNESS_CUDA
+        int32_t const status = runtime.enqueue(in, out, mInputs.data(), outputs, mWorkspacePtr, mStream);
+        if (status != 0 || cudaStreamSynchronize(mStream) != cudaSuccess
+            || cudaMemcpy(mOutput.data(), mOutputPtr, mOutput.size(), cudaMemcpyDeviceToHost) != cudaSuccess)
+        {
+            return {};
+        }
+#else
+        if (runtime.enqueue(in, out, mInputs.data(), outputs, mWorkspacePtr, nullptr) != 0)
+        {
+            return {};
+        }
+#endif
+        return mOutput;
+    }
+
+private:
+    std::vector<std::vector<unsigned char>> mHost;
+    std::vector<unsigned char> mOutput;
+    std::vector<unsigned char> mWorkspace;
+    std::vector<void const*> mInputs;
+    void* mOutputPtr{nullptr};
+    void* mWorkspacePtr{nullptr};
+    bool mOk{true};
+#if HARNESS_CUDA
+    std::vector<void*> mDevice;
+    cudaStream_t mStream{nullptr};
+#endif
+};
+
+//! The node's tensors for the first ``batch`` images (the maps' leading images; W and bias whole).
+struct Run
+{
+    std::vector<std::vector<float>> values;
+    std::vector<std::vector<int64_t>> dims;
+    std::vector<int64_t> outputDims;
+};
+
+Run firstImages(NodeSpec const& spec, Geometry const& g, int64_t batch)
+{
+    Run r;
+    for (size_t i = 0; i < spec.inputs.size(); ++i)
+    {
+        Tensor const& t = spec.inputs[i];
+        bool const isMap = static_cast<int32_t>(i) != contract::kInputW && static_cast<int32_t>(i) != g.biasIndex;
+        std::vector<int64_t> dims = t.dims;
+        size_t count = t.values.size();
+        if (isMap)
+        {
+            count = count / static_cast<size_t>(dims[0]) * static_cast<size_t>(batch);
+            dims[0] = batch;
+        }
+        r.values.emplace_back(t.values.begin(), t.values.begin() + static_cast<std::ptrdiff_t>(count));
+        r.dims.push_back(dims);
+    }
+    r.outputDims = spec.outputDims;
+    r.outputDims[0] = batch;
+    return r;
+}
+
+//! The runtime descriptions of a run in variant ``v``.
+std::vector<PluginTensorDesc> runtimeDescs(Run const& r, Variant const& v, PluginTensorDesc& out)
+{
+    std::vector<PluginTensorDesc> in(r.dims.size());
+    for (size_t i = 0; i < in.size(); ++i)
+    {
+        in[i].dims = toDims(r.dims[i]);
+        in[i].type = v.type;
+        in[i].format = i == 0 ? v.format : TensorFormat::kLINEAR;
+        in[i].scale = 1.0F;
+    }
+    out = in[0];
+    out.dims = toDims(r.outputDims);
+    return in;
+}
+
+std::vector<std::vector<unsigned char>> encodeRun(Run const& r, Variant const& v)
+{
+    std::vector<std::vector<unsigned char>> bytes;
+    for (size_t i = 0; i < r.values.size(); ++i)
+    {
+        bytes.push_back(encode(r.values[i], r.dims[i], v.type, i == 0 && v.format == TensorFormat::kHWC8));
+    }
+    return bytes;
+}
+
+void writeOutput(std::string const& path, std::vector<float> const& values, std::string const& where)
+{
+    std::ofstream file(path, std::ios::binary);
+    file.write(reinterpret_cast<char const*>(values.data()), static_cast<std::streamsize>(values.size() * sizeof(float)));
+    check(bool(file), where + ": write " + path);
+}
+
+//! TensorRT's real sequence for one node. Build: the parser's plugin cloned twice; each clone configured
+//! with every candidate combination in turn (the order of the builder's timing, the last one fp32) with
+//! getWorkspaceSize asked for each; the first clone serialised after its last configuration, whichever
+//! combination then "wins". Run, for each winning combination: a runtime plugin created from those fields;
+//! two execution contexts (attachToContext); onShapeChange on the first, then its first enqueue on a clone
+//! made after it (TensorRT calls onShapeChange lazily, clones may come between); the second context at
+//! batch 1; the two enqueued alternately (each must repeat its own result bit for bit); then the weight
+//! changed in place (a refit) and both enqueued again. Every workspace is exactly getWorkspaceSize's
+//! answer for the winning combination. Outputs go to SPEC.<variant>[.batch1][.refit].out.
+void runBuilderSequence(NodeSpec const& spec, Geometry const& g, IPluginCreatorV3One& creator,
+    PluginParts const& built, TensorRTLibrary const& trt)
+{
+    int32_t const nbInputs = static_cast<int32_t>(spec.inputs.size());
+    std::vector<Variant> candidates{{DataType::kHALF, TensorFormat::kLINEAR, "fp16"}};
+    {
+        // kHWC8 is a candidate when the plugin offers it for X and Y (checkFormats checks when it must).
+        std::vector<DynamicPluginTensorDesc> io = formatQueryDescs(spec, g);
+        for (auto& d : io)
+        {
+            d.desc.type = DataType::kHALF;
+            d.desc.format = TensorFormat::kLINEAR;
+        }
+        io[0].desc.format = io[nbInputs].desc.format = TensorFormat::kHWC8;
+        if (built.build->supportsFormatCombination(0, io.data(), nbInputs, 1)
+            && built.build->supportsFormatCombination(nbInputs, io.data(), nbInputs, 1))
+        {
+            candidates.push_back({DataType::kHALF, TensorFormat::kHWC8, "fp16-hwc8"});
+        }
+    }
+    candidates.push_back({DataType::kFLOAT, TensorFormat::kLINEAR, "fp32"});
+
+    // Build phase.
+    PluginParts a = partsOf(built.plugin->clone());
+    PluginParts b = partsOf(built.plugin->clone());
+    if (!check(a.plugin != nullptr && b.plugin != nullptr, spec.name + ": clone() twice"))
+    {
+        delete a.plugin;
+        delete b.plugin;
         return;
     }
-    DataType outType = DataType::kINT8;
-    std::vector<DataType> inTypes(nbInputs, type);
-    check(p.build->getOutputDataTypes(&outType, 1, inTypes.data(), nbInputs) == 0 && outType == type,
-        where + ": getOutputDataTypes gives the input type");
-    check(p.build->getNbOutputs() == 1, where + ": one output");
-
-    auto in = dynamicDescs(spec, g, type, spec.inputs[0].dims[2], spec.inputs[0].dims[3]);
-    auto out = outputDesc(spec, in, g);
-    check(p.build->configurePlugin(in.data(), nbInputs, &out, 1) == 0, where + ": configurePlugin with -1 dims and min/opt/max");
-    size_t const workspace = p.build->getWorkspaceSize(in.data(), nbInputs, &out, 1);
-
+    std::vector<size_t> workspace(candidates.size());
+    std::string firstFields;
+    for (size_t c = 0; c < candidates.size(); ++c)
+    {
+        Variant const& v = candidates[c];
+        std::string const where = spec.name + " (" + v.name + ")";
+        DataType outType = DataType::kINT8;
+        std::vector<DataType> inTypes(nbInputs, v.type);
+        check(a.build->getOutputDataTypes(&outType, 1, inTypes.data(), nbInputs) == 0 && outType == v.type,
+            where + ": getOutputDataTypes gives the input type");
+        auto in = dynamicDescs(spec, g, v, spec.inputs[0].dims[2], spec.inputs[0].dims[3]);
+        auto out = outputDesc(spec, in, g);
+        check(a.build->configurePlugin(in.data(), nbInputs, &out, 1) == 0, where + ": configurePlugin");
+        workspace[c] = a.build->getWorkspaceSize(in.data(), nbInputs, &out, 1);
+        // The timing clone sees the combinations in the opposite order.
+        Variant const& other = candidates[candidates.size() - 1 - c];
+        auto otherIn = dynamicDescs(spec, g, other, spec.inputs[0].dims[2], spec.inputs[0].dims[3]);
+        auto otherOut = outputDesc(spec, otherIn, g);
+        check(b.build->configurePlugin(otherIn.data(), nbInputs, &otherOut, 1) == 0, where + ": configurePlugin (clone)");
+        std::string const fields = fieldsSignature(a.runtime->getFieldsToSerialize());
+        if (c == 0)
+        {
+            firstFields = fields;
+        }
+        check(fields == firstFields,
+            where + ": the serialised fields do not depend on the last configuration (TensorRT may serialise an "
+                    "instance last configured with a combination that did not win)");
+    }
+    check(fieldsSignature(b.runtime->getFieldsToSerialize()) == firstFields, spec.name + ": the clones serialise alike");
     // A profile whose minimum allows no output: refused with a reason.
     int64_t const tooSmall = g.d[0] * (g.k[0] - 1) - g.p[0] - g.p[2];
     if (tooSmall >= 0)
     {
         PluginParts q = partsOf(built.plugin->clone());
-        auto badIn = dynamicDescs(spec, g, type, tooSmall, spec.inputs[0].dims[3]);
+        auto badIn = dynamicDescs(spec, g, candidates.back(), tooSmall, spec.inputs[0].dims[3]);
         auto badOut = outputDesc(spec, badIn, g);
         size_t const logged = trt.logText().size();
         check(q.build->configurePlugin(badIn.data(), nbInputs, &badOut, 1) == -1,
-            where + ": configurePlugin refuses a minimum height of " + std::to_string(tooSmall));
-        check(trt.log == nullptr || trt.logText().size() > logged, where + ": that refusal is logged");
+            spec.name + ": configurePlugin refuses a minimum height of " + std::to_string(tooSmall));
+        check(trt.log == nullptr || trt.logText().size() > logged, spec.name + ": that refusal is logged");
         delete q.plugin;
     }
+    PluginFieldCollection const* serialized = a.runtime->getFieldsToSerialize();
 
-    PluginFieldCollection const* serialized = p.runtime->getFieldsToSerialize();
-    check(workspaceField(serialized) == static_cast<int64_t>(workspace),
-        where + ": the serialised workspace size is getWorkspaceSize's answer (" + std::to_string(workspace) + ")");
-    PluginParts r = partsOf(creator.createPlugin(spec.name.c_str(), serialized, TensorRTPhase::kRUNTIME));
-    if (!check(r.plugin != nullptr && r.runtime != nullptr, where + ": createPlugin(kRUNTIME) from getFieldsToSerialize"))
+    // Run phase, once per winning combination.
+    for (size_t c = 0; c < candidates.size(); ++c)
     {
-        delete p.plugin;
-        return;
-    }
-    check(fieldsSignature(r.runtime->getFieldsToSerialize()) == fieldsSignature(p.runtime->getFieldsToSerialize()),
-        where + ": the runtime plugin serialises the same fields");
-    check(std::string(r.core->getPluginName()) == creator.getPluginName()
-            && std::string(r.core->getPluginVersion()) == creator.getPluginVersion()
-            && std::string(r.core->getPluginNamespace()) == creator.getPluginNamespace(),
-        where + ": name, version and namespace match the creator's");
-    ResourceContext context;
-    PluginParts a = partsOf(r.runtime->attachToContext(&context));
-    if (!check(a.plugin != nullptr && a.plugin != r.plugin && a.runtime != nullptr, where + ": attachToContext returns a new plugin"))
-    {
-        delete r.plugin;
-        delete p.plugin;
-        return;
-    }
-
-    std::vector<PluginTensorDesc> rin(nbInputs);
-    for (int32_t i = 0; i < nbInputs; ++i)
-    {
-        rin[i] = in[i].desc;
-        rin[i].dims = toDims(spec.inputs[i].dims);
-    }
-    PluginTensorDesc rout = out.desc;
-    rout.dims = toDims(spec.outputDims);
-    check(a.runtime->onShapeChange(rin.data(), nbInputs, &rout, 1) == 0, where + ": onShapeChange with the exported shapes");
-
-    size_t count = 1;
-    for (int64_t d : spec.outputDims)
-    {
-        count *= static_cast<size_t>(d);
-    }
-    std::vector<float> result(count, std::nanf(""));
-    std::vector<void const*> inputs(nbInputs);
-    std::vector<std::vector<uint16_t>> halves;
-    halves.reserve(nbInputs);
-    std::vector<uint16_t> halfOut(count, 0x7e00);
-    for (int32_t i = 0; i < nbInputs; ++i)
-    {
-        if (type == DataType::kHALF)
+        Variant const& v = candidates[c];
+        std::string const where = spec.name + " (" + v.name + " won)";
+        bool const nhwc = v.format == TensorFormat::kHWC8;
+        PluginParts r = partsOf(creator.createPlugin(spec.name.c_str(), serialized, TensorRTPhase::kRUNTIME));
+        if (!check(r.plugin != nullptr && r.runtime != nullptr, where + ": createPlugin(kRUNTIME) from the fields"))
         {
-            halves.push_back(toHalf(spec.inputs[i].values));
-            inputs[i] = halves.back().data();
+            continue;
         }
-        else
+        check(fieldsSignature(r.runtime->getFieldsToSerialize()) == firstFields,
+            where + ": the runtime plugin serialises the same fields");
+        check(std::string(r.core->getPluginName()) == creator.getPluginName()
+                && std::string(r.core->getPluginVersion()) == creator.getPluginVersion()
+                && std::string(r.core->getPluginNamespace()) == creator.getPluginNamespace(),
+            where + ": name, version and namespace match the creator's");
+        ResourceContext context1;
+        ResourceContext context2;
+        PluginParts ctx1 = partsOf(r.runtime->attachToContext(&context1));
+        PluginParts ctx2 = partsOf(r.runtime->attachToContext(&context2));
+        if (!check(ctx1.plugin != nullptr && ctx2.plugin != nullptr && ctx1.plugin != r.plugin
+                    && ctx1.runtime != nullptr && ctx2.runtime != nullptr,
+                where + ": attachToContext returns a new plugin per context"))
         {
-            inputs[i] = spec.inputs[i].values.data();
+            delete ctx1.plugin;
+            delete ctx2.plugin;
+            delete r.plugin;
+            continue;
         }
-    }
-    void* outputs[] = {type == DataType::kHALF ? static_cast<void*>(halfOut.data()) : static_cast<void*>(result.data())};
-#if HARNESS_CUDA
-    size_t const elementBytes = type == DataType::kHALF ? 2 : 4;
-    std::vector<size_t> bytes;
-    for (Tensor const& t : spec.inputs)
-    {
-        bytes.push_back(t.values.size() * elementBytes);
-    }
-    int32_t const status = enqueueOnDevice(
-        *a.runtime, rin.data(), &rout, inputs, bytes, outputs[0], count * elementBytes, workspace, where);
-#else
-    std::vector<unsigned char> workspaceMemory(workspace + 1);
-    int32_t const status = a.runtime->enqueue(rin.data(), &rout, inputs.data(), outputs, workspaceMemory.data(), nullptr);
-#endif
-    if (check(status == 0, where + ": enqueue"))
-    {
-        if (type == DataType::kHALF)
+        Run const full = firstImages(spec, g, spec.inputs[0].dims[0]);
+        Run const one = firstImages(spec, g, 1);
+        PluginTensorDesc fullOut{};
+        PluginTensorDesc oneOut{};
+        auto const fullIn = runtimeDescs(full, v, fullOut);
+        auto const oneIn = runtimeDescs(one, v, oneOut);
+        size_t const elementBytes = v.type == DataType::kHALF ? 2 : 4;
+        Buffers fullBuffers(encodeRun(full, v), countOf(full.outputDims) * elementBytes, workspace[c]);
+        Buffers oneBuffers(encodeRun(one, v), countOf(one.outputDims) * elementBytes, workspace[c]);
+
+        check(ctx1.runtime->onShapeChange(fullIn.data(), nbInputs, &fullOut, 1) == 0, where + ": onShapeChange");
+        PluginParts lazy = partsOf(ctx1.plugin->clone()); // made after onShapeChange, enqueued without one
+        auto const first = lazy.runtime != nullptr ? fullBuffers.run(*lazy.runtime, fullIn.data(), &fullOut)
+                                                   : std::vector<unsigned char>{};
+        bool const ok = check(!first.empty(), where + ": the first enqueue, on a clone made after onShapeChange");
+        check(ctx2.runtime->onShapeChange(oneIn.data(), nbInputs, &oneOut, 1) == 0, where + ": onShapeChange (batch 1)");
+        auto const firstOne = oneBuffers.run(*ctx2.runtime, oneIn.data(), &oneOut);
+        check(!firstOne.empty(), where + ": enqueue in a second context at batch 1");
+        if (ok)
         {
-            for (size_t i = 0; i < count; ++i)
+            check(fullBuffers.run(*lazy.runtime, fullIn.data(), &fullOut) == first,
+                where + ": the first context repeats its result after the second ran another shape");
+            check(oneBuffers.run(*ctx2.runtime, oneIn.data(), &oneOut) == firstOne,
+                where + ": the second context repeats its result after the first ran");
+            writeOutput(spec.path + "." + v.name + ".out", decode(first, full.outputDims, v.type, nhwc), where);
+            writeOutput(spec.path + "." + v.name + ".batch1.out", decode(firstOne, one.outputDims, v.type, nhwc), where);
+            // Refit: the weight negated in place (same address, same size), then both contexts again.
+            std::vector<float> negated = full.values[contract::kInputW];
+            for (float& w : negated)
             {
-                result[i] = deformrt::halfBitsToFloat(halfOut[i]);
+                w = -w;
+            }
+            auto const negatedBytes = encode(negated, full.dims[contract::kInputW], v.type, false);
+            fullBuffers.setInput(contract::kInputW, negatedBytes);
+            oneBuffers.setInput(contract::kInputW, negatedBytes);
+            auto const refit = fullBuffers.run(*lazy.runtime, fullIn.data(), &fullOut);
+            auto const refitOne = oneBuffers.run(*ctx2.runtime, oneIn.data(), &oneOut);
+            if (check(!refit.empty() && !refitOne.empty(), where + ": enqueue after a refit"))
+            {
+                check(refit != first, where + ": a refit into the same address changes the result");
+                writeOutput(spec.path + "." + v.name + ".refit.out", decode(refit, full.outputDims, v.type, nhwc), where);
+                writeOutput(spec.path + "." + v.name + ".refit.batch1.out",
+                    decode(refitOne, one.outputDims, v.type, nhwc), where);
             }
         }
-        std::ofstream file(spec.path + "." + dtype + ".out", std::ios::binary);
-        file.write(reinterpret_cast<char const*>(result.data()), static_cast<std::streamsize>(count * sizeof(float)));
-        check(bool(file), where + ": write the output");
+        delete lazy.plugin;
+        delete ctx1.plugin;
+        delete ctx2.plugin;
+        delete r.plugin;
     }
     delete a.plugin;
-    delete r.plugin;
-    delete p.plugin;
+    delete b.plugin;
 }
 
 int runNodes(std::string const& nvinfer, std::string const& pluginDir, std::vector<std::string> const& specs)
@@ -1196,9 +1491,8 @@ int runNodes(std::string const& nvinfer, std::string const& pluginDir, std::vect
         }
         Geometry const g = geometryOf(spec);
         checkOutputShapes(spec, g, built, trt);
-        checkFormats(spec, built);
-        runLifecycle(spec, g, *creator, built, DataType::kFLOAT, trt);
-        runLifecycle(spec, g, *creator, built, DataType::kHALF, trt);
+        checkFormats(spec, g, built);
+        runBuilderSequence(spec, g, *creator, built, trt);
         delete built.plugin; // the parser deletes its plugin once TensorRT has cloned it
     }
     checkNoContractFailures(trt);
@@ -1344,12 +1638,57 @@ void fuzzFields(Fuzzer& fz)
         f.fields.emplace_back(nullptr, f.ints[0].data(), PluginFieldType::kINT32, 1);
         fz.createRefused("a field without a name", f.collection());
     }
+    // weight_layout: a STRING attribute, a kCHAR field as the ONNX parser builds it (length counts the NUL).
+    auto const layoutField = [](Fields& f, std::string const& value, PluginFieldType type, int32_t length) {
+        f.strings.push_back(contract::kAttrWeightLayout);
+        char const* name = f.strings.back().c_str();
+        f.strings.push_back(value);
+        f.fields.emplace_back(name, f.strings.back().c_str(), type, length);
+    };
+    for (char const* layout : {contract::kWeightLayoutOIHW, contract::kWeightLayoutOHWI})
     {
         Fields f;
         contractFields(f);
-        int64_t negativeBytes = -8;
-        f.fields.emplace_back("workspace_bytes", &negativeBytes, PluginFieldType::kINT64, 1);
-        fz.createRefused("a negative serialised workspace size", f.collection(), TensorRTPhase::kRUNTIME);
+        layoutField(f, layout, PluginFieldType::kCHAR, static_cast<int32_t>(std::strlen(layout) + 1));
+        ++fz.cases;
+        IPluginV3* plugin = fz.creator.createPlugin("fuzz", f.collection(), TensorRTPhase::kBUILD);
+        check(plugin != nullptr, std::string("createPlugin with weight_layout ") + layout + " succeeds");
+        delete plugin;
+    }
+    for (auto const& bad : std::vector<std::pair<std::string, int32_t>>{{"NCHW", 5}, {"ohwi", 5}, {"", 1}, {"OHWI", 0},
+             {"OHWIX", 6}, {"OIH", 4}})
+    {
+        Fields f;
+        contractFields(f);
+        layoutField(f, bad.first, PluginFieldType::kCHAR, bad.second);
+        fz.createRefused("weight_layout '" + bad.first + "' of length " + std::to_string(bad.second), f.collection());
+    }
+    {
+        Fields f;
+        contractFields(f);
+        layoutField(f, contract::kWeightLayoutOHWI, PluginFieldType::kINT32, 1);
+        fz.createRefused("weight_layout as an int32 field", f.collection());
+        Fields twice;
+        contractFields(twice);
+        layoutField(twice, contract::kWeightLayoutOHWI, PluginFieldType::kCHAR, 5);
+        layoutField(twice, contract::kWeightLayoutOIHW, PluginFieldType::kCHAR, 5);
+        fz.createRefused("weight_layout given twice", twice.collection());
+        Fields null;
+        contractFields(null);
+        layoutField(null, contract::kWeightLayoutOHWI, PluginFieldType::kCHAR, 5);
+        null.fields.back().data = nullptr;
+        fz.createRefused("weight_layout with null data", null.collection());
+    }
+    {
+        // Engines serialised by earlier builds carry a workspace_bytes field: accepted, not used.
+        Fields f;
+        contractFields(f);
+        int64_t bytes = 4096;
+        f.fields.emplace_back("workspace_bytes", &bytes, PluginFieldType::kINT64, 1);
+        ++fz.cases;
+        IPluginV3* plugin = fz.creator.createPlugin("fuzz", f.collection(), TensorRTPhase::kRUNTIME);
+        check(plugin != nullptr, "createPlugin(kRUNTIME) of an older engine's fields (workspace_bytes) succeeds");
+        delete plugin;
     }
 }
 

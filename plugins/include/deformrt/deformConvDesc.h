@@ -8,9 +8,11 @@
 extern "C" {
 #endif
 
-//! One DCN forward problem. Tensors are dense NCHW in one element type:
+//! One DCN forward problem. Tensors are dense, in one element type; x and y are NCHW for the NCHW entry
+//! points and NHWC for the *_nhwc ones (deformConvKernel.h, deformConvHost.h):
 //!   x      [batch, inChannels, inHeight, inWidth]
-//!   weight [outChannels, inChannels / group, kernelH, kernelW]
+//!   weight [outChannels, inChannels / group, kernelH, kernelW]   (weightLayout DEFORMRT_WEIGHT_OIHW)
+//!          [outChannels, kernelH, kernelW, inChannels / group]   (weightLayout DEFORMRT_WEIGHT_OHWI)
 //!   offset [batch, offsetGroup * 2 * kernelH * kernelW, outHeight, outWidth], (dy, dx) per kernel tap
 //!   bias   [outChannels]                                             (hasBias = 1)
 //!   mask   [batch, offsetGroup * kernelH * kernelW, outHeight, outWidth]   (modulated = 1)
@@ -25,7 +27,19 @@ typedef struct DeformrtConvDesc
     int64_t strideH, strideW, padTop, padLeft, dilationH, dilationW;
     int64_t group, offsetGroup;
     int64_t modulated, hasBias;
+    int64_t weightLayout; //!< DeformrtWeightLayout
 } DeformrtConvDesc;
+
+//! How the weight tensor is laid out (the op contract's weight_layout attribute, exporter/onnx/op_contract.py).
+//! OHWI is what the fp16 tensor-core kernel reads: for one (output channel, kernel tap) the group's input
+//! channels are contiguous, so its B operand comes straight from the tensor in 16-byte runs of 8 channels.
+//! An OIHW weight is transposed to OHWI in the workspace on every call (deformrt_dcn_workspace_size counts
+//! it); the tiled fp32 kernel reads either layout in place.
+enum DeformrtWeightLayout
+{
+    DEFORMRT_WEIGHT_OIHW = 0, //!< PyTorch's and ONNX's layout
+    DEFORMRT_WEIGHT_OHWI = 1  //!< channels-last: [outChannels][kernelH][kernelW][inChannels / group]
+};
 
 //! Element types of the kernels' tensors.
 enum DeformrtDType
@@ -41,12 +55,19 @@ enum DeformrtDType
 //! Why ``desc`` is not a valid problem (one sentence), or NULL when it is valid.
 char const* deformrt_dcn_validate(DeformrtConvDesc const* desc);
 
-//! Bytes of workspace the build's NCHW forward call needs for ``desc`` (computed in 64 bits): the
-//! CUDA build's device staging for fp16 on sm_80+, 0 otherwise; the CPU build stages nothing.
+//! Bytes of workspace the NCHW forward call needs for ``desc`` (computed in 64 bits, the same in both
+//! builds and on every GPU, so a size asked at build time holds at run time): for fp16 problems the
+//! tensor-core kernel takes, x staged as NHWC plus an OIHW weight transposed to OHWI (each rounded up to
+//! 256 bytes); 0 otherwise. The size never grows when a problem's batch or spatial sizes shrink.
 uint64_t deformrt_dcn_workspace_size(DeformrtConvDesc const* desc, int32_t dtype);
 
-//! Bytes of the packed fp16 weights the tensor-core kernel reads for ``desc`` (0 for an invalid desc).
-uint64_t deformrt_dcn_packed_weight_size(DeformrtConvDesc const* desc);
+//! Bytes of workspace the NHWC (channels-last, fp16) forward call needs: the OIHW weight transposed to
+//! OHWI (rounded up to 256 bytes), or 0 for an OHWI weight.
+uint64_t deformrt_dcn_nhwc_workspace_size(DeformrtConvDesc const* desc);
+
+//! 1 when the NHWC forward call runs ``desc``: the tensor-core kernel takes the problem (a tile shape
+//! fits), and for the CUDA build the current device is sm_80 or newer; else 0.
+int32_t deformrt_dcn_nhwc_supported(DeformrtConvDesc const* desc);
 
 #ifdef __cplusplus
 } // extern "C"
@@ -85,6 +106,10 @@ inline char const* describeInvalid(DeformrtConvDesc const& d)
     if ((d.modulated != 0 && d.modulated != 1) || (d.hasBias != 0 && d.hasBias != 1))
     {
         return "modulated and has_bias must be 0 or 1";
+    }
+    if (d.weightLayout != DEFORMRT_WEIGHT_OIHW && d.weightLayout != DEFORMRT_WEIGHT_OHWI)
+    {
+        return "weightLayout must be DEFORMRT_WEIGHT_OIHW or DEFORMRT_WEIGHT_OHWI";
     }
     // The last sampling row/column must stay inside int32 too.
     if ((d.outHeight - 1) * d.strideH + (d.kernelH - 1) * d.dilationH >= kMaxExtent

@@ -11,25 +11,27 @@
 extern "C" {
 #endif
 
-//! CPU forward pass with the GPU kernel's math and tiling; host pointers, layout as in
-//! deformConvDesc.h; float16 tensors hold IEEE binary16 bits. Returns 0 on success, 1 for an invalid
-//! desc, dtype or missing pointer (nothing is written then).
+//! CPU forward pass with the GPU kernels' math, tiling and workspace contract (deformConvKernel.h):
+//! host pointers, layouts as in deformConvDesc.h; float16 tensors hold IEEE binary16 bits. ``workspace``
+//! NULL (and ``workspaceBytes`` 0): the CPU build allocates its staging itself; otherwise it stages in
+//! ``workspace`` and refuses, as the CUDA build does, fewer than deformrt_dcn_workspace_size bytes.
+//! Returns 0 on success, 1 for an invalid desc, dtype, missing pointer or too small workspace (nothing is
+//! written then).
 int32_t deformrt_dcn_forward_host(DeformrtConvDesc const* desc, int32_t dtype, void const* x, void const* weight,
-    void const* offset, void const* bias, void const* mask, void* y);
+    void const* offset, void const* bias, void const* mask, void* y, void* workspace, uint64_t workspaceBytes);
 
-//! The tiled (reference / sm_75) kernel alone, for both dtypes; arguments as deformrt_dcn_forward_host.
+//! The tiled (reference / sm_75) kernel alone, for both dtypes and both weight layouts; no workspace.
 int32_t deformrt_dcn_forward_tiled_host(DeformrtConvDesc const* desc, int32_t dtype, void const* x,
     void const* weight, void const* offset, void const* bias, void const* mask, void* y);
 
-//! Permute fp16 weights [cOut][cIn/group][kh][kw] into the tensor-core kernel's K order. 0 or 1 (invalid).
-int32_t deformrt_dcn_pack_weights_host(DeformrtConvDesc const* desc, void const* weight, void* packed);
-
-//! The tensor-core kernel on the CPU with NHWC fp16 input and output (the plugin's kHWC8 path):
-//! xNhwc [n, h, w, c], packed weights from deformrt_dcn_pack_weights_host, offset / mask NCHW,
-//! yNhwc [n, ho, wo, cOut]. ``tileShape`` 0 (128 x 128), 1 (64 x 128), 2 (64 x 64) or -1 (as the
-//! GPU launcher picks). Returns 0, or 1 for an invalid call or a problem the kernel does not take.
-int32_t deformrt_dcn_forward_nhwc_host(DeformrtConvDesc const* desc, void const* xNhwc, void const* packedWeight,
-    void const* offset, void const* bias, void const* mask, void* yNhwc, int32_t tileShape);
+//! The tensor-core kernel on the CPU with NHWC fp16 input and output (the plugin's kHWC8 path): xNhwc
+//! [n, h, w, c], the weight in desc->weightLayout, offset / mask NCHW, yNhwc [n, ho, wo, cOut];
+//! workspace as deformrt_dcn_forward_host, sized by deformrt_dcn_nhwc_workspace_size. ``tileShape`` 0
+//! (128 x 128), 1 (64 x 128), 2 (64 x 64) or -1 (as the GPU launcher picks). Returns 0, or 1 for an
+//! invalid call, too small a workspace or a problem the kernel does not take.
+int32_t deformrt_dcn_forward_nhwc_host(DeformrtConvDesc const* desc, void const* xNhwc, void const* weight,
+    void const* offset, void const* bias, void const* mask, void* yNhwc, void* workspace, uint64_t workspaceBytes,
+    int32_t tileShape);
 
 //! Dynamic shared-memory bytes of the tensor-core kernel's tile shape ``tileShape`` (0..2) for
 //! ``desc``, or -1 for an invalid desc or shape (compile checks compare it with each GPU's limit).

@@ -32,7 +32,14 @@ constexpr char const* kAttrModulated = "modulated"; // 1: a mask input follows (
 constexpr int32_t kAttrModulatedLength = 1;
 constexpr char const* kAttrHasBias = "has_bias"; // 1: a bias input B follows offset
 constexpr int32_t kAttrHasBiasLength = 1;
-constexpr int32_t kNumAttributes = 8;
+constexpr char const* kAttrWeightLayout = "weight_layout"; // layout of W: OIHW [C_out, C_in/group, kH, kW] or OHWI [C_out, kH, kW, C_in/group]; absent: OIHW
+// weight_layout: a STRING attribute (a kCHAR field), optional.
+constexpr int32_t kNumAttributes = 9;
+constexpr int32_t kNumIntAttributes = 8; // the integer attributes come first
+
+// Values of weight_layout (the weight's memory layout; deformrt/deformConvDesc.h).
+constexpr char const* kWeightLayoutOIHW = "OIHW"; // the default when the attribute is absent
+constexpr char const* kWeightLayoutOHWI = "OHWI"; // what the exporter writes
 
 // Inputs: X, W, offset, then B when has_bias, then mask when modulated.
 constexpr int32_t kInputX = 0;

@@ -280,6 +280,10 @@ Expected<Engine> Engine::load(std::string const& enginePath, EngineOptions const
     {
         return detail::withTensorRTError(impl->logger, "TensorRT could not create a runtime");
     }
+    // TensorRT's own plugins (the standard-DeformConv flavour's); their messages reach this Engine's logger
+    // while it loads.
+    detail::PluginMessagesTo const pluginMessages(impl->logger);
+    detail::registerTensorRTPlugins(impl->logger);
     if (!options.pluginLibrary.empty())
     {
         // The process-wide registry, not the runtime's local one: every Engine's runtime finds the creator

@@ -1,0 +1,303 @@
+"""A performance MODEL (not a measurement) of deformrt's fp16 DCN kernel for ResNet-101's DCN layers,
+built from the PTX executor's counters, beside the dense-convolution floor of the same shape and
+TensorRT OSS's im2col + Hgemm DCN plugin modelled the same way.
+
+    python scripts/kernel_model.py [--json] [--ctas 4] [--gpus "H100 SXM,A100,Jetson AGX Orin"]
+                                   [--no-registers] [--src DIR]
+
+For each layer (res3/res4/res5 conv2 at 800x1344, batch 1, fp16, 3x3, modulated, no bias: the shapes of
+scripts/bench_dcn.py) and each GPU below, the plugin's NHWC entry point (its kHWC8 path, the OHWI
+weights read in place) chooses its launch for that GPU's SM count and shared memory (the real launch code, through the
+stand-in CUDA runtime); the executor runs a few of its CTAs (the first and random ones) and their
+counters, scaled by the CTA count, give:
+  issue      PTX warp-instructions but ld.param / (4 schedulers x clock)   (ptxas may expand or fuse: PTX != SASS)
+  tensor     mma.sync m16n8k16 x 4096 FLOP / (fp16 tensor FLOP per clock x mma.sync efficiency)
+  L1/shared  shared-memory wavefronts + global 32-byte sectors / 4, one 128-byte wavefront per clock
+  DRAM       compulsory bytes (x, offset, mask, weights, y) / bandwidth; plus, when x is larger
+             than half the L2, the share of the gathered sectors the L2 cannot hold
+per SM with the busiest SM's CTAs (ceil(CTAs / SMs): partial waves count), the largest term wins.
+Latency (dependent loads, barriers, occupancy too low to hide them) is NOT modelled: the modelled time
+is a throughput bound, optimistic for latency-bound code. `scripts/gpu_check.sh` prints measured times
+beside these numbers when a GPU is available, to calibrate the model.
+
+Dense floor: 2 N Ho Wo Cout Cin 9 FLOP at the GPU's full dense fp16 tensor peak, or the compulsory bytes
+of x, weights and y at full bandwidth, whichever is longer.
+TensorRT OSS (modelled from its known structure, dcn-performance.md "How everyone does it today"):
+im2col (one thread per (channel, pixel), IM2COL_INSTRUCTIONS per (channel, pixel, tap), column buffer
+written to DRAM), cuBLAS Hgemm (at GEMM_EFFICIENCY of peak, column buffer read back), bias add.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+MMA_FLOP = 2 * 16 * 8 * 16          # one mma.sync.m16n8k16
+ISSUE_PER_CLOCK = 4                 # warp schedulers per SM (Volta through Hopper)
+L1_BYTES_PER_CLOCK = 128            # one shared/L1 wavefront per clock per SM
+
+# TensorRT OSS modulated DCN plugin, modelled (not run): PTX-level instructions per (channel, pixel, tap)
+# of its im2col (3 loads of dy/dx/mask, coordinates, 4 bounds checks, 4 corner loads, blend, store,
+# index math), L1 wavefronts per warp-level load (pixels are consecutive threads: near-coalesced), and
+# cuBLAS' fraction of peak at these GEMM shapes.
+IM2COL_INSTRUCTIONS = 60
+IM2COL_LOADS = 7
+IM2COL_WAVEFRONTS_PER_LOAD = 1.5
+GEMM_EFFICIENCY = 0.75
+
+
+@dataclasses.dataclass(frozen=True)
+class Gpu:
+    arch: str
+    sms: int
+    clock_ghz: float            # the clock the tensor peak below is quoted at
+    tensor_tflops: float        # dense fp16 tensor-core peak (fp32 accumulation)
+    mma_sync_fraction: float    # share of that peak mma.sync can reach
+    dram_gbs: float
+    l2_mb: float
+    smem_per_sm_kb: int
+    source: str
+
+    @property
+    def tensor_flop_per_clock_sm(self) -> float:
+        return self.tensor_tflops * 1e12 / (self.sms * self.clock_ghz * 1e9)
+
+
+# The GPUs and their sources, in one table.
+GPUS = {
+    "H100 SXM": Gpu("sm_90", 132, 1.83, 989.4, 2 / 3, 3350, 50, 228,
+                    "NVIDIA H100 Tensor Core GPU datasheet (SXM5: 989.4 dense fp16 TFLOPS, 3.35 TB/s HBM3) and "
+                    "Hopper whitepaper (132 SMs, 50 MB L2, 228 KB shared memory/L1 per SM); 989.4 TFLOPS = 132 SMs "
+                    "x 4096 FLOP/clock x 1.83 GHz; mma.sync (not wgmma) at about 2/3 of it: dcn-performance.md"),
+    "A100": Gpu("sm_80", 108, 1.41, 312, 1.0, 1555, 40, 164,
+                "NVIDIA A100 datasheet (SXM4 40 GB: 312 dense fp16 TFLOPS, 1,555 GB/s HBM2) and Ampere "
+                "whitepaper (108 SMs, 1,410 MHz boost, 40 MB L2, 164 KB shared memory per SM)"),
+    "Jetson AGX Orin": Gpu("sm_87", 16, 1.3, 42.5, 1.0, 204.8, 4, 164,
+                           "NVIDIA Jetson AGX Orin 64GB data sheet (2048 CUDA cores = 16 SMs, 64 tensor cores, "
+                           "1.3 GHz GPU, 204.8 GB/s LPDDR5, 4 MB L2); 42.5 dense fp16 TFLOPS = the GPU's 170 "
+                           "sparse INT8 TOPS / 4 (dcn-performance.md: about 42)"),
+}
+MAX_THREADS_PER_SM = 2048
+REGISTERS_PER_SM = 65536
+
+
+def layers() -> dict:
+    """ResNet-101's DCN conv2 layers at 800x1344 (the stages bench_dcn.py times)."""
+    from bench_dcn import STAGES
+    names = {"conv3": "res3", "conv4": "res4", "conv5": "res5"}
+    return {names[k]: v for k, v in STAGES.items()}
+
+
+# -------------------------------------------------------------------------------------------------
+# The model
+
+def occupancy(gpu: Gpu, threads: int, shared_bytes: int, registers: Optional[int]) -> int:
+    """Resident CTAs per SM: threads, shared memory (1 KB reserved per CTA) and registers (per warp, in
+    units of 256)."""
+    ctas = MAX_THREADS_PER_SM // threads
+    ctas = min(ctas, gpu.smem_per_sm_kb * 1024 // (shared_bytes + 1024))
+    if registers:
+        per_warp = math.ceil(registers * 32 / 256) * 256
+        ctas = min(ctas, REGISTERS_PER_SM // per_warp // (threads // 32))
+    return max(ctas, 0)
+
+
+def model_time(gpu: Gpu, per_cta: dict, ctas: int, dram_bytes: float) -> dict:
+    """Modelled microseconds of a launch of ``ctas`` CTAs with the per-CTA counters ``per_cta``."""
+    clock = gpu.clock_ghz * 1e9
+    issue = per_cta["warp_instructions"] / ISSUE_PER_CLOCK
+    tensor = per_cta["mma"] * MMA_FLOP / (gpu.tensor_flop_per_clock_sm * gpu.mma_sync_fraction)
+    l1 = per_cta["shared_wavefronts"] + per_cta["global_sectors"] / 4
+    busiest = math.ceil(ctas / gpu.sms)
+    terms = {"issue": busiest * issue / clock, "tensor": busiest * tensor / clock, "l1_shared": busiest * l1 / clock,
+             "dram": dram_bytes / (gpu.dram_gbs * 1e9)}
+    bound = max(terms, key=terms.get)
+    return {"us": terms[bound] * 1e6, "bound": bound, "terms_us": {k: round(v * 1e6, 2) for k, v in terms.items()},
+            "wave_efficiency": round(ctas / (busiest * gpu.sms), 3)}
+
+
+def dense_floor_us(gpu: Gpu, c: int, h: int, w: int) -> float:
+    flop = 2 * h * w * c * c * 9
+    bytes_ = 2 * (c * h * w + c * c * 9 + c * h * w)
+    return max(flop / (gpu.tensor_tflops * 1e12), bytes_ / (gpu.dram_gbs * 1e9)) * 1e6
+
+
+def trt_oss_us(gpu: Gpu, c: int, h: int, w: int) -> dict:
+    """TensorRT OSS's modulated DCN (im2col, Hgemm, bias), modelled the same way."""
+    clock = gpu.clock_ghz * 1e9
+    elements = c * 9 * h * w
+    col_bytes = 2 * elements
+    warps = elements / 32
+    im2col_issue = warps * IM2COL_INSTRUCTIONS / ISSUE_PER_CLOCK / gpu.sms / clock
+    im2col_l1 = warps * IM2COL_LOADS * IM2COL_WAVEFRONTS_PER_LOAD / gpu.sms / clock
+    im2col_dram = (col_bytes + 2 * c * h * w + 2 * 27 * h * w) / (gpu.dram_gbs * 1e9)
+    im2col = max(im2col_issue, im2col_l1, im2col_dram)
+    gemm_flop = 2 * c * h * w * c * 9
+    gemm = max(gemm_flop / (gpu.tensor_tflops * 1e12 * GEMM_EFFICIENCY),
+               (col_bytes + 2 * c * c * 9 + 2 * c * h * w) / (gpu.dram_gbs * 1e9))
+    bias = 2 * 2 * c * h * w / (gpu.dram_gbs * 1e9)
+    return {"us": (im2col + gemm + bias) * 1e6, "im2col_us": round(im2col * 1e6, 2), "gemm_us": round(gemm * 1e6, 2),
+            "bias_us": round(bias * 1e6, 2)}
+
+
+# -------------------------------------------------------------------------------------------------
+# Counters from the executor
+
+def register_counts(src: Path) -> dict:
+    """(arch number, short kernel name) -> registers, from ptxas (scripts/kernel_resources.py)."""
+    import tempfile
+
+    import kernel_resources
+    archs = tuple(sorted({int(g.arch.removeprefix("sm_")) for g in GPUS.values()}))
+    with tempfile.TemporaryDirectory() as tmp:
+        rows, _ = kernel_resources.collect(archs, Path(tmp))
+    return {(r.arch, r.kernel): r.registers for r in rows}
+
+
+def run_layer(checker, layer: str, shape: tuple, gpu: Gpu, n_ctas: int, cache: dict) -> dict:
+    """Counters of the main kernel the plugin launches for ``layer`` on ``gpu`` (cached per launch)."""
+    from ptx_check import Case
+
+    from ptxexec import Launcher
+    from ptxexec.capture import RecordedMemoryOp
+
+    c, h, w = shape
+    case = Case(f"{layer}-{gpu.arch}", "nhwc", "fp16", (1, c, c, h, w, 3, 3, 1, 1, 1, 1, 1, True, False),
+                device=gpu.arch, offset_scale=1.0)
+    mem, addr, tensors, recorded, problems = checker.call(case)
+    launches = [r for r in recorded if not isinstance(r, RecordedMemoryOp)]
+    if problems or not launches:
+        raise RuntimeError(f"{layer} on {gpu.arch}: {'; '.join(problems) or 'no launch'}")
+    main = launches[-1]
+    key = (main.kernel, main.grid, main.dynamic_shared, c, h, w)
+    if key not in cache:
+        for rec in launches[:-1]:  # anything before the main launch (none with OHWI weights; not timed)
+            Launcher(checker.lib.kernel_module[rec.kernel], mem).run(rec.kernel, rec.grid, rec.block,
+                                                                      rec.dynamic_shared, rec.params)
+        grid = main.grid
+        total = grid[0] * grid[1] * grid[2]
+        rng = np.random.default_rng(17)
+        picks = [0] + sorted(int(i) for i in rng.choice(np.arange(1, total), size=min(n_ctas, total) - 1,
+                                                        replace=False)) if total > 1 else [0]
+        ctas = [(i % grid[0], i // grid[0] % grid[1], i // (grid[0] * grid[1])) for i in picks]
+        launcher = Launcher(checker.lib.kernel_module[main.kernel], mem, checker.programs)
+        result = launcher.run(main.kernel, grid, main.block, main.dynamic_shared, main.params, ctas=ctas)
+        findings = [str(f) for f in result.findings]
+        n = result.ctas_run
+        mem_c = result.memory
+        per_class = result.per_cta_instructions.sum(axis=1) / n
+        from ptxexec import CLASSES
+        gathered_x = mem_c["global_load_sectors"] * 32 / n
+        cache[key] = {
+            "kernel": main.kernel, "grid": grid, "block": main.block, "dynamic_shared": main.dynamic_shared,
+            "ctas": total, "ctas_run": n, "findings": findings, "seconds": round(result.seconds, 1),
+            # ld.param becomes a constant-bank operand in SASS: no issue slot of its own
+            "per_cta": {"warp_instructions": result.warp_instructions / n - float(per_class[CLASSES.index("ld.param")]),
+                        "mma": float(per_class[CLASSES.index("mma")]),
+                        "shared_wavefronts": (mem_c["shared_load_wavefronts"] + mem_c["shared_store_wavefronts"]) / n,
+                        "global_sectors": (mem_c["global_load_sectors"] + mem_c["global_store_sectors"]) / n,
+                        "global_load_bytes_gathered": gathered_x},
+            "counters": result.counters(),
+            "x_bytes": 2 * c * h * w,
+            # x, offsets (18 channels) and mask (9), weights, y; fp16
+            "compulsory_bytes": 2 * (c * h * w + 27 * h * w + c * c * 9 + c * h * w),
+        }
+    return cache[key]
+
+
+def short_name(mangled: str) -> str:
+    """The kernel's name as scripts/kernel_resources.py prints it (e.g. deformConvTensorCore<128,128,2,4>)."""
+    import kernel_resources
+    return kernel_resources.short_name(mangled)
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the model as JSON on stdout")
+    parser.add_argument("--ctas", type=int, default=4, help="CTAs run per launch (default 4)")
+    parser.add_argument("--gpus", default=",".join(GPUS), help="comma-separated GPU names of the table")
+    parser.add_argument("--no-registers", action="store_true",
+                        help="skip ptxas' register counts (occupancy from threads and shared memory only)")
+    parser.add_argument("--src", type=Path, default=REPO / "plugins" / "src")
+    args = parser.parse_args(argv)
+    gpus = {name.strip(): GPUS[name.strip()] for name in args.gpus.split(",")}
+    from ptx_check import SOURCES, Checker, log
+
+    from ptxexec.capture import CapturedLibrary, build
+    include = REPO / "plugins" / "include"
+    built = build(args.src.resolve(), include, SOURCES, "sm_80", REPO / "plugins" / "build" / "ptxexec-cache")
+    lib = CapturedLibrary(built, "sm_80")
+    checker = Checker(lib, "sm_80")
+    registers = {} if args.no_registers else register_counts(args.src)
+    cache: dict = {}
+    rows = []
+    for layer, (c, h, w) in layers().items():
+        for gname, gpu in gpus.items():
+            log(f"kernel_model: {layer} on {gname} ...")
+            run = run_layer(checker, layer, (c, h, w), gpu, args.ctas, cache)
+            kernel = short_name(run["kernel"])
+            regs = registers.get((int(gpu.arch.removeprefix("sm_")), kernel))
+            threads = run["block"][0] * run["block"][1] * run["block"][2]
+            resident = occupancy(gpu, threads, run["dynamic_shared"], regs)
+            spill = max(0.0, 1 - gpu.l2_mb * 1e6 / (2 * run["x_bytes"]))
+            dram = run["compulsory_bytes"] + spill * max(0.0, run["per_cta"]["global_load_bytes_gathered"] * run["ctas"]
+                                                         - run["x_bytes"])
+            ours = model_time(gpu, run["per_cta"], run["ctas"], dram)
+            floor = dense_floor_us(gpu, c, h, w)
+            trt = trt_oss_us(gpu, c, h, w)
+            rows.append({
+                "layer": layer, "gpu": gname, "kernel": kernel, "grid": list(run["grid"]), "ctas": run["ctas"],
+                "ctas_run": run["ctas_run"], "resident_ctas_per_sm": resident, "registers": regs,
+                "modeled_us": round(ours["us"], 2), "bound": ours["bound"], "terms_us": ours["terms_us"],
+                "wave_efficiency": ours["wave_efficiency"], "dense_floor_us": round(floor, 2),
+                "trt_oss_modeled_us": round(trt["us"], 2),
+                "trt_oss_terms_us": {k: v for k, v in trt.items() if k != "us"},
+                "ratio_vs_dense_floor": round(ours["us"] / floor, 2),
+                "ratio_vs_trt_oss": round(ours["us"] / trt["us"], 2),
+                "trt_oss_vs_dense_floor": round(trt["us"] / floor, 2),
+                "per_cta": {k: round(v, 1) for k, v in run["per_cta"].items()},
+                "ptx_instructions_per_mma": round(run["per_cta"]["warp_instructions"]
+                                                  / max(run["per_cta"]["mma"], 1), 1),
+                "counters": run["counters"], "findings": run["findings"],
+            })
+    report = {"note": "MODELED, not measured: a throughput model from PTX-executor counters (see the script's "
+                      "docstring); latency is not modelled",
+              "gpus": {k: dataclasses.asdict(v) for k, v in gpus.items()}, "layers": rows}
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print("MODELED (not measured): deformrt fp16 DCN kernel, batch 1, 800x1344; throughput model from PTX-executor "
+          "counters")
+    print(f"{'layer':5} {'GPU':16} {'kernel':40} {'CTAs':>5} {'waves':>5} {'bound':>9} {'ours us':>8} "
+          f"{'dense us':>8} {'TRT-OSS us':>10} {'/dense':>7} {'/TRT':>6}")
+    for r in rows:
+        print(f"{r['layer']:5} {r['gpu']:16} {r['kernel'][:40]:40} {r['ctas']:5d} {r['wave_efficiency']:5.2f} "
+              f"{r['bound']:>9} {r['modeled_us']:8.1f} {r['dense_floor_us']:8.1f} {r['trt_oss_modeled_us']:10.1f} "
+              f"{r['ratio_vs_dense_floor']:7.2f} {r['ratio_vs_trt_oss']:6.2f}")
+    print("\nper CTA (executor counters, mean of the CTAs run):")
+    for r in rows:
+        if r["gpu"] != next(iter(gpus)):
+            continue
+        c = r["counters"]
+        print(f"  {r['layer']} {r['kernel']}: {r['per_cta']['warp_instructions']:.0f} warp-instructions, "
+              f"{r['per_cta']['mma']:.0f} mma ({r['ptx_instructions_per_mma']} PTX instructions per mma), "
+              f"shared wavefronts/request ld {c.get('shared_load_wavefronts_per_request')} "
+              f"st {c.get('shared_store_wavefronts_per_request')}, global sectors/request "
+              f"ld {c.get('global_load_sectors_per_request')} st {c.get('global_store_sectors_per_request')}")
+    for name, g in gpus.items():
+        print(f"  {name}: {g.source}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,450 @@
+"""Run deformrt's CUDA kernels' real device code (PTX) on the CPU under memcheck, racecheck and initcheck,
+and compare every output with models.deform_conv2d. No GPU needed: nvcc compiles the sources, the PTX
+executor (scripts/ptxexec) runs the device code, and the plugin's own C entry points, linked against a
+stand-in CUDA runtime, decide every launch (grid, tile shape, shared memory, parameters).
+
+    python scripts/ptx_check.py [--src DIR] [--arch sm_80] [--json] [--cases REGEX]
+
+Every `__global__` kernel in DIR/deformConvKernel.cu and DIR/deformConvTensorCore.cu (default
+plugins/src) must be launched by at least one case (CASES below); a PTX entry point no case reaches is an
+error that names it. Cases cover both kernels, every tile shape, fp32 and fp16, the NCHW and NHWC entry
+points (with their transpose and weight-packing kernels), groups, offset groups, stride, dilation,
+padding, offsets that leave the image, batch > 1, and channel counts on and off the tiles. Large shapes
+run a sample of the main kernel's CTAs (the grid's corner CTAs plus random ones). Each launch's first
+CTAs run twice, warps in lockstep and one warp at a time in reverse order; results that differ are
+races.
+
+A case passes when the compared outputs are finite and within bounds of the float64 result of
+models.deform_conv2d on the same (fp16-rounded) inputs. ``error`` is, for fp32, the largest absolute
+error over the largest |reference| (bound 1e-5); for fp16, the relative RMS error divided by a dense
+fp16 convolution's on the same data (bound dcn_reference.FP16_RMS_RATIO, the host tests' rule).
+
+Exit status 1 when any summary count other than ``cases`` is non-zero, or a kernel has no case (checked
+before anything runs). An instruction the executor does not implement fails its case with a message
+naming the instruction and its PTX line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+import numpy as np  # noqa: E402
+
+from ptxexec import CATEGORIES, ExecutionError, GlobalMemory, Launcher, PtxError  # noqa: E402
+from ptxexec.capture import BuildError, CapturedLibrary, RecordedMemoryOp, build, find_nvcc  # noqa: E402
+
+SOURCES = ("deformConvKernel.cu", "deformConvTensorCore.cu")
+FP32_BOUND = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One call of the plugin's C API. ``problem``: batch, C in, C out, H, W, kernel h, w, stride, pad,
+    dilation, groups, offset groups, modulated, bias."""
+    name: str
+    entry: str                 # "nchw" (deformrt_dcn_forward, OIHW weight) | "nhwc" (forward_nhwc, OHWI weight)
+    dtype: str                 # "fp32" | "fp16"
+    problem: tuple
+    tile: Optional[int] = None          # DEFORMRT_TC_TILE_SHAPE (None: the launcher's own choice)
+    device: Optional[str] = None        # device attributes the stand-in runtime reports (default --arch)
+    sample: Optional[int] = None        # random CTAs of the main launch besides its corner CTAs (None: all)
+    schedule_ctas: int = 8              # CTAs per launch also run one warp at a time, reversed (0: none;
+    #                                     the racecheck itself does not depend on the schedule)
+    offset_scale: float = 2.0           # offsets ~ N(0, scale): >= 2 puts many samples outside small images
+    seed: int = 0
+
+
+# Every path the plugin can launch. The tiled fp16 kernel runs where the tensor-core kernel does not:
+# on GPUs before sm_80 (the stand-in runtime reports 7.5 for that case; the device code is the same PTX).
+CASES = [
+    Case("fp32-groups2-offsetgroups3-batch2", "nchw", "fp32", (2, 12, 20, 9, 11, 3, 3, 1, 1, 1, 2, 3, True, True)),
+    Case("fp32-stride2-dil2-pad2-cout70", "nchw", "fp32", (1, 8, 70, 12, 10, 3, 3, 2, 2, 2, 1, 1, False, False),
+         offset_scale=6.0),
+    Case("fp16-tiled-pre-sm80-offsetgroups2", "nchw", "fp16", (2, 16, 24, 10, 9, 3, 3, 1, 1, 1, 1, 2, True, True),
+         device="sm_75"),
+    Case("fp16-nchw-tile-large-batch2", "nchw", "fp16", (2, 32, 40, 11, 13, 3, 3, 1, 1, 1, 1, 1, True, True), tile=0),
+    Case("fp16-nchw-tile-medium-groups2-dg4-dil2", "nchw", "fp16", (1, 64, 72, 9, 15, 3, 3, 1, 2, 2, 2, 4, True, False),
+         tile=1),
+    Case("fp16-nchw-tile-small-stride2-c12-cout130", "nchw", "fp16",
+         (3, 12, 130, 7, 9, 3, 3, 2, 1, 1, 1, 2, False, True), tile=2, offset_scale=5.0),
+    Case("fp16-nhwc-tile-large-c24", "nhwc", "fp16", (1, 24, 40, 12, 10, 3, 3, 1, 1, 1, 1, 1, True, True), tile=0),
+    Case("fp16-nhwc-tile-medium-3x1-kernel", "nhwc", "fp16", (2, 16, 24, 9, 7, 3, 1, 1, 1, 1, 1, 2, True, False),
+         tile=1),
+    Case("fp16-nhwc-1x1-groups3", "nhwc", "fp16", (1, 6, 9, 5, 4, 1, 1, 1, 0, 1, 3, 1, True, True), tile=2),
+    Case("fp16-nchw-c256-sampled", "nchw", "fp16", (1, 256, 256, 20, 36, 3, 3, 1, 1, 1, 1, 1, True, True),
+         sample=2, schedule_ctas=0),
+    Case("fp32-c64-sampled", "nchw", "fp32", (1, 64, 96, 30, 44, 3, 3, 1, 1, 1, 1, 1, True, True), sample=2,
+         schedule_ctas=0),
+]
+
+
+def log(msg: str):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def demangle(names: list[str]) -> dict[str, str]:
+    """Readable kernel names (c++filt, namespaces dropped), or the mangled name."""
+    out = {n: n for n in names}
+    if shutil.which("c++filt") and names:
+        done = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True)
+        for n, d in zip(names, done.stdout.splitlines()):
+            d = d.replace("(anonymous namespace)::", "")
+            d = re.sub(r"\([^()]*\)$", "", d).removeprefix("void ")
+            out[n] = re.sub(r"\b\w+::", "", d)
+    return out
+
+
+# -------------------------------------------------------------------------------------------------
+# One case
+
+def _problem_tensors(case: Case):
+    import torch
+
+    n, c, co, h, w, kh, kw, stride, pad, dil, groups, dg, modulated, has_bias = case.problem
+    ho = (h + 2 * pad - dil * (kh - 1) - 1) // stride + 1
+    wo = (w + 2 * pad - dil * (kw - 1) - 1) // stride + 1
+    gen = torch.Generator().manual_seed(1000 + case.seed + sum(map(ord, case.name)))
+    dtype = torch.float16 if case.dtype == "fp16" else torch.float32
+    x = torch.randn(n, c, h, w, generator=gen).to(dtype)
+    weight = (torch.randn(co, c // groups, kh, kw, generator=gen) / (c // groups * kh * kw) ** 0.5).to(dtype)
+    offset = (torch.randn(n, 2 * dg * kh * kw, ho, wo, generator=gen) * case.offset_scale)
+    offset.view(-1)[::97] = 3e4  # far outside the image: samples zero
+    offset = offset.to(dtype)
+    mask = torch.rand(n, dg * kh * kw, ho, wo, generator=gen).to(dtype) if modulated else None
+    bias = torch.randn(co, generator=gen).to(dtype) if has_bias else None
+    return x, weight, offset, bias, mask, (stride, stride), (pad, pad), (dil, dil), groups
+
+
+def _raw(t) -> np.ndarray:
+    import torch
+
+    return t.contiguous().view(torch.int16 if t.dtype == torch.float16 else torch.int32).numpy()
+
+
+@dataclasses.dataclass
+class CaseOutcome:
+    entry: dict
+    counters: dict
+    kernels: list
+    thread_instructions: int
+    seconds: float
+
+
+class Checker:
+    def __init__(self, lib: CapturedLibrary, arch: str):
+        self.lib = lib
+        self.arch = arch
+        self.programs: dict = {}
+        from models.ops.cuda_kernels import declare_c_api
+        declare_c_api(lib.lib)
+
+    def _launcher(self, kernel: str, mem: GlobalMemory) -> Launcher:
+        return Launcher(self.lib.kernel_module[kernel], mem, self.programs)  # compiled once for every case
+
+    def call(self, case: Case):
+        """Allocate the case's tensors and call the plugin's C API: (memory, addresses, tensors, recorded
+        launches and memory operations, problems)."""
+        from models.ops.cuda_kernels import make_desc
+
+        x, weight, offset, bias, mask, stride, padding, dilation, groups = _problem_tensors(case)
+        nhwc = case.entry == "nhwc"
+        # The NHWC entry gets the weight as the exporter writes it (OHWI, read in place); the NCHW entry gets
+        # PyTorch's OIHW (transposed into the workspace by oihwToOhwiKernel on the tensor-core path).
+        layout = "OHWI" if nhwc else "OIHW"
+        weight_in = weight.permute(0, 2, 3, 1) if nhwc else weight
+        desc = make_desc(x, offset, weight_in, bias, mask, stride, padding, dilation, layout)
+        n, co, ho, wo = x.shape[0], weight.shape[0], offset.shape[2], offset.shape[3]
+        fp16 = case.dtype == "fp16"
+        esize = 2 if fp16 else 4
+        self.lib.set_device(case.device or self.arch)
+        if case.tile is None:
+            os.environ.pop("DEFORMRT_TC_TILE_SHAPE", None)
+        else:
+            os.environ["DEFORMRT_TC_TILE_SHAPE"] = str(case.tile)
+        mem = GlobalMemory()
+        x_in = x.permute(0, 2, 3, 1) if nhwc else x
+        addr = {"x": mem.alloc("x", x.numel() * esize, _raw(x_in)),
+                "weight": mem.alloc("weight", weight.numel() * esize, _raw(weight_in)),
+                "offset": mem.alloc("offset", offset.numel() * esize, _raw(offset))}
+        addr["bias"] = mem.alloc("bias", bias.numel() * esize, _raw(bias)) if bias is not None else None
+        addr["mask"] = mem.alloc("mask", mask.numel() * esize, _raw(mask)) if mask is not None else None
+        y_bytes = n * co * ho * wo * esize
+        addr["y"] = mem.alloc("y", y_bytes, np.full(y_bytes, 0xFF, np.uint8))  # NaN until written
+        problems: list[str] = []
+        recorded: list = []
+        c_api = self.lib.lib
+        d = ctypes.byref(desc)
+        try:
+            if not nhwc:
+                ws = c_api.deformrt_dcn_workspace_size(d, 1 if fp16 else 0)
+                addr["workspace"] = mem.alloc("workspace", ws, np.full(ws, 0xFF, np.uint8)) if ws else None
+                with self.lib.calls() as rec:
+                    status = c_api.deformrt_dcn_forward(d, 1 if fp16 else 0, addr["x"], addr["weight"], addr["offset"],
+                                                        addr["bias"], addr["mask"], addr["y"], addr["workspace"], ws,
+                                                        None)
+                recorded += rec
+                if status != 0:
+                    problems.append(f"deformrt_dcn_forward returned cudaError {status}")
+            else:
+                if not c_api.deformrt_dcn_nhwc_supported(d):
+                    problems.append("deformrt_dcn_nhwc_supported says no")
+                ws = c_api.deformrt_dcn_nhwc_workspace_size(d)
+                addr["workspace"] = mem.alloc("workspace", ws, np.full(ws, 0xFF, np.uint8)) if ws else None
+                with self.lib.calls() as rec:
+                    status = c_api.deformrt_dcn_forward_nhwc(d, addr["x"], addr["weight"], addr["offset"],
+                                                             addr["bias"], addr["mask"], addr["y"], addr["workspace"],
+                                                             ws, None)
+                recorded += rec
+                if status != 0:
+                    problems.append(f"deformrt_dcn_forward_nhwc returned cudaError {status}")
+        finally:
+            os.environ.pop("DEFORMRT_TC_TILE_SHAPE", None)
+        tensors = (x, weight, offset, bias, mask, stride, padding, dilation, groups)
+        return mem, addr, tensors, recorded, problems
+
+    def launched_kernels(self, case: Case) -> list:
+        """The kernels a case launches (its C calls only; nothing is executed)."""
+        return [r.kernel for r in self.call(case)[3] if not isinstance(r, RecordedMemoryOp)]
+
+    def run_case(self, case: Case) -> CaseOutcome:
+        import torch
+
+        mem, addr, tensors, recorded, problems = self.call(case)
+        x, weight, offset, bias, mask, stride, padding, dilation, groups = tensors
+        n, co, ho, wo = x.shape[0], weight.shape[0], offset.shape[2], offset.shape[3]
+        fp16 = case.dtype == "fp16"
+        nhwc = case.entry == "nhwc"
+        findings, counters, kernels = [], {}, []
+        thread_instr, seconds = 0, 0.0
+        launches = [r for r in recorded if not isinstance(r, RecordedMemoryOp)]
+        main = launches[-1] if launches else None
+        for rec in recorded:
+            if isinstance(rec, RecordedMemoryOp):
+                problems.append(f"the host code issued cudaMemsetAsync/cudaMemcpyAsync ({rec.op}); "
+                                "ptx_check does not run those yet")
+                continue
+            if rec.error:
+                problems.append(f"launch of {rec.kernel} refused: {rec.error}")
+                continue
+            sampled = rec is main and case.sample is not None
+            ctas = _sample_ctas(rec.grid, case.sample, case.seed) if sampled else None
+            try:
+                result, order_findings = self._run_launch(rec, mem, ctas, case)
+            except (PtxError, ExecutionError) as exc:
+                problems.append(f"the executor could not run {rec.kernel}: {exc}")
+                continue
+            kernels.append(rec.kernel)
+            findings += [f.to_json() for f in result.findings] + order_findings
+            counters[f"{rec.kernel}/{case.name}"] = result.counters()
+            thread_instr += result.thread_instructions
+            seconds += result.seconds
+        if main is None:
+            problems.append("the call launched no kernel")
+
+        # compare with models.deform_conv2d in float64
+        import models
+        from dcn_reference import FP16_RMS_RATIO, dense_fp16_rms_error, relative_rms_error
+
+        bits = mem.view(addr["y"], np.uint16 if fp16 else np.uint32).copy()
+        shape = (n, ho, wo, co) if nhwc else (n, co, ho, wo)
+        written = torch.from_numpy(bits != (0xFFFF if fp16 else 0xFFFFFFFF)).reshape(shape)
+        values = torch.from_numpy(bits.view(np.float16) if fp16 else bits.view(np.float32)).reshape(shape)
+        if nhwc:
+            written, values = written.permute(0, 3, 1, 2), values.permute(0, 3, 1, 2)
+        sel = written if case.sample is not None else torch.ones_like(written)
+        y = values.double()[sel]
+        ref = models.deform_conv2d(x.double(), offset.double(), weight.double(),
+                                   None if bias is None else bias.double(), stride, padding, dilation,
+                                   None if mask is None else mask.double())[sel]
+        error = float("inf")
+        if y.numel() == 0:
+            problems.append("no output element was written")
+        elif not torch.isfinite(y).all():
+            problems.append(f"{int((~torch.isfinite(y)).sum())} of {y.numel()} outputs not finite (or never written)")
+        elif fp16:
+            dense = dense_fp16_rms_error(x, weight, bias, stride, padding, dilation, groups)
+            error = relative_rms_error(y, ref) / dense
+            if error > FP16_RMS_RATIO:
+                problems.append(f"fp16 RMS error {error:.3f}x a dense fp16 conv's (bound {FP16_RMS_RATIO})")
+        else:
+            error = float((y - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+            if error > FP32_BOUND:
+                problems.append(f"fp32 relative error {error:.3g} (bound {FP32_BOUND})")
+        entry = {"name": case.name, "kernel": main.kernel if main else "", "ok": not problems,
+                 "error": round(error, 9) if np.isfinite(error) else None, "findings": findings}
+        if problems:
+            entry["findings"] = findings + [{"category": "mismatch", "detail": p} for p in problems]
+        return CaseOutcome(entry, counters, kernels, thread_instr, seconds)
+
+    def _run_launch(self, rec, mem: GlobalMemory, ctas, case: Case):
+        """Run one recorded launch; its first CTAs also under a second warp schedule, compared byte by byte."""
+        launcher = self._launcher(rec.kernel, mem)
+        all_ctas = ctas if ctas is not None else [(x, y, z) for z in range(rec.grid[2]) for y in range(rec.grid[1])
+                                                  for x in range(rec.grid[0])]
+        head, tail = all_ctas[:case.schedule_ctas], all_ctas[case.schedule_ctas:]
+        order_findings = []
+        if not head:
+            result = launcher.run(rec.kernel, rec.grid, rec.block, rec.dynamic_shared, rec.params, ctas=tail,
+                                  label=rec.kernel)
+            return result, order_findings
+        before = mem.snapshot()
+        first = launcher.run(rec.kernel, rec.grid, rec.block, rec.dynamic_shared, rec.params, ctas=head,
+                             label=rec.kernel)
+        after_first = mem.snapshot()
+        mem.restore(before)
+        second = launcher.run(rec.kernel, rec.grid, rec.block, rec.dynamic_shared, rec.params, ctas=head,
+                              schedule="warps-reverse", label=rec.kernel, counters=False)
+        after_second = mem.snapshot()
+        differ = np.nonzero(after_first != after_second)[0]
+        if len(differ):
+            order_findings.append({"category": "races", "kind": "order-dependent result", "kernel": rec.kernel,
+                                   "count": int(len(differ)),
+                                   "example": f"{len(differ)} bytes of global memory differ between warps in "
+                                              f"lockstep and one warp at a time in reverse order"})
+        for f in second.findings:  # hazards only the second schedule showed
+            if (f.category, f.kind, f.line) not in first.findings.items:
+                first.findings.items[(f.category, f.kind, f.line)] = f
+        mem.restore(after_first)
+        result = first
+        if tail:
+            rest = launcher.run(rec.kernel, rec.grid, rec.block, rec.dynamic_shared, rec.params, ctas=tail,
+                                label=rec.kernel)
+            result = _merge(first, rest)
+        result.ctas_run = len(all_ctas)
+        return result, order_findings
+
+
+def _merge(a, b):
+    for key, f in b.findings.items.items():
+        if key in a.findings.items:
+            a.findings.items[key].count += f.count
+        else:
+            a.findings.items[key] = f
+    a.per_cta_instructions = np.concatenate([a.per_cta_instructions, b.per_cta_instructions], axis=1)
+    for k, v in b.memory.items():
+        a.memory[k] += v
+    a.thread_instructions += b.thread_instructions
+    a.warp_instructions += b.warp_instructions
+    a.seconds += b.seconds
+    return a
+
+
+def _sample_ctas(grid, extra: int, seed: int) -> list:
+    """The grid's corner CTAs (every combination of first and last along each axis), then ``extra``
+    random ones."""
+    corners = sorted({(x, y, z) for x in {0, grid[0] - 1} for y in {0, grid[1] - 1} for z in {0, grid[2] - 1}})
+    rng = np.random.default_rng(seed + 7)
+    total = grid[0] * grid[1] * grid[2]
+    chosen = list(corners)
+    for _ in range(extra * 4):
+        if len(chosen) >= min(total, len(corners) + extra):
+            break
+        i = int(rng.integers(total))
+        cta = (i % grid[0], i // grid[0] % grid[1], i // (grid[0] * grid[1]))
+        if cta not in chosen:
+            chosen.append(cta)
+    return chosen
+
+
+# -------------------------------------------------------------------------------------------------
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--src", type=Path, default=REPO / "plugins" / "src",
+                        help="folder with deformConvKernel.cu and deformConvTensorCore.cu (default plugins/src)")
+    parser.add_argument("--arch", default="sm_80", help="PTX target and device to model (default sm_80)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    parser.add_argument("--cases", default=None, help="run only the cases whose name matches this regex")
+    parser.add_argument("--cache", type=Path, default=REPO / "plugins" / "build" / "ptxexec-cache",
+                        help="compiled PTX and host library cache (default plugins/build/ptxexec-cache)")
+    args = parser.parse_args(argv)
+    from ptxexec.capture import DEVICES
+    if args.arch not in DEVICES:
+        print(f"error: --arch must be one of {', '.join(DEVICES)}", file=sys.stderr)
+        return 1
+    if find_nvcc() is None:
+        print("error: nvcc not found: ptx_check compiles the kernels to PTX with it", file=sys.stderr)
+        return 1
+    src = args.src.resolve()
+    missing = [s for s in SOURCES if not (src / s).is_file()]
+    if missing:
+        print(f"error: {', '.join(missing)} not found in {src}", file=sys.stderr)
+        return 1
+    include = src.parent / "include" if (src.parent / "include" / "deformrt").is_dir() else REPO / "plugins" / "include"
+    t0 = time.perf_counter()
+    args.cache.mkdir(parents=True, exist_ok=True)
+    try:
+        built = build(src, include, SOURCES, args.arch, args.cache)
+        lib = CapturedLibrary(built, args.arch)
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    log(f"ptx_check: built {', '.join(SOURCES)} for {args.arch} in {time.perf_counter() - t0:.1f}s")
+    entries = [name for module in lib.modules.values() for name in module.kernels]
+    names = demangle(entries)
+    checker = Checker(lib, args.arch)
+    # every entry point must be launched by some case: checked first, from the C calls alone
+    covered = {k for case in CASES for k in checker.launched_kernels(case)}
+    no_case = [e for e in entries if e not in covered]
+    for e in no_case:
+        print(f"error: kernel {names.get(e, e)} ({e}) is in the PTX but no case of ptx_check.py launches it; "
+              f"add one to CASES", file=sys.stderr)
+    if no_case:
+        return 1
+    cases = [c for c in CASES if args.cases is None or re.search(args.cases, c.name)]
+    if not cases:
+        print(f"error: no case matches {args.cases!r}", file=sys.stderr)
+        return 1
+    report_cases, counters, launched = [], {}, []
+    total_instr, exec_seconds = 0, 0.0
+    for case in cases:
+        t_case = time.perf_counter()
+        out = checker.run_case(case)
+        report_cases.append(out.entry)
+        counters.update(out.counters)
+        launched += [k for k in out.kernels if k not in launched]
+        total_instr += out.thread_instructions
+        exec_seconds += out.seconds
+        log(f"  {'ok  ' if out.entry['ok'] else 'FAIL'} {case.name:44s} error {out.entry['error']}  "
+            f"{time.perf_counter() - t_case:5.1f}s  {len(out.entry['findings'])} finding(s)")
+    summary = {"cases": len(report_cases), "mismatches": sum(not c["ok"] for c in report_cases)}
+    for category in CATEGORIES:
+        summary[category] = sum(f.get("count", 1) for c in report_cases for f in c["findings"]
+                                if f.get("category") == category)
+    report = {"arch": args.arch, "kernels": launched, "summary": summary, "cases": report_cases,
+              "counters": counters}
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(f"PTX executor check ({args.arch}): {len(report_cases)} cases, {len(launched)} kernels")
+        for c in report_cases:
+            print(f"  {'ok  ' if c['ok'] else 'FAIL'} {c['name']:44s} {names.get(c['kernel'], c['kernel'])[:48]:48s} "
+                  f"error {c['error']}")
+            for f in c["findings"]:
+                print(f"       {f.get('category')}: {f.get('kind', '')} {f.get('example', f.get('detail', ''))}"
+                      f"{'  (PTX line %s: %s)' % (f['ptx_line'], f['instruction']) if 'ptx_line' in f else ''}")
+        print("summary: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    wall = time.perf_counter() - t0
+    log(f"ptx_check: {wall:.1f}s; executor {total_instr / max(exec_seconds, 1e-9):.3g} thread-instructions/s "
+        f"({total_instr:.3g} in {exec_seconds:.1f}s)")
+    failed = any(v for k, v in summary.items() if k != "cases")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
