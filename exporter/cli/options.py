@@ -17,6 +17,20 @@ conventions"). A new command takes its options from here instead of writing its 
 - **Old spellings** keep working with a one-line notice on stderr (:data:`DEPRECATED_SPELLINGS`,
   rewritten by :func:`rewrite_deprecated` before typer parses the command line).
 
+A command written this way (add its module to ``COMMAND_MODULES`` in :mod:`exporter.cli`; the plain
+help layout and the error boundary then apply by themselves, and tests/test_first_hour.py checks its
+help against these rules)::
+
+    @app.command("predict")
+    def predict(onnx: Annotated[Path, typer.Argument(metavar=o.ONNX, help="Model from `deformrt export`.")],
+                output: Annotated[Optional[Path], o.output_option("Detections file (default: ...).")] = None,
+                shape: o.ShapeOpt = None, batch: o.BatchOpt = 1, force: o.ForceOpt = False,
+                as_json: o.JsonFlag = False) -> None:
+        # the docstring: one line that says what it does (the help's first paragraph)
+        o.check_output_file(output, force)  # before any work
+        result = ...  # the library call, with exporter.util.progress.Progress() for long steps
+        o.emit(as_json, result.to_dict, result.summary)
+
 Nothing here imports torch, onnx or TensorRT, so ``--help`` stays fast.
 """
 
@@ -73,7 +87,7 @@ ImagesOpt = Annotated[Optional[list[str]], typer.Option(
 VerboseOpt = Annotated[bool, typer.Option("--verbose", help="Show TensorRT's and Polygraphy's logs.")]
 
 
-def output_option(help: str, required: bool = False, metavar: str = FILE):
+def output_option(help: str, metavar: str = FILE):
     """``-o/--output FILE`` (or ``DIR``) with the command's own help text."""
     return typer.Option("--output", "-o", metavar=metavar, help=help, show_default=False)
 

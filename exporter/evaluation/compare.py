@@ -32,7 +32,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from exporter.evaluation.conditioning import Story, note, passes, relative_error, run_torch
+from exporter.evaluation.conditioning import Story, note, passes, relative_error, run_cost, run_torch
 from exporter.evaluation.inputs import load_image, preprocess, random_images
 from exporter.trt.profiles import check_in_profile, format_shape, input_dims
 from exporter.util.progress import Progress
@@ -392,10 +392,11 @@ def judge_against_float64(report: CompareReport, run: Prepared, results, precisi
                   "difference")
     model = rebuild_model(run.meta, str(options.weights) if options.weights else None)
     names = list(run.meta.output_names)
-    plan = progress.plan(run.batch.size * 3.5)
+    need_fp32 = precisions.get("torch") != "fp32"  # else the torch backend's result is PyTorch fp32's
+    plan = progress.plan(run_cost(run.batch, torch.float64) + (run_cost(run.batch, torch.float32) if need_fp32 else 0))
     (outputs64,), offsets = run_torch(model, [run.batch], torch.float64, plan, device=options.device)
     expected64 = dict(zip(names, outputs64))
-    if precisions.get("torch") == "fp32":
+    if not need_fp32:
         torch32 = {name: np.asarray(results["torch"][0][name]) for name in names}
     else:
         (outputs32,), _ = run_torch(model, [run.batch], torch.float32, plan, device=options.device)

@@ -64,12 +64,24 @@ def passes(max_rel: float, tolerance: float, floor: Optional[float] = None, rel6
     return ill_conditioned(floor, tolerance) and rel64 is not None and rel64 <= FLOOR_FACTOR * floor
 
 
+# Relative cost of one run per input pixel (PyTorch fp32 = 1), for the time estimates: ONNX Runtime
+# on CPU takes about 0.5-0.7 of PyTorch's time, float64 PyTorch about 2 to 2.5 times.
+ORT_COST, FLOAT64_COST = 0.6, 2.5
+
+
+def run_cost(batch: np.ndarray, dtype) -> float:
+    """The weight of one PyTorch run of ``batch`` in a :class:`Plan` (pixels x relative cost)."""
+    import torch
+
+    return batch.size * (1.0 if dtype == torch.float32 else FLOAT64_COST)
+
+
 def run_torch(model, batches: Sequence[np.ndarray], dtype, plan: Optional[Plan] = None, device: str = "cpu"
               ) -> tuple[list[tuple[np.ndarray, ...]], Optional[float]]:
     """``model``'s outputs on each batch in ``dtype`` (float32 runs ``model`` itself; another dtype
     a converted copy), as float arrays per output, and the mean |offset| in pixels of its DCN
     layers over these runs (None without DCN). ``plan`` reports each run with its estimate
-    (weight: the batch's pixel count)."""
+    (weight: :func:`run_cost`)."""
     import torch
 
     from models.calibrate import measure_offsets
@@ -81,7 +93,7 @@ def run_torch(model, batches: Sequence[np.ndarray], dtype, plan: Optional[Plan] 
     with measure_offsets(run_model) as offsets:
         for batch in batches:
             name = str(dtype).replace("torch.", "")
-            with plan.step(f"running PyTorch ({name}) at {'x'.join(map(str, batch.shape))}", batch.size), \
+            with plan.step(f"running PyTorch ({name}) at {'x'.join(map(str, batch.shape))}", run_cost(batch, dtype)), \
                     torch.no_grad():
                 result = run_model(torch.from_numpy(np.ascontiguousarray(batch)).to(device, dtype))
             outputs.append(tuple(t.detach().cpu().numpy() for t in result))

@@ -40,7 +40,8 @@ import torch
 from torch import nn
 
 from exporter.evaluation import ort
-from exporter.evaluation.conditioning import FLOOR_FACTOR, Story, note, passes, relative_error, run_torch
+from exporter.evaluation.conditioning import (FLOAT64_COST, FLOOR_FACTOR, ORT_COST, Story, note, passes,
+                                               relative_error, run_torch)
 from exporter.evaluation.inputs import preprocess
 from exporter.evaluation.inputs import random_images as random_pixels
 from exporter.onnx.metadata import ExportMetadata
@@ -188,11 +189,6 @@ class References:
     offsets_px: Optional[float] = None  # mean DCN offset of the float64 run
 
 
-# Relative cost of one run per input pixel (PyTorch fp32 = 1), for the time estimates: ONNX Runtime
-# on CPU takes about 0.5-0.7 of PyTorch's time, float64 about 2.5 times.
-_ORT_COST, _FLOAT64_COST = 0.6, 2.5
-
-
 def torch_references(torch_model: nn.Module, meta: ExportMetadata, seed: Optional[int] = None,
                      progress: Optional[Progress] = None, plan=None) -> References:
     """Random images at :func:`verification_shapes` (``seed`` defaults to a fresh random one)
@@ -217,7 +213,7 @@ def verify(model: Union[onnx.ModelProto, bytes], torch_model: Optional[nn.Module
     progress = progress or Progress.quiet()
     pixels = sum(i.size for i in references.images) if references is not None else \
         sum(int(np.prod(s)) for s in verification_shapes(meta))
-    plan = progress.plan(pixels * ((references is None) + _ORT_COST))
+    plan = progress.plan(pixels * ((references is None) + ORT_COST))
     if references is None:
         references = torch_references(torch_model, meta, seed, plan=plan)
     with progress.step("loading the model into ONNX Runtime"):
@@ -226,7 +222,7 @@ def verify(model: Union[onnx.ModelProto, bytes], torch_model: Optional[nn.Module
     names = [o.name for o in session.get_outputs()]
     results = []
     for images, expected in zip(references.images, references.outputs):
-        with plan.step(f"running ONNX Runtime at {'x'.join(map(str, images.shape))}", images.size * _ORT_COST):
+        with plan.step(f"running ONNX Runtime at {'x'.join(map(str, images.shape))}", images.size * ORT_COST):
             got = session.run(None, {input_name: images})
         if len(expected) != len(names):
             raise ValueError(f"ONNX model has {len(names)} outputs, the PyTorch model {len(expected)}")
@@ -238,9 +234,8 @@ def verify(model: Union[onnx.ModelProto, bytes], torch_model: Optional[nn.Module
         if references.outputs64 is None:
             progress.info("the strict check failed: running PyTorch in float64 to tell an ill-conditioned model from "
                           "a real difference")
-            plan.add(pixels * _FLOAT64_COST)
-            outputs64, references.offsets_px = run_torch(torch_model, references.images, torch.float64,
-                                                         _Scaled(plan, _FLOAT64_COST))
+            plan.add(pixels * FLOAT64_COST)
+            outputs64, references.offsets_px = run_torch(torch_model, references.images, torch.float64, plan)
             references.outputs64 = tuple(outputs64)
         checks = [_check(images.shape, name, e, g, tolerance, e64)
                   for images, expected, got, exp64 in zip(references.images, references.outputs, results,
@@ -248,16 +243,6 @@ def verify(model: Union[onnx.ModelProto, bytes], torch_model: Optional[nn.Module
                   for name, e, g, e64 in zip(names, expected, got, exp64)]
     return VerifyReport(tolerance=tolerance, seed=references.seed, checks=checks, offsets_px=references.offsets_px,
                         weights_seed=meta.seed, body=meta.body)
-
-
-class _Scaled:
-    """A plan whose steps weigh ``factor`` times their pixels (float64 runs cost more)."""
-
-    def __init__(self, plan, factor: float):
-        self.plan, self.factor = plan, factor
-
-    def step(self, message: str, weight: float):
-        return self.plan.step(message, weight * self.factor)
 
 
 def _check(input_shape, name: str, expected: np.ndarray, got: np.ndarray, tolerance: float,

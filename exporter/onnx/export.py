@@ -136,7 +136,7 @@ def resolve_body(body: Optional[str], config_file: Optional[str] = None, opts: S
             named.append((f"{CONV_BODY_KEY} in {Path(config_file).name}", in_file))
     for i in range(0, len(opts) - 1, 2):
         if opts[i] == CONV_BODY_KEY:
-            named.append((f"{CONV_BODY_KEY} {opts[i + 1]} (KEY VALUE)", str(opts[i + 1])))
+            named.append((f"KEY VALUE {CONV_BODY_KEY}", str(opts[i + 1])))
     opts = [item for i in range(0, len(opts) - 1, 2) if opts[i] != CONV_BODY_KEY
             for item in opts[i:i + 2]] + opts[len(opts) - len(opts) % 2:]
     if not named:
