@@ -174,9 +174,6 @@ def ort_session(model: Union[onnx.ModelProto, bytes]):
     return ort.ort_session(model, "cpu", hint="try a lower --opset, or --no-verify")
 
 
-compare = relative_error  # (max abs error, max abs error / max |expected|) in float64
-
-
 @dataclass
 class References:
     """PyTorch's outputs on the verification images, reusable across ONNX files of one model;
