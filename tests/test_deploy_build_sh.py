@@ -159,7 +159,7 @@ NO_HEADERS = ("error: TensorRT headers not found (no NvInferVersion.h in {sys}/u
               "{sys}/usr/include/x86_64-linux-gnu): " + JETPACK)
 NO_TRTEXEC = ("error: trtexec not found (searched TRTEXEC, PATH and {sys}/usr/src/tensorrt/bin): install it (on "
               "Jetson: sudo apt install libnvinfer-bin) or set TRTEXEC to its path")
-NO_CMAKE = "error: cmake not found on PATH: install CMake 3.18 or newer (sudo apt install cmake)"
+NO_CMAKE = "error: cmake not found on PATH: install CMake 3.22 or newer (sudo apt install cmake)"
 DETECTED_KEYS = ["nvcc", "cuda_version", "tensorrt_version", "tensorrt_major", "tensorrt_include", "tensorrt_lib",
                  "trtexec", "cmake", "compute_capability", "cuda_arch", "gpu_name"]
 
