@@ -7,11 +7,15 @@ float64 runs of the same model disagree by percents), unlike a trained DCN, whos
 few pixels. :func:`calibrate_offsets` rescales every offset conv so its offsets have a chosen
 standard deviation on given images. It is for demos, tests and benchmarks that need realistic
 deformable sampling without a trained checkpoint, never for real weights.
+
+:func:`measure_offsets` reports the offset scale a model actually has on given inputs, which is how
+the evaluation layer explains an ill-conditioned comparison.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
@@ -115,3 +119,22 @@ def calibrate_synthetic_detector(model: nn.Module, seed: int = CALIBRATION_SEED)
     of a seeded random detector can be rebuilt exactly from its seed."""
     images, sizes = calibration_images(seed=seed)
     calibrate_detector(model, images, sizes, torch.Generator().manual_seed(seed))
+
+
+@contextlib.contextmanager
+def measure_offsets(model: nn.Module) -> Iterator[list[float]]:
+    """Within the block, record each DCN layer's mean |offset| in pixels (offset channels only, not
+    the mask) on every forward pass, in forward order, into the yielded list."""
+    values: list[float] = []
+
+    def probe(dcn: DFConv2d):
+        def hook(conv: nn.Conv2d, inputs, output):
+            values.append(float(output[:, :dcn.offset_channels].detach().abs().mean()))
+        return dcn.offset.register_forward_hook(hook)
+
+    handles = [probe(m) for m in model.modules() if isinstance(m, DFConv2d)]
+    try:
+        yield values
+    finally:
+        for h in handles:
+            h.remove()

@@ -57,12 +57,18 @@ Which absent model keys count as missing (the strict rule):
   (``res5`` for a C4 body) are skipped, not unexpected.
 * From a maskrcnn-benchmark checkpoint every model key is required: it is a trained model,
   offsets included.
-* Everything else absent is *missing*. ``strict=True`` raises :class:`DeformRTError` when
-  anything is missing (naming the first few and the count); ``strict=False`` loads the rest
+* Everything else absent is *missing*. ``strict=True`` raises :class:`CheckpointMismatchError`
+  when anything is missing (naming the first few and the count); ``strict=False`` loads the rest
   and lists the missing keys in the report.
 
-Unexpected entries (names that map to no model key) never fail the load; they are listed.
-A shape mismatch always fails, naming the key and both shapes.
+Unexpected entries are backbone entries (a bare state dict's keys, a whole detector's
+``backbone.*`` keys, routed C2 or torchvision blobs) that map to no model key. They mean a
+checkpoint for another model: another depth (``body.layer3.6..22`` of an R-101 in an R-50), DCN
+where the model has none, an FPN the body lacks. With ``strict=True`` they fail the load too
+(:class:`CheckpointMismatchError`), unless ``allow_unexpected=True``, which loads the rest and
+lists them. Entries outside the backbone (detector heads) are never unexpected: they are skipped
+and counted. Both errors name the body the file looks like (:func:`guess_body`) when it is not
+the model's. A shape mismatch always fails, naming the key and both shapes.
 
 Checkpoints are untrusted input. ``.pth`` files are read with ``torch.load(weights_only=True)``;
 one that needs any other global is refused with a one-line error naming it. Pickles go through
@@ -96,6 +102,83 @@ _SHOWN = 5  # how many names a message or report line lists before "(+N more)"
 def _names(keys: list[str], limit: int = _SHOWN) -> str:
     shown = ", ".join(keys[:limit])
     return f"{shown} (+{len(keys) - limit} more)" if len(keys) > limit else shown
+
+
+class CheckpointMismatchError(DeformRTError):
+    """The checkpoint is for another model: model tensors missing from it (``kind="missing"``) or
+    backbone tensors in it that the model does not have (``kind="unexpected"``).
+
+    ``reason`` says what and which model the file looks like; ``str()`` adds how a Python caller
+    loads it anyway. A front end with its own spelling of that override (the CLI's
+    ``--allow-unexpected``) uses :meth:`with_hint` instead."""
+
+    PYTHON_HINTS = {"missing": "strict=False loads the rest and lists them",
+                    "unexpected": "allow_unexpected=True loads the rest and lists them"}
+
+    def __init__(self, reason: str, kind: str):
+        self.reason = reason
+        self.kind = kind
+        super().__init__(self.with_hint(self.PYTHON_HINTS[kind]))
+
+    def with_hint(self, hint: str | None) -> str:
+        """The message with ``hint`` (how to load it anyway) in parentheses, or none."""
+        return f"{self.reason} ({hint})" if hint else self.reason
+
+
+_RESNET_DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
+
+
+def _blocks_per_stage(keys) -> dict[int, int]:
+    """``{layer index: block count}`` of ``body.layerN.B.`` model-style keys."""
+    last = _last_blocks(dict.fromkeys(keys))
+    return {layer: block + 1 for layer, block in last.items()}
+
+
+def _dcn_stages(keys) -> list[str]:
+    """The ``resN`` stages whose conv2 is deformable in model-style keys (offset convs present)."""
+    found = {int(m.group(1)) for k in keys for m in [re.match(r"body\.layer(\d+)\.\d+\.conv2\.offset\.", k)] if m}
+    return [f"res{layer + 1}" for layer in sorted(found)]
+
+
+def guess_body(keys) -> str | None:
+    """The registry body whose tensors ``keys`` (model-style names: ``body.layer3.22.conv1.weight``,
+    ``fpn.fpn_inner4.weight`` ...) look like, or None when the ResNet stages match no known depth.
+
+    Blocks per stage give the depth (3-4-6-3: 50, 3-4-23-3: 101, 3-8-36-3: 152); ``fpn.`` keys an
+    FPN body, and ``fpn.top_blocks.p6`` a RetinaNet one; without FPN, a fourth stage means C5, else C4.
+    """
+    from models.backbone import list_bodies
+
+    keys = list(keys)
+    blocks = _blocks_per_stage(keys)
+    counts = tuple(blocks.get(layer, 0) for layer in (1, 2, 3, 4))
+    depth = _RESNET_DEPTHS.get(counts) or _RESNET_DEPTHS.get(counts[:3] + (3,) if not counts[3] else ())
+    if depth is None:
+        return None
+    if any(k.startswith("fpn.top_blocks.p6.") for k in keys):
+        name = f"R-{depth}-FPN-RETINANET"
+    elif any(k.startswith("fpn.") for k in keys):
+        name = f"R-{depth}-FPN"
+    else:
+        name = f"R-{depth}-C5" if counts[3] else f"R-{depth}-C4"
+    return name if name in list_bodies() else None
+
+
+def _looks_like(file_keys, model: nn.Module, model_keys) -> str:
+    """``; it looks like a checkpoint for R-101-FPN`` (with DCN stages when they differ), or ``""``
+    when the file looks like the model's own body and DCN."""
+    notes = []
+    body = guess_body(file_keys)
+    own = getattr(model, "body_name", None) or guess_body(model_keys)
+    if body is not None and body != own:
+        blocks = _blocks_per_stage(file_keys)
+        per_stage = "-".join(str(blocks[layer]) for layer in sorted(blocks))
+        notes.append(f"it looks like a checkpoint for {body} ({per_stage} blocks per stage)")
+    file_dcn, model_dcn = _dcn_stages(file_keys), _dcn_stages(model_keys)
+    if file_dcn != model_dcn:
+        notes.append(f"it has deformable convs in {', '.join(file_dcn) or 'no stage'}, the model in "
+                     f"{', '.join(model_dcn) or 'no stage'} (MODEL.RESNETS.STAGE_WITH_DCN)")
+    return "".join(f"; {note}" for note in notes)
 
 
 @dataclass
@@ -487,15 +570,16 @@ def _aliases(state: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:
 
 
 def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True, *,
-                    cfg: object | None = None) -> LoadReport:
+                    cfg: object | None = None, allow_unexpected: bool = False) -> LoadReport:
     """Load the backbone weights in ``path`` into ``model`` and account for every tensor.
 
     ``model`` is a backbone from :func:`models.build_backbone` (or any module with upstream's
     backbone keys). ``cfg`` (optional) is the config it was built from; it is used to warn when
     torchvision weights meet ``STRIDE_IN_1X1=True``. See the module docstring for the formats,
     renames and the strict rule. Raises :class:`DeformRTError` (one line) for a missing,
-    unreadable, corrupt or unsafe file, a shape mismatch, two entries for one key, or (strict)
-    missing keys; the model is modified only when the load succeeds.
+    unreadable, corrupt or unsafe file, a shape mismatch or two entries for one key, and
+    :class:`CheckpointMismatchError` (strict) for missing keys or, unless ``allow_unexpected``,
+    unexpected backbone entries; the model is modified only when the load succeeds.
     """
     path = Path(path)
     obj, container = _read(path)
@@ -557,10 +641,15 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True, *,
             "build it with MODEL.RESNETS.STRIDE_IN_1X1 False"
         )
     if strict and report.missing:
-        raise DeformRTError(
+        raise CheckpointMismatchError(
             f"cannot load {path} strictly: {len(report.missing)} model tensor(s) are not in it: "
-            f"{_names(report.missing)} (strict=False loads the rest and lists these)"
-        )
+            f"{_names(report.missing)}{_looks_like(routes.targets.values(), model, model_state)}", "missing")
+    if strict and report.unexpected and not allow_unexpected:
+        targets = [routes.targets[key] for key in report.unexpected]
+        raise CheckpointMismatchError(
+            f"cannot load {path}: {len(targets)} backbone tensor(s) in it match nothing in this "
+            f"{getattr(model, 'body_name', None) or 'model'}: {_names(targets)}"
+            f"{_looks_like(routes.targets.values(), model, model_state)}", "unexpected")
 
     with torch.no_grad():
         for target, key in sources.items():

@@ -540,6 +540,17 @@ def _validate_detector(tree: dict) -> None:
                                     f"{m['BACKBONE']['CONV_BODY']}, got {tuple(scales)}")
 
 
+def config_file_body(config_file: Union[str, Path]) -> Optional[str]:
+    """The MODEL.BACKBONE.CONV_BODY a config file sets, or None when it sets none."""
+    path = resolve_config_file(config_file)
+    data = _read_yaml(path)
+    section = data
+    for key in ("MODEL", "BACKBONE"):
+        section = section.get(key) if isinstance(section, Mapping) else None
+    body = section.get("CONV_BODY") if isinstance(section, Mapping) else None
+    return None if body is None else str(body)
+
+
 def get_cfg(conv_body: Optional[str] = None, config_file: Union[str, Path, None] = None,
             opts: Sequence[Any] = (), detector: bool = False) -> CfgNode:
     """The backbone config, frozen: upstream's defaults, then ``config_file``, then the

@@ -1,38 +1,42 @@
 """deformrt demo: a maskrcnn-benchmark backbone with deformable convolution, from PyTorch to ONNX.
 
-    python scripts/demo.py [--body R-101-FPN] [--dcn v2|v1|none] [--size 512 512] [--seed 0]
+    python scripts/demo.py [--body R-101-FPN] [--dcn v2|v1|none] [--shape 512x512] [--seed 0]
                            [--out-dir out/demo] [--no-export]
 
 Builds the body (default R-101-FPN with modulated DCN in res3-res5, as upstream's ``mdconv``
 configs) with seeded random weights, runs one random image through it and prints each output's
 name, shape and stride, and the parameter count. Then the main job: saves those weights as a
 synthetic maskrcnn-benchmark checkpoint (DCN offset convs rescaled to a trained model's few-pixel
-offsets: see models/calibrate.py), exports it to ONNX in both
-DCN flavours (``deformrt export BODY --onnx --dcn-op plugin|onnx``: dynamic axes, verified with
-ONNX Runtime against PyTorch at two shapes, ``--size`` being the export shape) into ``--out-dir``
-and shows ``deformrt info`` of the plugin-flavour file, then ``deformrt compare`` on it (PyTorch vs
-ONNX Runtime, plus TensorRT where TensorRT, a GPU and the plugin are present). ``--no-export``
-stops after the build.
+offsets: :mod:`exporter.evaluation.synthetic`, what ``deformrt synthetic-checkpoint`` writes),
+exports it to ONNX in both DCN flavours (``deformrt export BODY --onnx --dcn-op plugin|onnx``:
+dynamic axes, verified with ONNX Runtime against PyTorch at two shapes, ``--shape`` being the export
+shape) into ``--out-dir`` and shows ``deformrt info`` of the plugin-flavour file, then ``deformrt
+compare`` on it (PyTorch vs ONNX Runtime, plus TensorRT where TensorRT, a GPU and the plugin are
+present). It ends with how to get the ``deformrt`` command and the next commands to try, each
+runnable as printed from the directory the demo ran in. ``--no-export`` stops after the build.
+
+About 1.5 minutes on 2 idle CPU cores at the defaults (2-3 minutes while other work shares them).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Optional, Sequence
 
 import torch
 
+from exporter.trt.profiles import parse_hw
 from exporter.util.progress import Progress
 from models.backbone import build_backbone
 from models.config import get_cfg
 from models.errors import DeformRTError
 from models.layers import DFConv2d
-
-OFFSET_STD_PX = 2.0  # typical offset scale of a trained DCN backbone
 
 DCN_CHOICES = {
     "v2": ("modulated DCN (v2) in res3-res5", ["MODEL.RESNETS.STAGE_WITH_DCN", "(False, True, True, True)",
@@ -76,34 +80,69 @@ def describe(model: torch.nn.Module, body: str, dcn: str, size: tuple[int, int],
 def synthetic_checkpoint(cfg, model: torch.nn.Module, body: str, dcn: str, size: tuple[int, int], seed: int,
                          out_dir: Path, progress: Progress) -> tuple[Path, str]:
     """Save ``model`` (the demo's seeded random weights) with DCN offsets rescaled in place to a
-    trained model's scale (no trained checkpoint can be downloaded here), in maskrcnn-benchmark's
-    checkpoint layout; return the file and a line describing it. See :mod:`models.calibrate` for
-    why the offsets are rescaled."""
-    from exporter.util.fsutil import atomic_path
-    from exporter.evaluation.inputs import preprocess, random_images
-    from models.calibrate import calibrate_offsets
+    trained model's scale (no trained checkpoint can be downloaded here), as ``deformrt
+    synthetic-checkpoint`` does; return the file and a line describing it."""
+    from exporter.evaluation.synthetic import save_synthetic
 
-    note = "seeded random init"
-    if any(isinstance(m, DFConv2d) for m in model.modules()):
-        stats = SimpleNamespace(pixel_mean=cfg.INPUT.PIXEL_MEAN, pixel_std=cfg.INPUT.PIXEL_STD,
-                                to_bgr255=cfg.INPUT.TO_BGR255, color_order=None,
-                                size_divisibility=cfg.DATALOADER.SIZE_DIVISIBILITY)
-        images = torch.from_numpy(preprocess(random_images(1, *size, seed=seed), stats))
-        with progress.step(f"calibrating DCN offsets to {OFFSET_STD_PX:g} px (a trained model's scale)"):
-            calibrate_offsets(model, images, OFFSET_STD_PX, torch.Generator().manual_seed(seed))
-        note += f", DCN offset convs rescaled to offsets of {OFFSET_STD_PX:g} px std"
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{body}-{dcn}-synthetic.pth"
-    with atomic_path(path, force=True) as tmp:
-        torch.save({"model": {f"backbone.{k}": v for k, v in model.state_dict().items()}}, tmp)
-    return path, f"synthetic checkpoint {path}: {note} (seed {seed})"
+    saved = save_synthetic(model, cfg, out_dir / f"{body}-{dcn}-synthetic.pth", seed=seed, shape=size, force=True,
+                           progress=progress)
+    return saved.path, saved.describe()
+
+
+def shown(path: Path) -> str:
+    """``path`` as the user should type it: relative to the current directory when inside it."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def command_line(*args) -> str:
+    return shlex.join(["deformrt", *map(str, args)])
+
+
+def how_to_get_the_command() -> str:
+    """How to run ``deformrt`` from here: it is on PATH, or in this virtual environment's bin/."""
+    if shutil.which("deformrt"):
+        return "the deformrt command is on your PATH"
+    if sys.prefix != sys.base_prefix:
+        venv = os.path.relpath(sys.prefix) if Path(sys.prefix).resolve().is_relative_to(Path.cwd().resolve()) \
+            else sys.prefix
+        return (f"the deformrt command is in {venv}/bin: first run `source {venv}/bin/activate` (or call "
+                f"{venv}/bin/deformrt)")
+    return "install the deformrt command first: pip install -e ."
+
+
+def next_steps(body: str, dcn: str, size: tuple[int, int], onnx_file: Path, weights: Path, out_dir: Path) -> str:
+    """The demo's last lines: how to get the command, then commands to try, each runnable as printed."""
+    _, opts = DCN_CHOICES[dcn]
+    bigger = f"{size[0] + 64}x{size[1] + 128}"
+    model, ckpt = shown(onnx_file), shown(weights)
+    steps = [
+        ("describe the exported file", command_line("info", model)),
+        ("compare PyTorch and ONNX Runtime at another size", command_line("compare", model, "--weights", ckpt,
+                                                                           "--shape", bigger)),
+        ("time them (a few runs: each takes seconds on a CPU)", command_line(
+            "bench", model, "--weights", ckpt, "--warmup", "1", "--iterations", "3")),
+        ("save a synthetic checkpoint like the demo's, for `deformrt export --weights`", command_line(
+            "synthetic-checkpoint", body, "-o", shown(out_dir / f"{body}-synthetic.pth"), "--shape",
+            f"{size[0]}x{size[1]}", "--force", *opts)),
+        ("all commands; `deformrt COMMAND --help` for one", "deformrt --help"),
+    ]
+    lines = ["Next steps: " + how_to_get_the_command() + ". Then try (from this directory):"]
+    for why, cmd in steps:
+        lines += [f"  # {why}", f"  {cmd}"]
+    return "\n".join(lines)
 
 
 def export_and_inspect(cfg, model: torch.nn.Module, body: str, dcn: str, size: tuple[int, int], seed: int,
                        out_dir: Path, progress: Progress) -> str:
     """Export ``body`` in both DCN flavours with verification (what ``deformrt export`` does),
     describe the plugin-flavour file as ``deformrt info`` does, and compare it as ``deformrt
-    compare`` does (PyTorch vs ONNX Runtime, plus TensorRT where present); return the report."""
+    compare`` does (PyTorch vs ONNX Runtime, plus TensorRT where present); return the report,
+    ending with the next steps."""
     from exporter.evaluation.compare import demo_compare
     from exporter.onnx.info import format_info, inspect_model
     from exporter.onnx.export import ExportOptions, default_output_name, export_body
@@ -114,15 +153,16 @@ def export_and_inspect(cfg, model: torch.nn.Module, body: str, dcn: str, size: t
     reports, files = [note, ""], []
     for dcn_op in ("plugin", "onnx"):
         path = out_dir / default_output_name(cfg, dcn_op)
-        reports.append(f"$ deformrt export {body} --onnx --dcn-op {dcn_op} -o {path} --input-size {size[0]} {size[1]} "
-                       f"--weights {weights} --force" + "".join(f" {o!r}" if " " in o else f" {o}" for o in opts))
+        reports.append("$ " + command_line("export", body, "--onnx", "--dcn-op", dcn_op, "-o", shown(path), "--shape",
+                                           f"{size[0]}x{size[1]}", "--weights", shown(weights), "--force", *opts))
         result = export_body(body, str(path), opts=opts, weights=str(weights), force=True, progress=progress,
                              options=ExportOptions(dcn_op=dcn_op, input_size=size), verify=verify)
         reports += [result.summary(), ""]
         files.append(result.path)
-    reports += [f"$ deformrt info {files[0]}", format_info(inspect_model(files[0])), ""]
-    reports += [f"$ deformrt compare {files[0]} --weights {weights}",
-                demo_compare(files[0], progress, weights=weights).table()]
+    reports += ["$ " + command_line("info", shown(files[0])), format_info(inspect_model(files[0])), ""]
+    reports += ["$ " + command_line("compare", shown(files[0]), "--weights", shown(weights)),
+                demo_compare(files[0], progress, weights=weights).table(), ""]
+    reports.append(next_steps(body, dcn, size, files[0], weights, out_dir))
     return "\n".join(reports)
 
 
@@ -131,18 +171,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--body", default="R-101-FPN", help="CONV_BODY name (default R-101-FPN)")
     parser.add_argument("--dcn", choices=list(DCN_CHOICES), default="v2",
                         help="deformable conv in res3-res5: v2 (modulated, default), v1 or none")
-    parser.add_argument("--size", nargs=2, type=int, default=(512, 512), metavar=("H", "W"),
-                        help="input height and width (multiples of 32 for FPN bodies; default 512 512)")
+    parser.add_argument("--shape", default="512x512", metavar="HxW",
+                        help="input height and width (multiples of 32 for FPN bodies; default 512x512)")
+    parser.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help=argparse.SUPPRESS)  # before --shape
     parser.add_argument("--seed", type=int, default=0, help="seed for the random weights and image")
     parser.add_argument("--out-dir", type=Path, default=Path("out/demo"),
                         help="where the ONNX files go (default out/demo; existing demo files are replaced)")
     parser.add_argument("--no-export", action="store_true", help="only build and run the PyTorch model")
     args = parser.parse_args(argv)
-    if min(args.size) < 1:
-        parser.error("--size must be positive")
     try:
+        if args.size is not None:
+            print(f"warning: deprecated: `--size {args.size[0]} {args.size[1]}` is now `--shape "
+                  f"{args.size[0]}x{args.size[1]}`", file=sys.stderr)
+            args.shape = f"{args.size[0]}x{args.size[1]}"
+        size = parse_hw(args.shape)
         progress = Progress()
-        size = tuple(args.size)
         cfg, model = build(args.body, args.dcn, args.seed, progress)
         print(describe(model, args.body, args.dcn, size, args.seed, progress), flush=True)
         if not args.no_export:

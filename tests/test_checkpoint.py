@@ -30,7 +30,7 @@ from checkpoint_fixtures import (
     write_pickle,
 )
 from models import DeformRTError, build_backbone, get_cfg, load_checkpoint
-from models.checkpoint import LoadReport
+from models.checkpoint import CheckpointMismatchError, LoadReport
 from models.safe_pickle import load_pickle
 
 DCN = ("MODEL.RESNETS.STAGE_WITH_DCN", "(False, True, True, True)")
@@ -144,8 +144,15 @@ def test_native_keys_match_exactly_not_by_suffix(tmp_path):
     state["body.layer9.0.conv1.weight"] = torch.randn(3)
     torch.save(state, tmp_path / "ckpt.pth")
     model = fresh("R-50-C4")
+    before = snapshot(model)
 
-    report = load_checkpoint(model, tmp_path / "ckpt.pth")
+    with pytest.raises(CheckpointMismatchError, match=r"2 backbone tensor\(s\) in it match nothing in this R-50-C4: "
+                                                      r"extra\.body\.stem\.conv1\.weight, body\.layer9\.0") as refused:
+        load_checkpoint(model, tmp_path / "ckpt.pth")
+    assert refused.value.kind == "unexpected" and "allow_unexpected=True" in str(refused.value)
+    assert_same_state(model, before)  # refused before anything was copied
+
+    report = load_checkpoint(model, tmp_path / "ckpt.pth", allow_unexpected=True)
 
     assert sorted(report.unexpected) == ["body.layer9.0.conv1.weight", "extra.body.stem.conv1.weight"]
     assert_same_state(model, ref.state_dict())

@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from exporter import cli
-from exporter.cli.engine import parse_list, parse_size
+from exporter.cli.engine import parse_size
+from exporter.cli.options import parse_list
 from exporter.trt.sidecar import EngineMeta, sidecar_path
 from exporter.trt.profiles import ShapeProfile
 from models.errors import DeformRTError
@@ -112,24 +113,38 @@ def test_usage_error_is_one_line_exit_1(capsys):
 def test_compare_passes_and_writes_json(model, tmp_path):
     out = tmp_path / "report.json"
     result = runner.invoke(cli.app, ["compare", str(model), "--seed", "5", "--batch", "2", "--shape", "64x96",
-                                     "--json", str(out)])
+                                     "--json-file", str(out)])
     assert result.exit_code == 0, result.output
     assert "ort (fp32)" in result.stdout and result.stdout.strip().endswith("PASSED")
     report = json.loads(out.read_text())
     assert report["passed"] is True and report["input"]["shape"] == [2, 3, 64, 96] and report["input"]["seed"] == 5
 
 
-def test_compare_failure_exits_1_with_the_table(model):
-    result = runner.invoke(cli.app, ["compare", str(model), "--tolerance", "1e-12", "--backends", "ort,torch"])
+def test_compare_failure_exits_1_with_the_table_and_the_reason(model, tmp_path):
+    """A real difference (one DCN node's pads broken): FAIL, exit 1, and the float64 run says the model
+    is well-conditioned, so the difference is real (not rounding)."""
+    import onnx
+
+    from exporter.onnx import passes as gp
+
+    proto = onnx.load(str(model))
+    node = next(n for n in proto.graph.node if gp.is_plugin_deform_conv(n))
+    next(a for a in node.attribute if a.name == "pads").ints[:] = [0, 2, 2, 0]
+    broken = tmp_path / "broken.onnx"
+    onnx.save(proto, str(broken))
+    result = runner.invoke(cli.app, ["compare", str(broken), "--backends", "ort,torch", "--seed", "1"])
     assert result.exit_code == 1
     assert "reference: ort" in result.stdout and result.stdout.strip().endswith("FAILED")
+    assert "torch fp32 vs fp64" in result.stdout and "FAIL" in result.stdout
+    assert "well-conditioned here and an error above 1e-03 is a real difference" in result.stdout
     assert "error:" not in result.stderr
+    assert "running PyTorch in float64" in result.stderr
 
 
 def test_compare_json_to_stdout_and_images(model, tmp_path):
     image = tmp_path / "a.npy"
     np.save(image, np.random.default_rng(0).integers(0, 256, size=(40, 56, 3), dtype=np.uint8))
-    result = runner.invoke(cli.app, ["compare", str(model), "--images", str(image), "--json", "-"])
+    result = runner.invoke(cli.app, ["compare", str(model), "--images", str(image), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)  # stdout holds only the JSON; the table went to stderr
     assert report["input"]["source"] == "images" and report["input"]["shape"] == [1, 3, 40, 56]
@@ -155,7 +170,7 @@ def test_compare_missing_engine_sidecar(model, tmp_path):
 
 def test_bench_json(model):
     result = runner.invoke(cli.app, ["bench", str(model), "--backends", "torch,ort", "--warmup", "1",
-                                     "--iterations", "2", "--json", "-"])
+                                     "--iterations", "2", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [r["backend"] for r in report["results"]] == ["torch", "ort"]

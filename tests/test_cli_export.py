@@ -24,7 +24,7 @@ from models.backbone import body_info, list_bodies
 
 runner = CliRunner()
 DCN_RES4 = ["MODEL.RESNETS.STAGE_WITH_DCN", "(False, False, True, False)", "MODEL.RESNETS.WITH_MODULATED_DCN", "True"]
-SMALL = ["--input-size", "64", "64"]
+SMALL = ["--shape", "64x64"]
 
 
 def invoke(*args):
@@ -103,11 +103,14 @@ def test_default_output_name_and_onnx_flavour_note(tmp_path, monkeypatch):
 
 
 def test_config_file_and_weights_reach_the_model_and_metadata(tmp_path):
-    source = build_model(load_config("R-50-C4", "e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml"), seed=4).model
+    config = tmp_path / "mdconv_c4.yaml"  # a config that leaves the body to BODY
+    config.write_text("MODEL:\n  META_ARCHITECTURE: GeneralizedRCNN\n  RESNETS:\n"
+                      "    STAGE_WITH_DCN: (False, True, True, True)\n    WITH_MODULATED_DCN: True\n")
+    source = build_model(load_config("R-50-C4", str(config)), seed=4).model
     ckpt = tmp_path / "trained.pth"
     torch.save({"model": source.state_dict()}, ckpt)
     out = tmp_path / "m.onnx"
-    result = invoke("export", "R-50-C4", "--onnx", "-o", out, "--config-file", "e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml",
+    result = invoke("export", "R-50-C4", "--onnx", "-o", out, "--config-file", config,
                     "--weights", ckpt, "--static", "--no-verify", *SMALL)
     assert result.exit_code == 0, result.output
     assert "weights: trained.pth (sha256 " in result.stdout and "random init" not in result.output
@@ -183,7 +186,7 @@ class _Evil:
     (["R-50-C4", "--onnx", "MODEL.RESNETS.NUM_GROUPS"], ["KEY VALUE", "odd"]),
     (["R-50-C4", "--onnx", "--verfiy", "1"], ["unknown option '--verfiy'"]),
     (["R-50-C4", "--onnx", "--opset", "17"], ["--opset 17", "19"]),
-    (["R-50-FPN", "--onnx", "--input-size", "100", "128"], ["multiples of 32", "128 128"]),
+    (["R-50-FPN", "--onnx", "--shape", "100x128"], ["multiples of 32", "--shape 128x128"]),
     (["R-50-C4", "--onnx", "-o", "no/such/dir/x.onnx"], ["no/such/dir", "does not exist"]),
     (["R-50-C4", "--onnx", "--config-file", "nope.yaml"], ["nope.yaml", "not found"]),
     # A negative number is a config value, not an option: the config is accepted, the output is not.

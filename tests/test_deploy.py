@@ -113,7 +113,12 @@ def test_bundle_holds_every_file(deployed, conf):
     mode = (bundle / layout.BUILD_SCRIPT).stat().st_mode
     assert mode & stat.S_IXUSR and mode & stat.S_IXOTH, oct(mode)
     assert (bundle / layout.BUILD_SCRIPT).read_bytes() == (PLUGINS_DIR / "deploy" / "build.sh").read_bytes()
-    assert (bundle / layout.README).read_bytes() == (PLUGINS_DIR / "deploy" / "bundle-README.md").read_bytes()
+    # The bundle's README is plugins/deploy/bundle-README.md with the bundle's own folder name in its `cd`.
+    template = (PLUGINS_DIR / "deploy" / "bundle-README.md").read_text()
+    assert f"cd {layout.README_BUNDLE_MARKER}\n" in template
+    readme = (bundle / layout.README).read_text()
+    assert readme == template.replace(layout.README_BUNDLE_MARKER, bundle.name)
+    assert f"\ncd {bundle.name}\n./build.sh " in readme
     # Progress on stderr, the stable JSON on stdout.
     assert "[deformrt] computing PyTorch fp32 references at 1x3x64x96" in result.stderr
     summary = json.loads(result.stdout)

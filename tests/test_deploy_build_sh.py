@@ -131,11 +131,17 @@ class Tree:
         return subprocess.run(["bash", str(self.bundle / "build.sh"), *args], capture_output=True, text=True,
                               env={**self.env, **env}, timeout=60)
 
-    def error(self, *args: str, **env: str) -> str:
+    def errors(self, *args: str, **env: str) -> list[str]:
+        """Exit status 1; the stderr lines, each an `error:` line."""
         proc = self.run(*args, **env)
         assert proc.returncode == 1, (proc.stdout, proc.stderr)
         lines = proc.stderr.splitlines()
-        assert len(lines) == 1, proc.stderr
+        assert lines and all(line.startswith("error: ") for line in lines), proc.stderr
+        return lines
+
+    def error(self, *args: str, **env: str) -> str:
+        lines = self.errors(*args, **env)
+        assert len(lines) == 1, lines
         return lines[0]
 
 
@@ -147,14 +153,46 @@ def tree(tmp_path):
 JETPACK = "install TensorRT (on Jetson: sudo apt install nvidia-jetpack) or set TENSORRT_ROOT to an unpacked TensorRT release"
 
 
-def test_nothing_found(tree):
-    assert tree.error("--detect-only") == (
-        f"error: nvcc not found on PATH or in {tree.sys}/usr/local/cuda/bin: install the CUDA toolkit "
-        "(on Jetson: sudo apt install nvidia-jetpack) or set CUDA_HOME to it")
+NO_NVCC = ("error: nvcc not found on PATH or in {sys}/usr/local/cuda/bin: install the CUDA toolkit (on Jetson: sudo "
+           "apt install nvidia-jetpack) or set CUDA_HOME to it")
+NO_HEADERS = ("error: TensorRT headers not found (no NvInferVersion.h in {sys}/usr/include/aarch64-linux-gnu or "
+              "{sys}/usr/include/x86_64-linux-gnu): " + JETPACK)
+NO_TRTEXEC = ("error: trtexec not found (searched TRTEXEC, PATH and {sys}/usr/src/tensorrt/bin): install it (on "
+              "Jetson: sudo apt install libnvinfer-bin) or set TRTEXEC to its path")
+NO_CMAKE = "error: cmake not found on PATH: install CMake 3.22 or newer (sudo apt install cmake)"
+DETECTED_KEYS = ["nvcc", "cuda_version", "tensorrt_version", "tensorrt_major", "tensorrt_include", "tensorrt_lib",
+                 "trtexec", "cmake", "compute_capability", "cuda_arch", "gpu_name"]
+
+
+def test_detect_only_lists_everything_found_and_everything_missing(tree):
+    """`./build.sh --detect-only` as typed at the device: every key, empty when missing, and one error
+    line per missing prerequisite (not only the first)."""
+    proc = tree.run("--detect-only")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [m.format(sys=tree.sys) for m in (NO_NVCC, NO_HEADERS, NO_TRTEXEC, NO_CMAKE)]
+    assert proc.stdout.splitlines() == [f"{key}=" for key in DETECTED_KEYS]
+
+    tree.nvcc()
+    tree.tensorrt("10.3.0", library=False, trtexec=False)
+    proc = tree.run("--detect-only")
+    assert proc.returncode == 1
+    found = dict(line.split("=", 1) for line in proc.stdout.splitlines())
+    assert list(found) == DETECTED_KEYS
+    assert (found["nvcc"], found["tensorrt_version"], found["compute_capability"], found["cuda_arch"]) == (
+        f"{tree.sys}/usr/local/cuda/bin/nvcc", "10.3.0", "8.7", "87")
+    assert found["tensorrt_lib"] == found["trtexec"] == found["cmake"] == ""
+    assert [line.split(":")[1].strip() for line in proc.stderr.splitlines()] == [
+        "TensorRT 10.3.0 headers found in " + f"{tree.sys}/usr/include/aarch64-linux-gnu but not libnvinfer.so.10 in "
+        f"{tree.sys}/usr/lib/aarch64-linux-gnu", "trtexec not found (searched TRTEXEC, PATH and "
+        f"{tree.sys}/usr/src/tensorrt/bin)", "cmake not found on PATH"]
+    # A build (no --detect-only) stops on the same list before building anything.
+    assert tree.errors() == proc.stderr.splitlines()
+    assert not (tree.build / "plugins").exists()
 
 
 def test_no_nvcc_names_cuda_home_when_set(tree):
     tree.tensorrt()
+    tree.cmake()
     assert tree.error("--detect-only", CUDA_HOME=str(tree.tmp / "cuda")) == (
         f"error: nvcc not found on PATH, in {tree.tmp}/cuda/bin or in {tree.sys}/usr/local/cuda/bin: install the "
         "CUDA toolkit (on Jetson: sudo apt install nvidia-jetpack) or set CUDA_HOME to it")
@@ -162,22 +200,24 @@ def test_no_nvcc_names_cuda_home_when_set(tree):
 
 def test_cuda_but_no_tensorrt(tree):
     tree.nvcc()
-    assert tree.error("--detect-only") == (
-        f"error: TensorRT headers not found (no NvInferVersion.h in {tree.sys}/usr/include/aarch64-linux-gnu or "
-        f"{tree.sys}/usr/include/x86_64-linux-gnu): {JETPACK}")
+    tree.cmake()
+    assert tree.errors("--detect-only") == [NO_HEADERS.format(sys=tree.sys), NO_TRTEXEC.format(sys=tree.sys)]
 
 
 def test_tensorrt_root_without_headers(tree):
     tree.nvcc()
+    tree.cmake()
+    _script(tree.tmp / "trtexec", "")
     root = tree.tmp / "TensorRT-10.3"
     root.mkdir()
-    assert tree.error("--detect-only", TENSORRT_ROOT=str(root)) == (
+    assert tree.error("--detect-only", TENSORRT_ROOT=str(root), TRTEXEC=str(tree.tmp / "trtexec")) == (
         f"error: TensorRT headers not found (no NvInferVersion.h in {root}/include): set TENSORRT_ROOT to an "
         "unpacked TensorRT release (it has include/ and lib/)")
 
 
 def test_headers_without_libraries(tree):
     tree.nvcc()
+    tree.cmake()
     tree.tensorrt("10.3.0", library=False)
     assert tree.error("--detect-only") == (
         f"error: TensorRT 10.3.0 headers found in {tree.sys}/usr/include/aarch64-linux-gnu but not libnvinfer.so.10 "
@@ -187,6 +227,7 @@ def test_headers_without_libraries(tree):
 
 def test_tensorrt_major_the_bundle_was_not_prepared_for(tree):
     tree.nvcc()
+    tree.cmake()
     tree.tensorrt("12.0.1")
     assert tree.error("--detect-only") == (
         "error: this machine has TensorRT 12.0.1 but the bundle was prepared for TensorRT 10/11: install one of "
@@ -200,6 +241,7 @@ def test_tensorrt_major_the_bundle_was_not_prepared_for(tree):
 
 def test_no_trtexec(tree):
     tree.nvcc()
+    tree.cmake()
     tree.tensorrt(trtexec=False)
     assert tree.error("--detect-only") == (
         f"error: trtexec not found (searched TRTEXEC, PATH and {tree.sys}/usr/src/tensorrt/bin): install it "
@@ -243,7 +285,23 @@ def test_deploy_conf_of_another_format(tree):
 def test_bad_options(tree):
     assert tree.error("--int8") == "error: unknown option --int8 (see ./build.sh --help)"
     assert tree.error("--dcn", "cudnn") == "error: --dcn must be plugin or onnx, not cudnn"
-    assert tree.run("--help").stdout.startswith("deformrt bundle: build the plugin")
+
+
+def test_help_as_typed_in_the_bundle(tree):
+    """`./build.sh --help` from inside the bundle: the usage block and nothing of the script after it."""
+    proc = subprocess.run(["./build.sh", "--help"], cwd=tree.bundle, capture_output=True, text=True, env=tree.env,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("deformrt bundle: build the plugin")
+    assert any("--detect-only" in line for line in lines) and any("--help" in line for line in lines)
+    comment_block = []
+    for line in BUILD_SH.read_text().splitlines()[1:]:
+        if not line.startswith("#"):
+            break
+        comment_block.append(line[2:] if line.startswith("# ") else line[1:])
+    assert lines == comment_block, "the help must be exactly the script's top comment"
+    assert not any(word in proc.stdout for word in ("set -euo", "BUNDLE=", "pipefail"))
 
 
 def _detected(proc: subprocess.CompletedProcess) -> dict[str, str]:

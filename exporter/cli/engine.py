@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from exporter.cli import options as o
+from exporter.cli.options import parse_list
 from models.errors import DeformRTError
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$", re.IGNORECASE)
@@ -24,24 +26,6 @@ def parse_size(text: str, flag: str = "--workspace") -> int:
     return int(float(m[1]) * _UNITS[m[2].lower()])
 
 
-def parse_list(values: Optional[list[str]]) -> list[str]:
-    """Repeated and/or comma-separated option values, in order."""
-    return [item.strip() for value in values or [] for item in value.split(",") if item.strip()]
-
-
-def show_report(report, json_path: Optional[Path]) -> None:
-    """A report's table, and with ``--json PATH`` its JSON, written atomically (``-``: the JSON on
-    stdout, the table on stderr)."""
-    from exporter.util.fsutil import atomic_write_text
-
-    to_stdout = str(json_path) == "-"
-    typer.echo(report.table(), err=to_stdout)
-    if to_stdout:
-        typer.echo(report.to_json(), nl=False)
-    elif json_path is not None:
-        atomic_write_text(json_path, report.to_json(), force=True)
-
-
 class Fp16Via(str, Enum):
     auto = "auto"
     builder_flag = "builder-flag"
@@ -54,33 +38,22 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-OnnxArg = Annotated[Path, typer.Argument(help="ONNX model written by `deformrt export`.")]
+OnnxArg = Annotated[Path, typer.Argument(metavar=o.ONNX, help="ONNX model written by `deformrt export`.")]
 PluginOpt = Annotated[Optional[Path], typer.Option(
-    "--plugin", help="deformrt TensorRT plugin library (default: $DEFORMRT_PLUGIN_LIB, else plugins/build/).")]
+    "--plugin", metavar=o.FILE,
+    help="deformrt TensorRT plugin library (default: $DEFORMRT_PLUGIN_LIB, else plugins/build/).")]
 EngineOpt = Annotated[Optional[Path], typer.Option(
-    "--engine", help="TensorRT engine from `deformrt build-engine` (adds the trt backend); without it trt builds "
-                     "an engine from the ONNX in memory.")]
+    "--engine", metavar=o.FILE,
+    help="TensorRT engine from `deformrt build-engine` (adds the trt backend); without it trt builds an engine from "
+         "the ONNX in memory.")]
 BackendsOpt = Annotated[Optional[list[str]], typer.Option(
-    "--backends", help="Backends, comma-separated or repeated, the first is the reference: torch, ort, trt "
-                       "(default: torch,ort).")]
-WeightsOpt = Annotated[Optional[Path], typer.Option(
-    "--weights", help="Checkpoint the model was exported with (not needed for random-init exports).")]
-BatchOpt = Annotated[int, typer.Option("--batch", min=1, help="Batch size of the random input.")]
-ShapeOpt = Annotated[Optional[str], typer.Option(
-    "--shape", help="Input height and width, HxW, multiples of the size divisibility (default: the export shape).")]
-DeviceOpt = Annotated[Device, typer.Option("--device", help="Device PyTorch runs on.")]
-ProviderOpt = Annotated[Device, typer.Option("--ort-provider", help="ONNX Runtime execution provider.")]
+    "--backends", metavar=o.LIST,
+    help="Backends, comma-separated or repeated, the first is the reference: torch, ort, trt (default: torch,ort).")]
+DeviceOpt = Annotated[Device, typer.Option("--device", metavar=o.choices("cpu", "cuda"), help="Device PyTorch runs on.")]
+ProviderOpt = Annotated[Device, typer.Option(
+    "--ort-provider", metavar=o.choices("cpu", "cuda"), help="ONNX Runtime execution provider.")]
 Fp16Opt = Annotated[bool, typer.Option(
     "--fp16", help="ONNX Runtime runs deformrt's fp16 conversion of the model; trt builds an fp16 engine.")]
-JsonOpt = Annotated[Optional[Path], typer.Option(
-    "--json", help="Also write the result as JSON to this file ('-': stdout).")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", help="Show TensorRT's and Polygraphy's logs.")]
-
-
-def _hw(shape: Optional[str]):
-    from exporter.trt.profiles import parse_hw
-
-    return parse_hw(shape) if shape else None
 
 
 def _backends(values: Optional[list[str]], engine: Optional[Path]) -> list[str]:
@@ -96,27 +69,26 @@ def register(app: typer.Typer) -> None:
     @app.command("build-engine")
     def build_engine_cmd(
         onnx: OnnxArg,
-        output: Annotated[Optional[Path], typer.Option(
-            "--output", "-o", help="Engine file (default: the ONNX path with .plan, or .fp16.plan).")] = None,
+        output: Annotated[Optional[Path], o.output_option(
+            "Engine file (default: the ONNX path with .plan, or .fp16.plan).")] = None,
         fp16: Annotated[bool, typer.Option("--fp16", help="Build an fp16 engine.")] = False,
         fp16_via: Annotated[Fp16Via, typer.Option(
-            "--fp16-via", help="auto: the FP16 builder flag on TensorRT 10, deformrt's fp16 ONNX on 11 (strongly "
+            "--fp16-via", metavar=o.choices(*(m.value for m in Fp16Via)), help="auto: the FP16 builder flag on TensorRT 10, deformrt's fp16 ONNX on 11 (strongly "
                                "typed); modelopt: ModelOpt AutoCast.")] = Fp16Via.auto,
         tf32: Annotated[bool, typer.Option("--tf32", help="Allow TF32 in an fp32 engine (off by default).")] = False,
         plugin: PluginOpt = None,
-        min_shape: Annotated[Optional[str], typer.Option(
-            "--min-shape", help="Smallest input, e.g. images:1x3x320x320 (default: from the model).")] = None,
-        opt_shape: Annotated[Optional[str], typer.Option(
-            "--opt-shape", help="Input shape to optimise for (default: the export shape).")] = None,
-        max_shape: Annotated[Optional[str], typer.Option(
-            "--max-shape", help="Largest input (default: from the model).")] = None,
+        min_shape: o.MinShapeOpt = None,
+        opt_shape: o.OptShapeOpt = None,
+        max_shape: o.MaxShapeOpt = None,
         workspace: Annotated[Optional[str], typer.Option(
-            "--workspace", help="Builder workspace limit, e.g. 4G (default: TensorRT's).")] = None,
+            "--workspace", metavar=o.SIZE, help="Builder workspace limit, e.g. 4G (default: TensorRT's).")] = None,
         timing_cache: Annotated[Optional[Path], typer.Option(
-            "--timing-cache", help="Timing cache file: read if present, updated after the build.")] = None,
+            "--timing-cache", metavar=o.FILE, help="Timing cache file: read if present, updated after the "
+                                                   "build.")] = None,
         level: Annotated[Optional[int], typer.Option(
-            "--builder-optimization-level", min=0, max=5, help="TensorRT builder optimization level 0-5.")] = None,
-        verbose: VerboseOpt = False,
+            "--builder-optimization-level", metavar=o.N, min=0, max=5,
+            help="TensorRT builder optimization level 0-5.")] = None,
+        verbose: o.VerboseOpt = False,
         force: Annotated[bool, typer.Option("--force", help="Overwrite an existing engine and sidecar.")] = False,
     ) -> None:
         """Build a TensorRT engine (and its JSON sidecar) from an exported ONNX model."""
@@ -124,6 +96,7 @@ def register(app: typer.Typer) -> None:
 
         if output is None:
             output = onnx.with_suffix(".fp16.plan" if fp16 else ".plan")
+        o.check_output_file(output, force)
         options = BuildOptions(fp16=fp16, fp16_method=fp16_via.value, tf32=tf32, plugin=plugin, min_shape=min_shape,
                                opt_shape=opt_shape, max_shape=max_shape,
                                workspace=parse_size(workspace) if workspace else None, timing_cache=timing_cache,
@@ -141,33 +114,33 @@ def register(app: typer.Typer) -> None:
         backends: BackendsOpt = None,
         engine: EngineOpt = None,
         plugin: PluginOpt = None,
-        weights: WeightsOpt = None,
-        images: Annotated[Optional[list[str]], typer.Option(
-            "--images", help="Real inputs: HxWx3 RGB .npy arrays (PNG/JPEG with Pillow), comma-separated or "
-                             "repeated; one batch.")] = None,
-        batch: BatchOpt = 1,
-        shape: ShapeOpt = None,
-        seed: Annotated[Optional[int], typer.Option(
-            "--seed", help="Seed of the random input (default: fresh).")] = None,
+        weights: o.WeightsOpt = None,
+        images: o.ImagesOpt = None,
+        batch: o.BatchOpt = 1,
+        shape: o.ShapeOpt = None,
+        seed: o.SeedOpt = None,
         device: DeviceOpt = Device.cpu,
         ort_provider: ProviderOpt = Device.cpu,
         fp16: Fp16Opt = False,
         tolerance: Annotated[Optional[float], typer.Option(
-            "--tolerance",
-            help="Pass if max abs <= tolerance * max |reference| (default: 1e-3 fp32, 1e-2 fp16).")] = None,
-        json_path: JsonOpt = None,
-        verbose: VerboseOpt = False,
+            "--tolerance", metavar=o.X,
+            help="Pass if max abs <= X * max |reference| (default: 1e-3 fp32, 1e-2 fp16).")] = None,
+        as_json: o.JsonFlag = False,
+        json_file: o.JsonFileOpt = None,
+        verbose: o.VerboseOpt = False,
     ) -> None:
-        """Run backends on the same input and compare every output with the first backend's."""
+        """Run backends on the same input and compare every output with the first backend's; exit status 1 when
+        one differs."""
         from exporter.evaluation.compare import CompareOptions, compare_models
         from exporter.util.progress import Progress
 
+        o.check_report_file(json_file)
         options = CompareOptions(backends=_backends(backends, engine), engine=engine, plugin=plugin, weights=weights,
-                                 images=[Path(p) for p in parse_list(images)], batch=batch, shape=_hw(shape),
+                                 images=[Path(p) for p in parse_list(images)], batch=batch, shape=o.parse_shape(shape),
                                  seed=seed, device=device.value, ort_provider=ort_provider.value, fp16=fp16,
                                  tolerance=tolerance, verbose=verbose)
         report = compare_models(onnx, options, Progress())
-        show_report(report, json_path)
+        o.emit(as_json, report.to_dict, report.table, json_file)
         if not report.passed:
             raise typer.Exit(1)
 
@@ -177,22 +150,27 @@ def register(app: typer.Typer) -> None:
         backends: BackendsOpt = None,
         engine: EngineOpt = None,
         plugin: PluginOpt = None,
-        weights: WeightsOpt = None,
-        batch: BatchOpt = 1,
-        shape: ShapeOpt = None,
-        warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs per backend.")] = 5,
-        iterations: Annotated[int, typer.Option("--iterations", min=1, help="Timed runs per backend.")] = 20,
+        weights: o.WeightsOpt = None,
+        batch: o.BatchOpt = 1,
+        shape: o.ShapeOpt = None,
+        warmup: Annotated[int, typer.Option("--warmup", metavar=o.N, min=0, help="Untimed runs per backend.")] = 5,
+        iterations: Annotated[int, typer.Option(
+            "--iterations", metavar=o.N, min=1, help="Timed runs per backend (on CPU at 800x1344 each takes "
+                                                     "seconds: try --warmup 1 --iterations 5).")] = 20,
         device: DeviceOpt = Device.cpu,
         ort_provider: ProviderOpt = Device.cpu,
         fp16: Fp16Opt = False,
-        json_path: JsonOpt = None,
-        verbose: VerboseOpt = False,
+        as_json: o.JsonFlag = False,
+        json_file: o.JsonFileOpt = None,
+        verbose: o.VerboseOpt = False,
     ) -> None:
         """Latency (p50/p90/p99) and throughput of each backend, side by side with the first."""
         from exporter.evaluation.bench import BenchOptions, bench_models
         from exporter.util.progress import Progress
 
+        o.check_report_file(json_file)
         options = BenchOptions(backends=_backends(backends, engine), engine=engine, plugin=plugin, weights=weights,
-                               batch=batch, shape=_hw(shape), warmup=warmup, iterations=iterations,
+                               batch=batch, shape=o.parse_shape(shape), warmup=warmup, iterations=iterations,
                                device=device.value, ort_provider=ort_provider.value, fp16=fp16, verbose=verbose)
-        show_report(bench_models(onnx, options, Progress()), json_path)
+        report = bench_models(onnx, options, Progress())
+        o.emit(as_json, report.to_dict, report.table, json_file)

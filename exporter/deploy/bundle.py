@@ -273,15 +273,14 @@ def make_bundle(onnx_path: Path, output: Path, options: DeployOptions = DeployOp
     from exporter.onnx.passes import is_onnx_deform_conv, is_plugin_deform_conv
     from exporter.trt.build import load_onnx
     from exporter.trt.profiles import check_in_profile, format_shape, input_dims, resolve_profiles
-    from exporter.util.fsutil import atomic_directory, sha256_file
+    from exporter.util.fsutil import atomic_directory, check_output_directory, sha256_file
     from models.native import PLUGINS_DIR
 
     progress = progress or Progress.quiet()
     onnx_path, output = Path(onnx_path), Path(output)
     if options.precision not in layout.PRECISIONS:
         raise DeformRTError(f"precision must be one of {', '.join(layout.PRECISIONS)}, got {options.precision!r}")
-    if output.exists() and not force:
-        raise DeformRTError(f"output {output} already exists; pass --force to replace it")
+    check_output_directory(output, force)  # before anything slow: exists, parent missing or read-only
     plugins_dir = Path(options.plugins_dir or PLUGINS_DIR)
     deploy_sources = _deploy_sources(plugins_dir)
     if options.weights is not None and not Path(options.weights).is_file():
@@ -342,6 +341,9 @@ def make_bundle(onnx_path: Path, output: Path, options: DeployOptions = DeployOp
         for source, target in deploy_sources.items():
             shutil.copyfile(source, tmp / target)
             shutil.copymode(source, tmp / target)
+        readme = tmp / layout.README
+        readme.write_text(readme.read_text(encoding="utf-8").replace(layout.README_BUNDLE_MARKER, output.name),
+                          encoding="utf-8")
         build_script = tmp / layout.BUILD_SCRIPT
         build_script.chmod(build_script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         (tmp / layout.METADATA).write_text(json.dumps(meta.to_props(), indent=2) + "\n", encoding="utf-8")

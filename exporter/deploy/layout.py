@@ -6,7 +6,8 @@ device by :mod:`exporter.deploy.check`, so the two never disagree. The names are
 ``plugins/deploy/build.sh`` reads::
 
     build.sh                    builds plugin, runtime and engine on the device, runs the self-check
-    README.md                   for the person at the device (plugins/deploy/bundle-README.md)
+    README.md                   for the person at the device (plugins/deploy/bundle-README.md, with
+                                :data:`README_BUNDLE_MARKER` replaced by the bundle folder's name)
     deploy.conf                 key=value lines (:data:`CONF_KEYS`); build.sh reads it with sed
     metadata.json               the model's ``deformrt.*`` ONNX metadata (key -> string), which build.sh
                                 copies into the engine's sidecar as ``onnx_metadata``
@@ -33,6 +34,7 @@ METADATA = "metadata.json"
 CHECKSUMS = "SHA256SUMS"
 BUILD_SCRIPT = "build.sh"
 README = "README.md"
+README_BUNDLE_MARKER = "@BUNDLE@"  # in bundle-README.md: the bundle folder's name (its `cd` line)
 ONNX_DIR = "onnx"
 PLUGINS_DIR = "plugins"
 PYTHON_DIR = "python"

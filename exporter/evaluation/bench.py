@@ -6,6 +6,9 @@ recorded on the stream the work runs on (PyTorch's current stream; the TensorRT 
 CPU work, and ONNX Runtime (whose ``run`` returns only after its CUDA stream is synchronised), by
 the wall clock. Reported: p50 / p90 / p99 / mean latency in milliseconds, throughput in images per
 second (batch / mean latency), and each backend's p50 relative to the first backend's.
+
+Progress: every run ticks a :meth:`Progress.loop`, so a slow backend (PyTorch on CPU at 800x1344 takes
+seconds a run) shows runs done, time per run and time left instead of one silent line.
 """
 
 from __future__ import annotations
@@ -60,13 +63,20 @@ class CudaEventTimer:
         return float(start.elapsed_time(end))
 
 
-def time_runs(run: Callable[[], object], timer, warmup: int, iterations: int) -> list[float]:
-    """``warmup`` untimed calls, then the latency in ms of each of ``iterations`` calls."""
+def time_runs(run: Callable[[], object], timer, warmup: int, iterations: int,
+              tick: Callable[[], None] = lambda: None) -> list[float]:
+    """``warmup`` untimed calls, then the latency in ms of each of ``iterations`` calls; ``tick``
+    after every call (progress)."""
     if warmup < 0 or iterations < 1:
         raise DeformRTError(f"need --warmup >= 0 and --iterations >= 1, got {warmup} and {iterations}")
     for _ in range(warmup):
         timer.measure(run)
-    return [timer.measure(run) for _ in range(iterations)]
+        tick()
+    latencies = []
+    for _ in range(iterations):
+        latencies.append(timer.measure(run))
+        tick()
+    return latencies
 
 
 @dataclass
@@ -209,9 +219,11 @@ def bench_models(onnx_path: Path, options: BenchOptions = BenchOptions(),
     progress = progress or Progress.quiet()
     results = []
     for backend in backends:
-        with progress.step(f"timing {backend}"):
+        with progress.step(f"preparing {backend}"):
             call, timer, device, precision = _BACKENDS[backend](run, options)
-            latencies = time_runs(call, timer, options.warmup, options.iterations)
+        runs = options.warmup + options.iterations
+        with progress.loop(f"timing {backend} ({options.warmup} warm-up + {options.iterations} timed)", runs) as tick:
+            latencies = time_runs(call, timer, options.warmup, options.iterations, tick)
         results.append(BenchResult(backend, device, precision, timer.name, run.batch.shape[0], latencies))
     return BenchReport(str(run.onnx_path), run.input_name, tuple(run.batch.shape), options.warmup, options.iterations,
                        results)

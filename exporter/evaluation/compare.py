@@ -14,6 +14,11 @@ difference, the largest relative difference *to the reference's peak magnitude* 
 |reference|``, which stays meaningful where outputs cross zero, unlike an element-wise ratio), the
 mean absolute difference, and pass/fail: ``max abs <= tolerance * max |reference|`` with the
 tolerance of the less precise backend of the pair (:data:`TOLERANCES`) unless one is given.
+
+When an output fails and PyTorch can be rebuilt (random weights, or ``--weights``), PyTorch runs in
+float64 on the same input and an ill-conditioned model (random DCN offsets) is judged as
+:mod:`exporter.evaluation.conditioning` explains: the same rule and the same note as ``deformrt
+export --verify``, so the two never tell different stories about one file.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from exporter.evaluation.conditioning import Story, note, passes, relative_error, run_cost, run_torch
 from exporter.evaluation.inputs import load_image, preprocess, random_images
 from exporter.trt.profiles import check_in_profile, format_shape, input_dims
 from exporter.util.progress import Progress
@@ -59,10 +65,19 @@ class OutputStats:
     max_rel: float  # max_abs / max |reference|
     mean_abs: float
     passed: bool
+    floor: Optional[float] = None  # PyTorch fp32 vs float64 (when float64 was consulted)
+    max_rel_float64: Optional[float] = None  # this backend vs float64
+
+    def verdict(self, tolerance: float) -> str:
+        """``PASS``, ``PASS (vs fp64)`` (passes only against float64, see the note) or ``FAIL``."""
+        if not self.passed:
+            return "FAIL"
+        return "PASS" if self.max_rel <= tolerance else "PASS (vs fp64)"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "max_abs": self.max_abs, "max_rel": self.max_rel,
-                "mean_abs": self.mean_abs, "passed": self.passed}
+                "mean_abs": self.mean_abs, "passed": self.passed, "floor": self.floor,
+                "max_rel_float64": self.max_rel_float64}
 
 
 @dataclass
@@ -88,6 +103,8 @@ class CompareReport:
     reference: str
     reference_precision: str
     comparisons: list[Comparison]
+    story: Optional[Story] = None  # what the float64 run showed, when it was needed
+    float64_unavailable: Optional[str] = None  # why no float64 run could be made after a failure
 
     @property
     def passed(self) -> bool:
@@ -101,10 +118,19 @@ class CompareReport:
                       "seed": self.seed, "images": list(self.images)},
             "reference": {"backend": self.reference, "precision": self.reference_precision},
             "comparisons": [{"backend": c.backend, "precision": c.precision, "tolerance": c.tolerance,
-                             "passed": c.passed, "outputs": [o.to_dict() for o in c.outputs]}
+                             "passed": c.passed,
+                             "outputs": [{**o.to_dict(), "verdict": o.verdict(c.tolerance)} for o in c.outputs]}
                             for c in self.comparisons],
             "passed": self.passed,
+            "ill_conditioned": bool(self.story and self.story.ill_conditioned),
+            "note": " ".join(" ".join(self.notes()).split()) or None,
         }
+
+    def notes(self) -> list[str]:
+        """The lines under the table: why float64 decided, or why it could not."""
+        if self.story is not None:
+            return note(self.story)
+        return [f"note: {self.float64_unavailable}"] if self.float64_unavailable else []
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
@@ -114,13 +140,18 @@ class CompareReport:
         where = f"random, seed {self.seed}" if self.source == "random" else ", ".join(self.images)
         lines = [f"input {self.input_name} {format_shape(self.input_shape)} ({where}); reference: {self.reference} "
                  f"({self.reference_precision}); max rel = max abs / max |reference|"]
-        header = ("backend", "output", "shape", "max abs", "max rel", "mean abs", "tolerance", "result")
+        float64 = self.story is not None
+        header = ("backend", "output", "shape", "max abs", "max rel", "mean abs", "tolerance")
+        header += ("torch fp32 vs fp64", "vs fp64", "result") if float64 else ("result",)
+        fmt = lambda value: "-" if value is None else f"{value:.3e}"  # noqa: E731
         rows = [(f"{c.backend} ({c.precision})", o.name, format_shape(o.shape), f"{o.max_abs:.3e}",
-                 f"{o.max_rel:.3e}", f"{o.mean_abs:.3e}", f"{c.tolerance:.0e}", "PASS" if o.passed else "FAIL")
+                 f"{o.max_rel:.3e}", f"{o.mean_abs:.3e}", f"{c.tolerance:.0e}")
+                + ((fmt(o.floor), fmt(o.max_rel_float64)) if float64 else ()) + (o.verdict(c.tolerance),)
                 for c in self.comparisons for o in c.outputs]
         widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
         for row in (header, *rows):
             lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        lines += self.notes()
         lines.append("PASSED" if self.passed else "FAILED")
         return "\n".join(lines)
 
@@ -335,9 +366,51 @@ def compare_models(onnx_path: Path, options: CompareOptions = CompareOptions(),
             comparisons = _comparisons(results, backends, precisions, options.tolerance)
         except PolygraphyException as exc:
             raise DeformRTError(f"comparison failed: {' '.join(str(exc).split())}") from None
-    return CompareReport(str(run.onnx_path), run.input_name, tuple(run.batch.shape),
-                         "images" if options.images else "random", run.seed, [str(p) for p in options.images],
-                         backends[0], precisions[backends[0]], comparisons)
+    report = CompareReport(str(run.onnx_path), run.input_name, tuple(run.batch.shape),
+                           "images" if options.images else "random", run.seed, [str(p) for p in options.images],
+                           backends[0], precisions[backends[0]], comparisons)
+    if not report.passed:
+        judge_against_float64(report, run, results, precisions, options, progress or Progress.quiet())
+    return report
+
+
+def judge_against_float64(report: CompareReport, run: Prepared, results, precisions: dict[str, str],
+                          options: CompareOptions, progress: Progress) -> None:
+    """After a failed comparison: run PyTorch in float64 (and fp32, unless it ran as a backend) on
+    the same input, fill in every output's floor and error against float64, and re-judge the outputs
+    by :func:`exporter.evaluation.conditioning.passes`; ``report.story`` then says what it showed."""
+    import torch
+
+    from exporter.onnx.export import rebuild_model
+
+    if run.meta.seed is None and options.weights is None:
+        report.float64_unavailable = (f"to tell an ill-conditioned model from a real difference, compare runs PyTorch "
+                                      f"in float64; pass --weights FILE ({run.meta.weights}, the checkpoint the model "
+                                      f"was exported with)")
+        return
+    progress.info("the comparison failed: running PyTorch in float64 to tell an ill-conditioned model from a real "
+                  "difference")
+    model = rebuild_model(run.meta, str(options.weights) if options.weights else None)
+    names = list(run.meta.output_names)
+    need_fp32 = precisions.get("torch") != "fp32"  # else the torch backend's result is PyTorch fp32's
+    plan = progress.plan(run_cost(run.batch, torch.float64) + (run_cost(run.batch, torch.float32) if need_fp32 else 0))
+    (outputs64,), offsets = run_torch(model, [run.batch], torch.float64, plan, device=options.device)
+    expected64 = dict(zip(names, outputs64))
+    if not need_fp32:
+        torch32 = {name: np.asarray(results["torch"][0][name]) for name in names}
+    else:
+        (outputs32,), _ = run_torch(model, [run.batch], torch.float32, plan, device=options.device)
+        torch32 = dict(zip(names, outputs32))
+    floors = []
+    for comparison in report.comparisons:
+        for out in comparison.outputs:
+            out.floor = relative_error(expected64[out.name], torch32[out.name])[1]
+            out.max_rel_float64 = relative_error(expected64[out.name],
+                                                 np.asarray(results[comparison.backend][0][out.name]))[1]
+            out.passed = out.passed or passes(out.max_rel, comparison.tolerance, out.floor, out.max_rel_float64)
+            floors.append(out.floor)
+    tolerance = min(c.tolerance for c in report.comparisons)
+    report.story = Story(tolerance, max(floors), offsets, run.meta.seed, run.meta.body, report.passed)
 
 
 def demo_compare(onnx_path: Path, progress: Optional[Progress] = None, weights: Optional[Path] = None) -> CompareReport:

@@ -17,20 +17,19 @@ and different bilinear-sampling code; on a well-conditioned backbone (trained we
 a few pixels) they differ by about 1e-6 of the output scale, so 1e-4 leaves a wide margin while a
 semantic mistake (offset order, pads, groups, mask) shows up as an error of order 1e-2 to 1.
 
-Ill-conditioned models. With upstream's random init the offset convs are kaiming-uniform on
-features of magnitude ~100, so offsets reach tens to hundreds of pixels and each deformable layer
-amplifies rounding differences: for R-101-FPN with DCN in c3-c5 at 512x512, PyTorch's own fp32
-result is 5-9% away from its float64 result. No fp32 implementation can match another to 1e-4
-there. So when the strict check fails and the PyTorch model is at hand, the float64 PyTorch result
-becomes the reference: an output passes when ONNX Runtime is within ``max(tolerance,
-FLOOR_FACTOR x floor)`` of it, where ``floor`` is PyTorch fp32's own relative error against
-float64 (ONNX Runtime must be about as accurate as the framework the model came from). The table
-then shows the floor and the error against float64 for every output.
+Ill-conditioned models (random weights with DCN) are judged as :mod:`exporter.evaluation.conditioning`
+explains, by the same rule and with the same note as ``deformrt compare``: when the strict check
+fails and the PyTorch model is at hand, PyTorch runs in float64; where its own fp32 error against
+float64 (the floor) exceeds the tolerance, an output passes within FLOOR_FACTOR x floor of float64.
+The table then shows the floor and the error against float64 for every output, "yes (fp64)" for
+outputs that pass only that way, and the note says why.
+
+Progress: each PyTorch and ONNX Runtime run is a step of a :meth:`Progress.plan` weighted by its
+pixels, so after the first run every step says how long it will take and how long is left.
 """
 
 from __future__ import annotations
 
-import copy
 import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Union
@@ -41,15 +40,14 @@ import torch
 from torch import nn
 
 from exporter.evaluation import ort
+from exporter.evaluation.conditioning import (FLOAT64_COST, FLOOR_FACTOR, ORT_COST, Story, note, passes,
+                                               relative_error, run_torch)
 from exporter.evaluation.inputs import preprocess
 from exporter.evaluation.inputs import random_images as random_pixels
 from exporter.onnx.metadata import ExportMetadata
 from exporter.util.progress import Progress
 
 DEFAULT_TOLERANCE = 1e-4
-# An ill-conditioned output passes when ONNX Runtime's error against float64 is at most this
-# multiple of PyTorch fp32's own (measured on random-init R-101-FPN+DCN at 256-576 px: 0.6 to 1.3).
-FLOOR_FACTOR = 3.0
 PROVIDER = ort.ORT_PROVIDERS["cpu"][0]
 
 
@@ -66,6 +64,14 @@ class OutputCheck:
     passed: bool
     floor: Optional[float] = None
     max_rel_float64: Optional[float] = None
+    tolerance_used: float = DEFAULT_TOLERANCE
+
+    @property
+    def verdict(self) -> str:
+        """``yes``, ``yes (fp64)`` (passes only against float64, see the note) or ``NO``."""
+        if not self.passed:
+            return "NO"
+        return "yes" if self.max_rel <= self.tolerance_used else "yes (fp64)"
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -80,6 +86,9 @@ class VerifyReport:
     seed: int
     checks: list[OutputCheck] = field(default_factory=list)
     provider: str = PROVIDER
+    offsets_px: Optional[float] = None  # mean DCN offset in the float64 run
+    weights_seed: Optional[int] = None  # random weights' seed (None: a checkpoint)
+    body: str = ""
 
     @property
     def passed(self) -> bool:
@@ -88,6 +97,13 @@ class VerifyReport:
     @property
     def used_float64(self) -> bool:
         return any(c.floor is not None for c in self.checks)
+
+    def story(self) -> Optional[Story]:
+        """What the float64 run showed (None when it was not needed)."""
+        if not self.used_float64:
+            return None
+        return Story(self.tolerance, max(c.floor for c in self.checks if c.floor is not None), self.offsets_px,
+                     self.weights_seed, self.body, self.passed)
 
     def worst(self) -> OutputCheck:
         """The failing check with the largest error (or the largest error overall)."""
@@ -115,22 +131,24 @@ class VerifyReport:
                    f"{c.max_abs:.3e}", f"{c.max_rel:.3e}"]
             if self.used_float64:
                 row += [_fmt(c.floor), _fmt(c.max_rel_float64)]
-            rows.append(row + ["yes" if c.passed else "NO"])
+            rows.append(row + [c.verdict])
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
         lines = [f"ONNX Runtime ({self.provider}) vs PyTorch, seed {self.seed}, "
                  f"tolerance: max rel err (max|err| / max|torch|) <= {self.tolerance:.0e}"]
-        if self.used_float64:
-            lines.append(f"strict check failed, so also against float64 PyTorch: an output passes when ORT vs fp64 <= "
-                         f"max({self.tolerance:.0e}, {FLOOR_FACTOR:g} x torch fp32 vs fp64); a large torch fp32 vs "
-                         "fp64 means the model is ill-conditioned at these inputs")
         lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [head, *rows]]
+        story = self.story()
+        if story is not None:
+            lines += note(story)
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
+        story = self.story()
         return {"passed": self.passed, "tolerance": self.tolerance, "floor_factor": FLOOR_FACTOR, "seed": self.seed,
-                "provider": self.provider,
-                "checks": [{**asdict(c), "input_shape": list(c.input_shape), "output_shape": list(c.output_shape)}
-                           for c in self.checks]}
+                "provider": self.provider, "ill_conditioned": bool(story and story.ill_conditioned),
+                "offsets_px": self.offsets_px, "note": " ".join(" ".join(note(story)).split()) if story else None,
+                "checks": [{**{k: v for k, v in asdict(c).items() if k != "tolerance_used"},
+                            "input_shape": list(c.input_shape), "output_shape": list(c.output_shape),
+                            "verdict": c.verdict} for c in self.checks]}
 
 
 def verification_shapes(meta: ExportMetadata) -> list[tuple[int, int, int, int]]:
@@ -156,16 +174,6 @@ def ort_session(model: Union[onnx.ModelProto, bytes]):
     return ort.ort_session(model, "cpu", hint="try a lower --opset, or --no-verify")
 
 
-def compare(expected: np.ndarray, got: np.ndarray) -> tuple[float, float]:
-    """(max abs error, max abs error / max |expected|) in float64."""
-    e, g = expected.astype(np.float64), got.astype(np.float64)
-    if e.shape != g.shape:
-        return float("inf"), float("inf")
-    max_abs = float(np.max(np.abs(e - g))) if e.size else 0.0
-    scale = float(np.max(np.abs(e))) if e.size else 0.0
-    return max_abs, (max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf")))
-
-
 @dataclass
 class References:
     """PyTorch's outputs on the verification images, reusable across ONNX files of one model;
@@ -175,28 +183,20 @@ class References:
     images: tuple[np.ndarray, ...]
     outputs: tuple[tuple[np.ndarray, ...], ...]
     outputs64: Optional[tuple[tuple[np.ndarray, ...], ...]] = None
+    offsets_px: Optional[float] = None  # mean DCN offset of the float64 run
 
 
 def torch_references(torch_model: nn.Module, meta: ExportMetadata, seed: Optional[int] = None,
-                     progress: Optional[Progress] = None) -> References:
+                     progress: Optional[Progress] = None, plan=None) -> References:
     """Random images at :func:`verification_shapes` (``seed`` defaults to a fresh random one)
     and ``torch_model``'s outputs on them, in eval mode."""
-    progress = progress or Progress.quiet()
     seed = secrets.randbits(32) if seed is None else seed
     rng = np.random.default_rng(seed)
     images = tuple(random_images(shape, meta, rng) for shape in verification_shapes(meta))
-    return References(seed, images, _run_torch(torch_model, images, torch.float32, progress))
-
-
-def _run_torch(torch_model: nn.Module, images, dtype: torch.dtype, progress: Progress):
-    model = torch_model if dtype == torch.float32 else copy.deepcopy(torch_model).to(dtype)
-    model.eval()
-    outputs = []
-    for batch in images:
-        with progress.step(f"running PyTorch ({str(dtype).replace('torch.', '')}) at "
-                           f"{'x'.join(map(str, batch.shape))}"), torch.no_grad():
-            outputs.append(tuple(t.numpy() for t in model(torch.from_numpy(batch).to(dtype))))
-    return tuple(outputs)
+    if plan is None:
+        plan = (progress or Progress.quiet()).plan(sum(i.size for i in images))
+    outputs, _ = run_torch(torch_model, images, torch.float32, plan)
+    return References(seed, images, tuple(outputs))
 
 
 def verify(model: Union[onnx.ModelProto, bytes], torch_model: Optional[nn.Module], meta: ExportMetadata, *,
@@ -208,15 +208,18 @@ def verify(model: Union[onnx.ModelProto, bytes], torch_model: Optional[nn.Module
     check fails and ``torch_model`` is given, ill-conditioned outputs are judged against float64
     PyTorch as the module docstring explains."""
     progress = progress or Progress.quiet()
+    pixels = sum(i.size for i in references.images) if references is not None else \
+        sum(int(np.prod(s)) for s in verification_shapes(meta))
+    plan = progress.plan(pixels * ((references is None) + ORT_COST))
     if references is None:
-        references = torch_references(torch_model, meta, seed, progress)
+        references = torch_references(torch_model, meta, seed, plan=plan)
     with progress.step("loading the model into ONNX Runtime"):
         session = ort_session(model)
     input_name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
     results = []
     for images, expected in zip(references.images, references.outputs):
-        with progress.step(f"running ONNX Runtime at {'x'.join(map(str, images.shape))}"):
+        with plan.step(f"running ONNX Runtime at {'x'.join(map(str, images.shape))}", images.size * ORT_COST):
             got = session.run(None, {input_name: images})
         if len(expected) != len(names):
             raise ValueError(f"ONNX model has {len(names)} outputs, the PyTorch model {len(expected)}")
@@ -226,22 +229,27 @@ def verify(model: Union[onnx.ModelProto, bytes], torch_model: Optional[nn.Module
               for name, e, g in zip(names, expected, got)]
     if not all(c.passed for c in checks) and torch_model is not None:
         if references.outputs64 is None:
-            references.outputs64 = _run_torch(torch_model, references.images, torch.float64, progress)
+            progress.info("the strict check failed: running PyTorch in float64 to tell an ill-conditioned model from "
+                          "a real difference")
+            plan.add(pixels * FLOAT64_COST)
+            outputs64, references.offsets_px = run_torch(torch_model, references.images, torch.float64, plan)
+            references.outputs64 = tuple(outputs64)
         checks = [_check(images.shape, name, e, g, tolerance, e64)
                   for images, expected, got, exp64 in zip(references.images, references.outputs, results,
                                                           references.outputs64)
                   for name, e, g, e64 in zip(names, expected, got, exp64)]
-    return VerifyReport(tolerance=tolerance, seed=references.seed, checks=checks)
+    return VerifyReport(tolerance=tolerance, seed=references.seed, checks=checks, offsets_px=references.offsets_px,
+                        weights_seed=meta.seed, body=meta.body)
 
 
 def _check(input_shape, name: str, expected: np.ndarray, got: np.ndarray, tolerance: float,
            expected64: Optional[np.ndarray] = None) -> OutputCheck:
-    max_abs, max_rel = compare(expected, got)
+    max_abs, max_rel = relative_error(expected, got)
     shape_ok = expected.shape == got.shape
     if expected64 is None:
         return OutputCheck(tuple(input_shape), name, tuple(got.shape), max_abs, max_rel,
-                           shape_ok and max_rel <= tolerance)
-    floor = compare(expected64, expected)[1]
-    rel64 = compare(expected64, got)[1]
-    passed = shape_ok and (max_rel <= tolerance or rel64 <= max(tolerance, FLOOR_FACTOR * floor))
-    return OutputCheck(tuple(input_shape), name, tuple(got.shape), max_abs, max_rel, passed, floor, rel64)
+                           shape_ok and passes(max_rel, tolerance), tolerance_used=tolerance)
+    floor = relative_error(expected64, expected)[1]
+    rel64 = relative_error(expected64, got)[1]
+    return OutputCheck(tuple(input_shape), name, tuple(got.shape), max_abs, max_rel,
+                       shape_ok and passes(max_rel, tolerance, floor, rel64), floor, rel64, tolerance_used=tolerance)

@@ -88,11 +88,11 @@ class ExportOptions:
             raise DeformRTError(f"--batch must be >= 1, got {self.batch}")
         h, w = self.input_size
         if min(h, w) < 32 or max(h, w) > _MAX_SIDE:
-            raise DeformRTError(f"--input-size {h} {w}: height and width must be between 32 and {_MAX_SIDE}")
+            raise DeformRTError(f"--shape {h}x{w}: height and width must be between 32 and {_MAX_SIDE}")
         d = max(1, size_divisibility or 1)
         if h % d or w % d:
-            raise DeformRTError(f"--input-size {h} {w}: height and width must be multiples of {d} for this body; "
-                                f"use {-(-h // d) * d} {-(-w // d) * d}")
+            raise DeformRTError(f"--shape {h}x{w}: height and width must be multiples of {d} for this body; "
+                                f"use --shape {-(-h // d) * d}x{-(-w // d) * d}")
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -116,16 +116,61 @@ def config_has_dcn(cfg) -> bool:
     return any(cfg.MODEL.RESNETS.STAGE_WITH_DCN[:stages])
 
 
+CONV_BODY_KEY = "MODEL.BACKBONE.CONV_BODY"
+
+
+def resolve_body(body: Optional[str], config_file: Optional[str] = None, opts: Sequence = ()) -> tuple[str, list]:
+    """The body to build and the ``KEY VALUE`` opts left, from ``BODY``, the config file's
+    MODEL.BACKBONE.CONV_BODY and a MODEL.BACKBONE.CONV_BODY among ``opts``: each may be left out,
+    but two that name different bodies are a DeformRTError (upstream's tools take the body from the
+    config; a BODY that silently replaced it would export another model than the config describes)."""
+    from models.config import config_file_body
+
+    opts = list(opts)
+    named = []  # (where, body)
+    if body is not None:
+        named.append(("BODY", body))
+    if config_file is not None:
+        in_file = config_file_body(config_file)
+        if in_file is not None:
+            named.append((f"{CONV_BODY_KEY} in {Path(config_file).name}", in_file))
+    for i in range(0, len(opts) - 1, 2):
+        if opts[i] == CONV_BODY_KEY:
+            named.append((f"KEY VALUE {CONV_BODY_KEY}", str(opts[i + 1])))
+    opts = [item for i in range(0, len(opts) - 1, 2) if opts[i] != CONV_BODY_KEY
+            for item in opts[i:i + 2]] + opts[len(opts) - len(opts) % 2:]
+    if not named:
+        raise DeformRTError("say which body to export: BODY (e.g. R-50-FPN; see `deformrt list-models`)"
+                            + (f", or a config file that sets {CONV_BODY_KEY}" if config_file is None else
+                               f"; {Path(config_file).name} does not set {CONV_BODY_KEY}"))
+    first_where, first = named[0]
+    for where, other in named[1:]:
+        if other != first:
+            hint = (f"leave BODY out to export the config's {other}, or give a config file for {first}"
+                    if first_where == "BODY" and "KEY VALUE" not in where else "name the body once")
+            raise DeformRTError(f"{first_where} is {first} but {where} is {other}: {hint}")
+    return first, opts
+
+
 def load_config(body: Optional[str] = None, config_file: Optional[str] = None, opts: Sequence = ()):
-    """The frozen config for ``body`` (models.config.get_cfg: defaults, file, body preset, opts)."""
-    return get_cfg(conv_body=body, config_file=config_file, opts=list(opts))
+    """The frozen config for ``body`` (models.config.get_cfg: defaults, file, body preset, opts).
+
+    With a config file ``body`` may be None: the file's MODEL.BACKBONE.CONV_BODY is used, with its
+    preset, exactly as if it had been given (see :func:`resolve_body`, which also refuses two
+    different bodies). Without either, upstream's default body is built."""
+    if body is None and config_file is None and not any(str(o) == CONV_BODY_KEY for o in list(opts)[0::2]):
+        return get_cfg(opts=list(opts))
+    body, opts = resolve_body(body, config_file, opts)
+    return get_cfg(conv_body=body, config_file=config_file, opts=opts)
 
 
 def build_model(cfg, weights: Optional[str] = None, seed: int = DEFAULT_SEED,
-                progress: Optional[Progress] = None) -> BuiltModel:
+                progress: Optional[Progress] = None, allow_unexpected: bool = False) -> BuiltModel:
     """Build the configured backbone in eval mode: seeded random init (``torch.manual_seed(seed)``
     right before building, so one seed always gives the same weights), then, when ``weights`` is
-    given, the checkpoint loaded strictly over it. Checkpoint problems raise DeformRTError."""
+    given, the checkpoint loaded strictly over it (``allow_unexpected``: backbone tensors the model
+    does not have are listed instead of refused). Checkpoint problems raise DeformRTError
+    (:class:`models.checkpoint.CheckpointMismatchError` for a checkpoint of another model)."""
     progress = progress or Progress.quiet()
     if weights is not None and not Path(weights).is_file():
         raise DeformRTError(f"checkpoint not found: {weights}")
@@ -135,7 +180,7 @@ def build_model(cfg, weights: Optional[str] = None, seed: int = DEFAULT_SEED,
     if weights is None:
         return BuiltModel(model, cfg, f"{SEED_PREFIX}{seed}", seed=seed)
     with progress.step(f"loading weights from {weights}"):
-        report = load_checkpoint(model, weights, strict=True, cfg=cfg)
+        report = load_checkpoint(model, weights, strict=True, cfg=cfg, allow_unexpected=allow_unexpected)
         sha = sha256_file(weights)
     return BuiltModel(model, cfg, Path(weights).name, sha, report.summary(), seed)
 
@@ -152,9 +197,10 @@ def rebuild_model(meta: ExportMetadata, weights: Optional[str] = None) -> nn.Mod
     """The PyTorch model an export came from, rebuilt from its metadata (eval mode).
 
     Random-init exports are reseeded from ``deformrt.weights`` (``seed:<N>``). For a checkpoint
-    export pass the checkpoint file as ``weights``; its SHA-256 must match the recorded one."""
+    export pass the checkpoint file as ``weights``; its SHA-256 must match the recorded one (so it is
+    the very file the export accepted, unexpected tensors included)."""
     meta.check_rebuild_weights(weights)
-    return build_model(config_from_metadata(meta), weights=weights, seed=meta.init_seed).model
+    return build_model(config_from_metadata(meta), weights=weights, seed=meta.init_seed, allow_unexpected=True).model
 
 
 def default_output_name(cfg, dcn_op: str) -> str:
@@ -462,21 +508,22 @@ def export_to_file(built: BuiltModel, out: Path, options: ExportOptions, *, veri
                         verification=report)
 
 
-def export_body(body: str, output: Optional[str] = None, *, config_file: Optional[str] = None,
+def export_body(body: Optional[str], output: Optional[str] = None, *, config_file: Optional[str] = None,
                 opts: Sequence = (), weights: Optional[str] = None, seed: int = DEFAULT_SEED,
                 options: ExportOptions = ExportOptions(), verify: Optional[Verifier] = None, force: bool = False,
-                progress: Optional[Progress] = None) -> ExportResult:
-    """The whole ``deformrt export BODY --onnx`` job: config, output check (before any slow
-    step), build (seeded random init or ``weights``), export, verify (when a verifier is given),
-    atomic write."""
+                progress: Optional[Progress] = None, allow_unexpected: bool = False) -> ExportResult:
+    """The whole ``deformrt export [BODY] --onnx`` job: config (``body`` may be None with a config
+    file that names it, see :func:`resolve_body`), output check (before any slow step), build
+    (seeded random init or ``weights``), export, verify (when a verifier is given), atomic write."""
     progress = progress or Progress.quiet()
     options.check()
+    body, opts = resolve_body(body, config_file, opts)
     cfg = load_config(body, config_file, opts)
     out = Path(output) if output else Path(default_output_name(cfg, options.dcn_op))
     check_output_path(out, force)
     if weights is None:
         progress.info(f"weights: random init (seed {seed})")
-    built = build_model(cfg, weights=weights, seed=seed, progress=progress)
+    built = build_model(cfg, weights=weights, seed=seed, progress=progress, allow_unexpected=allow_unexpected)
     if built.load_summary:
         progress.info(built.load_summary)
     return export_to_file(built, out, options, verify=verify, force=force, progress=progress)

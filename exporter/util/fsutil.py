@@ -42,6 +42,16 @@ def check_output_path(path: PathLike, force: bool = False) -> Path:
     return out
 
 
+def check_output_directory(path: PathLike, force: bool = False) -> Path:
+    """Fail early (DeformRTError) unless the folder ``path`` can be written as a whole: not existing
+    (or ``force``) and a writable parent directory. Returns the path as a Path."""
+    out = Path(path)
+    if (out.exists() or out.is_symlink()) and not force:
+        raise DeformRTError(f"output {out} already exists; pass --force to replace it")
+    _writable_parent(out)
+    return out
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on normal exit move it onto ``path``.
@@ -98,9 +108,7 @@ def atomic_directory(path: PathLike, force: bool = False) -> Iterator[Path]:
     removed and ``path`` is left untouched. An existing ``path`` (file or directory) is refused
     unless ``force``; with ``force`` it is replaced only once the new directory is complete.
     """
-    out = Path(path)
-    if (out.exists() or out.is_symlink()) and not force:
-        raise DeformRTError(f"output {out} already exists; pass --force to replace it")
+    out = check_output_directory(path, force)
     parent = _writable_parent(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     umask = os.umask(0)

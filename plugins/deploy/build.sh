@@ -6,15 +6,16 @@
 #   ./build.sh                 engine of deploy.conf's precision (fp16 unless deployed with --fp32), plugin flavour
 #   ./build.sh --fp32          fp32 engine (no TF32); --fp16: fp16 engine
 #   ./build.sh --dcn onnx      TensorRT's own DeformConv instead of deformrt's plugin (the fallback flavour)
-#   ./build.sh --detect-only   print what was found (key=value lines) and stop
-#   options: --jobs N (parallel compile jobs), --iterations N (timed runs in the check, default 100)
+#   ./build.sh --detect-only   print everything found (key=value lines, empty when missing) and everything
+#                              missing (error: lines), then stop
+#   options: --jobs N (parallel compile jobs), --iterations N (timed runs in the check, default 100), --help
 #
 # Environment: CUDA_HOME, TENSORRT_ROOT (an unpacked TensorRT release; default: the system's, as JetPack
 # installs it), TRTEXEC (path of trtexec), DEFORMRT_BUILD_DIR (default: ./build). DEFORMRT_SYSROOT is
 # put in front of every fixed system path searched (tests point it at fake install trees).
 #
-# A missing prerequisite stops the script with one line saying what is missing and how to get it;
-# the exit status is 1 then, and when the check fails.
+# Every missing prerequisite is reported before anything is built, one line each saying what is missing
+# and how to get it; the exit status is 1 then, and when the check fails.
 set -euo pipefail
 
 BUNDLE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,8 +32,14 @@ step() {
     printf '==> %s\n' "$*"
 }
 
-usage() {
-    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+usage() { # the comment block at the top of this file, without the comment marks
+    sed -n '2,$ { /^#/!q; s/^# \{0,1\}//; p; }' "${BASH_SOURCE[0]}"
+}
+
+# Missing prerequisites, collected so that one run names all of them.
+problems=()
+missing() {
+    problems+=("$*")
 }
 
 # --- options -------------------------------------------------------------------------------------------
@@ -94,11 +101,17 @@ first_executable() {
     done
     return 1
 }
+cuda_version=
 nvcc=$(first_executable "$(command -v nvcc 2>/dev/null || true)" "${CUDA_HOME:+$CUDA_HOME/bin/nvcc}" \
-    "$SYSROOT/usr/local/cuda/bin/nvcc") || die "nvcc not found on PATH${CUDA_HOME:+, in $CUDA_HOME/bin} or in $SYSROOT/usr/local/cuda/bin:" \
-    "install the CUDA toolkit (on Jetson: sudo apt install nvidia-jetpack) or set CUDA_HOME to it"
-cuda_version=$("$nvcc" --version 2>/dev/null | sed -n 's/.*release \([0-9][0-9.]*\).*/\1/p' | head -n 1)
-[ -n "$cuda_version" ] || die "$nvcc does not report a CUDA release (nvcc --version): reinstall the CUDA toolkit"
+    "$SYSROOT/usr/local/cuda/bin/nvcc") || {
+    nvcc=
+    missing "nvcc not found on PATH${CUDA_HOME:+, in $CUDA_HOME/bin} or in $SYSROOT/usr/local/cuda/bin:" \
+        "install the CUDA toolkit (on Jetson: sudo apt install nvidia-jetpack) or set CUDA_HOME to it"
+}
+if [ -n "$nvcc" ]; then
+    cuda_version=$("$nvcc" --version 2>/dev/null | sed -n 's/.*release \([0-9][0-9.]*\).*/\1/p' | head -n 1)
+    [ -n "$cuda_version" ] || missing "$nvcc does not report a CUDA release (nvcc --version): reinstall the CUDA toolkit"
+fi
 
 # --- TensorRT ------------------------------------------------------------------------------------------
 if [ -n "${TENSORRT_ROOT:-}" ]; then
@@ -117,10 +130,6 @@ for dir in "${trt_include_candidates[@]}"; do
         break
     fi
 done
-if [ -z "$trt_include" ]; then
-    searched=$(printf ' or %s' "${trt_include_candidates[@]}")
-    die "TensorRT headers not found (no NvInferVersion.h in ${searched# or }): $trt_how"
-fi
 
 # NV_TENSORRT_MAJOR is a number up to 10.12 and a macro naming TRT_MAJOR_ENTERPRISE from 10.13 on.
 trt_define() {
@@ -132,50 +141,68 @@ trt_number() {
     [ -n "$value" ] || value=$(trt_define "TRT_$1_ENTERPRISE")
     printf '%s\n' "$value"
 }
-trt_major=$(trt_number MAJOR)
-trt_version=$trt_major.$(trt_number MINOR).$(trt_number PATCH)
-case $trt_version in
-    [0-9]*.[0-9]*.[0-9]*) ;;
-    *) die "cannot read the TensorRT version from $trt_include/NvInferVersion.h: reinstall TensorRT's headers" ;;
-esac
-
-# The library beside the headers: lib/ of a release, the same multiarch folder of the system.
-if [ -n "${TENSORRT_ROOT:-}" ]; then
-    trt_lib_candidates=("$TENSORRT_ROOT/lib" "$TENSORRT_ROOT/lib64")
-else
-    trt_lib_candidates=("$SYSROOT/usr/lib/$(basename "$trt_include")")
-fi
+trt_major=
+trt_version=
 trt_lib=
-for dir in "${trt_lib_candidates[@]}"; do
-    if [ -e "$dir/libnvinfer.so.$trt_major" ]; then
-        trt_lib=$dir
-        break
-    fi
-done
-[ -n "$trt_lib" ] || die "TensorRT $trt_version headers found in $trt_include but not libnvinfer.so.$trt_major in" \
-    "${trt_lib_candidates[0]}: install the TensorRT runtime (on Jetson: sudo apt install nvidia-jetpack;" \
-    "Ubuntu: sudo apt install libnvinfer$trt_major) or set TENSORRT_ROOT to a full TensorRT release"
+if [ -z "$trt_include" ]; then
+    searched=$(printf ' or %s' "${trt_include_candidates[@]}")
+    missing "TensorRT headers not found (no NvInferVersion.h in ${searched# or }): $trt_how"
+else
+    trt_major=$(trt_number MAJOR)
+    trt_version=$trt_major.$(trt_number MINOR).$(trt_number PATCH)
+    case $trt_version in
+        [0-9]*.[0-9]*.[0-9]*) ;;
+        *) die "cannot read the TensorRT version from $trt_include/NvInferVersion.h: reinstall TensorRT's headers" ;;
+    esac
 
-majors=$(conf tensorrt_majors)
-[ -n "$majors" ] || die "deploy.conf has no tensorrt_majors line: the bundle is incomplete, make it again with deformrt deploy"
-supported=0
-for major in $majors; do
-    [ "$major" = "$trt_major" ] && supported=1
-done
-[ $supported = 1 ] || die "this machine has TensorRT $trt_version but the bundle was prepared for TensorRT" \
-    "$(printf '%s\n' $majors | paste -sd '/' -): install one of those, or make the bundle again with a deformrt" \
-    "that supports TensorRT $trt_major"
+    # The library beside the headers: lib/ of a release, the same multiarch folder of the system.
+    if [ -n "${TENSORRT_ROOT:-}" ]; then
+        trt_lib_candidates=("$TENSORRT_ROOT/lib" "$TENSORRT_ROOT/lib64")
+    else
+        trt_lib_candidates=("$SYSROOT/usr/lib/$(basename "$trt_include")")
+    fi
+    for dir in "${trt_lib_candidates[@]}"; do
+        if [ -e "$dir/libnvinfer.so.$trt_major" ]; then
+            trt_lib=$dir
+            break
+        fi
+    done
+    [ -n "$trt_lib" ] || missing "TensorRT $trt_version headers found in $trt_include but not libnvinfer.so.$trt_major in" \
+        "${trt_lib_candidates[0]}: install the TensorRT runtime (on Jetson: sudo apt install nvidia-jetpack;" \
+        "Ubuntu: sudo apt install libnvinfer$trt_major) or set TENSORRT_ROOT to a full TensorRT release"
+
+    majors=$(conf tensorrt_majors)
+    [ -n "$majors" ] || die "deploy.conf has no tensorrt_majors line: the bundle is incomplete, make it again with deformrt deploy"
+    supported=0
+    for major in $majors; do
+        [ "$major" = "$trt_major" ] && supported=1
+    done
+    [ $supported = 1 ] || missing "this machine has TensorRT $trt_version but the bundle was prepared for TensorRT" \
+        "$(printf '%s\n' $majors | paste -sd '/' -): install one of those, or make the bundle again with a deformrt" \
+        "that supports TensorRT $trt_major"
+fi
 
 trtexec=$(first_executable "${TRTEXEC:-}" "${TENSORRT_ROOT:+$TENSORRT_ROOT/bin/trtexec}" \
-    "$(command -v trtexec 2>/dev/null || true)" "$SYSROOT/usr/src/tensorrt/bin/trtexec") || die "trtexec not found (searched TRTEXEC, ${TENSORRT_ROOT:+$TENSORRT_ROOT/bin, }PATH and" \
-    "$SYSROOT/usr/src/tensorrt/bin): install it (on Jetson: sudo apt install libnvinfer-bin) or set TRTEXEC to its path"
+    "$(command -v trtexec 2>/dev/null || true)" "$SYSROOT/usr/src/tensorrt/bin/trtexec") || {
+    trtexec=
+    missing "trtexec not found (searched TRTEXEC, ${TENSORRT_ROOT:+$TENSORRT_ROOT/bin, }PATH and" \
+        "$SYSROOT/usr/src/tensorrt/bin): install it (on Jetson: sudo apt install libnvinfer-bin) or set TRTEXEC to its path"
+}
 
-cmake=$(command -v cmake 2>/dev/null) || die "cmake not found on PATH: install CMake 3.22 or newer (sudo apt install cmake)"
+cmake=$(command -v cmake 2>/dev/null) || {
+    cmake=
+    missing "cmake not found on PATH: install CMake 3.22 or newer (sudo apt install cmake)"
+}
 
 # --- the GPU -------------------------------------------------------------------------------------------
-# Jetsons have no nvidia-smi compute-capability query; asking the CUDA runtime works everywhere.
-mkdir -p "$BUILD_DIR"
-cat >"$BUILD_DIR/cuda-probe.cu" <<'EOF'
+# Jetsons have no nvidia-smi compute-capability query; asking the CUDA runtime works everywhere. It needs
+# nvcc, so without nvcc the GPU stays unknown (and nvcc is reported missing).
+compute_capability=
+gpu_name=
+cuda_arch=
+if [ -n "$nvcc" ]; then
+    mkdir -p "$BUILD_DIR"
+    cat >"$BUILD_DIR/cuda-probe.cu" <<'EOF'
 #include <cstdio>
 #include <cuda_runtime_api.h>
 int main()
@@ -201,20 +228,28 @@ int main()
     return 0;
 }
 EOF
-"$nvcc" -o "$BUILD_DIR/cuda-probe" "$BUILD_DIR/cuda-probe.cu" >"$BUILD_DIR/cuda-probe.log" 2>&1 \
-    || die "$nvcc could not compile a small CUDA program (see $BUILD_DIR/cuda-probe.log): repair the CUDA toolkit"
-probe=$("$BUILD_DIR/cuda-probe" 2>&1) || die "no usable CUDA GPU ($(printf '%s' "$probe" | head -n 1)): check the" \
-    "driver with nvidia-smi, or on a Jetson run this on the device itself as a user in the video group"
-compute_capability=$(printf '%s\n' "$probe" | sed -n 's/^compute_capability=//p')
-gpu_name=$(printf '%s\n' "$probe" | sed -n 's/^gpu_name=//p')
-cuda_arch=${compute_capability/./}
+    if ! "$nvcc" -o "$BUILD_DIR/cuda-probe" "$BUILD_DIR/cuda-probe.cu" >"$BUILD_DIR/cuda-probe.log" 2>&1; then
+        missing "$nvcc could not compile a small CUDA program (see $BUILD_DIR/cuda-probe.log): repair the CUDA toolkit"
+    elif ! probe=$("$BUILD_DIR/cuda-probe" 2>&1); then
+        missing "no usable CUDA GPU ($(printf '%s' "$probe" | head -n 1)): check the driver with nvidia-smi, or on a" \
+            "Jetson run this on the device itself as a user in the video group"
+    else
+        compute_capability=$(printf '%s\n' "$probe" | sed -n 's/^compute_capability=//p')
+        gpu_name=$(printf '%s\n' "$probe" | sed -n 's/^gpu_name=//p')
+        cuda_arch=${compute_capability/./}
+    fi
+fi
 
 if [ $detect_only = 1 ]; then
     printf '%s\n' "nvcc=$nvcc" "cuda_version=$cuda_version" "tensorrt_version=$trt_version" \
         "tensorrt_major=$trt_major" "tensorrt_include=$trt_include" "tensorrt_lib=$trt_lib" "trtexec=$trtexec" \
         "cmake=$cmake" "compute_capability=$compute_capability" "cuda_arch=$cuda_arch" "gpu_name=$gpu_name"
-    exit 0
 fi
+if [ ${#problems[@]} -gt 0 ]; then
+    printf 'error: %s\n' "${problems[@]}" >&2
+    exit 1
+fi
+[ $detect_only = 0 ] || exit 0
 
 # --- plugin and runtime ----------------------------------------------------------------------------------
 [ -f "$BUNDLE/plugins/CMakeLists.txt" ] || die "the bundle has no plugins/ sources: make it again with deformrt deploy"

@@ -1,0 +1,39 @@
+"""Running ``deformrt`` and printed command lines as a user does, in a shell (for tests/test_first_hour.py
+and tests/test_demo.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "COLUMNS": "80"}
+ENV.pop("DEFORMRT_DEBUG", None)
+
+
+def deformrt_process(*args, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``deformrt ARGS`` in a shell whose PATH has this environment's bin/ (for what only a real
+    process shows: exit status of the console script, tracebacks, the environment)."""
+    return subprocess.run(["deformrt", *map(str, args)], cwd=cwd, env={**ENV, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# A shell as after `make demo`: deformrt is not on PATH until the virtual environment is activated.
+BARE_PATH = os.pathsep.join(p for p in ("/usr/local/bin", "/usr/bin", "/bin") if Path(p).is_dir())
+
+
+def shell(line: str, cwd: Path = ROOT, timeout: int = 600, path: str | None = None) -> subprocess.CompletedProcess:
+    """A command line exactly as printed (quotes and all), run by bash."""
+    env = {**ENV, "PATH": path} if path is not None else ENV
+    return subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def table_rows(text: str, verdict_word: str) -> list[str]:
+    """The rows of a verification or comparison table whose verdict column starts with ``verdict_word``."""
+    return [line for line in text.splitlines() if re.search(rf"\s{verdict_word}( \(.*\))?$", line)]
+
+
