@@ -28,7 +28,8 @@ import torch
 
 from exporter.evaluation.ort import ort_session
 from exporter.onnx.detector_export import (DetectorExportOptions, build_detector_model, default_detector_output_name,
-                                           export_detector_to_file, load_detector_config)
+                                           export_detector_to_file)
+from exporter.onnx.export import load_config
 from exporter.util.progress import Progress
 
 UPSTREAM = Path(__file__).resolve().parents[2] / "shared" / "third_party" / "maskrcnn-benchmark" / "configs"
@@ -48,7 +49,7 @@ def _median_seconds(run, iterations: int) -> float:
 
 def bench_config(config: str, size: tuple[int, int], iterations: int, workdir: Path, progress: Progress) -> dict:
     path = Path(config) if Path(config).is_file() else UPSTREAM / config
-    cfg = load_detector_config(str(path))
+    cfg = load_config(config_file=str(path), detector=True)
     built = build_detector_model(cfg, progress=progress)
     out = workdir / default_detector_output_name(cfg, str(path), "plugin")
     start = time.perf_counter()
