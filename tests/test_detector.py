@@ -256,3 +256,36 @@ def test_synthetic_detector_checkpoint_is_what_export_builds_without_weights(tmp
     assert not report.missing and not report.unexpected
     key = "roi_heads.mask.predictor.mask_fcn_logits.weight"
     assert torch.equal(model.state_dict()[key], want[key])
+
+
+def test_failed_detector_verification_tells_the_backbone_s_story():
+    """After a failed check: the backbone in float64 and fp32 on the failing batch. The calibrated
+    random detector is well-conditioned (the difference would be real); untrained offsets far outside
+    the kernel get the ill-conditioning note with the synthetic-checkpoint --detector command. The
+    verdict stands either way, and the report carries the note."""
+    from types import SimpleNamespace
+
+    from exporter.evaluation.conditioning import Story, note
+    from exporter.evaluation.detector_verify import DetectorVerifyReport, StageCheck, conditioning_story
+    from exporter.onnx.detector_export import random_detector
+    from exporter.onnx.export import load_config
+
+    config = str(UPSTREAM_CONFIGS / "dcn/e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml")
+    model, _ = random_detector(load_config(None, config, SYNTHETIC_OPTS, detector=True))
+    batch = np.random.default_rng(7).normal(0, 50, (1, 3, 128, 160)).astype(np.float32)
+    story = conditioning_story(model, batch, SimpleNamespace(seed=0, body="R-50-FPN"), config)
+    assert story.detector and not story.passed and 1.0 < story.offsets_px < 3.0
+    assert 0 < story.floor < 1e-4 and not story.ill_conditioned and not story.suggests_synthetic
+    assert "its backbone features in PyTorch fp32 are within" in note(story)[0]
+    assert "the difference is real" in note(story)[0]
+
+    untrained = Story(story.tolerance, 3e-2, 40.0, 0, "R-50-FPN", False, detector=True, synthetic=story.synthetic)
+    text = " ".join(note(untrained))
+    assert "ill-conditioned" in text and "40 px away" in text and "no float64 verdict: the check failed" in text
+    assert (f"deformrt synthetic-checkpoint --config-file {config} --detector -o "
+            "e2e_mask_rcnn_mdconv_R_50_FPN_1x-synthetic.pth") in text
+    assert "--weights e2e_mask_rcnn_mdconv_R_50_FPN_1x-synthetic.pth" in text and "passed" not in text
+    failed = StageCheck((1, 3, 128, 160), "detections", 3, 0.5, 0.1, None, 0, 1, False, "a box differs")
+    report = DetectorVerifyReport(seed=0, checks=[failed], story=untrained)
+    assert not report.passed and note(untrained)[0] in report.table()
+    assert report.to_dict()["ill_conditioned"] and report.to_dict()["offsets_px"] == 40.0
