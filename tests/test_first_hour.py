@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_shell import BARE_PATH, ROOT, deformrt_process, shell, table_rows
+from cli_shell import BARE_PATH, ROOT, deformrt, deformrt_process, shell, table_rows
 from exporter.cli import options as cli_options
 from exporter.onnx.metadata import ExportMetadata
 from models import build_backbone, get_cfg
@@ -49,26 +49,6 @@ RPN_C4_CONFIG = "MODEL:\n  META_ARCHITECTURE: GeneralizedRCNN\n  RPN_ONLY: True\
 ILL_KEY_VALUES = ["MODEL.RESNETS.STAGE_WITH_DCN", "(True, True, True, False)", "MODEL.RESNETS.WITH_MODULATED_DCN",
                   "True", "MODEL.RESNETS.WIDTH_PER_GROUP", "16", "MODEL.RESNETS.STEM_OUT_CHANNELS", "16",
                   "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", "256"]
-
-
-class _Ran:
-    def __init__(self, result):
-        self.returncode, self.stdout, self.stderr = result.exit_code, result.stdout, result.stderr
-
-
-def deformrt(*args, cwd: Path = ROOT, env: dict | None = None) -> _Ran:
-    """``deformrt ARGS`` through typer's runner in this process (as the other CLI tests run it: the
-    same parsing, error boundary and output streams, without paying torch's import per command)."""
-    from typer.testing import CliRunner
-
-    from exporter import cli
-
-    here = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return _Ran(CliRunner().invoke(cli.app, [str(a) for a in args], env=env))
-    finally:
-        os.chdir(here)
 
 
 def one_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
