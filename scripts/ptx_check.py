@@ -61,6 +61,8 @@ class Case:
     dtype: str                 # "fp32" | "fp16"
     problem: tuple
     tile: Optional[int] = None          # DEFORMRT_TC_TILE_SHAPE (None: the launcher's own choice)
+    extent: Optional[int] = None        # DEFORMRT_TC_M_EXTENT: pixels per CTA (None: the launcher's choice)
+    split: Optional[int] = None         # DEFORMRT_TC_SPLIT_K: K splits (None: the launcher's choice)
     device: Optional[str] = None        # device attributes the stand-in runtime reports (default --arch)
     sample: Optional[int] = None        # random CTAs of the main launch besides its corner CTAs (None: all)
     schedule_ctas: int = 8              # CTAs per launch also run one warp at a time, reversed (0: none;
@@ -71,26 +73,37 @@ class Case:
 
 # Every path the plugin can launch. The tiled fp16 kernel runs where the tensor-core kernel does not:
 # on GPUs before sm_80 (the stand-in runtime reports 7.5 for that case; the device code is the same PTX).
+# Tensor-core shapes: 0 (128 x 256, more than 128 output channels), 1 (256 x 128), 2 (64 x 64); 16-byte
+# vectors where the channels are multiples of 8 (chunks of 24 and 16 pad the 32-deep step), scalar loads
+# where not (c 6, 12); fewer pixels per CTA than the shape's (whole warps idle); K split with the reduction.
 CASES = [
     Case("fp32-groups2-offsetgroups3-batch2", "nchw", "fp32", (2, 12, 20, 9, 11, 3, 3, 1, 1, 1, 2, 3, True, True)),
     Case("fp32-stride2-dil2-pad2-cout70", "nchw", "fp32", (1, 8, 70, 12, 10, 3, 3, 2, 2, 2, 1, 1, False, False),
          offset_scale=6.0),
     Case("fp16-tiled-pre-sm80-offsetgroups2", "nchw", "fp16", (2, 16, 24, 10, 9, 3, 3, 1, 1, 1, 1, 2, True, True),
          device="sm_75"),
-    Case("fp16-nchw-tile-large-batch2", "nchw", "fp16", (2, 32, 40, 11, 13, 3, 3, 1, 1, 1, 1, 1, True, True), tile=0),
-    Case("fp16-nchw-tile-medium-groups2-dg4-dil2", "nchw", "fp16", (1, 64, 72, 9, 15, 3, 3, 1, 2, 2, 2, 4, True, False),
+    Case("fp16-nchw-tile-n256-batch2-cout140", "nchw", "fp16", (2, 32, 140, 11, 13, 3, 3, 1, 1, 1, 1, 1, True, True),
+         tile=0),
+    Case("fp16-nchw-tile-n128-groups2-dg4-dil2", "nchw", "fp16", (1, 64, 72, 9, 15, 3, 3, 1, 2, 2, 2, 4, True, False),
          tile=1),
-    Case("fp16-nchw-tile-small-stride2-c12-cout130", "nchw", "fp16",
+    Case("fp16-nchw-tile-n64-stride2-c12-cout130", "nchw", "fp16",
          (3, 12, 130, 7, 9, 3, 3, 2, 1, 1, 1, 2, False, True), tile=2, offset_scale=5.0),
-    Case("fp16-nhwc-tile-large-c24", "nhwc", "fp16", (1, 24, 40, 12, 10, 3, 3, 1, 1, 1, 1, 1, True, True), tile=0),
-    Case("fp16-nhwc-tile-medium-3x1-kernel", "nhwc", "fp16", (2, 16, 24, 9, 7, 3, 1, 1, 1, 1, 1, 2, True, False),
+    Case("fp16-nhwc-tile-n256-c24", "nhwc", "fp16", (1, 24, 40, 12, 10, 3, 3, 1, 1, 1, 1, 1, True, True), tile=0),
+    Case("fp16-nhwc-tile-n128-3x1-kernel", "nhwc", "fp16", (2, 16, 24, 9, 7, 3, 1, 1, 1, 1, 1, 2, True, False),
          tile=1),
+    Case("fp16-nhwc-tile-n128-96-pixels-per-cta", "nhwc", "fp16", (1, 32, 100, 10, 14, 3, 3, 1, 1, 1, 1, 1, True, True),
+         tile=1, extent=96),
     Case("fp16-nhwc-1x1-groups3", "nhwc", "fp16", (1, 6, 9, 5, 4, 1, 1, 1, 0, 1, 3, 1, True, True), tile=2),
+    Case("fp16-nhwc-tile-n256-split-k3", "nhwc", "fp16", (1, 256, 96, 6, 9, 3, 3, 1, 1, 1, 1, 1, True, True),
+         tile=0, extent=32, split=3),
     Case("fp16-nchw-c256-sampled", "nchw", "fp16", (1, 256, 256, 20, 36, 3, 3, 1, 1, 1, 1, 1, True, True),
-         sample=2, schedule_ctas=0),
+         sample=2, schedule_ctas=0, split=1),
     Case("fp32-c64-sampled", "nchw", "fp32", (1, 64, 96, 30, 44, 3, 3, 1, 1, 1, 1, 1, True, True), sample=2,
          schedule_ctas=0),
 ]
+
+# The environment variables through which a case forces parts of the tensor-core launch.
+PLAN_ENV = {"tile": "DEFORMRT_TC_TILE_SHAPE", "extent": "DEFORMRT_TC_M_EXTENT", "split": "DEFORMRT_TC_SPLIT_K"}
 
 
 def log(msg: str):
@@ -172,10 +185,12 @@ class Checker:
         fp16 = case.dtype == "fp16"
         esize = 2 if fp16 else 4
         self.lib.set_device(case.device or self.arch)
-        if case.tile is None:
-            os.environ.pop("DEFORMRT_TC_TILE_SHAPE", None)
-        else:
-            os.environ["DEFORMRT_TC_TILE_SHAPE"] = str(case.tile)
+        for field, name in PLAN_ENV.items():
+            value = getattr(case, field)
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = str(value)
         mem = GlobalMemory()
         x_in = x.permute(0, 2, 3, 1) if nhwc else x
         addr = {"x": mem.alloc("x", x.numel() * esize, _raw(x_in)),
@@ -213,7 +228,8 @@ class Checker:
                 if status != 0:
                     problems.append(f"deformrt_dcn_forward_nhwc returned cudaError {status}")
         finally:
-            os.environ.pop("DEFORMRT_TC_TILE_SHAPE", None)
+            for name in PLAN_ENV.values():
+                os.environ.pop(name, None)
         tensors = (x, weight, offset, bias, mask, stride, padding, dilation, groups)
         return mem, addr, tensors, recorded, problems
 
@@ -232,7 +248,7 @@ class Checker:
         findings, counters, kernels = [], {}, []
         thread_instr, seconds = 0, 0.0
         launches = [r for r in recorded if not isinstance(r, RecordedMemoryOp)]
-        main = launches[-1] if launches else None
+        main = main_launch(launches)
         for rec in recorded:
             if isinstance(rec, RecordedMemoryOp):
                 problems.append(f"the host code issued cudaMemsetAsync/cudaMemcpyAsync ({rec.op}); "
@@ -327,6 +343,13 @@ class Checker:
             result = _merge(first, rest)
         result.ctas_run = len(all_ctas)
         return result, order_findings
+
+
+def main_launch(launches: list):
+    """The convolution kernel's launch among a call's launches (the transposes before it, the split-K
+    reduction after it are not), or None."""
+    main = [r for r in launches if re.search(r"deformConvTensorCoreI|deformConvTiledI", r.kernel)]
+    return main[-1] if main else (launches[-1] if launches else None)
 
 
 def _merge(a, b):

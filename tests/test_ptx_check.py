@@ -41,11 +41,11 @@ def test_every_kernel_runs_clean_and_matches_pytorch():
     for case in report["cases"]:
         assert set(case) == {"name", "kernel", "ok", "error", "findings"}
         assert case["ok"] and case["findings"] == [] and case["kernel"] in report["kernels"]
-    # both kernels, all three tile shapes, fp32 and fp16, and the NCHW entry's two transposes (x to NHWC, the
-    # OIHW weight to OHWI)
+    # both kernels, all three tile shapes, fp32 and fp16, the NCHW entry's two transposes (x to NHWC, the
+    # OIHW weight to OHWI) and the split-K reduction
     kernels = " ".join(report["kernels"])
-    for pattern in (r"deformConvTiledIf", r"deformConvTiledI6__half", r"TileShapeILi128ELi128", r"TileShapeILi64ELi128",
-                    r"TileShapeILi64ELi64", r"oihwToOhwiKernel", r"nchwToNhwcKernel"):
+    for pattern in (r"deformConvTiledIf", r"deformConvTiledI6__half", r"TileShapeILi128ELi256", r"TileShapeILi256ELi128",
+                    r"TileShapeILi64ELi64", r"oihwToOhwiKernel", r"nchwToNhwcKernel", r"splitKReduceKernel"):
         assert re.search(pattern, kernels), pattern
     # counters of every launch: the tensor-core kernel issues mma, the tiled ones none
     for key, c in report["counters"].items():
@@ -70,15 +70,16 @@ def seeded(tmp_path: Path, file: str, old: str, new: str) -> Path:
 
 
 DEFECTS = {
-    # the barrier ending each K step: the next step's gather overwrites the A/B buffers other warps still read
-    "barrier removed": ("deformConvTensorCore.cu", "        __syncthreads();\n    }\n    epilogue<Shape>",
-                        "    }\n    epilogue<Shape>", "fp16-nchw-tile-large", "races"),
-    # the epilogue stores row == cols: past the end of y in the last pixel tile
-    "bound moved by one": ("deformConvTensorCore.h", "if (row >= g.cols || col >= g.cOutPerGroup)",
-                           "if (row > g.cols || col >= g.cOutPerGroup)", "fp16-nchw-tile-large", "out_of_bounds"),
+    # the barrier ending each pipelined K step: the next step's gather overwrites the A/B buffers other warps
+    # still read
+    "barrier removed": ("deformConvTensorCore.cu", "        cpAsyncWaitAll();\n        __syncthreads();\n        chunk = ",
+                        "        cpAsyncWaitAll();\n        chunk = ", "fp16-nchw-tile-n256", "races"),
+    # the epilogue stores row == rows: past the end of y in the last pixel tile
+    "bound moved by one": ("deformConvTensorCore.h", "            if (r >= tile.rows)\n",
+                           "            if (r > tile.rows)\n", "fp16-nchw-tile-n256", "out_of_bounds"),
     # the 16-byte channel-vector gather starts one half later
-    "misaligned vector load": ("deformConvTensorCore.h", "chunkStart + vec * kVector;",
-                               "chunkStart + vec * kVector + 1;", "fp16-nhwc-tile-large", "misaligned"),
+    "misaligned vector load": ("deformConvTensorCore.h", "chunk * t.chunkC + loaded * kVector);",
+                               "chunk * t.chunkC + loaded * kVector + 1);", "fp16-nhwc-tile-n256-c24", "misaligned"),
 }
 
 

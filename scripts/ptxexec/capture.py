@@ -26,18 +26,20 @@ STUB_SOURCE = HERE / "cuda_stub.c"
 
 # Device attributes per architecture the stand-in runtime reports: compute capability, SM count of the
 # GPU the check models (A100, Jetson AGX Orin, H100 SXM, ...) and the per-block shared-memory opt-in
-# (CUDA programming guide, "Compute capabilities" table: 163 KB on 8.0/8.7, 99 KB on 8.6/8.9, 227 KB on 9.0).
+# (CUDA programming guide, "Compute capabilities" table: 163 KB on 8.0/8.7, 99 KB on 8.6/8.9, 227 KB on 9.0) and
+# the L2 size (datasheets: A100 40 MB, RTX 3080 6 MB, Jetson AGX Orin 4 MB, RTX 4090 72 MB, H100 SXM 50 MB).
 DEVICES = {
-    "sm_75": dict(major=7, minor=5, sms=40, shared_optin=64 * 1024),
-    "sm_80": dict(major=8, minor=0, sms=108, shared_optin=163 * 1024),
-    "sm_86": dict(major=8, minor=6, sms=84, shared_optin=99 * 1024),
-    "sm_87": dict(major=8, minor=7, sms=16, shared_optin=163 * 1024),
-    "sm_89": dict(major=8, minor=9, sms=128, shared_optin=99 * 1024),
-    "sm_90": dict(major=9, minor=0, sms=132, shared_optin=227 * 1024),
+    "sm_75": dict(major=7, minor=5, sms=40, shared_optin=64 * 1024, l2=4 << 20),
+    "sm_80": dict(major=8, minor=0, sms=108, shared_optin=163 * 1024, l2=40 << 20),
+    "sm_86": dict(major=8, minor=6, sms=84, shared_optin=99 * 1024, l2=6 << 20),
+    "sm_87": dict(major=8, minor=7, sms=16, shared_optin=163 * 1024, l2=4 << 20),
+    "sm_89": dict(major=8, minor=9, sms=128, shared_optin=99 * 1024, l2=72 << 20),
+    "sm_90": dict(major=9, minor=0, sms=132, shared_optin=227 * 1024, l2=50 << 20),
 }
 
 _ATTRIBUTE_NAMES = {"major": "cudaDevAttrComputeCapabilityMajor", "minor": "cudaDevAttrComputeCapabilityMinor",
-                    "sms": "cudaDevAttrMultiProcessorCount", "shared_optin": "cudaDevAttrMaxSharedMemoryPerBlockOptin"}
+                    "sms": "cudaDevAttrMultiProcessorCount", "shared_optin": "cudaDevAttrMaxSharedMemoryPerBlockOptin",
+                    "l2": "cudaDevAttrL2CacheSize"}
 
 
 class BuildError(Exception):
