@@ -78,8 +78,9 @@ DEFECTS = {
     "bound moved by one": ("deformConvTensorCore.h", "            if (r >= tile.rows)\n",
                            "            if (r > tile.rows)\n", "fp16-nchw-tile-n256", "out_of_bounds"),
     # the 16-byte channel-vector gather starts one half later
-    "misaligned vector load": ("deformConvTensorCore.h", "chunk * t.chunkC + loaded * kVector);",
-                               "chunk * t.chunkC + loaded * kVector + 1);", "fp16-nhwc-tile-n256-c24", "misaligned"),
+    "misaligned vector load": ("deformConvTensorCore.h", "uint16_t const* const base = chunkBase + loaded * kVector;",
+                               "uint16_t const* const base = chunkBase + loaded * kVector + 1;",
+                               "fp16-nhwc-tile-n256-c24", "misaligned"),
 }
 
 

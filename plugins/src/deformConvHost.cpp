@@ -246,6 +246,7 @@ bool forwardTensorCoreHost(TcGeometry const& t, TcTensors p, TcPlan const& plan,
     }
     p.vector = vectorApplies(t, p.x, p.weight);
     p.partial = plan.splitK > 1 ? partial : nullptr;
+    p.pairedOutput = pairedOutputApplies(t, p);
     switch (plan.shape)
     {
     case 0: runGrid<TileN256>(t, p, plan); break;
@@ -254,9 +255,13 @@ bool forwardTensorCoreHost(TcGeometry const& t, TcTensors p, TcPlan const& plan,
     }
     if (plan.splitK > 1)
     {
-        for (int64_t e = 0; e < t.g.cols * t.g.cOut; ++e)
+        for (int64_t row = 0; row < t.g.cols; ++row)
         {
-            splitKReduceElement(t.g, plan.splitK, partial, p.bias, p.y, p.outputNhwc, e);
+            for (int32_t co = 0; co < t.g.cOut; co += 4)
+            {
+                int32_t const count = t.g.cOut - co < 4 ? t.g.cOut - co : 4;
+                splitKReduce(t.g, plan.splitK, partial, p.bias, p.y, p.outputNhwc, false, row, co, count);
+            }
         }
     }
     return true;
@@ -294,7 +299,7 @@ bool forwardNhwcHost(TcGeometry const& t, TcPlan const& plan, uint16_t const* xN
     TcTensors const p{xNhwc, ohwiWeightHost(g, weight, workspace), static_cast<uint16_t const*>(offset),
         g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
         g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(y), nullptr, outputNhwc,
-        false};
+        false, false};
     auto* const partial = reinterpret_cast<float*>(workspace + weightTransposeBytes(g));
     return forwardTensorCoreHost(t, p, plan, partialBytes(g) > 0 ? partial : nullptr);
 }

@@ -104,10 +104,11 @@ __device__ __forceinline__ uint32_t sliceAddress(uint32_t slice0, int32_t kk)
 }
 
 //! The MMAs of phase ``phase`` of buffer ``stage`` for one warp: K slice phase / PartsPerSlice, its
-//! columns' part phase % PartsPerSlice (none for a warp without gathered rows).
+//! columns' part phase % PartsPerSlice (none for a warp without gathered rows); ``a`` holds the slice's A
+//! fragments from its first part on.
 template <class Shape>
 __device__ __forceinline__ void mmaPhase(LaneAddresses const& l, SharedView const& s, TcTile const& tile,
-    WarpPlace const& w, int32_t stage, int32_t phase, Accumulators<Shape>& acc)
+    WarpPlace const& w, int32_t stage, int32_t phase, FragA (&a)[Shape::MT], Accumulators<Shape>& acc)
 {
     if (!warpActive(tile, w))
     {
@@ -116,11 +117,13 @@ __device__ __forceinline__ void mmaPhase(LaneAddresses const& l, SharedView cons
     int32_t const kk = phase / Shape::PartsPerSlice;
     int32_t const part = phase % Shape::PartsPerSlice;
     constexpr int32_t kPairs = Shape::NT / 2 / Shape::PartsPerSlice; // ldmatrix.x4 B loads of a part
-    FragA a[Shape::MT];
-DEFORMRT_UNROLL
-    for (int32_t mi = 0; mi < Shape::MT; ++mi)
+    if (part == 0) // the slice's A fragments, kept for its other parts
     {
-        ldmatrixX4(a[mi].r, sliceAddress(l.a + stage * (Shape::BM * kRowBytes), kk) + mi * 16 * kRowBytes);
+DEFORMRT_UNROLL
+        for (int32_t mi = 0; mi < Shape::MT; ++mi)
+        {
+            ldmatrixX4(a[mi].r, sliceAddress(l.a + stage * (Shape::BM * kRowBytes), kk) + mi * 16 * kRowBytes);
+        }
     }
 DEFORMRT_UNROLL
     for (int32_t j = 0; j < kPairs; ++j)
@@ -151,6 +154,7 @@ __device__ __forceinline__ void runSegment(TcGeometry const& t, TcTensors const&
     prologue<Shape>(t, p, tile, chunkOffsetGroup(t, tile.grp, chunk), tid, s);
     __syncthreads();
     Staged<Shape> staged;
+    FragA a[Shape::MT];
     BCopies const bc = bCopies<Shape>(t, tile, tid);
     loadB<Shape, Vector>(t, p, tile, bc, chunk, tap, 0, tid, s);
     cpAsyncCommit();
@@ -178,7 +182,7 @@ DEFORMRT_UNROLL
         for (int32_t phase = 0; phase < Shape::Phases; ++phase)
         {
             gatherLoads<Shape, Vector>(t, p, tile, nextChunk, nextTap, phase, tid, s, staged);
-            mmaPhase<Shape>(l, s, tile, w, stage, phase, acc);
+            mmaPhase<Shape>(l, s, tile, w, stage, phase, a, acc);
             gatherBlend<Shape>(tile, nextTap, phase, stage ^ 1, tid, s, staged);
         }
         cpAsyncWaitAll();
@@ -201,7 +205,7 @@ DEFORMRT_UNROLL
 DEFORMRT_UNROLL
     for (int32_t phase = 0; phase < Shape::Phases; ++phase)
     {
-        mmaPhase<Shape>(l, s, tile, w, stage, phase, acc);
+        mmaPhase<Shape>(l, s, tile, w, stage, phase, a, acc);
     }
     __syncthreads(); // the next segment's prologue and gather overwrite what the last MMAs read
 }
@@ -261,15 +265,20 @@ DEFORMRT_UNROLL
 #endif
 }
 
-//! Split K: y = the partial sums of every split, in split order, plus the bias.
-__global__ void splitKReduceKernel(DcnGeometry g, int32_t splits, float const* partial, uint16_t const* bias,
-    uint16_t* y, bool outputNhwc)
+//! Split K: y = the partial sums of every split, in split order, plus the bias. Grid: x = groups of
+//! kReduceRowThreads rows, y = groups of kReduceChannelThreads x 4 output channels (consecutive threads
+//! take consecutive channels: coalesced).
+__global__ void __launch_bounds__(kReduceChannelThreads* kReduceRowThreads) splitKReduceKernel(DcnGeometry g,
+    int32_t splits, float const* partial, uint16_t const* bias, uint16_t* y, bool outputNhwc, bool vector)
 {
-    int64_t const total = g.cols * g.cOut;
-    for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x)
+    int64_t const row = int64_t(blockIdx.x) * kReduceRowThreads + threadIdx.y;
+    int32_t const co = (int32_t(blockIdx.y) * kReduceChannelThreads + int32_t(threadIdx.x)) * 4;
+    if (row >= g.cols || co >= g.cOut)
     {
-        splitKReduceElement(g, splits, partial, bias, y, outputNhwc, e);
+        return;
     }
+    int32_t const count = g.cOut - co < 4 ? g.cOut - co : 4;
+    splitKReduce(g, splits, partial, bias, y, outputNhwc, vector && count == 4, row, co, count);
 }
 
 //! ohwi[e] = oihw[ohwiSourceIndex(e)]: the weight in the layout the kernel reads.
@@ -403,6 +412,7 @@ cudaError_t launch(TcGeometry const& t, TcTensors p, TcPlan const& plan, void* p
 {
     p.vector = vectorApplies(t, p.x, p.weight);
     p.partial = plan.splitK > 1 ? static_cast<float*>(partial) : nullptr;
+    p.pairedOutput = pairedOutputApplies(t, p);
     if (plan.splitK > 1 && partial == nullptr)
     {
         return cudaErrorInvalidValue;
@@ -419,10 +429,15 @@ cudaError_t launch(TcGeometry const& t, TcTensors p, TcPlan const& plan, void* p
     {
         return status;
     }
-    int64_t const total = t.g.cols * t.g.cOut;
-    int64_t const blocks = (total + 255) / 256;
-    splitKReduceKernel<<<static_cast<unsigned>(blocks < 65536 ? blocks : 65536), 256, 0, stream>>>(
-        t.g, plan.splitK, p.partial, p.bias, p.y, p.outputNhwc);
+    dim3 const grid(static_cast<unsigned>((t.g.cols + kReduceRowThreads - 1) / kReduceRowThreads),
+        static_cast<unsigned>((t.g.cOut + 4 * kReduceChannelThreads - 1) / (4 * kReduceChannelThreads)));
+    if (grid.y > 65535)
+    {
+        return cudaErrorInvalidConfiguration;
+    }
+    bool const vector = t.g.cOut % 4 == 0 && reinterpret_cast<uintptr_t>(p.y) % 8 == 0;
+    splitKReduceKernel<<<grid, dim3(kReduceChannelThreads, kReduceRowThreads), 0, stream>>>(
+        t.g, plan.splitK, p.partial, p.bias, p.y, p.outputNhwc, vector);
     return cudaGetLastError();
 }
 
@@ -459,7 +474,7 @@ cudaError_t forwardNhwc(TcGeometry const& t, TcPlan const& plan, uint16_t const*
     TcTensors const p{xNhwc, ohwi, static_cast<uint16_t const*>(offset),
         g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
         g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(y), nullptr, outputNhwc,
-        false};
+        false, false};
     void* const partial = workspace == nullptr ? nullptr : workspace + weightTransposeBytes(g);
     return launch(t, p, plan, partial, stream);
 }

@@ -83,6 +83,20 @@ DEFORMRT_HD uint16_t floatToHalf(float v)
 #endif
 }
 
+//! The two fp16 halves of a word as floats (exact), the lower index first.
+DEFORMRT_HD void unpackHalves(uint32_t word, float& lo, float& hi)
+{
+#ifdef __CUDA_ARCH__
+    // both halves from one unpack (cuda_fp16.h's __half22float2 unpacks once per half)
+    asm("{\n .reg .f16 %%lo, %%hi;\n mov.b32 {%%lo, %%hi}, %2;\n cvt.f32.f16 %0, %%lo;\n cvt.f32.f16 %1, %%hi;\n}"
+        : "=f"(lo), "=f"(hi)
+        : "r"(word));
+#else
+    lo = halfBitsToFloat(uint16_t(word & 0xffffu));
+    hi = halfBitsToFloat(uint16_t(word >> 16));
+#endif
+}
+
 //! Two floats rounded to fp16 and packed (the lower index in the low half).
 DEFORMRT_HD uint32_t packHalves(float lo, float hi)
 {
@@ -181,6 +195,8 @@ struct TileShape
     static constexpr int32_t Phases = VectorsPerThread > kSlices ? VectorsPerThread : kSlices;
     static constexpr int32_t PartsPerSlice = Phases / kSlices;
     static constexpr int32_t VectorsPerPhase = (VectorsPerThread + Phases - 1) / Phases;
+    //! Slots 2i and 2i + 1 share a row (aVectorPlace), one slot per phase.
+    static constexpr bool PairedSlots = VectorsPerThread >= 2 && VectorsPerPhase == 1;
     static constexpr int32_t BVectorsPerThread = BN * kVectorsPerRow / Threads; //!< B vectors per step
     static_assert(WM == 32 && WN % 16 == 0, "warp tile: 32 rows (kWarpRows) and pairs of n8 tiles (ldmatrix.x4)");
     static_assert(BM * kVectorsPerRow % Threads == 0 && BN * kVectorsPerRow % Threads == 0, "whole vectors");
@@ -250,12 +266,15 @@ DEFORMRT_HD SharedView sharedView(unsigned char* base, SharedLayout const& s)
         s.bStageBytes};
 }
 
-//! Byte of 16-byte vector ``vec`` (0..3) of tile row ``row``: the vectors of a row are permuted by bits
-//! 1-2 of the row, so that eight consecutive rows' vector ``vec`` (an ldmatrix 8 x 8 matrix) and two
-//! consecutive rows' four vectors (eight lanes of one 16-byte store phase) each cover all 32 banks.
+//! Byte of 16-byte vector ``vec`` (0..3) of tile row ``row``. Two rows share a 128-byte bank line; the
+//! vectors of a row pair m = row / 2 are permuted by f(m) = ((m & 1) << 1) | ((m >> 1) & 1), a bijection
+//! on m mod 4, so that each access hits all 32 banks once: eight consecutive rows' vector ``vec`` (an
+//! ldmatrix 8 x 8 matrix), two rows' four vectors (8 lanes of B's 16-byte copies) and four rows' vectors
+//! {v, v + 1}, v even (8 lanes of the gather's stores: f(m) and f(m + 1) differ in bit 1 for even m).
 DEFORMRT_HD int32_t tileByte(int32_t row, int32_t vec)
 {
-    return row * kRowBytes + ((vec ^ ((row >> 1) & 3)) << 4);
+    int32_t const m = row >> 1;
+    return row * kRowBytes + ((vec ^ (((m & 1) << 1) | ((m >> 1) & 1))) << 4);
 }
 
 //! Two consecutive halves (k, k + 1; k even) of row ``row`` of a shared tile as one .f16x2 register.
@@ -284,6 +303,8 @@ struct TcTensors
     float* partial;      //!< [splitK][cols][cOut] fp32 partial sums when the plan splits K, else null
     bool outputNhwc;
     bool vector;         //!< 16-byte vectors for x and the weight: channel counts multiples of 8, aligned pointers
+    bool pairedOutput;   //!< two adjacent output channels per store: NHWC (or partial sums), even channel
+                         //!< counts, y 4-byte aligned
 };
 
 //! How a launch covers the problem (choosePlan). Grid: x = pixel tiles of mExtent pixels, y = nTiles x
@@ -393,26 +414,44 @@ DEFORMRT_HD void prologue(TcGeometry const& t, TcTensors const& p, TcTile const&
     }
 }
 
-//! The raw corners of this thread's A vectors of one phase, loaded before the MMAs and blended after.
+//! The raw corners of this thread's A vectors of one phase, loaded before the MMAs and blended after, and
+//! the table entries of the row its paired slots share (PairedSlots: read at the pair's first slot).
 template <class Shape>
 struct Staged
 {
     uint32_t words[Shape::VectorsPerPhase][4][4]; //!< [vector][corner][4 words of 8 halves]
+    CornerOffsets offsets;
+    CornerWeights weights;
 };
 
-//! Which tile row and 16-byte vector the thread's ``slot``-th A (or B) vector of a step is: consecutive
-//! threads take consecutive vectors of a row; slot s is Threads / kVectorsPerRow rows further.
+//! Which tile row and 16-byte vector a thread's ``slot``-th vector of a step is.
 struct VectorPlace
 {
     int32_t row, vec;
 };
 
+//! B copies (and A with one vector per thread): consecutive threads take consecutive vectors of a row;
+//! slot s is Threads / kVectorsPerRow rows further.
 template <class Shape>
 DEFORMRT_HD VectorPlace vectorPlace(int32_t tid, int32_t slot)
 {
     uint32_t const u = uint32_t(tid);
     return VectorPlace{int32_t(u / kVectorsPerRow) + slot * (Shape::Threads / kVectorsPerRow),
         int32_t(u % kVectorsPerRow)};
+}
+
+//! A's gather with two or more vectors per thread: two threads per row, slots 2i and 2i + 1 of a thread
+//! are vectors (tid % 2) and (tid % 2) + 2 of one row, so the row's sampling tables are read once for both
+//! and each load instruction reads whole 32-byte sectors (a thread pair's vectors are adjacent).
+template <class Shape>
+DEFORMRT_HD VectorPlace aVectorPlace(int32_t tid, int32_t slot)
+{
+    if (!Shape::PairedSlots)
+    {
+        return vectorPlace<Shape>(tid, slot);
+    }
+    uint32_t const u = uint32_t(tid);
+    return VectorPlace{int32_t(u / 2) + (slot / 2) * (Shape::Threads / 2), int32_t(u % 2) + 2 * (slot % 2)};
 }
 
 //! ``base`` + ``offset`` halves, for a 32-bit offset: one IMAD.WIDE.U32 on the GPU.
@@ -458,11 +497,7 @@ DEFORMRT_HD void gatherLoads(TcGeometry const& t, TcTensors const& p, TcTile con
     int32_t phase, int32_t tid, SharedView const& s, Staged<Shape>& staged)
 {
     CornerOffsets const* const offsets = s.offsets + tap * Shape::BM;
-    int32_t const vec = vectorPlace<Shape>(tid, 0).vec;
-    // A vector past the chunk (chunkC < kStepK) loads the chunk's first vector instead: its B rows are zero.
-    int32_t const loaded = vec * kVector < t.chunkC ? vec : 0;
-    int32_t const count = t.chunkC - loaded * kVector; // channels of the loaded vector (8 unless chunkC < 8)
-    uint16_t const* const base = p.x + (tile.grp * t.g.cPerGroup + chunk * t.chunkC + loaded * kVector);
+    uint16_t const* const chunkBase = p.x + (tile.grp * t.g.cPerGroup + chunk * t.chunkC);
 DEFORMRT_UNROLL
     for (int32_t i = 0; i < Shape::VectorsPerPhase; ++i)
     {
@@ -471,13 +506,21 @@ DEFORMRT_UNROLL
         {
             break;
         }
-        int32_t const row = vectorPlace<Shape>(tid, slot).row;
-        if (row >= tile.gatherRows) // warp-uniform: a warp's vectors are 8 rows of one 32-row block
+        VectorPlace const v = aVectorPlace<Shape>(tid, slot);
+        if (v.row >= tile.gatherRows) // warp-uniform: a warp's vectors are rows of one 32-row block
         {
             continue;
         }
-        CornerOffsets const o = offsets[row];
+        // A vector past the chunk (chunkC < kStepK) loads the chunk's first vector instead: its B rows are zero.
+        int32_t const loaded = v.vec * kVector < t.chunkC ? v.vec : 0;
+        int32_t const count = t.chunkC - loaded * kVector; // channels of the loaded vector (8 unless chunkC < 8)
+        if (!Shape::PairedSlots || slot % 2 == 0)
+        {
+            staged.offsets = offsets[v.row];
+        }
+        CornerOffsets const& o = staged.offsets;
         uint32_t const corner[4] = {o.o00, o.o01, o.o10, o.o11};
+        uint16_t const* const base = chunkBase + loaded * kVector;
 DEFORMRT_UNROLL
         for (int32_t q = 0; q < 4; ++q)
         {
@@ -490,7 +533,7 @@ DEFORMRT_UNROLL
 //! rounded once to fp16, into A buffer ``stage`` (one 16-byte store per vector).
 template <class Shape>
 DEFORMRT_HD void gatherBlend(TcTile const& tile, int32_t tap, int32_t phase, int32_t stage, int32_t tid,
-    SharedView const& s, Staged<Shape> const& staged)
+    SharedView const& s, Staged<Shape>& staged)
 {
     unsigned char* const a = s.a + stage * (Shape::BM * kRowBytes);
 DEFORMRT_UNROLL
@@ -501,30 +544,34 @@ DEFORMRT_UNROLL
         {
             break;
         }
-        VectorPlace const v = vectorPlace<Shape>(tid, slot);
+        VectorPlace const v = aVectorPlace<Shape>(tid, slot);
         if (v.row >= tile.gatherRows)
         {
             continue;
         }
         uint32_t out[4];
         {
-            CornerWeights const cw = s.weights[tap * Shape::BM + v.row];
+            if (!Shape::PairedSlots || slot % 2 == 0)
+            {
+                staged.weights = s.weights[tap * Shape::BM + v.row];
+            }
+            CornerWeights const& cw = staged.weights;
             float const weight[4] = {cw.w00, cw.w01, cw.w10, cw.w11};
 DEFORMRT_UNROLL
             for (int32_t w = 0; w < 4; ++w)
             {
-                float acc[2];
+                float lo, hi;
+                unpackHalves(staged.words[i][0][w], lo, hi);
+                float accLo = weight[0] * lo;
+                float accHi = weight[0] * hi;
 DEFORMRT_UNROLL
-                for (int32_t h = 0; h < 2; ++h)
+                for (int32_t q = 1; q < 4; ++q)
                 {
-                    acc[h] = weight[0] * halfToFloat(uint16_t(staged.words[i][0][w] >> (16 * h)));
-DEFORMRT_UNROLL
-                    for (int32_t q = 1; q < 4; ++q)
-                    {
-                        acc[h] = fmaf(weight[q], halfToFloat(uint16_t(staged.words[i][q][w] >> (16 * h))), acc[h]);
-                    }
+                    unpackHalves(staged.words[i][q][w], lo, hi);
+                    accLo = fmaf(weight[q], lo, accLo);
+                    accHi = fmaf(weight[q], hi, accHi);
                 }
-                out[w] = packHalves(acc[0], acc[1]);
+                out[w] = packHalves(accLo, accHi);
             }
         }
         unsigned char* const dst = a + tileByte(v.row, v.vec);
@@ -697,6 +744,28 @@ DEFORMRT_HD bool warpActive(TcTile const& tile, WarpPlace const& w)
     return w.warpRow0 < tile.gatherRows;
 }
 
+//! Two consecutive fp32 partial sums (8-byte aligned) in one store.
+DEFORMRT_HD void storePair(float* dst, float v0, float v1)
+{
+#ifdef __CUDA_ARCH__
+    *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
+#else
+    dst[0] = v0;
+    dst[1] = v1;
+#endif
+}
+
+//! Two consecutive fp16 outputs (4-byte aligned, the lower index in the low half) in one store.
+DEFORMRT_HD void storePair(uint16_t* dst, uint32_t packed)
+{
+#ifdef __CUDA_ARCH__
+    *reinterpret_cast<uint32_t*>(dst) = packed;
+#else
+    dst[0] = uint16_t(packed & 0xffffu);
+    dst[1] = uint16_t(packed >> 16);
+#endif
+}
+
 //! Epilogue: this thread's accumulators, either plus the bias rounded once to fp16 into y (NHWC or NCHW),
 //! or (split K) as fp32 partial sums into p.partial[split].
 template <class Shape>
@@ -726,6 +795,24 @@ DEFORMRT_UNROLL
 DEFORMRT_UNROLL
             for (int32_t ni = 0; ni < Shape::NT; ++ni)
             {
+                int32_t const col0 = tile.n0 + w.warpCol0 + 8 * ni + accCol(w.lane, 2 * half); // even
+                float const v0 = acc.c[mi][ni].v[2 * half];
+                float const v1 = acc.c[mi][ni].v[2 * half + 1];
+                int32_t const co0 = tile.grp * g.cOutPerGroup + col0;
+                if (p.pairedOutput && col0 < g.cOutPerGroup) // both columns inside, one aligned store
+                {
+                    if (partial != nullptr)
+                    {
+                        storePair(partial + rowBase + co0, v0, v1);
+                    }
+                    else
+                    {
+                        float const b0 = p.bias != nullptr ? halfToFloat(p.bias[co0]) : 0.0f;
+                        float const b1 = p.bias != nullptr ? halfToFloat(p.bias[co0 + 1]) : 0.0f;
+                        storePair(p.y + rowBase + co0, packHalves(v0 + b0, v1 + b1));
+                    }
+                    continue;
+                }
 DEFORMRT_UNROLL
                 for (int32_t i = 2 * half; i < 2 * half + 2; ++i)
                 {
@@ -749,28 +836,66 @@ DEFORMRT_UNROLL
     }
 }
 
-//! Split K, second kernel: output element ``e`` (row * cOut + co over the whole batch) = the splits'
-//! partial sums added in split order, plus the bias, rounded once to fp16.
-DEFORMRT_HD void splitKReduceElement(DcnGeometry const& g, int32_t splits, float const* partial,
-    uint16_t const* bias, uint16_t* y, bool outputNhwc, int64_t e)
+//! Split K, second kernel: outputs (row, co .. co + count - 1) (count <= 4; row over the whole batch) = the
+//! splits' partial sums added in split order, plus the bias, rounded once to fp16. ``vector``: count 4,
+//! cOut a multiple of 4 and y 8-byte aligned: one 16-byte load per split and, for NHWC, one 8-byte store.
+DEFORMRT_HD void splitKReduce(DcnGeometry const& g, int32_t splits, float const* partial, uint16_t const* bias,
+    uint16_t* y, bool outputNhwc, bool vector, int64_t row, int32_t co, int32_t count)
 {
     int64_t const total = g.cols * g.cOut;
-    float sum = 0.0f;
+    int64_t const e = row * g.cOut + co;
+    float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int32_t s = 0; s < splits; ++s)
     {
-        sum += partial[s * total + e];
+        float const* const src = partial + s * total + e;
+#ifdef __CUDA_ARCH__
+        if (vector)
+        {
+            float4 const v = *reinterpret_cast<float4 const*>(src);
+            sum[0] += v.x;
+            sum[1] += v.y;
+            sum[2] += v.z;
+            sum[3] += v.w;
+            continue;
+        }
+#endif
+        for (int32_t i = 0; i < count; ++i)
+        {
+            sum[i] += src[i];
+        }
     }
-    int64_t const row = e / g.cOut;
-    int32_t const co = int32_t(e - row * g.cOut);
-    float const v = sum + (bias != nullptr ? halfToFloat(bias[co]) : 0.0f);
-    int64_t index = e;
-    if (!outputNhwc)
+    uint16_t out[4];
+    for (int32_t i = 0; i < count; ++i)
     {
-        int64_t const n = row / g.outPlane;
-        index = (n * g.cOut + co) * g.outPlane + (row - n * g.outPlane);
+        out[i] = floatToHalf(sum[i] + (bias != nullptr ? halfToFloat(bias[co + i]) : 0.0f));
     }
-    y[index] = floatToHalf(v);
+    if (outputNhwc)
+    {
+#ifdef __CUDA_ARCH__
+        if (vector)
+        {
+            *reinterpret_cast<uint2*>(y + e) = make_uint2(uint32_t(out[0]) | (uint32_t(out[1]) << 16),
+                uint32_t(out[2]) | (uint32_t(out[3]) << 16));
+            return;
+        }
+#endif
+        for (int32_t i = 0; i < count; ++i)
+        {
+            y[e + i] = out[i];
+        }
+        return;
+    }
+    int64_t const n = row / g.outPlane;
+    int64_t const base = n * g.cOut * g.outPlane + (row - n * g.outPlane);
+    for (int32_t i = 0; i < count; ++i)
+    {
+        y[base + int64_t(co + i) * g.outPlane] = out[i];
+    }
 }
+
+//! Threads of the reduction along the channels (4 each) and along the rows per block.
+constexpr int32_t kReduceChannelThreads = 64;
+constexpr int32_t kReduceRowThreads = 4;
 
 // ------------------------------------------------------------------------------------------------
 // Problem-level decisions shared by the launcher and the CPU build.
@@ -798,6 +923,14 @@ inline bool tensorCoreApplies(TcGeometry const& t)
     DcnGeometry const& g = t.g;
     return tensorCoreTakesChannels(t) && int64_t(g.n) * g.h * g.w * g.c < (int64_t(1) << 32)
         && g.cols < (int64_t(1) << 31) && weightElements(g) < (int64_t(1) << 31);
+}
+
+//! Whether the epilogue stores two adjacent output channels at once: channels-last y (or split-K partial
+//! sums, 8-byte aligned in the workspace) and even channel counts.
+inline bool pairedOutputApplies(TcGeometry const& t, TcTensors const& p)
+{
+    bool const aligned = p.partial != nullptr || reinterpret_cast<uintptr_t>(p.y) % 4 == 0;
+    return (p.outputNhwc || p.partial != nullptr) && t.g.cOut % 2 == 0 && t.g.cOutPerGroup % 2 == 0 && aligned;
 }
 
 //! Whether 16-byte vectors apply to this problem and its x and OHWI weight pointers.
