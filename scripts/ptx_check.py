@@ -7,15 +7,17 @@ stand-in CUDA runtime, decide every launch (grid, tile shape, shared memory, par
 
 Every `__global__` kernel in DIR/deformConvKernel.cu and DIR/deformConvTensorCore.cu (default
 plugins/src) must be launched by at least one case (CASES below); a PTX entry point no case reaches is an
-error that names it. Cases cover both kernels, every tile shape, fp32 and fp16, the NCHW and NHWC entry
-points (with their transpose and weight-packing kernels), groups, offset groups, stride, dilation,
+error that names it. Cases cover both kernels, every tile shape (with 16-byte and with scalar gathers),
+fewer pixels per CTA than a shape's, a K split with its reduction kernel, fp32 and fp16, the NCHW and
+NHWC entry points (with the NCHW entry's two transposes), groups, offset groups, stride, dilation,
 padding, offsets that leave the image, batch > 1, and channel counts on and off the tiles. Large shapes
-run a sample of the main kernel's CTAs (the grid's corner CTAs plus random ones). Each launch's first
-CTAs run twice, warps in lockstep and one warp at a time in reverse order; results that differ are
-races.
+run a sample of the convolution kernel's CTAs (the grid's corner CTAs plus random ones). Each launch's
+first CTAs run twice, warps in lockstep and one warp at a time in reverse order; results that differ
+are races.
 
 A case passes when the compared outputs are finite and within bounds of the float64 result of
-models.deform_conv2d on the same (fp16-rounded) inputs. ``error`` is, for fp32, the largest absolute
+models.deform_conv2d on the same (fp16-rounded) inputs, and, for the tensor-core kernel, equal bit for
+bit to the kernels' CPU build (plugins/src/deformConvHost.cpp, compiled here) run with the same plan. ``error`` is, for fp32, the largest absolute
 error over the largest |reference| (bound 1e-5); for fp16, the relative RMS error divided by a dense
 fp16 convolution's on the same data (bound dcn_reference.FP16_RMS_RATIO, the host tests' rule).
 
@@ -33,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -46,7 +49,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import numpy as np  # noqa: E402
 
 from ptxexec import CATEGORIES, ExecutionError, GlobalMemory, Launcher, PtxError  # noqa: E402
-from ptxexec.capture import BuildError, CapturedLibrary, RecordedMemoryOp, build, find_nvcc  # noqa: E402
+from ptxexec.capture import BuildError, CapturedLibrary, RecordedMemoryOp, build, build_host, find_nvcc  # noqa: E402
 
 SOURCES = ("deformConvKernel.cu", "deformConvTensorCore.cu")
 FP32_BOUND = 1e-5
@@ -159,12 +162,14 @@ class CaseOutcome:
 
 
 class Checker:
-    def __init__(self, lib: CapturedLibrary, arch: str):
+    def __init__(self, lib: CapturedLibrary, arch: str, host: Optional[Path] = None):
+        """``host``: the kernels' CPU build (capture.build_host), to compare the tensor-core kernel's bits with."""
         self.lib = lib
         self.arch = arch
         self.programs: dict = {}
-        from models.ops.cuda_kernels import declare_c_api
+        from models.ops.cuda_kernels import declare_c_api, declare_host_api
         declare_c_api(lib.lib)
+        self.host = declare_host_api(ctypes.CDLL(str(host))) if host is not None else None
 
     def _launcher(self, kernel: str, mem: GlobalMemory) -> Launcher:
         return Launcher(self.lib.kernel_module[kernel], mem, self.programs)  # compiled once for every case
@@ -301,11 +306,43 @@ class Checker:
             error = float((y - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
             if error > FP32_BOUND:
                 problems.append(f"fp32 relative error {error:.3g} (bound {FP32_BOUND})")
+        if self.host is not None and main is not None and "deformConvTensorCoreI" in main.kernel:
+            differ = self._host_bits_differ(main, tensors, bits.reshape(shape), nhwc, written)
+            if differ:
+                problems.append(f"the CPU build's outputs differ from the device code's in {differ} of "
+                                f"{int(written.sum())} outputs (their tile code must agree bit for bit)")
         entry = {"name": case.name, "kernel": main.kernel if main else "", "ok": not problems,
                  "error": round(error, 9) if np.isfinite(error) else None, "findings": findings}
         if problems:
             entry["findings"] = findings + [{"category": "mismatch", "detail": p} for p in problems]
         return CaseOutcome(entry, counters, kernels, thread_instr, seconds)
+
+    def _host_bits_differ(self, main, tensors, device_bits, nhwc: bool, written) -> int:
+        """How many written outputs of the tensor-core launch ``main`` the CPU build, run with the same plan
+        (the launch's TcPlan parameter), gives other bits for."""
+        import torch
+
+        from models.ops.cuda_kernels import TcPlan, make_desc
+        x, weight, offset, bias, mask, stride, padding, dilation, _ = tensors
+        plan = TcPlan()
+        (plan.shape, plan.mExtent, plan.splitK, plan.stepsPerSplit, plan.nTiles,
+         plan.mTiles) = struct.unpack_from("<5i4xq", main.params[2])
+        ohwi = weight.permute(0, 2, 3, 1).contiguous()
+        desc = make_desc(x, offset, ohwi, bias, mask, stride, padding, dilation, "OHWI")
+        x_nhwc = x.permute(0, 2, 3, 1).contiguous()
+        y = torch.full((desc.batch, desc.outHeight, desc.outWidth, desc.outChannels), float("nan"),
+                       dtype=torch.float16)
+        args = [None if t is None else t.contiguous() for t in (bias, mask)]
+        rc = self.host.deformrt_dcn_forward_nhwc_host_plan(
+            ctypes.byref(desc), x_nhwc.data_ptr(), ohwi.data_ptr(), offset.contiguous().data_ptr(),
+            *[None if t is None else t.data_ptr() for t in args], y.data_ptr(), None, 0, ctypes.byref(plan))
+        if rc != 0:
+            return int(written.sum())
+        host_bits = y.view(torch.int16).permute(0, 3, 1, 2)
+        device = torch.from_numpy(device_bits.astype(np.int16))
+        if nhwc:
+            device = device.permute(0, 3, 1, 2)
+        return int(((host_bits != device) & written).sum())
 
     def _run_launch(self, rec, mem: GlobalMemory, ctas, case: Case):
         """Run one recorded launch; its first CTAs also under a second warp schedule, compared byte by byte."""
@@ -414,13 +451,14 @@ def main(argv: Optional[list] = None) -> int:
     try:
         built = build(src, include, SOURCES, args.arch, args.cache)
         lib = CapturedLibrary(built, args.arch)
+        host = build_host(src, include, args.cache)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     log(f"ptx_check: built {', '.join(SOURCES)} for {args.arch} in {time.perf_counter() - t0:.1f}s")
     entries = [name for module in lib.modules.values() for name in module.kernels]
     names = demangle(entries)
-    checker = Checker(lib, args.arch)
+    checker = Checker(lib, args.arch, host)
     # every entry point must be launched by some case: checked first, from the C calls alone
     covered = {k for case in CASES for k in checker.launched_kernels(case)}
     no_case = [e for e in entries if e not in covered]

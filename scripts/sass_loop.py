@@ -79,25 +79,18 @@ class LoopStats:
 def parse_sass(sass: str) -> dict:
     """(arch, short kernel name) -> instructions, from ``cuobjdump -sass`` output."""
     functions: dict = {}
-    arch, current = 0, None
-    for line in sass.splitlines():
-        m = re.search(r"arch = sm_(\d+)", line)
-        if m:
-            arch = int(m.group(1))
-            continue
-        m = re.search(r"Function : (\S+)", line)
-        if m:
-            current = functions.setdefault((arch, kernel_resources.short_name(m.group(1))), [])
-            continue
-        m = LINE.search(line)
-        if m is None or current is None:
-            continue
-        text = m.group(2).strip()
-        predicate = ""
-        if text.startswith("@"):
-            predicate, text = text.split(None, 1)
-        opcode, _, operands = text.partition(" ")
-        current.append(Instruction(int(m.group(1), 16), predicate, opcode, operands.strip(), m.group(2).strip()))
+    for key, lines in kernel_resources.sass_functions(sass).items():
+        code = functions.setdefault(key, [])
+        for line in lines:
+            m = LINE.search(line)
+            if m is None:
+                continue
+            text = m.group(2).strip()
+            predicate = ""
+            if text.startswith("@"):
+                predicate, text = text.split(None, 1)
+            opcode, _, operands = text.partition(" ")
+            code.append(Instruction(int(m.group(1), 16), predicate, opcode, operands.strip(), m.group(2).strip()))
     return functions
 
 

@@ -333,6 +333,36 @@ def test_workspace_sizes_and_a_too_small_workspace_is_refused(host):
     assert b"weightLayout" in host.deformrt_dcn_validate(ctypes.byref(desc))
 
 
+def test_split_k_workspace_is_the_same_everywhere_and_never_grows_as_the_problem_shrinks(host):
+    # K = 256 x 9 >= 2048: room for the fp32 partial sums of 8 K splits (C_out = 96 here), at most 24 MiB,
+    # rounded up to 256 bytes; an OIHW weight's transpose comes first, an NCHW x's staging before both.
+    def desc(n, h, w, layout="OHWI"):
+        weight = torch.empty(96, 3, 3, 256) if layout == "OHWI" else torch.empty(96, 256, 3, 3)
+        return make_desc(torch.empty(n, 256, h, w), torch.empty(n, 18, h, w), weight, None, None, (1, 1), (1, 1),
+                         (1, 1), layout)
+
+    def align(v):
+        return -(-v // 256) * 256
+
+    small = desc(1, 6, 9)
+    partial = align(8 * 54 * 96 * 4)
+    assert host.deformrt_dcn_nhwc_workspace_size(ctypes.byref(small)) == partial
+    oihw = desc(1, 6, 9, "OIHW")
+    assert host.deformrt_dcn_nhwc_workspace_size(ctypes.byref(oihw)) == align(96 * 256 * 9 * 2) + partial
+    assert host.deformrt_dcn_workspace_size(ctypes.byref(oihw), 1) == (align(54 * 256 * 2) + align(96 * 256 * 9 * 2)
+                                                                       + partial)
+    big = desc(4, 60, 90)  # 8 splits would take 66 MiB: capped at 24 MiB
+    assert host.deformrt_dcn_nhwc_workspace_size(ctypes.byref(big)) == 24 << 20
+    sizes = [host.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc(n, h, h))) for n, h in
+             ((4, 64), (2, 64), (2, 40), (1, 40), (1, 20), (1, 5))]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] > 0
+    # a plan never splits more than the workspace holds
+    plan = plan_for(host, big, 132, 227 << 10, 50 << 20, shape=0, extent=32, split=8)
+    assert plan is None
+    plan = plan_for(host, small, 132, 227 << 10, 50 << 20, shape=2, extent=32, split=8)
+    assert plan is not None and plan.splitK == 8
+
+
 def _nhwc_host(host, x, offset, weight, bias, mask, stride, padding, dilation, shape):
     """The NHWC entry (the plugin's kHWC8 path) with the OHWI weight the exporter writes, read in place."""
     ohwi = weight.permute(0, 2, 3, 1).contiguous()

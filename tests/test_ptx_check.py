@@ -1,8 +1,9 @@
 """scripts/ptx_check.py: the kernels' real device code (PTX) run on the CPU under the executor's
-memcheck, racecheck and initcheck, compared with models.deform_conv2d. Here: the check passes on the
-sources with the exact JSON it promises, and it fails, in the right category, on scratch copies of the
-sources with one defect seeded each (a barrier removed, a bound moved by one, a misaligned vector load,
-a kernel no case launches). Needs nvcc (compiles only; no GPU)."""
+memcheck, racecheck and initcheck, compared with models.deform_conv2d and, for the tensor-core kernel,
+bit for bit with the kernels' CPU build. Here: the check passes on the sources with the exact JSON it
+promises, and it fails, in the right category, on scratch copies of the sources with one defect seeded
+each (a barrier removed, a bound moved by one, a misaligned vector load, a CPU build summing in another
+order, a kernel no case launches). Needs nvcc (compiles only; no GPU)."""
 
 from __future__ import annotations
 
@@ -102,3 +103,19 @@ def test_a_kernel_no_case_launches_is_an_error_naming_it(tmp_path):
     rc, report, err = run_check("--src", str(src), "--cases", "no-such-case")
     assert rc == 1 and report == {}
     assert "kernelWithoutACase" in err and "no case of ptx_check.py launches it" in err
+
+
+def test_a_cpu_build_that_sums_in_another_order_is_a_mismatch(tmp_path):
+    # The CPU build runs a tile's last K step's two slices in the other order: its fp32 sums round
+    # differently, while the device code and the float64 reference are untouched (the RMS rule still holds).
+    src = seeded(tmp_path, "deformConvHost.cpp",
+                 "    for (int32_t phase = 0; phase < Shape::Phases; ++phase)\n    {\n        mmaPhase<Shape>(s, tile, "
+                 "stage, phase, cta);",
+                 "    for (int32_t phase = Shape::Phases - 1; phase >= 0; --phase)\n    {\n        mmaPhase<Shape>(s, "
+                 "tile, stage, phase, cta);")
+    rc, report, err = run_check("--src", str(src), "--cases", "fp16-nhwc-tile-n256-c24")
+    assert rc == 1, err[-3000:]
+    assert report["summary"]["mismatches"] == 1
+    details = [f["detail"] for c in report["cases"] for f in c["findings"] if f.get("category") == "mismatch"]
+    assert len(details) == 1 and "the CPU build's outputs differ from the device code's" in details[0]
+    assert "RMS" not in details[0]

@@ -189,16 +189,9 @@ template <class Shape>
 void runCta(TcGeometry const& t, TcTensors const& p, TcTile const& tile, SharedView const& s, CtaState<Shape>& cta)
 {
     std::fill(cta.acc.begin(), cta.acc.end(), Accumulators<Shape>{});
-    int32_t const taps = t.g.taps;
     for (int32_t first = tile.stepBegin; first < tile.stepEnd;)
     {
-        int32_t chunk = first / taps;
-        int32_t const og = chunkOffsetGroup(t, tile.grp, chunk);
-        while ((chunk + 1) * taps < tile.stepEnd && chunkOffsetGroup(t, tile.grp, chunk + 1) == og)
-        {
-            ++chunk;
-        }
-        int32_t const last = (chunk + 1) * taps < tile.stepEnd ? (chunk + 1) * taps : tile.stepEnd;
+        int32_t const last = segmentEnd(t, tile, first);
         runSegment<Shape>(t, p, tile, first, last, s, cta);
         first = last;
     }

@@ -216,17 +216,9 @@ __device__ __forceinline__ void runTile(TcGeometry const& t, TcTensors const& p,
 {
     WarpPlace const w = warpPlace<Shape>(tid);
     LaneAddresses const l = laneAddresses<Shape>(s, w);
-    int32_t const taps = t.g.taps;
-    // One segment per run of chunks in the same offset group (usually the whole range).
     for (int32_t first = tile.stepBegin; first < tile.stepEnd;)
     {
-        int32_t chunk = first / taps;
-        int32_t const og = chunkOffsetGroup(t, tile.grp, chunk);
-        while ((chunk + 1) * taps < tile.stepEnd && chunkOffsetGroup(t, tile.grp, chunk + 1) == og)
-        {
-            ++chunk;
-        }
-        int32_t const last = (chunk + 1) * taps < tile.stepEnd ? (chunk + 1) * taps : tile.stepEnd;
+        int32_t const last = segmentEnd(t, tile, first);
         runSegment<Shape, Vector>(t, p, tile, first, last, tid, w, s, l, acc);
         first = last;
     }

@@ -352,6 +352,20 @@ DEFORMRT_HD TcTile makeTile(TcGeometry const& t, TcPlan const& plan, int32_t nBN
     return tile;
 }
 
+//! The end of the run of K steps from ``first`` whose chunks share one offset group (within the tile's
+//! steps): a CTA recomputes its prologue tables once per such run (usually the whole range).
+DEFORMRT_HD int32_t segmentEnd(TcGeometry const& t, TcTile const& tile, int32_t first)
+{
+    int32_t const taps = t.g.taps;
+    int32_t chunk = first / taps;
+    int32_t const og = chunkOffsetGroup(t, tile.grp, chunk);
+    while ((chunk + 1) * taps < tile.stepEnd && chunkOffsetGroup(t, tile.grp, chunk + 1) == og)
+    {
+        ++chunk;
+    }
+    return (chunk + 1) * taps < tile.stepEnd ? (chunk + 1) * taps : tile.stepEnd;
+}
+
 //! Prologue: sampling data of every (tap, pixel) of the tile for offset group ``og``. A corner outside
 //! the image gets weight zero and the offset of an inside pixel (the gather loads it unconditionally).
 template <class Shape>
@@ -490,6 +504,21 @@ DEFORMRT_UNROLL
     }
 }
 
+//! The A vector the thread handles as the ``i``-th of phase ``phase`` (its slot and place), or false when
+//! there is none: past the thread's vectors, or in a row past the tile's gathered rows (warp-uniform: a
+//! warp's vectors are rows of one 32-row block).
+template <class Shape>
+DEFORMRT_HD bool phaseVector(TcTile const& tile, int32_t phase, int32_t i, int32_t tid, int32_t& slot, VectorPlace& v)
+{
+    slot = phase * Shape::VectorsPerPhase + i;
+    if (slot >= Shape::VectorsPerThread)
+    {
+        return false;
+    }
+    v = aVectorPlace<Shape>(tid, slot);
+    return v.row < tile.gatherRows;
+}
+
 //! Gather, first half: the four corners of this thread's A vectors of phase ``phase`` of step (chunk,
 //! tap) into ``staged``. Nothing is loaded for rows past the tile's gathered rows or vectors past the chunk.
 template <class Shape, bool Vector>
@@ -501,13 +530,9 @@ DEFORMRT_HD void gatherLoads(TcGeometry const& t, TcTensors const& p, TcTile con
 DEFORMRT_UNROLL
     for (int32_t i = 0; i < Shape::VectorsPerPhase; ++i)
     {
-        int32_t const slot = phase * Shape::VectorsPerPhase + i;
-        if (slot >= Shape::VectorsPerThread)
-        {
-            break;
-        }
-        VectorPlace const v = aVectorPlace<Shape>(tid, slot);
-        if (v.row >= tile.gatherRows) // warp-uniform: a warp's vectors are rows of one 32-row block
+        int32_t slot;
+        VectorPlace v;
+        if (!phaseVector<Shape>(tile, phase, i, tid, slot, v))
         {
             continue;
         }
@@ -539,13 +564,9 @@ DEFORMRT_HD void gatherBlend(TcTile const& tile, int32_t tap, int32_t phase, int
 DEFORMRT_UNROLL
     for (int32_t i = 0; i < Shape::VectorsPerPhase; ++i)
     {
-        int32_t const slot = phase * Shape::VectorsPerPhase + i;
-        if (slot >= Shape::VectorsPerThread)
-        {
-            break;
-        }
-        VectorPlace const v = aVectorPlace<Shape>(tid, slot);
-        if (v.row >= tile.gatherRows)
+        int32_t slot;
+        VectorPlace v;
+        if (!phaseVector<Shape>(tile, phase, i, tid, slot, v))
         {
             continue;
         }

@@ -154,12 +154,33 @@ def build(src_dir: Path, include_dir: Path, sources: tuple, arch: str, cache_dir
     return Build(lib, {s: (units[s] / "unit.ptx").read_text() for s in sources}, arch)
 
 
+def build_host(src_dir: Path, include_dir: Path, cache_dir: Path, source: str = "deformConvHost.cpp") -> Path:
+    """The kernels' CPU build (``source``: their tile code compiled for the host, mma emulated) as a shared
+    library, cached in ``cache_dir`` by the content of the files it includes."""
+    files = sorted(_includes((src_dir / source).resolve(), (src_dir.resolve(), include_dir.resolve()), set()),
+                   key=lambda f: (f.name, str(f)))
+    compiler = shutil.which("c++") or "c++"
+    out_dir = cache_dir / f"host-{_digest([compiler] + [f.name.encode() + f.read_bytes() for f in files])}"
+    lib = out_dir / "libdeformrt_host.so"
+    if not lib.is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="tmp-host-", dir=cache_dir))
+        try:
+            _run([compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-I", str(include_dir), "-I", str(src_dir),
+                  str(src_dir / source), "-o", str(tmp / lib.name)], "compiling the CPU build of the kernels")
+            _publish(tmp, out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    os.utime(out_dir)
+    return lib
+
+
 def _prune(cache_dir: Path, keep: int = 12):
     """Keep the ``keep`` most recently used compiled units and libraries (scratch copies of the sources,
     e.g. the seeded-defect tests', would otherwise accumulate)."""
-    for prefix in ("lib-", ""):
-        entries = [p for p in cache_dir.iterdir() if p.is_dir() and (p.name.startswith("lib-") == (prefix == "lib-"))
-                   and not p.name.startswith("tmp-")]
+    for prefix in ("lib-", "host-", ""):
+        entries = [p for p in cache_dir.iterdir() if p.is_dir() and not p.name.startswith("tmp-")
+                   and (p.name.startswith(prefix) if prefix else not p.name.startswith(("lib-", "host-")))]
         entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
         for old in entries[keep:]:
             shutil.rmtree(old, ignore_errors=True)
