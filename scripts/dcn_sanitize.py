@@ -62,8 +62,11 @@ def run(problem, dtype, shape: str, nhwc: bool, split: str = "") -> float:
         x_cl = x.contiguous(memory_format=torch.channels_last)
         y = torch.empty(n, co, ho, wo, dtype=dtype, device="cuda").contiguous(memory_format=torch.channels_last)
         ptrs = [None if t is None else t.data_ptr() for t in (bias, mask)]
+        nbytes = lib.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc))  # split-K partial sums, if any
+        workspace = torch.empty(max(nbytes, 1), dtype=torch.uint8, device="cuda")
         status = lib.deformrt_dcn_forward_nhwc(ctypes.byref(desc), x_cl.data_ptr(), ohwi.data_ptr(),
-                                               offset.data_ptr(), ptrs[0], ptrs[1], y.data_ptr(), None, 0, stream)
+                                               offset.data_ptr(), ptrs[0], ptrs[1], y.data_ptr(), workspace.data_ptr(),
+                                               nbytes, stream)
         assert status == 0, f"cudaError {status}"
     else:
         y = cuda_kernels.deform_conv2d_cuda(x, offset, weight, bias, mask, *args)
