@@ -306,7 +306,9 @@ class Checker:
             error = float((y - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
             if error > FP32_BOUND:
                 problems.append(f"fp32 relative error {error:.3g} (bound {FP32_BOUND})")
-        if self.host is not None and main is not None and "deformConvTensorCoreI" in main.kernel:
+        # (only where the device code ran clean: the CPU build shares its tile code, and would make the same
+        # out-of-bounds writes into this process's memory)
+        if self.host is not None and main is not None and "deformConvTensorCoreI" in main.kernel and not findings:
             differ = self._host_bits_differ(main, tensors, bits.reshape(shape), nhwc, written)
             if differ:
                 problems.append(f"the CPU build's outputs differ from the device code's in {differ} of "
