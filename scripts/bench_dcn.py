@@ -7,7 +7,8 @@ For each stage (conv3 128ch 100x168, conv4 256ch 50x84, conv5 512ch 25x42; 3x3, 
 offset group, with mask), batch 1 and 8, fp16 and fp32 (TF32 off everywhere), and smooth trained-like
 or i.i.d. random offsets, it times:
   ours NCHW   deformrt_dcn_forward (fp16 on sm_80+: NHWC staging + tensor-core kernel)
-  ours NHWC   deformrt_dcn_forward_nhwc, OHWI weights read in place (the plugin's kHWC8 path; fp16, sm_80+)
+  ours NHWC   deformrt_dcn_forward_nhwc, OHWI weights read in place (the plugin's kHWC8 path; fp16, sm_80+;
+              a workspace only for split-K partial sums)
   NHWC+T      the same with an OIHW weight, transposed into the workspace on every call (files from before
               weight_layout; the column shows what that transpose costs)
   torchvision torchvision.ops.deform_conv2d (NCHW)
@@ -124,11 +125,15 @@ def bench(iters: int, log=print) -> list[dict]:
                     if dtype == torch.float16 and lib.deformrt_dcn_nhwc_supported(ctypes.byref(desc)):
                         x_cl = x.contiguous(memory_format=torch.channels_last)
                         y_cl = torch.empty_like(x_cl)
+                        # the split-K partial sums where the launch splits K (none otherwise)
+                        split_bytes = lib.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc))
+                        split_space = torch.empty(max(split_bytes, 1), dtype=torch.uint8, device="cuda")
 
                         def ours_nhwc():
                             status = lib.deformrt_dcn_forward_nhwc(
                                 ctypes.byref(desc), x_cl.data_ptr(), ohwi.data_ptr(), offset.data_ptr(), None,
-                                mask.data_ptr(), y_cl.data_ptr(), None, 0, torch.cuda.current_stream().cuda_stream)
+                                mask.data_ptr(), y_cl.data_ptr(), split_space.data_ptr(), split_bytes,
+                                torch.cuda.current_stream().cuda_stream)
                             if status != 0:
                                 raise RuntimeError(f"deformrt_dcn_forward_nhwc: cudaError {status}")
 
