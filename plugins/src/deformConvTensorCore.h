@@ -863,6 +863,9 @@ DEFORMRT_UNROLL
 DEFORMRT_HD void splitKReduce(DcnGeometry const& g, int32_t splits, float const* partial, uint16_t const* bias,
     uint16_t* y, bool outputNhwc, bool vector, int64_t row, int32_t co, int32_t count)
 {
+#ifndef __CUDA_ARCH__
+    (void) vector; // the host build has no vector path: the scalar loop gives the same sums in the same order
+#endif
     int64_t const total = g.cols * g.cOut;
     int64_t const e = row * g.cOut + co;
     float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
