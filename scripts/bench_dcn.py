@@ -1,7 +1,7 @@
 """Benchmark deformrt's DCN kernels side by side with torchvision's deform_conv2d and the cuDNN dense
 convolution of the same shape (the maskrcnn-benchmark R-50 DCN stages of dcn-performance.md).
 
-    python scripts/bench_dcn.py [--kernel-lib PATH] [--iters 20] [--json] [--json-out FILE]
+    python scripts/bench_dcn.py [--kernel-lib PATH] [--iters 20] [--json] [--json-file FILE]
 
 For each stage (conv3 128ch 100x168, conv4 256ch 50x84, conv5 512ch 25x42; 3x3, stride 1, pad 1, one
 offset group, with mask), batch 1 and 8, fp16 and fp32 (TF32 off everywhere), and smooth trained-like
@@ -28,11 +28,13 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
+from exporter.util.fsutil import atomic_write_text
 from models.native import KERNEL_ENV, find_kernel_library
 from models.errors import DeformRTError
 
@@ -193,7 +195,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--kernel-lib", help="libdeformrt_kernels.so (default: $DEFORMRT_KERNEL_LIB, plugins/build)")
     parser.add_argument("--iters", type=int, default=20, help="calls captured per CUDA graph")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
-    parser.add_argument("--json-out", help="also write the rows as JSON to this file")
+    parser.add_argument("--json-file", metavar="FILE", help="also write the rows as JSON to this file (replaced)")
+    parser.add_argument("--json-out", dest="json_file", help=argparse.SUPPRESS)  # the old spelling
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_dcn: no CUDA GPU available; nothing to benchmark", file=sys.stderr)
@@ -214,9 +217,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     report = {"device": device, "rows": rows}
     if args.json:
         print(json.dumps(report, indent=2))
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(report, f, indent=2)
+    if args.json_file:
+        atomic_write_text(Path(args.json_file), json.dumps(report, indent=2) + "\n", force=True)
     return 0
 
 
