@@ -244,7 +244,7 @@ def run_launch(checker, mem, rec, n_ctas: int, seed: int = 17) -> dict:
 
 def run_layer(checker, layer: str, shape: tuple, gpu: Gpu, n_ctas: int, cache: dict) -> dict:
     """Counters of every launch the plugin makes for ``layer`` on ``gpu`` (cached per launch)."""
-    from ptx_check import Case, _problem_tensors, main_launch
+    from ptx_check import Case, main_launch
 
     from ptxexec.capture import RecordedMemoryOp
 
@@ -274,7 +274,6 @@ def run_layer(checker, layer: str, shape: tuple, gpu: Gpu, n_ctas: int, cache: d
 def layer_model(run: dict, gpu: Gpu, c: int, resident: int) -> dict:
     """The modelled time of a layer's launches on ``gpu`` (their sum) and each launch's terms."""
     main_index = run["main"]
-    main = run["launches"][main_index]
     partials_in_dram = run["partial_bytes"] > gpu.l2_mb * 1e6 / 2
     out = []
     total = 0.0

@@ -7,7 +7,6 @@ sources take every contract name from opContract.h."""
 from __future__ import annotations
 
 import ctypes
-import json
 import re
 import shutil
 import subprocess

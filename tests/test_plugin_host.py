@@ -420,7 +420,7 @@ GPUS = {"H100 SXM": (132, 227 << 10, 50 << 20), "A100": (108, 163 << 10, 40 << 2
 
 
 def _stage_desc(c, h, w, batch=1):
-    x, offset, weight = torch.empty(batch, c, h, w), torch.empty(batch, 18, h, w), torch.empty(c, h, 3, 3)
+    x, offset = torch.empty(batch, c, h, w), torch.empty(batch, 18, h, w)
     return make_desc(x, offset, torch.empty(c, c, 3, 3), None, torch.empty(batch, 9, h, w), (1, 1), (1, 1), (1, 1),
                      "OIHW")
 
