@@ -30,10 +30,10 @@ import torch
 from exporter.onnx import passes as gp
 from exporter.onnx.detector_graph import ExportableDetector, DetectorShape, detector_shape, trt_limit_problems
 from exporter.onnx.detector_ops import TRANSLATIONS
-from exporter.onnx.export import (DEFAULT_SEED, MIN_OPSET, BuiltModel, ExportOptions, _deform_conv_translation,
+from exporter.onnx.export import (DEFAULT_SEED, BuiltModel, ExportOptions, _deform_conv_translation,
                                   _quiet_exporter, check_model, clean_graph, config_from_metadata, config_has_dcn,
                                   dynamic_axes_of, load_config, prepare_for_export, preprocessing_metadata)
-from exporter.onnx.metadata import DCN_OP_ONNX, DCN_OP_PLUGIN, SEED_PREFIX, DetectorMetadata, ExportMetadata
+from exporter.onnx.metadata import DCN_OP_ONNX, SEED_PREFIX, DetectorMetadata, ExportMetadata
 from exporter.util.fsutil import atomic_path, check_output_path, sha256_file
 from exporter.util.progress import Progress
 from models.calibrate import DETECTOR_CALIBRATION_SHAPE, OFFSET_STD_PX, calibrate_synthetic_detector
@@ -51,19 +51,13 @@ DetectorVerifier = Callable[..., object]
 
 
 @dataclass(frozen=True)
-class DetectorExportOptions:
-    dcn_op: str = DCN_OP_PLUGIN
-    opset: int = MIN_OPSET
+class DetectorExportOptions(ExportOptions):
+    """The backbone export's options (and its :meth:`ExportOptions.check`), at upstream's test
+    size by default, and what only a whole detector has."""
+
     input_size: tuple[int, int] = DEFAULT_DETECTOR_SIZE
-    batch: int = 1
-    dynamic: bool = True
     debug_outputs: bool = False
     trt_limits: bool = True
-
-    def check(self, size_divisibility: int) -> None:
-        """The backbone export's checks (DCN flavour, opset, batch, size and divisibility)."""
-        ExportOptions(dcn_op=self.dcn_op, opset=self.opset, input_size=self.input_size, batch=self.batch,
-                      dynamic=self.dynamic).check(size_divisibility)
 
 
 def random_detector(cfg, seed: int = DEFAULT_SEED, std_px: float = OFFSET_STD_PX,
