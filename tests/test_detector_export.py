@@ -170,11 +170,14 @@ def _png(path: Path, seed: int, size=(240, 330)):
 
 
 def test_predict_writes_pngs_and_coco_json(mask_export, tmp_path):
+    """The README's command: pictures in the folder, a line per image on stdout, the COCO-style
+    results in --json-file."""
     _, model = mask_export
     image = _png(tmp_path / "street.png", 0)
-    done = deformrt("predict", model, image, "-o", tmp_path / "out", "--json")
+    done = deformrt("predict", model, image, "-o", "out", "--json-file", "results.json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    records = json.loads(done.stdout)
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert done.stdout.startswith(f"street.png: {len(records)} detections: ") and "-> out/street.png" in done.stdout
     assert records and {"image_id", "category_id", "bbox", "score", "segmentation", "file_name"} <= set(records[0])
     from PIL import Image
     from pycocotools import mask as mask_util
