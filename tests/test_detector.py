@@ -98,9 +98,9 @@ def test_end_to_end_matches_upstream(name):
 def test_each_stage_matches_upstream():
     """Mask R-CNN with DCN: backbone features, RPN head outputs, proposals, then the box head on
     upstream's own proposals and the mask head on upstream's own detections."""
+    ours, theirs = build_pair("mask-dcn-fpn")  # first: it puts upstream (with its CPU shims) on sys.path
     from maskrcnn_benchmark.structures.image_list import ImageList
 
-    ours, theirs = build_pair("mask-dcn-fpn")
     x = images()
     image_list = ImageList(x, [tuple(map(int, s)) for s in SIZES])
     with torch.no_grad():
