@@ -256,13 +256,14 @@ class Prepared:
     engine_meta: object = None  # the --engine sidecar (EngineMeta) when trt runs one
 
 
-def prepare_run(onnx_path: Path, options: RunOptions, images: Sequence[Path] = ()) -> Prepared:
+def prepare_run(onnx_path: Path, options: RunOptions, images: Sequence[Path] = (), loaded=None) -> Prepared:
     """Load the model once, make the input batch and check what can fail early (engine sidecar and
-    profile, plugin library, TensorRT itself) before anything runs."""
+    profile, plugin library, TensorRT itself) before anything runs. ``loaded``: (ModelProto,
+    ExportMetadata) when the caller has parsed the file already."""
     from exporter.trt.build import load_onnx
 
     onnx_path = Path(onnx_path)
-    model, meta = load_onnx(onnx_path)
+    model, meta = loaded or load_onnx(onnx_path)
     input_name, dims = single_input(model)
     batch, seed = make_inputs(meta, images, options.batch, options.shape, options.seed)
     check_static_dims(input_name, dims, batch.shape)
@@ -346,6 +347,16 @@ def _comparisons(results, backends: Sequence[str], precisions: dict[str, str],
     return comparisons
 
 
+def load_model_file(onnx_path: Path):
+    """(ModelProto, ExportMetadata, DetectorMetadata or None for a backbone file), the file parsed
+    once (``compare`` and ``bench`` take either kind of file)."""
+    from exporter.onnx.metadata import DetectorMetadata
+    from exporter.trt.build import load_onnx
+
+    model, meta = load_onnx(Path(onnx_path))
+    return model, meta, DetectorMetadata.from_model(model)
+
+
 def compare_models(onnx_path: Path, options: CompareOptions = CompareOptions(),
                    progress: Optional[Progress] = None) -> CompareReport:
     """Run ``options.backends`` on the same inputs and compare each with the first."""
@@ -355,7 +366,12 @@ def compare_models(onnx_path: Path, options: CompareOptions = CompareOptions(),
 
     backends = _check_backends(options.backends)
     comparison_tolerance(["fp32"], options.tolerance)  # reject a bad --tolerance before running
-    run = prepare_run(onnx_path, options, options.images)
+    model, meta, detector = load_model_file(onnx_path)
+    if detector is not None:  # detections, compared as sets
+        from exporter.evaluation.detector_compare import compare_detector
+
+        return compare_detector(Path(onnx_path), model, meta, detector, options, progress)
+    run = prepare_run(onnx_path, options, options.images, loaded=(model, meta))
     made, precisions = _runners(backends, run, options)
 
     feeds = [OrderedDict([(run.input_name, run.batch)])]

@@ -169,14 +169,30 @@ def validate_profile(profile: ShapeProfile, dims: Sequence[Dim], size_divisibili
                                 f"got {profile.min[axis]}, {profile.opt[axis]}, {profile.max[axis]}")
 
 
+def follows_batch(dims: Sequence[Dim], image_dims: Sequence[Dim]) -> bool:
+    """True for an input whose only dynamic axis is the batch, named as the image input's batch (a
+    detector's ``image_sizes`` [batch, 2]): its profile follows the image input's batch range."""
+    return (bool(dims) and bool(image_dims) and isinstance(dims[0], str) and dims[0] not in ("", "?")
+            and dims[0] == image_dims[0] and all(isinstance(d, int) for d in dims[1:]))
+
+
+def batch_follower_profile(name: str, dims: Sequence[Dim], image: ShapeProfile) -> ShapeProfile:
+    """The profile of a :func:`follows_batch` input: the image profile's batch min/opt/max, the
+    other axes fixed at their static sizes."""
+    rest = tuple(int(d) for d in dims[1:])
+    return ShapeProfile(name, (image.min[0], *rest), (image.opt[0], *rest), (image.max[0], *rest))
+
+
 def resolve_profiles(inputs: Mapping[str, Sequence[Dim]], export_shape: Sequence[int], size_divisibility: int,
                      dynamic_axes: Optional[Mapping[str, Mapping[str, str]]] = None,
                      min_shape: Optional[str] = None, opt_shape: Optional[str] = None,
                      max_shape: Optional[str] = None) -> list[ShapeProfile]:
     """One validated profile per input: defaults, overridden by the ``--min/opt/max-shape`` texts.
 
-    The export shape applies to the first (image) input; any other input must be static or given
-    on the command line.
+    The export shape applies to the first (image) input; an input whose only dynamic axis is the
+    batch, named as the image input's (a detector's ``image_sizes``), follows the image input's
+    batch range; any other input
+    must be static or given on the command line.
     """
     names = list(inputs)
     given = {label: parse_shapes(text, names, f"--{label}-shape") if text else {}
@@ -187,6 +203,8 @@ def resolve_profiles(inputs: Mapping[str, Sequence[Dim]], export_shape: Sequence
             base = default_profile(name, dims, export_shape, size_divisibility, (dynamic_axes or {}).get(name))
         elif all(isinstance(d, int) for d in dims):
             base = ShapeProfile(name, *(tuple(dims),) * 3)
+        elif profiles and follows_batch(dims, inputs[names[0]]):
+            base = batch_follower_profile(name, dims, profiles[0])
         else:
             user = [given[label].get(name) for label in ("min", "opt", "max")]
             if None in user:

@@ -1,0 +1,145 @@
+"""A whole-detector file run by PyTorch, ONNX Runtime or TensorRT, each giving detections per image.
+
+``deformrt compare``, ``bench`` and ``eval`` on a detector file all need the same thing from a
+backend: (``images`` [N,3,H,W] float32 preprocessed and padded, ``image_sizes`` [N,2] int32) in,
+one :class:`~exporter.evaluation.detections.ImageDetections` per image out.
+
+- ``torch``: the eager :class:`models.detector.GeneralizedRCNN` rebuilt from the file's metadata
+  (upstream's semantics, variable-length results, detections in upstream's class-by-class order);
+- ``ort``: the file in ONNX Runtime (``fp16``: :func:`convert_detector_to_fp16` of it);
+- ``trt``: an engine file from ``deformrt build-engine``, or one built in memory from the file
+  (TensorRT's own plugins registered, ROIAlign_TRT among them; profiles for ``images`` and
+  ``image_sizes``).
+
+The ONNX and TensorRT backends return the file's fixed-size outputs cut to ``num_detections``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from exporter.evaluation.detections import ImageDetections
+from models.errors import DeformRTError
+
+DETECTOR_BACKENDS = ("torch", "ort", "trt")
+
+Feed = dict  # {"images": float32 [N,3,H,W], "image_sizes": int32 [N,2]}
+
+
+@dataclass
+class DetectorBackend:
+    """One backend ready to run: ``run(feed)`` -> the raw outputs by name (fixed-size tensors for
+    ort/trt, ``None`` for torch), ``detections(feed)`` -> per-image detections."""
+
+    name: str
+    device: str
+    precision: str
+    run: Callable[[Feed], object]
+    to_detections: Callable[[object, int], list[ImageDetections]]
+    # Times the backbone alone where the backend can (torch: the body and FPN; ort/trt: no).
+    backbone: Optional[Callable[[Feed], object]] = None
+
+    def detections(self, feed: Feed) -> list[ImageDetections]:
+        return self.to_detections(self.run(feed), len(feed["image_sizes"]))
+
+
+def outputs_to_detections(outputs: dict, count: int) -> list[ImageDetections]:
+    """Per-image detections from a detector file's fixed-size outputs."""
+    return [ImageDetections.from_outputs(outputs, i) for i in range(count)]
+
+
+def torch_backend(meta, weights: Optional[Path] = None, device: str = "cpu") -> DetectorBackend:
+    """The eager PyTorch detector the file came from (random-init files are rebuilt from their seed)."""
+    import torch
+
+    from exporter.onnx.detector_export import rebuild_detector
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DeformRTError("--device cuda: PyTorch sees no CUDA device here")
+    model = rebuild_detector(meta, str(weights) if weights else None).eval().to(device)
+
+    def tensors(feed: Feed):
+        return (torch.from_numpy(np.ascontiguousarray(feed["images"])).to(device),
+                torch.from_numpy(np.asarray(feed["image_sizes"], np.int64)).to(device))
+
+    def run(feed: Feed):
+        with torch.inference_mode():
+            return model(*tensors(feed))
+
+    def backbone(feed: Feed):
+        with torch.inference_mode():
+            return model.backbone(tensors(feed)[0])
+
+    def convert(results, count: int) -> list[ImageDetections]:
+        return [ImageDetections(r.boxes.cpu().numpy().astype(np.float32), r.scores.cpu().numpy().astype(np.float32),
+                                r.labels.cpu().numpy().astype(np.int64),
+                                None if r.masks is None else r.masks.cpu().numpy().astype(np.float32))
+                for r in results]
+
+    return DetectorBackend("torch", device, "fp32", run, convert, backbone)
+
+
+def ort_backend(model, provider: str = "cpu", fp16: bool = False) -> DetectorBackend:
+    """The file (an ``onnx.ModelProto``) in ONNX Runtime; ``fp16``: its strongly typed fp16 form."""
+    from exporter.evaluation.ort import ort_session
+    from exporter.onnx.fp16 import model_precision
+
+    if fp16:
+        from exporter.onnx.detector_export import convert_detector_to_fp16
+
+        model = convert_detector_to_fp16(model).model
+    session = ort_session(model, provider, provider_flag="--ort-provider")
+    names = [o.name for o in session.get_outputs()]
+
+    def run(feed: Feed):
+        return dict(zip(names, session.run(None, {"images": feed["images"], "image_sizes": feed["image_sizes"]})))
+
+    return DetectorBackend("ort", provider, model_precision(model), run, outputs_to_detections)
+
+
+def trt_shapes(shape: Sequence[int]) -> str:
+    """The ``--min/opt/max-shape`` text pinning a detector engine to one input batch shape."""
+    from exporter.trt.profiles import format_shape
+
+    return f"images:{format_shape(shape)},image_sizes:{shape[0]}x2"
+
+
+def trt_backend(onnx_path: Path, model=None, engine: Optional[Path] = None, plugin: Optional[Path] = None,
+                fp16: bool = False, static_shape: Optional[Sequence[int]] = None,
+                verbose: bool = False) -> DetectorBackend:
+    """An engine file, or one built in memory from ``onnx_path`` (``static_shape``: for exactly that
+    input shape; else the file's default profiles, which cover 320..1344 px sides)."""
+    from exporter.trt.session import TrtSession
+
+    if engine is not None:
+        from exporter.trt.engine import load_engine
+
+        loaded = load_engine(Path(engine), plugin, verbose)
+    else:
+        from exporter.trt.build import BuildOptions, build_in_memory
+
+        pinned = trt_shapes(static_shape) if static_shape is not None else None
+        options = BuildOptions(fp16=fp16, plugin=plugin, verbose=verbose, min_shape=pinned, opt_shape=pinned,
+                               max_shape=pinned)
+        loaded = build_in_memory(Path(onnx_path), options, model)
+    session = TrtSession(loaded)
+    return DetectorBackend("trt", "cuda", loaded.meta.precision, session.run, outputs_to_detections)
+
+
+def make_backend(name: str, *, onnx_path: Path, model, meta, weights: Optional[Path] = None, device: str = "cpu",
+                 ort_provider: str = "cpu", engine: Optional[Path] = None, plugin: Optional[Path] = None,
+                 fp16: bool = False, static_shape: Optional[Sequence[int]] = None,
+                 verbose: bool = False) -> DetectorBackend:
+    """The backend called ``name`` (:data:`DETECTOR_BACKENDS`)."""
+    if name == "torch":
+        return torch_backend(meta, weights, device)
+    if name == "ort":
+        return ort_backend(model, ort_provider, fp16)
+    if name == "trt":
+        return trt_backend(onnx_path, model, engine, plugin, fp16, static_shape, verbose)
+    raise DeformRTError(f"unknown backend {name!r}; choose from {', '.join(DETECTOR_BACKENDS)}")
+
