@@ -28,6 +28,7 @@ from models.errors import DeformRTError
 DETECTOR_BACKENDS = ("torch", "ort", "trt")
 
 Feed = dict  # {"images": float32 [N,3,H,W], "image_sizes": int32 [N,2]}
+_REBUILT: dict = {}  # the last rebuilt PyTorch detector, by what decides it
 
 
 @dataclass
@@ -60,7 +61,11 @@ def torch_backend(meta, weights: Optional[Path] = None, device: str = "cpu") -> 
 
     if device == "cuda" and not torch.cuda.is_available():
         raise DeformRTError("--device cuda: PyTorch sees no CUDA device here")
-    model = rebuild_detector(meta, str(weights) if weights else None).eval().to(device)
+    key = (meta.config, meta.weights, meta.weights_sha256, meta.init_seed, str(weights) if weights else None)
+    if key not in _REBUILT:  # rebuilding (and calibrating random heads) takes seconds: once per process
+        _REBUILT.clear()
+        _REBUILT[key] = rebuild_detector(meta, str(weights) if weights else None).eval()
+    model = _REBUILT[key].to(device)
 
     def tensors(feed: Feed):
         return (torch.from_numpy(np.ascontiguousarray(feed["images"])).to(device),

@@ -14,7 +14,8 @@ detection left unmatched on either side is classified:
   that side's lowest score (the other backend's ``D``-th detection was a near-tie);
 - ``NMS tie``: the other side has an unmatched detection of the same class overlapping it (IoU >=
   the NMS threshold minus ``NMS_IOU_SLACK``) with a score within ``tolerance.score``: the two kept
-  different members of a near-tied pair;
+  different members of a near-tied pair (a box that moved that far with an unchanged score looks
+  the same from the outputs alone; the matched pairs' box errors tell such a backend apart);
 - otherwise ``unexplained``.
 
 A comparison PASSes when nothing is unexplained and the matched pairs' errors are within the
