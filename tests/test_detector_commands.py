@@ -318,3 +318,26 @@ def test_eval_refuses_missing_images_before_any_work(small_detector, tmp_path):
                                        "categories": []}))
     done = run("eval", small_detector, "--coco", annotations, "--images", tmp_path)
     assert done.exit_code == 1 and "gone.png" in done.output and "Traceback" not in done.output
+
+
+def test_polygraphy_runners_give_a_detector_files_fixed_size_outputs(small_detector, tmp_path):
+    """`python -m exporter.polygraphy_ext.inputs` writes both inputs; the PyTorch runner's outputs
+    (sorted by score, zero-padded) equal ONNX Runtime's element-wise, as `polygraphy run` compares."""
+    from polygraphy.json import load_json
+
+    from exporter.polygraphy_ext.inputs import main as write_inputs
+    from exporter.polygraphy_ext.runners import deformrt_onnxrt_runner, deformrt_torch_runner
+
+    assert write_inputs([str(small_detector), "-o", str(tmp_path / "in.json"), "--seed", "4", "--batch", "2"]) == 0
+    (feed,) = load_json(str(tmp_path / "in.json"))
+    assert feed["images"].shape == (2, 3, 128, 160) and feed["image_sizes"].tolist() == [[128, 160]] * 2
+    with deformrt_torch_runner(str(small_detector)) as torch_runner, \
+            deformrt_onnxrt_runner(str(small_detector)) as ort_runner:
+        want, got = torch_runner.infer(feed), ort_runner.infer(feed)
+    assert list(want) == list(got) and (want["num_detections"] > 0).all()
+    np.testing.assert_array_equal(want["num_detections"], got["num_detections"])
+    np.testing.assert_array_equal(want["detection_classes"], got["detection_classes"])
+    np.testing.assert_allclose(want["detection_boxes"], got["detection_boxes"], atol=1e-3)
+    np.testing.assert_allclose(want["detection_scores"], got["detection_scores"], atol=1e-4)
+    np.testing.assert_allclose(want["detection_masks"], got["detection_masks"], atol=1e-4)
+    assert (np.diff(want["detection_scores"][0][:int(want["num_detections"][0, 0])]) <= 0).all()
