@@ -4,7 +4,9 @@ The set comparison is checked on detections built from random ones with known an
 dropped, swapped near-ties, scores at the threshold, a full top-k), the TensorRT decisions as pure
 functions (what TensorRT itself does with them is `scripts/gpu_check.sh`'s), and the commands on
 one small Mask R-CNN (modulated DCN, FPN) export made once for this module: 128x160, calibrated
-random weights, resized to 128 px at test time so that eval's images stay small.
+random weights, standard ONNX DeformConv, resized to 128 px at test time so that eval's images
+stay small. The `trt` tests (TensorRT and a GPU; `scripts/gpu_check.sh` runs them) build fp32 and
+fp16 engines of it and put TensorRT beside PyTorch and ONNX Runtime in compare, bench and eval.
 """
 
 from __future__ import annotations
@@ -218,7 +220,10 @@ def small_detector(tmp_path_factory) -> Path:
     if not config.is_file():
         pytest.skip(f"upstream configs not found at {UPSTREAM_CONFIGS}")
     out = tmp_path_factory.mktemp("det") / "det.onnx"
-    export_detector(str(config), str(out), opts=SMALL, options=DetectorExportOptions(input_size=(128, 160)))
+    # Standard DeformConv: TensorRT parses it into its own ModulatedDeformConv2d, so the trt tests
+    # below need only TensorRT (no deformrt plugin build) on a lent GPU.
+    export_detector(str(config), str(out), opts=SMALL,
+                    options=DetectorExportOptions(input_size=(128, 160), dcn_op="onnx"))
     return out
 
 
@@ -233,7 +238,7 @@ def test_node_precisions_of_a_detector_file(small_detector):
     model = onnx.load(str(small_detector), load_external_data=False)
     decided = detector_node_precisions(model)
     ops = {n.name: n.op_type for n in model.graph.node}
-    assert {ops[n] for n, p in decided.items() if p == "fp16"} == {"DeformConv2d"}
+    assert {ops[n] for n, p in decided.items() if p == "fp16"} == {"DeformConv"}
     fp32_ops = {ops[n] for n, p in decided.items() if p == "fp32"}
     assert {"RoiAlign", "NonMaxSuppression", "TopK", "Exp", "Softmax"} <= fp32_ops
     assert not {"Conv", "Gemm", "ConvTranspose"} & fp32_ops  # the network itself may go to fp16
@@ -341,3 +346,81 @@ def test_polygraphy_runners_give_a_detector_files_fixed_size_outputs(small_detec
     np.testing.assert_allclose(want["detection_scores"], got["detection_scores"], atol=1e-4)
     np.testing.assert_allclose(want["detection_masks"], got["detection_masks"], atol=1e-4)
     assert (np.diff(want["detection_scores"][0][:int(want["num_detections"][0, 0])]) <= 0).all()
+
+
+
+# ----------------------------------------------------------------------------------------------
+# TensorRT (skipped here; scripts/gpu_check.sh runs them on a lent GPU)
+
+
+def _trt_reason():
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError as exc:
+        return f"TensorRT Python package not importable ({type(exc).__name__})"
+    import torch
+
+    return None if torch.cuda.is_available() else "no CUDA GPU"
+
+
+_TRT_REASON = _trt_reason()
+needs_trt = pytest.mark.skipif(_TRT_REASON is not None, reason=_TRT_REASON or "")
+PINNED = ["--min-shape", "images:1x3x128x160,image_sizes:1x2", "--opt-shape", "images:1x3x128x160,image_sizes:1x2",
+          "--max-shape", "images:2x3x256x320,image_sizes:2x2"]
+
+
+@pytest.fixture(scope="module")
+def engines(small_detector, tmp_path_factory):
+    """fp32 and fp16 engines of the small detector, as `deformrt build-engine` writes them."""
+    out = tmp_path_factory.mktemp("engines")
+    plans = {}
+    for precision_name, extra in (("fp32", []), ("fp16", ["--fp16"])):
+        plans[precision_name] = out / f"det.{precision_name}.plan"
+        done = run("build-engine", small_detector, "-o", plans[precision_name], *extra, *PINNED)
+        print(done.output)
+        assert done.exit_code == 0, done.output
+    return plans
+
+
+@pytest.mark.trt
+@needs_trt
+def test_build_engine_records_a_detectors_outputs_and_plugins(engines):
+    for precision_name, plan in engines.items():
+        side = json.loads(Path(str(plan) + ".json").read_text())
+        assert side["precision"] == precision_name and side["detector"]["kind"] == "mask_rcnn"
+        assert [o["name"] for o in side["outputs"]] == ["num_detections", "detection_boxes", "detection_scores",
+                                                         "detection_classes", "detection_masks"]
+        assert side["build_options"]["trt_library_plugins"] == ["ModulatedDeformConv2d", "ROIAlign_TRT"]
+        assert [p["name"] for p in side["profiles"]] == ["images", "image_sizes"]
+        assert side["profiles"][1]["max"] == [2, 2]
+        if precision_name == "fp16" and not side["build_options"]["strongly_typed"]:
+            assert side["build_options"]["constrained_layers"]["fp32"] > 0
+
+
+@pytest.mark.trt
+@needs_trt
+@pytest.mark.parametrize("precision_name", ["fp32", "fp16"])
+def test_compare_puts_tensorrt_beside_pytorch_and_onnx_runtime(small_detector, engines, precision_name):
+    done = run("compare", small_detector, "--backends", "torch,ort,trt", "--engine", engines[precision_name],
+               "--seed", "5", "--batch", "2", "--json")
+    print(done.output)
+    report = json.loads(done.stdout)
+    assert [c["backend"] for c in report["comparisons"]] == ["ort", "trt"] and not report["skipped"]
+    assert report["passed"], done.output
+
+
+@pytest.mark.trt
+@needs_trt
+def test_bench_and_eval_with_tensorrt(small_detector, engines, tmp_path):
+    done = run("bench", small_detector, "--engine", engines["fp32"], "--warmup", "2", "--iterations", "10",
+               "--json")
+    print(done.output)
+    assert done.exit_code == 0 and [r["backend"] for r in json.loads(done.stdout)["results"]] == ["torch", "ort",
+                                                                                                 "trt"]
+    annotations, _ = make_coco_set(small_detector, tmp_path / "images")
+    for plan in engines.values():
+        done = run("eval", small_detector, "--coco", annotations, "--images", tmp_path / "images",
+                   "--backends", "torch,ort,trt", "--engine", plan, "--json")
+        print(done.output)
+        trt_scores = json.loads(done.stdout)["results"][2]
+        assert trt_scores["backend"] == "trt" and trt_scores["box"]["AP"] >= 0.9 and trt_scores["mask"]["AP"] >= 0.9
