@@ -201,6 +201,65 @@ def test_trt_library_plugins_and_outputs_of_a_graph():
     assert is_data_dependent((-1, 3)) and not is_data_dependent((2, 20, 4))
 
 
+class _Tensor:
+    def __init__(self, dtype_name):
+        self.dtype = type("DataType", (), {"name": dtype_name})()
+
+
+class _Layer:
+    """A parsed network layer as TensorRT's Python API documents it: name, metadata, outputs with a
+    dtype, a settable precision and per-output types."""
+
+    def __init__(self, name, metadata, dtypes):
+        self.name, self.metadata, self._outputs = name, metadata, [_Tensor(d) for d in dtypes]
+        self.num_outputs, self.precision, self.types = len(dtypes), None, {}
+
+    def get_output(self, index):
+        return self._outputs[index]
+
+    def set_output_type(self, index, dtype):
+        self.types[index] = dtype
+
+
+def test_constrain_detector_layers_sets_precision_through_the_network_api():
+    import types
+
+    layers = [_Layer("node_Conv_1", "", ["FLOAT"]), _Layer("node_RoiAlign_2", "[ONNX Layer: node_RoiAlign_2]",
+                                                          ["FLOAT"]),
+              _Layer("node_DeformConv_3", "", ["FLOAT"]), _Layer("node_Gather_4", "", ["INT64"])]
+    network = types.SimpleNamespace(num_layers=len(layers), get_layer=lambda i: layers[i])
+    trt = types.SimpleNamespace(float32="f32", float16="f16")
+    decided = {"node_RoiAlign_2": "fp32", "node_DeformConv_3": "fp16", "node_Gather_4": "fp32"}
+    assert precision.constrain_detector_layers(trt, network, decided) == {"fp32": 1, "fp16": 1}
+    assert [layer.precision for layer in layers] == [None, "f32", "f16", None]
+    assert layers[1].types == {0: "f32"} and layers[3].types == {}
+
+
+def test_output_allocator_hands_out_buffers_and_records_shapes():
+    """The allocator for data-dependent outputs against IOutputAllocator's documented contract:
+    reallocate_output(_async) returns a device address of at least ``size`` bytes, notify_shape
+    reports the final shape."""
+    import types
+
+    from exporter.trt.session import output_allocator
+
+    class IOutputAllocator:
+        def __init__(self):
+            pass
+
+    asked = []
+
+    def device_buffer(name, nbytes):
+        asked.append((name, nbytes))
+        return types.SimpleNamespace(address=0x1000 + len(asked) * 0x100)
+
+    allocator = output_allocator(types.SimpleNamespace(IOutputAllocator=IOutputAllocator), device_buffer)
+    assert allocator.reallocate_output_async("selected", 0, 96, 256, 7) == 0x1100
+    assert allocator.reallocate_output("selected", 0, 0, 256) == 0x1200  # never a zero-byte request
+    allocator.notify_shape("selected", (8, 3))
+    assert asked == [("selected", 96), ("selected", 1)] and allocator.shapes == {"selected": (8, 3)}
+
+
 # ----------------------------------------------------------------------------------------------
 # The commands on one small export
 
