@@ -128,10 +128,14 @@ class BenchReport:
             out.append({"backend": result.backend, "device": result.device, "precision": result.precision,
                         "timer": result.timer, "batch": result.batch,
                         "latency_ms": {k: stats[k] for k in ("p50", "p90", "p99", "mean", "min", "max")},
-                        "throughput": stats["throughput"], "ratio_p50_vs_first": ratio,
-                        "backbone_share": result.backbone_share()})
-        return {"onnx": self.onnx_path, "input": {"name": self.input_name, "shape": list(self.input_shape)},
-                "warmup": self.warmup, "iterations": self.iterations, "results": out, "note": self.note}
+                        "throughput": stats["throughput"], "ratio_p50_vs_first": ratio})
+            if self.note is not None:  # a detector file's report: what is timed, and the backbone's share
+                out[-1]["backbone_share"] = result.backbone_share()
+        doc = {"onnx": self.onnx_path, "input": {"name": self.input_name, "shape": list(self.input_shape)},
+               "warmup": self.warmup, "iterations": self.iterations, "results": out}
+        if self.note is not None:
+            doc["note"] = self.note
+        return doc
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"

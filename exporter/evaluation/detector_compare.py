@@ -310,7 +310,7 @@ def compare_detector(onnx_path: Path, model, meta, detector, options, progress=N
         raise DeformRTError(f"this static detector takes {'x'.join(map(str, meta.export_shape))} inputs only")
     cuts = detector_cuts(meta.config, detector.kind, detector.detections)
     results, precisions, skipped = {}, {}, {}
-    if "trt" in backends and backends[0] != "trt":
+    if "trt" in backends and backends[0] != "trt" and options.engine is None:  # an --engine must run
         from exporter.trt.build import tensorrt_unavailable_reason
 
         why = tensorrt_unavailable_reason(model)
