@@ -91,7 +91,7 @@ class EvalReport:
             rows.append(row)
         widths = [max(len(x[i]) for x in (header, *rows)) for i in range(len(header))]
         lines = [f"COCO AP on {self.images} images of {self.annotations} (pycocotools; inputs resized as upstream's "
-                 f"test transform, preprocessing not timed or scored)"]
+                 f"test transform)"]
         lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in (header, *rows)]
         lines += [f"{b} skipped: {why}" for b, why in self.skipped.items()]
         return "\n".join(lines)

@@ -250,8 +250,6 @@ class DetectorCompareReport:
                 f"{fmt(c.max_score_err)} (<= {t.score:g})",
                 f"{fmt(c.max_mask_err)} (<= {t.mask:g})" if c.max_mask_err is not None else "-",
                 "PASS" if c.passed else "FAIL"]))
-        for backend, why in self.skipped.items():
-            columns.append((f"{backend} (skipped)", [why] + [""] * 10))
         labels = ["detections", f"matched (IoU >= {min((c.tolerance.iou for c in self.comparisons), default=0.99):g})",
                   "unmatched ref / this", "  near score threshold", "  at the top-k cut", "  NMS ties",
                   "unexplained", "max box err px", "max score err", "max mask err", "result"]
@@ -268,6 +266,7 @@ class DetectorCompareReport:
             for side, image, label, score in c.examples:
                 lines.append(f"  unexplained: {c.backend} vs {self.reference}: image {image}, only in {side}: "
                              f"class {label}, score {score:.4f}")
+        lines += [f"{backend} skipped: {why}" for backend, why in self.skipped.items()]
         lines.append("PASSED" if self.passed else "FAILED")
         return "\n".join(lines)
 
