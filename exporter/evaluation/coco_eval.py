@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
+from exporter.evaluation.compare import BackendOptions, load_model_file
 from exporter.evaluation.detections import COCO_CATEGORY_IDS, coco_records
 from models.errors import DeformRTError
 
@@ -172,24 +171,15 @@ def backend_records(backend, files: Sequence[tuple[int, Path]], meta, detector, 
 
 
 @dataclass
-class EvalOptions:
-    """What ``deformrt eval`` asks for (see its --help)."""
-
-    backends: Sequence[str] = ("torch", "ort")
-    engine: Optional[Path] = None
-    plugin: Optional[Path] = None
-    weights: Optional[Path] = None
-    device: str = "cpu"
-    ort_provider: str = "cpu"
-    fp16: bool = False
-    verbose: bool = False
+class EvalOptions(BackendOptions):
+    """What ``deformrt eval`` asks for (see its --help): the backends; the images come from the
+    annotation file."""
 
 
 def evaluate(onnx_path: Path, annotations: Path, images_dir: Path, options: EvalOptions = EvalOptions(),
              progress=None) -> EvalReport:
     """COCO AP of ``onnx_path`` per backend (module docstring); trt is skipped with its reason where
     TensorRT or a GPU is missing."""
-    from exporter.evaluation.compare import load_model_file
     from exporter.evaluation.detector_backends import DETECTOR_BACKENDS, make_backend
     from exporter.util.progress import Progress
 

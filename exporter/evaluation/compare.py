@@ -180,19 +180,26 @@ def comparison_tolerance(precisions: Sequence[str], override: Optional[float]) -
 
 
 @dataclass
-class RunOptions:
-    """What ``deformrt compare`` and ``deformrt bench`` share (see their --help)."""
+class BackendOptions:
+    """Which backends run and how: what ``compare``, ``bench`` and ``eval`` share (see their --help)."""
 
     backends: Sequence[str] = ("torch", "ort")
     engine: Optional[Path] = None
     plugin: Optional[Path] = None
     weights: Optional[Path] = None
-    batch: int = 1
-    shape: Optional[tuple[int, int]] = None
     device: str = "cpu"  # PyTorch device
     ort_provider: str = "cpu"
     fp16: bool = False  # ONNX Runtime runs the fp16 conversion; TensorRT builds fp16 from the ONNX
     verbose: bool = False
+
+
+@dataclass
+class RunOptions(BackendOptions):
+    """What ``deformrt compare`` and ``deformrt bench`` share (see their --help): the backends and
+    the input batch."""
+
+    batch: int = 1
+    shape: Optional[tuple[int, int]] = None
 
 
 @dataclass
