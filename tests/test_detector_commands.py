@@ -260,6 +260,22 @@ def test_output_allocator_hands_out_buffers_and_records_shapes():
     assert asked == [("selected", 96), ("selected", 1)] and allocator.shapes == {"selected": (8, 3)}
 
 
+def test_onnx_runtime_profile_events_are_attributed_to_graph_nodes():
+    from exporter.evaluation.detector_backends import node_time_share, profiled_node_name
+
+    rng = np.random.default_rng()
+    durations = rng.integers(1, 1000, 6)
+    names = ["node_Conv_1_kernel_time", "fused node_Conv_2_kernel_time", "relu_3_nchwc_kernel_time",
+             "node_TopK_9_kernel_time", "ReorderInput_token_5_kernel_time", "node_Conv_1_fence_before"]
+    events = [{"cat": "Node", "name": n, "dur": int(d)} for n, d in zip(names, durations)]
+    events.append({"cat": "Session", "name": "model_run", "dur": 10 ** 6})
+    assert [profiled_node_name(n) for n in names[:3]] == ["node_Conv_1", "node_Conv_2", "relu_3"]
+    backbone = {"node_Conv_1", "node_Conv_2", "relu_3"}
+    want = durations[:3].sum() / durations[:5].sum()  # fences and session events are not node time
+    assert node_time_share(events, backbone) == pytest.approx(want)
+    assert node_time_share([], backbone) == 0.0
+
+
 # ----------------------------------------------------------------------------------------------
 # The commands on one small export
 
@@ -372,7 +388,9 @@ def test_bench_times_a_detector_end_to_end(small_detector):
     assert done.exit_code == 0, done.output
     report = json.loads(done.stdout)
     torch_result, ort_result = report["results"]
-    assert 0 < torch_result["backbone_share"] < 1 and ort_result["backbone_share"] is None
+    # PyTorch's share compares two timed runs (one each here, on a loaded machine: it may pass 1);
+    # ONNX Runtime's comes from one profiled run.
+    assert torch_result["backbone_share"] > 0 and 0 < ort_result["backbone_share"] < 1
     assert "preprocessing" in report["note"] and report["input"]["shape"] == [1, 3, 128, 160]
 
 

@@ -89,9 +89,14 @@ class BenchResult:
     latencies_ms: list[float]
     # A detector's backbone (body + FPN) timed alone, where the backend can run it alone (PyTorch).
     backbone_ms: Optional[list[float]] = None
+    # Or its share of a run as the backend's profiler measured it (ONNX Runtime).
+    profiled_backbone_share: Optional[float] = None
 
     def backbone_share(self) -> Optional[float]:
-        """The backbone's p50 over the whole run's p50 (the heads and postprocessing are the rest)."""
+        """The backbone's p50 over the whole run's p50 (the heads and postprocessing are the rest),
+        or the profiled share."""
+        if self.profiled_backbone_share is not None:
+            return self.profiled_backbone_share
         if not self.backbone_ms:
             return None
         whole = self.stats()["p50"]
@@ -257,8 +262,8 @@ def bench_models(onnx_path: Path, options: BenchOptions = BenchOptions(),
 
 DETECTOR_NOTE = ("end-to-end latency of the detector file's inputs to its fixed-size outputs (backbone, RPN, "
                  "heads, decoding, NMS, ROIAlign, masks); preprocessing (resize, normalisation) and mask pasting "
-                 "are excluded; trt includes the host<->device copies; backbone share only where the backend can "
-                 "run the backbone alone (torch)")
+                 "are excluded; trt includes the host<->device copies; backbone share (body + FPN): torch times "
+                 "the backbone alone, ort profiles one run (share of node time), trt cannot tell")
 
 
 def bench_detector(onnx_path: Path, model, meta, detector, options: BenchOptions, progress: Progress) -> BenchReport:
@@ -283,8 +288,12 @@ def bench_detector(onnx_path: Path, model, meta, detector, options: BenchOptions
         if backend.backbone is not None:
             with progress.loop(f"timing {name}'s backbone alone", runs) as tick:
                 backbone = time_runs(lambda: backend.backbone(feed), timer, options.warmup, options.iterations, tick)
+        profiled = None
+        if backend.backbone_share is not None:
+            with progress.step(f"profiling one {name} run for the backbone's share"):
+                profiled = backend.backbone_share(feed)
         results.append(BenchResult(name, backend.device, backend.precision, timer.name, feed["images"].shape[0],
-                                   latencies, backbone))
+                                   latencies, backbone, profiled))
     return BenchReport(str(onnx_path), "images", tuple(feed["images"].shape), options.warmup, options.iterations,
                        results, DETECTOR_NOTE)
 

@@ -41,8 +41,10 @@ class DetectorBackend:
     precision: str
     run: Callable[[Feed], object]
     to_detections: Callable[[object, int], list[ImageDetections]]
-    # Times the backbone alone where the backend can (torch: the body and FPN; ort/trt: no).
+    # Runs the backbone alone where the backend can (torch: the body and FPN), for bench to time.
     backbone: Optional[Callable[[Feed], object]] = None
+    # Or measures the backbone's share of one run where the backend's profiler can tell (ort).
+    backbone_share: Optional[Callable[[Feed], float]] = None
 
     def detections(self, feed: Feed) -> list[ImageDetections]:
         return self.to_detections(self.run(feed), len(feed["image_sizes"]))
@@ -103,7 +105,52 @@ def ort_backend(model, provider: str = "cpu", fp16: bool = False) -> DetectorBac
     def run(feed: Feed):
         return dict(zip(names, session.run(None, {"images": feed["images"], "image_sizes": feed["image_sizes"]})))
 
-    return DetectorBackend("ort", provider, model_precision(model), run, outputs_to_detections)
+    def backbone_share(feed: Feed) -> float:
+        return ort_backbone_share(model, provider, feed)
+
+    return DetectorBackend("ort", provider, model_precision(model), run, outputs_to_detections,
+                           backbone_share=backbone_share)
+
+
+def ort_backbone_share(model, provider: str, feed: Feed) -> float:
+    """The backbone's (body + FPN) share of one run's node time in ONNX Runtime's profiler: nodes
+    classified by the module hierarchy the export recorded (:func:`is_backbone_node`); a node
+    ONNX Runtime fused keeps its first node's name."""
+    import json
+    import tempfile
+
+    from exporter.evaluation.ort import ort_session
+    from exporter.onnx.detector_export import is_backbone_node
+
+    backbone = {name for n in model.graph.node if is_backbone_node(n) for name in (n.name, *n.output)}
+    with tempfile.TemporaryDirectory(prefix="deformrt-ort-profile-") as tmp:
+        session = ort_session(model, provider, provider_flag="--ort-provider", profile_prefix=f"{tmp}/ort")
+        session.run(None, {"images": feed["images"], "image_sizes": feed["image_sizes"]})
+        with open(session.end_profiling(), encoding="utf-8") as f:
+            events = json.load(f)
+    return node_time_share(events, backbone)
+
+
+def profiled_node_name(event_name: str) -> str:
+    """The graph name behind an ONNX Runtime profiler node event: ``<name>_kernel_time`` without
+    the prefix and suffix its graph optimisations add (``fused <node>``; ``<output>_nchwc`` for a
+    node its NCHWc transformer made, named after the original node's output)."""
+    name = event_name[:-len("_kernel_time")] if event_name.endswith("_kernel_time") else event_name
+    name = name[len("fused "):] if name.startswith("fused ") else name
+    return name[:-len("_nchwc")] if name.endswith("_nchwc") else name
+
+
+def node_time_share(events: Sequence[dict], names: set[str]) -> float:
+    """The share of ONNX Runtime profiler node time (``cat`` "Node", ``*_kernel_time``) spent in
+    nodes whose :func:`profiled_node_name` is in ``names`` (node or output names); 0 when no node
+    time was recorded."""
+    inside = total = 0.0
+    for e in events:
+        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+            duration = float(e.get("dur", 0))
+            total += duration
+            inside += duration if profiled_node_name(e["name"]) in names else 0.0
+    return inside / total if total > 0 else 0.0
 
 
 def trt_shapes(shape: Sequence[int]) -> str:

@@ -222,6 +222,16 @@ def is_postprocessing_node(node: onnx.NodeProto) -> bool:
     return len(classes) <= 2 and classes[0].endswith("ExportableDetector")
 
 
+def is_backbone_node(node: onnx.NodeProto) -> bool:
+    """True for a node traced from the detector's backbone (body and FPN) by its recorded module
+    hierarchy; a rewritten DCN node (no record) is one too: DCN lives in the body."""
+    text = next((p.value for p in node.metadata_props if p.key == _HIERARCHY), None)
+    if text is None:
+        return node.op_type in _DCN_OPS
+    classes = [c.strip(" '\"") for c in text.strip("[]").split(",")]
+    return len(classes) > 1 and classes[1] == "models.backbone.Backbone"
+
+
 # Ops that stay fp32 wherever they are: the detector's geometry and selection.
 FP32_DETECTOR_OPS = frozenset({"NonMaxSuppression", "RoiAlign", "TopK"})
 # The deformable convolution in either flavour: fp16 in an fp16 engine.
