@@ -11,7 +11,7 @@ import datetime
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, TextIO
+from typing import Callable, Optional, Sequence, TextIO
 
 from exporter.onnx import op_contract as oc
 from exporter.trt.engine import LoadedEngine, deserialize
@@ -144,16 +144,24 @@ def trt_library_plugins(model) -> list[str]:
                    if n.op_type in TRT_LIBRARY_PLUGINS and n.domain in ("", "ai.onnx")})
 
 
-def missing_plugins(needed: Sequence[str], registered: Sequence[str]) -> list[str]:
-    """Which of ``needed`` TensorRT's plugin registry lacks (by creator name, any version)."""
-    have = set(registered)
-    return [name for name in needed if name not in have]
+# Versions the libnvinfer_plugin creators above have had (ROIAlign_TRT: 1 = IPluginV2DynamicExt,
+# 2 = IPluginV3; ModulatedDeformConv2d likewise).
+TRT_LIBRARY_PLUGIN_VERSIONS = ("1", "2")
 
 
-def _registered_creator_names(trt) -> list[str]:
-    registry = trt.get_plugin_registry()
-    creators = getattr(registry, "all_creators", None) or getattr(registry, "plugin_creator_list", [])
-    return [c.name for c in creators]
+def missing_plugins(needed: Sequence[str], registered: Callable[[str], bool]) -> list[str]:
+    """Which of ``needed`` TensorRT's plugin registry lacks (``registered(name)``: any version)."""
+    return [name for name in needed if not registered(name)]
+
+
+def _registry_has(trt, name: str) -> bool:
+    """Whether TensorRT's registry has a creator called ``name`` (namespace "", any known version).
+    A registry this TensorRT cannot query this way answers True: the parser then reports it."""
+    try:
+        registry = trt.get_plugin_registry()
+        return any(registry.get_creator(name, version, "") is not None for version in TRT_LIBRARY_PLUGIN_VERSIONS)
+    except Exception:  # noqa: BLE001 - a binding without get_creator must not cost the build
+        return True
 
 
 def output_descriptions(model) -> list[dict]:
@@ -223,7 +231,7 @@ def build_serialized(model, onnx_path: Path, options: BuildOptions, profiles: Se
         load_plugin(trt, log, plugin)
     else:
         init_trt_plugins(trt, log)
-    missing = missing_plugins(trt_library_plugins(model), _registered_creator_names(trt))
+    missing = missing_plugins(trt_library_plugins(model), lambda name: _registry_has(trt, name))
     if missing:
         raise DeformRTError(f"{onnx_path} needs TensorRT's own plugin(s) {', '.join(missing)} (libnvinfer_plugin, "
                             f"TensorRT 10.1 or newer), which this TensorRT {trt.__version__} does not register")
