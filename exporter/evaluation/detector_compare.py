@@ -32,7 +32,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from exporter.evaluation.detections import ImageDetections, legacy_iou, match_detections
+from exporter.evaluation.detections import ImageDetections, legacy_iou, match_detections, matched_errors
 from models.errors import DeformRTError
 
 NMS_IOU_SLACK = 0.05
@@ -167,19 +167,16 @@ def compare_detection_sets(reference: Sequence[ImageDetections], other: Sequence
     tol = result.tolerance
     for image, (want, got) in enumerate(zip(reference, other)):
         match = match_detections(want, got, tol.iou)
-        pairs = np.array(match.pairs, dtype=np.int64).reshape(-1, 2)
         result.reference_count += len(want)
         result.other_count += len(got)
-        result.matched += len(pairs)
+        result.matched += len(match.pairs)
         result.unmatched_reference += len(match.unmatched_reference)
         result.unmatched_other += len(match.unmatched_other)
-        if len(pairs):
-            w, g = pairs[:, 0], pairs[:, 1]
-            result.max_box_err = max(result.max_box_err, float(np.abs(want.boxes[w] - got.boxes[g]).max()))
-            result.max_score_err = max(result.max_score_err, float(np.abs(want.scores[w] - got.scores[g]).max()))
-            if want.masks is not None and got.masks is not None:
-                err = float(np.abs(want.masks[w] - got.masks[g]).max())
-                result.max_mask_err = max(result.max_mask_err or 0.0, err)
+        box, score, mask = matched_errors(want, got, match)
+        result.max_box_err = max(result.max_box_err, box)
+        result.max_score_err = max(result.max_score_err, score)
+        if mask is not None:
+            result.max_mask_err = max(result.max_mask_err or 0.0, mask)
         for name, side, rest, lost, lost_other in (
                 ("reference", want, got, match.unmatched_reference, match.unmatched_other),
                 (result.backend, got, want, match.unmatched_other, match.unmatched_reference)):
