@@ -116,3 +116,13 @@ def test_a_detectors_image_sizes_follows_the_image_batch():
     # Given explicitly, the user's shapes win.
     _, sizes = resolve_profiles(inputs, (1, 3, 128, 160), 32, AXES, max_shape="image_sizes:3x2")
     assert sizes.max == (3, 2)
+
+
+def test_a_detectors_sides_go_up_to_its_max_size_test():
+    from exporter.trt.profiles import detector_max_side
+
+    inputs = {"images": DYNAMIC["images"], "image_sizes": ["batch", 2]}
+    images, _ = resolve_profiles(inputs, (1, 3, 128, 160), 32, AXES, max_side=detector_max_side(1333))
+    assert images.max[2:] == (1344, 1344)
+    images, _ = resolve_profiles(inputs, (1, 3, 128, 160), 32, AXES, max_side=detector_max_side(200))
+    assert images.min[2:] == (128, 160) and images.max[2:] == (224, 224)  # 200 rounded up to 32

@@ -196,15 +196,17 @@ def prepare_build(onnx_path: Path, options: BuildOptions, model=None):
     """Everything checkable before TensorRT is touched: the ONNX file and its metadata, the shape
     profiles, the plugin library when the model needs one. ``model``: the file's ModelProto when
     the caller has it loaded already. Returns (model, profiles, plugin)."""
-    from exporter.onnx.metadata import ExportMetadata
-    from exporter.trt.profiles import input_dims, resolve_profiles
+    from exporter.onnx.metadata import DetectorMetadata, ExportMetadata
+    from exporter.trt.profiles import DEFAULT_MAX_SIDE, detector_max_side, input_dims, resolve_profiles
 
     if model is None:
         model, meta = load_onnx(onnx_path)
     else:
         meta = ExportMetadata.from_model(model)
+    detector = DetectorMetadata.from_model(model)
+    max_side = detector_max_side(detector.max_size_test) if detector is not None else DEFAULT_MAX_SIDE
     profiles = resolve_profiles(input_dims(model), meta.export_shape, meta.size_divisibility, meta.dynamic_axes,
-                                options.min_shape, options.opt_shape, options.max_shape)
+                                options.min_shape, options.opt_shape, options.max_shape, max_side)
     plugin = resolve_plugin(options.plugin) if uses_plugin(model) else None
     return model, profiles, plugin
 
