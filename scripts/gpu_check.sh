@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every check of deformrt's CUDA kernels that needs a GPU, in one run (about 8 minutes at most on an
+# Every check that needs a GPU, in one run: first deformrt's CUDA kernels (about 8 minutes at most on an
 # H100/H200): build for this GPU, the `gpu`-marked tests (among them the tensor-core kernel in a new CUDA
 # context), the DCN benchmark, the TensorRT-contract harness with the CUDA kernels (TensorRT's build and run
 # sequence: several configurations, clones, two contexts, kHWC8, a refit), the `trt` tests when
@@ -9,6 +9,7 @@
 # gpu_check.json, or $1) with every section's status, time, the benchmark rows and the model's rows.
 #
 #   bash scripts/gpu_check.sh [results.json]
+#   GPU_CHECK_PARTS=detector bash scripts/gpu_check.sh   # only the whole detector through TensorRT
 #
 # Needs: one NVIDIA GPU, nvcc + cmake, a Python with torch (CUDA build; torchvision optional) and
 # pytest. Uses $PYTHON (default: .venv/bin/python if present, else python3). A failing section is
@@ -26,13 +27,23 @@ BUILD=$WORK/build
 RESULTS=$WORK/sections.tsv
 : >"$RESULTS"
 START=$(date +%s)
-BUDGET_S=${GPU_CHECK_BUDGET_S:-470}  # the whole run stays under 8 minutes: each section gets what is left
+# Parts: "kernels" (build, gpu tests, DCN benchmark, contract harness, TensorRT tests, sanitizers) and
+# "detector" (a whole detector through TensorRT). GPU_CHECK_PARTS=detector runs only the latter.
+PARTS=${GPU_CHECK_PARTS:-kernels,detector}
+WANT_KERNELS=0; WANT_DETECTOR=0
+[[ ,$PARTS, == *,kernels,* ]] && WANT_KERNELS=1
+[[ ,$PARTS, == *,detector,* ]] && WANT_DETECTOR=1
+if [[ $WANT_KERNELS == 1 ]]; then DEFAULT_BUDGET=470; else DEFAULT_BUDGET=0; fi
+if [[ $WANT_DETECTOR == 1 ]]; then DEFAULT_BUDGET=$(( DEFAULT_BUDGET + ${DETECTOR_BUDGET_S:-420} )); fi
+BUDGET_S=${GPU_CHECK_BUDGET_S:-$DEFAULT_BUDGET}  # each section gets at most what is left of it
 
 # run_section NAME TIMEOUT_S COMMAND...: runs COMMAND with a timeout, its output to $WORK/NAME.log
 # (and to stdout), records status and seconds; never stops the script.
+KERNEL_SECTIONS=" build gpu_tests bench trt_contract tensorrt memcheck racecheck "
 run_section() {
   local name=$1 limit=$2
   shift 2
+  if [[ $WANT_KERNELS == 0 && $KERNEL_SECTIONS == *" $name "* ]]; then return 0; fi
   local log=$WORK/$name.log t0 rc status left
   t0=$(date +%s)
   left=$(( BUDGET_S - (t0 - START) ))
@@ -54,14 +65,18 @@ run_section() {
 }
 
 skip_section() {
+  if [[ $WANT_KERNELS == 0 && $KERNEL_SECTIONS == *" $1 "* ]]; then return 0; fi
   echo "=== $1: skipped: $2"
   printf '%s\t%s\t%s\t%s\n' "$1" skipped 0 "$2" >>"$RESULTS"
 }
 
 # --- the performance model, on the CPU while the GPU sections run ----------------------------------
 MODEL_JSON=$WORK/model.json
-timeout 400 "$PYTHON" scripts/kernel_model.py --json --no-registers >"$MODEL_JSON" 2>"$WORK/model.log" &
-MODEL_PID=$!
+MODEL_PID=
+if [[ $WANT_KERNELS == 1 ]]; then
+  timeout 400 "$PYTHON" scripts/kernel_model.py --json --no-registers >"$MODEL_JSON" 2>"$WORK/model.log" &
+  MODEL_PID=$!
+fi
 
 # --- environment ----------------------------------------------------------------------------------
 run_section environment 30 bash -c "nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv \
@@ -109,6 +124,23 @@ else
   skip_section tensorrt "set TENSORRT_ROOT to an unpacked TensorRT release to run the trt tests"
 fi
 
+# --- a whole detector through TensorRT ---------------------------------------------------------------
+# A small Mask R-CNN (modulated DCN, standard DeformConv, 128x160, calibrated random weights) through
+# build-engine fp32 and fp16 (ROIAlign_TRT and ModulatedDeformConv2d from libnvinfer_plugin, the
+# image_sizes profile, fp16 with the postprocessing kept fp32), compare with TensorRT beside PyTorch and
+# ONNX Runtime (detections as sets), bench and eval (COCO AP on a tiny self-annotated set): the `trt`
+# tests of tests/test_detector_commands.py, printing each command's output. Needs the TensorRT Python
+# package (pip `tensorrt`, 10.x or 11.x); with $DETECTOR_BUDGET_S of its own (default 420 s) when run
+# alone: GPU_CHECK_PARTS=detector bash scripts/gpu_check.sh.
+if [[ $WANT_DETECTOR == 1 ]]; then
+  if "$PYTHON" -c 'import tensorrt' >/dev/null 2>&1; then
+    run_section detector_trt "${DETECTOR_BUDGET_S:-420}" "$PYTHON" -m pytest -q -s -rs -m trt -p no:cacheprovider \
+      tests/test_detector_commands.py
+  else
+    skip_section detector_trt "the TensorRT Python package is not importable (pip install tensorrt)"
+  fi
+fi
+
 # --- compute-sanitizer ----------------------------------------------------------------------------
 SANITIZER=$(command -v compute-sanitizer || true)
 if [[ -z $SANITIZER && -n "${CUDA_HOME:-}" && -x $CUDA_HOME/bin/compute-sanitizer ]]; then
@@ -138,7 +170,8 @@ if [[ -f $WORK/bench.log ]]; then
 fi
 
 # --- measured beside modelled -----------------------------------------------------------------------
-if wait "$MODEL_PID"; then MODEL_STATUS=ok; else MODEL_STATUS=failed; fi
+if [[ $WANT_KERNELS == 1 ]]; then
+if [[ -n $MODEL_PID ]] && wait "$MODEL_PID"; then MODEL_STATUS=ok; else MODEL_STATUS="failed or not run"; fi
 GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || true)
 echo
 echo "=== measured (this GPU: ${GPU_NAME:-unknown}) beside MODELED (scripts/kernel_model.py; model ${MODEL_STATUS})"
@@ -165,6 +198,7 @@ for r in model:
           f"{r['trt_oss_modeled_us']:8.1f} {r['ratio_vs_dense_floor']:7.2f} | {ours:>38} "
           f"{(f'{1000 * cudnn:.1f}' if cudnn else 'n/a'):>11} {ratio:>7}")
 EOF
+fi
 
 "$PYTHON" - "$RESULTS" "$WORK/bench.json" "$OUT_JSON" "$TOTAL" "$WORK" "$MODEL_JSON" <<'EOF' || echo "gpu_check: could not write $OUT_JSON"
 import json, os, sys

@@ -101,3 +101,28 @@ def test_membership_and_round_trip():
     assert ShapeProfile.from_dict(p.to_dict()) == p
     with pytest.raises(DeformRTError, match="malformed"):
         ShapeProfile.from_dict({"name": "images", "min": [1]})
+
+
+def test_a_detectors_image_sizes_follows_the_image_batch():
+    """A whole-detector file: `image_sizes` [batch, 2] shares the image's batch symbol, so its
+    profile is the image profile's batch range, also after the user widens it."""
+    inputs = {"images": DYNAMIC["images"], "image_sizes": ["batch", 2]}
+    images, sizes = resolve_profiles(inputs, (1, 3, 128, 160), 32, AXES)
+    assert sizes == ShapeProfile("image_sizes", (images.min[0], 2), (images.opt[0], 2), (images.max[0], 2))
+    assert images.max[0] == DEFAULT_MAX_BATCH
+    _, sizes = resolve_profiles(inputs, (1, 3, 128, 160), 32, AXES, max_shape="images:8x3x1344x1344",
+                                opt_shape="images:2x3x800x1344")
+    assert (sizes.min, sizes.opt, sizes.max) == ((1, 2), (2, 2), (8, 2))
+    # Given explicitly, the user's shapes win.
+    _, sizes = resolve_profiles(inputs, (1, 3, 128, 160), 32, AXES, max_shape="image_sizes:3x2")
+    assert sizes.max == (3, 2)
+
+
+def test_a_detectors_sides_go_up_to_its_max_size_test():
+    from exporter.trt.profiles import detector_max_side
+
+    inputs = {"images": DYNAMIC["images"], "image_sizes": ["batch", 2]}
+    images, _ = resolve_profiles(inputs, (1, 3, 128, 160), 32, AXES, max_side=detector_max_side(1333))
+    assert images.max[2:] == (1344, 1344)
+    images, _ = resolve_profiles(inputs, (1, 3, 128, 160), 32, AXES, max_side=detector_max_side(200))
+    assert images.min[2:] == (128, 160) and images.max[2:] == (224, 224)  # 200 rounded up to 32

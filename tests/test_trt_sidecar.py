@@ -47,7 +47,8 @@ def test_json_round_trip_and_stable_keys():
     d = json.loads(text)
     assert list(d) == ["schema", "deformrt_version", "tensorrt_version", "gpu_name", "compute_capability",
                        "precision", "fp16_method", "profiles", "plugin_path", "plugin_sha256", "onnx_path",
-                       "onnx_sha256", "onnx_metadata", "built_at", "build_options", "plugin_layer_types"]
+                       "onnx_sha256", "onnx_metadata", "built_at", "build_options", "plugin_layer_types", "outputs",
+                       "detector"]
     assert d["schema"] == SCHEMA
     assert d["profiles"] == [{"name": "images", "min": [1, 3, 320, 320], "opt": [1, 3, 800, 1344],
                               "max": [4, 3, 1344, 1344]}]

@@ -1,5 +1,6 @@
-"""`deformrt build-engine`, `deformrt compare` and `deformrt bench`: thin commands over
-:mod:`exporter.trt.build`, :mod:`exporter.evaluation.compare` and :mod:`exporter.evaluation.bench`."""
+"""`deformrt build-engine`, `deformrt compare`, `deformrt bench` and `deformrt eval`: thin commands over
+:mod:`exporter.trt.build`, :mod:`exporter.evaluation.compare`, :mod:`exporter.evaluation.bench` and
+:mod:`exporter.evaluation.coco_eval`."""
 
 from __future__ import annotations
 
@@ -173,4 +174,38 @@ def register(app: typer.Typer) -> None:
                                batch=batch, shape=o.parse_shape(shape), warmup=warmup, iterations=iterations,
                                device=device.value, ort_provider=ort_provider.value, fp16=fp16, verbose=verbose)
         report = bench_models(onnx, options, Progress())
+        o.emit(as_json, report.to_dict, report.table, json_file)
+
+    @app.command("eval")
+    def eval_cmd(
+        onnx: Annotated[Path, typer.Argument(metavar=o.ONNX, help="Detector file written by `deformrt export "
+                                                                  "--detector`.")],
+        coco: Annotated[Path, typer.Option("--coco", metavar=o.FILE, help="COCO-format annotation file (JSON) of "
+                                                                          "the images.")],
+        images: Annotated[Path, typer.Option("--images", metavar=o.DIR, help="Folder holding the annotation "
+                                                                              "file's images.")],
+        backends: Annotated[Optional[list[str]], typer.Option(
+            "--backends", metavar=o.LIST,
+            help="Backends, comma-separated or repeated, the first is the reference of the AP differences: torch, "
+                 "ort, trt (default: torch,ort; trt is skipped with its reason where TensorRT or a GPU is "
+                 "missing).")] = None,
+        engine: EngineOpt = None,
+        plugin: PluginOpt = None,
+        weights: o.WeightsOpt = None,
+        device: DeviceOpt = Device.cpu,
+        ort_provider: ProviderOpt = Device.cpu,
+        fp16: Fp16Opt = False,
+        as_json: o.JsonFlag = False,
+        json_file: o.JsonFileOpt = None,
+        verbose: o.VerboseOpt = False,
+    ) -> None:
+        """COCO box and mask AP of a detector file with pycocotools, per backend side by side, and each
+        backend's AP difference from the first."""
+        from exporter.evaluation.coco_eval import EvalOptions, evaluate
+        from exporter.util.progress import Progress
+
+        o.check_report_file(json_file)
+        options = EvalOptions(backends=_backends(backends, engine), engine=engine, plugin=plugin, weights=weights,
+                              device=device.value, ort_provider=ort_provider.value, fp16=fp16, verbose=verbose)
+        report = evaluate(onnx, coco, images, options, Progress())
         o.emit(as_json, report.to_dict, report.table, json_file)

@@ -87,6 +87,20 @@ class BenchResult:
     timer: str
     batch: int
     latencies_ms: list[float]
+    # A detector's backbone (body + FPN) timed alone, where the backend can run it alone (PyTorch).
+    backbone_ms: Optional[list[float]] = None
+    # Or its share of a run as the backend's profiler measured it (ONNX Runtime).
+    profiled_backbone_share: Optional[float] = None
+
+    def backbone_share(self) -> Optional[float]:
+        """The backbone's p50 over the whole run's p50 (the heads and postprocessing are the rest),
+        or the profiled share."""
+        if self.profiled_backbone_share is not None:
+            return self.profiled_backbone_share
+        if not self.backbone_ms:
+            return None
+        whole = self.stats()["p50"]
+        return float(np.percentile(self.backbone_ms, 50)) / whole if whole > 0 else None
 
     def stats(self) -> dict[str, float]:
         lat = np.asarray(self.latencies_ms, dtype=np.float64)
@@ -104,6 +118,7 @@ class BenchReport:
     warmup: int
     iterations: int
     results: list[BenchResult]
+    note: Optional[str] = None  # what is and is not timed (a detector file's)
 
     def ratios(self) -> list[float]:
         """Each backend's p50 latency divided by the first backend's."""
@@ -119,8 +134,13 @@ class BenchReport:
                         "timer": result.timer, "batch": result.batch,
                         "latency_ms": {k: stats[k] for k in ("p50", "p90", "p99", "mean", "min", "max")},
                         "throughput": stats["throughput"], "ratio_p50_vs_first": ratio})
-        return {"onnx": self.onnx_path, "input": {"name": self.input_name, "shape": list(self.input_shape)},
-                "warmup": self.warmup, "iterations": self.iterations, "results": out}
+            if self.note is not None:  # a detector file's report: what is timed, and the backbone's share
+                out[-1]["backbone_share"] = result.backbone_share()
+        doc = {"onnx": self.onnx_path, "input": {"name": self.input_name, "shape": list(self.input_shape)},
+               "warmup": self.warmup, "iterations": self.iterations, "results": out}
+        if self.note is not None:
+            doc["note"] = self.note
+        return doc
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
@@ -129,15 +149,21 @@ class BenchReport:
         first = self.results[0].backend
         header = ("backend", "device", "precision", "p50 ms", "p90 ms", "p99 ms", "mean ms", "images/s",
                   f"p50 vs {first}")
+        detector = self.note is not None
+        header += ("backbone share",) if detector else ()
         rows = []
         for result, ratio in zip(self.results, self.ratios()):
             s = result.stats()
+            share = result.backbone_share()
             rows.append((result.backend, result.device, result.precision, f"{s['p50']:.3f}", f"{s['p90']:.3f}",
-                         f"{s['p99']:.3f}", f"{s['mean']:.3f}", f"{s['throughput']:.1f}", f"{ratio:.2f}x"))
+                         f"{s['p99']:.3f}", f"{s['mean']:.3f}", f"{s['throughput']:.1f}", f"{ratio:.2f}x")
+                        + (("-" if share is None else f"{share:.0%}",) if detector else ()))
         widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
         lines = [f"input {self.input_name} {format_shape(self.input_shape)}; {self.warmup} warm-up + "
                  f"{self.iterations} timed runs per backend"]
         lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in (header, *rows)]
+        if self.note:
+            lines.append(f"note: {self.note}")
         return "\n".join(lines)
 
 
@@ -214,9 +240,14 @@ def bench_models(onnx_path: Path, options: BenchOptions = BenchOptions(),
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends or len(set(backends)) != len(backends):
         raise DeformRTError(f"--backends takes distinct names from {', '.join(BACKENDS)}, got {', '.join(backends)}")
-    run = prepare_run(onnx_path, options)
-
     progress = progress or Progress.quiet()
+    from exporter.evaluation.compare import load_model_file
+
+    model, meta, detector = load_model_file(onnx_path)
+    if detector is not None:
+        return bench_detector(Path(onnx_path), model, meta, detector, options, progress)
+    run = prepare_run(onnx_path, options, loaded=(model, meta))
+
     results = []
     for backend in backends:
         with progress.step(f"preparing {backend}"):
@@ -227,3 +258,48 @@ def bench_models(onnx_path: Path, options: BenchOptions = BenchOptions(),
         results.append(BenchResult(backend, device, precision, timer.name, run.batch.shape[0], latencies))
     return BenchReport(str(run.onnx_path), run.input_name, tuple(run.batch.shape), options.warmup, options.iterations,
                        results)
+
+
+DETECTOR_NOTE = ("end-to-end latency of the detector file's inputs to its fixed-size outputs (backbone, RPN, "
+                 "heads, decoding, NMS, ROIAlign, masks); preprocessing (resize, normalisation) and mask pasting "
+                 "are excluded; trt includes the host<->device copies; backbone share (body + FPN): torch times "
+                 "the backbone alone, ort profiles one run (share of node time), trt cannot tell")
+
+
+def bench_detector(onnx_path: Path, model, meta, detector, options: BenchOptions, progress: Progress) -> BenchReport:
+    """``deformrt bench`` for a whole-detector file: each backend on one random batch, timed end to
+    end (wall clock around a synchronous run), and PyTorch's backbone alone for its share."""
+    from exporter.evaluation.detector_backends import make_backend
+    from exporter.evaluation.detector_compare import detector_inputs
+
+    feed, _ = detector_inputs(meta, detector, (), options.batch, options.shape, options.seed)
+    results = []
+    for name in options.backends:
+        with progress.step(f"preparing {name}"):
+            backend = make_backend(name, onnx_path=onnx_path, model=model, meta=meta, weights=options.weights,
+                                   device=options.device, ort_provider=options.ort_provider, engine=options.engine,
+                                   plugin=options.plugin, fp16=options.fp16, static_shape=feed["images"].shape,
+                                   verbose=options.verbose)
+        timer = WallTimer(_cuda_sync if backend.device == "cuda" else None)
+        runs = options.warmup + options.iterations
+        with progress.loop(f"timing {name} ({options.warmup} warm-up + {options.iterations} timed)", runs) as tick:
+            latencies = time_runs(lambda: backend.run(feed), timer, options.warmup, options.iterations, tick)
+        backbone = None
+        if backend.backbone is not None:
+            with progress.loop(f"timing {name}'s backbone alone", runs) as tick:
+                backbone = time_runs(lambda: backend.backbone(feed), timer, options.warmup, options.iterations, tick)
+        profiled = None
+        if backend.backbone_share is not None:
+            with progress.step(f"profiling one {name} run for the backbone's share"):
+                profiled = backend.backbone_share(feed)
+        results.append(BenchResult(name, backend.device, backend.precision, timer.name, feed["images"].shape[0],
+                                   latencies, backbone, profiled))
+    return BenchReport(str(onnx_path), "images", tuple(feed["images"].shape), options.warmup, options.iterations,
+                       results, DETECTOR_NOTE)
+
+
+def _cuda_sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()

@@ -180,19 +180,26 @@ def comparison_tolerance(precisions: Sequence[str], override: Optional[float]) -
 
 
 @dataclass
-class RunOptions:
-    """What ``deformrt compare`` and ``deformrt bench`` share (see their --help)."""
+class BackendOptions:
+    """Which backends run and how: what ``compare``, ``bench`` and ``eval`` share (see their --help)."""
 
     backends: Sequence[str] = ("torch", "ort")
     engine: Optional[Path] = None
     plugin: Optional[Path] = None
     weights: Optional[Path] = None
-    batch: int = 1
-    shape: Optional[tuple[int, int]] = None
     device: str = "cpu"  # PyTorch device
     ort_provider: str = "cpu"
     fp16: bool = False  # ONNX Runtime runs the fp16 conversion; TensorRT builds fp16 from the ONNX
     verbose: bool = False
+
+
+@dataclass
+class RunOptions(BackendOptions):
+    """What ``deformrt compare`` and ``deformrt bench`` share (see their --help): the backends and
+    the input batch."""
+
+    batch: int = 1
+    shape: Optional[tuple[int, int]] = None
 
 
 @dataclass
@@ -256,13 +263,14 @@ class Prepared:
     engine_meta: object = None  # the --engine sidecar (EngineMeta) when trt runs one
 
 
-def prepare_run(onnx_path: Path, options: RunOptions, images: Sequence[Path] = ()) -> Prepared:
+def prepare_run(onnx_path: Path, options: RunOptions, images: Sequence[Path] = (), loaded=None) -> Prepared:
     """Load the model once, make the input batch and check what can fail early (engine sidecar and
-    profile, plugin library, TensorRT itself) before anything runs."""
+    profile, plugin library, TensorRT itself) before anything runs. ``loaded``: (ModelProto,
+    ExportMetadata) when the caller has parsed the file already."""
     from exporter.trt.build import load_onnx
 
     onnx_path = Path(onnx_path)
-    model, meta = load_onnx(onnx_path)
+    model, meta = loaded or load_onnx(onnx_path)
     input_name, dims = single_input(model)
     batch, seed = make_inputs(meta, images, options.batch, options.shape, options.seed)
     check_static_dims(input_name, dims, batch.shape)
@@ -346,6 +354,16 @@ def _comparisons(results, backends: Sequence[str], precisions: dict[str, str],
     return comparisons
 
 
+def load_model_file(onnx_path: Path):
+    """(ModelProto, ExportMetadata, DetectorMetadata or None for a backbone file), the file parsed
+    once (``compare`` and ``bench`` take either kind of file)."""
+    from exporter.onnx.metadata import DetectorMetadata
+    from exporter.trt.build import load_onnx
+
+    model, meta = load_onnx(Path(onnx_path))
+    return model, meta, DetectorMetadata.from_model(model)
+
+
 def compare_models(onnx_path: Path, options: CompareOptions = CompareOptions(),
                    progress: Optional[Progress] = None) -> CompareReport:
     """Run ``options.backends`` on the same inputs and compare each with the first."""
@@ -355,7 +373,12 @@ def compare_models(onnx_path: Path, options: CompareOptions = CompareOptions(),
 
     backends = _check_backends(options.backends)
     comparison_tolerance(["fp32"], options.tolerance)  # reject a bad --tolerance before running
-    run = prepare_run(onnx_path, options, options.images)
+    model, meta, detector = load_model_file(onnx_path)
+    if detector is not None:  # detections, compared as sets
+        from exporter.evaluation.detector_compare import compare_detector
+
+        return compare_detector(Path(onnx_path), model, meta, detector, options, progress)
+    run = prepare_run(onnx_path, options, options.images, loaded=(model, meta))
     made, precisions = _runners(backends, run, options)
 
     feeds = [OrderedDict([(run.input_name, run.batch)])]

@@ -113,6 +113,22 @@ def match_detections(reference: ImageDetections, other: ImageDetections, iou_thr
     return result
 
 
+def matched_errors(reference: ImageDetections, other: ImageDetections,
+                   match: Match) -> tuple[float, float, Optional[float]]:
+    """The largest differences over ``match``'s pairs: box corner (px), score and mask probability
+    (None unless both sides have masks); 0 where nothing matched."""
+    pairs = np.array(match.pairs, dtype=np.int64).reshape(-1, 2)
+    want, got = pairs[:, 0], pairs[:, 1]
+
+    def largest(a, b) -> float:
+        return float(np.abs(a[want] - b[got]).max()) if len(pairs) else 0.0
+
+    mask = None
+    if reference.masks is not None and other.masks is not None:
+        mask = largest(reference.masks, other.masks)
+    return largest(reference.boxes, other.boxes), largest(reference.scores, other.scores), mask
+
+
 # ----------------------------------------------------------------------------------------------
 # Masks at image resolution
 

@@ -36,7 +36,7 @@ import torch
 
 from exporter.evaluation import ort
 from exporter.evaluation.conditioning import Story, note, relative_error, run_cost, run_torch
-from exporter.evaluation.detections import ImageDetections, match_detections
+from exporter.evaluation.detections import ImageDetections, match_detections, matched_errors
 from exporter.evaluation.inputs import preprocess, random_images
 from exporter.evaluation.verify import DEFAULT_TOLERANCE
 from exporter.onnx.metadata import DetectorMetadata, ExportMetadata
@@ -130,16 +130,11 @@ def verification_batches(meta: ExportMetadata, seed: int):
 
 def _compare_sets(shape, stage, want: ImageDetections, got: ImageDetections, cut: float, check: Optional[StageCheck]):
     match = match_detections(want, got)
-    pairs = np.array(match.pairs, dtype=np.int64).reshape(-1, 2)
-    box = float(np.abs(want.boxes[pairs[:, 0]] - got.boxes[pairs[:, 1]]).max()) if len(pairs) else 0.0
-    score = float(np.abs(want.scores[pairs[:, 0]] - got.scores[pairs[:, 1]]).max()) if len(pairs) else 0.0
-    mask = None
-    if want.masks is not None and got.masks is not None:
-        mask = float(np.abs(want.masks[pairs[:, 0]] - got.masks[pairs[:, 1]]).max()) if len(pairs) else 0.0
+    box, score, mask = matched_errors(want, got, match)
     lost = [want.scores[i] for i in match.unmatched_reference] + [got.scores[j] for j in match.unmatched_other]
     low = min([cut] + [float(want.scores[i]) for i, _ in match.pairs])
     borderline = sum(1 for s in lost if abs(float(s) - cut) <= BORDERLINE or abs(float(s) - low) <= BORDERLINE)
-    return _accumulate(check, shape, stage, len(pairs), box, score, mask, borderline, len(lost) - borderline)
+    return _accumulate(check, shape, stage, len(match.pairs), box, score, mask, borderline, len(lost) - borderline)
 
 
 def _accumulate(check, shape, stage, compared, box, score, mask, borderline, mismatched) -> StageCheck:

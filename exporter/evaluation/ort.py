@@ -9,7 +9,7 @@ error and fall back silently).
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import onnx
 
@@ -44,18 +44,23 @@ def last_sentences(text: str, limit: int = 240) -> str:
 
 
 def ort_session(model: Union[onnx.ModelProto, bytes], provider: str = "cpu", hint: str = "",
-                provider_flag: str = "--ort-provider"):
+                provider_flag: str = "--ort-provider", profile_prefix: Optional[str] = None):
     """An ONNX Runtime session on ``provider`` ("cpu" or "cuda") for a deformrt model of either
     flavour. A model ONNX Runtime refuses (the error carries ``hint``, e.g. what to try), or CUDA
     asked for where ONNX Runtime cannot use it (the error names ``provider_flag``, the caller's
-    option for the provider), is a DeformRTError."""
+    option for the provider), is a DeformRTError. ``profile_prefix``: profile every node's run
+    (ONNX Runtime's profiler writes ``<prefix>_<time>.json`` at ``end_profiling()``)."""
     import onnxruntime as ort
 
     if provider not in ORT_PROVIDERS:
         raise DeformRTError(f"unknown ONNX Runtime provider {provider!r}; choose from {', '.join(ORT_PROVIDERS)}")
     try:
         data = ort_model_bytes(model)
-        session = ort.InferenceSession(data, providers=ORT_PROVIDERS[provider])
+        options = ort.SessionOptions()
+        if profile_prefix is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
+        session = ort.InferenceSession(data, options, providers=ORT_PROVIDERS[provider])
     except Exception as exc:  # onnx and onnxruntime raise their own exception types
         reason = last_sentences(str(exc)) or type(exc).__name__
         raise DeformRTError(f"ONNX Runtime {ort.__version__} cannot load the model{f' ({hint})' if hint else ''}: {reason}") from None

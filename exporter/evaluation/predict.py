@@ -110,22 +110,34 @@ def load_detector_metadata(model_path: Path) -> tuple[ExportMetadata, DetectorMe
     return meta, detector
 
 
-def predict_image(path: Path, run: Runner, meta: ExportMetadata, detector: DetectorMetadata) -> Prediction:
-    image = read_image(path)
+def image_feed(image: np.ndarray, meta: ExportMetadata, detector: DetectorMetadata) -> tuple[dict, np.ndarray]:
+    """The detector's inputs for one RGB image (upstream's test resize, preprocessing, padding) and
+    the (x, y, x, y) factors that take its boxes back to the image's own pixels."""
     h, w = image.shape[:2]
     rh, rw = resized_size(h, w, detector.min_size_test, detector.max_size_test)
     batch = preprocess([resize_image(image, rh, rw).astype(np.float64)], meta)
     if not meta.dynamic:
         _, _, eh, ew = meta.export_shape
         if batch.shape[2] > eh or batch.shape[3] > ew:
-            raise DeformRTError(f"{path.name} resizes to {rh}x{rw}, larger than this static model's {eh}x{ew}")
+            raise DeformRTError(f"an image of {h}x{w} resizes to {rh}x{rw}, larger than this static model's "
+                                f"{eh}x{ew}")
         padded = np.zeros((1, 3, eh, ew), np.float32)
         padded[:, :, :batch.shape[2], :batch.shape[3]] = batch
         batch = padded
-    outputs = run({"images": batch, "image_sizes": np.array([[rh, rw]], np.int32)})
-    found = ImageDetections.from_outputs(outputs, 0)
     ratio = np.array([w / rw, h / rh, w / rw, h / rh], dtype=np.float32)
-    return Prediction(Path(path), image, ImageDetections(found.boxes * ratio, found.scores, found.labels, found.masks))
+    return {"images": batch, "image_sizes": np.array([[rh, rw]], np.int32)}, ratio
+
+
+def in_image_pixels(found: ImageDetections, ratio: np.ndarray) -> ImageDetections:
+    """Detections of the resized input with boxes scaled back to the original image."""
+    return ImageDetections(found.boxes * ratio, found.scores, found.labels, found.masks)
+
+
+def predict_image(path: Path, run: Runner, meta: ExportMetadata, detector: DetectorMetadata) -> Prediction:
+    image = read_image(path)
+    feed, ratio = image_feed(image, meta, detector)
+    found = ImageDetections.from_outputs(run(feed), 0)
+    return Prediction(Path(path), image, in_image_pixels(found, ratio))
 
 
 def check_output_folder(out_dir: Path, images: Sequence[Path], force: bool) -> None:

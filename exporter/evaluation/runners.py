@@ -92,6 +92,59 @@ class TorchRunner(BaseRunner):
         del self.model
 
 
+def fixed_size_outputs(detections, rows: int, mask_size: int, names: Sequence[str]) -> "OrderedDict[str, np.ndarray]":
+    """Per-image detections (:class:`ImageDetections`) as a detector file's fixed-size outputs:
+    each image's detections sorted by descending score (stable), cut or zero-padded to ``rows``;
+    ``names`` picks and orders the outputs (``detection_masks`` only where listed)."""
+    n = len(detections)
+    out = {"num_detections": np.zeros((n, 1), np.int32), "detection_boxes": np.zeros((n, rows, 4), np.float32),
+           "detection_scores": np.zeros((n, rows), np.float32), "detection_classes": np.zeros((n, rows), np.int32),
+           "detection_masks": np.zeros((n, rows, mask_size, mask_size), np.float32)}
+    for i, d in enumerate(detections):
+        order = np.argsort(-np.asarray(d.scores), kind="stable")[:rows]
+        k = len(order)
+        out["num_detections"][i, 0] = k
+        out["detection_boxes"][i, :k] = d.boxes[order]
+        out["detection_scores"][i, :k] = d.scores[order]
+        out["detection_classes"][i, :k] = d.labels[order]
+        if d.masks is not None and "detection_masks" in names:
+            out["detection_masks"][i, :k] = d.masks[order]
+    return OrderedDict((name, out[name]) for name in names)
+
+
+class DetectorTorchRunner(BaseRunner):
+    """The eager PyTorch detector a detector file came from, giving the file's fixed-size outputs
+    (:func:`fixed_size_outputs`: sorted by score, so that Polygraphy can compare them element-wise
+    as long as no two scores are near-tied; ``deformrt compare`` matches them as sets instead)."""
+
+    def __init__(self, meta, detector, output_names: Sequence[str], weights: Optional[str] = None,
+                 device: str = "cpu", name: Optional[str] = None):
+        super().__init__(name=name, prefix="pytorch-detector-runner")
+        self.meta, self.detector, self.output_names = meta, detector, list(output_names)
+        self.weights, self.device = weights, device
+
+    def activate_impl(self):
+        from exporter.evaluation.detector_backends import torch_backend
+
+        self.backend = torch_backend(self.meta, self.weights, self.device)
+
+    def get_input_metadata_impl(self):
+        axes = self.meta.dynamic_axes.get("images", {})
+        dims = [d if str(i) not in axes else axes[str(i)] for i, d in enumerate(self.meta.export_shape)]
+        return (TensorMetadata().add("images", np.float32, dims)
+                .add("image_sizes", np.int32, [dims[0], 2]))
+
+    def infer_impl(self, feed_dict):
+        start = time.perf_counter()
+        found = self.backend.detections({"images": np.asarray(feed_dict["images"], np.float32),
+                                         "image_sizes": np.asarray(feed_dict["image_sizes"], np.int32)})
+        self.inference_time = time.perf_counter() - start
+        return fixed_size_outputs(found, self.detector.detections, self.detector.mask_size, self.output_names)
+
+    def deactivate_impl(self):
+        del self.backend
+
+
 def onnxrt_runner(model, provider: str = "cpu", name: Optional[str] = None) -> OnnxrtRunner:
     """Polygraphy's ONNX Runtime runner for an ``onnx.ModelProto`` (see :func:`exporter.evaluation.ort.ort_session`)."""
     return OnnxrtRunner(lambda: ort_session(model, provider), name=name)

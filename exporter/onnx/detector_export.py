@@ -222,6 +222,36 @@ def is_postprocessing_node(node: onnx.NodeProto) -> bool:
     return len(classes) <= 2 and classes[0].endswith("ExportableDetector")
 
 
+def is_backbone_node(node: onnx.NodeProto) -> bool:
+    """True for a node traced from the detector's backbone (body and FPN) by its recorded module
+    hierarchy; a rewritten DCN node (no record) is one too: DCN lives in the body."""
+    text = next((p.value for p in node.metadata_props if p.key == _HIERARCHY), None)
+    if text is None:
+        return node.op_type in _DCN_OPS
+    classes = [c.strip(" '\"") for c in text.strip("[]").split(",")]
+    return len(classes) > 1 and classes[1] == "models.backbone.Backbone"
+
+
+# Ops that stay fp32 wherever they are: the detector's geometry and selection.
+FP32_DETECTOR_OPS = frozenset({"NonMaxSuppression", "RoiAlign", "TopK"})
+# The deformable convolution in either flavour: fp16 in an fp16 engine.
+_DCN_OPS = frozenset({"DeformConv2d", "DeformConv"})
+
+
+def detector_node_precisions(proto: onnx.ModelProto) -> dict[str, str]:
+    """Node name -> "fp32" or "fp16" for a weakly typed fp16 engine (TensorRT 10's FP16 flag with
+    precision constraints): the postprocessing (:func:`is_postprocessing_node`) and NMS, ROIAlign
+    and TopK in fp32, the DCN nodes in fp16; convolutions and FC layers are left out (the flag lets
+    TensorRT pick fp16). The same split :func:`convert_detector_to_fp16` makes for strong typing."""
+    decided = {}
+    for node in proto.graph.node:
+        if node.op_type in _DCN_OPS:
+            decided[node.name] = "fp16"
+        elif node.op_type in FP32_DETECTOR_OPS or is_postprocessing_node(node):
+            decided[node.name] = "fp32"
+    return decided
+
+
 def convert_detector_to_fp16(proto: onnx.ModelProto):
     """The detector for strongly typed fp16 engines (:func:`exporter.onnx.fp16.convert_to_fp16`):
     convolutions, DCN and FC layers in fp16; box decoding, NMS, ROIAlign (features cast to fp32 at

@@ -36,12 +36,22 @@ def write_inputs(onnx_path: Path, out: Path, images: Sequence[Path] = (), batch:
     from polygraphy.json import to_json
 
     from exporter.evaluation.compare import make_inputs, single_input
+    from exporter.onnx.metadata import DetectorMetadata
     from exporter.trt.build import load_onnx
     from exporter.trt.profiles import format_shape
     from exporter.util.fsutil import atomic_write_text, check_output_path
 
     check_output_path(out, force)  # before the slow steps
     model, meta = load_onnx(Path(onnx_path))
+    detector = DetectorMetadata.from_model(model)
+    if detector is not None:  # images and image_sizes, as `deformrt compare` makes them for a detector
+        from exporter.evaluation.detector_compare import detector_inputs
+
+        feed, used_seed = detector_inputs(meta, detector, images, batch, shape, seed)
+        atomic_write_text(Path(out), to_json([OrderedDict(feed)]), force)
+        where = ", ".join(str(p) for p in images) if images else f"random, seed {used_seed}"
+        return (f"images {format_shape(feed['images'].shape)}, image_sizes {feed['image_sizes'].tolist()} "
+                f"({where})")
     name, _ = single_input(model)
     array, used_seed = make_inputs(meta, images, batch, shape, seed)
     atomic_write_text(Path(out), to_json([OrderedDict([(name, array)])]), force)

@@ -15,7 +15,7 @@ from typing import Optional
 from polygraphy.backend.onnxrt import OnnxrtRunner
 from polygraphy.logger import G_LOGGER
 
-from exporter.evaluation.runners import TorchRunner
+from exporter.evaluation.runners import DetectorTorchRunner, TorchRunner
 from models.errors import DeformRTError
 
 
@@ -40,6 +40,13 @@ class DeformrtTorchRunner(TorchRunner):
     infer_impl = report_errors(TorchRunner.infer_impl)
 
 
+class DeformrtDetectorTorchRunner(DetectorTorchRunner):
+    """:class:`DetectorTorchRunner` reporting errors the Polygraphy way."""
+
+    activate_impl = report_errors(DetectorTorchRunner.activate_impl)
+    infer_impl = report_errors(DetectorTorchRunner.infer_impl)
+
+
 class DeformrtOnnxrtRunner(OnnxrtRunner):
     """Polygraphy's ONNX Runtime runner, named apart from ``--onnxrt``'s."""
 
@@ -59,10 +66,15 @@ def deformrt_torch_runner(model_path: str, weights: Optional[str] = None, device
     from polygraphy.common import TensorMetadata
 
     from exporter.evaluation.compare import single_input
-    from exporter.onnx.metadata import ExportMetadata
+    from exporter.onnx.metadata import DetectorMetadata, ExportMetadata
 
     model = onnx_from_path(str(model_path), ignore_external_data=True)
     meta = ExportMetadata.from_model(model)
+    detector = DetectorMetadata.from_model(model)
+    if detector is not None:  # the eager detector, its detections as the file's fixed-size outputs
+        if precision != "fp32":
+            raise DeformRTError("--deformrt-torch-precision fp64 is for backbone files; a detector runs in fp32")
+        return DeformrtDetectorTorchRunner(meta, detector, meta.output_names, weights, device)
     name, dims = single_input(model)
 
     def build():

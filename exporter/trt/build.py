@@ -11,14 +11,14 @@ import datetime
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, TextIO
+from typing import Callable, Optional, Sequence, TextIO
 
 from exporter.onnx import op_contract as oc
 from exporter.trt.engine import LoadedEngine, deserialize
 from exporter.trt.env import current_env, import_tensorrt, init_trt_plugins, logger, tensorrt_version
 from exporter.trt.plugin import load_plugin, resolve_plugin, uses_plugin
-from exporter.trt.precision import (PrecisionPlan, constrain_plugin_layers, layer_precision_summary, network_flags,
-                                    plan_precision)
+from exporter.trt.precision import (PrecisionPlan, constrain_detector_layers, constrain_plugin_layers,
+                                    layer_precision_summary, network_flags, plan_precision)
 from exporter.trt.profiles import ShapeProfile, format_shape
 from exporter.trt.progress_bar import BuildProgressBar
 from exporter.trt.sidecar import EngineMeta, sidecar_path
@@ -107,14 +107,74 @@ def _modelopt_fp16(onnx_path: Path, plugin: Optional[Path]):
 
 
 def network_bytes(model, onnx_path: Path, plan: PrecisionPlan, plugin: Optional[Path]) -> bytes:
-    """The serialized ONNX TensorRT parses: the model itself, or its fp16 conversion."""
+    """The serialized ONNX TensorRT parses: the model itself, or its fp16 conversion (a whole
+    detector's keeps its postprocessing in fp32: :func:`convert_detector_to_fp16`)."""
     if plan.fp16_method == "deformrt":
-        from exporter.onnx.fp16 import convert_to_fp16
+        if is_detector(model):
+            from exporter.onnx.detector_export import convert_detector_to_fp16
 
-        model = convert_to_fp16(model).model
+            model = convert_detector_to_fp16(model).model
+        else:
+            from exporter.onnx.fp16 import convert_to_fp16
+
+            model = convert_to_fp16(model).model
     elif plan.fp16_method == "modelopt":
+        if is_detector(model):
+            raise DeformRTError("--fp16-via modelopt is for backbone files: ModelOpt does not know which of a "
+                                "detector's layers must stay fp32; use --fp16-via deformrt (or auto)")
         model = _modelopt_fp16(onnx_path, plugin)
     return model.SerializeToString()
+
+
+def is_detector(model) -> bool:
+    """True for a whole-detector file (it carries ``deformrt.detector`` metadata)."""
+    from exporter.onnx.metadata import DETECTOR_KEY
+
+    return any(p.key == DETECTOR_KEY for p in model.metadata_props)
+
+
+# ONNX ops the parser turns into one of libnvinfer_plugin's plugins (TensorRT 10.1+), so
+# init_libnvinfer_plugins must have registered it: op type -> plugin name.
+TRT_LIBRARY_PLUGINS = {"RoiAlign": "ROIAlign_TRT", "DeformConv": "ModulatedDeformConv2d"}
+
+
+def trt_library_plugins(model) -> list[str]:
+    """The libnvinfer_plugin plugins (:data:`TRT_LIBRARY_PLUGINS`) parsing ``model`` needs, sorted."""
+    return sorted({TRT_LIBRARY_PLUGINS[n.op_type] for n in model.graph.node
+                   if n.op_type in TRT_LIBRARY_PLUGINS and n.domain in ("", "ai.onnx")})
+
+
+# Versions the libnvinfer_plugin creators above have had (ROIAlign_TRT: 1 = IPluginV2DynamicExt,
+# 2 = IPluginV3; ModulatedDeformConv2d likewise).
+TRT_LIBRARY_PLUGIN_VERSIONS = ("1", "2")
+
+
+def missing_plugins(needed: Sequence[str], registered: Callable[[str], bool]) -> list[str]:
+    """Which of ``needed`` TensorRT's plugin registry lacks (``registered(name)``: any version)."""
+    return [name for name in needed if not registered(name)]
+
+
+def _registry_has(trt, name: str) -> bool:
+    """Whether TensorRT's registry has a creator called ``name`` (namespace "", any known version).
+    A registry this TensorRT cannot query this way answers True: the parser then reports it."""
+    try:
+        registry = trt.get_plugin_registry()
+        return any(registry.get_creator(name, version, "") is not None for version in TRT_LIBRARY_PLUGIN_VERSIONS)
+    except Exception:  # noqa: BLE001 - a binding without get_creator must not cost the build
+        return True
+
+
+def output_descriptions(model) -> list[dict]:
+    """The ONNX file's outputs for the sidecar: name, shape (an int per static axis, the symbol's
+    name per dynamic one) and element type (numpy's name)."""
+    from onnx import helper
+
+    out = []
+    for vi in model.graph.output:
+        t = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+        out.append({"name": vi.name, "shape": dims, "dtype": str(helper.tensor_dtype_to_np_dtype(t.elem_type))})
+    return out
 
 
 def load_onnx(onnx_path: Path):
@@ -136,15 +196,17 @@ def prepare_build(onnx_path: Path, options: BuildOptions, model=None):
     """Everything checkable before TensorRT is touched: the ONNX file and its metadata, the shape
     profiles, the plugin library when the model needs one. ``model``: the file's ModelProto when
     the caller has it loaded already. Returns (model, profiles, plugin)."""
-    from exporter.onnx.metadata import ExportMetadata
-    from exporter.trt.profiles import input_dims, resolve_profiles
+    from exporter.onnx.metadata import DetectorMetadata, ExportMetadata
+    from exporter.trt.profiles import DEFAULT_MAX_SIDE, detector_max_side, input_dims, resolve_profiles
 
     if model is None:
         model, meta = load_onnx(onnx_path)
     else:
         meta = ExportMetadata.from_model(model)
+    detector = DetectorMetadata.from_model(model)
+    max_side = detector_max_side(detector.max_size_test) if detector is not None else DEFAULT_MAX_SIDE
     profiles = resolve_profiles(input_dims(model), meta.export_shape, meta.size_divisibility, meta.dynamic_axes,
-                                options.min_shape, options.opt_shape, options.max_shape)
+                                options.min_shape, options.opt_shape, options.max_shape, max_side)
     plugin = resolve_plugin(options.plugin) if uses_plugin(model) else None
     return model, profiles, plugin
 
@@ -171,6 +233,10 @@ def build_serialized(model, onnx_path: Path, options: BuildOptions, profiles: Se
         load_plugin(trt, log, plugin)
     else:
         init_trt_plugins(trt, log)
+    missing = missing_plugins(trt_library_plugins(model), lambda name: _registry_has(trt, name))
+    if missing:
+        raise DeformRTError(f"{onnx_path} needs TensorRT's own plugin(s) {', '.join(missing)} (libnvinfer_plugin, "
+                            f"TensorRT 10.1 or newer), which this TensorRT {trt.__version__} does not register")
 
     builder = trt.Builder(log)
     network = builder.create_network(network_flags(trt, version[0], plan.strongly_typed))
@@ -178,7 +244,12 @@ def build_serialized(model, onnx_path: Path, options: BuildOptions, profiles: Se
     if not parser.parse(network_bytes(model, onnx_path, plan, plugin)):
         errors = [parser.get_error(i) for i in range(parser.num_errors)]
         raise DeformRTError(format_parser_errors(errors, str(onnx_path), plugin))
-    if plan.constrain_plugin_layers:
+    constrained = None
+    if plan.constrain_plugin_layers and is_detector(model):
+        from exporter.onnx.detector_export import detector_node_precisions
+
+        constrained = constrain_detector_layers(trt, network, detector_node_precisions(model))
+    elif plan.constrain_plugin_layers:
         constrain_plugin_layers(trt, network)
 
     config = builder.create_builder_config()
@@ -211,7 +282,9 @@ def build_serialized(model, onnx_path: Path, options: BuildOptions, profiles: Se
     serialized = bytes(serialized)
     if cache_path is not None:
         save_timing_cache(config, cache_path, warn)
-    layer_types = engine_layer_precisions(trt, log, serialized)
+    dcn_nodes = ({n.name for n in model.graph.node if n.op_type in (oc.OP_NAME, "DeformConv")}
+                 if is_detector(model) else None)
+    layer_types = engine_layer_precisions(trt, log, serialized, dcn_nodes)
     if plan.precision == "fp16" and layer_types and set(layer_types) != {"fp16"}:
         print(f"warning: fp16 engine, but its DCN plugin layers have outputs {layer_types}", file=warn or sys.stderr)
 
@@ -223,10 +296,21 @@ def build_serialized(model, onnx_path: Path, options: BuildOptions, profiles: Se
         plugin_path=str(plugin) if plugin else None, plugin_sha256=sha256_file(plugin) if plugin else None,
         built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         build_options={"workspace": options.workspace, "builder_optimization_level": options.builder_optimization_level,
-                       "strongly_typed": plan.strongly_typed, "timing_cache": str(cache_path) if cache_path else None},
+                       "strongly_typed": plan.strongly_typed, "timing_cache": str(cache_path) if cache_path else None,
+                       "trt_library_plugins": trt_library_plugins(model),
+                       "constrained_layers": constrained},
         plugin_layer_types=layer_types or None,
+        outputs=output_descriptions(model),
+        detector=_detector_dict(model),
     )
     return serialized, meta
+
+
+def _detector_dict(model) -> Optional[dict]:
+    from exporter.onnx.metadata import DetectorMetadata
+
+    detector = DetectorMetadata.from_model(model)
+    return detector.to_dict() if detector is not None else None
 
 
 def attach_timing_cache(config, path: Path, warn: Optional[TextIO] = None) -> None:
@@ -270,7 +354,7 @@ def save_timing_cache(config, path: Path, warn: Optional[TextIO] = None) -> None
               file=warn or sys.stderr)
 
 
-def engine_layer_precisions(trt, log, serialized: bytes) -> dict[str, int]:
+def engine_layer_precisions(trt, log, serialized: bytes, nodes=None) -> dict[str, int]:
     """Output element types of the engine's plugin layers, read with the engine inspector; empty
     where this TensorRT has no inspector or the engine carries no layer detail."""
     if not hasattr(trt, "LayerInformationFormat"):
@@ -281,7 +365,7 @@ def engine_layer_precisions(trt, log, serialized: bytes) -> dict[str, int]:
     inspector = engine.create_engine_inspector()
     if inspector is None:
         return {}
-    return layer_precision_summary(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    return layer_precision_summary(inspector.get_engine_information(trt.LayerInformationFormat.JSON), nodes)
 
 
 def _progress_monitor(trt, bar: BuildProgressBar):

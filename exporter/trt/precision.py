@@ -14,8 +14,9 @@ fp32 engines are built without TF32 (TensorRT enables it by default on Ampere an
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Container, Mapping, Optional, Sequence, Union
 
 from models.errors import DeformRTError
 
@@ -91,14 +92,18 @@ def constrain_plugin_layers(trt, network) -> int:
     return count
 
 
-def layer_precision_summary(engine_info: Union[str, dict]) -> dict[str, int]:
+def layer_precision_summary(engine_info: Union[str, dict], nodes: Optional[Container[str]] = None) -> dict[str, int]:
     """Count the output element types of an engine's plugin layers from the engine inspector's JSON
     (``IEngineInspector.get_engine_information(LayerInformationFormat.JSON)`` with DETAILED
-    profiling verbosity): {"fp16": n, "fp32": m, ...}. Empty when the engine carries no layer detail."""
+    profiling verbosity): {"fp16": n, "fp32": m, ...}. Empty when the engine carries no layer detail.
+    ``nodes``: count only the plugin layers made from these ONNX nodes (:func:`layer_node`; a
+    detector's DCN nodes, leaving out its ROIAlign_TRT layers, which are fp32 by design)."""
     info = json.loads(engine_info) if isinstance(engine_info, str) else engine_info
     counts: dict[str, int] = {}
     for layer in info.get("Layers", []) if isinstance(info, dict) else []:
         if not isinstance(layer, dict) or "plugin" not in str(layer.get("LayerType", "")).lower():
+            continue
+        if nodes is not None and layer_node(str(layer.get("Name", "")), str(layer.get("Metadata", "")), nodes) is None:
             continue
         for out in layer.get("Outputs", []):
             text = str(out.get("Format/Datatype", "")) if isinstance(out, dict) else ""
@@ -122,3 +127,83 @@ def network_flags(trt, trt_major: int, strongly_typed: bool) -> int:
         raise DeformRTError(f"TensorRT {trt.__version__} has no strongly typed networks (needs 10.0 or newer)")
     return 1 << int(flag)
 
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole-detector files on weakly typed fp16 (TensorRT 10 with the FP16 builder flag)
+#
+# The flag only allows fp16; box decoding, NMS, ROIAlign's coordinates and the scores must stay
+# fp32 (fp16's spacing is 1 px above 1024 and 1e-3 on a score), and the DCN plugin layers must be
+# fp16 (TensorRT may time them in fp32 and keep it). The ONNX side decides per node
+# (:func:`exporter.onnx.detector_export.detector_node_precisions`); these functions carry that
+# decision to TensorRT's layers, which the ONNX parser names after their node.
+
+_ONNX_LAYER_TAG = re.compile(r"\[ONNX Layer: ([^\]]+)\]")
+_UNIQUE_SUFFIX = re.compile(r"_\d+$")
+
+
+def layer_node(layer_name: str, metadata: str, node_names: Container[str]) -> Optional[str]:
+    """The ONNX node a parsed layer came from: the node the parser records in the layer's metadata
+    (``[ONNX Layer: NAME]``, TensorRT 10.1+ parsers; the last one when nested), else the layer's own
+    name, else that name without the ``_N`` suffixes the parser appends to make names unique (a
+    node that became several layers). None for a layer the parser made on its own."""
+    for name in reversed(_ONNX_LAYER_TAG.findall(metadata or "")):
+        if name in node_names:
+            return name
+    name = layer_name
+    while True:
+        if name in node_names:
+            return name
+        shorter = _UNIQUE_SUFFIX.sub("", name)
+        if shorter == name:
+            return None
+        name = shorter
+
+
+@dataclass(frozen=True)
+class LayerConstraint:
+    """One layer's forced precision: ``dtype`` ("fp32" or "fp16") for the layer and each of its
+    floating-point outputs (``outputs``: their indices)."""
+
+    index: int
+    dtype: str
+    outputs: tuple[int, ...]
+
+
+def detector_layer_constraints(layers: Sequence[tuple[str, str, Sequence[str]]],
+                               node_precisions: Mapping[str, str]) -> list[LayerConstraint]:
+    """The constraints for a parsed detector network: ``layers`` as (name, metadata, output element
+    type names such as ``"FLOAT"``/``"HALF"``/``"INT32"``) in network order, ``node_precisions`` the
+    ONNX node -> "fp32"/"fp16" decision. Only layers with floating-point outputs are constrained,
+    and only those outputs get a type (an int32 index or a bool mask keeps its own); layers of no
+    decided node are left to TensorRT."""
+    constraints = []
+    for index, (name, metadata, out_types) in enumerate(layers):
+        node = layer_node(name, metadata, node_precisions)
+        if node is None:
+            continue
+        floats = tuple(j for j, t in enumerate(out_types) if str(t).rsplit(".", 1)[-1] in _FLOAT_TYPE_NAMES)
+        if floats:  # an integer or shape layer (index arithmetic) has no float precision to force
+            constraints.append(LayerConstraint(index, node_precisions[node], floats))
+    return constraints
+
+
+_FLOAT_TYPE_NAMES = frozenset({"FLOAT", "HALF", "float32", "float16"})
+
+
+def constrain_detector_layers(trt, network, node_precisions: Mapping[str, str]) -> dict[str, int]:
+    """Apply :func:`detector_layer_constraints` to ``network`` (for a weakly typed fp16 build with
+    OBEY_PRECISION_CONSTRAINTS); return how many layers went to each precision."""
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    described = [(layer.name, getattr(layer, "metadata", "") or "",
+                  [getattr(layer.get_output(j).dtype, "name", str(layer.get_output(j).dtype))
+                   for j in range(layer.num_outputs)]) for layer in layers]
+    dtypes = {"fp32": trt.float32, "fp16": trt.float16}
+    counts: dict[str, int] = {}
+    for c in detector_layer_constraints(described, node_precisions):
+        layer = layers[c.index]
+        layer.precision = dtypes[c.dtype]
+        for j in c.outputs:
+            layer.set_output_type(j, dtypes[c.dtype])
+        counts[c.dtype] = counts.get(c.dtype, 0) + 1
+    return counts

@@ -10,6 +10,8 @@ the ``deformrt.dynamic_axes`` metadata) is fixed; a dynamic batch axis ranges ov
 :data:`DEFAULT_MIN_SIDE`..:data:`DEFAULT_MAX_SIDE` (widened to include the export size), rounded to
 the model's size divisibility. With maskrcnn-benchmark's test resize (shorter side 800, longer
 side at most 1333, padded to a multiple of 32) that covers every image up to a 4:1 aspect ratio;
+a whole-detector file's sides go up to its own INPUT.MAX_SIZE_TEST instead (:func:`detector_max_side`),
+and its ``image_sizes`` follows the batch range of ``images`` (:func:`follows_batch`);
 opt is the export shape. Shapes given on the command line replace the matching default, and the
 defaults not given widen to include them (``--opt-shape`` beyond the default max raises max).
 """
@@ -121,11 +123,12 @@ def _round_down(value: int, multiple: int) -> int:
 
 
 def default_profile(name: str, dims: Sequence[Dim], export_shape: Sequence[int], size_divisibility: int,
-                    dynamic_axes: Optional[Mapping[str, str]] = None) -> ShapeProfile:
+                    dynamic_axes: Optional[Mapping[str, str]] = None, max_side: int = DEFAULT_MAX_SIDE) -> ShapeProfile:
     """The default profile of one input (see the module docstring).
 
     ``dims`` are the graph input's dims (:func:`input_dims`), ``export_shape`` the shape the model
-    was exported with, ``dynamic_axes`` the metadata's ``{axis index: name}`` for this input.
+    was exported with, ``dynamic_axes`` the metadata's ``{axis index: name}`` for this input,
+    ``max_side`` the largest height or width (:func:`detector_max_side` for a detector file).
     """
     if len(export_shape) != len(dims):
         raise DeformRTError(f"input {name!r} has rank {len(dims)} but the export shape "
@@ -141,7 +144,7 @@ def default_profile(name: str, dims: Sequence[Dim], export_shape: Sequence[int],
         elif len(dims) == 4 and axis in (2, 3):
             lo.append(min(_round_down(DEFAULT_MIN_SIDE, size_divisibility), export))
             opt.append(export)
-            hi.append(max(_round_up(DEFAULT_MAX_SIDE, size_divisibility), export))
+            hi.append(max(_round_up(max_side, size_divisibility), export))
         else:
             lo.append(export), opt.append(export), hi.append(export)
     return ShapeProfile(name, tuple(lo), tuple(opt), tuple(hi))
@@ -169,14 +172,36 @@ def validate_profile(profile: ShapeProfile, dims: Sequence[Dim], size_divisibili
                                 f"got {profile.min[axis]}, {profile.opt[axis]}, {profile.max[axis]}")
 
 
+def follows_batch(dims: Sequence[Dim], image_dims: Sequence[Dim]) -> bool:
+    """True for an input whose only dynamic axis is the batch, named as the image input's batch (a
+    detector's ``image_sizes`` [batch, 2]): its profile follows the image input's batch range."""
+    return (bool(dims) and bool(image_dims) and isinstance(dims[0], str) and dims[0] not in ("", "?")
+            and dims[0] == image_dims[0] and all(isinstance(d, int) for d in dims[1:]))
+
+
+def batch_follower_profile(name: str, dims: Sequence[Dim], image: ShapeProfile) -> ShapeProfile:
+    """The profile of a :func:`follows_batch` input: the image profile's batch min/opt/max, the
+    other axes fixed at their static sizes."""
+    rest = tuple(int(d) for d in dims[1:])
+    return ShapeProfile(name, (image.min[0], *rest), (image.opt[0], *rest), (image.max[0], *rest))
+
+
+def detector_max_side(max_size_test: int) -> int:
+    """The largest side a detector's input can have: upstream's test resize keeps both sides within
+    INPUT.MAX_SIZE_TEST (padding then rounds it up to the size divisibility)."""
+    return max(int(max_size_test), 1)
+
+
 def resolve_profiles(inputs: Mapping[str, Sequence[Dim]], export_shape: Sequence[int], size_divisibility: int,
                      dynamic_axes: Optional[Mapping[str, Mapping[str, str]]] = None,
                      min_shape: Optional[str] = None, opt_shape: Optional[str] = None,
-                     max_shape: Optional[str] = None) -> list[ShapeProfile]:
+                     max_shape: Optional[str] = None, max_side: int = DEFAULT_MAX_SIDE) -> list[ShapeProfile]:
     """One validated profile per input: defaults, overridden by the ``--min/opt/max-shape`` texts.
 
-    The export shape applies to the first (image) input; any other input must be static or given
-    on the command line.
+    The export shape applies to the first (image) input; an input whose only dynamic axis is the
+    batch, named as the image input's (a detector's ``image_sizes``), follows the image input's
+    batch range; any other input
+    must be static or given on the command line.
     """
     names = list(inputs)
     given = {label: parse_shapes(text, names, f"--{label}-shape") if text else {}
@@ -184,9 +209,12 @@ def resolve_profiles(inputs: Mapping[str, Sequence[Dim]], export_shape: Sequence
     profiles = []
     for index, (name, dims) in enumerate(inputs.items()):
         if index == 0:
-            base = default_profile(name, dims, export_shape, size_divisibility, (dynamic_axes or {}).get(name))
+            base = default_profile(name, dims, export_shape, size_divisibility, (dynamic_axes or {}).get(name),
+                                   max_side)
         elif all(isinstance(d, int) for d in dims):
             base = ShapeProfile(name, *(tuple(dims),) * 3)
+        elif profiles and follows_batch(dims, inputs[names[0]]):
+            base = batch_follower_profile(name, dims, profiles[0])
         else:
             user = [given[label].get(name) for label in ("min", "opt", "max")]
             if None in user:

@@ -47,6 +47,34 @@ def torch_dtype(trt_dtype):
     return getattr(torch, _TORCH_DTYPE_NAMES[name])
 
 
+def is_data_dependent(shape) -> bool:
+    """True when an output's shape (after all input shapes are set) still has a -1: its size is
+    known only once the engine ran (TensorRT then reports it to an IOutputAllocator)."""
+    return any(int(d) < 0 for d in shape)
+
+
+def output_allocator(trt, device_buffer):
+    """A ``trt.IOutputAllocator`` that gives each data-dependent output a device buffer from
+    ``device_buffer(name, nbytes)`` (reused and grown as needed) and records the shape TensorRT
+    reports in ``.shapes``."""
+
+    class _Allocator(trt.IOutputAllocator):
+        def __init__(self):
+            trt.IOutputAllocator.__init__(self)
+            self.shapes: dict[str, tuple[int, ...]] = {}
+
+        def reallocate_output(self, tensor_name, memory, size, alignment):
+            return device_buffer(tensor_name, max(int(size), 1)).address
+
+        def reallocate_output_async(self, tensor_name, memory, size, alignment, stream=None):
+            return self.reallocate_output(tensor_name, memory, size, alignment)
+
+        def notify_shape(self, tensor_name, shape):
+            self.shapes[tensor_name] = tuple(int(d) for d in shape)
+
+    return _Allocator()
+
+
 class TrtSession:
     """One execution context of a loaded engine; every TensorRT call's result is checked."""
 
@@ -82,9 +110,20 @@ class TrtSession:
 
     def _output_shape(self, name: str) -> tuple[int, ...]:
         shape = tuple(self.context.get_tensor_shape(name))
-        if any(d < 0 for d in shape):
+        if is_data_dependent(shape):
             raise DeformRTError(f"output {name!r} has no concrete shape ({shape}); are all input shapes set?")
         return shape
+
+    def _data_dependent_outputs(self) -> list[str]:
+        """Outputs whose size is known only after the run (e.g. NonMaxSuppression's selected
+        indices as a graph output; a detector file's own outputs are fixed-size and never are)."""
+        return [n for n in self.output_names if is_data_dependent(tuple(self.context.get_tensor_shape(n)))]
+
+    def _output_allocator(self):
+        """The context's :func:`output_allocator` (made on first use)."""
+        if getattr(self, "_allocator", None) is None:
+            self._allocator = output_allocator(import_tensorrt(), self._device_buffer)
+        return self._allocator
 
     def _execute(self, stream_handle: int) -> None:
         if not self.context.execute_async_v3(stream_handle):
@@ -122,16 +161,28 @@ class TrtSession:
             buf.upload(array, stream)
             self._set_address(name, buf.address)
             staged[name] = array
+        dependent = self._data_dependent_outputs()
         outputs = {}
         for name in self.output_names:
+            if name in dependent:
+                if not self.context.set_output_allocator(name, self._output_allocator()):
+                    raise DeformRTError(f"TensorRT rejected the output allocator for {name!r}")
+                continue
             out = np.empty(self._output_shape(name), dtype=self.dtypes[name])
             self._set_address(name, self._device_buffer(name, out.nbytes).address)
             outputs[name] = out
         self._execute(stream.handle)
+        if dependent:  # their shapes are reported during the run: wait for it, then copy them out
+            stream.synchronize()
+            for name in dependent:
+                shape = self._output_allocator().shapes.get(name)
+                if shape is None:
+                    raise DeformRTError(f"TensorRT reported no shape for the data-dependent output {name!r}")
+                outputs[name] = np.empty(shape, dtype=self.dtypes[name])
         for name, out in outputs.items():
             self._buffers[name].download(out, stream)
         self._staged = staged
-        return outputs
+        return {name: outputs[name] for name in self.output_names}
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One synchronous inference from and to numpy arrays."""

@@ -8,7 +8,8 @@ differs before deserialising. Keys (``schema`` 1)::
 
     schema, deformrt_version, tensorrt_version, gpu_name, compute_capability, precision,
     fp16_method, profiles [{name, min, opt, max}], plugin_path, plugin_sha256, onnx_path,
-    onnx_sha256, onnx_metadata {deformrt.* -> str}, built_at (UTC ISO 8601), build_options {...}
+    onnx_sha256, onnx_metadata {deformrt.* -> str}, built_at (UTC ISO 8601), build_options {...},
+    plugin_layer_types, outputs [{name, shape, dtype}], detector {kind, num_classes, ...} or null
 
 This module is pure (no TensorRT); the environment is passed in as a :class:`RuntimeEnv`.
 """
@@ -64,6 +65,11 @@ class EngineMeta:
     # Output element types of the engine's plugin (DCN) layers as the engine inspector reports them,
     # e.g. {"fp16": 13}: what really runs, which weakly typed TensorRT may choose unlike `precision`.
     plugin_layer_types: Optional[dict[str, int]] = None
+    # The ONNX file's outputs [{name, shape, dtype}] (a detector's fixed-size detection tensors),
+    # and a whole detector's own metadata (kind, classes, detection rows, mask size); None in
+    # sidecars written before these fields existed.
+    outputs: Optional[list[dict]] = None
+    detector: Optional[dict] = None
     schema: int = SCHEMA
 
     def to_json(self) -> str:
@@ -84,6 +90,8 @@ class EngineMeta:
             "built_at": self.built_at,
             "build_options": self.build_options,
             "plugin_layer_types": self.plugin_layer_types,
+            "outputs": self.outputs,
+            "detector": self.detector,
         }
         return json.dumps(d, indent=2) + "\n"
 
@@ -115,6 +123,9 @@ class EngineMeta:
                 build_options=dict(d.get("build_options") or {}),
                 plugin_layer_types=({str(k): int(v) for k, v in d["plugin_layer_types"].items()}
                                     if d.get("plugin_layer_types") else None),
+                outputs=([{"name": str(o["name"]), "shape": list(o["shape"]), "dtype": str(o["dtype"])}
+                          for o in d["outputs"]] if d.get("outputs") is not None else None),
+                detector=dict(d["detector"]) if d.get("detector") is not None else None,
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise DeformRTError(f"{source} is missing or has a malformed field ({type(exc).__name__}: {exc})") from None
