@@ -255,6 +255,8 @@ def _quiet_exporter():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
+            # A detector's images and image_sizes share one batch Dim on purpose; torch says so for each export.
+            warnings.filterwarnings("ignore", message=".*The axis name: .* will not be used", category=UserWarning)
             yield
     finally:
         logger.setLevel(level)
