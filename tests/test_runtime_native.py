@@ -432,6 +432,13 @@ def test_pasted_masks_equal_the_numpy_paste_mask(driver, tmp_path, rng):
         assert want.any(axis=(1, 2)).sum() >= n // 3  # the boxes do land in the image
         for i in range(n):
             assert np.array_equal(got[i].astype(bool), want[i]), (trial, i, boxes[i], int((got[i] != want[i]).sum()))
+    # From the model's input resolution to the original image's, as `deformrt predict` maps boxes.
+    in_h, in_w = 48, 64
+    scaled = tmp_path / "scaled.npy"
+    assert run(driver, "paste", folder, 0, height, width, scaled, in_h, in_w).returncode == 0
+    ratio = np.array([width / in_w, height / in_h] * 2, np.float32)
+    want = np.stack([paste_mask(m, b * ratio, height, width) for m, b in zip(masks, boxes)])
+    assert np.array_equal(np.load(scaled).astype(bool), want)
 
 
 def _numpy_check(want, got, tol: dict, capacity: int) -> dict:
@@ -564,7 +571,14 @@ def _check_deformrt_run(exe: Path, tmp_path: Path) -> None:
     proc = call("model.plan")
     assert proc.returncode == 1 and proc.stderr.splitlines()[-1] == (
         "error: --inputs DIR is needed (one NAME.npy per engine input)")
-    assert call("m.plan", "--inputs", "d", "--check", "r").stderr.splitlines()[-1] == "error: --check needs --tolerance"
+    assert call("m.plan", "--inputs", "d", "--check", "r").stderr.splitlines()[-1] == (
+        "error: --check needs --tolerance (a detector's: --match-iou, --score-tolerance and --mask-tolerance)")
+    assert call("m.plan", "--inputs", "d", "--paste-masks").stderr.splitlines()[-1] == (
+        "error: --paste-masks writes pasted_masks.npy and needs --outputs DIR")
+    assert call("m.plan", "--inputs", "d", "--image-size", "480").stderr.splitlines()[-1] == (
+        "error: --image-size needs HEIGHTxWIDTH (e.g. 480x640), not 480")
+    assert call("m.plan", "--inputs", "d", "--match-iou", "nan").stderr.splitlines()[-1] == (
+        "error: --match-iou needs a non-negative number, not nan")
     assert call("m.plan", "--warmup", "-1").stderr.splitlines()[-1] == (
         "error: --warmup needs a non-negative integer, not -1")
     engine = tmp_path / "model.plan"

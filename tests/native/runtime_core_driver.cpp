@@ -60,7 +60,7 @@ int usage()
     std::fprintf(stderr,
         "usage: driver copy IN.npy OUT.npy | values IN.npy | compare OUT.npy REF.npy | "
         "sidecar ENGINE TRT_VERSION COMPUTE_CAPABILITY GPU_NAME | latency MS... | "
-        "match REF_DIR OUT_DIR IOU SCORE MASK BORDERLINE SCORE_THRESHOLD | paste DIR IMAGE HEIGHT WIDTH OUT.npy\n");
+        "match REF_DIR OUT_DIR IOU SCORE MASK BORDERLINE SCORE_THRESHOLD | paste DIR IMAGE HEIGHT WIDTH OUT.npy [FROM_HEIGHT FROM_WIDTH]\n");
     return 2;
 }
 } // namespace
@@ -182,7 +182,7 @@ int main(int argc, char** argv)
         }
         return 0;
     }
-    if (command == "paste" && argc == 7)
+    if (command == "paste" && (argc == 7 || argc == 9))
     {
         auto outputs = readDetections(argv[2]);
         if (!outputs)
@@ -199,7 +199,16 @@ int main(int argc, char** argv)
         {
             return fail(Status::error("no image " + std::to_string(image)));
         }
-        ImageDetections const& found = (*images)[image];
+        ImageDetections& found = (*images)[image];
+        if (argc == 9)
+        {
+            Status status = scaleBoxes(found, std::strtoll(argv[7], nullptr, 10), std::strtoll(argv[8], nullptr, 10),
+                std::strtoll(argv[4], nullptr, 10), std::strtoll(argv[5], nullptr, 10));
+            if (!status)
+            {
+                return fail(status);
+            }
+        }
         auto pasted = pasteMasks(found, static_cast<int64_t>(found.size()), std::strtoll(argv[4], nullptr, 10),
             std::strtoll(argv[5], nullptr, 10));
         if (!pasted)

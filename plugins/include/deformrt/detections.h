@@ -114,6 +114,10 @@ DetectionCheck checkDetections(ImageDetections const& reference, ImageDetections
 Expected<std::vector<uint8_t>> pasteMask(float const* mask, int64_t maskSize, std::array<float, 4> const& box,
     int64_t imageHeight, int64_t imageWidth, float threshold = 0.5F, int64_t padding = 1);
 
+//! Boxes mapped from the model's input resolution (inHeight x inWidth, the image_sizes entry) to the
+//! original image's (as `deformrt predict` does: x by width ratio, y by height ratio, in float32).
+Status scaleBoxes(ImageDetections& detections, int64_t inHeight, int64_t inWidth, int64_t outHeight, int64_t outWidth);
+
 //! Every detection's mask pasted into a [D, height, width] uint8 tensor (rows past the count stay 0).
 Expected<HostTensor> pasteMasks(ImageDetections const& detections, int64_t rows, int64_t imageHeight,
     int64_t imageWidth, float threshold = 0.5F);

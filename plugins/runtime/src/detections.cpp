@@ -332,6 +332,22 @@ Expected<std::vector<uint8_t>> pasteMask(float const* mask, int64_t maskSize, st
     return out;
 }
 
+Status scaleBoxes(ImageDetections& detections, int64_t inHeight, int64_t inWidth, int64_t outHeight, int64_t outWidth)
+{
+    if (inHeight < 1 || inWidth < 1 || outHeight < 1 || outWidth < 1)
+    {
+        return Status::error("scaleBoxes: sizes must be positive, got " + std::to_string(inHeight) + "x"
+            + std::to_string(inWidth) + " -> " + std::to_string(outHeight) + "x" + std::to_string(outWidth));
+    }
+    float const x = static_cast<float>(static_cast<double>(outWidth) / static_cast<double>(inWidth));
+    float const y = static_cast<float>(static_cast<double>(outHeight) / static_cast<double>(inHeight));
+    for (std::array<float, 4>& box : detections.boxes)
+    {
+        box = {box[0] * x, box[1] * y, box[2] * x, box[3] * y};
+    }
+    return Status();
+}
+
 Expected<HostTensor> pasteMasks(ImageDetections const& detections, int64_t rows, int64_t imageHeight,
     int64_t imageWidth, float threshold)
 {
