@@ -441,23 +441,6 @@ def test_pasted_masks_equal_the_numpy_paste_mask(driver, tmp_path, rng):
     assert np.array_equal(np.load(scaled).astype(bool), want)
 
 
-def _numpy_check(want, got, tol: dict, capacity: int) -> dict:
-    """The self-check's rule written out with numpy: pairs from match_detections, errors over them,
-    unmatched detections near a cut (the score threshold, the lowest score of a full side) borderline."""
-    from exporter.evaluation.detections import match_detections
-
-    match = match_detections(want, got, tol["iou"])
-    pairs = np.array(match.pairs, np.int64).reshape(-1, 2)
-    err = lambda a, b: float(np.abs(a[pairs[:, 0]].astype(np.float64) - b[pairs[:, 1]]).max()) if len(pairs) else 0.0  # noqa: E731
-    cuts = [tol["threshold"]] + [float(d.scores.min()) for d in (want, got) if len(d) >= capacity]
-    lost = [want.scores[i] for i in match.unmatched_reference] + [got.scores[j] for j in match.unmatched_other]
-    near = sum(1 for s in lost if any(abs(float(s) - c) <= tol["borderline"] for c in cuts))
-    return {"pairs": match.pairs, "unmatched_reference": match.unmatched_reference,
-            "unmatched_other": match.unmatched_other, "matched": len(pairs), "borderline": near,
-            "unmatched": len(lost) - near, "box": err(want.boxes, got.boxes), "score": err(want.scores, got.scores),
-            "mask": err(want.masks, got.masks)}
-
-
 def _parse_match(stdout: str) -> dict:
     lines = stdout.splitlines()
     pairs = [tuple(map(int, p.split(":"))) for p in lines[1].split()[1:]]
@@ -468,10 +451,12 @@ def _parse_match(stdout: str) -> dict:
 
 @needs_gxx
 def test_detection_sets_are_matched_as_the_numpy_match_detections(driver, tmp_path, rng):
-    """Engine detections against references as sets: the C++ pairs, leftovers, errors and borderline
-    count equal the numpy rule's on a shuffled, perturbed copy with dropped, added and relabelled
-    detections, near-ties at the score threshold and at the fixed size D included."""
-    from exporter.evaluation.detections import ImageDetections
+    """Engine detections against references as sets: the C++ pairs and leftovers equal numpy's
+    match_detections, its counts and errors exporter.deploy.check's (the bundle's Python check) on a
+    shuffled, perturbed copy with dropped, added and relabelled detections, near-ties at the score
+    threshold and at the fixed size D included."""
+    from exporter.deploy.check import check_detection_sets
+    from exporter.evaluation.detections import ImageDetections, match_detections
 
     tol = {"iou": 0.9, "score": 1e-3, "mask": 1e-2, "borderline": 1e-3, "threshold": 0.05}
     for trial in range(6):
@@ -483,7 +468,7 @@ def test_detection_sets_are_matched_as_the_numpy_match_detections(driver, tmp_pa
         scores[:2] = [0.0504, 0.0512]  # one near the threshold, one not
         masks = rng.uniform(0, 1, (n, 14, 14)).astype(np.float32)
         want = ImageDetections(boxes, scores, labels, masks)
-        order = rng.permutation(n)[: n - 3]  # three lost
+        order = rng.permutation(np.arange(2, n))[: n - 3]  # three lost: the two near the threshold, one other
         got_boxes = boxes[order] + rng.normal(0, 0.02, (len(order), 4)).astype(np.float32)
         got_labels = labels[order].copy()
         got_labels[:1] = got_labels[:1] % 3 + 1  # one relabelled
@@ -502,16 +487,20 @@ def test_detection_sets_are_matched_as_the_numpy_match_detections(driver, tmp_pa
                    tol["threshold"])
         assert proc.returncode == 0, proc.stderr
         got_check = _parse_match(proc.stdout)
-        expected = _numpy_check(want, got, tol, capacity)
-        for key in ("pairs", "unmatched_reference", "unmatched_other"):
-            assert sorted(got_check[key]) == sorted(expected[key]), (trial, key)
-        for key in ("matched", "borderline", "unmatched"):
-            assert int(got_check[key]) == expected[key], (trial, key, got_check, expected)
-        for key in ("box", "score", "mask"):
-            assert float(got_check[key]) == pytest.approx(expected[key], rel=1e-6), (trial, key)
-        assert got_check["pass"] == str(int(expected["unmatched"] == 0 and expected["score"] <= tol["score"]
-                                            and expected["mask"] <= tol["mask"]))
-        assert expected["unmatched"] >= 3  # the lost and relabelled ones are failures, not borderline
+        match = match_detections(want, got, tol["iou"])
+        assert sorted(got_check["pairs"]) == sorted(match.pairs), trial
+        assert sorted(got_check["unmatched_reference"]) == sorted(match.unmatched_reference), trial
+        assert sorted(got_check["unmatched_other"]) == sorted(match.unmatched_other), trial
+        expected = check_detection_sets(0, want, got, {"match_iou": tol["iou"], "score_tolerance": tol["score"],
+                                                       "mask_tolerance": tol["mask"], "borderline": tol["borderline"],
+                                                       "score_threshold": tol["threshold"]}, capacity)
+        assert (int(got_check["matched"]), int(got_check["borderline"]), int(got_check["unmatched"])) == (
+            expected.matched, expected.borderline, expected.unmatched), (trial, got_check, expected)
+        for key, value in (("box", expected.max_box_err), ("score", expected.max_score_err),
+                           ("mask", expected.max_mask_err)):
+            assert float(got_check[key]) == pytest.approx(value, rel=1e-6), (trial, key)
+        assert got_check["pass"] == str(int(expected.passed))
+        assert expected.unmatched >= 3 and expected.borderline >= 1  # lost/relabelled fail; 0.0504 is a near-tie
 
 
 @needs_gxx
