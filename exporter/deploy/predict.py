@@ -144,6 +144,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--json", action="store_true", help="also print the COCO-style records on stdout")
     args = parser.parse_args(argv)
     try:
+        bundle_metadata(args.bundle)  # user errors before TensorRT loads the engine
+        image_files(args.images)
         run = trt_runner(args.engine, args.plugin)
         predict_folder(args.bundle, args.images, args.output, run, args.score_threshold, args.force, log=sys.stderr)
     except DeformRTError as exc:
