@@ -118,7 +118,8 @@ class BundleResult:
             f"  flavours:  {layout.ONNX_DIR}/{{plugin,onnx}}-{{fp32,fp16}}.onnx (deformrt plugin op / standard DeformConv "
             f"that needs no plugin)",
             f"  engine:    {c['precision']} by default, TensorRT {' or '.join(c['tensorrt_majors'].split())}; profile "
-            f"{c['min_shapes'] or prof.name}..{c['max_shapes'] or 'static'}" if c["model"] == "detector" else
+            f"min {c['min_shapes']}, opt {c['opt_shapes']}, max {c['max_shapes']}"
+            if c["model"] == "detector" and c["min_shapes"] else
             f"  engine:    {c['precision']} by default, TensorRT {' or '.join(c['tensorrt_majors'].split())}; profile "
             f"{prof.name}: min {_fmt(prof.min)}, opt {_fmt(prof.opt)}, max {_fmt(prof.max)}",
             (f"  reference: {c['inputs']} {c['reference_shape']} ({where}); {c['reference_by']}; tolerance fp32 "
