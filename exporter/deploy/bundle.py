@@ -379,10 +379,11 @@ def make_bundle(onnx_path: Path, output: Path, options: DeployOptions = DeployOp
     seconds = {}
     start = time.perf_counter()
     model, meta = load_onnx(onnx_path)  # no progress line yet: user errors stay one line
-    if meta.seed is None and options.weights is None:
+    detector = DetectorMetadata.from_model(model)
+    # a detector's references come from ONNX Runtime on the file itself: its weights are in it
+    if detector is None and meta.seed is None and options.weights is None:
         raise DeformRTError(f"this model was exported with weights from {meta.weights}; pass that checkpoint with "
                             f"--weights so PyTorch can compute the references")
-    detector = DetectorMetadata.from_model(model)
     if detector is None:
         input_name, input_dims_ = single_input(model)
         dims = {input_name: input_dims_}
