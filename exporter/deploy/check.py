@@ -104,10 +104,15 @@ class CheckReport:
         header = ("output", "shape", "max abs", "max rel", "tolerance", "result")
         rows = [(o.name, _shape(o.shape), f"{o.max_abs:.3e}", f"{o.max_rel:.3e}", f"{o.tolerance:.0e}", o.verdict())
                 for o in self.outputs]
-        widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (header, *rows)]
+        lines = _aligned(header, rows)
         lines.append(f"{'PASS' if self.passed else 'FAIL'} ({self.precision}; max rel = max abs / max |reference|)")
         return "\n".join(lines)
+
+
+def _aligned(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """The header and rows as lines of left-aligned columns."""
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (header, *rows)]
 
 
 def _shape(shape: Sequence[int]) -> str:
@@ -262,8 +267,7 @@ class DetectionReport:
         rows = [(str(i.image), str(i.reference), str(i.engine), str(i.matched), str(i.borderline), str(i.unmatched),
                  f"{i.max_box_err:.3e}", f"{i.max_score_err:.3e}",
                  "-" if i.max_mask_err is None else f"{i.max_mask_err:.3e}", i.verdict()) for i in self.images]
-        widths = [max(len(r[k]) for r in (header, *rows)) for k in range(len(header))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (header, *rows)]
+        lines = _aligned(header, rows)
         t = self.tolerances
         lines.append(f"{'PASS' if self.passed else 'FAIL'} ({self.precision}; detections as sets: same class and IoU >= "
                      f"{t['match_iou']}, score {t['score_tolerance']}, mask {t['mask_tolerance']}, borderline "
