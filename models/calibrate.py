@@ -22,16 +22,14 @@ from torch import nn
 
 from models.layers import DFConv2d
 
+OFFSET_STD_PX = 2.0  # the offset scale of a trained DCN backbone (a few pixels)
 
-def calibrate_offsets(model: nn.Module, images: torch.Tensor, std_px: float = 2.0,
-                      generator: Optional[torch.Generator] = None) -> list[float]:
-    """Rescale each DCN offset conv of ``model`` (in place): its weights so that the
-    input-dependent part of its offsets has a standard deviation of ``std_px`` pixels on
-    ``images``, and a fresh N(0, 1) bias per channel (from ``generator``).
 
-    One forward pass: each layer is rescaled before the next one runs, so later layers see the
-    calibrated earlier ones. Returns each DCN layer's mean |offset| afterwards, in forward order.
-    """
+@contextlib.contextmanager
+def _offset_rescaling(model: nn.Module, std_px: float, generator: Optional[torch.Generator]) -> Iterator[list[float]]:
+    """Within the block, every forward pass through ``model``'s DCN layers rescales their offset
+    convs as :func:`calibrate_offsets` describes; the yielded list receives each layer's mean
+    |offset| afterwards, in forward order."""
     if std_px <= 0:
         raise ValueError(f"std_px must be positive, got {std_px}")
     means: list[float] = []
@@ -49,11 +47,23 @@ def calibrate_offsets(model: nn.Module, images: torch.Tensor, std_px: float = 2.
 
     handles = [rescale(m) for m in model.modules() if isinstance(m, DFConv2d)]
     try:
-        with torch.no_grad():
-            model(images)
+        yield means
     finally:
         for h in handles:
             h.remove()
+
+
+def calibrate_offsets(model: nn.Module, images: torch.Tensor, std_px: float = OFFSET_STD_PX,
+                      generator: Optional[torch.Generator] = None) -> list[float]:
+    """Rescale each DCN offset conv of ``model`` (in place): its weights so that the
+    input-dependent part of its offsets has a standard deviation of ``std_px`` pixels on
+    ``images``, and a fresh N(0, 1) bias per channel (from ``generator``).
+
+    One forward pass: each layer is rescaled before the next one runs, so later layers see the
+    calibrated earlier ones. Returns each DCN layer's mean |offset| afterwards, in forward order.
+    """
+    with _offset_rescaling(model, std_px, generator) as means, torch.no_grad():
+        model(images)
     return means
 
 
@@ -71,13 +81,13 @@ _RETINANET_TARGETS = {"rpn.head.cls_logits": (1.5, -2.5), "rpn.head.bbox_pred": 
 
 
 def calibrate_detector(model: nn.Module, images: torch.Tensor, image_sizes: torch.Tensor,
-                       generator: Optional[torch.Generator] = None) -> None:
+                       generator: Optional[torch.Generator] = None, std_px: float = OFFSET_STD_PX) -> list[float]:
     """Give an untrained detector (:func:`models.detector.build_detector`) a trained one's output
     scales, in place, so that it produces proposals, detections and masks worth comparing: the
-    backbone's DCN offsets as :func:`calibrate_offsets` does, then each prediction layer's weights
-    rescaled on ``images`` (in forward order, each before the next one runs) to the spread in
-    ``_HEAD_TARGETS``. For demos, tests and benchmarks only, never for real weights."""
-    calibrate_offsets(model.backbone, images, generator=generator)
+    backbone's DCN offsets as :func:`calibrate_offsets` does (``std_px``), then each prediction
+    layer's weights rescaled on ``images`` (in forward order, each before the next one runs) to the
+    spread in ``_HEAD_TARGETS``. Returns each DCN layer's mean |offset| (empty without DCN). For
+    demos, tests and benchmarks only, never for real weights."""
     targets = _RETINANET_TARGETS if getattr(model, "kind", "") == "retinanet" else _HEAD_TARGETS
     modules = dict(model.named_modules())
     done: set[str] = set()
@@ -94,31 +104,40 @@ def calibrate_detector(model: nn.Module, images: torch.Tensor, image_sizes: torc
                 return layer.forward(*inputs)
         return modules[name].register_forward_hook(hook)
 
-    handles = [rescale(name, *t) for name, t in targets.items() if name in modules]
-    try:
-        with torch.no_grad():
-            model(images, image_sizes)
-    finally:
-        for h in handles:
-            h.remove()
+    # One pass: the backbone's offsets are rescaled as it runs (as calibrate_offsets does on the
+    # same images), so the heads already see the calibrated backbone's features.
+    with _offset_rescaling(model.backbone, std_px, generator) as means:
+        handles = [rescale(name, *t) for name, t in targets.items() if name in modules]
+        try:
+            with torch.no_grad():
+                model(images, image_sizes)
+        finally:
+            for h in handles:
+                h.remove()
+    return means
 
 
 CALIBRATION_SEED = 0
+DETECTOR_CALIBRATION_SHAPE = (256, 320)
 
 
-def calibration_images(size_divisibility: int = 32, seed: int = CALIBRATION_SEED) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed batch :func:`calibrate_synthetic_detector` uses: two random 256x320 images
-    (pixel-like values), unpadded sizes 250x300 and 256x288."""
+def calibration_images(shape: tuple[int, int] = DETECTOR_CALIBRATION_SHAPE,
+                       seed: int = CALIBRATION_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed batch :func:`calibrate_synthetic_detector` uses: two random images of ``shape``
+    (pixel-like values) whose unpadded sizes differ (256x320: 250x300 and 256x288)."""
     g = torch.Generator().manual_seed(seed)
-    images = torch.rand(2, 3, 256, 320, generator=g) * 255 - 115
-    return images, torch.tensor([[250, 300], [256, 288]])
+    h, w = shape
+    images = torch.rand(2, 3, h, w, generator=g) * 255 - 115
+    return images, torch.tensor([[h - 6, w - 20], [h, w - 32]])
 
 
-def calibrate_synthetic_detector(model: nn.Module, seed: int = CALIBRATION_SEED) -> None:
+def calibrate_synthetic_detector(model: nn.Module, seed: int = CALIBRATION_SEED, std_px: float = OFFSET_STD_PX,
+                                 shape: tuple[int, int] = DETECTOR_CALIBRATION_SHAPE) -> list[float]:
     """:func:`calibrate_detector` on :func:`calibration_images`: deterministic, so that an export
-    of a seeded random detector can be rebuilt exactly from its seed."""
-    images, sizes = calibration_images(seed=seed)
-    calibrate_detector(model, images, sizes, torch.Generator().manual_seed(seed))
+    of a seeded random detector can be rebuilt exactly from its seed (and ``deformrt
+    synthetic-checkpoint --detector`` saves the same weights). Returns the DCN layers' mean |offset|."""
+    images, sizes = calibration_images(shape, seed=seed)
+    return calibrate_detector(model, images, sizes, torch.Generator().manual_seed(seed), std_px)
 
 
 @contextlib.contextmanager

@@ -61,14 +61,23 @@ Which absent model keys count as missing (the strict rule):
   when anything is missing (naming the first few and the count); ``strict=False`` loads the rest
   and lists the missing keys in the report.
 
-Unexpected entries are backbone entries (a bare state dict's keys, a whole detector's
-``backbone.*`` keys, routed C2 or torchvision blobs) that map to no model key. They mean a
-checkpoint for another model: another depth (``body.layer3.6..22`` of an R-101 in an R-50), DCN
-where the model has none, an FPN the body lacks. With ``strict=True`` they fail the load too
-(:class:`CheckpointMismatchError`), unless ``allow_unexpected=True``, which loads the rest and
-lists them. Entries outside the backbone (detector heads) are never unexpected: they are skipped
-and counted. Both errors name the body the file looks like (:func:`guess_body`) when it is not
-the model's. A shape mismatch always fails, naming the key and both shapes.
+Unexpected entries are entries that should be the model's and map to no model key. They mean a
+checkpoint for another model. One rule covers both kinds of model, what differs is which entries
+are the model's:
+
+* a backbone: the backbone entries (a bare state dict's keys, a whole detector's ``backbone.*``
+  keys, routed C2 or torchvision blobs). Entries outside the backbone (detector heads) are never
+  unexpected there: they are skipped and counted;
+* a whole detector: every entry of a maskrcnn-benchmark file (it loads key for key), and every
+  routed C2 blob. A head tensor the detector lacks (a mask head given to a Faster R-CNN config) is
+  unexpected like a backbone tensor of another depth.
+
+Unexpected backbone entries mean another depth (``body.layer3.6..22`` of an R-101 in an R-50), DCN
+where the model has none, an FPN the body lacks. With ``strict=True`` unexpected entries fail the
+load too (:class:`CheckpointMismatchError`), unless ``allow_unexpected=True``, which loads the rest
+and lists them. Both errors name the body the file looks like (:func:`guess_body`) when it is not
+the model's, and for a detector the heads that one side has and the other lacks. A shape mismatch
+always fails, naming the key and both shapes.
 
 Checkpoints are untrusted input. ``.pth`` files are read with ``torch.load(weights_only=True)``;
 one that needs any other global is refused with a one-line error naming it. Pickles go through
@@ -164,20 +173,55 @@ def guess_body(keys) -> str | None:
     return name if name in list_bodies() else None
 
 
+def _backbone_keys(keys) -> list[str]:
+    """A whole detector's ``backbone.*`` keys without the prefix (model-style backbone names)."""
+    return [k[len(BACKBONE_PREFIX):] for k in keys if k.startswith(BACKBONE_PREFIX)]
+
+
+def _head_groups(keys) -> set[str]:
+    """The heads a detector's keys hold: ``rpn.head``, ``roi_heads.box``, ``roi_heads.mask`` ..."""
+    return {".".join(k.split(".")[:2]) for k in keys
+            if not k.startswith(BACKBONE_PREFIX) and "." in k and ".anchor_generator." not in k}
+
+
+def _is_detector(model_keys) -> bool:
+    return any(k.startswith(BACKBONE_PREFIX) for k in model_keys)
+
+
+def model_name(model: nn.Module) -> str:
+    """``R-50-FPN`` for a backbone, ``R-50-FPN detector`` for a whole detector, as errors name them."""
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, nn.Module):
+        return f"{getattr(backbone, 'body_name', None) or 'its body'} detector"
+    return getattr(model, "body_name", None) or "model"
+
+
 def _looks_like(file_keys, model: nn.Module, model_keys) -> str:
-    """``; it looks like a checkpoint for R-101-FPN`` (with DCN stages when they differ), or ``""``
-    when the file looks like the model's own body and DCN."""
+    """``; it looks like a checkpoint for R-101-FPN`` (with DCN stages when they differ; for a
+    detector also the heads only one side has), or ``""`` when the file looks like the model."""
+    file_keys, model_keys = list(file_keys), list(model_keys)
     notes = []
-    body = guess_body(file_keys)
-    own = getattr(model, "body_name", None) or guess_body(model_keys)
+    detector = _is_detector(model_keys)
+    file_backbone = _backbone_keys(file_keys) if detector else file_keys
+    model_backbone = _backbone_keys(model_keys) if detector else model_keys
+    body = guess_body(file_backbone)
+    inner = getattr(model, "backbone", model) if detector else model
+    own = getattr(inner, "body_name", None) or guess_body(model_backbone)
     if body is not None and body != own:
-        blocks = _blocks_per_stage(file_keys)
+        blocks = _blocks_per_stage(file_backbone)
         per_stage = "-".join(str(blocks[layer]) for layer in sorted(blocks))
         notes.append(f"it looks like a checkpoint for {body} ({per_stage} blocks per stage)")
-    file_dcn, model_dcn = _dcn_stages(file_keys), _dcn_stages(model_keys)
-    if file_dcn != model_dcn:
+    file_dcn, model_dcn = _dcn_stages(file_backbone), _dcn_stages(model_backbone)
+    if file_dcn != model_dcn and file_backbone:
         notes.append(f"it has deformable convs in {', '.join(file_dcn) or 'no stage'}, the model in "
                      f"{', '.join(model_dcn) or 'no stage'} (MODEL.RESNETS.STAGE_WITH_DCN)")
+    if detector:
+        file_heads, model_heads = _head_groups(file_keys), _head_groups(model_keys)
+        if file_heads - model_heads:
+            notes.append(f"it has heads this config does not build: {', '.join(sorted(file_heads - model_heads))}")
+        if model_heads - file_heads:
+            lacking = ", ".join(sorted(model_heads - file_heads))
+            notes.append(f"it has no {lacking} tensors" + (" (a backbone checkpoint?)" if not file_heads else ""))
     return "".join(f"; {note}" for note in notes)
 
 
@@ -571,15 +615,16 @@ def _aliases(state: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:
 
 def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True, *,
                     cfg: object | None = None, allow_unexpected: bool = False) -> LoadReport:
-    """Load the backbone weights in ``path`` into ``model`` and account for every tensor.
+    """Load the weights in ``path`` into ``model`` and account for every tensor.
 
     ``model`` is a backbone from :func:`models.build_backbone` (or any module with upstream's
-    backbone keys). ``cfg`` (optional) is the config it was built from; it is used to warn when
+    backbone keys) or a whole detector from :func:`models.build_detector`. ``cfg`` (optional) is the config it was built from; it is used to warn when
     torchvision weights meet ``STRIDE_IN_1X1=True``. See the module docstring for the formats,
     renames and the strict rule. Raises :class:`DeformRTError` (one line) for a missing,
     unreadable, corrupt or unsafe file, a shape mismatch or two entries for one key, and
     :class:`CheckpointMismatchError` (strict) for missing keys or, unless ``allow_unexpected``,
-    unexpected backbone entries; the model is modified only when the load succeeds.
+    unexpected entries (the module docstring says which entries count); the model is modified only
+    when the load succeeds.
     """
     path = Path(path)
     obj, container = _read(path)
@@ -646,10 +691,10 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True, *,
             f"{_names(report.missing)}{_looks_like(routes.targets.values(), model, model_state)}", "missing")
     if strict and report.unexpected and not allow_unexpected:
         targets = [routes.targets[key] for key in report.unexpected]
+        what = "tensor(s)" if _is_detector(model_state) else "backbone tensor(s)"
         raise CheckpointMismatchError(
-            f"cannot load {path}: {len(targets)} backbone tensor(s) in it match nothing in this "
-            f"{getattr(model, 'body_name', None) or 'model'}: {_names(targets)}"
-            f"{_looks_like(routes.targets.values(), model, model_state)}", "unexpected")
+            f"cannot load {path}: {len(targets)} {what} in it match nothing in this {model_name(model)}: "
+            f"{_names(targets)}{_looks_like(routes.targets.values(), model, model_state)}", "unexpected")
 
     with torch.no_grad():
         for target, key in sources.items():

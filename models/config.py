@@ -540,6 +540,11 @@ def _validate_detector(tree: dict) -> None:
                                     f"{m['BACKBONE']['CONV_BODY']}, got {tuple(scales)}")
 
 
+def default_conv_body() -> str:
+    """Upstream's default MODEL.BACKBONE.CONV_BODY (what a config file that sets none builds)."""
+    return _DEFAULTS["MODEL"]["BACKBONE"]["CONV_BODY"]
+
+
 def config_file_body(config_file: Union[str, Path]) -> Optional[str]:
     """The MODEL.BACKBONE.CONV_BODY a config file sets, or None when it sets none."""
     path = resolve_config_file(config_file)

@@ -118,11 +118,33 @@ def grid_anchors(cells: Tensor, height, width, stride: int) -> Tensor:
     return (shifts.view(-1, 1, 4) + cells.view(1, -1, 4)).reshape(-1, 4)
 
 
+def anchors_at(cells: Tensor, index: Tensor, width, stride, per_location: Optional[int] = None,
+               offset=0) -> Tensor:
+    """``grid_anchors(cells, H, width, stride)[index]`` without building the grid: the anchors at
+    flattened indices ``index`` (any shape; location-major over a ``width``-wide map, then the
+    cell's ``per_location`` anchors, default all of ``cells``) -> [..., 4]. ``width`` and
+    ``stride`` may be tensors broadcasting with ``index`` (several levels at once, whose cells are
+    stacked in ``cells`` from row ``offset`` on). The same float32 arithmetic (integer shift times
+    the stride, plus the cell), so the same bits; it costs O(len(index)) instead of O(H*W*A), and
+    its shapes do not depend on the feature map's (what the fixed-shape export needs)."""
+    a = cells.shape[0] if per_location is None else per_location
+    location = torch.div(index, a, rounding_mode="floor")
+    y = torch.div(location, width, rounding_mode="floor")
+    x = location - y * width
+    shift_x = x.to(torch.float32) * stride
+    shift_y = y.to(torch.float32) * stride
+    shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=-1)
+    return shifts + cells[index - location * a + offset]
+
+
 def flatten_predictions(t: Tensor, channels_per_anchor: int) -> Tensor:
     """[N, A*C, H, W] head output -> [N, H*W*A, C], in the anchors' order (upstream's
     ``permute_and_flatten``)."""
-    n, _, h, w = t.shape
-    return t.view(n, -1, channels_per_anchor, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, channels_per_anchor)
+    n, channels, h, w = t.shape
+    a = channels // channels_per_anchor
+    # Explicit sizes, no -1: a traced -1 becomes a symbolic division of products of the feature
+    # map's (symbolic) sides, which the exporter's shape reasoning is slow to simplify.
+    return t.view(n, a, channels_per_anchor, h, w).permute(0, 3, 4, 1, 2).reshape(n, h * w * a, channels_per_anchor)
 
 
 # ----------------------------------------------------------------------------------------------

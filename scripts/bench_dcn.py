@@ -1,13 +1,14 @@
 """Benchmark deformrt's DCN kernels side by side with torchvision's deform_conv2d and the cuDNN dense
 convolution of the same shape (the maskrcnn-benchmark R-50 DCN stages of dcn-performance.md).
 
-    python scripts/bench_dcn.py [--kernel-lib PATH] [--iters 20] [--json] [--json-out FILE]
+    python scripts/bench_dcn.py [--kernel-lib PATH] [--iters 20] [--json] [--json-file FILE]
 
 For each stage (conv3 128ch 100x168, conv4 256ch 50x84, conv5 512ch 25x42; 3x3, stride 1, pad 1, one
 offset group, with mask), batch 1 and 8, fp16 and fp32 (TF32 off everywhere), and smooth trained-like
 or i.i.d. random offsets, it times:
   ours NCHW   deformrt_dcn_forward (fp16 on sm_80+: NHWC staging + tensor-core kernel)
-  ours NHWC   deformrt_dcn_forward_nhwc, OHWI weights read in place (the plugin's kHWC8 path; fp16, sm_80+)
+  ours NHWC   deformrt_dcn_forward_nhwc, OHWI weights read in place (the plugin's kHWC8 path; fp16, sm_80+;
+              a workspace only for split-K partial sums)
   NHWC+T      the same with an OIHW weight, transposed into the workspace on every call (files from before
               weight_layout; the column shows what that transpose costs)
   torchvision torchvision.ops.deform_conv2d (NCHW)
@@ -27,11 +28,13 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
+from exporter.util.fsutil import atomic_write_text
 from models.native import KERNEL_ENV, find_kernel_library
 from models.errors import DeformRTError
 
@@ -124,11 +127,15 @@ def bench(iters: int, log=print) -> list[dict]:
                     if dtype == torch.float16 and lib.deformrt_dcn_nhwc_supported(ctypes.byref(desc)):
                         x_cl = x.contiguous(memory_format=torch.channels_last)
                         y_cl = torch.empty_like(x_cl)
+                        # the split-K partial sums where the launch splits K (none otherwise)
+                        split_bytes = lib.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc))
+                        split_space = torch.empty(max(split_bytes, 1), dtype=torch.uint8, device="cuda")
 
                         def ours_nhwc():
                             status = lib.deformrt_dcn_forward_nhwc(
                                 ctypes.byref(desc), x_cl.data_ptr(), ohwi.data_ptr(), offset.data_ptr(), None,
-                                mask.data_ptr(), y_cl.data_ptr(), None, 0, torch.cuda.current_stream().cuda_stream)
+                                mask.data_ptr(), y_cl.data_ptr(), split_space.data_ptr(), split_bytes,
+                                torch.cuda.current_stream().cuda_stream)
                             if status != 0:
                                 raise RuntimeError(f"deformrt_dcn_forward_nhwc: cudaError {status}")
 
@@ -188,7 +195,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--kernel-lib", help="libdeformrt_kernels.so (default: $DEFORMRT_KERNEL_LIB, plugins/build)")
     parser.add_argument("--iters", type=int, default=20, help="calls captured per CUDA graph")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
-    parser.add_argument("--json-out", help="also write the rows as JSON to this file")
+    parser.add_argument("--json-file", metavar="FILE", help="also write the rows as JSON to this file (replaced)")
+    parser.add_argument("--json-out", dest="json_file", help=argparse.SUPPRESS)  # the old spelling
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_dcn: no CUDA GPU available; nothing to benchmark", file=sys.stderr)
@@ -209,9 +217,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     report = {"device": device, "rows": rows}
     if args.json:
         print(json.dumps(report, indent=2))
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(report, f, indent=2)
+    if args.json_file:
+        atomic_write_text(Path(args.json_file), json.dumps(report, indent=2) + "\n", force=True)
     return 0
 
 

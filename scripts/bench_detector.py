@@ -8,7 +8,7 @@ warm-up run), on one random image with upstream's test-time size (800x1344 padde
 unpadded). Weights are seeded random, calibrated to detect (``calibrate_synthetic_detector``), so
 the heads see a trained model's number of detections.
 
-    .venv/bin/python scripts/bench_detector.py [--configs a.yaml b.yaml] [--size 800 1344] [--iterations 3] [--json]
+    .venv/bin/python scripts/bench_detector.py [--configs a.yaml b.yaml] [--shape 800x1344] [--iterations 3] [--json]
 
 Configs are looked up in ../shared/third_party/maskrcnn-benchmark/configs when not a path.
 """
@@ -26,10 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from exporter.cli.options import add_script_shape_argument, script_shape
 from exporter.evaluation.ort import ort_session
 from exporter.onnx.detector_export import (DetectorExportOptions, build_detector_model, default_detector_output_name,
-                                           export_detector_to_file, load_detector_config)
+                                           export_detector_to_file)
+from exporter.onnx.export import load_config
 from exporter.util.progress import Progress
+from models.errors import DeformRTError
 
 UPSTREAM = Path(__file__).resolve().parents[2] / "shared" / "third_party" / "maskrcnn-benchmark" / "configs"
 DEFAULT_CONFIGS = ("dcn/e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml", "e2e_faster_rcnn_R_50_FPN_1x.yaml",
@@ -48,7 +51,7 @@ def _median_seconds(run, iterations: int) -> float:
 
 def bench_config(config: str, size: tuple[int, int], iterations: int, workdir: Path, progress: Progress) -> dict:
     path = Path(config) if Path(config).is_file() else UPSTREAM / config
-    cfg = load_detector_config(str(path))
+    cfg = load_config(config_file=str(path), detector=True)
     built = build_detector_model(cfg, progress=progress)
     out = workdir / default_detector_output_name(cfg, str(path), "plugin")
     start = time.perf_counter()
@@ -73,19 +76,24 @@ def bench_config(config: str, size: tuple[int, int], iterations: int, workdir: P
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
-    parser.add_argument("--size", nargs=2, type=int, default=(800, 1344), metavar=("H", "W"))
+    add_script_shape_argument(parser, "800x1344", "input height and width (default 800x1344)")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        size = script_shape(args)
+    except DeformRTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     progress = Progress()
     rows = []
     with tempfile.TemporaryDirectory(prefix="deformrt-bench-") as tmp:
         for config in args.configs:
-            rows.append(bench_config(config, tuple(args.size), args.iterations, Path(tmp), progress))
+            rows.append(bench_config(config, size, args.iterations, Path(tmp), progress))
             if not args.json:
                 r = rows[-1]
                 print(f"{r['config']}: {r['kind']}, export {r['export_s']} s, {r['nodes']} nodes, {r['size_mb']} MB; "
-                      f"CPU batch 1 at {args.size[0]}x{args.size[1]}: PyTorch {r['torch_cpu_s']} s, ONNX Runtime "
+                      f"CPU batch 1 at {size[0]}x{size[1]}: PyTorch {r['torch_cpu_s']} s, ONNX Runtime "
                       f"{r['ort_cpu_s']} s ({r['ort_over_torch']}x); {r['detections']} detections", flush=True)
                 print("  ops: " + ", ".join(f"{k} x{v}" for k, v in r["op_types"].items()), flush=True)
     if args.json:

@@ -6,7 +6,7 @@ verification), the file size next to the parameter bytes, and ONNX Runtime CPU l
 PyTorch CPU latency at one input shape (default 800x1344, batch 1), with their ratio. Latency
 comes from ``exporter.evaluation.bench.bench_models`` (warm-up runs, then timed runs; p50 reported).
 
-    .venv/bin/python scripts/bench_export.py [--bodies R-50-FPN R-101-FPN] [--size 800 1344] [--json]
+    .venv/bin/python scripts/bench_export.py [--bodies R-50-FPN R-101-FPN] [--shape 800x1344] [--json]
 
 Target: exporting R-101-FPN with DCN takes under 60 s on the 2-core development machine.
 """
@@ -20,10 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from exporter.cli.options import add_script_shape_argument, script_shape
 from exporter.onnx import export as oe
 from exporter.evaluation.bench import BenchOptions, bench_models
 from exporter.util.fsutil import atomic_write_bytes
 from exporter.util.progress import Progress
+from models.errors import DeformRTError
 from models.layers import DFConv2d
 
 DCN_C3_C5 = ["MODEL.RESNETS.STAGE_WITH_DCN", "(False, True, True, True)", "MODEL.RESNETS.WITH_MODULATED_DCN", "True"]
@@ -72,14 +74,19 @@ def format_table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bodies", nargs="+", default=["R-50-FPN", "R-101-FPN"])
-    parser.add_argument("--size", nargs=2, type=int, default=[800, 1344], metavar=("H", "W"))
+    add_script_shape_argument(parser, "800x1344", "input height and width (default 800x1344)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    try:
+        size = script_shape(args)
+    except DeformRTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     progress = Progress()
     with tempfile.TemporaryDirectory(prefix="deformrt-bench-") as tmp:
-        rows = [bench_body(b, tuple(args.size), args.warmup, args.iterations, Path(tmp), progress)
+        rows = [bench_body(b, size, args.warmup, args.iterations, Path(tmp), progress)
                 for b in args.bodies]
     r101 = next((r for r in rows if r["body"] == "R-101-FPN"), None)
     target = {"export_R-101-FPN_dcn_s": r101["export_s"] if r101 else None, "target_s": EXPORT_TARGET_S,

@@ -1,6 +1,6 @@
 """CPU forward time of every backbone body, and the DCN overhead of the FPN bodies side by side.
 
-    python scripts/bench_models.py [--bodies R-50-FPN ...] [--size 800 1344] [--repeat 3]
+    python scripts/bench_models.py [--bodies R-50-FPN ...] [--shape 800x1344] [--repeat 3]
                                    [--dcn-bodies R-50-FPN R-101-FPN] [--json]
 
 Each body is built with seeded random weights and run on one random image under
@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from exporter.cli.options import add_script_shape_argument, script_shape
 from exporter.util.progress import Progress
 from models.backbone import build_backbone, list_bodies
 from models.config import get_cfg
@@ -105,20 +106,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bodies", nargs="*", default=None, metavar="BODY",
                         help="bodies to time (default: all registered)")
-    parser.add_argument("--size", nargs=2, type=int, default=(800, 1344), metavar=("H", "W"),
-                        help="input height and width (multiples of 32 for FPN bodies; default 800 1344)")
+    add_script_shape_argument(parser, "800x1344", "input height and width (multiples of 32 for FPN bodies; "
+                                                  "default 800x1344)")
     parser.add_argument("--repeat", type=int, default=3, help="timed passes per body (default 3)")
     parser.add_argument("--dcn-bodies", nargs="*", default=["R-50-FPN", "R-101-FPN"], metavar="BODY",
                         help="bodies whose DCN overhead ratio is measured (default R-50-FPN R-101-FPN)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = parser.parse_args(argv)
-    if args.repeat < 1 or min(args.size) < 1:
-        parser.error("--repeat and --size must be positive")
+    if args.repeat < 1:
+        parser.error("--repeat must be positive")
     bodies = list_bodies() if args.bodies is None else args.bodies
     try:
+        size = script_shape(args)
         for body in [*bodies, *args.dcn_bodies]:
             get_cfg(body)  # unknown names fail before any timing
-        result = run(bodies, args.dcn_bodies, tuple(args.size), args.repeat, Progress())
+        result = run(bodies, args.dcn_bodies, size, args.repeat, Progress())
     except DeformRTError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

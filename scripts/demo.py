@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from exporter.trt.profiles import parse_hw
+from exporter.cli.options import add_script_shape_argument, script_shape
 from exporter.util.progress import Progress
 from models.backbone import build_backbone
 from models.config import get_cfg
@@ -171,20 +171,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--body", default="R-101-FPN", help="CONV_BODY name (default R-101-FPN)")
     parser.add_argument("--dcn", choices=list(DCN_CHOICES), default="v2",
                         help="deformable conv in res3-res5: v2 (modulated, default), v1 or none")
-    parser.add_argument("--shape", default="512x512", metavar="HxW",
-                        help="input height and width (multiples of 32 for FPN bodies; default 512x512)")
-    parser.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help=argparse.SUPPRESS)  # before --shape
+    add_script_shape_argument(parser, "512x512", "input height and width (multiples of 32 for FPN bodies; "
+                                                 "default 512x512)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the random weights and image")
     parser.add_argument("--out-dir", type=Path, default=Path("out/demo"),
                         help="where the ONNX files go (default out/demo; existing demo files are replaced)")
     parser.add_argument("--no-export", action="store_true", help="only build and run the PyTorch model")
     args = parser.parse_args(argv)
     try:
-        if args.size is not None:
-            print(f"warning: deprecated: `--size {args.size[0]} {args.size[1]}` is now `--shape "
-                  f"{args.size[0]}x{args.size[1]}`", file=sys.stderr)
-            args.shape = f"{args.size[0]}x{args.size[1]}"
-        size = parse_hw(args.shape)
+        size = script_shape(args)
         progress = Progress()
         cfg, model = build(args.body, args.dcn, args.seed, progress)
         print(describe(model, args.body, args.dcn, size, args.seed, progress), flush=True)

@@ -89,7 +89,7 @@ fi
 
 # --- benchmark ------------------------------------------------------------------------------------
 if [[ $HAVE_LIB == 1 ]]; then
-  run_section bench 150 "$PYTHON" scripts/bench_dcn.py --json-out "$WORK/bench.json"
+  run_section bench 150 "$PYTHON" scripts/bench_dcn.py --json-file "$WORK/bench.json"
 else
   skip_section bench "kernel library did not build"
 fi

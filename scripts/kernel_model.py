@@ -7,15 +7,21 @@ TensorRT OSS's im2col + Hgemm DCN plugin modelled the same way.
 
 For each layer (res3/res4/res5 conv2 at 800x1344, batch 1, fp16, 3x3, modulated, no bias: the shapes of
 scripts/bench_dcn.py) and each GPU below, the plugin's NHWC entry point (its kHWC8 path, the OHWI
-weights read in place) chooses its launch for that GPU's SM count and shared memory (the real launch code, through the
-stand-in CUDA runtime); the executor runs a few of its CTAs (the first and random ones) and their
-counters, scaled by the CTA count, give:
+weights read in place) plans its launch for that GPU's SM count, shared memory and L2 (the real launch
+code, through the stand-in CUDA runtime); the executor runs a few CTAs of every launch it makes (the
+convolution kernel, and the reduction when it splits K: the first CTA and random ones) and their
+counters, scaled by the CTA count, give per launch:
   issue      PTX warp-instructions but ld.param / (4 schedulers x clock)   (ptxas may expand or fuse: PTX != SASS)
   tensor     mma.sync m16n8k16 x 4096 FLOP / (fp16 tensor FLOP per clock x mma.sync efficiency)
-  L1/shared  shared-memory wavefronts + global 32-byte sectors / 4, one 128-byte wavefront per clock
-  DRAM       compulsory bytes (x, offset, mask, weights, y) / bandwidth; plus, when x is larger
-             than half the L2, the share of the gathered sectors the L2 cannot hold
-per SM with the busiest SM's CTAs (ceil(CTAs / SMs): partial waves count), the largest term wins.
+  L1/shared  shared-memory wavefronts + global 32-byte sectors / 4, one 128-byte wavefront per clock; a
+             cp.async's shared-memory store is not counted again (the copy passes the L1 once)
+  DRAM       the launch's compulsory bytes (inputs it reads first, outputs it writes) / bandwidth; plus
+             the share of its re-read global sectors the L2 cannot hold: 1 - (L2 / 2) / (the bytes the
+             CTAs resident at once touch), the latter computed from the layer's offsets (every input pixel
+             whose channels the first wave's sampling points load) plus weights, offsets and mask; split-K
+             partial sums go to DRAM (written, then read) when they exceed half the L2
+per SM with the busiest SM's CTAs (ceil(CTAs / SMs): partial waves count), the largest term wins; the
+layer's time is the sum over its launches (they run one after another).
 Latency (dependent loads, barriers, occupancy too low to hide them) is NOT modelled: the modelled time
 is a throughput bound, optimistic for latency-bound code. `scripts/gpu_check.sh` prints measured times
 beside these numbers when a GPU is available, to calibrate the model.
@@ -117,13 +123,53 @@ def model_time(gpu: Gpu, per_cta: dict, ctas: int, dram_bytes: float) -> dict:
     clock = gpu.clock_ghz * 1e9
     issue = per_cta["warp_instructions"] / ISSUE_PER_CLOCK
     tensor = per_cta["mma"] * MMA_FLOP / (gpu.tensor_flop_per_clock_sm * gpu.mma_sync_fraction)
-    l1 = per_cta["shared_wavefronts"] + per_cta["global_sectors"] / 4
+    l1 = per_cta["shared_wavefronts"] - per_cta.get("cp_async_store_wavefronts", 0.0) + per_cta["global_sectors"] / 4
     busiest = math.ceil(ctas / gpu.sms)
     terms = {"issue": busiest * issue / clock, "tensor": busiest * tensor / clock, "l1_shared": busiest * l1 / clock,
              "dram": dram_bytes / (gpu.dram_gbs * 1e9)}
     bound = max(terms, key=terms.get)
     return {"us": terms[bound] * 1e6, "bound": bound, "terms_us": {k: round(v * 1e6, 2) for k, v in terms.items()},
             "wave_efficiency": round(ctas / (busiest * gpu.sms), 3)}
+
+
+CHUNK_CHANNELS = 32  # the kernel's K step: 32 channels of one tap (deformConvTensorCore.h kStepK)
+
+
+def wave_window_bytes(tensors, c: int, bn: int, ctas: int, grid: tuple, m_extent: int, resident: int,
+                      gpu: Gpu) -> float:
+    """The bytes between a global sector's first read and its re-reads (its LRU reuse distance, the quantity
+    an LRU cache's hits depend on: Mattson et al., "Evaluation techniques for storage hierarchies", IBM
+    Systems Journal 9(2), 1970), for the CTAs resident at once. CTAs start in launch order, pixel tiles
+    fastest (the order CUTLASS's threadblock rasterization relies on for L2 reuse: CUTLASS
+    media/docs/efficient_gemm.md), so the first ``min(CTAs, SMs x resident)`` cover ``min(those, x tiles) x
+    m_extent`` consecutive output pixels. A sampled x sector is re-read by the same CTA at the chunk's
+    other taps and by the resident CTAs of the neighbouring pixel tiles and of the other output-channel
+    tiles, all within the 9 steps of one 32-channel chunk; a weight sector by every resident CTA of the
+    same channel tile and K range at about the same step. In between, the resident CTAs touch: every input
+    pixel their sampling points load a corner from (clamped into the image as the prologue does; a point
+    outside it loads pixel 0), 32 channels of each, and the chunk's weights for each distinct (channel
+    tile, K split) among them."""
+    x, offset = tensors[0], tensors[2]
+    _, _, h, w = x.shape
+    ho, wo = offset.shape[2], offset.shape[3]
+    concurrent = min(ctas, gpu.sms * max(resident, 1))
+    pixels = min(min(concurrent, grid[0]) * m_extent, ho * wo)
+    distinct_y = min(grid[1], -(-concurrent // grid[0]))
+    off = offset[0].float().numpy().reshape(9, 2, ho * wo)[:, :, :pixels]
+    oy, ox = np.divmod(np.arange(pixels), wo)
+    ki, kj = np.divmod(np.arange(9), 3)
+    y = oy[None, :] - 1 + ki[:, None] + off[:, 0]
+    xx = ox[None, :] - 1 + kj[:, None] + off[:, 1]
+    fy, fx = np.floor(y), np.floor(xx)
+    inside = (fy >= -1) & (fy < h) & (fx >= -1) & (fx < w)
+    touched = set()
+    for dy in (0, 1):
+        for dx in (0, 1):
+            cy = np.clip(fy + dy, 0, h - 1).astype(np.int64)
+            cx = np.clip(fx + dx, 0, w - 1).astype(np.int64)
+            touched.update(np.where(inside, cy * w + cx, 0).ravel().tolist())
+    chunk = min(c, CHUNK_CHANNELS)
+    return len(touched) * chunk * 2 + 9 * bn * chunk * 2 * distinct_y
 
 
 def dense_floor_us(gpu: Gpu, c: int, h: int, w: int) -> float:
@@ -164,11 +210,42 @@ def register_counts(src: Path) -> dict:
     return {(r.arch, r.kernel): r.registers for r in rows}
 
 
-def run_layer(checker, layer: str, shape: tuple, gpu: Gpu, n_ctas: int, cache: dict) -> dict:
-    """Counters of the main kernel the plugin launches for ``layer`` on ``gpu`` (cached per launch)."""
-    from ptx_check import Case
+def run_launch(checker, mem, rec, n_ctas: int, seed: int = 17) -> dict:
+    """Counters of ``n_ctas`` CTAs (the middle one, an interior tile of a whole pixel range, and random
+    ones) of the recorded launch ``rec``."""
+    from ptxexec import CLASSES, Launcher
 
-    from ptxexec import Launcher
+    grid = rec.grid
+    total = grid[0] * grid[1] * grid[2]
+    rng = np.random.default_rng(seed)
+    middle = total // 2
+    others = np.array([i for i in range(total) if i != middle])
+    picks = [middle] + sorted(int(i) for i in rng.choice(others, size=min(n_ctas, total) - 1, replace=False))
+    ctas = [(i % grid[0], i // grid[0] % grid[1], i // (grid[0] * grid[1])) for i in picks]
+    launcher = Launcher(checker.lib.kernel_module[rec.kernel], mem, checker.programs)
+    result = launcher.run(rec.kernel, grid, rec.block, rec.dynamic_shared, rec.params, ctas=ctas)
+    n = result.ctas_run
+    mem_c = result.memory
+    per_class = result.per_cta_instructions.sum(axis=1) / n
+    return {
+        "kernel": rec.kernel, "grid": grid, "block": rec.block, "dynamic_shared": rec.dynamic_shared, "ctas": total,
+        "ctas_run": n, "findings": [str(f) for f in result.findings], "seconds": round(result.seconds, 1),
+        # ld.param becomes a constant-bank operand in SASS: no issue slot of its own
+        "per_cta": {"warp_instructions": result.warp_instructions / n - float(per_class[CLASSES.index("ld.param")]),
+                    "mma": float(per_class[CLASSES.index("mma")]),
+                    "shared_wavefronts": (mem_c["shared_load_wavefronts"] + mem_c["shared_store_wavefronts"]) / n,
+                    "cp_async_store_wavefronts": mem_c["cp_async_store_wavefronts"] / n,
+                    "global_sectors": (mem_c["global_load_sectors"] + mem_c["global_store_sectors"]) / n,
+                    "global_load_sectors": mem_c["global_load_sectors"] / n},
+        "load_sectors_by_buffer": {k: v / n for k, v in result.load_sectors_by_buffer.items()},
+        "counters": result.counters(),
+    }
+
+
+def run_layer(checker, layer: str, shape: tuple, gpu: Gpu, n_ctas: int, cache: dict) -> dict:
+    """Counters of every launch the plugin makes for ``layer`` on ``gpu`` (cached per launch)."""
+    from ptx_check import Case, main_launch
+
     from ptxexec.capture import RecordedMemoryOp
 
     c, h, w = shape
@@ -176,43 +253,52 @@ def run_layer(checker, layer: str, shape: tuple, gpu: Gpu, n_ctas: int, cache: d
                 device=gpu.arch, offset_scale=1.0)
     mem, addr, tensors, recorded, problems = checker.call(case)
     launches = [r for r in recorded if not isinstance(r, RecordedMemoryOp)]
-    if problems or not launches:
+    main = main_launch(launches)
+    if problems or main is None:
         raise RuntimeError(f"{layer} on {gpu.arch}: {'; '.join(problems) or 'no launch'}")
-    main = launches[-1]
-    key = (main.kernel, main.grid, main.dynamic_shared, c, h, w)
+    key = tuple((r.kernel, r.grid, r.dynamic_shared) for r in launches) + (c, h, w)
     if key not in cache:
-        for rec in launches[:-1]:  # anything before the main launch (none with OHWI weights; not timed)
-            Launcher(checker.lib.kernel_module[rec.kernel], mem).run(rec.kernel, rec.grid, rec.block,
-                                                                      rec.dynamic_shared, rec.params)
-        grid = main.grid
-        total = grid[0] * grid[1] * grid[2]
-        rng = np.random.default_rng(17)
-        picks = [0] + sorted(int(i) for i in rng.choice(np.arange(1, total), size=min(n_ctas, total) - 1,
-                                                        replace=False)) if total > 1 else [0]
-        ctas = [(i % grid[0], i // grid[0] % grid[1], i // (grid[0] * grid[1])) for i in picks]
-        launcher = Launcher(checker.lib.kernel_module[main.kernel], mem, checker.programs)
-        result = launcher.run(main.kernel, grid, main.block, main.dynamic_shared, main.params, ctas=ctas)
-        findings = [str(f) for f in result.findings]
-        n = result.ctas_run
-        mem_c = result.memory
-        per_class = result.per_cta_instructions.sum(axis=1) / n
-        from ptxexec import CLASSES
-        gathered_x = mem_c["global_load_sectors"] * 32 / n
-        cache[key] = {
-            "kernel": main.kernel, "grid": grid, "block": main.block, "dynamic_shared": main.dynamic_shared,
-            "ctas": total, "ctas_run": n, "findings": findings, "seconds": round(result.seconds, 1),
-            # ld.param becomes a constant-bank operand in SASS: no issue slot of its own
-            "per_cta": {"warp_instructions": result.warp_instructions / n - float(per_class[CLASSES.index("ld.param")]),
-                        "mma": float(per_class[CLASSES.index("mma")]),
-                        "shared_wavefronts": (mem_c["shared_load_wavefronts"] + mem_c["shared_store_wavefronts"]) / n,
-                        "global_sectors": (mem_c["global_load_sectors"] + mem_c["global_store_sectors"]) / n,
-                        "global_load_bytes_gathered": gathered_x},
-            "counters": result.counters(),
-            "x_bytes": 2 * c * h * w,
-            # x, offsets (18 channels) and mask (9), weights, y; fp16
-            "compulsory_bytes": 2 * (c * h * w + 27 * h * w + c * c * 9 + c * h * w),
-        }
+        runs = []
+        for rec in launches:  # in order: the reduction reads what the convolution wrote
+            runs.append(run_launch(checker, mem, rec, n_ctas if rec is main else 2))
+        cache[key] = {"launches": runs, "main": launches.index(main), "tensors": tensors,
+                      "x_bytes": 2 * c * h * w, "weight_bytes": 2 * c * c * 9, "y_bytes": 2 * c * h * w,
+                      "offset_mask_bytes": 2 * 27 * h * w, "partial_bytes": 0}
+        mains = runs[launches.index(main)]
+        if len(runs) > launches.index(main) + 1:  # split K: the partial sums
+            splits = mains["grid"][1] // max(1, -(-c // 256))
+            cache[key]["partial_bytes"] = 4 * c * h * w * splits
     return cache[key]
+
+
+def layer_model(run: dict, gpu: Gpu, c: int, resident: int) -> dict:
+    """The modelled time of a layer's launches on ``gpu`` (their sum) and each launch's terms."""
+    main_index = run["main"]
+    partials_in_dram = run["partial_bytes"] > gpu.l2_mb * 1e6 / 2
+    out = []
+    total = 0.0
+    for i, launch in enumerate(run["launches"]):
+        ctas = launch["ctas"]
+        if i == main_index:
+            grid = launch["grid"]
+            m_extent = -(-(run["x_bytes"] // (2 * c)) // grid[0])
+            bn = 256 if c > 128 else 128 if c > 64 else 64
+            window = wave_window_bytes(run["tensors"], c, bn, ctas, grid, m_extent, resident, gpu)
+            compulsory_in = run["x_bytes"] + run["weight_bytes"] + run["offset_mask_bytes"]
+            gathered = launch["per_cta"]["global_load_sectors"] * 32 * ctas
+            spill = max(0.0, 1 - gpu.l2_mb * 1e6 / 2 / window)
+            dram = compulsory_in + spill * max(0.0, gathered - compulsory_in)
+            dram += run["partial_bytes"] if partials_in_dram else (0 if run["partial_bytes"] else run["y_bytes"])
+            extra = {"reuse_window_mb": round(window / 1e6, 2), "l2_spill_share": round(spill, 3)}
+        else:  # the split-K reduction: reads the partial sums, writes y
+            dram = run["y_bytes"] + (run["partial_bytes"] if partials_in_dram else 0)
+            extra = {}
+        m = model_time(gpu, launch["per_cta"], ctas, dram)
+        total += m["us"]
+        out.append({"kernel": short_name(launch["kernel"]), "ctas": ctas, "grid": list(launch["grid"]),
+                    "modeled_us": round(m["us"], 2), "bound": m["bound"], "terms_us": m["terms_us"],
+                    "wave_efficiency": m["wave_efficiency"], "dram_mb": round(dram / 1e6, 2), **extra})
+    return {"us": total, "launches": out}
 
 
 def short_name(mangled: str) -> str:
@@ -224,7 +310,8 @@ def short_name(mangled: str) -> str:
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the model as JSON on stdout")
-    parser.add_argument("--ctas", type=int, default=4, help="CTAs run per launch (default 4)")
+    parser.add_argument("--ctas", type=int, default=4, help="CTAs run per launch (default 4: the middle one and 3 "
+                                                            "random ones)")
     parser.add_argument("--gpus", default=",".join(GPUS), help="comma-separated GPU names of the table")
     parser.add_argument("--no-registers", action="store_true",
                         help="skip ptxas' register counts (occupancy from threads and shared memory only)")
@@ -245,30 +332,31 @@ def main(argv: Optional[list] = None) -> int:
         for gname, gpu in gpus.items():
             log(f"kernel_model: {layer} on {gname} ...")
             run = run_layer(checker, layer, (c, h, w), gpu, args.ctas, cache)
-            kernel = short_name(run["kernel"])
+            main = run["launches"][run["main"]]
+            kernel = short_name(main["kernel"])
             regs = registers.get((int(gpu.arch.removeprefix("sm_")), kernel))
-            threads = run["block"][0] * run["block"][1] * run["block"][2]
-            resident = occupancy(gpu, threads, run["dynamic_shared"], regs)
-            spill = max(0.0, 1 - gpu.l2_mb * 1e6 / (2 * run["x_bytes"]))
-            dram = run["compulsory_bytes"] + spill * max(0.0, run["per_cta"]["global_load_bytes_gathered"] * run["ctas"]
-                                                         - run["x_bytes"])
-            ours = model_time(gpu, run["per_cta"], run["ctas"], dram)
+            threads = main["block"][0] * main["block"][1] * main["block"][2]
+            resident = occupancy(gpu, threads, main["dynamic_shared"], regs)
+            ours = layer_model(run, gpu, c, resident)
             floor = dense_floor_us(gpu, c, h, w)
             trt = trt_oss_us(gpu, c, h, w)
+            main_model = ours["launches"][run["main"]]
             rows.append({
-                "layer": layer, "gpu": gname, "kernel": kernel, "grid": list(run["grid"]), "ctas": run["ctas"],
-                "ctas_run": run["ctas_run"], "resident_ctas_per_sm": resident, "registers": regs,
-                "modeled_us": round(ours["us"], 2), "bound": ours["bound"], "terms_us": ours["terms_us"],
-                "wave_efficiency": ours["wave_efficiency"], "dense_floor_us": round(floor, 2),
+                "layer": layer, "gpu": gname, "kernel": kernel, "grid": main_model["grid"], "ctas": main["ctas"],
+                "ctas_run": main["ctas_run"], "resident_ctas_per_sm": resident, "registers": regs,
+                "modeled_us": round(ours["us"], 2), "bound": main_model["bound"], "terms_us": main_model["terms_us"],
+                "launches": ours["launches"],
+                "wave_efficiency": main_model["wave_efficiency"], "dense_floor_us": round(floor, 2),
                 "trt_oss_modeled_us": round(trt["us"], 2),
                 "trt_oss_terms_us": {k: v for k, v in trt.items() if k != "us"},
                 "ratio_vs_dense_floor": round(ours["us"] / floor, 2),
                 "ratio_vs_trt_oss": round(ours["us"] / trt["us"], 2),
                 "trt_oss_vs_dense_floor": round(trt["us"] / floor, 2),
-                "per_cta": {k: round(v, 1) for k, v in run["per_cta"].items()},
-                "ptx_instructions_per_mma": round(run["per_cta"]["warp_instructions"]
-                                                  / max(run["per_cta"]["mma"], 1), 1),
-                "counters": run["counters"], "findings": run["findings"],
+                "per_cta": {k: round(v, 1) for k, v in main["per_cta"].items()},
+                "ptx_instructions_per_mma": round(main["per_cta"]["warp_instructions"]
+                                                  / max(main["per_cta"]["mma"], 1), 2),
+                "counters": main["counters"],
+                "findings": [f for launch in run["launches"] for f in launch["findings"]],
             })
     report = {"note": "MODELED, not measured: a throughput model from PTX-executor counters (see the script's "
                       "docstring); latency is not modelled",
@@ -278,10 +366,12 @@ def main(argv: Optional[list] = None) -> int:
         return 0
     print("MODELED (not measured): deformrt fp16 DCN kernel, batch 1, 800x1344; throughput model from PTX-executor "
           "counters")
-    print(f"{'layer':5} {'GPU':16} {'kernel':40} {'CTAs':>5} {'waves':>5} {'bound':>9} {'ours us':>8} "
+    print(f"{'layer':5} {'GPU':16} {'kernel':34} {'grid':>13} {'waves':>5} {'bound':>9} {'ours us':>8} "
           f"{'dense us':>8} {'TRT-OSS us':>10} {'/dense':>7} {'/TRT':>6}")
     for r in rows:
-        print(f"{r['layer']:5} {r['gpu']:16} {r['kernel'][:40]:40} {r['ctas']:5d} {r['wave_efficiency']:5.2f} "
+        grid = "x".join(str(v) for v in r["grid"])
+        reduce = " +reduce" if len(r["launches"]) > 1 else ""
+        print(f"{r['layer']:5} {r['gpu']:16} {(r['kernel'] + reduce)[:34]:34} {grid:>13} {r['wave_efficiency']:5.2f} "
               f"{r['bound']:>9} {r['modeled_us']:8.1f} {r['dense_floor_us']:8.1f} {r['trt_oss_modeled_us']:10.1f} "
               f"{r['ratio_vs_dense_floor']:7.2f} {r['ratio_vs_trt_oss']:6.2f}")
     print("\nper CTA (executor counters, mean of the CTAs run):")

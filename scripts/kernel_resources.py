@@ -113,15 +113,10 @@ def find_cuobjdump() -> Optional[tuple[str, dict]]:
     return str(cuobjdump), env
 
 
-def hmma_counts(obj: Path) -> Optional[dict[tuple[int, str], int]]:
-    """Number of HMMA instructions per (architecture, kernel) in ``obj``'s SASS; None without cuobjdump."""
-    tool = find_cuobjdump()
-    if tool is None:
-        return None
-    cuobjdump, env = tool
-    sass = subprocess.run([cuobjdump, "-sass", str(obj)], capture_output=True, text=True, env=env, check=True).stdout
-    counts: dict[tuple[int, str], int] = {}
-    arch, kernel = 0, ""
+def sass_functions(sass: str) -> dict[tuple[int, str], list[str]]:
+    """The lines of each (architecture, short kernel name) function in ``cuobjdump -sass`` output."""
+    functions: dict[tuple[int, str], list[str]] = {}
+    arch, current = 0, None
     for line in sass.splitlines():
         m = re.search(r"arch = sm_(\d+)", line)
         if m:
@@ -129,12 +124,22 @@ def hmma_counts(obj: Path) -> Optional[dict[tuple[int, str], int]]:
             continue
         m = re.search(r"Function : (\S+)", line)
         if m:
-            kernel = short_name(m.group(1))
-            counts.setdefault((arch, kernel), 0)
+            current = functions.setdefault((arch, short_name(m.group(1))), [])
             continue
-        if re.search(r"\bHMMA\.", line):
-            counts[(arch, kernel)] = counts.get((arch, kernel), 0) + 1
-    return counts
+        if current is not None:
+            current.append(line)
+    return functions
+
+
+def hmma_counts(obj: Path) -> Optional[dict[tuple[int, str], int]]:
+    """Number of HMMA instructions per (architecture, kernel) in ``obj``'s SASS; None without cuobjdump."""
+    tool = find_cuobjdump()
+    if tool is None:
+        return None
+    cuobjdump, env = tool
+    sass = subprocess.run([cuobjdump, "-sass", str(obj)], capture_output=True, text=True, env=env, check=True).stdout
+    return {key: sum(bool(re.search(r"\bHMMA\.", line)) for line in lines)
+            for key, lines in sass_functions(sass).items()}
 
 
 def collect(archs: tuple[int, ...], out_dir: Path) -> tuple[list[KernelResources], Optional[dict]]:

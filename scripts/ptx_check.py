@@ -7,15 +7,17 @@ stand-in CUDA runtime, decide every launch (grid, tile shape, shared memory, par
 
 Every `__global__` kernel in DIR/deformConvKernel.cu and DIR/deformConvTensorCore.cu (default
 plugins/src) must be launched by at least one case (CASES below); a PTX entry point no case reaches is an
-error that names it. Cases cover both kernels, every tile shape, fp32 and fp16, the NCHW and NHWC entry
-points (with their transpose and weight-packing kernels), groups, offset groups, stride, dilation,
+error that names it. Cases cover both kernels, every tile shape (with 16-byte and with scalar gathers),
+fewer pixels per CTA than a shape's, a K split with its reduction kernel, fp32 and fp16, the NCHW and
+NHWC entry points (with the NCHW entry's two transposes), groups, offset groups, stride, dilation,
 padding, offsets that leave the image, batch > 1, and channel counts on and off the tiles. Large shapes
-run a sample of the main kernel's CTAs (the grid's corner CTAs plus random ones). Each launch's first
-CTAs run twice, warps in lockstep and one warp at a time in reverse order; results that differ are
-races.
+run a sample of the convolution kernel's CTAs (the grid's corner CTAs plus random ones). Each launch's
+first CTAs run twice, warps in lockstep and one warp at a time in reverse order; results that differ
+are races.
 
 A case passes when the compared outputs are finite and within bounds of the float64 result of
-models.deform_conv2d on the same (fp16-rounded) inputs. ``error`` is, for fp32, the largest absolute
+models.deform_conv2d on the same (fp16-rounded) inputs, and, for the tensor-core kernel, equal bit for
+bit to the kernels' CPU build (plugins/src/deformConvHost.cpp, compiled here) run with the same plan. ``error`` is, for fp32, the largest absolute
 error over the largest |reference| (bound 1e-5); for fp16, the relative RMS error divided by a dense
 fp16 convolution's on the same data (bound dcn_reference.FP16_RMS_RATIO, the host tests' rule).
 
@@ -33,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -46,7 +49,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import numpy as np  # noqa: E402
 
 from ptxexec import CATEGORIES, ExecutionError, GlobalMemory, Launcher, PtxError  # noqa: E402
-from ptxexec.capture import BuildError, CapturedLibrary, RecordedMemoryOp, build, find_nvcc  # noqa: E402
+from ptxexec.capture import BuildError, CapturedLibrary, RecordedMemoryOp, build, build_host, find_nvcc  # noqa: E402
 
 SOURCES = ("deformConvKernel.cu", "deformConvTensorCore.cu")
 FP32_BOUND = 1e-5
@@ -61,6 +64,8 @@ class Case:
     dtype: str                 # "fp32" | "fp16"
     problem: tuple
     tile: Optional[int] = None          # DEFORMRT_TC_TILE_SHAPE (None: the launcher's own choice)
+    extent: Optional[int] = None        # DEFORMRT_TC_M_EXTENT: pixels per CTA (None: the launcher's choice)
+    split: Optional[int] = None         # DEFORMRT_TC_SPLIT_K: K splits (None: the launcher's choice)
     device: Optional[str] = None        # device attributes the stand-in runtime reports (default --arch)
     sample: Optional[int] = None        # random CTAs of the main launch besides its corner CTAs (None: all)
     schedule_ctas: int = 8              # CTAs per launch also run one warp at a time, reversed (0: none;
@@ -71,26 +76,37 @@ class Case:
 
 # Every path the plugin can launch. The tiled fp16 kernel runs where the tensor-core kernel does not:
 # on GPUs before sm_80 (the stand-in runtime reports 7.5 for that case; the device code is the same PTX).
+# Tensor-core shapes: 0 (128 x 256, more than 128 output channels), 1 (256 x 128), 2 (64 x 64); 16-byte
+# vectors where the channels are multiples of 8 (chunks of 24 and 16 pad the 32-deep step), scalar loads
+# where not (c 6, 12); fewer pixels per CTA than the shape's (whole warps idle); K split with the reduction.
 CASES = [
     Case("fp32-groups2-offsetgroups3-batch2", "nchw", "fp32", (2, 12, 20, 9, 11, 3, 3, 1, 1, 1, 2, 3, True, True)),
     Case("fp32-stride2-dil2-pad2-cout70", "nchw", "fp32", (1, 8, 70, 12, 10, 3, 3, 2, 2, 2, 1, 1, False, False),
          offset_scale=6.0),
     Case("fp16-tiled-pre-sm80-offsetgroups2", "nchw", "fp16", (2, 16, 24, 10, 9, 3, 3, 1, 1, 1, 1, 2, True, True),
          device="sm_75"),
-    Case("fp16-nchw-tile-large-batch2", "nchw", "fp16", (2, 32, 40, 11, 13, 3, 3, 1, 1, 1, 1, 1, True, True), tile=0),
-    Case("fp16-nchw-tile-medium-groups2-dg4-dil2", "nchw", "fp16", (1, 64, 72, 9, 15, 3, 3, 1, 2, 2, 2, 4, True, False),
+    Case("fp16-nchw-tile-n256-batch2-cout140", "nchw", "fp16", (2, 32, 140, 11, 13, 3, 3, 1, 1, 1, 1, 1, True, True),
+         tile=0),
+    Case("fp16-nchw-tile-n128-groups2-dg4-dil2", "nchw", "fp16", (1, 64, 72, 9, 15, 3, 3, 1, 2, 2, 2, 4, True, False),
          tile=1),
-    Case("fp16-nchw-tile-small-stride2-c12-cout130", "nchw", "fp16",
+    Case("fp16-nchw-tile-n64-stride2-c12-cout130", "nchw", "fp16",
          (3, 12, 130, 7, 9, 3, 3, 2, 1, 1, 1, 2, False, True), tile=2, offset_scale=5.0),
-    Case("fp16-nhwc-tile-large-c24", "nhwc", "fp16", (1, 24, 40, 12, 10, 3, 3, 1, 1, 1, 1, 1, True, True), tile=0),
-    Case("fp16-nhwc-tile-medium-3x1-kernel", "nhwc", "fp16", (2, 16, 24, 9, 7, 3, 1, 1, 1, 1, 1, 2, True, False),
+    Case("fp16-nhwc-tile-n256-c24", "nhwc", "fp16", (1, 24, 40, 12, 10, 3, 3, 1, 1, 1, 1, 1, True, True), tile=0),
+    Case("fp16-nhwc-tile-n128-3x1-kernel", "nhwc", "fp16", (2, 16, 24, 9, 7, 3, 1, 1, 1, 1, 1, 2, True, False),
          tile=1),
+    Case("fp16-nhwc-tile-n128-96-pixels-per-cta", "nhwc", "fp16", (1, 32, 100, 10, 14, 3, 3, 1, 1, 1, 1, 1, True, True),
+         tile=1, extent=96),
     Case("fp16-nhwc-1x1-groups3", "nhwc", "fp16", (1, 6, 9, 5, 4, 1, 1, 1, 0, 1, 3, 1, True, True), tile=2),
+    Case("fp16-nhwc-tile-n256-split-k3", "nhwc", "fp16", (1, 256, 96, 6, 9, 3, 3, 1, 1, 1, 1, 1, True, True),
+         tile=0, extent=32, split=3),
     Case("fp16-nchw-c256-sampled", "nchw", "fp16", (1, 256, 256, 20, 36, 3, 3, 1, 1, 1, 1, 1, True, True),
-         sample=2, schedule_ctas=0),
+         sample=2, schedule_ctas=0, split=1),
     Case("fp32-c64-sampled", "nchw", "fp32", (1, 64, 96, 30, 44, 3, 3, 1, 1, 1, 1, 1, True, True), sample=2,
          schedule_ctas=0),
 ]
+
+# The environment variables through which a case forces parts of the tensor-core launch.
+PLAN_ENV = {"tile": "DEFORMRT_TC_TILE_SHAPE", "extent": "DEFORMRT_TC_M_EXTENT", "split": "DEFORMRT_TC_SPLIT_K"}
 
 
 def log(msg: str):
@@ -146,12 +162,14 @@ class CaseOutcome:
 
 
 class Checker:
-    def __init__(self, lib: CapturedLibrary, arch: str):
+    def __init__(self, lib: CapturedLibrary, arch: str, host: Optional[Path] = None):
+        """``host``: the kernels' CPU build (capture.build_host), to compare the tensor-core kernel's bits with."""
         self.lib = lib
         self.arch = arch
         self.programs: dict = {}
-        from models.ops.cuda_kernels import declare_c_api
+        from models.ops.cuda_kernels import declare_c_api, declare_host_api
         declare_c_api(lib.lib)
+        self.host = declare_host_api(ctypes.CDLL(str(host))) if host is not None else None
 
     def _launcher(self, kernel: str, mem: GlobalMemory) -> Launcher:
         return Launcher(self.lib.kernel_module[kernel], mem, self.programs)  # compiled once for every case
@@ -172,10 +190,12 @@ class Checker:
         fp16 = case.dtype == "fp16"
         esize = 2 if fp16 else 4
         self.lib.set_device(case.device or self.arch)
-        if case.tile is None:
-            os.environ.pop("DEFORMRT_TC_TILE_SHAPE", None)
-        else:
-            os.environ["DEFORMRT_TC_TILE_SHAPE"] = str(case.tile)
+        for field, name in PLAN_ENV.items():
+            value = getattr(case, field)
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = str(value)
         mem = GlobalMemory()
         x_in = x.permute(0, 2, 3, 1) if nhwc else x
         addr = {"x": mem.alloc("x", x.numel() * esize, _raw(x_in)),
@@ -213,7 +233,8 @@ class Checker:
                 if status != 0:
                     problems.append(f"deformrt_dcn_forward_nhwc returned cudaError {status}")
         finally:
-            os.environ.pop("DEFORMRT_TC_TILE_SHAPE", None)
+            for name in PLAN_ENV.values():
+                os.environ.pop(name, None)
         tensors = (x, weight, offset, bias, mask, stride, padding, dilation, groups)
         return mem, addr, tensors, recorded, problems
 
@@ -232,7 +253,7 @@ class Checker:
         findings, counters, kernels = [], {}, []
         thread_instr, seconds = 0, 0.0
         launches = [r for r in recorded if not isinstance(r, RecordedMemoryOp)]
-        main = launches[-1] if launches else None
+        main = main_launch(launches)
         for rec in recorded:
             if isinstance(rec, RecordedMemoryOp):
                 problems.append(f"the host code issued cudaMemsetAsync/cudaMemcpyAsync ({rec.op}); "
@@ -285,11 +306,45 @@ class Checker:
             error = float((y - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
             if error > FP32_BOUND:
                 problems.append(f"fp32 relative error {error:.3g} (bound {FP32_BOUND})")
+        # (only where the device code ran clean: the CPU build shares its tile code, and would make the same
+        # out-of-bounds writes into this process's memory)
+        if self.host is not None and main is not None and "deformConvTensorCoreI" in main.kernel and not findings:
+            differ = self._host_bits_differ(main, tensors, bits.reshape(shape), nhwc, written)
+            if differ:
+                problems.append(f"the CPU build's outputs differ from the device code's in {differ} of "
+                                f"{int(written.sum())} outputs (their tile code must agree bit for bit)")
         entry = {"name": case.name, "kernel": main.kernel if main else "", "ok": not problems,
                  "error": round(error, 9) if np.isfinite(error) else None, "findings": findings}
         if problems:
             entry["findings"] = findings + [{"category": "mismatch", "detail": p} for p in problems]
         return CaseOutcome(entry, counters, kernels, thread_instr, seconds)
+
+    def _host_bits_differ(self, main, tensors, device_bits, nhwc: bool, written) -> int:
+        """How many written outputs of the tensor-core launch ``main`` the CPU build, run with the same plan
+        (the launch's TcPlan parameter), gives other bits for."""
+        import torch
+
+        from models.ops.cuda_kernels import TcPlan, make_desc
+        x, weight, offset, bias, mask, stride, padding, dilation, _ = tensors
+        plan = TcPlan()
+        (plan.shape, plan.mExtent, plan.splitK, plan.stepsPerSplit, plan.nTiles,
+         plan.mTiles) = struct.unpack_from("<5i4xq", main.params[2])
+        ohwi = weight.permute(0, 2, 3, 1).contiguous()
+        desc = make_desc(x, offset, ohwi, bias, mask, stride, padding, dilation, "OHWI")
+        x_nhwc = x.permute(0, 2, 3, 1).contiguous()
+        y = torch.full((desc.batch, desc.outHeight, desc.outWidth, desc.outChannels), float("nan"),
+                       dtype=torch.float16)
+        args = [None if t is None else t.contiguous() for t in (bias, mask)]
+        rc = self.host.deformrt_dcn_forward_nhwc_host_plan(
+            ctypes.byref(desc), x_nhwc.data_ptr(), ohwi.data_ptr(), offset.contiguous().data_ptr(),
+            *[None if t is None else t.data_ptr() for t in args], y.data_ptr(), None, 0, ctypes.byref(plan))
+        if rc != 0:
+            return int(written.sum())
+        host_bits = y.view(torch.int16).permute(0, 3, 1, 2)
+        device = torch.from_numpy(device_bits.astype(np.int16))
+        if nhwc:
+            device = device.permute(0, 3, 1, 2)
+        return int(((host_bits != device) & written).sum())
 
     def _run_launch(self, rec, mem: GlobalMemory, ctas, case: Case):
         """Run one recorded launch; its first CTAs also under a second warp schedule, compared byte by byte."""
@@ -327,6 +382,13 @@ class Checker:
             result = _merge(first, rest)
         result.ctas_run = len(all_ctas)
         return result, order_findings
+
+
+def main_launch(launches: list):
+    """The convolution kernel's launch among a call's launches (the transposes before it, the split-K
+    reduction after it are not), or None."""
+    main = [r for r in launches if re.search(r"deformConvTensorCoreI|deformConvTiledI", r.kernel)]
+    return main[-1] if main else (launches[-1] if launches else None)
 
 
 def _merge(a, b):
@@ -391,13 +453,14 @@ def main(argv: Optional[list] = None) -> int:
     try:
         built = build(src, include, SOURCES, args.arch, args.cache)
         lib = CapturedLibrary(built, args.arch)
+        host = build_host(src, include, args.cache)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     log(f"ptx_check: built {', '.join(SOURCES)} for {args.arch} in {time.perf_counter() - t0:.1f}s")
     entries = [name for module in lib.modules.values() for name in module.kernels]
     names = demangle(entries)
-    checker = Checker(lib, args.arch)
+    checker = Checker(lib, args.arch, host)
     # every entry point must be launched by some case: checked first, from the C calls alone
     covered = {k for case in CASES for k in checker.launched_kernels(case)}
     no_case = [e for e in entries if e not in covered]

@@ -1,5 +1,5 @@
 """Running ``deformrt`` and printed command lines as a user does, in a shell (for tests/test_first_hour.py
-and tests/test_demo.py)."""
+and tests/test_demo.py), or in this process (:func:`deformrt`)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,26 @@ def deformrt_process(*args, cwd: Path = ROOT, env: dict | None = None, timeout: 
     process shows: exit status of the console script, tracebacks, the environment)."""
     return subprocess.run(["deformrt", *map(str, args)], cwd=cwd, env={**ENV, **(env or {})}, capture_output=True,
                           text=True, timeout=timeout)
+
+
+class _Ran:
+    def __init__(self, result):
+        self.returncode, self.stdout, self.stderr = result.exit_code, result.stdout, result.stderr
+
+
+def deformrt(*args, cwd: Path = ROOT, env: dict | None = None) -> _Ran:
+    """``deformrt ARGS`` through typer's runner in this process (as the other CLI tests run it: the
+    same parsing, error boundary and output streams, without paying torch's import per command)."""
+    from typer.testing import CliRunner
+
+    from exporter import cli
+
+    here = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return _Ran(CliRunner().invoke(cli.app, [str(a) for a in args], env=env))
+    finally:
+        os.chdir(here)
 
 
 # A shell as after `make demo`: deformrt is not on PATH until the virtual environment is activated.

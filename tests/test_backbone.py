@@ -622,13 +622,16 @@ def test_demo_prints_outputs_and_parameter_count(capsys):
     assert f"parameters: {sum(p.numel() for p in model.parameters()):,} (13 deformable convs" in out
     for name, stride, size in zip(("P2", "P6"), (4, 64), ("1x256x16x24", "1x256x1x2")):
         assert any(line.split() == [name, size, str(stride)] for line in out.splitlines()), out
-    assert demo.main(["--body", "R-50-FPN", "--size", "50", "64"]) == 1
+    assert demo.main(["--body", "R-50-FPN", "--shape", "50x64"]) == 1
     assert "error: R-50-FPN: input height and width must be multiples of 32" in capsys.readouterr().err
+    assert demo.main(["--body", "R-50-FPN", "--size", "50", "64"]) == 1  # the old spelling, with a notice
+    err = capsys.readouterr().err
+    assert "`--size 50 64` is now `--shape 50x64`" in err and "multiples of 32" in err
 
 
 def test_bench_models_json_is_stable(capsys):
     bench = load_script("bench_models")
-    assert bench.main(["--bodies", "R-50-C4", "--size", "32", "32", "--repeat", "1", "--dcn-bodies", "R-50-FPN",
+    assert bench.main(["--bodies", "R-50-C4", "--shape", "32x32", "--repeat", "1", "--dcn-bodies", "R-50-FPN",
                        "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert list(result) == ["size", "repeat", "threads", "torch", "bodies", "dcn"]
@@ -639,3 +642,5 @@ def test_bench_models_json_is_stable(capsys):
     assert dcn["ratio"] == pytest.approx(dcn["dcn_ms"] / dcn["plain_ms"], rel=1e-2)
     assert bench.main(["--bodies", "R-50-FNP", "--dcn-bodies"]) == 1
     assert "did you mean 'R-50-FPN'" in capsys.readouterr().err
+    assert bench.main(["--bodies", "R-50-C4", "--shape", "32 32"]) == 1
+    assert capsys.readouterr().err.startswith("error: ")

@@ -10,7 +10,6 @@ nvcc --version and `nvcc -o OUT SRC` (OUT then reports the GPU the test chose), 
 
 from __future__ import annotations
 
-import os
 import shutil
 import stat
 import subprocess
@@ -360,7 +359,7 @@ def test_full_run_builds_engine_writes_sidecar_and_checks(tree, version, precisi
     assert "PASS" in proc.stdout.splitlines()
 
     configure, build = _calls(tree, "cmake")
-    assert f"-DCMAKE_CUDA_ARCHITECTURES=87" in configure and f"-DTENSORRT_ROOT={tree.sys}/usr" in configure
+    assert "-DCMAKE_CUDA_ARCHITECTURES=87" in configure and f"-DTENSORRT_ROOT={tree.sys}/usr" in configure
     assert f"-DCMAKE_CUDA_COMPILER={tree.sys}/usr/local/cuda/bin/nvcc" in configure
     assert {"deformrt_plugin", "deformrt-run"} <= set(build)
 

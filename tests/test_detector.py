@@ -205,3 +205,87 @@ def test_whole_detector_checkpoint_missing_heads_is_refused(tmp_path):
     torch.save({k: v for k, v in state.items() if not k.startswith("roi_heads.mask.predictor.")}, tmp_path / "part.pth")
     with pytest.raises(DeformRTError, match=r"4 model tensor\(s\) are not in it: roi_heads\.mask\.predictor"):
         load_checkpoint(build_detector(cfg), tmp_path / "part.pth")
+
+
+def test_whole_detector_checkpoint_with_other_heads_is_refused_unless_allowed(tmp_path):
+    """Key for key, the backbone's strict rule: a Mask R-CNN file given to the Faster R-CNN config of
+    the same body has mask-head tensors the model lacks (unexpected), refused naming them and the head;
+    allow_unexpected loads the rest and lists them."""
+    from models.checkpoint import CheckpointMismatchError
+
+    mask_cfg = get_cfg(config_file=str(UPSTREAM_CONFIGS / "e2e_mask_rcnn_R_50_C4_1x.yaml"), detector=True)
+    faster_cfg = get_cfg(config_file=str(UPSTREAM_CONFIGS / "e2e_faster_rcnn_R_50_C4_1x.yaml"), detector=True)
+    torch.manual_seed(1)
+    state = build_detector(mask_cfg).state_dict()
+    torch.save({"model": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "mask.pth")
+    mask_keys = [k for k in state if k.startswith("roi_heads.mask.")]
+    with pytest.raises(CheckpointMismatchError, match=rf"{len(mask_keys)} tensor\(s\) in it match nothing in this "
+                                                      r"R-50-C4 detector: roi_heads\.mask\..*it has heads this config "
+                                                      r"does not build: roi_heads\.mask"):
+        load_checkpoint(build_detector(faster_cfg), tmp_path / "mask.pth")
+    model = build_detector(faster_cfg)
+    report = load_checkpoint(model, tmp_path / "mask.pth", allow_unexpected=True)
+    assert sorted(report.unexpected) == sorted(f"module.{k}" for k in mask_keys)
+    assert not report.missing
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+SYNTHETIC_OPTS = ["MODEL.RPN.PRE_NMS_TOP_N_TEST", "300", "MODEL.RPN.FPN_POST_NMS_TOP_N_TEST", "100",
+                  "MODEL.ROI_HEADS.DETECTIONS_PER_IMG", "20"]
+
+
+def test_synthetic_detector_checkpoint_is_what_export_builds_without_weights(tmp_path):
+    """`synthetic-checkpoint --config-file CFG --detector` saves the calibrated random detector that
+    `export --detector` builds without --weights (same seed), key for key, and it loads strictly."""
+    from exporter.evaluation.synthetic import make_synthetic_checkpoint
+    from exporter.onnx.detector_export import build_detector_model
+    from exporter.onnx.export import load_config
+
+    config = str(UPSTREAM_CONFIGS / "dcn/e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml")
+    saved = make_synthetic_checkpoint(None, tmp_path / "det.pth", config_file=config, opts=SYNTHETIC_OPTS, seed=3,
+                                      detector=True)
+    assert saved.detector == "mask_rcnn" and len(saved.mean_offsets_px) == 13
+    assert 1.0 < np.mean(saved.mean_offsets_px) < 3.0  # a trained model's few px, not an untrained model's
+    assert "--detector --onnx --weights det.pth" in saved.summary()
+    built = build_detector_model(load_config(None, config, SYNTHETIC_OPTS, detector=True), seed=3).model
+    file = torch.load(tmp_path / "det.pth", weights_only=True)["model"]
+    want = built.state_dict()
+    assert file.keys() == want.keys() and all(torch.equal(file[k], want[k]) for k in want)
+    model = build_detector(get_cfg(config_file=config, detector=True))
+    report = load_checkpoint(model, tmp_path / "det.pth")
+    assert not report.missing and not report.unexpected
+    key = "roi_heads.mask.predictor.mask_fcn_logits.weight"
+    assert torch.equal(model.state_dict()[key], want[key])
+
+
+def test_failed_detector_verification_tells_the_backbone_s_story():
+    """After a failed check: the backbone in float64 and fp32 on the failing batch. The calibrated
+    random detector is well-conditioned (the difference would be real); untrained offsets far outside
+    the kernel get the ill-conditioning note with the synthetic-checkpoint --detector command. The
+    verdict stands either way, and the report carries the note."""
+    from types import SimpleNamespace
+
+    from exporter.evaluation.conditioning import Story, note
+    from exporter.evaluation.detector_verify import DetectorVerifyReport, StageCheck, conditioning_story
+    from exporter.onnx.detector_export import random_detector
+    from exporter.onnx.export import load_config
+
+    config = str(UPSTREAM_CONFIGS / "dcn/e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml")
+    model, _ = random_detector(load_config(None, config, SYNTHETIC_OPTS, detector=True))
+    batch = np.random.default_rng(7).normal(0, 50, (1, 3, 128, 160)).astype(np.float32)
+    story = conditioning_story(model, batch, SimpleNamespace(seed=0, body="R-50-FPN"), config)
+    assert story.detector and not story.passed and 1.0 < story.offsets_px < 3.0
+    assert 0 < story.floor < 1e-4 and not story.ill_conditioned and not story.suggests_synthetic
+    assert "its backbone features in PyTorch fp32 are within" in note(story)[0]
+    assert "the difference is real" in note(story)[0]
+
+    untrained = Story(story.tolerance, 3e-2, 40.0, 0, "R-50-FPN", False, detector=True, synthetic=story.synthetic)
+    text = " ".join(note(untrained))
+    assert "ill-conditioned" in text and "40 px away" in text and "no float64 verdict: the check failed" in text
+    assert (f"deformrt synthetic-checkpoint --config-file {config} --detector -o "
+            "e2e_mask_rcnn_mdconv_R_50_FPN_1x-synthetic.pth") in text
+    assert "--weights e2e_mask_rcnn_mdconv_R_50_FPN_1x-synthetic.pth" in text and "passed" not in text
+    failed = StageCheck((1, 3, 128, 160), "detections", 3, 0.5, 0.1, None, 0, 1, False, "a box differs")
+    report = DetectorVerifyReport(seed=0, checks=[failed], story=untrained)
+    assert not report.passed and note(untrained)[0] in report.table()
+    assert report.to_dict()["ill_conditioned"] and report.to_dict()["offsets_px"] == 40.0

@@ -2,8 +2,8 @@
 
 Two exports, each made once per module (export is the slow part): Mask R-CNN with modulated DCN
 on FPN (its graph holds the RPN, the box head and the mask head; RPN-only and Faster R-CNN are
-sub-graphs of it) and RetinaNet, both at 192x256 with calibrated random weights and verified at
-two input sizes (192x256, and batch 2 at 256x320 with different unpadded sizes) by the export's
+sub-graphs of it) and RetinaNet, both at 128x160 with calibrated random weights and verified at
+two input sizes (128x160, and batch 2 at 192x224 with different unpadded sizes) by the export's
 own verifier. The fixed-shape graph of every meta-architecture (RPN-only FPN/C4, Faster C4,
 Mask C4) is also checked in PyTorch against the eager detector, which needs no export.
 Then the file itself (operators, attributes TensorRT depends on, outputs, metadata), `deformrt
@@ -13,8 +13,6 @@ predict` on it, and bad input through the CLI.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
+from cli_shell import deformrt
 from exporter.evaluation.detections import ImageDetections, match_detections, paste_mask
 from exporter.evaluation.detector_verify import verify
 from exporter.onnx.detector_export import DetectorExportOptions, build_detector_model, export_detector
@@ -34,9 +33,12 @@ from upstream_reference import UPSTREAM_CONFIGS
 
 SMALL = ["MODEL.RPN.PRE_NMS_TOP_N_TEST", "300", "MODEL.RPN.POST_NMS_TOP_N_TEST", "100",
          "MODEL.RPN.FPN_POST_NMS_TOP_N_TEST", "100", "MODEL.ROI_HEADS.DETECTIONS_PER_IMG", "20",
-         "TEST.DETECTIONS_PER_IMG", "20", "MODEL.RETINANET.PRE_NMS_TOP_N", "200"]
+         "TEST.DETECTIONS_PER_IMG", "20", "MODEL.RETINANET.PRE_NMS_TOP_N", "200",
+         "INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "256"]  # predict resizes images to 160 px, not 800
 MASK_CONFIG = "dcn/e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml"
 RETINANET_CONFIG = "retinanet/retinanet_R-50-FPN_1x.yaml"
+EXPORT_SHAPE = (128, 160)  # verified at 1x3x128x160 and 2x3x192x224 (+64 px, two unpadded sizes)
+SHAPES = ((1, 3, 128, 160), (2, 3, 192, 224))
 
 
 def config_path(name: str) -> str:
@@ -49,7 +51,7 @@ def config_path(name: str) -> str:
 def export(tmp_path_factory, config: str):
     out = tmp_path_factory.mktemp("det") / "det.onnx"
     result = export_detector(config_path(config), str(out), opts=SMALL,
-                             options=DetectorExportOptions(input_size=(192, 256)), verify=verify)
+                             options=DetectorExportOptions(input_size=EXPORT_SHAPE), verify=verify)
     return result, out
 
 
@@ -72,7 +74,7 @@ def test_mask_rcnn_onnx_runtime_matches_pytorch_per_stage(mask_export):
     report = result.verification
     assert report.passed, report.table()
     stages = _stages(report)
-    for shape in ((1, 3, 192, 256), (2, 3, 256, 320)):
+    for shape in SHAPES:
         pre, proposals, detections = (stages[(s, shape)] for s in ("pre-NMS top-k", "proposals", "detections"))
         assert pre.compared >= shape[0] * 5 * 100 and pre.max_box_err <= 1e-3
         assert proposals.compared >= shape[0] * 50
@@ -84,8 +86,8 @@ def test_retinanet_onnx_runtime_matches_pytorch_per_stage(retinanet_export):
     result, _ = retinanet_export
     assert result.verification.passed, result.verification.table()
     stages = _stages(result.verification)
-    assert stages[("detections", (2, 3, 256, 320))].compared >= 20
-    assert stages[("pre-NMS top-k", (2, 3, 256, 320))].compared >= 2 * 5 * 50
+    assert stages[("detections", SHAPES[1])].compared >= 20
+    assert stages[("pre-NMS top-k", SHAPES[1])].compared >= 2 * 5 * 50
 
 
 def _attrs(node) -> dict:
@@ -167,18 +169,15 @@ def _png(path: Path, seed: int, size=(240, 330)):
     return path
 
 
-def run_cli(*args, cwd=None):
-    """The installed ``deformrt`` command, as a user runs it."""
-    return subprocess.run([str(Path(sys.executable).parent / "deformrt"), *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
-
-
 def test_predict_writes_pngs_and_coco_json(mask_export, tmp_path):
+    """The README's command: pictures in the folder, a line per image on stdout, the COCO-style
+    results in --json-file."""
     _, model = mask_export
     image = _png(tmp_path / "street.png", 0)
-    done = run_cli("predict", model, image, "-o", tmp_path / "out", "--json")
+    done = deformrt("predict", model, image, "-o", "out", "--json-file", "results.json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    records = json.loads(done.stdout)
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert done.stdout.startswith(f"street.png: {len(records)} detections: ") and "-> out/street.png" in done.stdout
     assert records and {"image_id", "category_id", "bbox", "score", "segmentation", "file_name"} <= set(records[0])
     from PIL import Image
     from pycocotools import mask as mask_util
@@ -220,7 +219,7 @@ def test_paste_mask_matches_upstream():
      "unknown MODEL.ROI_MASK_HEAD.PREDICTOR 'MaskRCNNC4Predicter'"),
 ])
 def test_bad_detector_configs_are_one_line_errors(tmp_path, config, extra, message):
-    done = run_cli("export", "--config-file", config_path(config), "--detector", "--onnx", "-o", tmp_path / "d.onnx",
+    done = deformrt("export", "--config-file", config_path(config), "--detector", "--onnx", "-o", tmp_path / "d.onnx",
                    *extra)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("error: ") and message in done.stderr
@@ -233,7 +232,7 @@ def test_checkpoint_missing_head_weights_is_refused(tmp_path):
     cfg = get_cfg(config_file=config_path("e2e_faster_rcnn_R_50_FPN_1x.yaml"), detector=True)
     state = build_detector(cfg).state_dict()
     torch.save({"model": {k: v for k, v in state.items() if "box.predictor" not in k}}, tmp_path / "ckpt.pth")
-    done = run_cli("export", "--config-file", config_path("e2e_faster_rcnn_R_50_FPN_1x.yaml"), "--detector", "--onnx",
+    done = deformrt("export", "--config-file", config_path("e2e_faster_rcnn_R_50_FPN_1x.yaml"), "--detector", "--onnx",
                    "--weights", tmp_path / "ckpt.pth", "-o", tmp_path / "d.onnx")
     assert done.returncode == 1 and "roi_heads.box.predictor.cls_score.weight" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "d.onnx").exists()
@@ -244,7 +243,7 @@ def test_predict_refuses_an_unreadable_image_before_any_work(mask_export, tmp_pa
     good = _png(tmp_path / "good.png", 1)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
-    done = run_cli("predict", model, good, bad, "-o", tmp_path / "out")
+    done = deformrt("predict", model, good, bad, "-o", tmp_path / "out")
     assert done.returncode == 1 and "cannot read image" in done.stderr and "bad.jpg" in done.stderr
     assert not (tmp_path / "out" / "good.png").exists()
 
@@ -275,8 +274,8 @@ def test_fp16_model_keeps_postprocessing_in_fp32(mask_export):
     assert {"NonMaxSuppression", "RoiAlign", "TopK", "Conv", "Gemm", "DeformConv2d"} <= seen
     assert all(o.type.tensor_type.elem_type != half for o in g.output)
     rng = np.random.default_rng(3)
-    feed = {"images": (rng.uniform(0, 255, (1, 3, 192, 256)) - 115).astype(np.float32),
-            "image_sizes": np.array([[180, 256]], np.int32)}
+    feed = {"images": (rng.uniform(0, 255, (1, 3, 128, 160)) - 115).astype(np.float32),
+            "image_sizes": np.array([[120, 160]], np.int32)}
     names = [o.name for o in g.output]
     want = ImageDetections.from_outputs(dict(zip(names, ort_session(fp32).run(None, feed))))
     got = ImageDetections.from_outputs(dict(zip(names, ort_session(converted.model).run(None, feed))))

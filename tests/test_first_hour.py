@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_shell import BARE_PATH, ROOT, deformrt_process, shell, table_rows
+from cli_shell import BARE_PATH, ROOT, deformrt, deformrt_process, shell, table_rows
 from exporter.cli import options as cli_options
 from exporter.onnx.metadata import ExportMetadata
 from models import build_backbone, get_cfg
@@ -42,30 +42,13 @@ def commands() -> dict:
     return typer.main.get_command(cli.app).commands
 
 
+# A whole detector's config that names no body (upstream's C4 configs rely on the default, R-50-C4).
+RPN_C4_CONFIG = "MODEL:\n  META_ARCHITECTURE: GeneralizedRCNN\n  RPN_ONLY: True\n"
+
 # Random weights that make the model ill-conditioned at 384x384, cheaply (narrow widths, C4).
 ILL_KEY_VALUES = ["MODEL.RESNETS.STAGE_WITH_DCN", "(True, True, True, False)", "MODEL.RESNETS.WITH_MODULATED_DCN",
                   "True", "MODEL.RESNETS.WIDTH_PER_GROUP", "16", "MODEL.RESNETS.STEM_OUT_CHANNELS", "16",
                   "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", "256"]
-
-
-class _Ran:
-    def __init__(self, result):
-        self.returncode, self.stdout, self.stderr = result.exit_code, result.stdout, result.stderr
-
-
-def deformrt(*args, cwd: Path = ROOT, env: dict | None = None) -> _Ran:
-    """``deformrt ARGS`` through typer's runner in this process (as the other CLI tests run it: the
-    same parsing, error boundary and output streams, without paying torch's import per command)."""
-    from typer.testing import CliRunner
-
-    from exporter import cli
-
-    here = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return _Ran(CliRunner().invoke(cli.app, [str(a) for a in args], env=env))
-    finally:
-        os.chdir(here)
 
 
 def one_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -174,11 +157,17 @@ def test_debug_raises_wherever_it_is_given(tmp_path, typed, env):
     (["synthetic-checkpoint", "R-50-C4", "-o", "{ro}/r50.pth"], "{ro} is not writable"),
     (["build-engine", "model.onnx", "-o", "{ro}/model.plan"], "{ro} is not writable"),
     (["compare", "model.onnx", "--json-file", "no/such/folder/report.json"], "no/such/folder does not exist"),
+    (["export", "--config-file", "{cfg}", "--detector", "--onnx", "-o", "{ro}/d.onnx"], "{ro} is not writable"),
+    (["synthetic-checkpoint", "--config-file", "{cfg}", "--detector", "-o", "{ro}/d.pth"], "{ro} is not writable"),
+    (["predict", "model.onnx", "street.png", "--json-file", "{ro}/results.json"], "{ro} is not writable"),
+    (["predict", "model.onnx", "street.png", "-o", "{ro}/predictions"], "{ro} is not writable"),
 ])
 def test_outputs_are_checked_before_any_work(tmp_path, read_only_dir, typed, fragment):
     """Before reading the model (model.onnx does not even exist) or building anything: one error line
-    about the output, no progress, nothing printed as a result."""
-    proc = deformrt(*[a.format(ro=read_only_dir) for a in typed], cwd=tmp_path)
+    about the output, no progress, nothing printed as a result. ({cfg}: a whole detector's config.)"""
+    cfg = tmp_path / "rpn_c4.yaml"
+    cfg.write_text(RPN_C4_CONFIG)
+    proc = deformrt(*[a.format(ro=read_only_dir, cfg=cfg) for a in typed], cwd=tmp_path)
     one_error(proc, fragment.format(ro=read_only_dir))
     assert proc.stdout == "" and "[deformrt]" not in proc.stderr
 
@@ -250,6 +239,28 @@ def test_body_and_config_file_never_disagree_silently(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "model:   R-50-C4" in proc.stdout
     one_error(deformrt("export", "--onnx", cwd=tmp_path), "say which body: BODY")
+
+
+def test_detector_export_takes_the_backbone_export_s_command_line(tmp_path):
+    """--detector: the config file is required, BODY optional by the same rule (a config without a
+    body is upstream's R-50-C4), and the detector-only options are refused without --detector."""
+    from exporter.onnx.export import resolve_body
+    from models.errors import DeformRTError
+
+    cfg = tmp_path / "rpn_c4.yaml"
+    cfg.write_text(RPN_C4_CONFIG)
+    assert resolve_body(None, str(cfg), ["MODEL.RPN.NMS_THRESH", "0.6"], detector=True) == (
+        "R-50-C4", ["MODEL.RPN.NMS_THRESH", "0.6"])
+    with pytest.raises(DeformRTError, match="rpn_c4.yaml does not set MODEL.BACKBONE.CONV_BODY"):
+        resolve_body(None, str(cfg))  # a backbone export asks which body, as before
+    one_error(deformrt("export", "R-50-FPN", "--config-file", cfg, "--detector", "--onnx", cwd=tmp_path),
+              "BODY is R-50-FPN but rpn_c4.yaml (no MODEL.BACKBONE.CONV_BODY: upstream's default) is R-50-C4")
+    one_error(deformrt("export", "--onnx", "--detector", cwd=tmp_path), "--detector needs --config-file")
+    one_error(deformrt("synthetic-checkpoint", "R-50-FPN", "--detector", cwd=tmp_path), "--detector needs --config-file")
+    for flag in ("--debug-outputs", "--no-trt-limits"):
+        one_error(deformrt("export", "R-50-FPN", "--onnx", flag, cwd=tmp_path),
+                  f"{flag} applies to whole detectors: add --detector")
+    assert not list(tmp_path.glob("*.onnx"))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,13 +1,19 @@
-"""scripts/kernel_model.py's arithmetic (no executor run): the dense-conv floors against the figures
-dcn-performance.md derives from the vendors' specifications, wave quantisation, occupancy limits, and
-the largest throughput term winning."""
+"""scripts/kernel_model.py: its arithmetic (the dense-conv floors against the figures dcn-performance.md
+derives from the vendors' specifications, wave quantisation, occupancy limits, the largest throughput term
+winning, a cp.async's store counted once, the L2 reuse window from the sampled pixels), then the model
+itself on ResNet-101's DCN layers (one interior CTA per launch run by the PTX executor; needs nvcc): every
+layer on every GPU below TensorRT OSS's plugin modelled the same way, and within the ratios to the dense
+floor the kernel reaches."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
@@ -64,3 +70,69 @@ def test_trt_oss_model_is_never_below_the_dense_floor():
             trt = kernel_model.trt_oss_us(gpu, c, h, w)
             assert trt["us"] > kernel_model.dense_floor_us(gpu, c, h, w)
             assert trt["us"] == pytest.approx(trt["im2col_us"] + trt["gemm_us"] + trt["bias_us"], abs=0.05)
+
+
+def test_a_cp_async_store_is_not_counted_twice_in_the_l1_term():
+    # cp.async brings data from L2 into shared memory in one pass through the L1: its global sectors count, its
+    # shared-memory store wavefronts do not count again.
+    gpu = GPUS["A100"]
+    per_cta = {"warp_instructions": 0.0, "mma": 0.0, "shared_wavefronts": 100.0, "cp_async_store_wavefronts": 40.0,
+               "global_sectors": 80.0}
+    m = kernel_model.model_time(gpu, per_cta, 108, 0.0)
+    assert m["bound"] == "l1_shared"
+    assert m["us"] == pytest.approx((100 - 40 + 80 / 4) / (gpu.clock_ghz * 1e3))
+
+
+def _tensors(h, w, offset_value):
+    x = torch.zeros(1, 32, h, w, dtype=torch.float16)
+    weight = torch.zeros(32, 32, 3, 3, dtype=torch.float16)
+    offset = torch.full((1, 18, h, w), offset_value, dtype=torch.float16)
+    return x, weight, offset
+
+
+def test_reuse_window_counts_the_sampled_pixels_of_the_resident_ctas():
+    gpu = GPUS["Jetson AGX Orin"]
+    chunk_weights = 9 * 64 * 32 * 2  # one 32-channel chunk of a 64-channel tile, 9 taps, fp16
+    # zero offsets, 16 resident CTAs of 32 pixels covering a 10 x 20 map: every pixel is a corner of some tap
+    tensors = _tensors(10, 20, 0.0)
+    window = kernel_model.wave_window_bytes(tensors, 32, 64, 7, (7, 1, 1), 32, 1, gpu)
+    assert window == 10 * 20 * 32 * 2 + chunk_weights
+    # the first output row only (20 pixels): its taps reach input rows 0 and 1 (-1 is outside), and the
+    # bottom corners of row 1's samples reach row 2
+    window = kernel_model.wave_window_bytes(tensors, 32, 64, 1, (1, 1, 1), 20, 1, gpu)
+    assert window == 3 * 20 * 32 * 2 + chunk_weights
+    # every sampling point far outside: the gather loads pixel 0 only
+    window = kernel_model.wave_window_bytes(_tensors(10, 20, 300.0), 32, 64, 7, (7, 1, 1), 32, 1, gpu)
+    assert window == 32 * 2 + chunk_weights
+    # two channel tiles among the resident CTAs: both tiles' chunk weights
+    window = kernel_model.wave_window_bytes(tensors, 32, 64, 14, (7, 2, 1), 32, 1, gpu)
+    assert window == 10 * 20 * 32 * 2 + 2 * chunk_weights
+
+
+# The modelled ratios to the dense floor the kernel reaches (scripts/kernel_model.py with one interior CTA
+# per launch): the issue's target is 1.5 everywhere. A100 and Orin meet it at res4 and res5. res3 (128
+# output channels: the 256 x 128 shape, twice the gather and B-fragment bytes per mma of the 256-channel
+# shape) stays just above it, bound by shared/L1 bandwidth. H100 cannot meet it under this model:
+# mma.sync at 2/3 of Hopper's peak alone is 1.5x the floor, and at 128 bytes per clock per SM the
+# ldmatrix and gather traffic is 2.5 to 3x (wgmma would be needed: it reads B once per warpgroup).
+MODELED_BOUND = {("res3", "H100 SXM"): 3.2, ("res4", "H100 SXM"): 2.7, ("res5", "H100 SXM"): 2.7,
+                 ("res3", "A100"): 1.6, ("res4", "A100"): 1.5, ("res5", "A100"): 1.5,
+                 ("res3", "Jetson AGX Orin"): 1.6, ("res4", "Jetson AGX Orin"): 1.5,
+                 ("res5", "Jetson AGX Orin"): 1.5}
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found (the model runs the kernels' PTX)")
+def test_modeled_layers_against_the_dense_floor_and_tensorrt_oss(capsys):
+    assert kernel_model.main(["--json", "--ctas", "1", "--no-registers"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "MODELED" in report["note"]
+    rows = {(r["layer"], r["gpu"]): r for r in report["layers"]}
+    assert set(rows) == set(MODELED_BOUND)
+    for key, r in rows.items():
+        print(key, r["kernel"], r["grid"], r["bound"], r["modeled_us"], r["ratio_vs_dense_floor"], r["ratio_vs_trt_oss"])
+        assert r["findings"] == []
+        # the launches' own terms add up to the layer's time; every launch below TensorRT OSS's plugin
+        assert r["modeled_us"] == pytest.approx(sum(launch["modeled_us"] for launch in r["launches"]), abs=0.05)
+        assert r["ratio_vs_trt_oss"] < 1.0, key
+        assert r["ratio_vs_dense_floor"] <= MODELED_BOUND[key], key
+        assert r["wave_efficiency"] >= 0.85, key

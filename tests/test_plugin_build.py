@@ -7,7 +7,6 @@ sources take every contract name from opContract.h."""
 from __future__ import annotations
 
 import ctypes
-import json
 import re
 import shutil
 import subprocess
@@ -164,6 +163,10 @@ def test_kernel_library_c_api_without_a_gpu(readme_build):
     assert lib.deformrt_dcn_workspace_size(ctypes.byref(ohwi), 1) == 768
     assert lib.deformrt_dcn_nhwc_workspace_size(ctypes.byref(ohwi)) == 0
     assert lib.deformrt_dcn_nhwc_supported(ctypes.byref(desc)) == 0  # no GPU here
+    # K = 256 x 9 >= 2048: the split-K partial sums too (8 splits of 54 x 96 fp32 values), as in the CPU build
+    long_k = make_desc(torch.empty(1, 256, 6, 9), torch.empty(1, 18, 6, 9), torch.empty(96, 3, 3, 256), None, None,
+                       (1, 1), (1, 1), (1, 1), "OHWI")
+    assert lib.deformrt_dcn_nhwc_workspace_size(ctypes.byref(long_k)) == -(-8 * 54 * 96 * 4 // 256) * 256
     fake = ctypes.c_void_p(16)
     not_supported = 801  # cudaErrorNotSupported: no sm_80+ device to run the tensor-core kernel on
     assert lib.deformrt_dcn_forward_nhwc(ctypes.byref(ohwi), fake, fake, fake, None, None, fake, None, 0,

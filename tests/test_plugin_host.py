@@ -16,7 +16,7 @@ import torch
 from dcn_reference import FP16_RMS_RATIO, deform_conv2d_reference, fp16_error_ratio
 from exporter.trt.plugin_build import cmake_build
 from models.native import HOST_LIBRARY
-from models.ops.cuda_kernels import DTYPES, declare_host_api, make_desc
+from models.ops.cuda_kernels import DTYPES, TcPlan, declare_host_api, make_desc
 
 pytestmark = pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("c++") is None,
                                 reason="cmake and a C++ compiler are needed to build the CPU kernels")
@@ -333,6 +333,36 @@ def test_workspace_sizes_and_a_too_small_workspace_is_refused(host):
     assert b"weightLayout" in host.deformrt_dcn_validate(ctypes.byref(desc))
 
 
+def test_split_k_workspace_is_the_same_everywhere_and_never_grows_as_the_problem_shrinks(host):
+    # K = 256 x 9 >= 2048: room for the fp32 partial sums of 8 K splits (C_out = 96 here), at most 24 MiB,
+    # rounded up to 256 bytes; an OIHW weight's transpose comes first, an NCHW x's staging before both.
+    def desc(n, h, w, layout="OHWI"):
+        weight = torch.empty(96, 3, 3, 256) if layout == "OHWI" else torch.empty(96, 256, 3, 3)
+        return make_desc(torch.empty(n, 256, h, w), torch.empty(n, 18, h, w), weight, None, None, (1, 1), (1, 1),
+                         (1, 1), layout)
+
+    def align(v):
+        return -(-v // 256) * 256
+
+    small = desc(1, 6, 9)
+    partial = align(8 * 54 * 96 * 4)
+    assert host.deformrt_dcn_nhwc_workspace_size(ctypes.byref(small)) == partial
+    oihw = desc(1, 6, 9, "OIHW")
+    assert host.deformrt_dcn_nhwc_workspace_size(ctypes.byref(oihw)) == align(96 * 256 * 9 * 2) + partial
+    assert host.deformrt_dcn_workspace_size(ctypes.byref(oihw), 1) == (align(54 * 256 * 2) + align(96 * 256 * 9 * 2)
+                                                                       + partial)
+    big = desc(4, 60, 90)  # 8 splits would take 66 MiB: capped at 24 MiB
+    assert host.deformrt_dcn_nhwc_workspace_size(ctypes.byref(big)) == 24 << 20
+    sizes = [host.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc(n, h, h))) for n, h in
+             ((4, 64), (2, 64), (2, 40), (1, 40), (1, 20), (1, 5))]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] > 0
+    # a plan never splits more than the workspace holds
+    plan = plan_for(host, big, 132, 227 << 10, 50 << 20, shape=0, extent=32, split=8)
+    assert plan is None
+    plan = plan_for(host, small, 132, 227 << 10, 50 << 20, shape=2, extent=32, split=8)
+    assert plan is not None and plan.splitK == 8
+
+
 def _nhwc_host(host, x, offset, weight, bias, mask, stride, padding, dilation, shape):
     """The NHWC entry (the plugin's kHWC8 path) with the OHWI weight the exporter writes, read in place."""
     ohwi = weight.permute(0, 2, 3, 1).contiguous()
@@ -382,17 +412,101 @@ def test_tensor_core_far_and_non_finite_offsets_sample_zero(host):
         assert torch.equal(y, bias.view(1, 8, 1, 1).expand_as(y))
 
 
-TILE_SHAPES = {0: (128, 128), 1: (64, 128), 2: (64, 64)}  # (pixels, output channels) per CTA
+# ResNet-101's DCN layers at 800x1344 (dcn-performance.md) and the GPUs the plan is made for:
+# (SMs, per-block shared-memory opt-in, L2 bytes) of an H100 SXM, an A100 and a Jetson AGX Orin.
+STAGES = {"res3": (128, 100, 168), "res4": (256, 50, 84), "res5": (512, 25, 42)}
+GPUS = {"H100 SXM": (132, 227 << 10, 50 << 20), "A100": (108, 163 << 10, 40 << 20),
+        "Jetson AGX Orin": (16, 163 << 10, 4 << 20)}
 
 
-@pytest.mark.parametrize("sm_count", [132, 108, 16])  # H100 SXM, A100, Jetson AGX Orin
-@pytest.mark.parametrize("stage,c,h,w", [("conv3", 128, 100, 168), ("conv4", 256, 50, 84), ("conv5", 512, 25, 42)])
-def test_tile_shape_fills_every_sm_at_batch_1(host, sm_count, stage, c, h, w):
-    # The launcher takes the largest tile whose CTAs cover every SM once (no idle SMs at batch 1, e.g.
-    # conv5 on an H100: 36 large tiles would leave 96 SMs idle; 64 x 64 tiles give 136 CTAs).
-    x, offset, weight = torch.empty(1, c, h, w), torch.empty(1, 18, h, w), torch.empty(c, c, 3, 3)
-    desc = make_desc(x, offset, weight, None, torch.empty(1, 9, h, w), (1, 1), (1, 1), (1, 1))
-    shape = host.deformrt_dcn_tc_tile_shape(ctypes.byref(desc), sm_count)
-    ctas = {s: -(-h * w // bm) * -(-c // bn) for s, (bm, bn) in TILE_SHAPES.items()}
-    assert ctas[shape] >= sm_count
-    assert all(ctas[larger] < sm_count for larger in range(shape))
+def _stage_desc(c, h, w, batch=1):
+    x, offset = torch.empty(batch, c, h, w), torch.empty(batch, 18, h, w)
+    return make_desc(x, offset, torch.empty(c, c, 3, 3), None, torch.empty(batch, 9, h, w), (1, 1), (1, 1), (1, 1),
+                     "OIHW")
+
+
+def plan_for(host, desc, sms, optin, l2, shape=-1, extent=0, split=0):
+    plan = TcPlan()
+    rc = host.deformrt_dcn_tc_plan(ctypes.byref(desc), sms, optin, l2, shape, extent, split, ctypes.byref(plan))
+    return plan if rc == 0 else None
+
+
+@pytest.mark.parametrize("gpu", list(GPUS))
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_plan_gathers_once_per_cta_and_fills_the_gpu_at_batch_1(host, gpu, stage):
+    # A CTA covers every output channel of its group up to 256 (res5's 512 in two tiles: each sampled
+    # element gathered at most twice), and the pixels per CTA and K splits keep at least 85 % of the
+    # busiest SM's work useful (pixels x K steps): plan.waveEfficiency, recomputed here from the plan.
+    c, h, w = STAGES[stage]
+    sms, optin, l2 = GPUS[gpu]
+    desc = _stage_desc(c, h, w)
+    plan = plan_for(host, desc, sms, optin, l2)
+    assert plan is not None, f"the tensor-core kernel must take {stage}"
+    assert plan.bn >= min(c, 256) and plan.nTiles == -(-c // plan.bn) <= 2
+    assert plan.mExtent % 32 == 0 and 32 <= plan.mExtent <= plan.bm  # whole 32-row warp tiles
+    steps = c // 32 * 9
+    assert plan.mTiles == -(-h * w // plan.mExtent) and plan.stepsPerSplit == -(-steps // plan.splitK)
+    assert plan.ctas == plan.mTiles * plan.nTiles * plan.splitK
+    busiest = -(-plan.ctas // sms) * plan.mExtent * plan.stepsPerSplit  # pixel x K-step work of the busiest SM
+    efficiency = h * w * plan.nTiles * steps / (busiest * sms)
+    assert plan.waveEfficiency == pytest.approx(efficiency)
+    assert efficiency >= 0.85, (gpu, stage, plan.mExtent, plan.splitK, plan.ctas)
+    # split K only where K is long (>= 2048) and the partial sums fit the workspace the problem asks for
+    if plan.splitK > 1:
+        assert c * 9 >= 2048
+        assert plan.splitK * h * w * c * 4 <= host.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc)) - c * c * 18
+    assert plan.sharedBytes <= optin
+    print(f"{stage} on {gpu}: shape {plan.shape} ({plan.bm}x{plan.bn}), {plan.mExtent} pixels x {plan.nTiles} "
+          f"channel tiles x {plan.splitK} K splits = {plan.ctas} CTAs, wave efficiency {efficiency:.3f}")
+
+
+def test_shapes_that_do_not_fit_a_99_kb_gpu_are_not_planned_there(host):
+    # sm_86/89 allow 99 KB per block: the 256 x 128 shape (120 KB at 3x3) is not used there; 128 channels
+    # then run in the 128 x 256 shape or two 64-channel tiles, whichever the planner models faster.
+    desc = _stage_desc(128, 100, 168)
+    big = plan_for(host, desc, 132, 227 << 10, 50 << 20)
+    small = plan_for(host, desc, 84, 99 << 10, 6 << 20)
+    assert big.shape == 1 and big.sharedBytes > 99 << 10
+    assert small is not None and small.shape != 1 and small.sharedBytes <= 99 << 10
+
+
+def _nhwc_plan(host, x, offset, weight, bias, mask, plan):
+    ohwi = weight.permute(0, 2, 3, 1).contiguous()
+    desc = make_desc(x, offset, ohwi, bias, mask, (1, 1), (1, 1), (1, 1), "OHWI")
+    x_nhwc = x.permute(0, 2, 3, 1).contiguous()
+    y = torch.full((desc.batch, desc.outHeight, desc.outWidth, desc.outChannels), float("nan"), dtype=torch.float16)
+    ws = host.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc))
+    workspace = torch.full((max(ws, 1),), 0xFF, dtype=torch.uint8)
+    rc = host.deformrt_dcn_forward_nhwc_host_plan(ctypes.byref(desc), x_nhwc.data_ptr(), ohwi.data_ptr(),
+                                                  offset.contiguous().data_ptr(), _ptr(bias), _ptr(mask),
+                                                  y.data_ptr(), workspace.data_ptr(), ws, ctypes.byref(plan))
+    assert rc == 0
+    return y.permute(0, 3, 1, 2)
+
+
+def test_pixels_per_cta_and_k_splits_keep_the_result(host):
+    # K = 256 x 9 = 2304: K may be split. Every pixel extent gives the same bits (the K order does not
+    # change); a K split adds the splits' fp32 partial sums in a fixed order: the same bits on every run,
+    # within an fp16 ulp or two of the unsplit result, and within the fp16 RMS rule.
+    g = torch.Generator().manual_seed(21)
+    x = torch.randn(1, 256, 5, 7, generator=g).half()
+    weight = (torch.randn(40, 256, 3, 3, generator=g) / 48).half()
+    offset = (torch.randn(1, 18, 5, 7, generator=g) * 2).half()
+    mask = torch.rand(1, 9, 5, 7, generator=g).half()
+    bias = torch.randn(40, generator=g).half()
+    desc = make_desc(x, offset, weight, bias, mask, (1, 1), (1, 1), (1, 1))
+    results = {}
+    for extent, split in ((32, 1), (64, 1), (32, 2), (32, 3), (32, 3)):
+        plan = plan_for(host, desc, 132, 227 << 10, 50 << 20, shape=2, extent=extent, split=split)
+        assert plan is not None and (plan.mExtent, plan.splitK) == (extent, split)
+        y = _nhwc_plan(host, x, offset, weight, bias, mask, plan)
+        assert not torch.isnan(y).any()
+        results.setdefault(split, []).append(y)
+    unsplit = results[1][0]
+    assert all(torch.equal(y.view(torch.int16), unsplit.view(torch.int16)) for y in results[1])
+    assert torch.equal(results[3][0].view(torch.int16), results[3][1].view(torch.int16))
+    ulp = torch.exp2(torch.floor(torch.log2(unsplit.float().abs().clamp_min(2.0**-14))) - 10)
+    for split in (2, 3):
+        assert ((results[split][0].float() - unsplit.float()).abs() <= 2 * ulp).all()
+        ref = deform_conv2d_reference(x, offset, weight, bias, (1, 1), (1, 1), (1, 1), mask)
+        assert fp16_error_ratio(results[split][0], ref, x, weight, bias, (1, 1), (1, 1), (1, 1), 1) <= FP16_RMS_RATIO

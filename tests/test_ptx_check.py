@@ -1,8 +1,9 @@
 """scripts/ptx_check.py: the kernels' real device code (PTX) run on the CPU under the executor's
-memcheck, racecheck and initcheck, compared with models.deform_conv2d. Here: the check passes on the
-sources with the exact JSON it promises, and it fails, in the right category, on scratch copies of the
-sources with one defect seeded each (a barrier removed, a bound moved by one, a misaligned vector load,
-a kernel no case launches). Needs nvcc (compiles only; no GPU)."""
+memcheck, racecheck and initcheck, compared with models.deform_conv2d and, for the tensor-core kernel,
+bit for bit with the kernels' CPU build. Here: the check passes on the sources with the exact JSON it
+promises, and it fails, in the right category, on scratch copies of the sources with one defect seeded
+each (a barrier removed, a bound moved by one, a misaligned vector load, a CPU build summing in another
+order, a kernel no case launches). Needs nvcc (compiles only; no GPU)."""
 
 from __future__ import annotations
 
@@ -41,11 +42,11 @@ def test_every_kernel_runs_clean_and_matches_pytorch():
     for case in report["cases"]:
         assert set(case) == {"name", "kernel", "ok", "error", "findings"}
         assert case["ok"] and case["findings"] == [] and case["kernel"] in report["kernels"]
-    # both kernels, all three tile shapes, fp32 and fp16, and the NCHW entry's two transposes (x to NHWC, the
-    # OIHW weight to OHWI)
+    # both kernels, all three tile shapes, fp32 and fp16, the NCHW entry's two transposes (x to NHWC, the
+    # OIHW weight to OHWI) and the split-K reduction
     kernels = " ".join(report["kernels"])
-    for pattern in (r"deformConvTiledIf", r"deformConvTiledI6__half", r"TileShapeILi128ELi128", r"TileShapeILi64ELi128",
-                    r"TileShapeILi64ELi64", r"oihwToOhwiKernel", r"nchwToNhwcKernel"):
+    for pattern in (r"deformConvTiledIf", r"deformConvTiledI6__half", r"TileShapeILi128ELi256", r"TileShapeILi256ELi128",
+                    r"TileShapeILi64ELi64", r"oihwToOhwiKernel", r"nchwToNhwcKernel", r"splitKReduceKernel"):
         assert re.search(pattern, kernels), pattern
     # counters of every launch: the tensor-core kernel issues mma, the tiled ones none
     for key, c in report["counters"].items():
@@ -70,15 +71,17 @@ def seeded(tmp_path: Path, file: str, old: str, new: str) -> Path:
 
 
 DEFECTS = {
-    # the barrier ending each K step: the next step's gather overwrites the A/B buffers other warps still read
-    "barrier removed": ("deformConvTensorCore.cu", "        __syncthreads();\n    }\n    epilogue<Shape>",
-                        "    }\n    epilogue<Shape>", "fp16-nchw-tile-large", "races"),
-    # the epilogue stores row == cols: past the end of y in the last pixel tile
-    "bound moved by one": ("deformConvTensorCore.h", "if (row >= g.cols || col >= g.cOutPerGroup)",
-                           "if (row > g.cols || col >= g.cOutPerGroup)", "fp16-nchw-tile-large", "out_of_bounds"),
+    # the barrier ending each pipelined K step: the next step's gather overwrites the A/B buffers other warps
+    # still read
+    "barrier removed": ("deformConvTensorCore.cu", "        cpAsyncWaitAll();\n        __syncthreads();\n        chunk = ",
+                        "        cpAsyncWaitAll();\n        chunk = ", "fp16-nchw-tile-n256", "races"),
+    # the epilogue stores row == rows: past the end of y in the last pixel tile
+    "bound moved by one": ("deformConvTensorCore.h", "            if (r >= tile.rows)\n",
+                           "            if (r > tile.rows)\n", "fp16-nchw-tile-n256", "out_of_bounds"),
     # the 16-byte channel-vector gather starts one half later
-    "misaligned vector load": ("deformConvTensorCore.h", "chunkStart + vec * kVector;",
-                               "chunkStart + vec * kVector + 1;", "fp16-nhwc-tile-large", "misaligned"),
+    "misaligned vector load": ("deformConvTensorCore.h", "uint16_t const* const base = chunkBase + loaded * kVector;",
+                               "uint16_t const* const base = chunkBase + loaded * kVector + 1;",
+                               "fp16-nhwc-tile-n256-c24", "misaligned"),
 }
 
 
@@ -100,3 +103,19 @@ def test_a_kernel_no_case_launches_is_an_error_naming_it(tmp_path):
     rc, report, err = run_check("--src", str(src), "--cases", "no-such-case")
     assert rc == 1 and report == {}
     assert "kernelWithoutACase" in err and "no case of ptx_check.py launches it" in err
+
+
+def test_a_cpu_build_that_sums_in_another_order_is_a_mismatch(tmp_path):
+    # The CPU build runs a tile's last K step's two slices in the other order: its fp32 sums round
+    # differently, while the device code and the float64 reference are untouched (the RMS rule still holds).
+    src = seeded(tmp_path, "deformConvHost.cpp",
+                 "    for (int32_t phase = 0; phase < Shape::Phases; ++phase)\n    {\n        mmaPhase<Shape>(s, tile, "
+                 "stage, phase, cta);",
+                 "    for (int32_t phase = Shape::Phases - 1; phase >= 0; --phase)\n    {\n        mmaPhase<Shape>(s, "
+                 "tile, stage, phase, cta);")
+    rc, report, err = run_check("--src", str(src), "--cases", "fp16-nhwc-tile-n256-c24")
+    assert rc == 1, err[-3000:]
+    assert report["summary"]["mismatches"] == 1
+    details = [f["detail"] for c in report["cases"] for f in c["findings"] if f.get("category") == "mismatch"]
+    assert len(details) == 1 and "the CPU build's outputs differ from the device code's" in details[0]
+    assert "RMS" not in details[0]

@@ -245,7 +245,13 @@ def test_cp_async_groups_zero_fill_and_skipped_source():
         assert out[lane, 4] == src[128 + 2 * nb]   # the 4 bytes read
         assert out[lane, 5] == 0                    # zero fill of the other 4
         assert out[lane, 6] == 0                    # src-size 0: all zero
-    assert result.counters()["memory_per_cta"]["cp_async_bytes"] == 32 * (16 + 4)
+    memory = result.counters()["memory_per_cta"]
+    assert memory["cp_async_bytes"] == 32 * (16 + 4)
+    # global sectors read, per allocation: 512 contiguous bytes (16 sectors), then 4 bytes at an 8-byte stride
+    # over 256 bytes (8 sectors); a source size of 0 reads none. The stores to "out" are not loads.
+    assert result.load_sectors_by_buffer == {"src": 16 + 8}
+    # the copies' shared-memory stores, conflict-free: 512 bytes (4 wavefronts of 128), 256 (2) and 128 (1)
+    assert memory["cp_async_store_wavefronts"] == 4 + 2 + 1
 
 
 def test_reading_cp_async_data_before_its_wait_is_uninitialised():
@@ -705,3 +711,41 @@ def test_shfl_whose_member_mask_names_absent_lanes_is_a_finding():
     _, result = run(HALF_WARP_SHFL.format(mask="-1"), "half", {"out": np.zeros((32, 3), np.uint32)})
     kinds = {f.kind for f in result.findings}
     assert kinds == {"shfl.sync member missing"}, kinds
+
+
+# Registers named without '%' (PTX ISA, "Identifiers": a letter then letters, digits, _ and $), in a nested
+# scope, as cuda_fp16.h's inline PTX declares them ({.reg .f16 low, high; mov.b32 {low, high}, %r; ...}).
+UNPACK = """
+.visible .entry unpack(.param .u64 pin, .param .u64 pout)
+{
+    .reg .b32 %r<4>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<8>;
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    mov.u32 %r1, %laneid;
+    mul.wide.u32 %rd3, %r1, 4;
+    add.s64 %rd4, %rd1, %rd3;
+    ld.global.u32 %r2, [%rd4];
+    {
+    .reg .f16 low, high;
+    mov.b32 {low, high}, %r2;
+    cvt.f32.f16 %f1, low;
+    cvt.f32.f16 %f2, high;
+    }
+    mul.wide.u32 %rd5, %r1, 8;
+    add.s64 %rd6, %rd2, %rd5;
+    st.global.f32 [%rd6], %f1;
+    st.global.f32 [%rd6+4], %f2;
+    ret;
+}
+"""
+
+
+def test_registers_named_without_a_percent_sign():
+    rng = np.random.default_rng(9)
+    halves = rng.standard_normal(64).astype(np.float16)
+    views, result = run(UNPACK, "unpack", {"in": halves.view(np.uint32), "out": np.zeros(64, np.float32)})
+    no_findings(result)
+    # the low half of each word is the lower index: the words' halves, in memory order
+    np.testing.assert_array_equal(views["out"], halves.astype(np.float32))

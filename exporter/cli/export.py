@@ -36,11 +36,12 @@ ConfigFileOpt = Annotated[Optional[str], typer.Option(
 MODEL_CONTEXT = {"ignore_unknown_options": True}  # dash-tokens go to KEY VALUE (a value may be negative)
 
 
-def body_and_opts(body: Optional[str], opts: Optional[list[str]], config_file: Optional[str]) -> tuple[Optional[str],
-                                                                                                       list[str]]:
+def body_and_opts(body: Optional[str], opts: Optional[list[str]], config_file: Optional[str],
+                  detector: bool = False) -> tuple[Optional[str], list[str]]:
     """BODY and the KEY VALUE pairs as typed. BODY is optional, so when it is left out the first
     config key lands in BODY's place: it is moved back to the pairs. A leftover option-looking key is
-    a typo of an option (config keys never start with a dash)."""
+    a typo of an option (config keys never start with a dash). Which body the model has is
+    :func:`exporter.onnx.export.resolve_body`'s to decide (``detector``: from the config file)."""
     pairs = list(opts or [])
     if body is not None and _CONFIG_KEY.match(body):
         body, pairs = None, [body, *pairs]
@@ -48,7 +49,7 @@ def body_and_opts(body: Optional[str], opts: Optional[list[str]], config_file: O
         if key.startswith("-"):
             raise DeformRTError(f"unknown option {key!r} (config overrides are KEY VALUE pairs such as "
                                 "MODEL.RESNETS.WITH_MODULATED_DCN True)")
-    if body is None and config_file is None:
+    if body is None and config_file is None and not detector:
         raise DeformRTError("say which body: BODY (e.g. R-50-FPN; see `deformrt list-models`), or --config-file "
                             "with a config that names it")
     return body, pairs
@@ -78,14 +79,17 @@ def register(app: typer.Typer) -> None:
         opts: OptsArg = None,
         onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (required: the export format).")] = False,
         output: Annotated[Optional[Path], o.output_option(
-            "Output file (default: BODY[-dcn][-onnxdcn].onnx in the current directory).")] = None,
+            "Output file (default: BODY[-dcn][-onnxdcn].onnx in the current directory; with --detector, the config "
+            "file's name with .onnx).")] = None,
         config_file: ConfigFileOpt = None,
         weights: Annotated[Optional[str], typer.Option(
             "--weights", metavar=o.FILE, help="Checkpoint (.pth, .pkl, .safetensors); default: seeded random init "
                                               "(see `deformrt synthetic-checkpoint` for a calibrated one).")] = None,
         allow_unexpected: Annotated[bool, typer.Option(
-            "--allow-unexpected", help="Load a checkpoint that has backbone tensors this model lacks (normally "
-                                       "refused: a checkpoint for another depth or DCN setting).")] = False,
+            "--allow-unexpected", help="Load a checkpoint that has tensors this model lacks (normally refused: a "
+                                       "checkpoint for another depth or DCN setting, or with --detector for other "
+                                       "heads). Heads in a file given to a backbone export are always skipped.")
+        ] = False,
         seed: Annotated[int, typer.Option(
             "--seed", metavar=o.N, help="Seed for random init (and for tensors a checkpoint lacks).")] = 0,
         dcn_op: Annotated[DcnOp, typer.Option(
@@ -102,7 +106,8 @@ def register(app: typer.Typer) -> None:
             "--verify/--no-verify", help="Check ONNX Runtime against PyTorch at two shapes before writing.")] = True,
         force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
         detector: Annotated[bool, typer.Option(
-            "--detector", help="Export the whole detector of --config-file (heads, NMS, ROIAlign, masks).")] = False,
+            "--detector", help="Export the whole detector of --config-file (heads, NMS, ROIAlign, masks); random "
+                               "init is calibrated so that it detects.")] = False,
         debug_outputs: Annotated[bool, typer.Option(
             "--debug-outputs", help="Detector: also output the pre-NMS candidates and proposals.")] = False,
         trt_limits: Annotated[bool, typer.Option(
@@ -116,37 +121,32 @@ def register(app: typer.Typer) -> None:
 
         if not onnx:
             raise DeformRTError("say which format to export: --onnx (the only one `deformrt export` writes)")
-        body, pairs = body_and_opts(body, opts, config_file)
+        body, pairs = body_and_opts(body, opts, config_file, detector=detector)
+        if not detector and (debug_outputs or not trt_limits):
+            raise DeformRTError(f"{'--debug-outputs' if debug_outputs else '--no-trt-limits'} applies to whole "
+                                "detectors: add --detector (with the detector's --config-file)")
         if detector:
-            result = cli_checkpoint_errors(lambda: _export_detector(
-                body, config_file, pairs, output, weights, seed, dcn_op.value, opset, o.parse_shape(shape), batch,
-                dynamic, verify, force, debug_outputs, trt_limits))
-            o.emit(as_json, result.to_dict, result.summary)
-            return
-        from exporter.evaluation.verify import verify as verify_onnx
-        from exporter.onnx.export import ExportOptions, export_body
+            from exporter.evaluation.detector_verify import verify as verify_detector
+            from exporter.onnx.detector_export import DetectorExportOptions, export_detector
 
-        options = ExportOptions(dcn_op=dcn_op.value, opset=opset, input_size=o.parse_shape(shape), batch=batch,
-                                dynamic=dynamic)
-        result = cli_checkpoint_errors(lambda: export_body(
-            body, str(output) if output else None, config_file=config_file, opts=pairs, weights=weights, seed=seed,
-            options=options, verify=verify_onnx if verify else None, force=force, progress=Progress(),
-            allow_unexpected=allow_unexpected))
+            options = DetectorExportOptions(dcn_op=dcn_op.value, opset=opset, input_size=o.parse_shape(shape),
+                                            batch=batch, dynamic=dynamic, debug_outputs=debug_outputs,
+                                            trt_limits=trt_limits)
+            result = cli_checkpoint_errors(lambda: export_detector(
+                config_file, str(output) if output else None, body=body, opts=pairs, weights=weights, seed=seed,
+                options=options, verify=verify_detector if verify else None, force=force, progress=Progress(),
+                allow_unexpected=allow_unexpected))
+        else:
+            from exporter.evaluation.verify import verify as verify_onnx
+            from exporter.onnx.export import ExportOptions, export_body
+
+            options = ExportOptions(dcn_op=dcn_op.value, opset=opset, input_size=o.parse_shape(shape), batch=batch,
+                                    dynamic=dynamic)
+            result = cli_checkpoint_errors(lambda: export_body(
+                body, str(output) if output else None, config_file=config_file, opts=pairs, weights=weights,
+                seed=seed, options=options, verify=verify_onnx if verify else None, force=force, progress=Progress(),
+                allow_unexpected=allow_unexpected))
         o.emit(as_json, result.to_dict, result.summary)
-
-    def _export_detector(body, config_file, pairs, output, weights, seed, dcn_op, opset, input_size, batch, dynamic,
-                         verify, force, debug_outputs, trt_limits):
-        from exporter.evaluation.detector_verify import verify as verify_detector
-        from exporter.onnx.detector_export import DetectorExportOptions, export_detector
-        from exporter.util.progress import Progress
-
-        if config_file is None:
-            raise DeformRTError("--detector needs --config-file (the detector's maskrcnn-benchmark YAML)")
-        options = DetectorExportOptions(dcn_op=dcn_op, opset=opset, input_size=input_size, batch=batch,
-                                        dynamic=dynamic, debug_outputs=debug_outputs, trt_limits=trt_limits)
-        return export_detector(config_file, str(output) if output else None, body=body, opts=pairs, weights=weights, seed=seed,
-                               options=options, verify=verify_detector if verify else None, force=force,
-                               progress=Progress())
 
     @app.command("list-models")
     def list_models(as_json: o.JsonFlag = False) -> None:

@@ -228,3 +228,26 @@ def rewrite_deprecated(args: list[str], notify: Callable[[str], None] = warn) ->
                 break
         i += 1
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The argparse scripts (scripts/*.py) follow the same conventions
+
+
+def add_script_shape_argument(parser, default: str, help: str) -> None:
+    """``--shape HxW`` on an argparse parser, with the scripts' old ``--size H W`` accepted but
+    hidden (:func:`script_shape` turns it into the new spelling with a notice)."""
+    import argparse
+
+    parser.add_argument("--shape", default=default, metavar=HW, help=help)
+    parser.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help=argparse.SUPPRESS)
+
+
+def script_shape(args, notify: Callable[[str], None] = warn) -> tuple[int, int]:
+    """The ``(height, width)`` of a namespace made by :func:`add_script_shape_argument`; a
+    DeformRTError for a malformed ``--shape``."""
+    if args.size is not None:
+        height, width = args.size
+        notify(f"deprecated: `--size {height} {width}` is now `--shape {height}x{width}`")
+        return height, width
+    return parse_shape(args.shape)

@@ -7,41 +7,39 @@ from typing import Annotated, Optional
 
 import typer
 
+from exporter.cli import options as o
+
 
 def register(app: typer.Typer) -> None:
     """Add ``predict`` to ``app``."""
 
-    @app.command("predict")
+    @app.command(
+        "predict",
+        epilog="Example: deformrt predict mask-dcn.onnx street.jpg park.png -o predictions --json-file results.json",
+    )
     def predict(
-        model: Annotated[str, typer.Argument(metavar="DETECTOR.onnx", help="A file from `deformrt export --detector`.")],
-        images: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="PNG or JPEG images.")],
-        output: Annotated[str, typer.Option("-o", "--output", metavar="OUTDIR",
-                                            help="Folder for one PNG per image (boxes, names, scores, masks).")]
-        = "predictions",
-        engine: Annotated[Optional[str], typer.Option(
-            "--engine", metavar="PLAN", help="Run this TensorRT engine of the file instead of ONNX Runtime.")] = None,
-        plugin: Annotated[Optional[str], typer.Option(
-            "--plugin", help="deformrt's plugin library for --engine (DCN models).")] = None,
+        model: Annotated[Path, typer.Argument(metavar=o.ONNX, help="A file from `deformrt export --detector`.")],
+        images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="PNG or JPEG images.")],
+        output: Annotated[Path, o.output_option(
+            "Folder for one PNG per image with boxes, names, scores and masks (default: predictions; created if "
+            "missing; an existing PNG of the same name is kept unless --force).", metavar=o.DIR)] = Path("predictions"),
+        engine: Annotated[Optional[Path], typer.Option(
+            "--engine", metavar=o.FILE, help="Run this TensorRT engine of the file instead of ONNX Runtime.")] = None,
+        plugin: Annotated[Optional[Path], typer.Option(
+            "--plugin", metavar=o.FILE, help="deformrt's plugin library for --engine (DCN models).")] = None,
         score_threshold: Annotated[float, typer.Option(
-            "--score-threshold", metavar="T", help="Draw and report detections scoring at least T.")] = 0.0,
-        force: Annotated[bool, typer.Option("--force", help="Overwrite existing PNGs.")] = False,
-        as_json: Annotated[bool, typer.Option(
-            "--json", help="Print COCO-style results (bbox xywh, score, category_id, RLE segmentation).")] = False,
+            "--score-threshold", metavar=o.X, help="Draw and report detections scoring at least X.")] = 0.0,
+        force: Annotated[bool, typer.Option("--force", help="Replace existing PNGs.")] = False,
+        as_json: o.JsonFlag = False,
+        json_file: o.JsonFileOpt = None,
     ) -> None:
-        """Detect objects in images with an exported detector; write annotated PNGs."""
-        from exporter.evaluation.detections import class_name
-        from exporter.evaluation.predict import coco_json, predict as run_predict
+        """Detect objects in images with an exported detector; write annotated PNGs and COCO-style results
+        (--json, --json-file: bbox xywh, score, category_id, RLE segmentation)."""
+        from exporter.evaluation.predict import coco_results, predict as run_predict, prediction_summary
         from exporter.util.progress import Progress
 
-        results = run_predict(Path(model), [Path(i) for i in images], Path(output),
-                              engine=Path(engine) if engine else None, plugin=Path(plugin) if plugin else None,
-                              score_threshold=score_threshold, force=force, progress=Progress())
-        if as_json:
-            typer.echo(coco_json(results, score_threshold))
-            return
-        for r in results:
-            kept = r.above(score_threshold)
-            names = ", ".join(f"{class_name(int(lab))} {s:.2f}" for lab, s in zip(kept.labels[:8], kept.scores[:8]))
-            more = f" (+{len(kept) - 8} more)" if len(kept) > 8 else ""
-            typer.echo(f"{r.path.name}: {len(kept)} detections{': ' + names + more if len(kept) else ''} -> "
-                       f"{Path(output) / (r.path.stem + '.png')}")
+        o.check_report_file(json_file)
+        results = run_predict(model, images, output, engine=engine, plugin=plugin, score_threshold=score_threshold,
+                              force=force, progress=Progress())
+        o.emit(as_json, lambda: coco_results(results, score_threshold),
+               lambda: prediction_summary(results, output, score_threshold), json_file=json_file)

@@ -20,11 +20,18 @@ at hand, PyTorch runs again in float64 on the same input (:func:`run_torch`):
 offset measured during the float64 run, what the verdict rests on, and for random weights how to
 get a clean check (trained ``--weights``, or ``deformrt synthetic-checkpoint``, the demo's
 calibrated synthetic checkpoint).
+
+A whole detector (``export --detector``) tells the same story where it applies: its random init is
+already calibrated (the weights ``synthetic-checkpoint --detector`` saves), and when its
+verification fails, the floor is measured on its backbone features (the deformable part) and the
+note explains it the same way, but the verdict stands: detections are sets cut by thresholds,
+top-k and NMS, with no float64 tolerance to fall back on (``Story.detector``).
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -110,6 +117,12 @@ class Story:
     weights_seed: Optional[int]  # the seed of random weights, None for a checkpoint
     body: str
     passed: bool
+    # A whole detector's story (exporter.evaluation.detector_verify): the floor is measured on its
+    # backbone features, and its results (sets cut by thresholds, top-k and NMS) have no float64
+    # verdict. ``synthetic`` is the synthetic-checkpoint command line for the model (default: the
+    # backbone's, from ``body``).
+    detector: bool = False
+    synthetic: Optional[str] = None
 
     @property
     def judged_by_float64(self) -> bool:
@@ -122,19 +135,30 @@ class Story:
         well-conditioned backbone can explain (not merely a tolerance tighter than fp32)."""
         return self.floor > ILL_CONDITIONED_FLOOR
 
+    @property
+    def suggests_synthetic(self) -> bool:
+        """Whether the note says how to get a clean check: random weights, or (a detector, whose
+        random init is already calibrated) weights whose offsets are as far as untrained ones'."""
+        far = self.offsets_px is not None and self.offsets_px >= FAR_OFFSET_PX
+        return self.ill_conditioned and (self.weights_seed is not None or (self.detector and far))
+
 
 def note(story: Story) -> list[str]:
-    """The explanation printed under the verify and compare tables when float64 was consulted."""
+    """The explanation printed under the verify and compare tables (and under a failed detector
+    verification's) when float64 was consulted."""
     tol = f"{story.tolerance:.0e}"
+    what = "its backbone features in PyTorch fp32 are" if story.detector else "PyTorch fp32 is"
     if not story.judged_by_float64:
-        return [f"note: PyTorch fp32 is within {story.floor:.1e} of float64 PyTorch on these inputs, so the model is "
-                f"well-conditioned here and an error above {tol} is a real difference, not rounding."]
+        return [f"note: {what} within {story.floor:.1e} of float64 PyTorch on these inputs, so the model is "
+                f"well-conditioned here and " + ("the difference is real, not rounding." if story.detector else
+                                                 f"an error above {tol} is a real difference, not rounding.")]
+    what = "its backbone features in PyTorch fp32 are" if story.detector else "PyTorch fp32 itself is"
     if story.ill_conditioned:
-        lines = [f"note: the model is ill-conditioned at these inputs: PyTorch fp32 itself is up to {story.floor:.1e} "
+        lines = [f"note: the model is ill-conditioned at these inputs: {what} up to {story.floor:.1e} "
                  f"(relative) away from float64 PyTorch, more than the tolerance {tol}, so no fp32 implementation can "
                  f"match another to {tol}."]
     else:
-        lines = [f"note: the tolerance {tol} is tighter than fp32 rounding here: PyTorch fp32 itself is up to "
+        lines = [f"note: the tolerance {tol} is tighter than fp32 rounding here: {what} up to "
                  f"{story.floor:.1e} (relative) away from float64 PyTorch on these inputs."]
     if story.offsets_px is not None and story.ill_conditioned:
         cause = "each deformable layer amplifies rounding differences"
@@ -143,12 +167,18 @@ def note(story: Story) -> list[str]:
                      f"outside the kernel, and {cause}")
         lines.append(f"  Its deformable convs sample {story.offsets_px:.0f} px away on average (a trained model's: a "
                      f"few px): {cause}.")
-    lines.append(f"  So each output is judged against float64 PyTorch instead ('vs fp64'): it passes within "
-                 f"{FLOOR_FACTOR:g} x PyTorch fp32's own error ('torch fp32 vs fp64'). Judged that way, the check "
-                 f"{'passed' if story.passed else 'failed'}.")
-    if story.weights_seed is not None and story.ill_conditioned:
+    if story.detector:
+        lines.append("  Detections are sets cut by score thresholds, top-k and NMS, so such differences change which "
+                     "boxes survive, and they have no float64 verdict: the check failed.")
+    else:
+        lines.append(f"  So each output is judged against float64 PyTorch instead ('vs fp64'): it passes within "
+                     f"{FLOOR_FACTOR:g} x PyTorch fp32's own error ('torch fp32 vs fp64'). Judged that way, the check "
+                     f"{'passed' if story.passed else 'failed'}.")
+    if story.suggests_synthetic:
+        synthetic = story.synthetic or (f"deformrt synthetic-checkpoint {story.body} -o {story.body}-synthetic.pth "
+                                        f"[KEY VALUE ...]")
+        saved = re.search(r"-o (\S+)", synthetic).group(1)
         lines.append(f"  For a clean check at {tol}, use trained weights (--weights FILE), or a synthetic checkpoint "
-                     f"with a trained model's offset scale: deformrt synthetic-checkpoint {story.body} -o "
-                     f"{story.body}-synthetic.pth [KEY VALUE ...] (as exported), then export again with --weights "
-                     f"{story.body}-synthetic.pth.")
+                     f"with a trained model's offset scale: {synthetic} (as exported), then export again with "
+                     f"--weights {saved}.")
     return lines

@@ -17,19 +17,28 @@ Stages and tolerances (``PX_TOL`` = 1e-3 px, ``SCORE_TOL`` = ``MASK_TOL`` = 1e-4
 Near-ties are the only admissible difference: an index or detection found on one side only passes
 when its score is within ``BORDERLINE`` of the cut it fell on (the k-th score, the score threshold,
 or the last kept detection), and the report counts it as borderline.
+
+When a check fails, the report tells the backbone export's story
+(:mod:`exporter.evaluation.conditioning`): the backbone runs again in float64 on the failing batch,
+and the note under the table says whether PyTorch fp32's own features are that far from float64
+(an ill-conditioned model, e.g. untrained DCN offsets far outside the kernel, with how to get a
+clean check) or well-conditioned (the difference is real). The verdict stands either way.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
 from exporter.evaluation import ort
+from exporter.evaluation.conditioning import Story, note, relative_error, run_cost, run_torch
 from exporter.evaluation.detections import ImageDetections, match_detections
 from exporter.evaluation.inputs import preprocess, random_images
+from exporter.evaluation.verify import DEFAULT_TOLERANCE
 from exporter.onnx.metadata import DetectorMetadata, ExportMetadata
 from exporter.util.progress import Progress
 
@@ -59,6 +68,7 @@ class StageCheck:
 class DetectorVerifyReport:
     seed: int
     checks: list[StageCheck] = field(default_factory=list)
+    story: Optional[Story] = None  # what the float64 run of the backbone showed, after a failure
 
     @property
     def passed(self) -> bool:
@@ -82,11 +92,17 @@ class DetectorVerifyReport:
                  f"(pre-NMS: beyond {EXTENT_TOL:g} x the unclipped box size), "
                  f"scores within {SCORE_TOL:g}, masks within {MASK_TOL:g}; sets matched by class and IoU >= 0.99"]
         lines += ["  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in [head, *rows]]
+        if self.story is not None:
+            lines += note(self.story)
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
+        story = self.story
         return {"passed": self.passed, "seed": self.seed, "tolerances": {"box_px": PX_TOL, "score": SCORE_TOL,
                                                                           "mask": MASK_TOL, "borderline": BORDERLINE},
+                "ill_conditioned": bool(story and story.ill_conditioned),
+                "offsets_px": story.offsets_px if story else None,
+                "note": " ".join(" ".join(note(story)).split()) if story else None,
                 "checks": [{**asdict(c), "input_shape": list(c.input_shape)} for c in self.checks]}
 
 
@@ -166,9 +182,10 @@ def _compare_levels(shape, levels, outputs, check: Optional[StageCheck]) -> Stag
 
 
 def verify_detector(data: bytes, staged: bytes, torch_model, meta: ExportMetadata, *, seed: int = DEFAULT_SEED,
-                    progress: Optional[Progress] = None) -> DetectorVerifyReport:
+                    progress: Optional[Progress] = None, config_file: Optional[str] = None) -> DetectorVerifyReport:
     """Run the file (``data``) and its staged graph (``staged``) in ONNX Runtime and compare with
-    ``torch_model`` (module docstring)."""
+    ``torch_model`` (module docstring). ``config_file`` (the detector's, as exported) goes into the
+    note's synthetic-checkpoint command."""
     progress = progress or Progress.quiet()
     detector = DetectorMetadata.from_model(__import__("onnx").load_from_string(staged))
     hint = "try a lower --opset, or --no-verify"
@@ -176,7 +193,8 @@ def verify_detector(data: bytes, staged: bytes, torch_model, meta: ExportMetadat
         session = ort.ort_session(staged, "cpu", hint=hint)
         final = ort.ort_session(data, "cpu", hint=hint) if data != staged else session
     report = DetectorVerifyReport(seed=seed)
-    for images, sizes in verification_batches(meta, seed):
+    batches = verification_batches(meta, seed)
+    for images, sizes in batches:
         shape = images.shape
         label = "x".join(map(str, shape))
         with progress.step(f"running PyTorch at {label}"):
@@ -213,7 +231,29 @@ def verify_detector(data: bytes, staged: bytes, torch_model, meta: ExportMetadat
         if not same:
             report.checks.append(StageCheck(tuple(shape), "file vs staged graph", 0, 0.0, 0.0, None, 0, 1, False,
                                             "the written file's outputs differ from the staged graph's"))
+    if not report.passed:
+        failing = next(c for c in report.checks if not c.passed)
+        images = next(b for b, _ in batches if b.shape == failing.input_shape)
+        report.story = conditioning_story(torch_model, images, meta, config_file, progress)
     return report
+
+
+def conditioning_story(torch_model, images: np.ndarray, meta: ExportMetadata, config_file: Optional[str] = None,
+                       progress: Optional[Progress] = None) -> Story:
+    """The backbone of ``torch_model`` in float64 and fp32 on ``images``: PyTorch fp32's own error
+    against float64 over its features (the floor, judged at the backbone export's tolerance) and
+    the mean DCN offset, as :mod:`exporter.evaluation.conditioning` tells it for a detector."""
+    progress = progress or Progress.quiet()
+    progress.info("the check failed: running the backbone in float64 to tell an ill-conditioned model from a real "
+                  "difference")
+    plan = progress.plan(run_cost(images, torch.float64) + run_cost(images, torch.float32))
+    (features64,), offsets = run_torch(torch_model.backbone, [images], torch.float64, plan)
+    (features32,), _ = run_torch(torch_model.backbone, [images], torch.float32, plan)
+    floor = max(relative_error(a, b)[1] for a, b in zip(features64, features32))
+    stem = Path(config_file).stem if config_file else "detector"
+    synthetic = (f"deformrt synthetic-checkpoint --config-file {config_file or 'CFG'} --detector -o "
+                 f"{stem}-synthetic.pth [KEY VALUE ...]")
+    return Story(DEFAULT_TOLERANCE, floor, offsets, meta.seed, meta.body, False, detector=True, synthetic=synthetic)
 
 
 def _score_cut(model, detector: DetectorMetadata) -> float:
@@ -225,6 +265,7 @@ def _score_cut(model, detector: DetectorMetadata) -> float:
     return model.roi_heads["box"].settings.score_thresh
 
 
-def verify(data: bytes, staged: bytes, torch_model, meta: ExportMetadata, progress: Optional[Progress] = None):
+def verify(data: bytes, staged: bytes, torch_model, meta: ExportMetadata, progress: Optional[Progress] = None,
+           config_file: Optional[str] = None):
     """The verifier ``exporter.onnx.detector_export`` takes (fixed seed, reported)."""
-    return verify_detector(data, staged, torch_model, meta, progress=progress)
+    return verify_detector(data, staged, torch_model, meta, progress=progress, config_file=config_file)

@@ -11,17 +11,17 @@ pasted there (:func:`exporter.evaluation.detections.paste_mask`). Results: a PNG
 
 from __future__ import annotations
 
-import json
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from exporter.evaluation.detections import ImageDetections, coco_records, draw_detections
+from exporter.evaluation.detections import ImageDetections, class_name, coco_records, draw_detections
 from exporter.evaluation.inputs import preprocess
 from exporter.onnx.metadata import DetectorMetadata, ExportMetadata
-from exporter.util.fsutil import atomic_write_bytes, check_output_path
+from exporter.util.fsutil import atomic_write_bytes, check_output_directory, check_output_path
 from models.errors import DeformRTError
 
 
@@ -128,20 +128,29 @@ def predict_image(path: Path, run: Runner, meta: ExportMetadata, detector: Detec
     return Prediction(Path(path), image, ImageDetections(found.boxes * ratio, found.scores, found.labels, found.masks))
 
 
+def check_output_folder(out_dir: Path, images: Sequence[Path], force: bool) -> None:
+    """Before any work: ``out_dir`` is a folder (or can be created in a writable one) and none of
+    the PNGs to write exists, unless ``force``."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DeformRTError(f"output {out_dir} is a file; give a folder")
+    if not out_dir.exists():
+        check_output_directory(out_dir)
+        return
+    for path in images:
+        check_output_path(out_dir / f"{Path(path).stem}.png", force)
+
+
 def predict(model_path: Path, images: Sequence[Path], out_dir: Optional[Path], *, engine: Optional[Path] = None,
             plugin: Optional[Path] = None, score_threshold: float = 0.0, force: bool = False,
             progress=None) -> list[Prediction]:
-    """Run every image (all checked readable first), write ``OUTDIR/<stem>.png`` for each."""
+    """Run every image and write ``OUTDIR/<stem>.png`` for each (``out_dir`` None: no pictures).
+    The output folder is checked first, then the file and every image, before anything runs."""
+    if out_dir is not None:
+        check_output_folder(out_dir, images, force)
     meta, detector = load_detector_metadata(Path(model_path))
     for path in images:
         read_image(path)  # every image checked before any work
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise DeformRTError(f"output {out_dir} is a file; give a folder")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for path in images:
-            check_output_path(out_dir / f"{Path(path).stem}.png", force)
     run = trt_runner(engine, plugin) if engine is not None else ort_runner(Path(model_path))
     results = []
     for path in images:
@@ -153,14 +162,28 @@ def predict(model_path: Path, images: Sequence[Path], out_dir: Optional[Path], *
         results.append(prediction)
         if out_dir is not None:
             picture = draw_detections(prediction.image, prediction.above(score_threshold))
-            import io
-
             buffer = io.BytesIO()
             picture.save(buffer, format="PNG")
-            atomic_write_bytes(out_dir / f"{Path(path).stem}.png", buffer.getvalue(), force)
+            Path(out_dir).mkdir(exist_ok=True)
+            atomic_write_bytes(Path(out_dir) / f"{Path(path).stem}.png", buffer.getvalue(), force)
     return results
 
 
-def coco_json(predictions: Sequence[Prediction], score_threshold: float = 0.0) -> str:
-    records = [r for i, p in enumerate(predictions) for r in p.records(i, score_threshold)]
-    return json.dumps(records)
+def coco_results(predictions: Sequence[Prediction], score_threshold: float = 0.0) -> list[dict]:
+    """COCO-style result records of every image (``image_id`` = its position), as ``--json`` prints them."""
+    return [r for i, p in enumerate(predictions) for r in p.records(i, score_threshold)]
+
+
+def prediction_summary(predictions: Sequence[Prediction], out_dir: Optional[Path], score_threshold: float = 0.0,
+                       shown: int = 8) -> str:
+    """One line per image: the detections at or above ``score_threshold`` (the first ``shown`` by
+    name and score) and the picture written."""
+    lines = []
+    for p in predictions:
+        kept = p.above(score_threshold)
+        names = ", ".join(f"{class_name(int(label))} {score:.2f}"
+                          for label, score in zip(kept.labels[:shown], kept.scores[:shown]))
+        more = f" (+{len(kept) - shown} more)" if len(kept) > shown else ""
+        picture = f" -> {Path(out_dir) / (p.path.stem + '.png')}" if out_dir is not None else ""
+        lines.append(f"{p.path.name}: {len(kept)} detections{': ' + names + more if len(kept) else ''}{picture}")
+    return "\n".join(lines)

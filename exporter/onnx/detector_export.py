@@ -2,8 +2,8 @@
 
 Steps (each named, apart from the backbone export, which it reuses without changing):
 
-1. config (:func:`models.config.get_cfg` with ``detector=True``; the body from the config when not
-   named) and TensorRT limits (:func:`exporter.onnx.detector_graph.trt_limit_problems`, refused
+1. config (:func:`exporter.onnx.export.load_config` with ``detector=True``: the body from the
+   config when not named, and never two different bodies) and TensorRT limits (:func:`exporter.onnx.detector_graph.trt_limit_problems`, refused
    with the key, the limit and the override unless ``trt_limits=False``);
 2. the model: :func:`models.detector.build_detector` with a checkpoint loaded strictly (heads
    included), or seeded random init calibrated to produce detections
@@ -30,15 +30,14 @@ import torch
 from exporter.onnx import passes as gp
 from exporter.onnx.detector_graph import ExportableDetector, DetectorShape, detector_shape, trt_limit_problems
 from exporter.onnx.detector_ops import TRANSLATIONS
-from exporter.onnx.export import (DEFAULT_SEED, MIN_OPSET, BuiltModel, ExportOptions, _deform_conv_translation, _quiet_exporter,
-                                  check_model, clean_graph, config_has_dcn, dynamic_axes_of, prepare_for_export,
-                                  preprocessing_metadata)
-from exporter.onnx.metadata import DCN_OP_ONNX, DCN_OP_PLUGIN, SEED_PREFIX, DetectorMetadata, ExportMetadata
+from exporter.onnx.export import (DEFAULT_SEED, BuiltModel, ExportOptions, _deform_conv_translation,
+                                  _quiet_exporter, check_model, clean_graph, config_from_metadata, config_has_dcn,
+                                  dynamic_axes_of, load_config, prepare_for_export, preprocessing_metadata)
+from exporter.onnx.metadata import DCN_OP_ONNX, SEED_PREFIX, DetectorMetadata, ExportMetadata
 from exporter.util.fsutil import atomic_path, check_output_path, sha256_file
 from exporter.util.progress import Progress
-from models.calibrate import calibrate_synthetic_detector
+from models.calibrate import DETECTOR_CALIBRATION_SHAPE, OFFSET_STD_PX, calibrate_synthetic_detector
 from models.checkpoint import load_checkpoint
-from models.config import get_cfg
 from models.detector import build_detector
 from models.errors import DeformRTError
 from models.version import __version__
@@ -46,66 +45,64 @@ from models.version import __version__
 INPUTS = ("images", "image_sizes")
 DEFAULT_DETECTOR_SIZE = (800, 1344)
 _MAX_BATCH, _MAX_SIDE = 1024, 8192  # as the backbone export traces its dims
-# Verifies (onnx bytes of the file, onnx bytes with stage outputs, built model, metadata, progress).
+# Verifies (onnx bytes of the file, onnx bytes with stage outputs, built model, metadata, progress=,
+# config_file=).
 DetectorVerifier = Callable[..., object]
 
 
 @dataclass(frozen=True)
-class DetectorExportOptions:
-    dcn_op: str = DCN_OP_PLUGIN
-    opset: int = MIN_OPSET
+class DetectorExportOptions(ExportOptions):
+    """The backbone export's options (and its :meth:`ExportOptions.check`), at upstream's test
+    size by default, and what only a whole detector has."""
+
     input_size: tuple[int, int] = DEFAULT_DETECTOR_SIZE
-    batch: int = 1
-    dynamic: bool = True
     debug_outputs: bool = False
     trt_limits: bool = True
 
-    def check(self, size_divisibility: int) -> None:
-        """The backbone export's checks (DCN flavour, opset, batch, size and divisibility)."""
-        ExportOptions(dcn_op=self.dcn_op, opset=self.opset, input_size=self.input_size, batch=self.batch,
-                      dynamic=self.dynamic).check(size_divisibility)
 
-
-def load_detector_config(config_file: str, body: Optional[str] = None, opts: Sequence = ()):
-    """The whole detector's config: upstream's defaults, the file, then ``KEY VALUE`` opts. ``body``,
-    when given, must agree with the file's MODEL.BACKBONE.CONV_BODY."""
-    cfg = get_cfg(config_file=config_file, opts=list(opts), detector=True)
-    if body is not None and body != cfg.MODEL.BACKBONE.CONV_BODY:
-        raise DeformRTError(f"BODY {body} contradicts {Path(config_file).name}'s MODEL.BACKBONE.CONV_BODY "
-                            f"{cfg.MODEL.BACKBONE.CONV_BODY}; leave BODY out with --config-file")
-    return cfg
-
-
-def build_detector_model(cfg, weights: Optional[str] = None, seed: int = DEFAULT_SEED,
-                         progress: Optional[Progress] = None) -> BuiltModel:
-    """The detector in eval mode: ``weights`` loaded strictly (every head tensor required), or
-    seeded random init calibrated so that it detects (the export says so)."""
+def random_detector(cfg, seed: int = DEFAULT_SEED, std_px: float = OFFSET_STD_PX,
+                    shape: tuple[int, int] = DETECTOR_CALIBRATION_SHAPE,
+                    progress: Optional[Progress] = None) -> tuple[torch.nn.Module, list[float]]:
+    """Seeded random init (``torch.manual_seed(seed)`` right before building) calibrated so that it
+    detects (:func:`models.calibrate.calibrate_synthetic_detector`: DCN offsets of ``std_px``, head
+    outputs of a trained model's spread, on two random images of ``shape``), in eval mode, and its
+    DCN layers' mean |offset|. ``export --detector`` without ``--weights`` builds this model and
+    ``deformrt synthetic-checkpoint --detector`` saves it."""
     progress = progress or Progress.quiet()
-    if weights is not None and not Path(weights).is_file():
-        raise DeformRTError(f"checkpoint not found: {weights}")
     with progress.step(f"building the {cfg.MODEL.BACKBONE.CONV_BODY} detector"):
         torch.manual_seed(seed)
         model = build_detector(cfg).eval()
+    with progress.step("calibrating the random weights so that it detects (synthetic weights)"):
+        means = calibrate_synthetic_detector(model, std_px=std_px, shape=shape)
+    return model, means
+
+
+def build_detector_model(cfg, weights: Optional[str] = None, seed: int = DEFAULT_SEED,
+                         progress: Optional[Progress] = None, allow_unexpected: bool = False) -> BuiltModel:
+    """The detector in eval mode: ``weights`` loaded strictly, key for key (every head tensor
+    required; ``allow_unexpected``: tensors the model lacks are listed instead of refused), or
+    :func:`random_detector` (the export says so)."""
+    progress = progress or Progress.quiet()
+    if weights is not None and not Path(weights).is_file():
+        raise DeformRTError(f"checkpoint not found: {weights}")
     if weights is None:
-        with progress.step("calibrating the random heads so that they detect (synthetic weights)"):
-            calibrate_synthetic_detector(model)
+        model, _ = random_detector(cfg, seed, progress=progress)
         return BuiltModel(model, cfg, f"{SEED_PREFIX}{seed}", seed=seed)
+    with progress.step(f"building the {cfg.MODEL.BACKBONE.CONV_BODY} detector"):
+        torch.manual_seed(seed)
+        model = build_detector(cfg).eval()
     with progress.step(f"loading weights from {weights}"):
-        report = load_checkpoint(model, weights, strict=True, cfg=cfg)
+        report = load_checkpoint(model, weights, strict=True, cfg=cfg, allow_unexpected=allow_unexpected)
         sha = sha256_file(weights)
     return BuiltModel(model, cfg, Path(weights).name, sha, report.summary(), seed)
 
 
 def rebuild_detector(meta: ExportMetadata, weights: Optional[str] = None):
-    """The PyTorch detector a detector file came from (eval mode), from its metadata."""
-    import tempfile
-
+    """The PyTorch detector a detector file came from (eval mode), from its metadata (the
+    checkpoint, when given, must be the very file the export accepted: its SHA-256 is checked)."""
     meta.check_rebuild_weights(weights)
-    with tempfile.TemporaryDirectory(prefix="deformrt-cfg-") as tmp:
-        path = Path(tmp) / "config.yaml"
-        path.write_text(meta.config, encoding="utf-8")
-        cfg = get_cfg(config_file=str(path), detector=True)
-    return build_detector_model(cfg, weights, meta.init_seed).model
+    cfg = config_from_metadata(meta, detector=True)
+    return build_detector_model(cfg, weights, meta.init_seed, allow_unexpected=True).model
 
 
 def default_detector_output_name(cfg, config_file: Optional[str], dcn_op: str) -> str:
@@ -262,7 +259,8 @@ class DetectorExportResult:
 
     def summary(self) -> str:
         meta, det = self.metadata, self.detector
-        weights = (f"random init (seed {meta.seed}), calibrated so that it detects: synthetic, for checks only"
+        weights = (f"random init (seed {meta.seed}) calibrated so that it detects (the weights `deformrt "
+                   f"synthetic-checkpoint --detector --seed {meta.seed}` saves): synthetic, for checks only"
                    if meta.seed is not None else f"{meta.weights} (sha256 {meta.weights_sha256[:16]}...)")
         lines = [
             f"wrote {self.path} ({self.size_bytes / 1e6:.1f} MB, {self.nodes} nodes)",
@@ -284,20 +282,27 @@ def export_detector(config_file: str, output: Optional[str] = None, *, body: Opt
                     opts: Sequence = (), weights: Optional[str] = None, seed: int = DEFAULT_SEED,
                     options: DetectorExportOptions = DetectorExportOptions(),
                     verify: Optional[DetectorVerifier] = None, force: bool = False,
-                    progress: Optional[Progress] = None) -> DetectorExportResult:
-    """The whole ``deformrt export --config-file CFG --detector --onnx`` job (module docstring)."""
+                    progress: Optional[Progress] = None, allow_unexpected: bool = False) -> DetectorExportResult:
+    """The whole ``deformrt export [BODY] --config-file CFG --detector --onnx`` job (module
+    docstring): the config as :func:`exporter.onnx.export.load_config` reads a detector's (BODY, the
+    file and KEY VALUE must name one body), the output checked before anything slow, TensorRT's
+    limits, build (``weights`` strictly, or calibrated random init), export, verify, write."""
     progress = progress or Progress.quiet()
-    cfg = load_detector_config(config_file, body, opts)
+    cfg = load_config(body, config_file, opts, detector=True)
     out = Path(output) if output else Path(default_detector_output_name(cfg, config_file, options.dcn_op))
     check_output_path(out, force)
     _check_trt_limits(detector_shape(cfg), cfg, options)
-    built = build_detector_model(cfg, weights, seed, progress)
-    return export_detector_to_file(built, out, options, verify=verify, force=force, progress=progress)
+    built = build_detector_model(cfg, weights, seed, progress, allow_unexpected)
+    return export_detector_to_file(built, out, options, verify=verify, force=force, progress=progress,
+                                   config_file=config_file)
 
 
 def export_detector_to_file(built: BuiltModel, out: Path, options: DetectorExportOptions, *,
                             verify: Optional[DetectorVerifier] = None, force: bool = False,
-                            progress: Optional[Progress] = None) -> DetectorExportResult:
+                            progress: Optional[Progress] = None, config_file: Optional[str] = None
+                            ) -> DetectorExportResult:
+    """Export ``built`` to ``out`` (steps 3-5 of the module docstring); ``config_file`` (the one the
+    config came from) is handed to the verifier for its notes."""
     progress = progress or Progress.quiet()
     out = Path(out)
     check_output_path(out, force)
@@ -325,7 +330,7 @@ def export_detector_to_file(built: BuiltModel, out: Path, options: DetectorExpor
         tmp.write_bytes(data)
         if verify is not None:
             start = time.perf_counter()
-            report = verify(data, staged.SerializeToString(), model, meta, progress=progress)
+            report = verify(data, staged.SerializeToString(), model, meta, progress=progress, config_file=config_file)
             seconds["verify"] = time.perf_counter() - start
             if not report.passed:
                 progress.info(report.table())

@@ -29,8 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from exporter.onnx.detector_ops import nms_keep, roi_align_op
-from models.detection_ops import (RPN_BOX_WEIGHTS, clip_boxes, decode_boxes, flatten_predictions, large_enough,
-                                  map_levels)
+from models.detection_ops import (RPN_BOX_WEIGHTS, anchors_at, clip_boxes, decode_boxes, flatten_predictions,
+                                  large_enough, map_levels)
 from models.detector import MASK_RCNN, RETINANET, RPN_ONLY, GeneralizedRCNN
 
 INVALID = -1.0  # score of an empty entry; every real score is a probability >= 0
@@ -96,30 +96,42 @@ class ExportableDetector(nn.Module):
             result = pooled if result is None else torch.where(levels == level, pooled, result)
         return result
 
+    def _level_anchors(self, anchor_generator, features, index: Tensor) -> Tensor:
+        """The anchors at ``index`` [B, L, K] (each level's flattened anchor order) -> [B, L, K, 4],
+        computed from the indices for all levels at once (:func:`models.detection_ops.anchors_at`
+        with per-level widths, strides and cells), never as a grid."""
+        cells = list(anchor_generator.cell_anchors)
+        widths = torch.stack([torch.scalar_tensor(f.shape[-1], dtype=torch.int64) for f in features]).reshape(1, -1, 1)
+        strides = torch.tensor(anchor_generator.strides, dtype=torch.float32).reshape(1, -1, 1)
+        a = cells[0].shape[0]  # upstream's shared head predicts the same anchors per location on every level
+        level = torch.arange(len(cells), device=index.device).reshape(1, -1, 1)
+        return anchors_at(torch.cat(cells), index, widths, strides, a, offset=level * a)
+
     def _rpn(self, features, image_sizes):
         rpn, s = self.detector.rpn, self.detector.rpn.settings
         logits, deltas = rpn.head(features)
-        anchors = rpn.anchor_generator(features)
         b = image_sizes.shape[0]
-        boxes_l, scores_l, index_l = [], [], []
-        for level_anchors, level_logits, level_deltas in zip(anchors, logits, deltas):
+        top_l, index_l, deltas_l = [], [], []
+        for level_logits, level_deltas in zip(logits, deltas):
             scores = flatten_predictions(level_logits, 1).reshape(b, -1).sigmoid()
             top, index = _topk_padded(scores, s.pre_nms_top_n)
-            boxes = decode_boxes(_gather_rows(flatten_predictions(level_deltas, 4), index), level_anchors[index],
-                                 RPN_BOX_WEIGHTS)
-            boxes = clip_boxes(boxes, image_sizes)
-            valid = (top >= 0) & large_enough(boxes, s.min_size)
-            boxes_l.append(boxes)
-            scores_l.append(torch.where(valid, top, torch.full_like(top, INVALID)))
-            index_l.append(torch.where(valid, index, torch.full_like(index, -1)))
-        boxes, scores = torch.stack(boxes_l, 1), torch.stack(scores_l, 1)  # [B, L, K, 4], [B, L, K]
+            top_l.append(top)
+            index_l.append(index)
+            deltas_l.append(_gather_rows(flatten_predictions(level_deltas, 4), index))
+        # Every level now has k candidates: the rest runs once on [B, L, K(, 4)].
+        top, index = torch.stack(top_l, 1), torch.stack(index_l, 1)
+        anchors = self._level_anchors(rpn.anchor_generator, features, index)
+        boxes = clip_boxes(decode_boxes(torch.stack(deltas_l, 1), anchors, RPN_BOX_WEIGHTS), image_sizes)
+        valid = (top >= 0) & large_enough(boxes, s.min_size)
+        scores = torch.where(valid, top, torch.full_like(top, INVALID))
+        index = torch.where(valid, index, torch.full_like(index, -1))
         levels, k = boxes.shape[1], boxes.shape[2]
         keep = nms_keep(boxes.reshape(b * levels, k, 4), scores.reshape(b * levels, k), s.nms_thresh,
                         s.post_nms_top_n, _NMS_SCORE_FLOOR).reshape(b, levels, k)
         kept = torch.where(keep, scores, torch.full_like(scores, INVALID)).reshape(b, levels * k)
-        top, index = kept.topk(min(self.shape.proposals, levels * k), dim=1, sorted=True)
-        proposals = _gather_rows(boxes.reshape(b, levels * k, 4), index)
-        debug = (boxes, scores, torch.stack(index_l, 1), proposals, top)
+        top, order = kept.topk(min(self.shape.proposals, levels * k), dim=1, sorted=True)
+        proposals = _gather_rows(boxes.reshape(b, levels * k, 4), order)
+        debug = (boxes, scores, index, proposals, top)
         return proposals, top, debug
 
     def _box_head(self, features, proposals, proposal_scores, image_sizes):
@@ -163,25 +175,29 @@ class ExportableDetector(nn.Module):
         net = self.detector.rpn
         s = net.settings
         box_cls, box_regression = net.head(features)
-        anchors = net.anchor_generator(features)
         b = image_sizes.shape[0]
-        boxes_l, scores_l, labels_l, index_l = [], [], [], []
-        for level_anchors, cls, regression in zip(anchors, box_cls, box_regression):
+        top_l, index_l, deltas_l = [], [], []
+        c = 1
+        for cls, regression in zip(box_cls, box_regression):
             a = regression.shape[1] // 4
             c = cls.shape[1] // a
             scores = flatten_predictions(cls, c).sigmoid().reshape(b, -1)  # [B, HWA*C], anchor-major
             candidates = torch.where(scores > s.pre_nms_thresh, scores, torch.full_like(scores, INVALID))
             top, index = _topk_padded(candidates, s.pre_nms_top_n)
-            location = torch.div(index, c, rounding_mode="floor")
-            boxes = decode_boxes(_gather_rows(flatten_predictions(regression, 4), location), level_anchors[location],
-                                 s.weights)
-            boxes = clip_boxes(boxes, image_sizes)
-            valid = (top > s.pre_nms_thresh) & large_enough(boxes, s.min_size)
-            boxes_l.append(boxes)
-            scores_l.append(torch.where(valid, top, torch.full_like(top, INVALID)))
-            labels_l.append(index - location * c + 1)
-            index_l.append(torch.where(valid, index, torch.full_like(index, -1)))
-        boxes, scores, labels = torch.cat(boxes_l, 1), torch.cat(scores_l, 1), torch.cat(labels_l, 1)  # [B, N]
+            top_l.append(top)
+            index_l.append(index)
+            deltas_l.append(_gather_rows(flatten_predictions(regression, 4), torch.div(index, c, rounding_mode="floor")))
+        # Every level now has k candidates: the rest runs once on [B, L, K(, 4)].
+        top, index = torch.stack(top_l, 1), torch.stack(index_l, 1)
+        location = torch.div(index, c, rounding_mode="floor")
+        anchors = self._level_anchors(net.anchor_generator, features, location)
+        boxes = clip_boxes(decode_boxes(torch.stack(deltas_l, 1), anchors, s.weights), image_sizes)
+        valid = (top > s.pre_nms_thresh) & large_enough(boxes, s.min_size)
+        level_scores = torch.where(valid, top, torch.full_like(top, INVALID))
+        level_index = torch.where(valid, index, torch.full_like(index, -1))
+        k = s.pre_nms_top_n
+        boxes, scores = boxes.reshape(b, -1, 4), level_scores.reshape(b, -1)  # [B, N(, 4)], N = L * k
+        labels = (index - location * c + 1).reshape(b, -1)
         n = boxes.shape[1]
         classes = self.shape.num_classes - 1
         wanted = torch.arange(1, classes + 1, device=labels.device).reshape(1, classes, 1)
@@ -190,11 +206,10 @@ class ExportableDetector(nn.Module):
         fold_boxes = boxes.unsqueeze(1).expand(b, classes, n, 4).reshape(b * classes, n, 4)
         keep = nms_keep(fold_boxes, fold_scores, s.nms_thresh, n, _NMS_SCORE_FLOOR)
         kept = torch.where(keep, fold_scores, torch.full_like(fold_scores, INVALID)).reshape(b, classes * n)
-        top, index = kept.topk(min(self.shape.detections, classes * n), dim=1, sorted=True)
-        within = index - torch.div(index, n, rounding_mode="floor") * n
-        k = s.pre_nms_top_n
-        debug = (boxes.reshape(b, -1, k, 4), scores.reshape(b, -1, k), torch.stack(index_l, 1))
-        return _gather_rows(boxes, within), top, torch.div(index, n, rounding_mode="floor") + 1, debug
+        top, order = kept.topk(min(self.shape.detections, classes * n), dim=1, sorted=True)
+        within = order - torch.div(order, n, rounding_mode="floor") * n
+        debug = (boxes.reshape(b, -1, k, 4), level_scores, level_index)
+        return _gather_rows(boxes, within), top, torch.div(order, n, rounding_mode="floor") + 1, debug
 
     # -- the graph ---------------------------------------------------------------------------
 

@@ -119,13 +119,21 @@ def config_has_dcn(cfg) -> bool:
 CONV_BODY_KEY = "MODEL.BACKBONE.CONV_BODY"
 
 
-def resolve_body(body: Optional[str], config_file: Optional[str] = None, opts: Sequence = ()) -> tuple[str, list]:
+def resolve_body(body: Optional[str], config_file: Optional[str] = None, opts: Sequence = (), *,
+                 detector: bool = False) -> tuple[str, list]:
     """The body to build and the ``KEY VALUE`` opts left, from ``BODY``, the config file's
     MODEL.BACKBONE.CONV_BODY and a MODEL.BACKBONE.CONV_BODY among ``opts``: each may be left out,
     but two that name different bodies are a DeformRTError (upstream's tools take the body from the
-    config; a BODY that silently replaced it would export another model than the config describes)."""
-    from models.config import config_file_body
+    config; a BODY that silently replaced it would export another model than the config describes).
 
+    ``detector``: the config file describes a whole detector and is required; one that sets no body
+    names upstream's default (R-50-C4, as upstream's C4 configs rely on), so its heads and its body
+    can never be two different models."""
+    from models.config import config_file_body, default_conv_body
+
+    if detector and config_file is None:
+        raise DeformRTError("--detector needs --config-file: the detector's maskrcnn-benchmark YAML (e.g. "
+                            "e2e_mask_rcnn_R_50_FPN_1x.yaml) describes its heads as well as its body")
     opts = list(opts)
     named = []  # (where, body)
     if body is not None:
@@ -134,6 +142,8 @@ def resolve_body(body: Optional[str], config_file: Optional[str] = None, opts: S
         in_file = config_file_body(config_file)
         if in_file is not None:
             named.append((f"{CONV_BODY_KEY} in {Path(config_file).name}", in_file))
+        elif detector:
+            named.append((f"{Path(config_file).name} (no {CONV_BODY_KEY}: upstream's default)", default_conv_body()))
     for i in range(0, len(opts) - 1, 2):
         if opts[i] == CONV_BODY_KEY:
             named.append((f"KEY VALUE {CONV_BODY_KEY}", str(opts[i + 1])))
@@ -152,16 +162,19 @@ def resolve_body(body: Optional[str], config_file: Optional[str] = None, opts: S
     return first, opts
 
 
-def load_config(body: Optional[str] = None, config_file: Optional[str] = None, opts: Sequence = ()):
+def load_config(body: Optional[str] = None, config_file: Optional[str] = None, opts: Sequence = (), *,
+                detector: bool = False):
     """The frozen config for ``body`` (models.config.get_cfg: defaults, file, body preset, opts).
 
     With a config file ``body`` may be None: the file's MODEL.BACKBONE.CONV_BODY is used, with its
     preset, exactly as if it had been given (see :func:`resolve_body`, which also refuses two
-    different bodies). Without either, upstream's default body is built."""
-    if body is None and config_file is None and not any(str(o) == CONV_BODY_KEY for o in list(opts)[0::2]):
+    different bodies). Without either, upstream's default body is built. ``detector``: the whole
+    detector's config (``get_cfg(detector=True)``), from a config file (required)."""
+    if (not detector and body is None and config_file is None
+            and not any(str(o) == CONV_BODY_KEY for o in list(opts)[0::2])):
         return get_cfg(opts=list(opts))
-    body, opts = resolve_body(body, config_file, opts)
-    return get_cfg(conv_body=body, config_file=config_file, opts=opts)
+    body, opts = resolve_body(body, config_file, opts, detector=detector)
+    return get_cfg(conv_body=body, config_file=config_file, opts=opts, detector=detector)
 
 
 def build_model(cfg, weights: Optional[str] = None, seed: int = DEFAULT_SEED,
@@ -185,12 +198,13 @@ def build_model(cfg, weights: Optional[str] = None, seed: int = DEFAULT_SEED,
     return BuiltModel(model, cfg, Path(weights).name, sha, report.summary(), seed)
 
 
-def config_from_metadata(meta: ExportMetadata):
-    """The exact config an export was made with (its ``deformrt.config`` YAML read back)."""
+def config_from_metadata(meta: ExportMetadata, detector: bool = False):
+    """The exact config an export was made with (its ``deformrt.config`` YAML read back;
+    ``detector``: a whole detector's)."""
     with tempfile.TemporaryDirectory(prefix="deformrt-cfg-") as tmp:
         cfg_path = Path(tmp) / "config.yaml"
         cfg_path.write_text(meta.config, encoding="utf-8")
-        return get_cfg(config_file=str(cfg_path))
+        return get_cfg(config_file=str(cfg_path), detector=detector)
 
 
 def rebuild_model(meta: ExportMetadata, weights: Optional[str] = None) -> nn.Module:

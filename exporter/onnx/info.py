@@ -98,7 +98,7 @@ def format_info(info: dict) -> str:
         f"nodes:       {info['nodes']} (" + ", ".join(f"{op} {c}" for op, c in info["op_counts"].items()) + ")",
         "custom ops:  " + (", ".join(f"{c['domain']}.{c['op_type']} x{c['count']}" for c in info["custom_ops"])
                            or "none"),
-        *([f"DCN weights: " + ", ".join(f"{layout} x{c}" for layout, c in info["dcn_weight_layouts"].items())]
+        *(["DCN weights: " + ", ".join(f"{layout} x{c}" for layout, c in info["dcn_weight_layouts"].items())]
           if info["dcn_weight_layouts"] else []),
         "inputs:",
         *(f"  {t['name']}: {t['dtype']} {_shape(t['shape'])}" for t in info["inputs"]),

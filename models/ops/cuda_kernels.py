@@ -32,6 +32,14 @@ class ConvDesc(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64) for name in DESC_FIELDS]
 
 
+class TcPlan(ctypes.Structure):
+    """DeformrtTcPlan (include/deformrt/deformConvHost.h): a launch of the tensor-core kernel."""
+    _fields_ = [(name, ctypes.c_int32) for name in ("shape", "mExtent", "splitK", "stepsPerSplit", "nTiles", "bm",
+                                                     "bn", "reserved")] + \
+        [(name, ctypes.c_int64) for name in ("mTiles", "ctas", "sharedBytes")] + \
+        [(name, ctypes.c_double) for name in ("waveEfficiency", "modelClocks")]
+
+
 def make_desc(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Optional[Tensor],
               stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
               weight_layout: str = "OIHW") -> ConvDesc:
@@ -87,8 +95,12 @@ def declare_host_api(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.deformrt_dcn_forward_nhwc_host.restype = ctypes.c_int32
     lib.deformrt_dcn_tc_shared_bytes.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32]
     lib.deformrt_dcn_tc_shared_bytes.restype = ctypes.c_int64
-    lib.deformrt_dcn_tc_tile_shape.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32]
-    lib.deformrt_dcn_tc_tile_shape.restype = ctypes.c_int32
+    lib.deformrt_dcn_tc_plan.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32, ctypes.c_int64, ctypes.c_int64,
+                                         ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, ctypes.POINTER(TcPlan)]
+    lib.deformrt_dcn_tc_plan.restype = ctypes.c_int32
+    lib.deformrt_dcn_forward_nhwc_host_plan.argtypes = [ctypes.POINTER(ConvDesc)] + [ctypes.c_void_p] * 7 + [
+        ctypes.c_uint64, ctypes.POINTER(TcPlan)]
+    lib.deformrt_dcn_forward_nhwc_host_plan.restype = ctypes.c_int32
     lib.deformrt_mma_m16n8k16_emulate.argtypes = [ctypes.c_void_p] * 4
     lib.deformrt_mma_m16n8k16_emulate.restype = None
     lib.deformrt_float_to_half.argtypes = [ctypes.c_float]

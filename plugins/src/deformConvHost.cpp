@@ -58,138 +58,212 @@ namespace tchost
 {
 using namespace deformrt::tc;
 
-//! SM count the CPU build assumes when it picks a tile shape (an H100 SXM), so that it runs the shape
-//! a batch-1 H100 launch would.
-constexpr int32_t kAssumedSmCount = 132;
-
-//! One CTA of the tensor-core kernel, phase by phase (the order of deformConvTensorCore.cu's kernel).
+//! Per-thread state of one CTA on the CPU: accumulators and the gather's staged corners.
 template <class Shape>
-void runCta(TcGeometry const& t, TcTensors const& p, TcTile const& tile, SharedView const& s,
-    std::vector<Accumulators<Shape>>& acc)
+struct CtaState
 {
-    std::fill(acc.begin(), acc.end(), Accumulators<Shape>{});
-    int32_t const taps = t.g.taps;
-    for (int32_t tid = 0; tid < kThreads; ++tid)
+    std::vector<Accumulators<Shape>> acc;
+    std::vector<Staged<Shape>> staged;
+    CtaState()
+        : acc(Shape::Threads)
+        , staged(Shape::Threads)
     {
-        prologue<Shape>(t, p, tile, chunkOffsetGroup(t, tile.grp, 0), tid, s);
     }
-    for (int32_t tid = 0; tid < kThreads; ++tid)
+};
+
+//! The MMAs of phase ``phase`` of buffer ``stage`` (deformConvTensorCore.cu's mmaPhase), one warp at a
+//! time: every lane's fragments first (the PTX ISA's per-lane formulas), then the warp-wide mma through its
+//! emulation.
+template <class Shape>
+void mmaPhase(SharedView const& s, TcTile const& tile, int32_t stage, int32_t phase, CtaState<Shape>& cta)
+{
+    unsigned char const* const a = s.a + stage * s.aStageBytes;
+    unsigned char const* const b = s.b + stage * s.bStageBytes;
+    int32_t const kk = phase / Shape::PartsPerSlice;
+    int32_t const columns = Shape::NT / Shape::PartsPerSlice;
+    int32_t const firstColumn = phase % Shape::PartsPerSlice * columns;
+    for (int32_t warp = 0; warp < Shape::Threads / kWarpSize; ++warp)
     {
-        gatherA<Shape>(t, p, tile, 0, 0, 0, tid, s);
-        loadB<Shape>(t, p, tile, 0, 0, tid, s);
-    }
-    for (int32_t step = 0; step < t.steps; ++step)
-    {
-        int32_t const next = step + 1;
-        if (next < t.steps)
+        WarpPlace const w = warpPlace<Shape>(warp * kWarpSize);
+        if (!warpActive(tile, w))
         {
-            int32_t const chunk = next / taps;
-            int32_t const og = chunkOffsetGroup(t, tile.grp, chunk);
-            if (og != chunkOffsetGroup(t, tile.grp, step / taps))
-            {
-                for (int32_t tid = 0; tid < kThreads; ++tid)
-                {
-                    prologue<Shape>(t, p, tile, og, tid, s);
-                }
-            }
-            for (int32_t tid = 0; tid < kThreads; ++tid)
-            {
-                gatherA<Shape>(t, p, tile, chunk, next - chunk * taps, next & 1, tid, s);
-                loadB<Shape>(t, p, tile, next, next & 1, tid, s);
-            }
+            continue;
         }
-        // The MMA phase, one warp at a time: every lane's fragments first, then the warp-wide mma.
-        for (int32_t warp = 0; warp < kThreads / kWarpSize; ++warp)
+        for (int32_t mi = 0; mi < Shape::MT; ++mi)
         {
-            for (int32_t k16 = 0; k16 < t.stepK / 16; ++k16)
+            FragA fa[kWarpSize];
+            for (int32_t lane = 0; lane < kWarpSize; ++lane)
             {
-                FragA a[Shape::MT][kWarpSize];
-                FragB b[Shape::NT][kWarpSize];
+                fa[lane] = loadFragA(a, w.warpRow0 + 16 * mi, 16 * kk, lane);
+            }
+            for (int32_t ni = firstColumn; ni < firstColumn + columns; ++ni)
+            {
+                FragB fb[kWarpSize];
+                FragC c[kWarpSize];
+                FragC d[kWarpSize];
                 for (int32_t lane = 0; lane < kWarpSize; ++lane)
                 {
-                    FragA la[Shape::MT];
-                    FragB lb[Shape::NT];
-                    loadFragments<Shape>(s, step & 1, warpPlace<Shape>(warp * kWarpSize + lane), k16, la, lb);
-                    for (int32_t mi = 0; mi < Shape::MT; ++mi)
-                    {
-                        a[mi][lane] = la[mi];
-                    }
-                    for (int32_t ni = 0; ni < Shape::NT; ++ni)
-                    {
-                        b[ni][lane] = lb[ni];
-                    }
+                    fb[lane] = loadFragB(b, w.warpCol0 + 8 * ni, 16 * kk, lane);
+                    c[lane] = cta.acc[warp * kWarpSize + lane].c[mi][ni];
                 }
-                for (int32_t mi = 0; mi < Shape::MT; ++mi)
+                emulateMmaM16N8K16(fa, fb, c, d);
+                for (int32_t lane = 0; lane < kWarpSize; ++lane)
                 {
-                    for (int32_t ni = 0; ni < Shape::NT; ++ni)
-                    {
-                        FragC c[kWarpSize];
-                        FragC d[kWarpSize];
-                        for (int32_t lane = 0; lane < kWarpSize; ++lane)
-                        {
-                            c[lane] = acc[warp * kWarpSize + lane].c[mi][ni];
-                        }
-                        emulateMmaM16N8K16(a[mi], b[ni], c, d);
-                        for (int32_t lane = 0; lane < kWarpSize; ++lane)
-                        {
-                            acc[warp * kWarpSize + lane].c[mi][ni] = d[lane];
-                        }
-                    }
+                    cta.acc[warp * kWarpSize + lane].c[mi][ni] = d[lane];
                 }
             }
         }
     }
-    for (int32_t tid = 0; tid < kThreads; ++tid)
+}
+
+//! One gather phase for every thread: the loads, optionally a K slice's MMAs, then the blend (the order
+//! of deformConvTensorCore.cu's runSegment).
+template <class Shape>
+void gatherPhase(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int32_t chunk, int32_t tap,
+    int32_t phase, int32_t stage, SharedView const& s, CtaState<Shape>& cta, int32_t mmaStage)
+{
+    for (int32_t tid = 0; tid < Shape::Threads; ++tid)
     {
-        epilogue<Shape>(t, p, tile, tid, acc[tid]);
+        gatherLoads<Shape, false>(t, p, tile, chunk, tap, phase, tid, s, cta.staged[tid]);
+    }
+    if (mmaStage >= 0)
+    {
+        mmaPhase<Shape>(s, tile, mmaStage, phase, cta);
+    }
+    for (int32_t tid = 0; tid < Shape::Threads; ++tid)
+    {
+        gatherBlend<Shape>(tile, tap, phase, stage, tid, s, cta.staged[tid]);
+    }
+}
+
+//! Steps [first, last) of one offset group (deformConvTensorCore.cu's runSegment, phase by phase).
+template <class Shape>
+void runSegment(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int32_t first, int32_t last,
+    SharedView const& s, CtaState<Shape>& cta)
+{
+    int32_t const taps = t.g.taps;
+    int32_t chunk = first / taps;
+    int32_t tap = first - chunk * taps;
+    for (int32_t tid = 0; tid < Shape::Threads; ++tid)
+    {
+        prologue<Shape>(t, p, tile, chunkOffsetGroup(t, tile.grp, chunk), tid, s);
+    }
+    for (int32_t tid = 0; tid < Shape::Threads; ++tid)
+    {
+        loadBDirect<Shape>(t, p, tile, chunk, tap, 0, tid, s);
+    }
+    for (int32_t phase = 0; phase < Shape::Phases; ++phase)
+    {
+        gatherPhase<Shape>(t, p, tile, chunk, tap, phase, 0, s, cta, -1);
+    }
+    int32_t stage = 0;
+    for (int32_t step = first; step + 1 < last; ++step)
+    {
+        int32_t nextTap = tap + 1;
+        int32_t nextChunk = chunk;
+        if (nextTap == taps)
+        {
+            nextTap = 0;
+            ++nextChunk;
+        }
+        for (int32_t tid = 0; tid < Shape::Threads; ++tid)
+        {
+            loadBDirect<Shape>(t, p, tile, nextChunk, nextTap, stage ^ 1, tid, s);
+        }
+        for (int32_t phase = 0; phase < Shape::Phases; ++phase)
+        {
+            gatherPhase<Shape>(t, p, tile, nextChunk, nextTap, phase, stage ^ 1, s, cta, stage);
+        }
+        stage ^= 1;
+        chunk = nextChunk;
+        tap = nextTap;
+    }
+    for (int32_t phase = 0; phase < Shape::Phases; ++phase)
+    {
+        mmaPhase<Shape>(s, tile, stage, phase, cta);
+    }
+}
+
+//! One CTA (deformConvTensorCore.cu's kernel).
+template <class Shape>
+void runCta(TcGeometry const& t, TcTensors const& p, TcTile const& tile, SharedView const& s, CtaState<Shape>& cta)
+{
+    std::fill(cta.acc.begin(), cta.acc.end(), Accumulators<Shape>{});
+    for (int32_t first = tile.stepBegin; first < tile.stepEnd;)
+    {
+        int32_t const last = segmentEnd(t, tile, first);
+        runSegment<Shape>(t, p, tile, first, last, s, cta);
+        first = last;
+    }
+    for (int32_t tid = 0; tid < Shape::Threads; ++tid)
+    {
+        epilogue<Shape>(t, p, tile, tid, cta.acc[tid]);
     }
 }
 
 template <class Shape>
-void runGrid(TcGeometry const& t, TcTensors const& p)
+void runGrid(TcGeometry const& t, TcTensors const& p, TcPlan const& plan)
 {
-    SharedLayout const layout = sharedLayout(Shape::BM, Shape::BN, t.g.taps, t.stepK);
+    SharedLayout const layout = sharedLayout(Shape::BM, Shape::BN, t.g.taps);
     // max_align_t storage: 16-byte aligned like the GPU's dynamic shared memory.
     std::vector<std::max_align_t> storage(size_t(layout.bytes) / sizeof(std::max_align_t) + 1);
     SharedView const s = sharedView(reinterpret_cast<unsigned char*>(storage.data()), layout);
-    std::vector<Accumulators<Shape>> acc(kThreads);
-    for (int32_t grp = 0; grp < t.g.group; ++grp)
+    CtaState<Shape> cta;
+    for (int32_t bz = 0; bz < t.g.group; ++bz)
     {
-        for (int32_t n0 = 0; n0 < t.g.cOutPerGroup; n0 += Shape::BN)
+        for (int32_t by = 0; by < plan.nTiles * plan.splitK; ++by)
         {
-            for (int64_t m0 = 0; m0 < t.g.cols; m0 += Shape::BM)
+            for (int64_t bx = 0; bx < plan.mTiles; ++bx)
             {
-                runCta<Shape>(t, p, TcTile{grp, m0, n0}, s, acc);
+                runCta<Shape>(t, p, makeTile(t, plan, Shape::BN, bx, by, bz), s, cta);
             }
         }
     }
 }
 
-//! The tensor-core forward pass on the CPU; ``shape`` < 0 picks it as the GPU launcher would.
-//! Returns false when the kernel does not apply to the problem or the shape does not fit.
-bool forwardTensorCoreHost(TcGeometry const& t, TcTensors p, int32_t shape)
+//! The tensor-core forward pass on the CPU with ``plan`` (choosePlan's, or a forced one); ``partial``
+//! is the workspace's partial-sum region. Returns false when the plan does not apply to the problem.
+bool forwardTensorCoreHost(TcGeometry const& t, TcTensors p, TcPlan const& plan, float* partial)
 {
-    if (!tensorCoreApplies(t))
+    if (!tensorCoreApplies(t) || plan.shape < 0 || plan.shape >= kTileShapes
+        || !shapeFits(t, plan.shape, kAssumedDevice) || plan.mExtent < kWarpRows || plan.mExtent % kWarpRows != 0
+        || plan.mExtent > kTileBM[plan.shape] || plan.splitK < 1 || (plan.splitK > 1 && partial == nullptr))
     {
         return false;
     }
-    if (shape < 0)
-    {
-        shape = chooseTileShape(t, kAssumedSmCount, kMaxSharedBytes);
-    }
-    if (shape < 0 || shape >= kTileShapes || sharedBytes(t, shape) > kMaxSharedBytes)
+    TcPlan const checked = makePlan(t, plan.shape, plan.mExtent, plan.splitK);
+    if (checked.splitK != plan.splitK || checked.stepsPerSplit != plan.stepsPerSplit
+        || checked.nTiles != plan.nTiles || checked.mTiles != plan.mTiles)
     {
         return false;
     }
-    p.vectorGather = vectorGatherApplies(t, p.x);
-    p.vectorWeight = vectorWeightApplies(t, p.weight);
-    switch (shape)
+    p.vector = vectorApplies(t, p.x, p.weight);
+    p.partial = plan.splitK > 1 ? partial : nullptr;
+    p.pairedOutput = pairedOutputApplies(t, p);
+    switch (plan.shape)
     {
-    case 0: runGrid<TileLarge>(t, p); break;
-    case 1: runGrid<TileMedium>(t, p); break;
-    default: runGrid<TileSmall>(t, p); break;
+    case 0: runGrid<TileN256>(t, p, plan); break;
+    case 1: runGrid<TileN128>(t, p, plan); break;
+    default: runGrid<TileN64>(t, p, plan); break;
+    }
+    if (plan.splitK > 1)
+    {
+        for (int64_t row = 0; row < t.g.cols; ++row)
+        {
+            for (int32_t co = 0; co < t.g.cOut; co += 4)
+            {
+                int32_t const count = t.g.cOut - co < 4 ? t.g.cOut - co : 4;
+                splitKReduce(t.g, plan.splitK, partial, p.bias, p.y, p.outputNhwc, false, row, co, count);
+            }
+        }
     }
     return true;
+}
+
+//! The plan for ``desc`` on the assumed H100, with parts of it optionally forced (choosePlan).
+TcPlan hostPlan(TcGeometry const& t, int32_t shape = -1, int32_t mExtent = 0, int32_t splitK = 0)
+{
+    return choosePlan(t, kAssumedDevice, partialBytes(t.g), shape, mExtent, splitK);
 }
 
 //! The weight as OHWI: ``weight`` itself, or its transpose written to ``scratch`` (as the CUDA build's
@@ -208,6 +282,19 @@ uint16_t const* ohwiWeightHost(DcnGeometry const& g, void const* weight, void* s
         ohwi[e] = oihw[ohwiSourceIndex(g, e)];
     }
     return ohwi;
+}
+
+//! The NHWC forward pass on ``workspace`` laid out as nhwcWorkspaceBytes (the CUDA build's forwardNhwc).
+bool forwardNhwcHost(TcGeometry const& t, TcPlan const& plan, uint16_t const* xNhwc, void const* weight,
+    void const* offset, void const* bias, void const* mask, void* y, bool outputNhwc, unsigned char* workspace)
+{
+    DcnGeometry const& g = t.g;
+    TcTensors const p{xNhwc, ohwiWeightHost(g, weight, workspace), static_cast<uint16_t const*>(offset),
+        g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
+        g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(y), nullptr, outputNhwc,
+        false, false};
+    auto* const partial = reinterpret_cast<float*>(workspace + weightTransposeBytes(g));
+    return forwardTensorCoreHost(t, p, plan, partialBytes(g) > 0 ? partial : nullptr);
 }
 
 //! The caller's workspace, or (``workspace`` null) storage of ``bytes`` owned by ``own``; null when the
@@ -264,7 +351,7 @@ uint64_t deformrt_dcn_nhwc_workspace_size(DeformrtConvDesc const* desc)
     {
         return 0;
     }
-    return deformrt::tc::weightTransposeBytes(deformrt::makeGeometry(*desc));
+    return deformrt::tc::nhwcWorkspaceBytes(deformrt::makeGeometry(*desc));
 }
 
 int32_t deformrt_dcn_nhwc_supported(DeformrtConvDesc const* desc)
@@ -273,11 +360,7 @@ int32_t deformrt_dcn_nhwc_supported(DeformrtConvDesc const* desc)
     {
         return 0;
     }
-    namespace tc = deformrt::tc;
-    tc::TcGeometry const t = tc::makeTcGeometry(deformrt::makeGeometry(*desc));
-    return tc::tensorCoreApplies(t) && tc::chooseTileShape(t, deformrt::tchost::kAssumedSmCount, tc::kMaxSharedBytes) >= 0
-        ? 1
-        : 0;
+    return deformrt::tchost::hostPlan(deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc))).shape >= 0 ? 1 : 0;
 }
 
 int32_t deformrt_dcn_forward_host(DeformrtConvDesc const* desc, int32_t dtype, void const* x, void const* weight,
@@ -307,13 +390,9 @@ int32_t deformrt_dcn_forward_host(DeformrtConvDesc const* desc, int32_t dtype, v
         if (tc::nchwWorkspaceBytes(g) > 0 && tc::tensorCoreApplies(t))
         {
             auto* const xNhwc = static_cast<uint16_t*>(staging);
-            void* const weightScratch = static_cast<unsigned char*>(staging) + tc::inputStagingBytes(g);
             deformrt::tchost::toNhwcHost(static_cast<uint16_t const*>(x), xNhwc, g.n, g.c, int64_t(g.h) * g.w);
-            tc::TcTensors const p{xNhwc, deformrt::tchost::ohwiWeightHost(g, weight, weightScratch),
-                static_cast<uint16_t const*>(offset), g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
-                g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(y), false, false,
-                false};
-            if (deformrt::tchost::forwardTensorCoreHost(t, p, -1))
+            if (deformrt::tchost::forwardNhwcHost(t, deformrt::tchost::hostPlan(t), xNhwc, weight, offset, bias, mask,
+                    y, false, static_cast<unsigned char*>(staging) + tc::inputStagingBytes(g)))
             {
                 return 0;
             }
@@ -341,14 +420,14 @@ int32_t deformrt_dcn_forward_tiled_host(DeformrtConvDesc const* desc, int32_t dt
     }
 }
 
-int32_t deformrt_dcn_forward_nhwc_host(DeformrtConvDesc const* desc, void const* xNhwc, void const* weight,
-    void const* offset, void const* bias, void const* mask, void* yNhwc, void* workspace, uint64_t workspaceBytes,
-    int32_t tileShape)
+namespace
 {
-    if (!deformrt::callIsValid(desc, xNhwc, weight, offset, bias, mask, yNhwc))
-    {
-        return 1;
-    }
+
+//! The NHWC entry on the CPU with ``plan``.
+int32_t forwardNhwcWithPlan(DeformrtConvDesc const* desc, void const* xNhwc, void const* weight, void const* offset,
+    void const* bias, void const* mask, void* yNhwc, void* workspace, uint64_t workspaceBytes,
+    deformrt::tc::TcPlan const& plan)
+{
     deformrt::DcnGeometry const g = deformrt::makeGeometry(*desc);
     std::vector<std::max_align_t> own;
     void* const scratch
@@ -357,11 +436,68 @@ int32_t deformrt_dcn_forward_nhwc_host(DeformrtConvDesc const* desc, void const*
     {
         return 1;
     }
-    deformrt::tc::TcTensors const p{static_cast<uint16_t const*>(xNhwc),
-        deformrt::tchost::ohwiWeightHost(g, weight, scratch), static_cast<uint16_t const*>(offset),
-        g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
-        g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(yNhwc), true, false, false};
-    return deformrt::tchost::forwardTensorCoreHost(deformrt::tc::makeTcGeometry(g), p, tileShape) ? 0 : 1;
+    return deformrt::tchost::forwardNhwcHost(deformrt::tc::makeTcGeometry(g), plan,
+               static_cast<uint16_t const*>(xNhwc), weight, offset, bias, mask, yNhwc, true,
+               static_cast<unsigned char*>(scratch))
+        ? 0
+        : 1;
+}
+
+DeformrtTcPlan toCPlan(deformrt::tc::TcGeometry const& t, deformrt::tc::TcPlan const& plan,
+    deformrt::tc::TcDevice const& device)
+{
+    DeformrtTcPlan out{};
+    out.shape = plan.shape;
+    if (plan.shape < 0)
+    {
+        return out;
+    }
+    deformrt::tc::PlanCost const cost = deformrt::tc::planCost(t, plan, device);
+    out.mExtent = plan.mExtent;
+    out.splitK = plan.splitK;
+    out.stepsPerSplit = plan.stepsPerSplit;
+    out.nTiles = plan.nTiles;
+    out.mTiles = plan.mTiles;
+    out.ctas = cost.ctas;
+    out.waveEfficiency = cost.waveEfficiency;
+    out.modelClocks = cost.clocks;
+    out.sharedBytes = deformrt::tc::sharedBytes(t, plan.shape);
+    out.bm = deformrt::tc::kTileBM[plan.shape];
+    out.bn = deformrt::tc::kTileBN[plan.shape];
+    return out;
+}
+
+} // namespace
+
+int32_t deformrt_dcn_forward_nhwc_host(DeformrtConvDesc const* desc, void const* xNhwc, void const* weight,
+    void const* offset, void const* bias, void const* mask, void* yNhwc, void* workspace, uint64_t workspaceBytes,
+    int32_t tileShape)
+{
+    if (!deformrt::callIsValid(desc, xNhwc, weight, offset, bias, mask, yNhwc))
+    {
+        return 1;
+    }
+    deformrt::tc::TcGeometry const t = deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc));
+    return forwardNhwcWithPlan(desc, xNhwc, weight, offset, bias, mask, yNhwc, workspace, workspaceBytes,
+        deformrt::tchost::hostPlan(t, tileShape < 0 ? -1 : tileShape));
+}
+
+int32_t deformrt_dcn_forward_nhwc_host_plan(DeformrtConvDesc const* desc, void const* xNhwc, void const* weight,
+    void const* offset, void const* bias, void const* mask, void* yNhwc, void* workspace, uint64_t workspaceBytes,
+    DeformrtTcPlan const* plan)
+{
+    if (!deformrt::callIsValid(desc, xNhwc, weight, offset, bias, mask, yNhwc) || plan == nullptr)
+    {
+        return 1;
+    }
+    deformrt::tc::TcPlan p{};
+    p.shape = plan->shape;
+    p.mExtent = plan->mExtent;
+    p.splitK = plan->splitK;
+    p.stepsPerSplit = plan->stepsPerSplit;
+    p.nTiles = plan->nTiles;
+    p.mTiles = plan->mTiles;
+    return forwardNhwcWithPlan(desc, xNhwc, weight, offset, bias, mask, yNhwc, workspace, workspaceBytes, p);
 }
 
 int64_t deformrt_dcn_tc_shared_bytes(DeformrtConvDesc const* desc, int32_t tileShape)
@@ -374,16 +510,18 @@ int64_t deformrt_dcn_tc_shared_bytes(DeformrtConvDesc const* desc, int32_t tileS
     return deformrt::tc::sharedBytes(deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc)), tileShape);
 }
 
-int32_t deformrt_dcn_tc_tile_shape(DeformrtConvDesc const* desc, int32_t smCount)
+int32_t deformrt_dcn_tc_plan(DeformrtConvDesc const* desc, int32_t smCount, int64_t sharedOptInBytes,
+    int64_t l2Bytes, int32_t tileShape, int32_t mExtent, int32_t splitK, DeformrtTcPlan* plan)
 {
-    if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr)
+    if (desc == nullptr || plan == nullptr || deformrt::describeInvalid(*desc) != nullptr || smCount < 1)
     {
-        return -1;
+        return 1;
     }
-    deformrt::tc::TcGeometry const t = deformrt::tc::makeTcGeometry(deformrt::makeGeometry(*desc));
-    return deformrt::tc::tensorCoreApplies(t)
-        ? deformrt::tc::chooseTileShape(t, smCount, deformrt::tc::kMaxSharedBytes)
-        : -1;
+    namespace tc = deformrt::tc;
+    tc::TcGeometry const t = tc::makeTcGeometry(deformrt::makeGeometry(*desc));
+    tc::TcDevice const device{smCount, sharedOptInBytes, l2Bytes};
+    *plan = toCPlan(t, tc::choosePlan(t, device, tc::partialBytes(t.g), tileShape, mExtent, splitK), device);
+    return plan->shape >= 0 ? 0 : 1;
 }
 
 void deformrt_mma_m16n8k16_emulate(uint32_t const* a, uint32_t const* b, float const* c, float* d)

@@ -16,28 +16,225 @@ namespace tc
 namespace
 {
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+
 //! D += A * B on the tensor cores (fragment layouts: deformConvTensorCore.h).
 __device__ __forceinline__ void mmaSync(FragC& c, FragA const& a, FragB const& b)
 {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};\n"
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
         : "+f"(c.v[0]), "+f"(c.v[1]), "+f"(c.v[2]), "+f"(c.v[3])
         : "r"(a.r[0]), "r"(a.r[1]), "r"(a.r[2]), "r"(a.r[3]), "r"(b.r[0]), "r"(b.r[1]));
-#endif
 }
 
-//! Grid: x = pixel tiles (whole batch), y = output-channel tiles, z = convolution groups.
+//! Four 8 x 8 matrices of 16-bit elements from shared memory; lane 8j + r gives row r of matrix j.
+__device__ __forceinline__ void ldmatrixX4(uint32_t (&d)[4], uint32_t sharedAddress)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+        : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+        : "r"(sharedAddress));
+}
+
+__device__ __forceinline__ void cpAsync16(uint32_t sharedAddress, void const* global, uint32_t bytes)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sharedAddress), "l"(global), "r"(bytes));
+}
+
+__device__ __forceinline__ void cpAsyncCommit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+
+__device__ __forceinline__ void cpAsyncWaitAll()
+{
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+}
+
+__device__ __forceinline__ uint32_t sharedAddressOf(void const* p)
+{
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+//! loadB: the weights of step (chunk, tap) into B buffer ``stage``, by cp.async where they are whole
+//! 16-byte vectors (zero-filled past the chunk's channels and the group's output channels).
+template <class Shape, bool Vector>
+__device__ __forceinline__ void loadB(TcGeometry const& t, TcTensors const& p, TcTile const& tile, BCopies const& bc,
+    int32_t chunk, int32_t tap, int32_t stage, int32_t tid, SharedView const& s)
+{
+    if (!Vector)
+    {
+        loadBDirect<Shape>(t, p, tile, chunk, tap, stage, tid, s);
+        return;
+    }
+    uint32_t const first = bc.firstSource + bStepOffset(t, chunk, tap);
+    uint32_t const b = sharedAddressOf(s.b) + stage * (Shape::BN * kRowBytes) + tileByte(bc.row, bc.vec);
+DEFORMRT_UNROLL
+    for (int32_t slot = 0; slot < Shape::BVectorsPerThread; ++slot)
+    {
+        // Slot s is s * Threads / 4 rows further: the same vector permutation (it depends on bits 1-2 only).
+        cpAsync16(b + slot * (Shape::Threads / kVectorsPerRow) * kRowBytes,
+            halfAt(p.weight, first + uint32_t(slot) * bc.slotStride), bSlotInside<Shape>(t, tile, bc, slot) ? 16u : 0u);
+    }
+}
+
+//! Per-lane shared addresses of the ldmatrix.x4 loads of one warp (loop-invariant): the A fragment of m16
+//! tile 0 and the B fragments of n8 tiles 0-1, for K slice 0 of buffer 0. Tile mi / pair ni2 / buffer st are
+//! at fixed distances (the vector permutation depends only on a row's low bits, and every tile row starts
+//! 64-byte aligned); K slice 1 is at address ^ 32 (its vectors are 2 and 3: bit 1 of the vector index).
+struct LaneAddresses
+{
+    uint32_t a, b;
+};
+
 template <class Shape>
-__global__ void __launch_bounds__(kThreads) deformConvTensorCore(TcGeometry t, TcTensors p)
+__device__ __forceinline__ LaneAddresses laneAddresses(SharedView const& s, WarpPlace const& w)
+{
+    int32_t const j = w.lane >> 3; // the matrix this lane addresses a row of
+    int32_t const r = w.lane & 7;
+    // A: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15)
+    // B ([n][k]): matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15)
+    return LaneAddresses{sharedAddressOf(s.a) + tileByte(w.warpRow0 + (j & 1) * 8 + r, j >> 1),
+        sharedAddressOf(s.b) + tileByte(w.warpCol0 + (j >> 1) * 8 + r, j & 1)};
+}
+
+//! The address of K slice ``kk`` given that of slice 0.
+__device__ __forceinline__ uint32_t sliceAddress(uint32_t slice0, int32_t kk)
+{
+    return kk == 0 ? slice0 : slice0 ^ 32u;
+}
+
+//! The MMAs of phase ``phase`` of buffer ``stage`` for one warp: K slice phase / PartsPerSlice, its
+//! columns' part phase % PartsPerSlice (none for a warp without gathered rows); ``a`` holds the slice's A
+//! fragments from its first part on.
+template <class Shape>
+__device__ __forceinline__ void mmaPhase(LaneAddresses const& l, SharedView const& s, TcTile const& tile,
+    WarpPlace const& w, int32_t stage, int32_t phase, FragA (&a)[Shape::MT], Accumulators<Shape>& acc)
+{
+    if (!warpActive(tile, w))
+    {
+        return;
+    }
+    int32_t const kk = phase / Shape::PartsPerSlice;
+    int32_t const part = phase % Shape::PartsPerSlice;
+    constexpr int32_t kPairs = Shape::NT / 2 / Shape::PartsPerSlice; // ldmatrix.x4 B loads of a part
+    if (part == 0) // the slice's A fragments, kept for its other parts
+    {
+DEFORMRT_UNROLL
+        for (int32_t mi = 0; mi < Shape::MT; ++mi)
+        {
+            ldmatrixX4(a[mi].r, sliceAddress(l.a + stage * (Shape::BM * kRowBytes), kk) + mi * 16 * kRowBytes);
+        }
+    }
+DEFORMRT_UNROLL
+    for (int32_t j = 0; j < kPairs; ++j)
+    {
+        int32_t const ni2 = part * kPairs + j;
+        uint32_t d[4];
+        ldmatrixX4(d, sliceAddress(l.b + stage * (Shape::BN * kRowBytes), kk) + ni2 * 16 * kRowBytes);
+        FragB const b0{{d[0], d[1]}};
+        FragB const b1{{d[2], d[3]}};
+DEFORMRT_UNROLL
+        for (int32_t mi = 0; mi < Shape::MT; ++mi)
+        {
+            mmaSync(acc.c[mi][2 * ni2], a[mi], b0);
+            mmaSync(acc.c[mi][2 * ni2 + 1], a[mi], b1);
+        }
+    }
+}
+
+//! Steps [first, last) of one offset group: prologue, the first step's gather, then the pipelined loop.
+template <class Shape, bool Vector>
+__device__ __forceinline__ void runSegment(TcGeometry const& t, TcTensors const& p, TcTile const& tile,
+    int32_t first, int32_t last, int32_t tid, WarpPlace const& w, SharedView const& s, LaneAddresses const& l,
+    Accumulators<Shape>& acc)
+{
+    int32_t const taps = t.g.taps;
+    int32_t chunk = first / taps;
+    int32_t tap = first - chunk * taps;
+    prologue<Shape>(t, p, tile, chunkOffsetGroup(t, tile.grp, chunk), tid, s);
+    __syncthreads();
+    Staged<Shape> staged;
+    FragA a[Shape::MT];
+    BCopies const bc = bCopies<Shape>(t, tile, tid);
+    loadB<Shape, Vector>(t, p, tile, bc, chunk, tap, 0, tid, s);
+    cpAsyncCommit();
+DEFORMRT_UNROLL
+    for (int32_t phase = 0; phase < Shape::Phases; ++phase)
+    {
+        gatherLoads<Shape, Vector>(t, p, tile, chunk, tap, phase, tid, s, staged);
+        gatherBlend<Shape>(tile, tap, phase, 0, tid, s, staged);
+    }
+    cpAsyncWaitAll();
+    __syncthreads();
+    // The main loop: step ``step``'s MMAs with step + 1's loads in flight, unrolled twice so that each
+    // half's buffers are constants.
+    auto pipelinedStep = [&](int32_t stage) {
+        int32_t nextTap = tap + 1;
+        int32_t nextChunk = chunk;
+        if (nextTap == taps)
+        {
+            nextTap = 0;
+            ++nextChunk;
+        }
+        loadB<Shape, Vector>(t, p, tile, bc, nextChunk, nextTap, stage ^ 1, tid, s);
+        cpAsyncCommit();
+DEFORMRT_UNROLL
+        for (int32_t phase = 0; phase < Shape::Phases; ++phase)
+        {
+            gatherLoads<Shape, Vector>(t, p, tile, nextChunk, nextTap, phase, tid, s, staged);
+            mmaPhase<Shape>(l, s, tile, w, stage, phase, a, acc);
+            gatherBlend<Shape>(tile, nextTap, phase, stage ^ 1, tid, s, staged);
+        }
+        cpAsyncWaitAll();
+        __syncthreads();
+        chunk = nextChunk;
+        tap = nextTap;
+    };
+    int32_t step = first;
+    while (step + 1 < last)
+    {
+        pipelinedStep(0);
+        if (++step + 1 >= last)
+        {
+            break;
+        }
+        pipelinedStep(1);
+        ++step;
+    }
+    int32_t const stage = (step - first) & 1;
+DEFORMRT_UNROLL
+    for (int32_t phase = 0; phase < Shape::Phases; ++phase)
+    {
+        mmaPhase<Shape>(l, s, tile, w, stage, phase, a, acc);
+    }
+    __syncthreads(); // the next segment's prologue and gather overwrite what the last MMAs read
+}
+
+template <class Shape, bool Vector>
+__device__ __forceinline__ void runTile(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int32_t tid,
+    SharedView const& s, Accumulators<Shape>& acc)
+{
+    WarpPlace const w = warpPlace<Shape>(tid);
+    LaneAddresses const l = laneAddresses<Shape>(s, w);
+    for (int32_t first = tile.stepBegin; first < tile.stepEnd;)
+    {
+        int32_t const last = segmentEnd(t, tile, first);
+        runSegment<Shape, Vector>(t, p, tile, first, last, tid, w, s, l, acc);
+        first = last;
+    }
+}
+
+#endif // __CUDA_ARCH__ >= 800
+
+//! Grid: x = pixel tiles (whole batch), y = output-channel tiles x K splits, z = convolution groups.
+template <class Shape>
+__global__ void __launch_bounds__(Shape::Threads) deformConvTensorCore(TcGeometry t, TcTensors p, TcPlan plan)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     extern __shared__ __align__(16) unsigned char sharedBytesStorage[];
-    SharedView const s = sharedView(sharedBytesStorage, sharedLayout(Shape::BM, Shape::BN, t.g.taps, t.stepK));
-    TcTile const tile{int32_t(blockIdx.z), int64_t(blockIdx.x) * Shape::BM, int32_t(blockIdx.y) * Shape::BN};
+    SharedView const s = sharedView(sharedBytesStorage, sharedLayout(Shape::BM, Shape::BN, t.g.taps));
+    TcTile const tile = makeTile(t, plan, Shape::BN, blockIdx.x, int32_t(blockIdx.y), int32_t(blockIdx.z));
     int32_t const tid = int32_t(threadIdx.x);
-    WarpPlace const w = warpPlace<Shape>(tid);
-    int32_t const taps = t.g.taps;
     Accumulators<Shape> acc;
 DEFORMRT_UNROLL
     for (int32_t mi = 0; mi < Shape::MT; ++mi)
@@ -48,46 +245,32 @@ DEFORMRT_UNROLL
             acc.c[mi][ni] = FragC{{0.0f, 0.0f, 0.0f, 0.0f}};
         }
     }
-    prologue<Shape>(t, p, tile, chunkOffsetGroup(t, tile.grp, 0), tid, s);
-    __syncthreads();
-    gatherA<Shape>(t, p, tile, 0, 0, 0, tid, s);
-    loadB<Shape>(t, p, tile, 0, 0, tid, s);
-    __syncthreads();
-    for (int32_t step = 0; step < t.steps; ++step)
+    if (p.vector)
     {
-        int32_t const next = step + 1;
-        if (next < t.steps)
-        {
-            int32_t const chunk = next / taps;
-            int32_t const og = chunkOffsetGroup(t, tile.grp, chunk);
-            if (og != chunkOffsetGroup(t, tile.grp, step / taps)) // uniform across the CTA
-            {
-                prologue<Shape>(t, p, tile, og, tid, s);
-                __syncthreads();
-            }
-            // The next step's gather overlaps this step's MMAs (other buffer).
-            gatherA<Shape>(t, p, tile, chunk, next - chunk * taps, next & 1, tid, s);
-            loadB<Shape>(t, p, tile, next, next & 1, tid, s);
-        }
-        for (int32_t k16 = 0; k16 < t.stepK / 16; ++k16)
-        {
-            FragA a[Shape::MT];
-            FragB b[Shape::NT];
-            loadFragments<Shape>(s, step & 1, w, k16, a, b);
-DEFORMRT_UNROLL
-            for (int32_t mi = 0; mi < Shape::MT; ++mi)
-            {
-DEFORMRT_UNROLL
-                for (int32_t ni = 0; ni < Shape::NT; ++ni)
-                {
-                    mmaSync(acc.c[mi][ni], a[mi], b[ni]);
-                }
-            }
-        }
-        __syncthreads();
+        runTile<Shape, true>(t, p, tile, tid, s, acc);
+    }
+    else
+    {
+        runTile<Shape, false>(t, p, tile, tid, s, acc);
     }
     epilogue<Shape>(t, p, tile, tid, acc);
 #endif
+}
+
+//! Split K: y = the partial sums of every split, in split order, plus the bias. Grid: x = groups of
+//! kReduceRowThreads rows, y = groups of kReduceChannelThreads x 4 output channels (consecutive threads
+//! take consecutive channels: coalesced).
+__global__ void __launch_bounds__(kReduceChannelThreads* kReduceRowThreads) splitKReduceKernel(DcnGeometry g,
+    int32_t splits, float const* partial, uint16_t const* bias, uint16_t* y, bool outputNhwc, bool vector)
+{
+    int64_t const row = int64_t(blockIdx.x) * kReduceRowThreads + threadIdx.y;
+    int32_t const co = (int32_t(blockIdx.y) * kReduceChannelThreads + int32_t(threadIdx.x)) * 4;
+    if (row >= g.cols || co >= g.cOut)
+    {
+        return;
+    }
+    int32_t const count = g.cOut - co < 4 ? g.cOut - co : 4;
+    splitKReduce(g, splits, partial, bias, y, outputNhwc, vector && count == 4, row, co, count);
 }
 
 //! ohwi[e] = oihw[ohwiSourceIndex(e)]: the weight in the layout the kernel reads.
@@ -134,8 +317,7 @@ __global__ void nchwToNhwcKernel(uint16_t const* src, uint16_t* dst, int32_t c, 
 struct DeviceLimits
 {
     int32_t major;
-    int32_t smCount;
-    int64_t sharedOptIn;
+    TcDevice device;
 };
 
 cudaError_t currentDeviceLimits(DeviceLimits& limits)
@@ -144,6 +326,7 @@ cudaError_t currentDeviceLimits(DeviceLimits& limits)
     int major = 0;
     int sms = 0;
     int optIn = 0;
+    int l2 = 0;
     cudaError_t status = cudaGetDevice(&device);
     if (status == cudaSuccess)
     {
@@ -157,29 +340,39 @@ cudaError_t currentDeviceLimits(DeviceLimits& limits)
     {
         status = cudaDeviceGetAttribute(&optIn, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
     }
-    limits = DeviceLimits{major, sms, optIn};
+    if (status == cudaSuccess)
+    {
+        status = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device);
+    }
+    limits = DeviceLimits{major, TcDevice{sms, optIn, l2}};
     return status;
 }
 
-//! The tile shape the current device runs ``t`` with, or -1 (not sm_80+, no shape fits, no device).
-int32_t planTileShape(TcGeometry const& t)
+//! A non-negative integer from the environment, or ``fallback``.
+int32_t environmentInt(char const* name, int32_t fallback)
 {
+    char const* value = std::getenv(name);
+    if (value == nullptr || value[0] < '0' || value[0] > '9')
+    {
+        return fallback;
+    }
+    return int32_t(std::strtol(value, nullptr, 10));
+}
+
+//! The launch the current device runs ``t`` with (plan.shape < 0: not sm_80+, nothing fits, no device).
+//! DEFORMRT_TC_TILE_SHAPE=0|1|2, DEFORMRT_TC_M_EXTENT=<pixels>, DEFORMRT_TC_SPLIT_K=<n> force parts of it
+//! (sanitizer runs, ptx_check and benchmarks cover every shape, extent and split).
+TcPlan planLaunch(TcGeometry const& t)
+{
+    TcPlan none{};
+    none.shape = -1;
     DeviceLimits limits{};
     if (!tensorCoreApplies(t) || currentDeviceLimits(limits) != cudaSuccess || limits.major < 8)
     {
-        return -1;
+        return none;
     }
-    int64_t const limit = limits.sharedOptIn < kMaxSharedBytes ? limits.sharedOptIn : kMaxSharedBytes;
-    // DEFORMRT_TC_TILE_SHAPE=0|1|2 forces a tile shape (sanitizer runs and benchmarks cover every shape).
-    if (char const* forced = std::getenv("DEFORMRT_TC_TILE_SHAPE"))
-    {
-        int32_t const shape = int32_t(std::strtol(forced, nullptr, 10));
-        if (forced[0] >= '0' && forced[0] <= '9' && shape < kTileShapes && sharedBytes(t, shape) <= limit)
-        {
-            return shape;
-        }
-    }
-    return chooseTileShape(t, limits.smCount, limit);
+    return choosePlan(t, limits.device, partialBytes(t.g), environmentInt("DEFORMRT_TC_TILE_SHAPE", -1),
+        environmentInt("DEFORMRT_TC_M_EXTENT", 0), environmentInt("DEFORMRT_TC_SPLIT_K", 0));
 }
 
 //! Dynamic shared memory above 48 KB needs an opt-in per kernel, and the opt-in belongs to the CUDA
@@ -187,41 +380,57 @@ int32_t planTileShape(TcGeometry const& t)
 //! after cudaDeviceReset) starts without it. Nothing is cached: the attribute is set before every launch
 //! that needs it (a host-side driver call, no stream work, allowed during graph capture).
 template <class Shape>
-cudaError_t optInSharedMemory(int64_t bytes)
+cudaError_t launchShape(TcGeometry const& t, TcTensors const& p, TcPlan const& plan, cudaStream_t stream)
 {
-    return cudaFuncSetAttribute(
-        deformConvTensorCore<Shape>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-}
-
-template <class Shape>
-cudaError_t launchShape(TcGeometry const& t, TcTensors const& p, cudaStream_t stream)
-{
-    int64_t const bytes = sharedLayout(Shape::BM, Shape::BN, t.g.taps, t.stepK).bytes;
+    int64_t const bytes = sharedLayout(Shape::BM, Shape::BN, t.g.taps).bytes;
     if (bytes > 48 * 1024)
     {
-        cudaError_t const status = optInSharedMemory<Shape>(bytes);
+        cudaError_t const status = cudaFuncSetAttribute(
+            deformConvTensorCore<Shape>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
         if (status != cudaSuccess)
         {
             return status;
         }
     }
-    dim3 const grid(static_cast<unsigned>((t.g.cols + Shape::BM - 1) / Shape::BM),
-        static_cast<unsigned>((t.g.cOutPerGroup + Shape::BN - 1) / Shape::BN), static_cast<unsigned>(t.g.group));
-    deformConvTensorCore<Shape><<<grid, kThreads, static_cast<size_t>(bytes), stream>>>(t, p);
+    dim3 const grid(static_cast<unsigned>(plan.mTiles), static_cast<unsigned>(plan.nTiles * plan.splitK),
+        static_cast<unsigned>(t.g.group));
+    deformConvTensorCore<Shape><<<grid, Shape::Threads, static_cast<size_t>(bytes), stream>>>(t, p, plan);
     return cudaGetLastError();
 }
 
-cudaError_t launch(TcGeometry const& t, TcTensors p, int32_t shape, cudaStream_t stream)
+//! The kernel (and, for split K, the reduction into y) for ``plan``; ``partial`` is the workspace's
+//! partial-sum region (partialBytes).
+cudaError_t launch(TcGeometry const& t, TcTensors p, TcPlan const& plan, void* partial, cudaStream_t stream)
 {
-    p.vectorGather = vectorGatherApplies(t, p.x);
-    p.vectorWeight = vectorWeightApplies(t, p.weight);
-    switch (shape)
+    p.vector = vectorApplies(t, p.x, p.weight);
+    p.partial = plan.splitK > 1 ? static_cast<float*>(partial) : nullptr;
+    p.pairedOutput = pairedOutputApplies(t, p);
+    if (plan.splitK > 1 && partial == nullptr)
     {
-    case 0: return launchShape<TileLarge>(t, p, stream);
-    case 1: return launchShape<TileMedium>(t, p, stream);
-    case 2: return launchShape<TileSmall>(t, p, stream);
-    default: return cudaErrorInvalidValue;
+        return cudaErrorInvalidValue;
     }
+    cudaError_t status = cudaErrorInvalidValue;
+    switch (plan.shape)
+    {
+    case 0: status = launchShape<TileN256>(t, p, plan, stream); break;
+    case 1: status = launchShape<TileN128>(t, p, plan, stream); break;
+    case 2: status = launchShape<TileN64>(t, p, plan, stream); break;
+    default: break;
+    }
+    if (status != cudaSuccess || plan.splitK == 1)
+    {
+        return status;
+    }
+    dim3 const grid(static_cast<unsigned>((t.g.cols + kReduceRowThreads - 1) / kReduceRowThreads),
+        static_cast<unsigned>((t.g.cOut + 4 * kReduceChannelThreads - 1) / (4 * kReduceChannelThreads)));
+    if (grid.y > 65535)
+    {
+        return cudaErrorInvalidConfiguration;
+    }
+    bool const vector = t.g.cOut % 4 == 0 && reinterpret_cast<uintptr_t>(p.y) % 8 == 0;
+    splitKReduceKernel<<<grid, dim3(kReduceChannelThreads, kReduceRowThreads), 0, stream>>>(
+        t.g, plan.splitK, p.partial, p.bias, p.y, p.outputNhwc, vector);
+    return cudaGetLastError();
 }
 
 //! The weight as OHWI: ``weight`` itself, or its transpose enqueued into ``scratch`` (weightTransposeBytes).
@@ -241,24 +450,44 @@ cudaError_t ohwiWeight(DcnGeometry const& g, void const* weight, void* scratch, 
     return cudaGetLastError();
 }
 
+//! The NHWC forward pass on ``workspace`` laid out as nhwcWorkspaceBytes: the OHWI weight, then the
+//! partial sums.
+cudaError_t forwardNhwc(TcGeometry const& t, TcPlan const& plan, uint16_t const* xNhwc, void const* weight,
+    void const* offset, void const* bias, void const* mask, void* y, bool outputNhwc, unsigned char* workspace,
+    cudaStream_t stream)
+{
+    DcnGeometry const& g = t.g;
+    uint16_t const* ohwi = nullptr;
+    cudaError_t const status = ohwiWeight(g, weight, workspace, stream, ohwi);
+    if (status != cudaSuccess)
+    {
+        return status;
+    }
+    TcTensors const p{xNhwc, ohwi, static_cast<uint16_t const*>(offset),
+        g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
+        g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(y), nullptr, outputNhwc,
+        false, false};
+    void* const partial = workspace == nullptr ? nullptr : workspace + weightTransposeBytes(g);
+    return launch(t, p, plan, partial, stream);
+}
+
 } // namespace
 
 bool runsOnCurrentDevice(DcnGeometry const& g)
 {
-    return planTileShape(makeTcGeometry(g)) >= 0;
+    return planLaunch(makeTcGeometry(g)).shape >= 0;
 }
 
 cudaError_t forwardNchw(DcnGeometry const& g, void const* x, void const* weight, void const* offset,
     void const* bias, void const* mask, void* y, void* workspace, cudaStream_t stream)
 {
     TcGeometry const t = makeTcGeometry(g);
-    int32_t const shape = planTileShape(t);
-    if (shape < 0 || workspace == nullptr)
+    TcPlan const plan = planLaunch(t);
+    if (plan.shape < 0 || workspace == nullptr)
     {
         return cudaErrorInvalidValue;
     }
     auto* const xNhwc = static_cast<uint16_t*>(workspace);
-    void* const weightScratch = static_cast<unsigned char*>(workspace) + inputStagingBytes(g);
     int64_t const plane = int64_t(g.h) * g.w;
     dim3 const grid(static_cast<unsigned>((plane + kTransposeTile - 1) / kTransposeTile),
         static_cast<unsigned>((g.c + kTransposeTile - 1) / kTransposeTile), static_cast<unsigned>(g.n));
@@ -268,20 +497,13 @@ cudaError_t forwardNchw(DcnGeometry const& g, void const* x, void const* weight,
     }
     nchwToNhwcKernel<<<grid, dim3(kTransposeTile, kTransposeRows), 0, stream>>>(
         static_cast<uint16_t const*>(x), xNhwc, g.c, plane);
-    cudaError_t status = cudaGetLastError();
-    uint16_t const* ohwi = nullptr;
-    if (status == cudaSuccess)
-    {
-        status = ohwiWeight(g, weight, weightScratch, stream, ohwi);
-    }
+    cudaError_t const status = cudaGetLastError();
     if (status != cudaSuccess)
     {
         return status;
     }
-    TcTensors const p{xNhwc, ohwi, static_cast<uint16_t const*>(offset),
-        g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
-        g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(y), false, false, false};
-    return launch(t, p, shape, stream);
+    return forwardNhwc(t, plan, xNhwc, weight, offset, bias, mask, y, false,
+        static_cast<unsigned char*>(workspace) + inputStagingBytes(g), stream);
 }
 
 } // namespace tc
@@ -293,7 +515,7 @@ extern "C" uint64_t deformrt_dcn_nhwc_workspace_size(DeformrtConvDesc const* des
     {
         return 0;
     }
-    return deformrt::tc::weightTransposeBytes(deformrt::makeGeometry(*desc));
+    return deformrt::tc::nhwcWorkspaceBytes(deformrt::makeGeometry(*desc));
 }
 
 extern "C" int32_t deformrt_dcn_nhwc_supported(DeformrtConvDesc const* desc)
@@ -314,21 +536,13 @@ extern "C" cudaError_t deformrt_dcn_forward_nhwc(DeformrtConvDesc const* desc, v
     {
         return cudaErrorInvalidValue;
     }
-    deformrt::DcnGeometry const g = deformrt::makeGeometry(*desc);
-    deformrt::tc::TcGeometry const t = deformrt::tc::makeTcGeometry(g);
-    int32_t const shape = deformrt::tc::planTileShape(t);
-    if (shape < 0)
+    namespace tc = deformrt::tc;
+    tc::TcGeometry const t = tc::makeTcGeometry(deformrt::makeGeometry(*desc));
+    tc::TcPlan const plan = tc::planLaunch(t);
+    if (plan.shape < 0)
     {
         return cudaErrorNotSupported;
     }
-    uint16_t const* ohwi = nullptr;
-    cudaError_t const status = deformrt::tc::ohwiWeight(g, weight, workspace, stream, ohwi);
-    if (status != cudaSuccess)
-    {
-        return status;
-    }
-    deformrt::tc::TcTensors const p{static_cast<uint16_t const*>(xNhwc), ohwi, static_cast<uint16_t const*>(offset),
-        g.hasBias ? static_cast<uint16_t const*>(bias) : nullptr,
-        g.modulated ? static_cast<uint16_t const*>(mask) : nullptr, static_cast<uint16_t*>(yNhwc), true, false, false};
-    return deformrt::tc::launch(t, p, shape, stream);
+    return tc::forwardNhwc(t, plan, static_cast<uint16_t const*>(xNhwc), weight, offset, bias, mask, yNhwc, true,
+        static_cast<unsigned char*>(workspace), stream);
 }

@@ -4,24 +4,39 @@
 // Implicit GEMM per convolution group: D[M x N] = A[M x K] * B[K x N] with
 //   M = output pixels of the whole batch, N = output channels of the group,
 //   K = taps x input channels in channel-chunk-major order: step s = chunk * taps + tap covers the
-//       chunk's chunkC channels at one kernel tap, padded with zeros to stepK (a multiple of 16).
+//       chunk's chunkC channels at one kernel tap, padded with zeros to kStepK (two m16n8k16 K slices).
 // A is never materialised in memory: a CTA gathers one step of it into shared memory at a time.
 // B is read straight from the weight tensor in OHWI layout ([cOut][kh][kw][cPerGroup], deformConvDesc.h):
 // step (chunk, tap) of output channel co is the run of chunkC channels at
 // ((co * taps + tap) * cPerGroup + chunk * chunkC), 16-byte vectors of 8 channels where aligned. An OIHW
 // weight is transposed to OHWI first (ohwiSourceIndex), into the caller's workspace.
 //
+// What a CTA covers (TcPlan): mExtent pixels (a multiple of 16, at most the shape's BM) times all BN
+// output channels of its tile shape (a shape covers all of a group's output channels up to 256; above
+// that the channels are split into BN-wide tiles, each gathering A again), over a range of K steps
+// (splitK > 1: each split writes fp32 partial sums, splitKReduce adds them in split order).
+//
 // CTA phases, separated by barriers (the GPU runs them with __syncthreads(); the CPU build runs every
 // thread of a phase, warp by warp for the MMA phase, before the next phase starts):
-//   prologue  per (pixel, tap) of the tile: corner-00 pixel index, corner validity bits and the four
-//             bilinear weights times the mask, in fp32, into shared memory; every channel reuses them
-//             (recomputed only when the chunks move to another offset group)
-//   gather    per (pixel, 8-channel vector): up to four 16-byte NHWC loads, fp32 blend, one rounding
-//             to the fp16 operand, into the A tile (double-buffered)
-//   loadB     the step's weights (OHWI runs of channels) into the B tile (double-buffered)
-//   mma       per warp: its A/B fragments from shared memory (per-lane index math below, the PTX ISA's
-//             m16n8k16 layouts), mma.sync m16n8k16 f16 x f16 -> f32 (the CPU build emulates it)
-//   epilogue  fp32 accumulators + bias, rounded once to fp16, NHWC or NCHW output
+//   prologue  per (pixel, tap) of the tile: the four corner element offsets (clamped into the image)
+//             and the four bilinear weights times the mask (zero for a corner outside the image), in
+//             fp32, into shared memory; every channel reuses them (recomputed only where the chunks
+//             move to another offset group)
+//   main loop per K step, the next step's work pipelined with this step's MMAs:
+//     loadB      the next step's weights by cp.async into the other B buffer
+//     and for each of the step's two 16-deep K slices (phases):
+//       gather   this thread's share of the next step's A vectors: four 16-byte corner loads each,
+//                into registers (Staged), issued before the slice's MMAs
+//       mma      per warp: A and B fragments by ldmatrix.x4, mma.sync m16n8k16 f16 x f16 -> f32 (the
+//                CPU build reads the fragments with the PTX ISA's per-lane formulas and emulates mma)
+//       blend    the loaded corners times their weights in fp32, rounded once to the fp16 operand,
+//                one 16-byte store into the other A buffer
+//     then the copies are waited for and the CTA synchronises
+//   epilogue  fp32 accumulators + bias, rounded once to fp16, NHWC or NCHW output (or the partial sums)
+//
+// Shared tiles hold rows of kStepK halves (64 bytes: four 16-byte vectors) with the vectors of each row
+// permuted by an XOR of the row (tileByte): the gather's 16-byte stores and ldmatrix's 8-row reads both
+// hit 32 different banks.
 #pragma once
 
 #include "deformConvMath.h"
@@ -34,11 +49,18 @@ namespace tc
 {
 
 constexpr int32_t kWarpSize = 32;
-constexpr int32_t kThreads = 256;   //!< 8 warps per CTA in every tile shape
-constexpr int32_t kMaxChunkC = 32;  //!< channels per K step (at most; the chunk size divides the group sizes)
-constexpr int32_t kRowPad = 8;      //!< halves of padding per shared tile row: fragment loads hit 32 banks
-constexpr int32_t kVector = 8;      //!< channels per 16-byte gather
-constexpr int64_t kMaxSharedBytes = 96 * 1024; //!< fits every sm_80+ opt-in limit (sm_86/89: 99 KB)
+constexpr int32_t kStepK = 32;                       //!< K of one step in every tile shape (two 16-deep slices)
+constexpr int32_t kMaxChunkC = kStepK;               //!< channels per chunk at most (the chunk divides the groups)
+constexpr int32_t kVector = 8;                       //!< channels per 16-byte vector
+constexpr int32_t kVectorsPerRow = kStepK / kVector; //!< 16-byte vectors per shared tile row
+constexpr int32_t kRowBytes = kStepK * 2;            //!< bytes per shared tile row
+constexpr int32_t kSlices = kStepK / 16;             //!< mma K slices per step
+constexpr int64_t kMinOptInBytes = 99 * 1024;        //!< the smallest sm_80+ opt-in (sm_86/89): every problem the
+                                                     //!< kernel takes has a shape within it
+constexpr int64_t kMaxSharedBytes = 227 * 1024;      //!< the largest sm_80+ opt-in (sm_90)
+constexpr int32_t kMaxSplitK = 8;                    //!< K splits at most
+constexpr int32_t kSplitKMinK = 2048;                //!< K (taps x channels per group) below which K is never split
+constexpr uint64_t kSplitKMaxBytes = uint64_t(24) << 20; //!< the partial sums' workspace at most
 
 // ------------------------------------------------------------------------------------------------
 // fp16 bits <-> float, the same rounding (to nearest even) on both builds.
@@ -61,6 +83,31 @@ DEFORMRT_HD uint16_t floatToHalf(float v)
 #endif
 }
 
+//! The two fp16 halves of a word as floats (exact), the lower index first.
+DEFORMRT_HD void unpackHalves(uint32_t word, float& lo, float& hi)
+{
+#ifdef __CUDA_ARCH__
+    // both halves from one unpack (cuda_fp16.h's __half22float2 unpacks once per half)
+    asm("{\n .reg .f16 %%lo, %%hi;\n mov.b32 {%%lo, %%hi}, %2;\n cvt.f32.f16 %0, %%lo;\n cvt.f32.f16 %1, %%hi;\n}"
+        : "=f"(lo), "=f"(hi)
+        : "r"(word));
+#else
+    lo = halfBitsToFloat(uint16_t(word & 0xffffu));
+    hi = halfBitsToFloat(uint16_t(word >> 16));
+#endif
+}
+
+//! Two floats rounded to fp16 and packed (the lower index in the low half).
+DEFORMRT_HD uint32_t packHalves(float lo, float hi)
+{
+#ifdef __CUDA_ARCH__
+    __half2 const h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t const*>(&h);
+#else
+    return uint32_t(floatToHalf(lo)) | (uint32_t(floatToHalf(hi)) << 16);
+#endif
+}
+
 // ------------------------------------------------------------------------------------------------
 // Geometry of the K order
 
@@ -68,7 +115,6 @@ struct TcGeometry
 {
     DcnGeometry g;
     int32_t chunkC; //!< channels per chunk: the largest divisor of gcd(cPerGroup, cPerOffsetGroup) <= kMaxChunkC
-    int32_t stepK;  //!< K of one step: chunkC rounded up to a multiple of 16 (the MMA's K)
     int32_t chunks; //!< cPerGroup / chunkC
     int32_t steps;  //!< chunks * taps
 };
@@ -99,7 +145,6 @@ inline TcGeometry makeTcGeometry(DcnGeometry const& g)
             break;
         }
     }
-    t.stepK = (t.chunkC + 15) / 16 * 16;
     t.chunks = g.cPerGroup / t.chunkC;
     t.steps = t.chunks * g.taps;
     return t;
@@ -130,74 +175,117 @@ inline int64_t weightElements(DcnGeometry const& g)
 }
 
 // ------------------------------------------------------------------------------------------------
-// Tile shapes: 8 warps as WarpsM x WarpsN, each warp owning (BM / WarpsM) x (BN / WarpsN) outputs.
+// Tile shapes: WarpsM x WarpsN warps, each owning (BM / WarpsM) x (BN / WarpsN) outputs.
 
 template <int32_t BM_, int32_t BN_, int32_t WarpsM_, int32_t WarpsN_>
 struct TileShape
 {
-    static constexpr int32_t BM = BM_;
-    static constexpr int32_t BN = BN_;
+    static constexpr int32_t BM = BM_; //!< pixels per CTA at most (TcPlan::mExtent may be fewer)
+    static constexpr int32_t BN = BN_; //!< output channels per CTA
     static constexpr int32_t WarpsM = WarpsM_;
     static constexpr int32_t WarpsN = WarpsN_;
+    static constexpr int32_t Threads = WarpsM * WarpsN * kWarpSize;
     static constexpr int32_t WM = BM / WarpsM; //!< warp tile rows (pixels)
     static constexpr int32_t WN = BN / WarpsN; //!< warp tile columns (output channels)
     static constexpr int32_t MT = WM / 16;     //!< m16 MMA tiles per warp
     static constexpr int32_t NT = WN / 8;      //!< n8 MMA tiles per warp
-    static_assert(WarpsM * WarpsN * kWarpSize == kThreads, "8 warps");
-    static_assert(WM % 16 == 0 && WN % 8 == 0, "warp tile is a whole number of MMA tiles");
+    static constexpr int32_t VectorsPerThread = BM * kVectorsPerRow / Threads;  //!< A vectors per step
+    //! The main loop's phases per step: one A vector's loads, a share of the step's MMAs (a K slice, or part
+    //! of one: PartsPerSlice column ranges), that vector's blend; at least one phase per K slice.
+    static constexpr int32_t Phases = VectorsPerThread > kSlices ? VectorsPerThread : kSlices;
+    static constexpr int32_t PartsPerSlice = Phases / kSlices;
+    static constexpr int32_t VectorsPerPhase = (VectorsPerThread + Phases - 1) / Phases;
+    //! Slots 2i and 2i + 1 share a row (aVectorPlace), one slot per phase.
+    static constexpr bool PairedSlots = VectorsPerThread >= 2 && VectorsPerPhase == 1;
+    static constexpr int32_t BVectorsPerThread = BN * kVectorsPerRow / Threads; //!< B vectors per step
+    static_assert(WM == 32 && WN % 16 == 0, "warp tile: 32 rows (kWarpRows) and pairs of n8 tiles (ldmatrix.x4)");
+    static_assert(BM * kVectorsPerRow % Threads == 0 && BN * kVectorsPerRow % Threads == 0, "whole vectors");
+    static_assert(Phases % kSlices == 0 && NT % (2 * PartsPerSlice) == 0, "phases split the MMAs evenly");
 };
 
-// Largest first; the launcher picks the first that gives at least one CTA per SM.
-using TileLarge = TileShape<128, 128, 2, 4>;  // warp 64 x 32
-using TileMedium = TileShape<64, 128, 2, 4>;  // warp 32 x 32
-using TileSmall = TileShape<64, 64, 2, 4>;    // warp 32 x 16
+// Shape indices 0, 1, 2 (TcPlan::shape, DEFORMRT_TC_TILE_SHAPE): one shape per width of the output-channel
+// tile. Every warp tile is 32 pixels high, so that a CTA covering fewer pixels than BM (TcPlan::mExtent, a
+// multiple of 32) leaves whole warps without MMAs instead of predicating single m16 tiles (ptxas turns a
+// predicated mma.sync into a branch around each HMMA).
+using TileN256 = TileShape<128, 256, 4, 2>; // groups with more than 128 output channels; warp tile 32 x 128
+using TileN128 = TileShape<256, 128, 8, 1>; // 65 to 128 output channels; warp tile 32 x 128
+using TileN64 = TileShape<64, 64, 2, 4>;    // up to 64 (warp tile 32 x 16); also the smallest shared memory
+constexpr int32_t kWarpRows = 32;          //!< rows of every warp tile: the step of TcPlan::mExtent
 constexpr int32_t kTileShapes = 3;
-constexpr int32_t kTileBM[kTileShapes] = {TileLarge::BM, TileMedium::BM, TileSmall::BM};
-constexpr int32_t kTileBN[kTileShapes] = {TileLarge::BN, TileMedium::BN, TileSmall::BN};
+constexpr int32_t kTileBM[kTileShapes] = {TileN256::BM, TileN128::BM, TileN64::BM};
+constexpr int32_t kTileBN[kTileShapes] = {TileN256::BN, TileN128::BN, TileN64::BN};
+constexpr int32_t kTileWarpsM[kTileShapes] = {TileN256::WarpsM, TileN128::WarpsM, TileN64::WarpsM};
+constexpr int32_t kTileWarpsN[kTileShapes] = {TileN256::WarpsN, TileN128::WarpsN, TileN64::WarpsN};
 
 // ------------------------------------------------------------------------------------------------
-// Shared memory: prologue tables, then two A and two B tiles (rows padded by kRowPad halves).
+// Shared memory: prologue tables, then two A and two B tiles.
 
 struct alignas(16) CornerWeights
 {
-    float w00, w01, w10, w11; //!< bilinear weight x mask of each corner; zero for an invalid corner
+    float w00, w01, w10, w11; //!< bilinear weight x mask of each corner; zero for a corner outside the image
+};
+
+struct alignas(16) CornerOffsets
+{
+    uint32_t o00, o01, o10, o11; //!< x element offset of each corner's pixel (clamped into the image)
 };
 
 struct SharedLayout
 {
-    int64_t weightsOffset, baseOffset, validOffset, aOffset, bOffset, bytes;
-    int32_t rowStride; //!< halves per A/B tile row
+    int64_t offsetsOffset, weightsOffset, aOffset, bOffset, bytes;
+    int32_t aStageBytes, bStageBytes;
 };
 
-DEFORMRT_HD SharedLayout sharedLayout(int32_t bm, int32_t bn, int32_t taps, int32_t stepK)
+DEFORMRT_HD SharedLayout sharedLayout(int32_t bm, int32_t bn, int32_t taps)
 {
     SharedLayout s{};
-    s.rowStride = stepK + kRowPad;
     int64_t const entries = int64_t(taps) * bm;
-    s.weightsOffset = 0;
-    s.baseOffset = entries * int64_t(sizeof(CornerWeights));
-    s.validOffset = s.baseOffset + entries * 4;
-    s.aOffset = (s.validOffset + entries * 4 + 15) / 16 * 16;
-    s.bOffset = s.aOffset + 2 * int64_t(bm) * s.rowStride * 2;
-    s.bytes = s.bOffset + 2 * int64_t(bn) * s.rowStride * 2;
+    s.offsetsOffset = 0;
+    s.weightsOffset = entries * int64_t(sizeof(CornerOffsets));
+    s.aOffset = (s.weightsOffset + entries * int64_t(sizeof(CornerWeights)) + 127) / 128 * 128; // rows on bank lines
+    s.aStageBytes = bm * kRowBytes;
+    s.bStageBytes = bn * kRowBytes;
+    s.bOffset = s.aOffset + 2 * int64_t(s.aStageBytes);
+    s.bytes = s.bOffset + 2 * int64_t(s.bStageBytes);
     return s;
 }
 
 struct SharedView
 {
+    CornerOffsets* offsets; //!< [taps][BM]
     CornerWeights* weights; //!< [taps][BM]
-    int32_t* base;          //!< [taps][BM] pixel index (n * h + y0) * w + x0 of corner 00
-    int32_t* valid;         //!< [taps][BM] bit q set when corner q (00, 01, 10, 11) is inside the image
-    uint16_t* a;            //!< [2][BM][rowStride] sampled operand, fp16 bits
-    uint16_t* b;            //!< [2][BN][rowStride] weights of the step, fp16 bits
-    int32_t rowStride;
+    unsigned char* a;       //!< [2][BM] rows of kRowBytes, vectors permuted (tileByte)
+    unsigned char* b;       //!< [2][BN] rows of kRowBytes, vectors permuted
+    int32_t aStageBytes, bStageBytes;
 };
 
 DEFORMRT_HD SharedView sharedView(unsigned char* base, SharedLayout const& s)
 {
-    return SharedView{reinterpret_cast<CornerWeights*>(base + s.weightsOffset),
-        reinterpret_cast<int32_t*>(base + s.baseOffset), reinterpret_cast<int32_t*>(base + s.validOffset),
-        reinterpret_cast<uint16_t*>(base + s.aOffset), reinterpret_cast<uint16_t*>(base + s.bOffset), s.rowStride};
+    return SharedView{reinterpret_cast<CornerOffsets*>(base + s.offsetsOffset),
+        reinterpret_cast<CornerWeights*>(base + s.weightsOffset), base + s.aOffset, base + s.bOffset, s.aStageBytes,
+        s.bStageBytes};
+}
+
+//! Byte of 16-byte vector ``vec`` (0..3) of tile row ``row``. Two rows share a 128-byte bank line; the
+//! vectors of a row pair m = row / 2 are permuted by f(m) = ((m & 1) << 1) | ((m >> 1) & 1), a bijection
+//! on m mod 4, so that each access hits all 32 banks once: eight consecutive rows' vector ``vec`` (an
+//! ldmatrix 8 x 8 matrix), two rows' four vectors (8 lanes of B's 16-byte copies) and four rows' vectors
+//! {v, v + 1}, v even (8 lanes of the gather's stores: f(m) and f(m + 1) differ in bit 1 for even m).
+DEFORMRT_HD int32_t tileByte(int32_t row, int32_t vec)
+{
+    int32_t const m = row >> 1;
+    return row * kRowBytes + ((vec ^ (((m & 1) << 1) | ((m >> 1) & 1))) << 4);
+}
+
+//! Two consecutive halves (k, k + 1; k even) of row ``row`` of a shared tile as one .f16x2 register.
+DEFORMRT_HD uint32_t loadPair(unsigned char const* tile, int32_t row, int32_t k)
+{
+    unsigned char const* p = tile + tileByte(row, k >> 3) + (k & 7) * 2;
+#ifdef __CUDA_ARCH__
+    return *reinterpret_cast<uint32_t const*>(p);
+#else
+    return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24);
+#endif
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -212,33 +300,91 @@ struct TcTensors
     uint16_t const* bias; //!< null when the problem has none
     uint16_t const* mask; //!< null unless modulated
     uint16_t* y;
+    float* partial;      //!< [splitK][cols][cOut] fp32 partial sums when the plan splits K, else null
     bool outputNhwc;
-    bool vectorGather;  //!< 16-byte channel vectors: c and chunkC multiples of 8, x 16-byte aligned
-    bool vectorWeight;  //!< 16-byte weight vectors: cPerGroup and chunkC multiples of 8, weight 16-byte aligned
+    bool vector;         //!< 16-byte vectors for x and the weight: channel counts multiples of 8, aligned pointers
+    bool pairedOutput;   //!< two adjacent output channels per store: NHWC (or partial sums), even channel
+                         //!< counts, y 4-byte aligned
+};
+
+//! How a launch covers the problem (choosePlan). Grid: x = pixel tiles of mExtent pixels, y = nTiles x
+//! splitK (channel tile fastest), z = convolution groups.
+struct TcPlan
+{
+    int32_t shape;         //!< tile shape index
+    int32_t mExtent;       //!< pixels per CTA: a multiple of kWarpRows, at most the shape's BM
+    int32_t splitK;        //!< K splits (1: none)
+    int32_t stepsPerSplit; //!< K steps per split (the last split may have fewer)
+    int32_t nTiles;        //!< output-channel tiles per group: ceil(cOutPerGroup / BN) (each gathers A again)
+    int64_t mTiles;        //!< ceil(cols / mExtent)
 };
 
 struct TcTile
 {
     int32_t grp;
-    int64_t m0; //!< first output pixel (of the whole batch)
-    int32_t n0; //!< first output channel within the group
+    int64_t m0;         //!< first output pixel (of the whole batch)
+    int32_t n0;         //!< first output channel within the group
+    int32_t rows;       //!< output pixels of this tile: min(mExtent, cols - m0)
+    int32_t gatherRows; //!< rows rounded up to whole warp tiles: the rows gathered (zero past ``rows``)
+    int32_t split;      //!< K split index
+    int32_t stepBegin, stepEnd;
 };
 
-//! Prologue: sampling data of every (tap, pixel) of the tile for offset group ``og``.
+//! The tile of CTA (bx, by, bz) of a launch of ``plan``.
+DEFORMRT_HD TcTile makeTile(TcGeometry const& t, TcPlan const& plan, int32_t nBN, int64_t bx, int32_t by, int32_t bz)
+{
+    TcTile tile{};
+    tile.grp = bz;
+    tile.m0 = bx * plan.mExtent;
+    int32_t const nTile = by % plan.nTiles;
+    tile.split = by / plan.nTiles;
+    tile.n0 = nTile * nBN;
+    int64_t const left = t.g.cols - tile.m0;
+    tile.rows = left < plan.mExtent ? int32_t(left) : plan.mExtent;
+    tile.gatherRows = (tile.rows + kWarpRows - 1) / kWarpRows * kWarpRows;
+    tile.stepBegin = tile.split * plan.stepsPerSplit;
+    int32_t const end = tile.stepBegin + plan.stepsPerSplit;
+    tile.stepEnd = end < t.steps ? end : t.steps;
+    if (tile.stepBegin > tile.stepEnd)
+    {
+        tile.stepBegin = tile.stepEnd;
+    }
+    return tile;
+}
+
+//! The end of the run of K steps from ``first`` whose chunks share one offset group (within the tile's
+//! steps): a CTA recomputes its prologue tables once per such run (usually the whole range).
+DEFORMRT_HD int32_t segmentEnd(TcGeometry const& t, TcTile const& tile, int32_t first)
+{
+    int32_t const taps = t.g.taps;
+    int32_t chunk = first / taps;
+    int32_t const og = chunkOffsetGroup(t, tile.grp, chunk);
+    while ((chunk + 1) * taps < tile.stepEnd && chunkOffsetGroup(t, tile.grp, chunk + 1) == og)
+    {
+        ++chunk;
+    }
+    return (chunk + 1) * taps < tile.stepEnd ? (chunk + 1) * taps : tile.stepEnd;
+}
+
+//! Prologue: sampling data of every (tap, pixel) of the tile for offset group ``og``. A corner outside
+//! the image gets weight zero and the offset of an inside pixel (the gather loads it unconditionally).
 template <class Shape>
 DEFORMRT_HD void prologue(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int32_t og, int32_t tid,
     SharedView const& s)
 {
     DcnGeometry const& g = t.g;
-    for (int32_t e = tid; e < g.taps * Shape::BM; e += kThreads)
+    for (int32_t e = tid; e < g.taps * Shape::BM; e += Shape::Threads)
     {
         int32_t const tap = e / Shape::BM;
         int32_t const r = e - tap * Shape::BM;
+        if (r >= tile.gatherRows)
+        {
+            continue;
+        }
         int64_t const col = tile.m0 + r;
         CornerWeights cw{0.0f, 0.0f, 0.0f, 0.0f};
-        int32_t base = 0;
-        int32_t valid = 0;
-        if (col < g.cols)
+        CornerOffsets co{0u, 0u, 0u, 0u};
+        if (r < tile.rows)
         {
             DcnPixel const px = decodeColumn(g, col);
             int32_t const ki = tap / g.kw;
@@ -261,146 +407,268 @@ DEFORMRT_HD void prologue(TcGeometry const& t, TcTensors const& p, TcTile const&
                     bool const bottom = y0 + 1 < g.h;
                     bool const left = x0 >= 0;
                     bool const right = x0 + 1 < g.w;
-                    valid = (top && left ? 1 : 0) | (top && right ? 2 : 0) | (bottom && left ? 4 : 0)
-                        | (bottom && right ? 8 : 0);
                     float const wy0 = (1.0f - ly) * m;
                     float const wy1 = ly * m;
-                    cw.w00 = (valid & 1) ? wy0 * (1.0f - lx) : 0.0f;
-                    cw.w01 = (valid & 2) ? wy0 * lx : 0.0f;
-                    cw.w10 = (valid & 4) ? wy1 * (1.0f - lx) : 0.0f;
-                    cw.w11 = (valid & 8) ? wy1 * lx : 0.0f;
-                    base = (px.n * g.h + y0) * g.w + x0;
+                    cw.w00 = top && left ? wy0 * (1.0f - lx) : 0.0f;
+                    cw.w01 = top && right ? wy0 * lx : 0.0f;
+                    cw.w10 = bottom && left ? wy1 * (1.0f - lx) : 0.0f;
+                    cw.w11 = bottom && right ? wy1 * lx : 0.0f;
+                    // Rows and columns clamped into the image: y0 in [-1, h - 1], so both stay inside.
+                    uint32_t const rowA = uint32_t(px.n * g.h + (top ? y0 : y0 + 1)) * uint32_t(g.w);
+                    uint32_t const rowB = uint32_t(px.n * g.h + (bottom ? y0 + 1 : y0)) * uint32_t(g.w);
+                    uint32_t const colA = uint32_t(left ? x0 : x0 + 1);
+                    uint32_t const colB = uint32_t(right ? x0 + 1 : x0);
+                    uint32_t const c = uint32_t(g.c);
+                    co = CornerOffsets{(rowA + colA) * c, (rowA + colB) * c, (rowB + colA) * c, (rowB + colB) * c};
                 }
             }
         }
         s.weights[e] = cw;
-        s.base[e] = base;
-        s.valid[e] = valid;
+        s.offsets[e] = co;
     }
 }
 
-//! Up to 8 consecutive channels of one NHWC pixel; lanes past ``count`` read as zero.
-DEFORMRT_HD void loadChannels(uint16_t const* src, int32_t count, bool vector, float (&v)[kVector])
+//! The raw corners of this thread's A vectors of one phase, loaded before the MMAs and blended after, and
+//! the table entries of the row its paired slots share (PairedSlots: read at the pair's first slot).
+template <class Shape>
+struct Staged
+{
+    uint32_t words[Shape::VectorsPerPhase][4][4]; //!< [vector][corner][4 words of 8 halves]
+    CornerOffsets offsets;
+    CornerWeights weights;
+};
+
+//! Which tile row and 16-byte vector a thread's ``slot``-th vector of a step is.
+struct VectorPlace
+{
+    int32_t row, vec;
+};
+
+//! B copies (and A with one vector per thread): consecutive threads take consecutive vectors of a row;
+//! slot s is Threads / kVectorsPerRow rows further.
+template <class Shape>
+DEFORMRT_HD VectorPlace vectorPlace(int32_t tid, int32_t slot)
+{
+    uint32_t const u = uint32_t(tid);
+    return VectorPlace{int32_t(u / kVectorsPerRow) + slot * (Shape::Threads / kVectorsPerRow),
+        int32_t(u % kVectorsPerRow)};
+}
+
+//! A's gather with two or more vectors per thread: two threads per row, slots 2i and 2i + 1 of a thread
+//! are vectors (tid % 2) and (tid % 2) + 2 of one row, so the row's sampling tables are read once for both
+//! and each load instruction reads whole 32-byte sectors (a thread pair's vectors are adjacent).
+template <class Shape>
+DEFORMRT_HD VectorPlace aVectorPlace(int32_t tid, int32_t slot)
+{
+    if (!Shape::PairedSlots)
+    {
+        return vectorPlace<Shape>(tid, slot);
+    }
+    uint32_t const u = uint32_t(tid);
+    return VectorPlace{int32_t(u / 2) + (slot / 2) * (Shape::Threads / 2), int32_t(u % 2) + 2 * (slot % 2)};
+}
+
+//! ``base`` + ``offset`` halves, for a 32-bit offset: one IMAD.WIDE.U32 on the GPU.
+DEFORMRT_HD uint16_t const* halfAt(uint16_t const* base, uint32_t offset)
 {
 #ifdef __CUDA_ARCH__
-    if (vector && count == kVector)
+    uint64_t address;
+    asm("mad.wide.u32 %0, %1, 2, %2;" : "=l"(address) : "r"(offset), "l"(base));
+    return reinterpret_cast<uint16_t const*>(address);
+#else
+    return base + offset;
+#endif
+}
+
+//! Up to 8 consecutive channels of one NHWC pixel as 4 .f16x2 words; channels past ``count`` read as zero.
+//! The GPU loads whole 16-byte vectors (``Vector``: count >= 8, aligned).
+template <bool Vector>
+DEFORMRT_HD void loadCorner(uint16_t const* src, int32_t count, uint32_t (&words)[4])
+{
+#ifdef __CUDA_ARCH__
+    if (Vector)
     {
-        uint4 const raw = *reinterpret_cast<uint4 const*>(src);
-        uint32_t const words[4] = {raw.x, raw.y, raw.z, raw.w};
-DEFORMRT_UNROLL
-        for (int32_t i = 0; i < 4; ++i)
-        {
-            v[2 * i] = halfToFloat(uint16_t(words[i] & 0xffffu));
-            v[2 * i + 1] = halfToFloat(uint16_t(words[i] >> 16));
-        }
+        // ld.global (x is read-only while the kernel runs): the address comes from halfAt's integer math
+        asm("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
+            : "=r"(words[0]), "=r"(words[1]), "=r"(words[2]), "=r"(words[3])
+            : "l"(src));
         return;
     }
-#else
-    (void) vector;
 #endif
 DEFORMRT_UNROLL
-    for (int32_t i = 0; i < kVector; ++i)
+    for (int32_t w = 0; w < 4; ++w)
     {
-        v[i] = i < count ? halfToFloat(src[i]) : 0.0f;
+        uint32_t const lo = 2 * w < count ? src[2 * w] : 0u;
+        uint32_t const hi = 2 * w + 1 < count ? src[2 * w + 1] : 0u;
+        words[w] = lo | (hi << 16);
     }
 }
 
-//! acc += weight * (up to 8 channels at ``src``) when the corner is valid.
-DEFORMRT_HD void accumulateCorner(
-    int32_t valid, float weight, uint16_t const* src, int32_t count, bool vector, float (&acc)[kVector])
-{
-    if (valid != 0)
-    {
-        float v[kVector];
-        loadChannels(src, count, vector, v);
-DEFORMRT_UNROLL
-        for (int32_t i = 0; i < kVector; ++i)
-        {
-            acc[i] = fmaf(weight, v[i], acc[i]);
-        }
-    }
-}
-
-//! Gather: A tile ``buf`` = the sampled, modulated channels of step (chunk, tap), rounded to fp16.
+//! The A vector the thread handles as the ``i``-th of phase ``phase`` (its slot and place), or false when
+//! there is none: past the thread's vectors, or in a row past the tile's gathered rows (warp-uniform: a
+//! warp's vectors are rows of one 32-row block).
 template <class Shape>
-DEFORMRT_HD void gatherA(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int32_t chunk, int32_t tap,
-    int32_t buf, int32_t tid, SharedView const& s)
+DEFORMRT_HD bool phaseVector(TcTile const& tile, int32_t phase, int32_t i, int32_t tid, int32_t& slot, VectorPlace& v)
 {
-    DcnGeometry const& g = t.g;
-    int32_t const vectorsPerRow = t.stepK / kVector;
-    int32_t const chunkStart = tile.grp * g.cPerGroup + chunk * t.chunkC;
-    uint16_t* const a = s.a + int64_t(buf) * Shape::BM * s.rowStride;
-    for (int32_t e = tid; e < Shape::BM * vectorsPerRow; e += kThreads)
+    slot = phase * Shape::VectorsPerPhase + i;
+    if (slot >= Shape::VectorsPerThread)
     {
-        int32_t const r = e / vectorsPerRow;
-        int32_t const vec = e - r * vectorsPerRow;
-        int32_t const count = t.chunkC - vec * kVector; // valid channels of this vector (may be <= 0)
-        float acc[kVector] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-        int32_t const entry = tap * Shape::BM + r;
-        int32_t const valid = s.valid[entry];
-        if (count > 0 && valid != 0)
-        {
-            CornerWeights const cw = s.weights[entry];
-            uint16_t const* const corner00 = p.x + int64_t(s.base[entry]) * g.c + chunkStart + vec * kVector;
-            int32_t const n = count < kVector ? count : kVector;
-            // Four explicit calls (no array of weights): keeps every value in registers.
-            accumulateCorner(valid & 1, cw.w00, corner00, n, p.vectorGather, acc);
-            accumulateCorner(valid & 2, cw.w01, corner00 + g.c, n, p.vectorGather, acc);
-            accumulateCorner(valid & 4, cw.w10, corner00 + int64_t(g.w) * g.c, n, p.vectorGather, acc);
-            accumulateCorner(valid & 8, cw.w11, corner00 + (int64_t(g.w) + 1) * g.c, n, p.vectorGather, acc);
-        }
-        uint16_t* const dst = a + int64_t(r) * s.rowStride + vec * kVector;
-#ifdef __CUDA_ARCH__
-        uint32_t words[4];
-DEFORMRT_UNROLL
-        for (int32_t i = 0; i < 4; ++i)
-        {
-            words[i] = uint32_t(floatToHalf(acc[2 * i])) | (uint32_t(floatToHalf(acc[2 * i + 1])) << 16);
-        }
-        *reinterpret_cast<uint4*>(dst) = make_uint4(words[0], words[1], words[2], words[3]);
-#else
-        for (int32_t i = 0; i < kVector; ++i)
-        {
-            dst[i] = floatToHalf(acc[i]);
-        }
-#endif
+        return false;
     }
+    v = aVectorPlace<Shape>(tid, slot);
+    return v.row < tile.gatherRows;
 }
 
-//! loadB: B tile ``buf`` = the weights of step ``step`` (chunk, tap) for the tile's output channels, read
-//! from the OHWI tensor: per output channel one run of chunkC channels, zero past them and past the
-//! group's output channels.
-template <class Shape>
-DEFORMRT_HD void loadB(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int32_t step, int32_t buf,
-    int32_t tid, SharedView const& s)
+//! Gather, first half: the four corners of this thread's A vectors of phase ``phase`` of step (chunk,
+//! tap) into ``staged``. Nothing is loaded for rows past the tile's gathered rows or vectors past the chunk.
+template <class Shape, bool Vector>
+DEFORMRT_HD void gatherLoads(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int32_t chunk, int32_t tap,
+    int32_t phase, int32_t tid, SharedView const& s, Staged<Shape>& staged)
 {
-    DcnGeometry const& g = t.g;
-    int32_t const vectorsPerRow = t.stepK / kVector;
-    int32_t const chunk = step / g.taps;
-    int32_t const tap = step - chunk * g.taps;
-    int64_t const perOutput = int64_t(g.taps) * g.cPerGroup; // OHWI elements of one output channel
-    // The step's run of the tile's first output channel; row r's run is perOutput elements further.
-    uint16_t const* const stepRun = p.weight + (int64_t(tile.grp) * g.cOutPerGroup + tile.n0) * perOutput
-        + int64_t(tap) * g.cPerGroup + chunk * t.chunkC;
-    uint16_t* const b = s.b + int64_t(buf) * Shape::BN * s.rowStride;
-    for (int32_t e = tid; e < Shape::BN * vectorsPerRow; e += kThreads)
+    CornerOffsets const* const offsets = s.offsets + tap * Shape::BM;
+    uint16_t const* const chunkBase = p.x + (tile.grp * t.g.cPerGroup + chunk * t.chunkC);
+DEFORMRT_UNROLL
+    for (int32_t i = 0; i < Shape::VectorsPerPhase; ++i)
     {
-        int32_t const r = e / vectorsPerRow;
-        int32_t const vec = e - r * vectorsPerRow;
-        int32_t const count = t.chunkC - vec * kVector; // channels of this vector in the run (may be <= 0)
-        bool const inside = tile.n0 + r < g.cOutPerGroup && count > 0;
-        uint16_t const* const src = stepRun + r * perOutput + vec * kVector;
-        uint16_t* const dst = b + int64_t(r) * s.rowStride + vec * kVector;
-#ifdef __CUDA_ARCH__
-        if (p.vectorWeight) // every run is whole, aligned 16-byte vectors
+        int32_t slot;
+        VectorPlace v;
+        if (!phaseVector<Shape>(tile, phase, i, tid, slot, v))
         {
-            *reinterpret_cast<uint4*>(dst) = inside ? *reinterpret_cast<uint4 const*>(src) : make_uint4(0, 0, 0, 0);
             continue;
         }
+        // A vector past the chunk (chunkC < kStepK) loads the chunk's first vector instead: its B rows are zero.
+        int32_t const loaded = v.vec * kVector < t.chunkC ? v.vec : 0;
+        int32_t const count = t.chunkC - loaded * kVector; // channels of the loaded vector (8 unless chunkC < 8)
+        if (!Shape::PairedSlots || slot % 2 == 0)
+        {
+            staged.offsets = offsets[v.row];
+        }
+        CornerOffsets const& o = staged.offsets;
+        uint32_t const corner[4] = {o.o00, o.o01, o.o10, o.o11};
+        uint16_t const* const base = chunkBase + loaded * kVector;
+DEFORMRT_UNROLL
+        for (int32_t q = 0; q < 4; ++q)
+        {
+            loadCorner<Vector>(halfAt(base, corner[q]), count, staged.words[i][q]);
+        }
+    }
+}
+
+//! Gather, second half: the staged corners of phase ``phase`` times their weights, summed in fp32 and
+//! rounded once to fp16, into A buffer ``stage`` (one 16-byte store per vector).
+template <class Shape>
+DEFORMRT_HD void gatherBlend(TcTile const& tile, int32_t tap, int32_t phase, int32_t stage, int32_t tid,
+    SharedView const& s, Staged<Shape>& staged)
+{
+    unsigned char* const a = s.a + stage * (Shape::BM * kRowBytes);
+DEFORMRT_UNROLL
+    for (int32_t i = 0; i < Shape::VectorsPerPhase; ++i)
+    {
+        int32_t slot;
+        VectorPlace v;
+        if (!phaseVector<Shape>(tile, phase, i, tid, slot, v))
+        {
+            continue;
+        }
+        uint32_t out[4];
+        {
+            if (!Shape::PairedSlots || slot % 2 == 0)
+            {
+                staged.weights = s.weights[tap * Shape::BM + v.row];
+            }
+            CornerWeights const& cw = staged.weights;
+            float const weight[4] = {cw.w00, cw.w01, cw.w10, cw.w11};
+DEFORMRT_UNROLL
+            for (int32_t w = 0; w < 4; ++w)
+            {
+                float lo, hi;
+                unpackHalves(staged.words[i][0][w], lo, hi);
+                float accLo = weight[0] * lo;
+                float accHi = weight[0] * hi;
+DEFORMRT_UNROLL
+                for (int32_t q = 1; q < 4; ++q)
+                {
+                    unpackHalves(staged.words[i][q][w], lo, hi);
+                    accLo = fmaf(weight[q], lo, accLo);
+                    accHi = fmaf(weight[q], hi, accHi);
+                }
+                out[w] = packHalves(accLo, accHi);
+            }
+        }
+        unsigned char* const dst = a + tileByte(v.row, v.vec);
+#ifdef __CUDA_ARCH__
+        *reinterpret_cast<uint4*>(dst) = make_uint4(out[0], out[1], out[2], out[3]);
+#else
+        for (int32_t w = 0; w < 4; ++w)
+        {
+            for (int32_t b = 0; b < 4; ++b)
+            {
+                dst[4 * w + b] = static_cast<unsigned char>(out[w] >> (8 * b));
+            }
+        }
 #endif
+    }
+}
+
+//! This thread's B copies of a tile (loop-invariant): slot s copies 16-byte vector ``vec`` of output channel
+//! n0 + row + s * (Threads / kVectorsPerRow) of the group, from the step's run of chunkC channels. Element
+//! offsets are 32-bit (tensorCoreApplies: the weight has fewer than 2^31 elements).
+struct BCopies
+{
+    uint32_t firstSource; //!< OHWI element of slot 0's vector at step (chunk 0, tap 0)
+    uint32_t slotStride;  //!< elements between consecutive slots' sources
+    int32_t row, vec;     //!< slot 0's B tile row (output channel - n0) and vector
+    int32_t channels;     //!< channels of the chunk in this vector (<= 0: none)
+};
+
+template <class Shape>
+DEFORMRT_HD BCopies bCopies(TcGeometry const& t, TcTile const& tile, int32_t tid)
+{
+    DcnGeometry const& g = t.g;
+    VectorPlace const v = vectorPlace<Shape>(tid, 0);
+    uint32_t const perOutput = uint32_t(g.taps) * uint32_t(g.cPerGroup);
+    BCopies b{};
+    b.row = v.row;
+    b.vec = v.vec;
+    b.channels = t.chunkC - v.vec * kVector;
+    b.firstSource = (uint32_t(tile.grp) * uint32_t(g.cOutPerGroup) + uint32_t(tile.n0 + v.row)) * perOutput
+        + uint32_t(v.vec * kVector);
+    b.slotStride = uint32_t(Shape::Threads / kVectorsPerRow) * perOutput;
+    return b;
+}
+
+//! Whether slot ``slot`` of ``b`` copies weights (else zeros: past the chunk or the group's channels).
+template <class Shape>
+DEFORMRT_HD bool bSlotInside(TcGeometry const& t, TcTile const& tile, BCopies const& b, int32_t slot)
+{
+    return b.channels > 0 && tile.n0 + b.row + slot * (Shape::Threads / kVectorsPerRow) < t.g.cOutPerGroup;
+}
+
+//! The OHWI element offset of step (chunk, tap) within a run: added to every slot's source.
+DEFORMRT_HD uint32_t bStepOffset(TcGeometry const& t, int32_t chunk, int32_t tap)
+{
+    return uint32_t(tap) * uint32_t(t.g.cPerGroup) + uint32_t(chunk * t.chunkC);
+}
+
+//! loadB on the CPU (and the GPU's path for weights that are not whole 16-byte vectors): B buffer ``stage``
+//! = the weights of step (chunk, tap), zero past the chunk's channels and the group's output channels.
+template <class Shape>
+DEFORMRT_HD void loadBDirect(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int32_t chunk, int32_t tap,
+    int32_t stage, int32_t tid, SharedView const& s)
+{
+    BCopies const b = bCopies<Shape>(t, tile, tid);
+    uint32_t const first = b.firstSource + bStepOffset(t, chunk, tap);
+    for (int32_t slot = 0; slot < Shape::BVectorsPerThread; ++slot)
+    {
+        bool const inside = bSlotInside<Shape>(t, tile, b, slot);
+        unsigned char* const dst = s.b + stage * (Shape::BN * kRowBytes)
+            + tileByte(b.row + slot * (Shape::Threads / kVectorsPerRow), b.vec);
+        uint16_t const* const source = p.weight + (first + uint32_t(slot) * b.slotStride);
         for (int32_t i = 0; i < kVector; ++i)
         {
-            dst[i] = inside && i < count ? src[i] : uint16_t(0);
+            uint16_t const value = inside && i < b.channels ? source[i] : uint16_t(0);
+            dst[2 * i] = static_cast<unsigned char>(value & 0xffu);
+            dst[2 * i + 1] = static_cast<unsigned char>(value >> 8);
         }
     }
 }
@@ -415,7 +683,8 @@ DEFORMRT_HD void loadB(TcGeometry const& t, TcTensors const& p, TcTile const& ti
 //     row (k) = 2 * threadID_in_group + (i & 1), plus 8 for b2, b3; col (n) = groupID
 //   C / D (16 x 8 f32), c0..c3:
 //     row = groupID for c0, c1; groupID + 8 for c2, c3; col = 2 * threadID_in_group + (i & 1)
-// A register's low 16 bits hold the element with the lower index.
+// A register's low 16 bits hold the element with the lower index. The GPU loads the same registers with
+// ldmatrix.x4 (deformConvTensorCore.cu); the CPU build with these formulas.
 
 struct FragA
 {
@@ -430,38 +699,27 @@ struct FragC
     float v[4];
 };
 
-//! Two consecutive halves of a shared tile row as one .f16x2 register.
-DEFORMRT_HD uint32_t loadPair(uint16_t const* tile, int32_t rowStride, int32_t row, int32_t col)
-{
-    uint16_t const* p = tile + int64_t(row) * rowStride + col;
-#ifdef __CUDA_ARCH__
-    return *reinterpret_cast<uint32_t const*>(p);
-#else
-    return uint32_t(p[0]) | (uint32_t(p[1]) << 16);
-#endif
-}
-
 //! This lane's A fragment of the 16 x 16 block at (row0, k0) of an A tile stored [m][k].
-DEFORMRT_HD FragA loadFragA(uint16_t const* a, int32_t rowStride, int32_t row0, int32_t k0, int32_t lane)
+DEFORMRT_HD FragA loadFragA(unsigned char const* a, int32_t row0, int32_t k0, int32_t lane)
 {
     int32_t const group = lane >> 2;
     int32_t const col = k0 + 2 * (lane & 3);
     FragA f;
-    f.r[0] = loadPair(a, rowStride, row0 + group, col);
-    f.r[1] = loadPair(a, rowStride, row0 + group + 8, col);
-    f.r[2] = loadPair(a, rowStride, row0 + group, col + 8);
-    f.r[3] = loadPair(a, rowStride, row0 + group + 8, col + 8);
+    f.r[0] = loadPair(a, row0 + group, col);
+    f.r[1] = loadPair(a, row0 + group + 8, col);
+    f.r[2] = loadPair(a, row0 + group, col + 8);
+    f.r[3] = loadPair(a, row0 + group + 8, col + 8);
     return f;
 }
 
 //! This lane's B fragment of the 16 x 8 block at (k0, col0) of a B tile stored [n][k].
-DEFORMRT_HD FragB loadFragB(uint16_t const* b, int32_t rowStride, int32_t col0, int32_t k0, int32_t lane)
+DEFORMRT_HD FragB loadFragB(unsigned char const* b, int32_t col0, int32_t k0, int32_t lane)
 {
     int32_t const n = col0 + (lane >> 2);
     int32_t const k = k0 + 2 * (lane & 3);
     FragB f;
-    f.r[0] = loadPair(b, rowStride, n, k);
-    f.r[1] = loadPair(b, rowStride, n, k + 8);
+    f.r[0] = loadPair(b, n, k);
+    f.r[1] = loadPair(b, n, k + 8);
     return f;
 }
 
@@ -501,64 +759,167 @@ DEFORMRT_HD WarpPlace warpPlace(int32_t tid)
     return WarpPlace{wm * Shape::WM, wn * Shape::WN, tid % kWarpSize};
 }
 
-//! A lane's fragments for K slice [k16 * 16, k16 * 16 + 16) of tile buffer ``buf``.
-template <class Shape>
-DEFORMRT_HD void loadFragments(SharedView const& s, int32_t buf, WarpPlace const& w, int32_t k16,
-    FragA (&a)[Shape::MT], FragB (&b)[Shape::NT])
+//! Whether the warp at ``w`` has gathered rows (warp-uniform): a warp without skips its MMAs.
+DEFORMRT_HD bool warpActive(TcTile const& tile, WarpPlace const& w)
 {
-    uint16_t const* const at = s.a + int64_t(buf) * Shape::BM * s.rowStride;
-    uint16_t const* const bt = s.b + int64_t(buf) * Shape::BN * s.rowStride;
-DEFORMRT_UNROLL
-    for (int32_t mi = 0; mi < Shape::MT; ++mi)
-    {
-        a[mi] = loadFragA(at, s.rowStride, w.warpRow0 + 16 * mi, 16 * k16, w.lane);
-    }
-DEFORMRT_UNROLL
-    for (int32_t ni = 0; ni < Shape::NT; ++ni)
-    {
-        b[ni] = loadFragB(bt, s.rowStride, w.warpCol0 + 8 * ni, 16 * k16, w.lane);
-    }
+    return w.warpRow0 < tile.gatherRows;
 }
 
-//! Epilogue: accumulators + bias, rounded once to fp16, stored NHWC or NCHW.
+//! Two consecutive fp32 partial sums (8-byte aligned) in one store.
+DEFORMRT_HD void storePair(float* dst, float v0, float v1)
+{
+#ifdef __CUDA_ARCH__
+    *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
+#else
+    dst[0] = v0;
+    dst[1] = v1;
+#endif
+}
+
+//! Two consecutive fp16 outputs (4-byte aligned, the lower index in the low half) in one store.
+DEFORMRT_HD void storePair(uint16_t* dst, uint32_t packed)
+{
+#ifdef __CUDA_ARCH__
+    *reinterpret_cast<uint32_t*>(dst) = packed;
+#else
+    dst[0] = uint16_t(packed & 0xffffu);
+    dst[1] = uint16_t(packed >> 16);
+#endif
+}
+
+//! Epilogue: this thread's accumulators, either plus the bias rounded once to fp16 into y (NHWC or NCHW),
+//! or (split K) as fp32 partial sums into p.partial[split].
 template <class Shape>
 DEFORMRT_HD void epilogue(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int32_t tid,
     Accumulators<Shape> const& acc)
 {
     DcnGeometry const& g = t.g;
     WarpPlace const w = warpPlace<Shape>(tid);
+    float* const partial = p.partial != nullptr ? p.partial + int64_t(tile.split) * g.cols * g.cOut : nullptr;
 DEFORMRT_UNROLL
     for (int32_t mi = 0; mi < Shape::MT; ++mi)
     {
 DEFORMRT_UNROLL
-        for (int32_t ni = 0; ni < Shape::NT; ++ni)
+        for (int32_t half = 0; half < 2; ++half)
         {
-DEFORMRT_UNROLL
-            for (int32_t i = 0; i < 4; ++i)
+            int32_t const r = w.warpRow0 + 16 * mi + accRow(w.lane, 2 * half);
+            if (r >= tile.rows)
             {
-                int64_t const row = tile.m0 + w.warpRow0 + 16 * mi + accRow(w.lane, i);
-                int32_t const col = tile.n0 + w.warpCol0 + 8 * ni + accCol(w.lane, i);
-                if (row >= g.cols || col >= g.cOutPerGroup)
+                continue;
+            }
+            int64_t const row = tile.m0 + r;
+            // NCHW: (image, pixel) of the row, once per row
+            int64_t const n = p.outputNhwc || partial != nullptr ? 0 : row / g.outPlane;
+            int64_t const rowBase = partial != nullptr || p.outputNhwc ? row * g.cOut : n * g.cOut * g.outPlane
+                + (row - n * g.outPlane);
+            int64_t const channelStride = partial != nullptr || p.outputNhwc ? 1 : g.outPlane;
+DEFORMRT_UNROLL
+            for (int32_t ni = 0; ni < Shape::NT; ++ni)
+            {
+                int32_t const col0 = tile.n0 + w.warpCol0 + 8 * ni + accCol(w.lane, 2 * half); // even
+                float const v0 = acc.c[mi][ni].v[2 * half];
+                float const v1 = acc.c[mi][ni].v[2 * half + 1];
+                int32_t const co0 = tile.grp * g.cOutPerGroup + col0;
+                if (p.pairedOutput && col0 < g.cOutPerGroup) // both columns inside, one aligned store
                 {
+                    if (partial != nullptr)
+                    {
+                        storePair(partial + rowBase + co0, v0, v1);
+                    }
+                    else
+                    {
+                        float const b0 = p.bias != nullptr ? halfToFloat(p.bias[co0]) : 0.0f;
+                        float const b1 = p.bias != nullptr ? halfToFloat(p.bias[co0 + 1]) : 0.0f;
+                        storePair(p.y + rowBase + co0, packHalves(v0 + b0, v1 + b1));
+                    }
                     continue;
                 }
-                int32_t const co = tile.grp * g.cOutPerGroup + col;
-                float const v = acc.c[mi][ni].v[i] + (p.bias != nullptr ? halfToFloat(p.bias[co]) : 0.0f);
-                int64_t index;
-                if (p.outputNhwc)
+DEFORMRT_UNROLL
+                for (int32_t i = 2 * half; i < 2 * half + 2; ++i)
                 {
-                    index = row * g.cOut + co;
+                    int32_t const col = tile.n0 + w.warpCol0 + 8 * ni + accCol(w.lane, i);
+                    if (col >= g.cOutPerGroup)
+                    {
+                        continue;
+                    }
+                    int32_t const co = tile.grp * g.cOutPerGroup + col;
+                    float const v = acc.c[mi][ni].v[i];
+                    if (partial != nullptr)
+                    {
+                        partial[rowBase + co] = v;
+                        continue;
+                    }
+                    float const biased = v + (p.bias != nullptr ? halfToFloat(p.bias[co]) : 0.0f);
+                    p.y[rowBase + co * channelStride] = floatToHalf(biased);
                 }
-                else
-                {
-                    int64_t const n = row / g.outPlane;
-                    index = (n * g.cOut + co) * g.outPlane + (row - n * g.outPlane);
-                }
-                p.y[index] = floatToHalf(v);
             }
         }
     }
 }
+
+//! Split K, second kernel: outputs (row, co .. co + count - 1) (count <= 4; row over the whole batch) = the
+//! splits' partial sums added in split order, plus the bias, rounded once to fp16. ``vector``: count 4,
+//! cOut a multiple of 4 and y 8-byte aligned: one 16-byte load per split and, for NHWC, one 8-byte store.
+DEFORMRT_HD void splitKReduce(DcnGeometry const& g, int32_t splits, float const* partial, uint16_t const* bias,
+    uint16_t* y, bool outputNhwc, bool vector, int64_t row, int32_t co, int32_t count)
+{
+#ifndef __CUDA_ARCH__
+    (void) vector; // the host build has no vector path: the scalar loop gives the same sums in the same order
+#endif
+    int64_t const total = g.cols * g.cOut;
+    int64_t const e = row * g.cOut + co;
+    float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int32_t s = 0; s < splits; ++s)
+    {
+        float const* const src = partial + s * total + e;
+#ifdef __CUDA_ARCH__
+        if (vector)
+        {
+            float4 const v = *reinterpret_cast<float4 const*>(src);
+            sum[0] += v.x;
+            sum[1] += v.y;
+            sum[2] += v.z;
+            sum[3] += v.w;
+            continue;
+        }
+#endif
+        for (int32_t i = 0; i < count; ++i)
+        {
+            sum[i] += src[i];
+        }
+    }
+    uint16_t out[4];
+    for (int32_t i = 0; i < count; ++i)
+    {
+        out[i] = floatToHalf(sum[i] + (bias != nullptr ? halfToFloat(bias[co + i]) : 0.0f));
+    }
+    if (outputNhwc)
+    {
+#ifdef __CUDA_ARCH__
+        if (vector)
+        {
+            *reinterpret_cast<uint2*>(y + e) = make_uint2(uint32_t(out[0]) | (uint32_t(out[1]) << 16),
+                uint32_t(out[2]) | (uint32_t(out[3]) << 16));
+            return;
+        }
+#endif
+        for (int32_t i = 0; i < count; ++i)
+        {
+            y[e + i] = out[i];
+        }
+        return;
+    }
+    int64_t const n = row / g.outPlane;
+    int64_t const base = n * g.cOut * g.outPlane + (row - n * g.outPlane);
+    for (int32_t i = 0; i < count; ++i)
+    {
+        y[base + int64_t(co + i) * g.outPlane] = out[i];
+    }
+}
+
+//! Threads of the reduction along the channels (4 each) and along the rows per block.
+constexpr int32_t kReduceChannelThreads = 64;
+constexpr int32_t kReduceRowThreads = 4;
 
 // ------------------------------------------------------------------------------------------------
 // Problem-level decisions shared by the launcher and the CPU build.
@@ -566,57 +927,41 @@ DEFORMRT_UNROLL
 //! Shared-memory bytes of tile shape ``shape`` (0 .. kTileShapes-1) for this problem.
 inline int64_t sharedBytes(TcGeometry const& t, int32_t shape)
 {
-    return sharedLayout(kTileBM[shape], kTileBN[shape], t.g.taps, t.stepK).bytes;
+    return sharedLayout(kTileBM[shape], kTileBN[shape], t.g.taps).bytes;
 }
 
-//! Whether the tensor-core kernel takes this problem's channels and kernel (grid limits, shared memory):
-//! the part of tensorCoreApplies that does not depend on the batch or spatial sizes.
+//! Whether the tensor-core kernel takes this problem's channels and kernel (grid limits, shared memory of
+//! its smallest shape within every sm_80+ GPU's opt-in): the part of tensorCoreApplies that does not depend
+//! on the batch or spatial sizes.
 inline bool tensorCoreTakesChannels(TcGeometry const& t)
 {
     DcnGeometry const& g = t.g;
-    return (g.cOutPerGroup + 63) / 64 <= 65535 && g.group <= 65535 && sharedBytes(t, kTileShapes - 1) <= kMaxSharedBytes;
+    return (g.cOutPerGroup + 63) / 64 * kMaxSplitK <= 65535 && g.group <= 65535
+        && sharedBytes(t, kTileShapes - 1) <= kMinOptInBytes;
 }
 
-//! Whether the tensor-core kernel can run this problem (also int32 pixel indices).
+//! Whether the tensor-core kernel can run this problem (also 32-bit x and weight element offsets, int32
+//! pixels).
 inline bool tensorCoreApplies(TcGeometry const& t)
 {
     DcnGeometry const& g = t.g;
-    return tensorCoreTakesChannels(t) && int64_t(g.n) * g.h * g.w < (int64_t(1) << 31) && g.cols < (int64_t(1) << 31);
+    return tensorCoreTakesChannels(t) && int64_t(g.n) * g.h * g.w * g.c < (int64_t(1) << 32)
+        && g.cols < (int64_t(1) << 31) && weightElements(g) < (int64_t(1) << 31);
 }
 
-//! Tile shape for ``smCount`` SMs: the largest whose CTAs fill every SM once; else the one with the
-//! most CTAs (batch-1 conv5 then runs 64 x 64 tiles instead of a partial wave of large ones). A
-//! 128-wide channel tile is skipped when the group has at most 64 output channels. -1: none fits.
-inline int32_t chooseTileShape(TcGeometry const& t, int32_t smCount, int64_t sharedLimit)
+//! Whether the epilogue stores two adjacent output channels at once: channels-last y (or split-K partial
+//! sums, 8-byte aligned in the workspace) and even channel counts.
+inline bool pairedOutputApplies(TcGeometry const& t, TcTensors const& p)
 {
-    int32_t chosen = -1;
-    for (int32_t shape = 0; shape < kTileShapes; ++shape)
-    {
-        if (sharedBytes(t, shape) > sharedLimit || (kTileBN[shape] > 64 && t.g.cOutPerGroup <= 64))
-        {
-            continue;
-        }
-        chosen = shape;
-        int64_t const ctas = (t.g.cols + kTileBM[shape] - 1) / kTileBM[shape]
-            * ((t.g.cOutPerGroup + kTileBN[shape] - 1) / kTileBN[shape]) * t.g.group;
-        if (ctas >= smCount)
-        {
-            break;
-        }
-    }
-    return chosen;
+    bool const aligned = p.partial != nullptr || reinterpret_cast<uintptr_t>(p.y) % 4 == 0;
+    return (p.outputNhwc || p.partial != nullptr) && t.g.cOut % 2 == 0 && t.g.cOutPerGroup % 2 == 0 && aligned;
 }
 
-//! Whether 16-byte channel vectors are aligned for this problem and input pointer.
-inline bool vectorGatherApplies(TcGeometry const& t, void const* x)
+//! Whether 16-byte vectors apply to this problem and its x and OHWI weight pointers.
+inline bool vectorApplies(TcGeometry const& t, void const* x, void const* weight)
 {
-    return t.g.c % kVector == 0 && t.chunkC % kVector == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
-}
-
-//! Whether every weight run of a step is whole, aligned 16-byte vectors for this problem and OHWI pointer.
-inline bool vectorWeightApplies(TcGeometry const& t, void const* weight)
-{
-    return t.g.cPerGroup % kVector == 0 && t.chunkC % kVector == 0 && reinterpret_cast<uintptr_t>(weight) % 16 == 0;
+    return t.g.c % kVector == 0 && t.g.cPerGroup % kVector == 0 && t.chunkC % kVector == 0
+        && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(weight) % 16 == 0;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -641,11 +986,205 @@ inline uint64_t inputStagingBytes(DcnGeometry const& g)
     return alignWorkspace(uint64_t(g.n) * g.c * g.h * g.w * 2);
 }
 
-//! The NCHW fp16 entry's workspace: x staged as NHWC, then the weight as OHWI. Counted whenever the kernel
+//! Bytes of one split's fp32 partial sums.
+inline uint64_t splitBytes(DcnGeometry const& g)
+{
+    return uint64_t(g.cols) * uint64_t(g.cOut) * 4;
+}
+
+//! Bytes for split-K partial sums: problems with K (taps x channels per group) of at least kSplitKMinK
+//! get up to kMaxSplitK splits' worth, at most kSplitKMaxBytes; the plan splits K only as far as they
+//! hold. Non-decreasing in the batch and spatial sizes.
+inline uint64_t partialBytes(DcnGeometry const& g)
+{
+    if (int64_t(g.kDim) < kSplitKMinK || !tensorCoreTakesChannels(makeTcGeometry(g)))
+    {
+        return 0;
+    }
+    uint64_t const wanted = uint64_t(kMaxSplitK) * splitBytes(g);
+    return alignWorkspace(wanted < kSplitKMaxBytes ? wanted : kSplitKMaxBytes);
+}
+
+//! The NHWC entry's workspace: an OIHW weight as OHWI, then the split-K partial sums.
+inline uint64_t nhwcWorkspaceBytes(DcnGeometry const& g)
+{
+    return weightTransposeBytes(g) + partialBytes(g);
+}
+
+//! The NCHW fp16 entry's workspace: x staged as NHWC, then the NHWC entry's. Counted whenever the kernel
 //! takes the channels, so that the size only shrinks with the batch and spatial sizes.
 inline uint64_t nchwWorkspaceBytes(DcnGeometry const& g)
 {
-    return tensorCoreTakesChannels(makeTcGeometry(g)) ? inputStagingBytes(g) + weightTransposeBytes(g) : 0;
+    return tensorCoreTakesChannels(makeTcGeometry(g)) ? inputStagingBytes(g) + nhwcWorkspaceBytes(g) : 0;
+}
+
+// ------------------------------------------------------------------------------------------------
+// The launch plan: which shape, how many pixels per CTA, how many K splits.
+
+//! What the planner knows of the GPU.
+struct TcDevice
+{
+    int32_t smCount;
+    int64_t sharedOptIn; //!< bytes of shared memory one block may opt in to
+    int64_t l2Bytes;
+};
+
+//! The GPU the CPU build plans for when asked for no other (an H100 SXM): it runs the launch a batch-1
+//! H100 would.
+constexpr TcDevice kAssumedDevice{132, kMaxSharedBytes, int64_t(50) << 20};
+
+//! A candidate launch's figures: its busiest SM's modelled clocks and its wave efficiency (the useful
+//! pixel x K-step work over the SMs' share of the busiest SM's).
+struct PlanCost
+{
+    double clocks;
+    double waveEfficiency;
+    int64_t ctas;
+};
+
+//! Bytes of DRAM traffic per SM clock the planner assumes: A100 (1,555 GB/s, 108 SMs, 1.41 GHz), Jetson AGX
+//! Orin (204.8 GB/s, 16 SMs, 1.3 GHz) and H100 SXM (3.35 TB/s, 132 SMs, 1.83 GHz) all have 10 to 14.
+constexpr double kDramBytesPerSmClock = 10.0;
+
+//! A rough per-SM clock count of a launch (the planner's own small model, the scale of
+//! scripts/kernel_model.py's terms): per K step of a CTA the larger of its tensor-core time (2 clocks per
+//! mma.sync m16n8k16, A100 and Orin rates) and its shared/L1 traffic at 128 bytes per clock (the corner
+//! gather, the A store, the B copy and every warp's ldmatrix reads); the busiest SM runs ceil(CTAs / SMs)
+//! CTAs; split K adds the partial sums' write and the reduction's read at the same rate, or at
+//! kDramBytesPerSmClock where they do not fit in half the L2.
+inline PlanCost planCost(TcGeometry const& t, TcPlan const& plan, TcDevice const& dev)
+{
+    DcnGeometry const& g = t.g;
+    int32_t const bn = kTileBN[plan.shape];
+    int32_t const mtw = kTileBM[plan.shape] / kTileWarpsM[plan.shape] / 16;
+    int32_t const ntw = bn / kTileWarpsN[plan.shape] / 8;
+    double const mmaPerStep = double(plan.mExtent / 16) * (bn / 8) * kSlices;
+    double const tensor = 2.0 * mmaPerStep;
+    double const fragmentBytes = mmaPerStep * (512.0 / ntw + 256.0 / mtw);
+    double const gatherBytes = double(plan.mExtent) * kVectorsPerRow * (64 + 16);
+    double const bBytes = double(bn) * kRowBytes;
+    double const l1 = (fragmentBytes + gatherBytes + bBytes) / 128.0;
+    double const step = tensor > l1 ? tensor : l1;
+    int64_t const ctas = plan.mTiles * plan.nTiles * plan.splitK * g.group;
+    int64_t const perSm = (ctas + dev.smCount - 1) / dev.smCount;
+    double const outputBytes = double(plan.mExtent) * bn * (plan.splitK > 1 ? 4 : 2);
+    double clocks = double(perSm) * (double(plan.stepsPerSplit) * step + outputBytes / 128.0);
+    if (plan.splitK > 1)
+    {
+        double const partials = double(splitBytes(g)) * plan.splitK;
+        bool const inL2 = partials <= double(dev.l2Bytes) / 2;
+        clocks += partials * 2.0 / (inL2 ? 128.0 : kDramBytesPerSmClock) / dev.smCount;
+    }
+    double const useful = double(g.cols) * plan.nTiles * t.steps * g.group;
+    double const busiest = double(perSm) * plan.mExtent * plan.stepsPerSplit * dev.smCount;
+    return PlanCost{clocks, useful / busiest, ctas};
+}
+
+//! A plan for ``shape`` with ``mExtent`` pixels per CTA and ``splitK`` splits.
+inline TcPlan makePlan(TcGeometry const& t, int32_t shape, int32_t mExtent, int32_t splitK)
+{
+    TcPlan plan{};
+    plan.shape = shape;
+    plan.mExtent = mExtent;
+    plan.stepsPerSplit = (t.steps + splitK - 1) / splitK;
+    plan.splitK = (t.steps + plan.stepsPerSplit - 1) / plan.stepsPerSplit; // no empty split
+    plan.nTiles = (t.g.cOutPerGroup + kTileBN[shape] - 1) / kTileBN[shape];
+    plan.mTiles = (t.g.cols + mExtent - 1) / mExtent;
+    return plan;
+}
+
+//! The most K splits the workspace of ``workspaceBytes`` partial-sum bytes holds for this problem, keeping
+//! the grid's y within 65535.
+inline int32_t maxSplitK(TcGeometry const& t, uint64_t workspaceBytes, int32_t nTiles)
+{
+    uint64_t const one = splitBytes(t.g);
+    int64_t most = one == 0 ? 1 : int64_t(workspaceBytes / one);
+    most = most < kMaxSplitK ? most : kMaxSplitK;
+    most = most < 65535 / nTiles ? most : 65535 / nTiles;
+    return most < 1 ? 1 : int32_t(most);
+}
+
+//! Whether ``shape`` can run this problem on ``dev``: its shared memory fits the opt-in.
+inline bool shapeFits(TcGeometry const& t, int32_t shape, TcDevice const& dev)
+{
+    int64_t const limit = dev.sharedOptIn < kMaxSharedBytes ? dev.sharedOptIn : kMaxSharedBytes;
+    return shape >= 0 && shape < kTileShapes && sharedBytes(t, shape) <= limit;
+}
+
+//! The launch for ``dev``: the narrowest shape that covers all the group's output channels (at most 256
+//! per CTA; beyond that BN-wide channel tiles) among those that fit, then the pixels per CTA and K splits
+//! of least modelled time (planCost), preferring wave efficiency of at least 0.85 when any candidate has
+//! it. ``forcedShape`` >= 0 restricts the shape, ``forcedExtent`` > 0 / ``forcedSplit`` > 0 the others
+//! (tests and sanitizer runs). plan.shape < 0: the problem does not fit.
+inline TcPlan choosePlan(TcGeometry const& t, TcDevice const& dev, uint64_t partialWorkspaceBytes,
+    int32_t forcedShape = -1, int32_t forcedExtent = 0, int32_t forcedSplit = 0)
+{
+    TcPlan none{};
+    none.shape = -1;
+    if (!tensorCoreApplies(t))
+    {
+        return none;
+    }
+    int32_t shape = -1;
+    if (forcedShape >= 0)
+    {
+        shape = shapeFits(t, forcedShape, dev) ? forcedShape : -1;
+    }
+    else
+    {
+        // Shapes by growing channel width: the first wide enough, else the widest that fits.
+        int32_t const order[kTileShapes] = {2, 1, 0};
+        for (int32_t shapeIndex : order)
+        {
+            if (!shapeFits(t, shapeIndex, dev))
+            {
+                continue;
+            }
+            shape = shapeIndex;
+            if (kTileBN[shapeIndex] >= t.g.cOutPerGroup)
+            {
+                break;
+            }
+        }
+    }
+    if (shape < 0)
+    {
+        return none;
+    }
+    int32_t const nTiles = (t.g.cOutPerGroup + kTileBN[shape] - 1) / kTileBN[shape];
+    int32_t const splits = forcedSplit > 0 ? forcedSplit : maxSplitK(t, partialWorkspaceBytes, nTiles);
+    if (forcedSplit > 0 && (uint64_t(forcedSplit) * splitBytes(t.g) > partialWorkspaceBytes && forcedSplit > 1))
+    {
+        return none;
+    }
+    TcPlan best = none;
+    PlanCost bestCost{0.0, 0.0, 0};
+    for (int32_t extent = kWarpRows; extent <= kTileBM[shape]; extent += kWarpRows)
+    {
+        if (forcedExtent > 0 && extent != forcedExtent)
+        {
+            continue;
+        }
+        for (int32_t split = forcedSplit > 0 ? forcedSplit : 1; split <= splits; ++split)
+        {
+            TcPlan const plan = makePlan(t, shape, extent, split);
+            if (plan.mTiles > 0x7fffffff || int64_t(plan.nTiles) * plan.splitK > 65535)
+            {
+                continue;
+            }
+            PlanCost const cost = planCost(t, plan, dev);
+            bool const full = cost.waveEfficiency >= 0.85;
+            bool const bestFull = bestCost.waveEfficiency >= 0.85;
+            bool better = best.shape < 0 || (full && !bestFull)
+                || (full == bestFull && cost.clocks < bestCost.clocks * (1.0 - 1e-9));
+            if (better)
+            {
+                best = plan;
+                bestCost = cost;
+            }
+        }
+    }
+    return best;
 }
 
 // ------------------------------------------------------------------------------------------------

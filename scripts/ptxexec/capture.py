@@ -26,18 +26,20 @@ STUB_SOURCE = HERE / "cuda_stub.c"
 
 # Device attributes per architecture the stand-in runtime reports: compute capability, SM count of the
 # GPU the check models (A100, Jetson AGX Orin, H100 SXM, ...) and the per-block shared-memory opt-in
-# (CUDA programming guide, "Compute capabilities" table: 163 KB on 8.0/8.7, 99 KB on 8.6/8.9, 227 KB on 9.0).
+# (CUDA programming guide, "Compute capabilities" table: 163 KB on 8.0/8.7, 99 KB on 8.6/8.9, 227 KB on 9.0) and
+# the L2 size (datasheets: A100 40 MB, RTX 3080 6 MB, Jetson AGX Orin 4 MB, RTX 4090 72 MB, H100 SXM 50 MB).
 DEVICES = {
-    "sm_75": dict(major=7, minor=5, sms=40, shared_optin=64 * 1024),
-    "sm_80": dict(major=8, minor=0, sms=108, shared_optin=163 * 1024),
-    "sm_86": dict(major=8, minor=6, sms=84, shared_optin=99 * 1024),
-    "sm_87": dict(major=8, minor=7, sms=16, shared_optin=163 * 1024),
-    "sm_89": dict(major=8, minor=9, sms=128, shared_optin=99 * 1024),
-    "sm_90": dict(major=9, minor=0, sms=132, shared_optin=227 * 1024),
+    "sm_75": dict(major=7, minor=5, sms=40, shared_optin=64 * 1024, l2=4 << 20),
+    "sm_80": dict(major=8, minor=0, sms=108, shared_optin=163 * 1024, l2=40 << 20),
+    "sm_86": dict(major=8, minor=6, sms=84, shared_optin=99 * 1024, l2=6 << 20),
+    "sm_87": dict(major=8, minor=7, sms=16, shared_optin=163 * 1024, l2=4 << 20),
+    "sm_89": dict(major=8, minor=9, sms=128, shared_optin=99 * 1024, l2=72 << 20),
+    "sm_90": dict(major=9, minor=0, sms=132, shared_optin=227 * 1024, l2=50 << 20),
 }
 
 _ATTRIBUTE_NAMES = {"major": "cudaDevAttrComputeCapabilityMajor", "minor": "cudaDevAttrComputeCapabilityMinor",
-                    "sms": "cudaDevAttrMultiProcessorCount", "shared_optin": "cudaDevAttrMaxSharedMemoryPerBlockOptin"}
+                    "sms": "cudaDevAttrMultiProcessorCount", "shared_optin": "cudaDevAttrMaxSharedMemoryPerBlockOptin",
+                    "l2": "cudaDevAttrL2CacheSize"}
 
 
 class BuildError(Exception):
@@ -152,12 +154,33 @@ def build(src_dir: Path, include_dir: Path, sources: tuple, arch: str, cache_dir
     return Build(lib, {s: (units[s] / "unit.ptx").read_text() for s in sources}, arch)
 
 
+def build_host(src_dir: Path, include_dir: Path, cache_dir: Path, source: str = "deformConvHost.cpp") -> Path:
+    """The kernels' CPU build (``source``: their tile code compiled for the host, mma emulated) as a shared
+    library, cached in ``cache_dir`` by the content of the files it includes."""
+    files = sorted(_includes((src_dir / source).resolve(), (src_dir.resolve(), include_dir.resolve()), set()),
+                   key=lambda f: (f.name, str(f)))
+    compiler = shutil.which("c++") or "c++"
+    out_dir = cache_dir / f"host-{_digest([compiler] + [f.name.encode() + f.read_bytes() for f in files])}"
+    lib = out_dir / "libdeformrt_host.so"
+    if not lib.is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="tmp-host-", dir=cache_dir))
+        try:
+            _run([compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-I", str(include_dir), "-I", str(src_dir),
+                  str(src_dir / source), "-o", str(tmp / lib.name)], "compiling the CPU build of the kernels")
+            _publish(tmp, out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    os.utime(out_dir)
+    return lib
+
+
 def _prune(cache_dir: Path, keep: int = 12):
     """Keep the ``keep`` most recently used compiled units and libraries (scratch copies of the sources,
     e.g. the seeded-defect tests', would otherwise accumulate)."""
-    for prefix in ("lib-", ""):
-        entries = [p for p in cache_dir.iterdir() if p.is_dir() and (p.name.startswith("lib-") == (prefix == "lib-"))
-                   and not p.name.startswith("tmp-")]
+    for prefix in ("lib-", "host-", ""):
+        entries = [p for p in cache_dir.iterdir() if p.is_dir() and not p.name.startswith("tmp-")
+                   and (p.name.startswith(prefix) if prefix else not p.name.startswith(("lib-", "host-")))]
         entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
         for old in entries[keep:]:
             shutil.rmtree(old, ignore_errors=True)

@@ -23,7 +23,8 @@ are hazards. ``cp.async`` data lands in shared memory when the issuing thread's 
 completes its group (that is when a correct program may read it).
 
 Counters per CTA: warp-level instructions by class (ops.CLASSES); per launch: global bytes, requests
-and 32-byte sectors per warp access, shared-memory requests, wavefronts and bank conflicts.
+and 32-byte sectors per warp access (load sectors also per allocation), shared-memory requests,
+wavefronts and bank conflicts (those of cp.async destinations also on their own).
 """
 
 from __future__ import annotations
@@ -177,7 +178,8 @@ class Findings:
 MEM_COUNTERS = ("global_load_bytes", "global_store_bytes", "global_load_requests", "global_store_requests",
                 "global_load_sectors", "global_store_sectors", "shared_load_requests", "shared_store_requests",
                 "shared_load_wavefronts", "shared_store_wavefronts", "shared_load_bank_conflicts",
-                "shared_store_bank_conflicts", "shared_load_bytes", "shared_store_bytes", "cp_async_bytes")
+                "shared_store_bank_conflicts", "shared_load_bytes", "shared_store_bytes", "cp_async_bytes",
+                "cp_async_store_wavefronts")
 
 
 @dataclasses.dataclass
@@ -193,6 +195,8 @@ class LaunchResult:
     warp_instructions: int
     seconds: float
     findings: Findings
+    load_sectors_by_buffer: dict = dataclasses.field(default_factory=dict)  # allocation name -> global load
+    #                                                                         sectors (per-warp distinct)
 
     def counters(self) -> dict:
         """Counters per CTA (means over the CTAs run) and totals, as plain numbers."""
@@ -368,6 +372,7 @@ class Batch:
         self.thread_instr = 0
         self.cls_counts = np.zeros((len(CLASSES), self.nc), np.int64)
         self.memc = {k: 0 for k in MEM_COUNTERS}
+        self.load_sectors_by_buffer = np.zeros(len(memory.names), np.int64)
         if schedule == "lockstep":
             self.unit_order = {0: 0}
             ix = ALL if self.ntid == self.tpc else np.nonzero(self.real)[0]
@@ -661,7 +666,8 @@ class Batch:
 
     def _global_counters(self, ix, ok, addr, nbytes, is_load):
         w, uniq = self._warp_list(ix)
-        sectors = self._distinct_per_warp(w[ok], addr[ok].astype(np.int64) >> 5, (nbytes + 31) // 32)
+        sectors = self._distinct_per_warp(w[ok], addr[ok].astype(np.int64) >> 5, (nbytes + 31) // 32,
+                                          self.load_sectors_by_buffer if is_load else None)
         kind = "load" if is_load else "store"
         m = self.memc
         m[f"global_{kind}_bytes"] += int(ok.sum()) * nbytes
@@ -669,14 +675,20 @@ class Batch:
         m[f"global_{kind}_sectors"] += sectors
 
     @staticmethod
-    def _distinct_per_warp(w, sector, span):
+    def _distinct_per_warp(w, sector, span, by_buffer: Optional[np.ndarray] = None):
+        """Distinct 32-byte sectors each warp touches (summed over warps); ``by_buffer`` (indexed by
+        allocation) gets them added per allocation."""
         if len(w) == 0:
             return 0
         key = (w << 40) | (sector & ((1 << 40) - 1))
         if span > 1:
             key = (key[:, None] + np.arange(span)).ravel()
         key = np.sort(key)
-        return int(np.count_nonzero(key[1:] != key[:-1])) + 1
+        first = np.concatenate(([True], key[1:] != key[:-1]))
+        if by_buffer is not None:
+            buffers = (key[first] & ((1 << 40) - 1)) >> (GlobalMemory.SHIFT - 5)
+            by_buffer += np.bincount(buffers, minlength=len(by_buffer))[:len(by_buffer)]
+        return int(np.count_nonzero(first))
 
     def _check_window(self, space, off, nbytes, size, t, line, what):
         """Lanes whose ``nbytes`` at offset ``off`` of a ``size``-byte window are inside it and aligned;
@@ -870,10 +882,13 @@ class Batch:
                 self.memc["global_load_bytes"] += int(src_size[reads & ok_src].sum())
                 self.memc["global_load_requests"] += len(uniq)
                 self.memc["global_load_sectors"] += self._distinct_per_warp(
-                    w[reads & ok_src], src[reads & ok_src].astype(np.int64) >> 5, (size + 31) // 32)
+                    w[reads & ok_src], src[reads & ok_src].astype(np.int64) >> 5, (size + 31) // 32,
+                    self.load_sectors_by_buffer)
         self.memc["cp_async_bytes"] += int(src_size.sum())
         good = d_ok & ok_src
+        before = self.memc["shared_store_wavefronts"]
         self._bank_counters(t[good], dst[good], size, False)
+        self.memc["cp_async_store_wavefronts"] += self.memc["shared_store_wavefronts"] - before
         self.cp_pending.append({"t": t[good], "group": self.cp_commits[t[good]].copy(),
                                 "flat": self.smem_base[t[good]] + dst[good], "data": data[good],
                                 "done": np.zeros(int(good.sum()), np.bool_), "line": line})
@@ -1111,6 +1126,7 @@ class Launcher:
         findings = Findings(label or name)
         per_cta = []
         memc = {k: 0 for k in MEM_COUNTERS}
+        by_buffer = np.zeros(len(self.memory.names), np.int64)
         thread_instr = 0
         t0 = time.perf_counter()
         tpc = (block[0] * block[1] * block[2] + 31) // 32 * 32
@@ -1124,6 +1140,8 @@ class Launcher:
             thread_instr += batch.thread_instr
             for k, v in batch.memc.items():
                 memc[k] += v
+            by_buffer += batch.load_sectors_by_buffer
         counts = np.concatenate(per_cta, axis=1) if per_cta else np.zeros((len(CLASSES), 0), np.int64)
         return LaunchResult(name, grid, block, grid[0] * grid[1] * grid[2], len(ctas), counts, memc, thread_instr,
-                            int(counts.sum()), time.perf_counter() - t0, findings)
+                            int(counts.sum()), time.perf_counter() - t0, findings,
+                            {self.memory.names[i]: int(v) for i, v in enumerate(by_buffer) if v})

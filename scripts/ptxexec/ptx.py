@@ -289,7 +289,9 @@ class _FunctionParser:
             rng = re.match(r"^(%[\w$]+)<(\d+)>$", item)
             names = [f"{rng.group(1)}{i}" for i in range(int(rng.group(2)))] if rng else [item]
             for nm in names:
-                if not re.match(r"^%[\w$]+$", nm):
+                # identifiers (PTX ISA, "Identifiers"): a letter then letters, digits, _ and $, or one of _ $ %
+                # then at least one of those (cuda_fp16.h's inline PTX declares registers such as "low")
+                if not re.match(r"^(?:[A-Za-z][\w$]*|[_$%][\w$]+)$", nm):
                     self.error(line, f"bad register name '{nm}'")
                 reg = Reg(len(self.registers), nm, storage)
                 self.registers.append(reg)
@@ -312,6 +314,13 @@ class _FunctionParser:
             self.local_bytes = (self.local_bytes + align_v - 1) // align_v * align_v
             self.local_vars[name] = self.local_bytes
             self.local_bytes += size
+
+    def scoped(self, name: str) -> Optional[Reg]:
+        """The register ``name`` names in the innermost scope declaring it, or None."""
+        for scope in reversed(self.scopes):
+            if name in scope:
+                return scope[name]
+        return None
 
     def lookup(self, line: int, name: str) -> Reg:
         for scope in reversed(self.scopes):
@@ -340,7 +349,8 @@ class _FunctionParser:
             num = parse_int(base_text)
             if num is not None:
                 return Address(None, num + offset)
-            base = self.lookup(line, base_text) if base_text.startswith("%") else Symbol(base_text)
+            base = self.lookup(line, base_text) if base_text.startswith("%") else \
+                self.scoped(base_text) or Symbol(base_text)
             return Address(base, offset)
         if t.startswith("!"):
             return NotPred(self.lookup(line, t[1:].strip()))
@@ -350,6 +360,9 @@ class _FunctionParser:
             return PredPair(self.lookup(line, a.strip()), second)
         if t in SPECIAL_REGISTERS:
             return Special(t)
+        declared = self.scoped(t)
+        if declared is not None:
+            return declared
         if t.startswith("%"):
             for scope in reversed(self.scopes):
                 if t in scope:

@@ -57,12 +57,14 @@ char const* deformrt_dcn_validate(DeformrtConvDesc const* desc);
 
 //! Bytes of workspace the NCHW forward call needs for ``desc`` (computed in 64 bits, the same in both
 //! builds and on every GPU, so a size asked at build time holds at run time): for fp16 problems the
-//! tensor-core kernel takes, x staged as NHWC plus an OIHW weight transposed to OHWI (each rounded up to
-//! 256 bytes); 0 otherwise. The size never grows when a problem's batch or spatial sizes shrink.
+//! tensor-core kernel takes, x staged as NHWC, an OIHW weight transposed to OHWI, and where K (taps x
+//! input channels per group) is at least 2048 the fp32 partial sums of up to 8 K splits, at most 24 MiB
+//! (each part rounded up to 256 bytes); 0 otherwise. The size never grows when a problem's batch or
+//! spatial sizes shrink.
 uint64_t deformrt_dcn_workspace_size(DeformrtConvDesc const* desc, int32_t dtype);
 
 //! Bytes of workspace the NHWC (channels-last, fp16) forward call needs: the OIHW weight transposed to
-//! OHWI (rounded up to 256 bytes), or 0 for an OHWI weight.
+//! OHWI (none for an OHWI weight), then the split-K partial sums as for deformrt_dcn_workspace_size.
 uint64_t deformrt_dcn_nhwc_workspace_size(DeformrtConvDesc const* desc);
 
 //! 1 when the NHWC forward call runs ``desc``: the tensor-core kernel takes the problem (a tile shape

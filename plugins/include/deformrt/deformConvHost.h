@@ -24,22 +24,44 @@ int32_t deformrt_dcn_forward_host(DeformrtConvDesc const* desc, int32_t dtype, v
 int32_t deformrt_dcn_forward_tiled_host(DeformrtConvDesc const* desc, int32_t dtype, void const* x,
     void const* weight, void const* offset, void const* bias, void const* mask, void* y);
 
+//! A launch of the tensor-core kernel (plugins/src/deformConvTensorCore.h, TcPlan): ``shape`` 0 (128 pixels x
+//! 256 output channels per CTA at most), 1 (256 x 128) or 2 (64 x 64); ``mExtent`` pixels per CTA (a multiple
+//! of 16, at most bm); ``splitK`` K splits of ``stepsPerSplit`` 32-deep steps; ``nTiles`` output-channel tiles
+//! per group (each gathers the sampled input again); ``mTiles`` pixel tiles. The rest describes the plan on
+//! the GPU it was made for: CTAs, wave efficiency (useful work over the SMs' share of the busiest SM's),
+//! the planner's modelled clocks of the busiest SM, shared-memory bytes and the shape's tile sizes.
+typedef struct DeformrtTcPlan
+{
+    int32_t shape, mExtent, splitK, stepsPerSplit, nTiles, bm, bn, reserved;
+    int64_t mTiles, ctas, sharedBytes;
+    double waveEfficiency, modelClocks;
+} DeformrtTcPlan;
+
 //! The tensor-core kernel on the CPU with NHWC fp16 input and output (the plugin's kHWC8 path): xNhwc
 //! [n, h, w, c], the weight in desc->weightLayout, offset / mask NCHW, yNhwc [n, ho, wo, cOut];
-//! workspace as deformrt_dcn_forward_host, sized by deformrt_dcn_nhwc_workspace_size. ``tileShape`` 0
-//! (128 x 128), 1 (64 x 128), 2 (64 x 64) or -1 (as the GPU launcher picks). Returns 0, or 1 for an
-//! invalid call, too small a workspace or a problem the kernel does not take.
+//! workspace as deformrt_dcn_forward_host, sized by deformrt_dcn_nhwc_workspace_size. ``tileShape`` 0, 1, 2
+//! (the plan for that shape) or -1: the launch the GPU launcher makes on an H100 SXM (132 SMs). Returns 0,
+//! or 1 for an invalid call, too small a workspace or a problem the kernel does not take.
 int32_t deformrt_dcn_forward_nhwc_host(DeformrtConvDesc const* desc, void const* xNhwc, void const* weight,
     void const* offset, void const* bias, void const* mask, void* yNhwc, void* workspace, uint64_t workspaceBytes,
     int32_t tileShape);
+
+//! The same with an explicit plan (its shape, mExtent, splitK, stepsPerSplit, nTiles and mTiles, as
+//! deformrt_dcn_tc_plan gives them); 1 when the plan does not fit the problem.
+int32_t deformrt_dcn_forward_nhwc_host_plan(DeformrtConvDesc const* desc, void const* xNhwc, void const* weight,
+    void const* offset, void const* bias, void const* mask, void* yNhwc, void* workspace, uint64_t workspaceBytes,
+    DeformrtTcPlan const* plan);
 
 //! Dynamic shared-memory bytes of the tensor-core kernel's tile shape ``tileShape`` (0..2) for
 //! ``desc``, or -1 for an invalid desc or shape (compile checks compare it with each GPU's limit).
 int64_t deformrt_dcn_tc_shared_bytes(DeformrtConvDesc const* desc, int32_t tileShape);
 
-//! The tile shape the GPU launcher picks for ``desc`` on a GPU with ``smCount`` SMs and the sm_80+
-//! shared-memory cap, or -1 when the tensor-core kernel does not take the problem.
-int32_t deformrt_dcn_tc_tile_shape(DeformrtConvDesc const* desc, int32_t smCount);
+//! The launch the GPU launcher makes for ``desc`` on a GPU with ``smCount`` SMs, ``sharedOptInBytes`` of
+//! shared memory per block and ``l2Bytes`` of L2, into ``plan``; ``tileShape`` >= 0, ``mExtent`` > 0 and
+//! ``splitK`` > 0 force those parts (as DEFORMRT_TC_TILE_SHAPE, DEFORMRT_TC_M_EXTENT and DEFORMRT_TC_SPLIT_K
+//! do for the CUDA build). Returns 0, or 1 when the tensor-core kernel does not take the problem there.
+int32_t deformrt_dcn_tc_plan(DeformrtConvDesc const* desc, int32_t smCount, int64_t sharedOptInBytes,
+    int64_t l2Bytes, int32_t tileShape, int32_t mExtent, int32_t splitK, DeformrtTcPlan* plan);
 
 //! One warp's mma.sync m16n8k16 (f16 x f16 + f32) through the CPU emulation: per lane, ``a`` holds 4
 //! .f16x2 registers, ``b`` 2, ``c`` and ``d`` 4 floats (lane-major arrays of 128, 64, 128, 128).

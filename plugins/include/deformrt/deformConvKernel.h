@@ -9,8 +9,9 @@
 // Workspace contract: before a forward call, ask deformrt_dcn_workspace_size() (NCHW entry) or
 // deformrt_dcn_nhwc_workspace_size() (NHWC entry) for the problem and pass at least that many bytes of
 // device memory (256-byte aligned). The NCHW fp16 entry stages x as NHWC there (ignored on GPUs older
-// than sm_80); both transpose an OIHW weight to OHWI there on every call. An OHWI weight is read in
-// place: nothing is cached between calls, so new weight values (a refit), several streams or execution
+// than sm_80); both transpose an OIHW weight to OHWI there on every call, and keep the fp32 partial sums
+// there where the launch splits K (a second kernel adds them, in a fixed order). An OHWI weight is read
+// in place: nothing is cached between calls, so new weight values (a refit), several streams or execution
 // contexts, and CUDA-graph capture all see the weights as they are when the work runs.
 #pragma once
 

@@ -1,0 +1,107 @@
+"""The fp16 tensor-core kernel's accuracy at ResNet-101's DCN layer shapes, without a GPU: the CPU build
+(libdeformrt_host.so: the kernel's own tile code, mma.sync emulated per the PTX ISA) on random inputs,
+against the float64 reference, as the RMS error relative to a dense fp16 convolution's on the same data
+(tests/dcn_reference.py: the rule is <= 1.6).
+
+    python scripts/fp16_accuracy.py [--layers res3,res4,res5] [--gpus "H100 SXM,A100,Jetson AGX Orin"] [--json]
+
+Each layer runs with the launch the GPU launcher plans for each GPU (pixels per CTA and K splits: a K
+split adds partial sums in another order), at 800x1344, batch 1, 3x3, modulated, offsets N(0, 1) and
+smooth ones (a low-frequency field of amplitude 2). Several minutes of CPU per layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from dcn_reference import FP16_RMS_RATIO, deform_conv2d_reference, fp16_error_ratio  # noqa: E402
+
+# (SMs, per-block shared-memory opt-in, L2 bytes) the plan is made for (scripts/kernel_model.py's GPUs)
+GPU_LIMITS = {"H100 SXM": (132, 227 << 10, 50 << 20), "A100": (108, 163 << 10, 40 << 20),
+              "Jetson AGX Orin": (16, 163 << 10, 4 << 20)}
+
+
+def host_library():
+    import tempfile
+
+    from exporter.trt.plugin_build import cmake_build
+    from models.native import HOST_LIBRARY
+    from models.ops.cuda_kernels import declare_host_api
+    out = cmake_build(Path(tempfile.mkdtemp(prefix="deformrt-host-")), {"DEFORMRT_BUILD_CUDA": "OFF"}, ["deformrt_host"])
+    return declare_host_api(ctypes.CDLL(str(out / HOST_LIBRARY)))
+
+
+def inputs(c: int, h: int, w: int, smooth: bool, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, c, h, w, generator=g).half()
+    weight = (torch.randn(c, c, 3, 3, generator=g) / (9 * c) ** 0.5).half()
+    if smooth:
+        coarse = torch.randn(1, 18, max(h // 8, 2), max(w // 8, 2), generator=g) * 2
+        offset = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+    else:
+        offset = torch.randn(1, 18, h, w, generator=g)
+    mask = torch.rand(1, 9, h, w, generator=g).half()
+    return x, weight, offset.half(), mask
+
+
+def run(lib, x, weight, offset, mask, gpu: str) -> torch.Tensor:
+    from models.ops.cuda_kernels import TcPlan, make_desc
+    ohwi = weight.permute(0, 2, 3, 1).contiguous()
+    desc = make_desc(x, offset, ohwi, None, mask, (1, 1), (1, 1), (1, 1), "OHWI")
+    plan = TcPlan()
+    sms, optin, l2 = GPU_LIMITS[gpu]
+    if lib.deformrt_dcn_tc_plan(ctypes.byref(desc), sms, optin, l2, -1, 0, 0, ctypes.byref(plan)) != 0:
+        raise SystemExit(f"the tensor-core kernel does not take this layer on {gpu}")
+    x_nhwc = x.permute(0, 2, 3, 1).contiguous()
+    y = torch.full((1, desc.outHeight, desc.outWidth, desc.outChannels), float("nan"), dtype=torch.float16)
+    rc = lib.deformrt_dcn_forward_nhwc_host_plan(ctypes.byref(desc), x_nhwc.data_ptr(), ohwi.data_ptr(),
+                                                 offset.contiguous().data_ptr(), None, mask.contiguous().data_ptr(),
+                                                 y.data_ptr(), None, 0, ctypes.byref(plan))
+    if rc != 0:
+        raise SystemExit("the CPU build refused the call")
+    return y.permute(0, 3, 1, 2), plan
+
+
+def main(argv=None) -> int:
+    from kernel_model import layers
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", default="res3,res4,res5")
+    parser.add_argument("--gpus", default=",".join(GPU_LIMITS))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    lib = host_library()
+    rows = []
+    shapes = layers()
+    for layer in args.layers.split(","):
+        c, h, w = shapes[layer.strip()]
+        for smooth in (False, True):
+            x, weight, offset, mask = inputs(c, h, w, smooth)
+            ref = deform_conv2d_reference(x, offset, weight, None, (1, 1), (1, 1), (1, 1), mask)
+            seen = {}
+            for gpu in (g.strip() for g in args.gpus.split(",")):
+                y, plan = run(lib, x, weight, offset, mask, gpu)
+                key = (plan.splitK, plan.stepsPerSplit)
+                if key not in seen:  # the same K order gives the same bits: computed once
+                    seen[key] = fp16_error_ratio(y, ref, x, weight, None, (1, 1), (1, 1), (1, 1), 1)
+                rows.append({"layer": layer, "offsets": "smooth" if smooth else "random", "gpu": gpu,
+                             "split_k": plan.splitK, "rms_ratio": round(seen[key], 3)})
+                print(f"{layer} {rows[-1]['offsets']:6} {gpu:16} split K {plan.splitK}: fp16 RMS error "
+                      f"{seen[key]:.3f}x a dense fp16 conv's (rule <= {FP16_RMS_RATIO})", file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    return 0 if all(r["rms_ratio"] <= FP16_RMS_RATIO for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
