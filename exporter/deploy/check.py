@@ -337,6 +337,9 @@ def check_detections(outputs: Mapping[str, np.ndarray], bundle: Path, precision:
     if np.asarray(outputs["num_detections"]).shape[0] != count:
         raise DeformRTError(f"the run has {np.asarray(outputs['num_detections']).shape[0]} images, the reference {count}")
     capacity = int(np.asarray(references["detection_scores"]).shape[1])
+    counts = np.asarray(outputs["num_detections"]).reshape(count, -1)[:, 0]
+    if np.any(counts < 0) or np.any(counts > np.asarray(outputs["detection_scores"]).shape[1]):
+        raise DeformRTError(f"num_detections {counts.tolist()} lies outside 0..D (D = the outputs' rows)")
     report = DetectionReport(precision, tolerances)
     for image in range(count):
         want = ImageDetections.from_outputs(references, image)

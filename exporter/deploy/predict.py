@@ -30,7 +30,8 @@ import numpy as np
 
 from exporter.deploy import layout
 from exporter.evaluation.detections import ImageDetections, coco_records, draw_detections, encode_rle, paste_mask
-from exporter.evaluation.predict import Prediction, predict_image, read_image, trt_runner
+from exporter.evaluation.predict import (Prediction, check_output_folder, coco_results, predict_image,
+                                         prediction_summary, read_image, trt_runner)
 from exporter.onnx.metadata import DETECTOR_KEY, DetectorMetadata, ExportMetadata
 from exporter.util.fsutil import atomic_write_bytes, atomic_write_text, check_output_path
 from models.errors import DeformRTError
@@ -76,55 +77,56 @@ def image_files(sources: Sequence[Path]) -> list[Path]:
     return files
 
 
-def records(prediction: Prediction, image_id: int, score_threshold: float) -> list[dict]:
-    """COCO-style records of one image, as ``deformrt predict --json`` writes them; without
-    pycocotools the masks' RLE comes from numpy."""
-    try:
-        import pycocotools  # noqa: F401
-    except ImportError:
+def coco_records_numpy(predictions: Sequence[Prediction], score_threshold: float) -> list[dict]:
+    """:func:`exporter.evaluation.predict.coco_results` without pycocotools: the same records, the
+    masks' RLE encoded with numpy."""
+    out = []
+    for image_id, prediction in enumerate(predictions):
         kept = prediction.above(score_threshold)
         height, width = prediction.image.shape[:2]
-        out = coco_records(ImageDetections(kept.boxes, kept.scores, kept.labels), image_id, height, width)
-        for i, record in enumerate(out):
+        records = coco_records(ImageDetections(kept.boxes, kept.scores, kept.labels), image_id, height, width)
+        for i, record in enumerate(records):
             record["file_name"] = prediction.path.name
             if kept.masks is not None:
                 record["segmentation"] = encode_rle(paste_mask(kept.masks[i], kept.boxes[i], height, width))
-        return out
-    return prediction.records(image_id, score_threshold)
+        out.extend(records)
+    return out
 
 
 def predict_folder(bundle: Path, images: Sequence[Path], out_dir: Path, run: Runner, score_threshold: float = 0.0,
                    force: bool = False, log=None) -> list[Prediction]:
     """Run ``run`` (an engine's, or any callable from input arrays to output arrays by name) on every
-    image; write the PNGs and :data:`RESULTS` to ``out_dir``. Every image is read and every output
-    path checked before the first inference."""
-    meta, detector = bundle_metadata(bundle)
+    image; write the PNGs and :data:`RESULTS` to ``out_dir``. The output folder, the bundle and every
+    image are checked before the first inference."""
     files = image_files(images)
-    for path in files:
-        read_image(path)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DeformRTError(f"output {out_dir} is a file; give a folder")
     stems = [p.stem for p in files]
     if len(set(stems)) != len(stems):
         raise DeformRTError("two images share a file name stem; their PNGs would overwrite each other")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stem in stems:
-        check_output_path(out_dir / f"{stem}.png", force)
-    check_output_path(out_dir / RESULTS, force)
-    predictions, results = [], []
-    for image_id, path in enumerate(files):
+    out_dir = Path(out_dir)
+    check_output_folder(out_dir, files, force)
+    if out_dir.is_dir():
+        check_output_path(out_dir / RESULTS, force)
+    meta, detector = bundle_metadata(bundle)
+    for path in files:
+        read_image(path)
+    predictions = []
+    for path in files:
         prediction = predict_image(path, run, meta, detector)
         predictions.append(prediction)
         picture = draw_detections(prediction.image, prediction.above(score_threshold))
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
+        out_dir.mkdir(exist_ok=True)
         atomic_write_bytes(out_dir / f"{path.stem}.png", buffer.getvalue(), force)
-        results.extend(records(prediction, image_id, score_threshold))
         if log is not None:
-            kept = prediction.above(score_threshold)
-            print(f"{path.name}: {len(kept)} detections -> {out_dir / (path.stem + '.png')}", file=log)
-    atomic_write_text(out_dir / RESULTS, json.dumps(results), force)
+            print(prediction_summary([prediction], out_dir, score_threshold), file=log)
+    try:
+        import pycocotools  # noqa: F401
+    except ImportError:
+        results = coco_records_numpy(predictions, score_threshold)
+    else:
+        results = coco_results(predictions, score_threshold)
+    atomic_write_text(out_dir / RESULTS, json.dumps(results, indent=2, sort_keys=True) + "\n", force)
     return predictions
 
 

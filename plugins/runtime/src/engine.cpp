@@ -378,6 +378,14 @@ Expected<std::vector<int64_t>> Engine::tensorShape(std::string const& name) cons
     std::vector<int64_t> shape = detail::fromDims(mImpl->context->getTensorShape(name.c_str()));
     if (std::any_of(shape.begin(), shape.end(), [](int64_t d) { return d < 0; }))
     {
+        if (mImpl->context->allInputDimensionsSpecified())
+        {
+            // deformrt's detector files pad their outputs to a fixed size D (num_detections says how many
+            // rows count), so only a file from elsewhere gets here.
+            return Status::error("output " + name + " has a data-dependent shape (" + formatShape(shape)
+                + "), which the runtime does not allocate: export the detector with deformrt, whose outputs "
+                  "have a fixed size");
+        }
         return Status::error("the shape of " + name + " is not known yet (" + formatShape(shape)
             + "): set the shape of every dynamic input first");
     }
