@@ -241,3 +241,41 @@ def test_device_predict_errors_are_one_line(bundle, tmp_path):
                                 "--engine", str(tmp_path / "x.plan"))
     assert proc.returncode == 1 and proc.stderr.startswith(f"error: {backbone} holds a backbone (R-50-FPN), not a "
                                                            "detector"), proc.stderr
+
+
+def test_images_become_references_as_predict_preprocesses_them(detector_file, tmp_path):
+    """deploy --images: each image resized and preprocessed exactly as `deformrt predict` feeds it, the
+    unpadded sizes in image_sizes, and ONNX Runtime's detections for the batch of two."""
+    from PIL import Image
+
+    from exporter.evaluation import predict as host_predict
+
+    rng = np.random.default_rng()
+    paths = []
+    for name, (h, w) in (("wide", (90, 140)), ("tall", (150, 100))):
+        paths.append(tmp_path / f"{name}.png")
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[-1])
+    out = tmp_path / "bundle"
+    result = invoke("deploy", detector_file, "-o", out, "--images", ",".join(map(str, paths)))
+    assert result.exit_code == 0, result.output
+    conf = read_conf(out)
+    assert conf["reference_source"] == "images" and conf["reference_images"] == "wide.png tall.png"
+    images = np.load(out / layout.REFERENCE_INPUTS / "images.npy")
+    sizes = np.load(out / layout.REFERENCE_INPUTS / "image_sizes.npy")
+    meta, detector = host_predict.load_detector_metadata(detector_file)
+    for i, path in enumerate(paths):
+        fed = []
+        host_predict.predict_image(path, lambda feed: fed.append(feed) or _no_detections(feed), meta, detector)
+        (feed,) = fed
+        h, w = feed["image_sizes"][0]
+        assert sizes[i].tolist() == [h, w]
+        assert np.array_equal(images[i, :, :h, :w], feed["images"][0, :, :h, :w])
+        assert not images[i, :, h:].any() and not images[i, :, :, w:].any()
+    detections = np.load(out / layout.REFERENCE_OUTPUTS / "num_detections.npy")
+    assert detections.shape == (2, 1) and (detections > 0).all()
+
+
+def _no_detections(feed) -> dict:
+    n = len(feed["images"])
+    return {"num_detections": np.zeros((n, 1), np.int32), "detection_boxes": np.zeros((n, 1, 4), np.float32),
+            "detection_scores": np.zeros((n, 1), np.float32), "detection_classes": np.zeros((n, 1), np.int32)}
