@@ -279,3 +279,19 @@ def _no_detections(feed) -> dict:
     n = len(feed["images"])
     return {"num_detections": np.zeros((n, 1), np.int32), "detection_boxes": np.zeros((n, 1, 4), np.float32),
             "detection_scores": np.zeros((n, 1), np.float32), "detection_classes": np.zeros((n, 1), np.int32)}
+
+
+def test_fp16_flavour_in_onnx_runtime_passes_the_fp16_set_check(bundle):
+    """The bundle's mixed-fp16 flavour (postprocessing kept in fp32) run by ONNX Runtime on the CPU, as a
+    stand-in for an fp16 engine, against the fp32 references with the fp16 tolerances of deploy.conf."""
+    import onnx
+
+    from exporter.deploy.bundle import ort_references
+    from exporter.deploy.check import reference_inputs, reference_outputs
+
+    path, _ = bundle
+    conf = read_conf(path)
+    outputs = ort_references(onnx.load(str(path / layout.onnx_model("onnx", "fp16"))), reference_inputs(path, conf))
+    check = check_detection_sets(0, ImageDetections.from_outputs(reference_outputs(path, conf)),
+                                 ImageDetections.from_outputs(outputs), detection_tolerances(conf, "fp16"), 20)
+    assert check.passed and check.matched >= 5 and check.unmatched == 0, check
