@@ -64,10 +64,20 @@ def detector_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def bundle(detector_file) -> tuple[Path, dict]:
     """The bundle, written by the README's deploy command exactly."""
-    out = detector_file.parent / "mask-jetson"
-    result = invoke("deploy", detector_file, "-o", out)
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (line,) = [x for x in readme.splitlines() if x.startswith("deformrt deploy mask-rcnn.onnx")]
+    args = shlex.split(line)
+    assert args[:3] == ["deformrt", "deploy", detector_file.name]
+    cwd = os.getcwd()
+    os.chdir(detector_file.parent)  # the README's relative paths
+    try:
+        result = invoke(*args[1:])
+    finally:
+        os.chdir(cwd)
     assert result.exit_code == 0, result.output
-    return out, result.stdout
+    return detector_file.parent / args[args.index("-o") + 1], result.stdout
 
 
 def test_bundle_is_a_detector_bundle(bundle, detector_file):

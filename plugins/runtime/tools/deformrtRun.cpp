@@ -296,6 +296,14 @@ deformrt::Status writePastedMasks(std::map<std::string, deformrt::HostTensor> co
             + deformrt::detector::kImageSizes + " [B, 2]");
     }
     std::vector<double> const hw = deformrt::toDouble(sizes->second);
+    for (double side : hw)
+    {
+        if (!(side >= 1.0 && side <= 65536.0))
+        {
+            return deformrt::Status::error(std::string(deformrt::detector::kImageSizes)
+                + " holds a side outside 1..65536: " + std::to_string(side));
+        }
+    }
     int64_t const rows = outputs.at(deformrt::detector::kScores).shape[1];
     int64_t height = args.imageHeight;
     int64_t width = args.imageWidth;
