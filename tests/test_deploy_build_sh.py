@@ -503,7 +503,7 @@ def test_detector_bundle_builds_with_both_input_profiles_and_checks_detections_a
     tree.complete(version)
     _bundle_files(tree)
     detector = DetectorMetadata("mask_rcnn", 81, 100, 1000, 28, 800, 1333)
-    keys = detector_conf(detector, 0.05)
+    keys = detector_conf(detector, 0.05, 0.5)
     shapes = {label: f"images:{n}x3x{h}x{w},image_sizes:{n}x2" for label, (n, h, w) in
               (("min", (1, 320, 320)), ("opt", (1, 800, 1344)), ("max", (2, 1344, 1344)))}
     (tree.bundle / "deploy.conf").write_text(CONF + "".join(f"{k}={v}\n" for k, v in keys.items())
@@ -523,7 +523,8 @@ def test_detector_bundle_builds_with_both_input_profiles_and_checks_detections_a
     assert check == [str(engine), "--inputs", f"{tree.bundle}/reference/inputs", "--check",
                      f"{tree.bundle}/reference/outputs", "--match-iou", str(tol["match_iou"]), "--score-tolerance",
                      str(tol["score_tolerance"]), "--mask-tolerance", str(tol["mask_tolerance"]), "--borderline",
-                     str(tol["borderline"]), "--score-threshold", "0.05", "--iterations", "3", "--plugin",
+                     str(tol["borderline"]), "--score-threshold", "0.05", "--nms-threshold", "0.5", "--iterations",
+                     "3", "--plugin",
                      f"{tree.build}/plugins/libdeformrt_plugin.so"]
     assert proc.stdout.splitlines()[-1] == (
         "==> detections on your images (PNGs and coco_results.json; numpy, Pillow and TensorRT's Python): "

@@ -86,7 +86,8 @@ def test_bundle_is_a_detector_bundle(bundle, detector_file):
     assert "R-50-FPN mask_rcnn detector, 13 deformable convs" in summary
     assert "detections by ONNX Runtime" in summary and "checked as sets" in summary
     assert (conf["model"], conf["classes"], conf["detections"], conf["mask_size"]) == ("detector", "81", "20", "28")
-    assert float(conf["score_threshold"]) == 0.05  # the config's MODEL.ROI_HEADS.SCORE_THRESH
+    # the config's MODEL.ROI_HEADS.SCORE_THRESH and NMS
+    assert (float(conf["score_threshold"]), float(conf["nms_threshold"])) == (0.05, 0.5)
     assert conf["inputs"].split() == ["images", "image_sizes"]
     assert conf["outputs"].split() == ["num_detections", "detection_boxes", "detection_scores", "detection_classes",
                                        "detection_masks"]

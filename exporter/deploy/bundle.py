@@ -101,6 +101,7 @@ class BundleResult:
             "detector": None if c["model"] != "detector" else {
                 "kind": c["detector_kind"], "classes": int(c["classes"]), "detections": int(c["detections"]),
                 "mask_size": int(c["mask_size"]), "score_threshold": float(c["score_threshold"]),
+                "nms_threshold": float(c["nms_threshold"]),
                 "check": {p: {key: float(c[f"{key}_{p}"]) for key in layout.DETECTION_TOLERANCES[p]}
                           for p in layout.PRECISIONS}},
         }
@@ -311,8 +312,9 @@ def ort_references(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray
     return {name: np.ascontiguousarray(value) for name, value in zip(names, session.run(None, inputs))}
 
 
-def detector_score_threshold(meta, detector) -> float:
-    """The score threshold the detector's config applies (ROI heads or RetinaNet); 0 for RPN-only."""
+def detector_thresholds(meta, detector) -> tuple[float, float]:
+    """The score and NMS IoU thresholds the detector's config applies to its detections (ROI heads,
+    RetinaNet, or the RPN's proposals for RPN-only: score 0)."""
     import tempfile
 
     from models.config import get_cfg
@@ -322,20 +324,22 @@ def detector_score_threshold(meta, detector) -> float:
         path.write_text(meta.config, encoding="utf-8")
         cfg = get_cfg(config_file=str(path), detector=True)
     if detector.kind == "retinanet":
-        return float(cfg.MODEL.RETINANET.INFERENCE_TH)
-    return 0.0 if detector.kind == "rpn" else float(cfg.MODEL.ROI_HEADS.SCORE_THRESH)
+        return float(cfg.MODEL.RETINANET.INFERENCE_TH), float(cfg.MODEL.RETINANET.NMS_TH)
+    if detector.kind == "rpn":
+        return 0.0, float(cfg.MODEL.RPN.NMS_THRESH)
+    return float(cfg.MODEL.ROI_HEADS.SCORE_THRESH), float(cfg.MODEL.ROI_HEADS.NMS)
 
 
-def detector_conf(detector, score_threshold: float) -> dict[str, str]:
+def detector_conf(detector, score_threshold: float = 0.0, nms_threshold: float = 0.0) -> dict[str, str]:
     """deploy.conf's detector keys (empty for a backbone: ``detector`` None)."""
-    keys = ("detector_kind", "classes", "detections", "mask_size", "score_threshold",
+    keys = ("detector_kind", "classes", "detections", "mask_size", "score_threshold", "nms_threshold",
             *(f"{key}_{p}" for p in layout.PRECISIONS for key in layout.DETECTION_TOLERANCES[p]))
     if detector is None:
         return {"model": "backbone", **{k: "" for k in keys}}
     return {"model": "detector", "detector_kind": detector.kind, "classes": str(detector.num_classes),
             "detections": str(detector.detections),
             "mask_size": str(detector.mask_size if detector.kind == "mask_rcnn" else 0),
-            "score_threshold": repr(score_threshold),
+            "score_threshold": repr(score_threshold), "nms_threshold": repr(nms_threshold),
             **{f"{key}_{p}": repr(value) for p in layout.PRECISIONS
                for key, value in layout.DETECTION_TOLERANCES[p].items()}}
 
@@ -435,7 +439,7 @@ def make_bundle(onnx_path: Path, output: Path, options: DeployOptions = DeployOp
         "weights": meta.weights,
         "tensorrt_majors": " ".join(map(str, layout.TENSORRT_MAJORS)),
         "precision": options.precision,
-        **detector_conf(detector, detector_score_threshold(meta, detector) if detector else 0.0),
+        **detector_conf(detector, *(detector_thresholds(meta, detector) if detector else ())),
         "inputs": " ".join(inputs),
         "outputs": " ".join(references),
         # trtexec takes no shapes for a static model

@@ -17,8 +17,9 @@ engine and reference detections are paired by class and IoU >= ``match_iou`` (gr
 reference score, :func:`exporter.evaluation.detections.match_detections`); the pairs' score and mask
 probability errors must be within ``score_tolerance`` and ``mask_tolerance``; a detection left
 unmatched on either side is *borderline* (a near-tie, named in the report, not a failure) when its
-score lies within ``borderline`` of a cut: the model's score threshold, or the lowest score of a side
-that filled all D rows; any other unmatched detection fails. The values are deploy.conf's
+score lies within ``borderline`` of a cut (the model's score threshold, or the lowest score of a side
+that filled all D rows), or when its IoU with a same-class detection on either side lies within
+``borderline`` of the model's NMS threshold (an NMS near-tie); any other unmatched detection fails. The values are deploy.conf's
 ``*_fp32`` / ``*_fp16`` keys for the engine's precision.
 
 From the bundle folder on the device (``python/`` is deformrt's device-side Python)::
@@ -44,7 +45,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from exporter.deploy import layout
-from exporter.evaluation.detections import ImageDetections, match_detections
+from exporter.evaluation.detections import ImageDetections, legacy_iou, match_detections
 from models.errors import DeformRTError
 
 
@@ -239,7 +240,7 @@ class DetectionSetCheck:
 
     def verdict(self) -> str:
         if self.passed:
-            return "PASS (borderline: near-ties at a score cut)" if self.borderline else "PASS"
+            return "PASS (borderline: near-ties at a score or NMS cut)" if self.borderline else "PASS"
         if not self.finite:
             return "FAIL (NaN or Inf)"
         return "FAIL (unmatched detections)" if self.unmatched else "FAIL (errors above tolerance)"
@@ -271,8 +272,8 @@ class DetectionReport:
         t = self.tolerances
         lines.append(f"{'PASS' if self.passed else 'FAIL'} ({self.precision}; detections as sets: same class and IoU >= "
                      f"{t['match_iou']}, score {t['score_tolerance']}, mask {t['mask_tolerance']}, borderline "
-                     f"{t['borderline']} around the score threshold {t['score_threshold']} or a full side's lowest "
-                     f"score)")
+                     f"{t['borderline']} around the score threshold {t['score_threshold']}, a full side's lowest "
+                     f"score or the NMS threshold {t['nms_threshold']})")
         return "\n".join(lines)
 
 
@@ -284,6 +285,7 @@ def detection_tolerances(conf: dict, precision: str) -> dict:
     try:
         values = {key: float(conf[f"{key}_{precision}"]) for key in layout.DETECTION_TOLERANCES[precision]}
         values["score_threshold"] = float(conf["score_threshold"])
+        values["nms_threshold"] = float(conf["nms_threshold"] or 0.0)
     except (KeyError, ValueError) as exc:
         raise DeformRTError(f"{layout.CONF}: the detector tolerances for {precision} are missing or malformed ({exc}); "
                             f"make the bundle again with deformrt deploy") from None
@@ -311,10 +313,27 @@ def check_detection_sets(image: int, reference: ImageDetections, other: ImageDet
         comparable = (reference.masks is not None and other.masks is not None
                       and reference.masks.shape[1:] == other.masks.shape[1:])
         mask, mask_ok = worst(reference.masks, other.masks) if comparable else (math.inf, True)
+    band = tolerances["borderline"]
     cuts = [tolerances["score_threshold"]] + [float(np.min(d.scores)) for d in (reference, other)
                                               if capacity and len(d) >= capacity]
-    lost = [reference.scores[i] for i in match.unmatched_reference] + [other.scores[j] for j in match.unmatched_other]
-    borderline = sum(1 for s in lost if any(abs(float(s) - cut) <= tolerances["borderline"] for cut in cuts))
+    nms = tolerances.get("nms_threshold", 0.0)
+
+    def near_tie(side: ImageDetections, index: int) -> bool:
+        if any(abs(float(side.scores[index]) - cut) <= band for cut in cuts):
+            return True
+        if nms <= 0:
+            return False
+        for neighbours in (reference, other):  # an NMS near-tie: a same-class overlap at the NMS threshold
+            iou = legacy_iou(side.boxes[index:index + 1], neighbours.boxes)[0]
+            same = np.asarray(neighbours.labels) == side.labels[index]
+            if neighbours is side:
+                same[index] = False
+            if np.any(same & (np.abs(iou - nms) <= band)):
+                return True
+        return False
+
+    lost = [(reference, i) for i in match.unmatched_reference] + [(other, j) for j in match.unmatched_other]
+    borderline = sum(1 for side, index in lost if near_tie(side, index))
     finite = box_ok and score_ok and mask_ok
     unmatched = len(lost) - borderline
     passed = (finite and unmatched == 0 and score <= tolerances["score_tolerance"]

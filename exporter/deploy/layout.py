@@ -60,12 +60,13 @@ CONF_KEYS = {
     "weights": None,
     "tensorrt_majors": "TensorRT majors the bundle's plugin sources support; build.sh refuses any other.",
     "model": "backbone or detector; a detector's kind, classes (background included), fixed number of detections "
-             "D, mask size (0: no masks) and score threshold (empty for a backbone).",
+             "D, mask size (0: no masks), score threshold and NMS IoU threshold (empty for a backbone).",
     "detector_kind": None,
     "classes": None,
     "detections": None,
     "mask_size": None,
     "score_threshold": None,
+    "nms_threshold": None,
     "precision": "Engine precision deformrt deploy was asked for (./build.sh --fp32 or --fp16 chooses either way).",
     "inputs": "Model inputs and outputs: reference/inputs/NAME.npy and reference/outputs/NAME.npy.",
     "outputs": None,
@@ -77,7 +78,8 @@ CONF_KEYS = {
     "match_iou_fp32": "A detector's self-check compares detections as sets (deformrt-run --check): a pair needs the "
                       "same class and IoU >= match_iou; pairs' score and mask-probability errors within the "
                       "tolerances; an unmatched detection whose score is within borderline of a cut (the score "
-                      "threshold, or the lowest score of a side that filled all D rows) is a named near-tie, any "
+                      "threshold, or the lowest score of a side that filled all D rows), or whose IoU with a "
+                      "same-class detection is within borderline of the NMS threshold, is a named near-tie; any "
                       "other unmatched detection fails (empty for a backbone).",
     "score_tolerance_fp32": None,
     "mask_tolerance_fp32": None,

@@ -368,7 +368,7 @@ if [ "$(conf model)" = detector ]; then
         [ -n "$value" ] || die "deploy.conf has no ${key}_$precision line: make the bundle again with deformrt deploy"
         detection_args+=("--$(printf '%s' "$key" | sed 's/_/-/')" "$value")
     done
-    detection_args+=(--score-threshold "$(conf score_threshold)")
+    detection_args+=(--score-threshold "$(conf score_threshold)" --nms-threshold "$(conf nms_threshold)")
     step "checking $(basename "$engine") against the reference detections ($(conf reference_by)) as sets:" \
         "class and IoU >= $(conf "match_iou_$precision")"
     check_args+=("${detection_args[@]}")

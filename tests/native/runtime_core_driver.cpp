@@ -60,7 +60,7 @@ int usage()
     std::fprintf(stderr,
         "usage: driver copy IN.npy OUT.npy | values IN.npy | compare OUT.npy REF.npy | "
         "sidecar ENGINE TRT_VERSION COMPUTE_CAPABILITY GPU_NAME | latency MS... | "
-        "match REF_DIR OUT_DIR IOU SCORE MASK BORDERLINE SCORE_THRESHOLD | paste DIR IMAGE HEIGHT WIDTH OUT.npy [FROM_HEIGHT FROM_WIDTH]\n");
+        "match REF_DIR OUT_DIR IOU SCORE MASK BORDERLINE SCORE_THRESHOLD [NMS_THRESHOLD] | paste DIR IMAGE HEIGHT WIDTH OUT.npy [FROM_HEIGHT FROM_WIDTH]\n");
     return 2;
 }
 } // namespace
@@ -142,7 +142,7 @@ int main(int argc, char** argv)
             stats->p50Ms, stats->p90Ms, stats->p99Ms, stats->meanMs, stats->minMs, stats->maxMs);
         return 0;
     }
-    if (command == "match" && argc == 9)
+    if (command == "match" && (argc == 9 || argc == 10))
     {
         auto reference = readDetections(argv[2]);
         auto other = readDetections(argv[3]);
@@ -162,6 +162,7 @@ int main(int argc, char** argv)
         tolerances.mask = std::strtod(argv[6], nullptr);
         tolerances.borderline = std::strtod(argv[7], nullptr);
         tolerances.scoreThreshold = std::strtod(argv[8], nullptr);
+        tolerances.nmsThreshold = argc == 10 ? std::strtod(argv[9], nullptr) : 0.0;
         auto const capacity = static_cast<std::size_t>(reference->at(detector::kScores).shape[1]);
         for (std::size_t image = 0; image < want->size() && image < got->size(); ++image)
         {

@@ -79,6 +79,7 @@ struct DetectionTolerances
     double mask{1e-2};         //!< max |mask probability difference| of a pair
     double borderline{1e-3};   //!< an unmatched detection this close to a cut is borderline, not a failure
     double scoreThreshold{0.0}; //!< the model's score threshold: one of the cuts
+    double nmsThreshold{0.0};   //!< the model's NMS IoU threshold (0: no NMS near-ties are looked for)
 };
 
 //! One image's engine detections against its reference detections.
@@ -88,7 +89,8 @@ struct DetectionCheck
     std::size_t otherCount{0};
     std::size_t matched{0};
     //! Unmatched on either side with a score within `borderline` of a cut (the score threshold, or the
-    //! lowest score kept when the other side reached its fixed size D): a near-tie, named, not a failure.
+    //! lowest score kept when a side reached its fixed size D), or an NMS near-tie (a same-class detection on
+    //! either side overlaps it with an IoU within `borderline` of the NMS threshold): named, not a failure.
     std::size_t borderline{0};
     std::size_t unmatched{0}; //!< the other unmatched detections, on both sides: failures
     double maxBoxError{0.0};  //!< px, over the pairs

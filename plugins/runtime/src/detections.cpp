@@ -252,13 +252,35 @@ DetectionCheck checkDetections(ImageDetections const& reference, ImageDetections
         return std::any_of(cuts.begin(), cuts.end(),
             [&](double cut) { return std::abs(static_cast<double>(score) - cut) <= tolerances.borderline; });
     };
+    // An NMS near-tie: one side suppressed the detection, the other kept it, because its IoU with a
+    // same-class detection sits at the NMS threshold.
+    auto nmsTie = [&](ImageDetections const& side, std::size_t index) {
+        if (tolerances.nmsThreshold <= 0.0)
+        {
+            return false;
+        }
+        for (ImageDetections const* neighbours : {&reference, &other})
+        {
+            for (std::size_t k = 0; k < neighbours->size(); ++k)
+            {
+                bool const self = neighbours == &side && k == index;
+                if (!self && neighbours->labels[k] == side.labels[index]
+                    && std::abs(legacyIou(neighbours->boxes[k], side.boxes[index]) - tolerances.nmsThreshold)
+                        <= tolerances.borderline)
+                {
+                    return true;
+                }
+            }
+        }
+        return false;
+    };
     for (std::size_t i : match.unmatchedReference)
     {
-        ++(nearCut(reference.scores[i]) ? check.borderline : check.unmatched);
+        ++(nearCut(reference.scores[i]) || nmsTie(reference, i) ? check.borderline : check.unmatched);
     }
     for (std::size_t j : match.unmatchedOther)
     {
-        ++(nearCut(other.scores[j]) ? check.borderline : check.unmatched);
+        ++(nearCut(other.scores[j]) || nmsTie(other, j) ? check.borderline : check.unmatched);
     }
     return check;
 }

@@ -4,7 +4,8 @@
 //   deformrt-run ENGINE [--plugin LIB] --inputs DIR [--outputs DIR] [--check REF_DIR --tolerance X]
 //                [--warmup N] [--iterations N] [--device N] [--no-sidecar-check] [--verbose]
 //   detector engines: --check REF_DIR --match-iou X --score-tolerance X --mask-tolerance X
-//                [--borderline X] [--score-threshold X]; --paste-masks [--image-size HxW] with --outputs
+//                [--borderline X] [--score-threshold X] [--nms-threshold X]; --paste-masks [--image-size HxW]
+//                with --outputs
 //   deformrt-run --platform [--device N]
 //
 // Tensors are files named after them: DIR/images.npy, REF_DIR/P2.npy, ... Results go to stdout; an
@@ -12,7 +13,8 @@
 // A detector's outputs (num_detections, detection_boxes, ...) are checked as sets: per image, engine
 // and reference detections matched by class and IoU, errors of the pairs, unmatched ones counted as
 // borderline when their score is within --borderline of a cut (the score threshold, or the lowest score
-// of a side that filled all D rows), else as failures.
+// of a side that filled all D rows) or their IoU with a same-class detection is within --borderline of
+// the NMS threshold (an NMS near-tie), else as failures.
 #include "deformrt/compare.h"
 #include "deformrt/detections.h"
 #include "deformrt/npy.h"
@@ -51,7 +53,7 @@ constexpr char const* kUsage
     = "usage: deformrt-run ENGINE [--plugin LIB] --inputs DIR [--outputs DIR] [--check REF_DIR --tolerance X]\n"
       "                    [--warmup N] [--iterations N] [--device N] [--no-sidecar-check] [--verbose]\n"
       "  detectors: [--check REF_DIR --match-iou X --score-tolerance X --mask-tolerance X [--borderline X]\n"
-      "                    [--score-threshold X]] [--paste-masks [--image-size HxW]] (pasted_masks.npy in --outputs)\n"
+      "                    [--score-threshold X] [--nms-threshold X]] [--paste-masks [--image-size HxW]]\n"
       "       deformrt-run --platform [--device N]\n";
 
 class StderrLogger : public deformrt::Logger
@@ -132,13 +134,14 @@ std::string parseArguments(int argc, char** argv, Arguments& args)
                     return "--tolerance needs a non-negative number, not " + std::string(text);
             }
             else if (arg == "--match-iou" || arg == "--score-tolerance" || arg == "--mask-tolerance"
-                || arg == "--borderline" || arg == "--score-threshold")
+                || arg == "--borderline" || arg == "--score-threshold" || arg == "--nms-threshold")
             {
                 double& target = arg == "--match-iou" ? args.detection.matchIou
                     : arg == "--score-tolerance"      ? args.detection.score
                     : arg == "--mask-tolerance"       ? args.detection.mask
                     : arg == "--borderline"           ? args.detection.borderline
-                                                      : args.detection.scoreThreshold;
+                    : arg == "--score-threshold"      ? args.detection.scoreThreshold
+                                                      : args.detection.nmsThreshold;
                 char* end = nullptr;
                 target = std::strtod(text, &end);
                 if (end == text || *end != '\0' || !(target >= 0.0) || !(target <= 1e6))
@@ -266,7 +269,7 @@ bool checkDetectorOutputs(std::map<std::string, deformrt::HostTensor> const& out
         deformrt::DetectionCheck const c = deformrt::checkDetections((*want)[image], (*got)[image], tolerances, capacity);
         bool const pass = c.passes(tolerances);
         allPass = allPass && pass;
-        std::string const verdict = pass ? (c.borderline > 0 ? "ok (borderline: near-ties at a score cut)" : "ok")
+        std::string const verdict = pass ? (c.borderline > 0 ? "ok (borderline: near-ties at a score or NMS cut)" : "ok")
             : !c.finite                  ? "FAIL (NaN or Inf)"
             : c.unmatched > 0            ? "FAIL (unmatched detections)"
                                          : "FAIL (errors above tolerance)";
@@ -274,8 +277,10 @@ bool checkDetectorOutputs(std::map<std::string, deformrt::HostTensor> const& out
             c.otherCount, c.matched, c.borderline, c.unmatched, formatError(c.maxBoxError).c_str(),
             formatError(c.maxScoreError).c_str(), masks ? formatError(c.maxMaskError).c_str() : "-", verdict.c_str());
     }
-    std::printf("tolerances: same class and IoU >= %g, score %g, mask %g, borderline %g (score threshold %g)\n",
-        tolerances.matchIou, tolerances.score, tolerances.mask, tolerances.borderline, tolerances.scoreThreshold);
+    std::printf("tolerances: same class and IoU >= %g, score %g, mask %g, borderline %g (score threshold %g, NMS "
+                "threshold %g)\n",
+        tolerances.matchIou, tolerances.score, tolerances.mask, tolerances.borderline, tolerances.scoreThreshold,
+        tolerances.nmsThreshold);
     return allPass;
 }
 
