@@ -5,6 +5,7 @@
 #include "deformrt/detections.h"
 
 #include <algorithm>
+#include <exception>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -61,7 +62,9 @@ bool isDetectorOutputs(std::map<std::string, HostTensor> const& outputs)
         && find(outputs, detector::kScores) != nullptr && find(outputs, detector::kClasses) != nullptr;
 }
 
-Expected<std::vector<ImageDetections>> detectionsFromOutputs(std::map<std::string, HostTensor> const& outputs)
+namespace
+{
+Expected<std::vector<ImageDetections>> readDetections(std::map<std::string, HostTensor> const& outputs)
 {
     if (!isDetectorOutputs(outputs))
     {
@@ -138,6 +141,19 @@ Expected<std::vector<ImageDetections>> detectionsFromOutputs(std::map<std::strin
         }
     }
     return images;
+}
+} // namespace
+
+Expected<std::vector<ImageDetections>> detectionsFromOutputs(std::map<std::string, HostTensor> const& outputs)
+{
+    try
+    {
+        return readDetections(outputs);
+    }
+    catch (std::exception const& error) // out of memory: an error, not a crash
+    {
+        return Status::error(std::string("reading a detector's outputs: ") + error.what());
+    }
 }
 
 double legacyIou(std::array<float, 4> const& a, std::array<float, 4> const& b) noexcept
@@ -285,7 +301,9 @@ DetectionCheck checkDetections(ImageDetections const& reference, ImageDetections
     return check;
 }
 
-Expected<std::vector<uint8_t>> pasteMask(float const* mask, int64_t maskSize, std::array<float, 4> const& box,
+namespace
+{
+Expected<std::vector<uint8_t>> pasteOneMask(float const* mask, int64_t maskSize, std::array<float, 4> const& box,
     int64_t imageHeight, int64_t imageWidth, float threshold, int64_t padding)
 {
     if (mask == nullptr || maskSize < 1 || maskSize > kMaxMaskSize || padding < 0 || padding > maskSize)
@@ -352,6 +370,20 @@ Expected<std::vector<uint8_t>> pasteMask(float const* mask, int64_t maskSize, st
         }
     }
     return out;
+}
+} // namespace
+
+Expected<std::vector<uint8_t>> pasteMask(float const* mask, int64_t maskSize, std::array<float, 4> const& box,
+    int64_t imageHeight, int64_t imageWidth, float threshold, int64_t padding)
+{
+    try
+    {
+        return pasteOneMask(mask, maskSize, box, imageHeight, imageWidth, threshold, padding);
+    }
+    catch (std::exception const& error) // out of memory: an error, not a crash
+    {
+        return Status::error(std::string("pasteMask: ") + error.what());
+    }
 }
 
 Status scaleBoxes(ImageDetections& detections, int64_t inHeight, int64_t inWidth, int64_t outHeight, int64_t outWidth)
