@@ -306,3 +306,20 @@ def test_fp16_flavour_in_onnx_runtime_passes_the_fp16_set_check(bundle):
     check = check_detection_sets(0, ImageDetections.from_outputs(reference_outputs(path, conf)),
                                  ImageDetections.from_outputs(outputs), detection_tolerances(conf, "fp16"), 20)
     assert check.passed and check.matched >= 5 and check.unmatched == 0, check
+
+
+def test_numpy_rle_equals_pycocotools():
+    """detections.encode_rle (the device's fallback) against pycocotools' mask.encode: random masks of
+    random density and size, empty and full ones, single rows and columns."""
+    from pycocotools import mask as mask_util
+
+    from exporter.evaluation.detections import encode_rle
+
+    rng = np.random.default_rng()
+    for trial in range(300):
+        h, w = rng.integers(1, 60, 2)
+        mask = rng.uniform(0, 1, (h, w)) < rng.uniform(0, 1)
+        if trial % 10 == 0:
+            mask[:] = trial % 20 == 0  # full, then empty
+        want = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+        assert encode_rle(mask) == {"size": [int(h), int(w)], "counts": want["counts"].decode("ascii")}, trial
