@@ -99,11 +99,12 @@ CONF_KEYS = {
 
 # The self-check of a detector engine against the fp32 reference detections, per engine precision
 # (deploy.conf's match_iou_*, score_tolerance_*, mask_tolerance_*, borderline_*; README "Detector
-# bundles"). fp16 moves boxes by up to a pixel and scores by about 1e-2 (fp16 spacing near 1 is 1e-3,
-# accumulated over the heads), hence the looser match and band.
+# bundles"). fp32 leaves room for another kernel library's summation order; fp16 convolutions move
+# boxes by a fraction of a pixel and scores by about 1e-2 (decoding and NMS stay fp32), hence the
+# looser match and band. The same numbers as `deformrt compare`'s detector tolerances (issue 20).
 DETECTION_TOLERANCES = {
-    "fp32": {"match_iou": 0.99, "score_tolerance": 1e-3, "mask_tolerance": 1e-2, "borderline": 1e-3},
-    "fp16": {"match_iou": 0.9, "score_tolerance": 2e-2, "mask_tolerance": 1e-1, "borderline": 2e-2},
+    "fp32": {"match_iou": 0.99, "score_tolerance": 1e-3, "mask_tolerance": 1e-3, "borderline": 1e-3},
+    "fp16": {"match_iou": 0.9, "score_tolerance": 3e-2, "mask_tolerance": 5e-2, "borderline": 3e-2},
 }
 DETECTOR_INPUTS = ("images", "image_sizes")
 
