@@ -18,8 +18,11 @@ reference score, :func:`exporter.evaluation.detections.match_detections`); the p
 probability errors must be within ``score_tolerance`` and ``mask_tolerance``; a detection left
 unmatched on either side is *borderline* (a near-tie, named in the report, not a failure) when its
 score lies within ``borderline`` of a cut (the model's score threshold, or the lowest score of a side
-that filled all D rows), or when its IoU with a same-class detection on either side lies within
-``borderline`` of the model's NMS threshold (an NMS near-tie); any other unmatched detection fails. The values are deploy.conf's
+that filled all D rows), or when it is an NMS near-tie: its IoU with a same-class detection on either
+side lies within ``borderline`` of the model's NMS threshold (one side suppressed it), or the other
+side has an unmatched same-class detection overlapping it by at least the NMS threshold minus
+:data:`NMS_IOU_SLACK` with a score within ``borderline`` (the sides kept different members of a
+near-tied pair). Any other unmatched detection fails. The values are deploy.conf's
 ``*_fp32`` / ``*_fp16`` keys for the engine's precision.
 
 From the bundle folder on the device (``python/`` is deformrt's device-side Python)::
@@ -47,6 +50,9 @@ import numpy as np
 from exporter.deploy import layout
 from exporter.evaluation.detections import ImageDetections, legacy_iou, match_detections
 from models.errors import DeformRTError
+
+# How far below the NMS threshold two swapped members of a near-tied pair may overlap (boxes move too).
+NMS_IOU_SLACK = 0.05
 
 
 @dataclass
@@ -318,11 +324,19 @@ def check_detection_sets(image: int, reference: ImageDetections, other: ImageDet
                                               if capacity and len(d) >= capacity]
     nms = tolerances.get("nms_threshold", 0.0)
 
+    unmatched = {id(reference): match.unmatched_reference, id(other): match.unmatched_other}
+
     def near_tie(side: ImageDetections, index: int) -> bool:
         if any(abs(float(side.scores[index]) - cut) <= band for cut in cuts):
             return True
         if nms <= 0:
             return False
+        opposite = other if side is reference else reference
+        for k in unmatched[id(opposite)]:  # the two sides kept different members of a near-tied pair
+            if (opposite.labels[k] == side.labels[index]
+                    and legacy_iou(opposite.boxes[k:k + 1], side.boxes[index:index + 1])[0, 0] >= nms - NMS_IOU_SLACK
+                    and abs(float(opposite.scores[k]) - float(side.scores[index])) <= band):
+                return True
         for neighbours in (reference, other):  # an NMS near-tie: a same-class overlap at the NMS threshold
             iou = legacy_iou(side.boxes[index:index + 1], neighbours.boxes)[0]
             same = np.asarray(neighbours.labels) == side.labels[index]
@@ -334,8 +348,8 @@ def check_detection_sets(image: int, reference: ImageDetections, other: ImageDet
 
     lost = [(reference, i) for i in match.unmatched_reference] + [(other, j) for j in match.unmatched_other]
     borderline = sum(1 for side, index in lost if near_tie(side, index))
-    finite = box_ok and score_ok and mask_ok
     unmatched = len(lost) - borderline
+    finite = box_ok and score_ok and mask_ok
     passed = (finite and unmatched == 0 and score <= tolerances["score_tolerance"]
               and (mask is None or mask <= tolerances["mask_tolerance"]))
     return DetectionSetCheck(image, len(reference), len(other), len(pairs), borderline, unmatched, box, score, mask,

@@ -90,7 +90,9 @@ struct DetectionCheck
     std::size_t matched{0};
     //! Unmatched on either side with a score within `borderline` of a cut (the score threshold, or the
     //! lowest score kept when a side reached its fixed size D), or an NMS near-tie (a same-class detection on
-    //! either side overlaps it with an IoU within `borderline` of the NMS threshold): named, not a failure.
+    //! either side overlaps it with an IoU within `borderline` of the NMS threshold, or the other side has an
+    //! unmatched same-class detection overlapping it by at least the NMS threshold - 0.05 with a score within
+    //! `borderline`: the two kept different members of a pair): named, not a failure.
     std::size_t borderline{0};
     std::size_t unmatched{0}; //!< the other unmatched detections, on both sides: failures
     double maxBoxError{0.0};  //!< px, over the pairs

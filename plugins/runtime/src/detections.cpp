@@ -36,6 +36,8 @@ bool isFiniteBox(std::array<float, 4> const& box) noexcept
 constexpr float kMaxBoxCoordinate = 1e6F;
 constexpr int64_t kMaxImageSide = 1 << 16;
 constexpr int64_t kMaxMaskSize = 4096;
+// How far below the NMS threshold two swapped members of a near-tied pair may overlap (boxes move too).
+constexpr double kNmsIouSlack = 0.05;
 
 //! One axis of a half-pixel-centre bilinear resize from `inSize` to `outSize` samples: the two source
 //! indices and the weight of the second, for output index `i` (float32 as numpy computes it).
@@ -268,12 +270,25 @@ DetectionCheck checkDetections(ImageDetections const& reference, ImageDetections
         return std::any_of(cuts.begin(), cuts.end(),
             [&](double cut) { return std::abs(static_cast<double>(score) - cut) <= tolerances.borderline; });
     };
-    // An NMS near-tie: one side suppressed the detection, the other kept it, because its IoU with a
-    // same-class detection sits at the NMS threshold.
+    // An NMS near-tie: one side suppressed the detection and the other kept it, because its IoU with a
+    // same-class detection sits at the NMS threshold; or the two sides kept different members of a pair
+    // of about equal scores (the other side's unmatched detection of the class overlaps it).
+    std::vector<std::size_t> const& otherUnmatched = match.unmatchedOther;
+    std::vector<std::size_t> const& referenceUnmatched = match.unmatchedReference;
     auto nmsTie = [&](ImageDetections const& side, std::size_t index) {
         if (tolerances.nmsThreshold <= 0.0)
         {
             return false;
+        }
+        ImageDetections const& opposite = &side == &reference ? other : reference;
+        for (std::size_t k : &side == &reference ? otherUnmatched : referenceUnmatched)
+        {
+            if (opposite.labels[k] == side.labels[index]
+                && legacyIou(opposite.boxes[k], side.boxes[index]) >= tolerances.nmsThreshold - kNmsIouSlack
+                && std::abs(static_cast<double>(opposite.scores[k]) - side.scores[index]) <= tolerances.borderline)
+            {
+                return true;
+            }
         }
         for (ImageDetections const* neighbours : {&reference, &other})
         {
