@@ -155,6 +155,47 @@ else
   skip_section racecheck "compute-sanitizer or the kernel library missing"
 fi
 
+# === detector deploy bundle on this GPU (issue 20, deploy side; self-contained block) ======================
+# A synthetic calibrated Mask R-CNN (modulated DCN, small proposal counts) exported, bundled with `deformrt
+# deploy`, then the bundle's own build.sh (plugin, deformrt-run, engine with TensorRT's ROIAlign_TRT and our
+# plugin, self-check as sets) in fp32 and fp16, deformrt-run --paste-masks, and the device predict
+# (exporter.deploy.predict, numpy + TensorRT's Python) against `deformrt predict --engine` on the same
+# engine. Needs TENSORRT_ROOT (trtexec in bin/, headers, libraries) and TensorRT's Python bindings; about
+# 4 minutes (the export is on the CPU). Raise GPU_CHECK_BUDGET_S when the earlier sections leave too little.
+if [[ -n "${TENSORRT_ROOT:-}" && -x "${TENSORRT_ROOT}/bin/trtexec" ]]; then
+  DEPLOY_WORK=$WORK/deploy
+  mkdir -p "$DEPLOY_WORK/images"
+  # run.sh works in $DEPLOY_WORK: the interpreter by its absolute path
+  if [[ $PYTHON == */* ]]; then DEPLOY_PYTHON=$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")
+  else DEPLOY_PYTHON=$(command -v "$PYTHON"); fi
+  cat >"$DEPLOY_WORK/run.sh" <<EOF_DEPLOY
+set -euo pipefail
+cd "$DEPLOY_WORK"
+export LD_LIBRARY_PATH="$TENSORRT_ROOT/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+deformrt() { "$DEPLOY_PYTHON" -c 'import sys; from exporter.cli import main; sys.argv[0] = "deformrt"; sys.exit(main())' "\$@"; }
+deformrt export --config-file e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml \
+  --detector --onnx --shape 320x480 --no-verify -o det.onnx MODEL.RPN.PRE_NMS_TOP_N_TEST 300 \
+  MODEL.RPN.POST_NMS_TOP_N_TEST 100 MODEL.RPN.FPN_POST_NMS_TOP_N_TEST 100 INPUT.MIN_SIZE_TEST 320 INPUT.MAX_SIZE_TEST 480
+deformrt deploy det.onnx -o det-bundle --min-shape 1x3x256x256 --opt-shape 1x3x320x480 --max-shape 2x3x480x480 --force
+"$DEPLOY_PYTHON" -c 'import numpy as np; from PIL import Image; r = np.random.default_rng(0); [Image.fromarray(r.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(f"images/{i}.png") for i, (h, w) in enumerate([(240, 320), (300, 200)])]'
+TENSORRT_ROOT="$TENSORRT_ROOT" TRTEXEC="$TENSORRT_ROOT/bin/trtexec" bash det-bundle/build.sh --fp32 --iterations 20
+TENSORRT_ROOT="$TENSORRT_ROOT" TRTEXEC="$TENSORRT_ROOT/bin/trtexec" bash det-bundle/build.sh --fp16 --iterations 20
+grep -m 1 "Loading standard plugins" det-bundle/build/trtexec.log || echo "trtexec.log does not say it loaded TensorRT's plugins"
+det-bundle/build/plugins/deformrt-run det-bundle/build/plugin-fp16.plan --plugin det-bundle/build/plugins/libdeformrt_plugin.so \
+  --inputs det-bundle/reference/inputs --outputs . --paste-masks --iterations 0
+"$DEPLOY_PYTHON" -c 'import numpy as np; m = np.load("pasted_masks.npy"); print("pasted_masks", m.shape, m.dtype, int(m.sum()), "pixels set")'
+(cd det-bundle && PYTHONPATH=python "$DEPLOY_PYTHON" -m exporter.deploy.predict . ../images -o ../device-predictions \
+  --engine build/plugin-fp16.plan --plugin build/plugins/libdeformrt_plugin.so)
+deformrt predict det.onnx images/0.png images/1.png -o host-predictions --engine det-bundle/build/plugin-fp16.plan \
+  --plugin det-bundle/build/plugins/libdeformrt_plugin.so --json > host.json
+"$DEPLOY_PYTHON" -c 'import json; d = json.load(open("device-predictions/coco_results.json")); h = json.load(open("host.json")); print("device predict", len(d), "records, deformrt predict", len(h), "records:", "equal" if d == h else "DIFFERENT"); raise SystemExit(d != h)'
+EOF_DEPLOY
+  run_section deploy_detector 420 bash "$DEPLOY_WORK/run.sh"
+else
+  skip_section deploy_detector "set TENSORRT_ROOT to an unpacked TensorRT release (with bin/trtexec) to build a detector bundle"
+fi
+# === end of the detector deploy block ======================================================================
+
 # --- summary: table on stdout, JSON file ----------------------------------------------------------
 TOTAL=$(( $(date +%s) - START ))
 echo

@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 EXPORT_SIZE = (64, 96)
 SEED = 0
-DEVICE_MODULES = ("exporter.deploy.check", "exporter.trt.engine", "exporter.trt.session", "exporter.trt.plugin",
+DEVICE_MODULES = ("exporter.deploy.check", "exporter.deploy.predict", "exporter.trt.engine", "exporter.trt.session",
+                  "exporter.trt.plugin",
                   "exporter.trt.sidecar")
 # What the device lacks; the device-side Python must not need any of it.
 BLOCKED = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "polygraphy", "typer", "yaml")

@@ -488,3 +488,45 @@ def test_build_sh_as_written_configures_the_plugins_with_a_real_cmake(tree, cmak
     assert "building for architectures 87 (CMAKE_CUDA_ARCHITECTURES)" in configure_log
     assert "deformrt: TensorRT 10 headers" in configure_log
     assert "C++ runtime and deformrt-run are not built" not in configure_log
+
+
+@pytest.mark.parametrize("version, precision", [("10.3.0", "fp16"), ("11.1", "fp32")])
+def test_detector_bundle_builds_with_both_input_profiles_and_checks_detections_as_sets(tree, version, precision):
+    """A detector's deploy.conf (its keys from exporter/deploy/bundle.py's detector_conf, as `deformrt deploy`
+    writes them): trtexec gets profiles for images and image_sizes and no extra plugin flag (it registers
+    TensorRT's own plugins, ROIAlign_TRT among them, itself); deformrt-run checks the detections with the
+    precision's set-matching tolerances; the last line names the device predict command."""
+    from exporter.deploy import layout
+    from exporter.deploy.bundle import detector_conf
+    from exporter.onnx.metadata import DetectorMetadata
+
+    tree.complete(version)
+    _bundle_files(tree)
+    detector = DetectorMetadata("mask_rcnn", 81, 100, 1000, 28, 800, 1333)
+    keys = detector_conf(detector, 0.05, 0.5)
+    shapes = {label: f"images:{n}x3x{h}x{w},image_sizes:{n}x2" for label, (n, h, w) in
+              (("min", (1, 320, 320)), ("opt", (1, 800, 1344)), ("max", (2, 1344, 1344)))}
+    (tree.bundle / "deploy.conf").write_text(CONF + "".join(f"{k}={v}\n" for k, v in keys.items())
+                                             + "".join(f"{k}_shapes={v}\n" for k, v in shapes.items()))
+    trt_version = version if version.count(".") == 2 else version + ".0"
+    proc = tree.run(f"--{precision}", "--iterations", "3", FAKE_TRT_VERSION=trt_version)
+    assert proc.returncode == 0, proc.stderr
+    [trtexec] = _calls(tree, "trtexec")
+    assert {f"--{label}Shapes={shape}" for label, shape in shapes.items()} <= set(trtexec)
+    assert [a for a in trtexec if "Plugins" in a] == [f"--dynamicPlugins={tree.build}/plugins/libdeformrt_plugin.so"]
+    engine = tree.build / f"plugin-{precision}.plan"
+    meta = EngineMeta.from_json(Path(f"{engine}.json").read_text(), source="sidecar")
+    assert [p.name for p in meta.profiles] == ["images", "image_sizes"]
+    assert meta.profiles[1].to_dict() == {"name": "image_sizes", "min": [1, 2], "opt": [1, 2], "max": [2, 2]}
+    [check] = _calls(tree, "deformrt-run")
+    tol = layout.DETECTION_TOLERANCES[precision]
+    assert check == [str(engine), "--inputs", f"{tree.bundle}/reference/inputs", "--check",
+                     f"{tree.bundle}/reference/outputs", "--match-iou", str(tol["match_iou"]), "--score-tolerance",
+                     str(tol["score_tolerance"]), "--mask-tolerance", str(tol["mask_tolerance"]), "--borderline",
+                     str(tol["borderline"]), "--score-threshold", "0.05", "--nms-threshold", "0.5", "--iterations",
+                     "3", "--plugin",
+                     f"{tree.build}/plugins/libdeformrt_plugin.so"]
+    assert proc.stdout.splitlines()[-1] == (
+        "==> detections on your images (PNGs and coco_results.json; numpy, Pillow and TensorRT's Python): "
+        f"PYTHONPATH=python python3 -m exporter.deploy.predict . IMAGES/ -o predictions/ --engine {engine} "
+        f"--plugin {tree.build}/plugins/libdeformrt_plugin.so")

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
 RUNTIME_SRC = PLUGINS / "runtime" / "src"
 # The TensorRT-free sources of the runtime library (CMake target deformrt_runtime_core).
-CORE_SOURCES = ["npy.cpp", "hostTensor.cpp", "fileIo.cpp", "json.cpp", "sidecar.cpp", "compare.cpp", "latency.cpp"]
+CORE_SOURCES = ["npy.cpp", "hostTensor.cpp", "fileIo.cpp", "json.cpp", "sidecar.cpp", "compare.cpp", "latency.cpp",
+                "detections.cpp"]
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is needed to build the native test driver")
 
@@ -380,6 +381,162 @@ def _cxx(source: Path, obj: Path, *includes: Path) -> list[str]:
             f"-I{RUNTIME_SRC}", *(f"-isystem{i}" for i in includes), str(source), "-o", str(obj)]
 
 
+# --- detections: pasting masks and matching sets, against exporter/evaluation/detections.py ------------
+
+def _write_detections(directory: Path, boxes, scores, labels, masks=None, rows=None, count=None) -> Path:
+    """One image's detections as a detector file's fixed-size outputs (rows past the count are 0)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    n = len(scores)
+    rows = n if rows is None else rows
+    padded = lambda a, dtype: np.concatenate([np.asarray(a, dtype).reshape((n,) + np.shape(a)[1:]),  # noqa: E731
+                                              np.zeros((rows - n,) + np.shape(a)[1:], dtype)])[None]
+    np.save(directory / "num_detections.npy", np.array([[n if count is None else count]], np.int32))
+    np.save(directory / "detection_boxes.npy", padded(np.reshape(boxes, (n, 4)), np.float32))
+    np.save(directory / "detection_scores.npy", padded(scores, np.float32))
+    np.save(directory / "detection_classes.npy", padded(labels, np.int32))
+    if masks is not None:
+        np.save(directory / "detection_masks.npy", padded(masks, np.float32))
+    return directory
+
+
+def _random_boxes(rng, n: int, height: int, width: int) -> np.ndarray:
+    """Boxes of every kind pasting meets: inside, partly or wholly outside the image, tiny (< 1 px),
+    inverted (x2 < x1), and large."""
+    x1 = rng.uniform(-0.4 * width, 1.1 * width, n)
+    y1 = rng.uniform(-0.4 * height, 1.1 * height, n)
+    w = np.exp(rng.uniform(np.log(0.05), np.log(2.0 * width), n))
+    h = np.exp(rng.uniform(np.log(0.05), np.log(2.0 * height), n))
+    boxes = np.stack([x1, y1, x1 + w, y1 + h], 1)
+    boxes[::7] = boxes[::7][:, [2, 3, 0, 1]]  # some inverted
+    return boxes.astype(np.float32)
+
+
+@needs_gxx
+def test_pasted_masks_equal_the_numpy_paste_mask(driver, tmp_path, rng):
+    """Every pixel of the C++ paste equals exporter/evaluation/detections.paste_mask (upstream's
+    paste_mask_in_image) on random masks and boxes, tiny and partly outside the image included."""
+    from exporter.evaluation.detections import paste_mask
+
+    for trial, (mask_size, height, width, n) in enumerate([(28, 61, 83, 40), (14, 37, 29, 40), (7, 5, 9, 20)]):
+        boxes = _random_boxes(rng, n, height, width)
+        masks = rng.uniform(0, 1, (n, mask_size, mask_size)).astype(np.float32)
+        masks[::5] = np.clip(masks[::5] * 3 - 1, 0, 1)  # some saturated, some exactly 0 or 1
+        folder = _write_detections(tmp_path / f"d{trial}", boxes, rng.uniform(0.05, 1, n), rng.integers(1, 81, n),
+                                   masks, rows=n + 3)
+        out = tmp_path / f"pasted{trial}.npy"
+        proc = run(driver, "paste", folder, 0, height, width, out)
+        assert proc.returncode == 0, proc.stderr
+        got = np.load(out)
+        assert got.shape == (n, height, width) and got.dtype == np.uint8
+        want = np.stack([paste_mask(m, b, height, width) for m, b in zip(masks, boxes)])
+        assert want.any(axis=(1, 2)).sum() >= n // 3  # the boxes do land in the image
+        for i in range(n):
+            assert np.array_equal(got[i].astype(bool), want[i]), (trial, i, boxes[i], int((got[i] != want[i]).sum()))
+    # From the model's input resolution to the original image's, as `deformrt predict` maps boxes.
+    in_h, in_w = 48, 64
+    scaled = tmp_path / "scaled.npy"
+    assert run(driver, "paste", folder, 0, height, width, scaled, in_h, in_w).returncode == 0
+    ratio = np.array([width / in_w, height / in_h] * 2, np.float32)
+    want = np.stack([paste_mask(m, b * ratio, height, width) for m, b in zip(masks, boxes)])
+    assert np.array_equal(np.load(scaled).astype(bool), want)
+
+
+def _parse_match(stdout: str) -> dict:
+    lines = stdout.splitlines()
+    pairs = [tuple(map(int, p.split(":"))) for p in lines[1].split()[1:]]
+    fields = dict(f.split("=") for f in lines[4].split()[1:])
+    return {"pairs": pairs, "unmatched_reference": [int(i) for i in lines[2].split()[1:]],
+            "unmatched_other": [int(i) for i in lines[3].split()[1:]], **fields}
+
+
+@needs_gxx
+def test_detection_sets_are_matched_as_the_numpy_match_detections(driver, tmp_path, rng):
+    """Engine detections against references as sets: the C++ pairs and leftovers equal numpy's
+    match_detections, its counts and errors exporter.deploy.check's (the bundle's Python check) on a
+    shuffled, perturbed copy with dropped, added and relabelled detections, near-ties at the score
+    threshold, at the fixed size D and at the NMS threshold included."""
+    from exporter.deploy.check import check_detection_sets
+    from exporter.evaluation.detections import ImageDetections, match_detections
+
+    tol = {"iou": 0.9, "score": 1e-3, "mask": 1e-2, "borderline": 1e-3, "threshold": 0.05, "nms": 0.5}
+    for trial in range(6):
+        n, capacity = 30, 30 if trial % 2 else 40
+        boxes = _random_boxes(rng, n, 200, 300)
+        boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 2)
+        labels = rng.integers(1, 4, n)
+        scores = rng.uniform(0.05, 1, n).astype(np.float32)
+        scores[:2] = [0.0504, 0.0512]  # one near the threshold, one not
+        # 2 and 3: one class, IoU 0.50009 (legacy widths), 3 suppressed on the other side: an NMS near-tie
+        boxes[2], boxes[3] = [10, 10, 49, 49], [23.33, 10, 62.33, 49]
+        labels[3], scores[2:4] = labels[2], [0.6, 0.4]
+        # 4: kept only here; the other side kept a same-class partner of about its score instead (IoU 0.6)
+        boxes[4], scores[4] = [100, 100, 139, 139], 0.7
+        masks = rng.uniform(0, 1, (n, 14, 14)).astype(np.float32)
+        want = ImageDetections(boxes, scores, labels, masks)
+        order = rng.permutation(np.r_[2, 5:n])[: n - 5]  # lost: 0 and 1 (near the threshold), 3 and 4 (NMS), one other
+        got_boxes = boxes[order] + rng.normal(0, 0.02, (len(order), 4)).astype(np.float32)
+        got_labels = labels[order].copy()
+        got_labels[:1] = got_labels[:1] % 3 + 1  # one relabelled
+        got_scores = scores[order] + rng.normal(0, 3e-4, len(order)).astype(np.float32)
+        got_masks = masks[order] + rng.normal(0, 3e-3, (len(order), 14, 14)).astype(np.float32)
+        extra = 2
+        partner = np.array([[110, 100, 149, 139]], np.float32)  # IoU 30*40 / (2*1600 - 1200) = 0.6 with box 4
+        got = ImageDetections(np.concatenate([got_boxes, _random_boxes(rng, extra, 200, 300), partner]),
+                              np.concatenate([got_scores, rng.uniform(0.05, 1, extra), [0.7005]]).astype(np.float32),
+                              np.concatenate([got_labels, rng.integers(1, 4, extra), labels[4:5]]),
+                              np.concatenate([got_masks, rng.uniform(0, 1, (extra + 1, 14, 14))]).astype(np.float32))
+        ref_dir = _write_detections(tmp_path / f"ref{trial}", want.boxes, want.scores, want.labels, want.masks,
+                                    rows=capacity)
+        out_dir = _write_detections(tmp_path / f"out{trial}", got.boxes, got.scores, got.labels, got.masks,
+                                    rows=max(capacity, len(got)))
+        proc = run(driver, "match", ref_dir, out_dir, tol["iou"], tol["score"], tol["mask"], tol["borderline"],
+                   tol["threshold"], tol["nms"])
+        assert proc.returncode == 0, proc.stderr
+        got_check = _parse_match(proc.stdout)
+        match = match_detections(want, got, tol["iou"])
+        assert sorted(got_check["pairs"]) == sorted(match.pairs), trial
+        assert sorted(got_check["unmatched_reference"]) == sorted(match.unmatched_reference), trial
+        assert sorted(got_check["unmatched_other"]) == sorted(match.unmatched_other), trial
+        rule = {"match_iou": tol["iou"], "score_tolerance": tol["score"], "mask_tolerance": tol["mask"],
+                "borderline": tol["borderline"], "score_threshold": tol["threshold"], "nms_threshold": tol["nms"]}
+        expected = check_detection_sets(0, want, got, rule, capacity)
+        without_nms = check_detection_sets(0, want, got, {**rule, "nms_threshold": 0.0}, capacity)
+        assert expected.borderline >= without_nms.borderline + 3  # 3, and the swapped pair 4 / partner
+        assert (int(got_check["matched"]), int(got_check["borderline"]), int(got_check["unmatched"])) == (
+            expected.matched, expected.borderline, expected.unmatched), (trial, got_check, expected)
+        for key, value in (("box", expected.max_box_err), ("score", expected.max_score_err),
+                           ("mask", expected.max_mask_err)):
+            assert float(got_check[key]) == pytest.approx(value, rel=1e-6), (trial, key)
+        assert got_check["pass"] == str(int(expected.passed))
+        assert expected.unmatched >= 3 and expected.borderline >= 4  # lost/relabelled fail; 0.0504 is a near-tie
+
+
+@needs_gxx
+def test_bad_detector_outputs_and_boxes_are_errors_not_crashes(driver, tmp_path, rng):
+    n = 4
+    boxes = _random_boxes(rng, n, 40, 50)
+    masks = rng.uniform(0, 1, (n, 14, 14)).astype(np.float32)
+    good = dict(boxes=boxes, scores=rng.uniform(0.1, 1, n), labels=rng.integers(1, 5, n), masks=masks)
+    over = _write_detections(tmp_path / "over", **good, rows=n, count=n + 1)
+    assert expect_error(driver, "paste", over, 0, 40, 50, tmp_path / "o.npy") == "error: num_detections[0] is 5.000000, outside 0..4"
+    negative = _write_detections(tmp_path / "negative", **good, count=-1)
+    assert "outside 0..4" in expect_error(driver, "match", negative, over, 0.9, 1, 1, 0, 0)
+    nan_box = _write_detections(tmp_path / "nan", **{**good, "boxes": np.where(np.arange(4) == 1, np.nan, boxes)})
+    line = expect_error(driver, "paste", nan_box, 0, 40, 50, tmp_path / "o.npy")
+    assert line.startswith("error: detection 0: pasteMask: box (") and "is not finite" in line
+    huge = _write_detections(tmp_path / "huge", **{**good, "boxes": boxes * 1e7})
+    assert "beyond +-1e6 px" in expect_error(driver, "paste", huge, 0, 40, 50, tmp_path / "o.npy")
+    assert "outside 1..65536" in expect_error(driver, "paste", _write_detections(tmp_path / "ok", **good), 0, 0, 50,
+                                              tmp_path / "o.npy")
+    bad_shape = _write_detections(tmp_path / "shape", **good)
+    np.save(bad_shape / "detection_scores.npy", rng.uniform(0, 1, (1, n + 1)).astype(np.float32))
+    assert expect_error(driver, "paste", bad_shape, 0, 40, 50, tmp_path / "o.npy") == (
+        "error: detector output detection_scores has shape 1x5, expected 1x4")
+    no_masks = _write_detections(tmp_path / "nomask", **{**good, "masks": None})
+    assert "have no masks" in expect_error(driver, "paste", no_masks, 0, 40, 50, tmp_path / "o.npy")
+    assert not (tmp_path / "o.npy").exists()
+
+
 @pytest.fixture(scope="module")
 def tensorrt_free_objects(tmp_path_factory):
     """The runtime's core, deformrt-run and the example include no TensorRT header: compiled once."""
@@ -411,7 +568,14 @@ def _check_deformrt_run(exe: Path, tmp_path: Path) -> None:
     proc = call("model.plan")
     assert proc.returncode == 1 and proc.stderr.splitlines()[-1] == (
         "error: --inputs DIR is needed (one NAME.npy per engine input)")
-    assert call("m.plan", "--inputs", "d", "--check", "r").stderr.splitlines()[-1] == "error: --check needs --tolerance"
+    assert call("m.plan", "--inputs", "d", "--check", "r").stderr.splitlines()[-1] == (
+        "error: --check needs --tolerance (a detector's: --match-iou, --score-tolerance and --mask-tolerance)")
+    assert call("m.plan", "--inputs", "d", "--paste-masks").stderr.splitlines()[-1] == (
+        "error: --paste-masks writes pasted_masks.npy and needs --outputs DIR")
+    assert call("m.plan", "--inputs", "d", "--image-size", "480").stderr.splitlines()[-1] == (
+        "error: --image-size needs HEIGHTxWIDTH (e.g. 480x640), not 480")
+    assert call("m.plan", "--inputs", "d", "--match-iou", "nan").stderr.splitlines()[-1] == (
+        "error: --match-iou needs a non-negative number, not nan")
     assert call("m.plan", "--warmup", "-1").stderr.splitlines()[-1] == (
         "error: --warmup needs a non-negative integer, not -1")
     engine = tmp_path / "model.plan"

@@ -16,11 +16,12 @@ def register(app: typer.Typer) -> None:
     @app.command(
         "deploy",
         epilog="Example: deformrt deploy R-101-FPN-dcn.onnx -o r101-jetson   (then copy r101-jetson/ to the device "
-               "and run ./build.sh there)",
+               "and run ./build.sh there; a detector file deploys the same way)",
     )
     def deploy_cmd(
         onnx: Annotated[Path, typer.Argument(metavar=o.ONNX, help="ONNX model written by `deformrt export` "
-                                                                  "(either DCN flavour).")],
+                                                                  "(either DCN flavour; a backbone or, with "
+                                                                  "--detector, a whole detector).")],
         output: Annotated[Path, o.output_option("Bundle folder to write (must not exist unless --force).",
                                                 metavar=o.DIR)],
         weights: o.WeightsOpt = None,
@@ -35,13 +36,14 @@ def register(app: typer.Typer) -> None:
         images: Annotated[Optional[list[str]], typer.Option(
             "--images", metavar=o.LIST,
             help="Reference inputs: HxWx3 RGB .npy arrays (PNG/JPEG with Pillow), comma-separated or repeated; one "
-                 "batch (default: random images of the opt shape).")] = None,
+                 "batch (default: random images of the opt shape). A detector's: PNG/JPEG images, resized and "
+                 "preprocessed as `deformrt predict` does.")] = None,
         seed: Annotated[int, typer.Option("--seed", metavar=o.N, help="Seed of the random reference images.")] = 0,
         force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle folder.")] = False,
         as_json: o.JsonFlag = False,
     ) -> None:
         """Write a self-contained folder that builds the plugin and engine on the device (e.g. a Jetson) and
-        checks them against PyTorch's outputs."""
+        checks them against PyTorch's outputs (a detector's: ONNX Runtime's detections, compared as sets)."""
         from exporter.deploy.bundle import DeployOptions, make_bundle
         from exporter.util.progress import Progress
 

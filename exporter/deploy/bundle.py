@@ -11,7 +11,9 @@ file happens on the device. The bundle (file names in :mod:`exporter.deploy.layo
   plugin for JetPack must be compiled with JetPack's CUDA for the device's architecture;
 - deformrt's device-side Python (``python/``), whose imports are numpy and tensorrt only;
 - reference inputs (deterministic random images, or ``--images``, preprocessed as the model
-  expects) and PyTorch's fp32 CPU outputs on them;
+  expects) and PyTorch's fp32 CPU outputs on them; for a detector file (``deformrt export
+  --detector``) also ``image_sizes``, and ONNX Runtime's fp32 CPU detections as references (the
+  export verified ONNX Runtime against PyTorch), which the device checks as sets;
 - ``deploy.conf`` (what build.sh reads: TensorRT majors the plugin supports, shape profile,
   tolerances of ``deformrt compare``, default precision), ``metadata.json`` (the model's
   ``deformrt.*`` metadata) and ``SHA256SUMS``;
@@ -42,8 +44,8 @@ from models.version import __version__
 
 # Modules deformrt's Python needs on the device: the bundle's check and loading and running an
 # engine. The bundle carries them and everything in this project they import.
-DEVICE_MODULES = ("exporter.deploy.check", "exporter.trt.engine", "exporter.trt.session", "exporter.trt.plugin",
-                  "exporter.trt.sidecar")
+DEVICE_MODULES = ("exporter.deploy.check", "exporter.deploy.predict", "exporter.trt.engine", "exporter.trt.session",
+                  "exporter.trt.plugin", "exporter.trt.sidecar")
 # plugins/deploy/ files copied to the bundle's top level (name in plugins/deploy -> name in the bundle).
 DEPLOY_FILES = {"build.sh": layout.BUILD_SCRIPT, "bundle-README.md": layout.README}
 _PROJECT_PACKAGES = ("exporter", "models")
@@ -95,6 +97,13 @@ class BundleResult:
                           "images": c["reference_images"].split(), "computed_by": c["reference_by"]},
             "files": len(self.files),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "model": c["model"],
+            "detector": None if c["model"] != "detector" else {
+                "kind": c["detector_kind"], "classes": int(c["classes"]), "detections": int(c["detections"]),
+                "mask_size": int(c["mask_size"]), "score_threshold": float(c["score_threshold"]),
+                "nms_threshold": float(c["nms_threshold"]),
+                "check": {p: {key: float(c[f"{key}_{p}"]) for key in layout.DETECTION_TOLERANCES[p]}
+                          for p in layout.PRECISIONS}},
         }
 
     def summary(self) -> str:
@@ -105,14 +114,19 @@ class BundleResult:
                    else c["weights"])
         return "\n".join([
             f"wrote {self.path} ({self.size_bytes / 1e6:.1f} MB, {len(self.files)} files)",
-            f"  model:     {c['body']}, {self.dcn_nodes} deformable convs; outputs {', '.join(c['outputs'].split())}; "
-            f"weights {weights}",
+            f"  model:     {c['body']}{' ' + c['detector_kind'] + ' detector' if c['model'] == 'detector' else ''}, "
+            f"{self.dcn_nodes} deformable convs; outputs {', '.join(c['outputs'].split())}; weights {weights}",
             f"  flavours:  {layout.ONNX_DIR}/{{plugin,onnx}}-{{fp32,fp16}}.onnx (deformrt plugin op / standard DeformConv "
             f"that needs no plugin)",
             f"  engine:    {c['precision']} by default, TensorRT {' or '.join(c['tensorrt_majors'].split())}; profile "
+            f"min {c['min_shapes']}, opt {c['opt_shapes']}, max {c['max_shapes']}"
+            if c["model"] == "detector" and c["min_shapes"] else
+            f"  engine:    {c['precision']} by default, TensorRT {' or '.join(c['tensorrt_majors'].split())}; profile "
             f"{prof.name}: min {_fmt(prof.min)}, opt {_fmt(prof.opt)}, max {_fmt(prof.max)}",
-            f"  reference: {c['inputs']} {c['reference_shape']} ({where}); {c['reference_by']}; tolerance fp32 "
-            f"{c['tolerance_fp32']}, fp16 {c['tolerance_fp16']}",
+            (f"  reference: {c['inputs']} {c['reference_shape']} ({where}); {c['reference_by']}; tolerance fp32 "
+             f"{c['tolerance_fp32']}, fp16 {c['tolerance_fp16']}" if c["model"] != "detector" else
+             f"  reference: {c['reference_shape']} ({where}); detections by {c['reference_by']}, checked as sets "
+             f"(class and IoU >= {c['match_iou_fp16']} fp16 / {c['match_iou_fp32']} fp32)"),
             f"  next:      copy {self.path.name}/ to the device, then run ./{layout.BUILD_SCRIPT} there",
         ])
 
@@ -222,15 +236,20 @@ def dcn_op_version(dcn_op: str) -> str:
     return f"ai.onnx.{ONNX_DEFORM_CONV}/{ONNX_DEFORM_CONV_OPSET}"
 
 
-def model_flavours(model, meta) -> dict[str, object]:
+def model_flavours(model, meta, detector: bool = False) -> dict[str, object]:
     """Bundle path (:func:`exporter.deploy.layout.onnx_model`) -> ModelProto of every flavour of
-    ``model`` (either DCN flavour), each with its ``deformrt.dcn_op`` metadata; ``model`` is unchanged."""
+    ``model`` (either DCN flavour), each with its ``deformrt.dcn_op`` metadata; ``model`` is unchanged.
+    A detector's fp16 flavour keeps its postprocessing in fp32
+    (:func:`exporter.onnx.detector_export.convert_detector_to_fp16`)."""
     import dataclasses
 
     import onnx
 
     from exporter.onnx.fp16 import convert_to_fp16
     from exporter.onnx.metadata import DCN_OP_ONNX, DCN_OP_PLUGIN
+
+    if detector:
+        from exporter.onnx.detector_export import convert_detector_to_fp16 as convert_to_fp16
     from exporter.onnx.passes import to_onnx_op, to_plugin_op
 
     made = {}
@@ -257,6 +276,81 @@ def torch_references(meta, weights: Optional[Path], batch: np.ndarray) -> dict[s
     return {name: np.ascontiguousarray(t.numpy(), dtype=np.float32) for name, t in outputs.items()}
 
 
+def detector_reference_inputs(meta, detector, images: Sequence[Path], batch: int, shape: tuple[int, int],
+                              seed: int) -> tuple[dict[str, np.ndarray], Optional[int]]:
+    """A detector's ``images`` and ``image_sizes``: ``images`` read, resized and preprocessed as
+    ``deformrt predict`` does, else ``batch`` random images a few pixels smaller than ``shape``
+    (so clipping to the unpadded size matters), padded to it."""
+    from exporter.evaluation.inputs import preprocess, random_images
+    from exporter.evaluation.predict import read_image, resize_image, resized_size
+
+    height, width = shape
+    if images:
+        pixels = []
+        for path in images:
+            image = read_image(Path(path))
+            size = resized_size(*image.shape[:2], detector.min_size_test, detector.max_size_test)
+            pixels.append(resize_image(image, *size).astype(np.float64))
+        seed = None
+    else:
+        pixels = random_images(batch, max(1, height - 3), max(1, width - 7), seed)
+    sizes = np.array([p.shape[:2] for p in pixels], np.int32)
+    batch_ = preprocess(pixels, meta)
+    if not images:
+        padded = np.zeros((len(pixels), 3, height, width), np.float32)
+        padded[:, :, :batch_.shape[2], :batch_.shape[3]] = batch_
+        batch_ = padded
+    return {"images": np.ascontiguousarray(batch_, np.float32), "image_sizes": sizes}, seed
+
+
+def ort_references(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """ONNX Runtime's (CPU, fp32) outputs of ``model`` on ``inputs``, by output name, in the model's order."""
+    from exporter.evaluation.ort import ort_session
+
+    session = ort_session(model, "cpu")
+    names = [o.name for o in session.get_outputs()]
+    return {name: np.ascontiguousarray(value) for name, value in zip(names, session.run(None, inputs))}
+
+
+def detector_thresholds(meta, detector) -> tuple[float, float]:
+    """The score and NMS IoU thresholds the detector's config applies to its detections (ROI heads,
+    RetinaNet, or the RPN's proposals for RPN-only: score 0)."""
+    import tempfile
+
+    from models.config import get_cfg
+
+    with tempfile.TemporaryDirectory(prefix="deformrt-cfg-") as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(meta.config, encoding="utf-8")
+        cfg = get_cfg(config_file=str(path), detector=True)
+    if detector.kind == "retinanet":
+        return float(cfg.MODEL.RETINANET.INFERENCE_TH), float(cfg.MODEL.RETINANET.NMS_TH)
+    if detector.kind == "rpn":
+        return 0.0, float(cfg.MODEL.RPN.NMS_THRESH)
+    return float(cfg.MODEL.ROI_HEADS.SCORE_THRESH), float(cfg.MODEL.ROI_HEADS.NMS)
+
+
+def detector_conf(detector, score_threshold: float = 0.0, nms_threshold: float = 0.0) -> dict[str, str]:
+    """deploy.conf's detector keys (empty for a backbone: ``detector`` None)."""
+    keys = ("detector_kind", "classes", "detections", "mask_size", "score_threshold", "nms_threshold",
+            *(f"{key}_{p}" for p in layout.PRECISIONS for key in layout.DETECTION_TOLERANCES[p]))
+    if detector is None:
+        return {"model": "backbone", **{k: "" for k in keys}}
+    return {"model": "detector", "detector_kind": detector.kind, "classes": str(detector.num_classes),
+            "detections": str(detector.detections),
+            "mask_size": str(detector.mask_size if detector.kind == "mask_rcnn" else 0),
+            "score_threshold": repr(score_threshold), "nms_threshold": repr(nms_threshold),
+            **{f"{key}_{p}": repr(value) for p in layout.PRECISIONS
+               for key, value in layout.DETECTION_TOLERANCES[p].items()}}
+
+
+def _trtexec_shapes(profiles, label: str) -> str:
+    """trtexec's ``name:NxCxHxW,name:NxM`` for one of min/opt/max."""
+    from exporter.trt.profiles import format_shape
+
+    return ",".join(f"{p.name}:{format_shape(getattr(p, label))}" for p in profiles)
+
+
 # ----------------------------------------------------------------------------------------------
 # The whole job
 
@@ -270,9 +364,10 @@ def make_bundle(onnx_path: Path, output: Path, options: DeployOptions = DeployOp
     import torch
 
     from exporter.evaluation.compare import TOLERANCES, make_inputs, single_input
+    from exporter.onnx.metadata import DETECTOR_KEY, DetectorMetadata
     from exporter.onnx.passes import is_onnx_deform_conv, is_plugin_deform_conv
     from exporter.trt.build import load_onnx
-    from exporter.trt.profiles import check_in_profile, format_shape, input_dims, resolve_profiles
+    from exporter.trt.profiles import ShapeProfile, check_in_profile, format_shape, input_dims, resolve_profiles
     from exporter.util.fsutil import atomic_directory, check_output_directory, sha256_file
     from models.native import PLUGINS_DIR
 
@@ -288,23 +383,53 @@ def make_bundle(onnx_path: Path, output: Path, options: DeployOptions = DeployOp
     seconds = {}
     start = time.perf_counter()
     model, meta = load_onnx(onnx_path)  # no progress line yet: user errors stay one line
-    if meta.seed is None and options.weights is None:
+    detector = DetectorMetadata.from_model(model)
+    # a detector's references come from ONNX Runtime on the file itself: its weights are in it
+    if detector is None and meta.seed is None and options.weights is None:
         raise DeformRTError(f"this model was exported with weights from {meta.weights}; pass that checkpoint with "
                             f"--weights so PyTorch can compute the references")
-    input_name, input_dims_ = single_input(model)
-    static = all(isinstance(d, int) for d in input_dims_)
-    (profile,) = resolve_profiles(input_dims(model), meta.export_shape, meta.size_divisibility, meta.dynamic_axes,
-                                  options.min_shape, options.opt_shape, options.max_shape)
-    batch, seed = make_inputs(meta, options.images, batch=profile.opt[0], shape=tuple(profile.opt[2:4]),
-                              seed=options.seed)
-    check_in_profile(profile, batch.shape)
+    if detector is None:
+        input_name, input_dims_ = single_input(model)
+        dims = {input_name: input_dims_}
+    else:
+        dims = input_dims(model)
+        if tuple(dims) != layout.DETECTOR_INPUTS:
+            raise DeformRTError(f"{onnx_path} is a detector file with inputs {', '.join(dims)}; deformrt deploy "
+                                f"expects {', '.join(layout.DETECTOR_INPUTS)} (export it again with deformrt export "
+                                f"--detector)")
+        input_name = layout.DETECTOR_INPUTS[0]
+    static = all(isinstance(d, int) for d in dims[input_name])
+    (profile,) = resolve_profiles({input_name: dims[input_name]}, meta.export_shape, meta.size_divisibility,
+                                  meta.dynamic_axes, options.min_shape, options.opt_shape, options.max_shape)
+    profiles = [profile]
+    if detector is None:
+        batch, seed = make_inputs(meta, options.images, batch=profile.opt[0], shape=tuple(profile.opt[2:4]),
+                                  seed=options.seed)
+        inputs = {input_name: batch}
+    else:
+        # image_sizes follows the images' batch dimension
+        profiles.append(ShapeProfile(layout.DETECTOR_INPUTS[1], *((getattr(profile, k)[0], 2)
+                                                                   for k in ("min", "opt", "max"))))
+        inputs, seed = detector_reference_inputs(meta, detector, options.images, profile.opt[0],
+                                                 tuple(profile.opt[2:4]), options.seed)
+        batch = inputs[input_name]
+    for p in profiles:
+        check_in_profile(p, inputs[p.name].shape)
     dcn_nodes = sum(1 for n in model.graph.node if is_plugin_deform_conv(n) or is_onnx_deform_conv(n))
 
     with progress.step("making the plugin and standard-DeformConv flavours in fp32 and mixed fp16"):
-        flavours = model_flavours(model, meta)
+        flavours = model_flavours(model, meta, detector is not None)
         del model
-    with progress.step(f"computing PyTorch fp32 references at {format_shape(batch.shape)}"):
-        references = torch_references(meta, options.weights, batch)
+    if detector is None:
+        with progress.step(f"computing PyTorch fp32 references at {format_shape(batch.shape)}"):
+            references = torch_references(meta, options.weights, batch)
+        reference_by = f"PyTorch {torch.__version__.split('+')[0]} fp32 CPU"
+    else:
+        import onnxruntime
+
+        with progress.step(f"computing ONNX Runtime fp32 detections at {format_shape(batch.shape)}"):
+            references = ort_references(flavours[layout.onnx_model("onnx", "fp32")], inputs)
+        reference_by = f"ONNX Runtime {onnxruntime.__version__} fp32 CPU"
     seconds["prepare"] = time.perf_counter() - start
 
     conf = {
@@ -314,28 +439,29 @@ def make_bundle(onnx_path: Path, output: Path, options: DeployOptions = DeployOp
         "weights": meta.weights,
         "tensorrt_majors": " ".join(map(str, layout.TENSORRT_MAJORS)),
         "precision": options.precision,
-        "inputs": input_name,
+        **detector_conf(detector, *(detector_thresholds(meta, detector) if detector else ())),
+        "inputs": " ".join(inputs),
         "outputs": " ".join(references),
         # trtexec takes no shapes for a static model
-        **{f"{label}_shapes": "" if static else f"{profile.name}:{format_shape(getattr(profile, label))}"
-           for label in ("min", "opt", "max")},
+        **{f"{label}_shapes": "" if static else _trtexec_shapes(profiles, label) for label in ("min", "opt", "max")},
         **{f"tolerance_{p}": repr(TOLERANCES[p]) for p in layout.PRECISIONS},
         "reference_shape": format_shape(batch.shape),
         "reference_source": "images" if options.images else "random",
         "reference_seed": "" if seed is None else str(seed),
         "reference_images": " ".join(Path(p).name for p in options.images),
-        "reference_by": f"PyTorch {torch.__version__.split('+')[0]} fp32 CPU",
+        "reference_by": reference_by,
     }
     start = time.perf_counter()
     with atomic_directory(output, force) as tmp, progress.step(f"writing {output}"):
         (tmp / layout.ONNX_DIR).mkdir()
         for name in list(flavours):
             onnx.save_model(flavours.pop(name), str(tmp / name))
-        for directory, arrays in ((layout.REFERENCE_INPUTS, {input_name: batch}),
-                                  (layout.REFERENCE_OUTPUTS, references)):
+        for directory, arrays in ((layout.REFERENCE_INPUTS, inputs), (layout.REFERENCE_OUTPUTS, references)):
             (tmp / directory).mkdir(parents=True)
             for name, array in arrays.items():
-                np.save(tmp / directory / f"{name}.npy", np.ascontiguousarray(array, dtype=np.float32))
+                # float tensors as float32, integer ones (image_sizes, num_detections, classes) as they are
+                kept = array.dtype if np.issubdtype(array.dtype, np.integer) else np.float32
+                np.save(tmp / directory / f"{name}.npy", np.ascontiguousarray(array, dtype=kept))
         copy_plugin_project(plugins_dir, tmp / layout.PLUGINS_DIR)
         copy_device_python(tmp / layout.PYTHON_DIR)
         for source, target in deploy_sources.items():
@@ -346,7 +472,10 @@ def make_bundle(onnx_path: Path, output: Path, options: DeployOptions = DeployOp
                           encoding="utf-8")
         build_script = tmp / layout.BUILD_SCRIPT
         build_script.chmod(build_script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        (tmp / layout.METADATA).write_text(json.dumps(meta.to_props(), indent=2) + "\n", encoding="utf-8")
+        props = meta.to_props()
+        if detector is not None:
+            props[DETECTOR_KEY] = json.dumps(detector.to_dict(), sort_keys=True)
+        (tmp / layout.METADATA).write_text(json.dumps(props, indent=2) + "\n", encoding="utf-8")
         (tmp / layout.CONF).write_text(
             f"# written by deformrt deploy {__version__} on "
             f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')} from {onnx_path.name}\n"

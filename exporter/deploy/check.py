@@ -11,6 +11,20 @@ elements, in float64; an output passes when its shape is the reference's, every 
 and ``max rel <= tolerance``. The tolerance is the bundle's for the engine's precision
 (``deploy.conf``'s ``tolerance_fp32`` / ``tolerance_fp16``) unless one is given.
 
+A detector bundle's outputs are detections, compared as sets per image (the rule of
+``deformrt-run --check`` for detectors, plugins/runtime/src/detections.cpp, :func:`check_detection_sets`):
+engine and reference detections are paired by class and IoU >= ``match_iou`` (greedily by descending
+reference score, :func:`exporter.evaluation.detections.match_detections`); the pairs' score and mask
+probability errors must be within ``score_tolerance`` and ``mask_tolerance``; a detection left
+unmatched on either side is *borderline* (a near-tie, named in the report, not a failure) when its
+score lies within ``borderline`` of a cut (the model's score threshold, or the lowest score of a side
+that filled all D rows), or when it is an NMS near-tie: its IoU with a same-class detection on either
+side lies within ``borderline`` of the model's NMS threshold (one side suppressed it), or the other
+side has an unmatched same-class detection overlapping it by at least the NMS threshold minus
+:data:`NMS_IOU_SLACK` with a score within ``borderline`` (the sides kept different members of a
+near-tied pair). Any other unmatched detection fails. The values are deploy.conf's
+``*_fp32`` / ``*_fp16`` keys for the engine's precision.
+
 From the bundle folder on the device (``python/`` is deformrt's device-side Python)::
 
     # NAME.npy outputs, e.g. from deformrt-run --outputs my_outputs/
@@ -34,7 +48,11 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from exporter.deploy import layout
+from exporter.evaluation.detections import ImageDetections, legacy_iou, match_detections
 from models.errors import DeformRTError
+
+# How far below the NMS threshold two swapped members of a near-tied pair may overlap (boxes move too).
+NMS_IOU_SLACK = 0.05
 
 
 @dataclass
@@ -93,10 +111,15 @@ class CheckReport:
         header = ("output", "shape", "max abs", "max rel", "tolerance", "result")
         rows = [(o.name, _shape(o.shape), f"{o.max_abs:.3e}", f"{o.max_rel:.3e}", f"{o.tolerance:.0e}", o.verdict())
                 for o in self.outputs]
-        widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (header, *rows)]
+        lines = _aligned(header, rows)
         lines.append(f"{'PASS' if self.passed else 'FAIL'} ({self.precision}; max rel = max abs / max |reference|)")
         return "\n".join(lines)
+
+
+def _aligned(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """The header and rows as lines of left-aligned columns."""
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (header, *rows)]
 
 
 def _shape(shape: Sequence[int]) -> str:
@@ -205,6 +228,159 @@ def check_outputs(outputs: Mapping[str, np.ndarray], bundle: Path, precision: st
     return CheckReport(precision, tol, [compare_output(n, outputs[n], references[n], tol) for n in names])
 
 
+@dataclass
+class DetectionSetCheck:
+    """One image's engine detections against its reference detections (module docstring)."""
+
+    image: int
+    reference: int
+    engine: int
+    matched: int
+    borderline: int
+    unmatched: int
+    max_box_err: float
+    max_score_err: float
+    max_mask_err: Optional[float]
+    finite: bool
+    passed: bool
+
+    def verdict(self) -> str:
+        if self.passed:
+            return "PASS (borderline: near-ties at a score or NMS cut)" if self.borderline else "PASS"
+        if not self.finite:
+            return "FAIL (NaN or Inf)"
+        return "FAIL (unmatched detections)" if self.unmatched else "FAIL (errors above tolerance)"
+
+
+@dataclass
+class DetectionReport:
+    """Every image of a detector run against the bundle's reference detections."""
+
+    precision: str
+    tolerances: dict
+    images: list[DetectionSetCheck] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.images) and all(i.passed for i in self.images)
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "tolerances": self.tolerances, "passed": self.passed,
+                "images": [{**i.__dict__, "verdict": i.verdict()} for i in self.images]}
+
+    def table(self) -> str:
+        header = ("image", "reference", "engine", "matched", "borderline", "unmatched", "box err px", "score err",
+                  "mask err", "result")
+        rows = [(str(i.image), str(i.reference), str(i.engine), str(i.matched), str(i.borderline), str(i.unmatched),
+                 f"{i.max_box_err:.3e}", f"{i.max_score_err:.3e}",
+                 "-" if i.max_mask_err is None else f"{i.max_mask_err:.3e}", i.verdict()) for i in self.images]
+        lines = _aligned(header, rows)
+        t = self.tolerances
+        lines.append(f"{'PASS' if self.passed else 'FAIL'} ({self.precision}; detections as sets: same class and IoU >= "
+                     f"{t['match_iou']}, score {t['score_tolerance']}, mask {t['mask_tolerance']}, borderline "
+                     f"{t['borderline']} around the score threshold {t['score_threshold']}, a full side's lowest "
+                     f"score or the NMS threshold {t['nms_threshold']})")
+        return "\n".join(lines)
+
+
+def detection_tolerances(conf: dict, precision: str) -> dict:
+    """deploy.conf's set-matching tolerances for ``precision`` (the keys of
+    :data:`exporter.deploy.layout.DETECTION_TOLERANCES`) and the score threshold."""
+    if precision not in layout.DETECTION_TOLERANCES:
+        precision = "fp16"  # tf32 outputs: fp16's looser rule
+    try:
+        values = {key: float(conf[f"{key}_{precision}"]) for key in layout.DETECTION_TOLERANCES[precision]}
+        values["score_threshold"] = float(conf["score_threshold"])
+        values["nms_threshold"] = float(conf["nms_threshold"] or 0.0)
+    except (KeyError, ValueError) as exc:
+        raise DeformRTError(f"{layout.CONF}: the detector tolerances for {precision} are missing or malformed ({exc}); "
+                            f"make the bundle again with deformrt deploy") from None
+    return values
+
+
+def check_detection_sets(image: int, reference: ImageDetections, other: ImageDetections, tolerances: dict,
+                         capacity: int) -> DetectionSetCheck:
+    """One image's detections against the reference's as sets; ``capacity`` is D (module docstring)."""
+    match = match_detections(reference, other, tolerances["match_iou"])
+    pairs = np.array(match.pairs, dtype=np.int64).reshape(-1, 2)
+
+    def worst(a, b) -> tuple[float, bool]:
+        if not len(pairs):
+            return 0.0, True
+        x, y = np.asarray(a, np.float64)[pairs[:, 0]], np.asarray(b, np.float64)[pairs[:, 1]]
+        finite = np.isfinite(x) & np.isfinite(y)
+        diff = np.abs(x - y)[finite]
+        return (float(diff.max()) if diff.size else 0.0), bool(finite.all())
+
+    box, box_ok = worst(reference.boxes, other.boxes)
+    score, score_ok = worst(reference.scores, other.scores)
+    mask, mask_ok = None, True
+    if reference.masks is not None or other.masks is not None:
+        comparable = (reference.masks is not None and other.masks is not None
+                      and reference.masks.shape[1:] == other.masks.shape[1:])
+        mask, mask_ok = worst(reference.masks, other.masks) if comparable else (math.inf, True)
+    band = tolerances["borderline"]
+    cuts = [tolerances["score_threshold"]] + [float(np.min(d.scores)) for d in (reference, other)
+                                              if capacity and len(d) >= capacity]
+    nms = tolerances.get("nms_threshold", 0.0)
+
+    unmatched = {id(reference): match.unmatched_reference, id(other): match.unmatched_other}
+
+    def near_tie(side: ImageDetections, index: int) -> bool:
+        if any(abs(float(side.scores[index]) - cut) <= band for cut in cuts):
+            return True
+        if nms <= 0:
+            return False
+        opposite = other if side is reference else reference
+        for k in unmatched[id(opposite)]:  # the two sides kept different members of a near-tied pair
+            if (opposite.labels[k] == side.labels[index]
+                    and legacy_iou(opposite.boxes[k:k + 1], side.boxes[index:index + 1])[0, 0] >= nms - NMS_IOU_SLACK
+                    and abs(float(opposite.scores[k]) - float(side.scores[index])) <= band):
+                return True
+        for neighbours in (reference, other):  # an NMS near-tie: a same-class overlap at the NMS threshold
+            iou = legacy_iou(side.boxes[index:index + 1], neighbours.boxes)[0]
+            same = np.asarray(neighbours.labels) == side.labels[index]
+            if neighbours is side:
+                same[index] = False
+            if np.any(same & (np.abs(iou - nms) <= band)):
+                return True
+        return False
+
+    lost = [(reference, i) for i in match.unmatched_reference] + [(other, j) for j in match.unmatched_other]
+    borderline = sum(1 for side, index in lost if near_tie(side, index))
+    unmatched = len(lost) - borderline
+    finite = box_ok and score_ok and mask_ok
+    passed = (finite and unmatched == 0 and score <= tolerances["score_tolerance"]
+              and (mask is None or mask <= tolerances["mask_tolerance"]))
+    return DetectionSetCheck(image, len(reference), len(other), len(pairs), borderline, unmatched, box, score, mask,
+                             finite, passed)
+
+
+def check_detections(outputs: Mapping[str, np.ndarray], bundle: Path, precision: str) -> DetectionReport:
+    """A detector bundle's reference detections against ``outputs`` (by name), image by image."""
+    conf = read_conf(bundle)
+    tolerances = detection_tolerances(conf, precision)
+    names = conf["outputs"].split()
+    missing = [n for n in names if n not in outputs]
+    if missing:
+        raise DeformRTError(f"the run produced no output named {', '.join(missing)} "
+                            f"(the bundle's outputs are {', '.join(names)})")
+    references = reference_outputs(bundle, conf)
+    count = np.asarray(references["num_detections"]).shape[0]
+    if np.asarray(outputs["num_detections"]).shape[0] != count:
+        raise DeformRTError(f"the run has {np.asarray(outputs['num_detections']).shape[0]} images, the reference {count}")
+    capacity = int(np.asarray(references["detection_scores"]).shape[1])
+    counts = np.asarray(outputs["num_detections"]).reshape(count, -1)[:, 0]
+    if np.any(counts < 0) or np.any(counts > np.asarray(outputs["detection_scores"]).shape[1]):
+        raise DeformRTError(f"num_detections {counts.tolist()} lies outside 0..D (D = the outputs' rows)")
+    report = DetectionReport(precision, tolerances)
+    for image in range(count):
+        want = ImageDetections.from_outputs(references, image)
+        got = ImageDetections.from_outputs(outputs, image)
+        report.images.append(check_detection_sets(image, want, got, tolerances, capacity))
+    return report
+
+
 def run_engine(bundle: Path, engine: Path, plugin: Optional[Path] = None) -> tuple[dict[str, np.ndarray], str]:
     """Run ``engine`` (with its sidecar check) on the bundle's reference inputs with TensorRT's Python
     bindings; returns the outputs and the engine's precision from its sidecar."""
@@ -238,7 +414,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             outputs = read_arrays(args.outputs, conf["outputs"].split())
             precision = args.precision or conf["precision"]
-        report = check_outputs(outputs, args.bundle, precision, args.tolerance)
+        if conf["model"] == "detector":
+            report = check_detections(outputs, args.bundle, precision)
+        else:
+            report = check_outputs(outputs, args.bundle, precision, args.tolerance)
     except DeformRTError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

@@ -19,8 +19,11 @@ device by :mod:`exporter.deploy.check`, so the two never disagree. The names are
     onnx/onnx-fp16.onnx         the same, mixed fp16
     plugins/                    the plugin's and runtime's CMake project (sources only)
     python/                     deformrt's device-side Python (numpy and tensorrt only)
-    reference/inputs/NAME.npy   one preprocessed float32 array per model input
-    reference/outputs/NAME.npy  PyTorch fp32 outputs on those inputs, one per model output
+    reference/inputs/NAME.npy   one preprocessed array per model input (a detector's: images float32
+                                and image_sizes int32)
+    reference/outputs/NAME.npy  fp32 outputs on those inputs, one per model output: PyTorch's for a
+                                backbone; ONNX Runtime's detections for a detector (num_detections,
+                                detection_boxes, ... as the file outputs them)
 
 The reference folders hold one ``NAME.npy`` per tensor, as ``deformrt-run --inputs DIR --check DIR``
 reads them.
@@ -56,6 +59,14 @@ CONF_KEYS = {
     "body": "The backbone, and its weights (a checkpoint file name, or seed:N for seeded random init).",
     "weights": None,
     "tensorrt_majors": "TensorRT majors the bundle's plugin sources support; build.sh refuses any other.",
+    "model": "backbone or detector; a detector's kind, classes (background included), fixed number of detections "
+             "D, mask size (0: no masks), score threshold and NMS IoU threshold (empty for a backbone).",
+    "detector_kind": None,
+    "classes": None,
+    "detections": None,
+    "mask_size": None,
+    "score_threshold": None,
+    "nms_threshold": None,
     "precision": "Engine precision deformrt deploy was asked for (./build.sh --fp32 or --fp16 chooses either way).",
     "inputs": "Model inputs and outputs: reference/inputs/NAME.npy and reference/outputs/NAME.npy.",
     "outputs": None,
@@ -64,6 +75,19 @@ CONF_KEYS = {
     "max_shapes": None,
     "tolerance_fp32": "Pass threshold of the self-check: max |engine - PyTorch fp32| / max |PyTorch fp32|, per output.",
     "tolerance_fp16": None,
+    "match_iou_fp32": "A detector's self-check compares detections as sets (deformrt-run --check): a pair needs the "
+                      "same class and IoU >= match_iou; pairs' score and mask-probability errors within the "
+                      "tolerances; an unmatched detection whose score is within borderline of a cut (the score "
+                      "threshold, or the lowest score of a side that filled all D rows), or whose IoU with a "
+                      "same-class detection is within borderline of the NMS threshold, is a named near-tie; any "
+                      "other unmatched detection fails (empty for a backbone).",
+    "score_tolerance_fp32": None,
+    "mask_tolerance_fp32": None,
+    "borderline_fp32": None,
+    "match_iou_fp16": None,
+    "score_tolerance_fp16": None,
+    "mask_tolerance_fp16": None,
+    "borderline_fp16": None,
     "reference_shape": "The reference input: its shape, random images (seed) or the images given, and what computed "
                        "the reference outputs.",
     "reference_source": None,
@@ -71,6 +95,18 @@ CONF_KEYS = {
     "reference_images": None,
     "reference_by": None,
 }
+
+
+# The self-check of a detector engine against the fp32 reference detections, per engine precision
+# (deploy.conf's match_iou_*, score_tolerance_*, mask_tolerance_*, borderline_*; README "Detector
+# bundles"). fp32 leaves room for another kernel library's summation order; fp16 convolutions move
+# boxes by a fraction of a pixel and scores by about 1e-2 (decoding and NMS stay fp32), hence the
+# looser match and band. The same numbers as `deformrt compare`'s detector tolerances (issue 20).
+DETECTION_TOLERANCES = {
+    "fp32": {"match_iou": 0.99, "score_tolerance": 1e-3, "mask_tolerance": 1e-3, "borderline": 1e-3},
+    "fp16": {"match_iou": 0.9, "score_tolerance": 3e-2, "mask_tolerance": 5e-2, "borderline": 3e-2},
+}
+DETECTOR_INPUTS = ("images", "image_sizes")
 
 
 def onnx_model(dcn: str, precision: str) -> str:

@@ -246,3 +246,31 @@ def draw_detections(image: np.ndarray, detections: ImageDetections, names: Seque
         draw.rectangle(draw.textbbox((tx, ty), text), fill=colour)
         draw.text((tx, ty), text, fill=(255, 255, 255))
     return picture
+
+
+# ----------------------------------------------------------------------------------------------
+# COCO's compressed RLE without pycocotools (a device with numpy only)
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """COCO's compressed RLE of a boolean [H, W] mask, as pycocotools' ``mask.encode`` writes it
+    (``{"size": [H, W], "counts": str}``): run lengths in column-major order starting with a run
+    of zeros, each stored as the difference to the run two before (from the third on), in 5-bit
+    groups with a continuation bit, offset by 48 into printable characters."""
+    m = np.asarray(mask, dtype=bool)
+    flat = m.ravel(order="F")
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        runs.insert(0, 0)  # the first run counts zeros
+    chars = []
+    for i, run in enumerate(runs):
+        x = run - runs[i - 2] if i > 2 else run
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5  # arithmetic shift: negative differences end at -1
+            more = x != -1 if c & 0x10 else x != 0
+            chars.append(chr(c + 48 + (0x20 if more else 0)))
+    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": "".join(chars)}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # deformrt bundle: build the plugin, the runtime and a TensorRT engine on this device, then check the
-# engine against the PyTorch references that came with the bundle. Needs CUDA (nvcc), TensorRT (headers,
+# engine against the references that came with the bundle (a detector's: detections, matched as sets). Needs CUDA (nvcc), TensorRT (headers,
 # libraries, trtexec), CMake and a GPU; no Python, no network.
 #
 #   ./build.sh                 engine of deploy.conf's precision (fp16 unless deployed with --fp32), plugin flavour
@@ -282,6 +282,10 @@ trtexec_args=(--onnx="$onnx" --saveEngine="$engine.tmp" --skipInference)
 # always strongly typed; TensorRT 10 needs the flag. fp32 engines are built without TF32.
 [ "$trt_major" = 10 ] && trtexec_args+=(--stronglyTyped)
 [ "$precision" = fp32 ] && trtexec_args+=(--noTF32)
+# trtexec registers TensorRT's own plugins itself (initLibNvInferPlugins of libnvinfer_plugin, "Loading
+# standard plugins" in its log): a detector's RoiAlign nodes become ROIAlign_TRT from there. deformrt's
+# plugin is loaded with IPluginRegistry::loadLibrary (--dynamicPlugins); engines do not embed it, so the
+# runtime loads the same library (deformrt-run --plugin).
 if [ "$dcn" = plugin ]; then
     trtexec_args+=(--dynamicPlugins="$plugin_lib")
 fi
@@ -354,17 +358,38 @@ mv "$engine.tmp" "$engine"
 mv "$engine.json.tmp" "$engine.json"
 
 # --- self-check ----------------------------------------------------------------------------------------
-tolerance=$(conf "tolerance_$precision")
-[ -n "$tolerance" ] || die "deploy.conf has no tolerance_$precision line: make the bundle again with deformrt deploy"
-step "checking $(basename "$engine") against the PyTorch fp32 references (tolerance $tolerance, max abs error / max |reference|)"
-check_args=("$engine" --inputs "$BUNDLE/reference/inputs" --check "$BUNDLE/reference/outputs" --tolerance "$tolerance"
-    --iterations "$iterations")
+check_args=("$engine" --inputs "$BUNDLE/reference/inputs" --check "$BUNDLE/reference/outputs")
+if [ "$(conf model)" = detector ]; then
+    # Detections are compared as sets (deformrt-run matches them by class and IoU; README.md, "When the
+    # check fails", explains the borderline near-ties it names).
+    detection_args=()
+    for key in match_iou score_tolerance mask_tolerance borderline; do
+        value=$(conf "${key}_$precision")
+        [ -n "$value" ] || die "deploy.conf has no ${key}_$precision line: make the bundle again with deformrt deploy"
+        detection_args+=("--$(printf '%s' "$key" | sed 's/_/-/')" "$value")
+    done
+    detection_args+=(--score-threshold "$(conf score_threshold)" --nms-threshold "$(conf nms_threshold)")
+    step "checking $(basename "$engine") against the reference detections ($(conf reference_by)) as sets:" \
+        "class and IoU >= $(conf "match_iou_$precision")"
+    check_args+=("${detection_args[@]}")
+else
+    tolerance=$(conf "tolerance_$precision")
+    [ -n "$tolerance" ] || die "deploy.conf has no tolerance_$precision line: make the bundle again with deformrt deploy"
+    step "checking $(basename "$engine") against the PyTorch fp32 references (tolerance $tolerance, max abs error / max |reference|)"
+    check_args+=(--tolerance "$tolerance")
+fi
+check_args+=(--iterations "$iterations")
 [ "$dcn" = plugin ] && check_args+=(--plugin "$plugin_lib")
 if "$deformrt_run" "${check_args[@]}"; then
     if [ "$dcn" = plugin ]; then
         step "engine: $engine (sidecar $engine.json), plugin: $plugin_lib"
     else
         step "engine: $engine (sidecar $engine.json), no plugin needed"
+    fi
+    if [ "$(conf model)" = detector ]; then
+        step "detections on your images (PNGs and coco_results.json; numpy, Pillow and TensorRT's Python):" \
+            "PYTHONPATH=python python3 -m exporter.deploy.predict . IMAGES/ -o predictions/ --engine $engine" \
+            "$([ "$dcn" = plugin ] && printf -- '--plugin %s' "$plugin_lib")"
     fi
 else
     die "the check failed: see README.md, section 'When the check fails' (first try ./build.sh --fp32)"

@@ -97,7 +97,9 @@ public:
     //! Set the shape of a dynamic input before enqueue (within the engine's optimization profile).
     Status setInputShape(std::string const& name, std::vector<int64_t> const& shape);
 
-    //! The concrete shape of a tensor once every input shape is set: size your output buffers with it.
+    //! The concrete shape of a tensor once every input shape is set: size your output buffers with it. An
+    //! output of data-dependent shape (known only while the engine runs) is an error here; deformrt's
+    //! detector files have none (their outputs are padded to a fixed size).
     Expected<std::vector<int64_t>> tensorShape(std::string const& name) const;
 
     //! Enqueue one inference on `stream` with device buffers for every input and output, by name.
@@ -105,6 +107,8 @@ public:
     Status enqueue(std::map<std::string, void*> const& deviceBuffers, cudaStream_t stream);
 
     //! Host convenience: copy `inputs` to the device, run, and return every output (synchronous on `stream`).
+    //! Outputs of data-dependent shape are allocated through TensorRT's IOutputAllocator and returned at the
+    //! shape TensorRT reports.
     Expected<std::map<std::string, HostTensor>> infer(
         std::map<std::string, HostTensor> const& inputs, cudaStream_t stream = nullptr);
 

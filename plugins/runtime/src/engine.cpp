@@ -12,7 +12,10 @@
 #include <NvInferRuntime.h>
 
 #include <algorithm>
+#include <functional>
+#include <map>
 #include <memory>
+#include <string>
 #include <optional>
 
 namespace deformrt
@@ -44,6 +47,60 @@ Expected<Platform> currentPlatform(int device)
     return platform;
 }
 
+namespace detail
+{
+//! Device memory for an output whose shape TensorRT only knows while it runs (a data-dependent
+//! shape, e.g. a NonMaxSuppression count): TensorRT asks for the bytes, then reports the shape.
+//! deformrt's detector files pad their outputs to a fixed size, so their engines never need it.
+class GrowingOutput : public nvinfer1::IOutputAllocator
+{
+public:
+    void* reallocateOutputAsync(char const* /*tensorName*/, void* /*currentMemory*/, uint64_t size,
+        uint64_t /*alignment*/, cudaStream_t /*stream*/) noexcept override
+    {
+        // cudaMalloc's alignment (256 bytes) covers what TensorRT asks for.
+        if (size > mBuffer.bytes() || mBuffer.data() == nullptr)
+        {
+            mBuffer = DeviceBuffer(); // free the old block first
+            auto grown = DeviceBuffer::allocate(static_cast<std::size_t>(size));
+            if (!grown)
+            {
+                mError = grown.status().message();
+                return nullptr;
+            }
+            mBuffer = std::move(*grown);
+        }
+        return mBuffer.data();
+    }
+
+    void notifyShape(char const* /*tensorName*/, nvinfer1::Dims const& dims) noexcept override
+    {
+        mDims = dims;
+        mShapeKnown = true;
+    }
+
+    void* data() const noexcept
+    {
+        return mBuffer.data();
+    }
+    //! The shape TensorRT reported for the last run; empty optional before one.
+    std::optional<std::vector<int64_t>> shape() const
+    {
+        return mShapeKnown ? std::optional<std::vector<int64_t>>(fromDims(mDims)) : std::nullopt;
+    }
+    std::string const& error() const noexcept
+    {
+        return mError;
+    }
+
+private:
+    DeviceBuffer mBuffer;
+    nvinfer1::Dims mDims{};
+    bool mShapeKnown{false};
+    std::string mError;
+};
+} // namespace detail
+
 struct Engine::Impl
 {
     explicit Impl(Logger* target)
@@ -56,6 +113,8 @@ struct Engine::Impl
     detail::TensorRTLogger logger;
     std::unique_ptr<nvinfer1::IRuntime> runtime;
     std::unique_ptr<nvinfer1::ICudaEngine> engine;
+    // Before the context: it is destroyed first and may still refer to the allocators.
+    std::map<std::string, std::unique_ptr<detail::GrowingOutput>> growingOutputs;
     std::unique_ptr<nvinfer1::IExecutionContext> context;
     std::string path;
     int device{0};
@@ -119,7 +178,19 @@ struct Engine::Impl
         return Status();
     }
 
-    //! Give every input and output its device address; every tensor needs one, and no other name is accepted.
+    //! An output whose shape stays unknown once every input shape is set: TensorRT sizes it while running.
+    bool dataDependent(std::string const& name) const
+    {
+        if (!context->allInputDimensionsSpecified())
+        {
+            return false;
+        }
+        nvinfer1::Dims const dims = context->getTensorShape(name.c_str());
+        return dims.nbDims < 0 || std::any_of(dims.d, dims.d + dims.nbDims, [](int64_t d) { return d < 0; });
+    }
+
+    //! Give every input and output its device address (an output of data-dependent shape may have none:
+    //! the runtime's own allocator serves it, see infer()); every tensor needs one, and no other name is accepted.
     Status bind(std::map<std::string, void*> const& buffers)
     {
         for (auto const& [name, address] : buffers)
@@ -133,6 +204,20 @@ struct Engine::Impl
         for (TensorInfo const& tensor : tensors)
         {
             auto it = buffers.find(tensor.name);
+            if ((it == buffers.end() || it->second == nullptr) && tensor.io == TensorIO::kOutput
+                && dataDependent(tensor.name))
+            {
+                auto& allocator = growingOutputs[tensor.name];
+                if (!allocator)
+                {
+                    allocator = std::make_unique<detail::GrowingOutput>();
+                }
+                if (!context->setOutputAllocator(tensor.name.c_str(), allocator.get()))
+                {
+                    return detail::withTensorRTError(logger, "TensorRT refused an output allocator for " + tensor.name);
+                }
+                continue;
+            }
             if (it == buffers.end() || it->second == nullptr)
             {
                 return Status::error("no device buffer for " + std::string(tensor.io == TensorIO::kInput ? "input " : "output ")
@@ -161,7 +246,9 @@ struct DeviceBindings
     std::map<std::string, void*> addresses;
 };
 
-Expected<DeviceBindings> upload(Engine& engine, std::map<std::string, HostTensor> const& inputs, cudaStream_t stream)
+//! `deferred(name)`: an output of data-dependent shape, left to TensorRT's output allocator (no buffer here).
+Expected<DeviceBindings> upload(Engine& engine, std::map<std::string, HostTensor> const& inputs, cudaStream_t stream,
+    std::function<bool(std::string const&)> const& deferred)
 {
     auto const& tensors = engine.tensors();
     for (auto const& input : inputs)
@@ -197,6 +284,10 @@ Expected<DeviceBindings> upload(Engine& engine, std::map<std::string, HostTensor
     DeviceBindings bindings;
     for (TensorInfo const& info : engine.tensors())
     {
+        if (info.io == TensorIO::kOutput && deferred(info.name))
+        {
+            continue;
+        }
         auto shape = engine.tensorShape(info.name);
         if (!shape)
         {
@@ -378,6 +469,14 @@ Expected<std::vector<int64_t>> Engine::tensorShape(std::string const& name) cons
     std::vector<int64_t> shape = detail::fromDims(mImpl->context->getTensorShape(name.c_str()));
     if (std::any_of(shape.begin(), shape.end(), [](int64_t d) { return d < 0; }))
     {
+        if (mImpl->context->allInputDimensionsSpecified())
+        {
+            // deformrt's detector files pad their outputs to a fixed size D (num_detections says how many
+            // rows count), so only a file from elsewhere gets here.
+            return Status::error("output " + name + " has a data-dependent shape (" + formatShape(shape)
+                + "), known only once the engine has run: infer() allocates it; with enqueue() leave it out of "
+                  "your buffers (the runtime allocates it) or export the model with fixed-size outputs");
+        }
         return Status::error("the shape of " + name + " is not known yet (" + formatShape(shape)
             + "): set the shape of every dynamic input first");
     }
@@ -404,7 +503,8 @@ Status Engine::enqueue(std::map<std::string, void*> const& deviceBuffers, cudaSt
 Expected<std::map<std::string, HostTensor>> Engine::infer(
     std::map<std::string, HostTensor> const& inputs, cudaStream_t stream)
 {
-    auto bindings = upload(*this, inputs, stream);
+    auto deferred = [this](std::string const& name) { return mImpl->dataDependent(name); };
+    auto bindings = upload(*this, inputs, stream, deferred);
     if (!bindings)
     {
         cudaStreamSynchronize(stream); // copies already queued read host memory the caller may free next
@@ -426,10 +526,33 @@ Expected<std::map<std::string, HostTensor>> Engine::infer(
         {
             continue;
         }
-        auto shape = tensorShape(info.name);
-        if (!shape)
+        // An output of data-dependent shape: TensorRT has reported its shape by the time enqueueV3 returned.
+        std::optional<std::vector<int64_t>> shape;
+        void const* source = nullptr;
+        auto growing = bindings->addresses.count(info.name) == 0 ? mImpl->growingOutputs.find(info.name)
+                                                                 : mImpl->growingOutputs.end();
+        if (growing != mImpl->growingOutputs.end())
         {
-            return finish(shape.status());
+            if (!growing->second->error().empty())
+            {
+                return finish(Status::error("allocating output " + info.name + ": " + growing->second->error()));
+            }
+            shape = growing->second->shape();
+            source = growing->second->data();
+            if (!shape || source == nullptr)
+            {
+                return finish(Status::error("TensorRT reported no shape for output " + info.name));
+            }
+        }
+        else
+        {
+            auto known = tensorShape(info.name);
+            if (!known)
+            {
+                return finish(known.status());
+            }
+            shape = std::move(*known);
+            source = bindings->addresses.at(info.name);
         }
         auto host = HostTensor::allocate(info.dtype, *shape);
         if (!host)
@@ -438,9 +561,10 @@ Expected<std::map<std::string, HostTensor>> Engine::infer(
         }
         // The vector's heap block does not move with the HostTensor, so the queued copy's target stays valid.
         auto& target = outputs.emplace(info.name, std::move(*host)).first->second;
-        Status status = cudaStatus(cudaMemcpyAsync(target.data.data(), bindings->addresses.at(info.name),
-                                       target.data.size(), cudaMemcpyDeviceToHost, stream),
-            "copying an output from the GPU");
+        Status status = target.data.empty() ? Status()
+                                            : cudaStatus(cudaMemcpyAsync(target.data.data(), source, target.data.size(),
+                                                             cudaMemcpyDeviceToHost, stream),
+                                                "copying an output from the GPU");
         if (!status)
         {
             return finish(status);
@@ -521,7 +645,7 @@ Expected<LatencyStats> Engine::benchmark(
 Expected<LatencyStats> Engine::benchmark(
     std::map<std::string, HostTensor> const& inputs, cudaStream_t stream, int warmup, int iterations)
 {
-    auto bindings = upload(*this, inputs, stream);
+    auto bindings = upload(*this, inputs, stream, [this](std::string const& name) { return mImpl->dataDependent(name); });
     if (!bindings)
     {
         return bindings.status();
