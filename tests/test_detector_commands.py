@@ -21,9 +21,9 @@ from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 from exporter.cli import app
+from exporter.evaluation.detection_sets import Cuts, DetectionTolerance, pair_tolerance
 from exporter.evaluation.detections import COCO_CATEGORY_IDS, ImageDetections, legacy_iou
-from exporter.evaluation.detector_compare import (Cuts, DetectionTolerance, SetComparison, compare_detection_sets,
-                                                   detector_cuts, pair_tolerance)
+from exporter.evaluation.detector_compare import SetComparison, compare_detection_sets, detector_cuts
 from exporter.trt import precision
 from exporter.trt.build import missing_plugins, output_descriptions, trt_library_plugins
 from exporter.trt.session import is_data_dependent
@@ -117,6 +117,30 @@ def test_borderline_cases_are_named():
     # The same pair far apart in score is no tie.
     swapped.scores[:] = 0.4
     assert compare([reference], [concat(want, swapped)]).unexplained == 2
+
+
+def test_a_detection_suppressed_at_the_nms_threshold_is_an_nms_tie_and_no_threshold_is_no_cut():
+    """The rule shared with the deploy self-check (exporter/evaluation/detection_sets.py): a detection
+    only one side kept, whose IoU with a same-class detection sits at the NMS threshold, is an NMS tie;
+    a model without a score threshold (RPN) has no score-threshold near-ties."""
+    rng = np.random.default_rng()
+    want = random_detections(rng, 6)
+    want.scores[:] = rng.uniform(0.3, 0.9, 6)
+    # IoU with the first box: (40 x 40 overlap 40 x 26.667) -> 1066.7 / (1600 + 1600 - 1066.7) = 0.5 (+1 widths)
+    x1, y1 = float(want.boxes[0, 0]), float(want.boxes[0, 1])
+    first = np.array([[x1, y1, x1 + 39, y1 + 39]], np.float32)
+    neighbour = first + np.float32(40 / 3) * np.array([[1, 0, 1, 0]], np.float32)
+    base = concat(ImageDetections(first, np.array([0.8], np.float32), want.labels[:1], want.masks[:1]),
+                  subset(want, range(1, 6)))
+    suppressed = ImageDetections(neighbour, np.array([0.5], np.float32), want.labels[:1], want.masks[:1])
+    assert abs(legacy_iou(first, neighbour)[0, 0] - 0.5) < 1e-3
+    result = compare([concat(base, suppressed)], [base])
+    assert result.borderline["NMS tie"] == 1 and result.unexplained == 0 and result.passed
+    assert compare([concat(base, suppressed)], [base], cuts=Cuts(0.05, 0.7, 20)).unexplained == 1
+    faint = ImageDetections(np.array([[300, 300, 320, 330]], np.float32), np.array([3e-4], np.float32),
+                            np.array([1]), np.zeros((1, 4, 4), np.float32))
+    assert compare([concat(base, faint)], [base], cuts=Cuts(0.0, 0.7, 20)).unexplained == 1
+    assert compare([concat(base, faint)], [base], cuts=Cuts(1e-3, 0.7, 20)).borderline["score threshold"] == 1
 
 
 def test_the_top_k_cut_is_borderline_only_on_a_full_side():

@@ -11,19 +11,14 @@ elements, in float64; an output passes when its shape is the reference's, every 
 and ``max rel <= tolerance``. The tolerance is the bundle's for the engine's precision
 (``deploy.conf``'s ``tolerance_fp32`` / ``tolerance_fp16``) unless one is given.
 
-A detector bundle's outputs are detections, compared as sets per image (the rule of
-``deformrt-run --check`` for detectors, plugins/runtime/src/detections.cpp, :func:`check_detection_sets`):
-engine and reference detections are paired by class and IoU >= ``match_iou`` (greedily by descending
-reference score, :func:`exporter.evaluation.detections.match_detections`); the pairs' score and mask
-probability errors must be within ``score_tolerance`` and ``mask_tolerance``; a detection left
-unmatched on either side is *borderline* (a near-tie, named in the report, not a failure) when its
-score lies within ``borderline`` of a cut (the model's score threshold, or the lowest score of a side
-that filled all D rows), or when it is an NMS near-tie: its IoU with a same-class detection on either
-side lies within ``borderline`` of the model's NMS threshold (one side suppressed it), or the other
-side has an unmatched same-class detection overlapping it by at least the NMS threshold minus
-:data:`NMS_IOU_SLACK` with a score within ``borderline`` (the sides kept different members of a
-near-tied pair). Any other unmatched detection fails. The values are deploy.conf's
-``*_fp32`` / ``*_fp16`` keys for the engine's precision.
+A detector bundle's outputs are detections, compared as sets per image by the rule of ``deformrt
+compare`` (:mod:`exporter.evaluation.detection_sets`; ``deformrt-run --check`` for detectors mirrors
+it in plugins/runtime/src/detections.cpp): engine and reference detections paired by class and IoU
+>= ``match_iou``; the pairs' score and mask probability errors within ``score_tolerance`` and
+``mask_tolerance`` (box errors are reported, not limited: deploy.conf has no box tolerance); a
+detection left unmatched on either side is *borderline* (a near-tie at the score threshold, the top-k
+cut or NMS, named in the report, not a failure) within ``borderline``; any other unmatched detection
+fails. The values are deploy.conf's ``*_fp32`` / ``*_fp16`` keys for the engine's precision.
 
 From the bundle folder on the device (``python/`` is deformrt's device-side Python)::
 
@@ -48,11 +43,9 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from exporter.deploy import layout
-from exporter.evaluation.detections import ImageDetections, legacy_iou, match_detections
+from exporter.evaluation.detection_sets import Cuts, DetectionTolerance, compare_image_detections
+from exporter.evaluation.detections import ImageDetections
 from models.errors import DeformRTError
-
-# How far below the NMS threshold two swapped members of a near-tied pair may overlap (boxes move too).
-NMS_IOU_SLACK = 0.05
 
 
 @dataclass
@@ -300,60 +293,15 @@ def detection_tolerances(conf: dict, precision: str) -> dict:
 
 def check_detection_sets(image: int, reference: ImageDetections, other: ImageDetections, tolerances: dict,
                          capacity: int) -> DetectionSetCheck:
-    """One image's detections against the reference's as sets; ``capacity`` is D (module docstring)."""
-    match = match_detections(reference, other, tolerances["match_iou"])
-    pairs = np.array(match.pairs, dtype=np.int64).reshape(-1, 2)
-
-    def worst(a, b) -> tuple[float, bool]:
-        if not len(pairs):
-            return 0.0, True
-        x, y = np.asarray(a, np.float64)[pairs[:, 0]], np.asarray(b, np.float64)[pairs[:, 1]]
-        finite = np.isfinite(x) & np.isfinite(y)
-        diff = np.abs(x - y)[finite]
-        return (float(diff.max()) if diff.size else 0.0), bool(finite.all())
-
-    box, box_ok = worst(reference.boxes, other.boxes)
-    score, score_ok = worst(reference.scores, other.scores)
-    mask, mask_ok = None, True
-    if reference.masks is not None or other.masks is not None:
-        comparable = (reference.masks is not None and other.masks is not None
-                      and reference.masks.shape[1:] == other.masks.shape[1:])
-        mask, mask_ok = worst(reference.masks, other.masks) if comparable else (math.inf, True)
-    band = tolerances["borderline"]
-    cuts = [tolerances["score_threshold"]] + [float(np.min(d.scores)) for d in (reference, other)
-                                              if capacity and len(d) >= capacity]
-    nms = tolerances.get("nms_threshold", 0.0)
-
-    unmatched = {id(reference): match.unmatched_reference, id(other): match.unmatched_other}
-
-    def near_tie(side: ImageDetections, index: int) -> bool:
-        if any(abs(float(side.scores[index]) - cut) <= band for cut in cuts):
-            return True
-        if nms <= 0:
-            return False
-        opposite = other if side is reference else reference
-        for k in unmatched[id(opposite)]:  # the two sides kept different members of a near-tied pair
-            if (opposite.labels[k] == side.labels[index]
-                    and legacy_iou(opposite.boxes[k:k + 1], side.boxes[index:index + 1])[0, 0] >= nms - NMS_IOU_SLACK
-                    and abs(float(opposite.scores[k]) - float(side.scores[index])) <= band):
-                return True
-        for neighbours in (reference, other):  # an NMS near-tie: a same-class overlap at the NMS threshold
-            iou = legacy_iou(side.boxes[index:index + 1], neighbours.boxes)[0]
-            same = np.asarray(neighbours.labels) == side.labels[index]
-            if neighbours is side:
-                same[index] = False
-            if np.any(same & (np.abs(iou - nms) <= band)):
-                return True
-        return False
-
-    lost = [(reference, i) for i in match.unmatched_reference] + [(other, j) for j in match.unmatched_other]
-    borderline = sum(1 for side, index in lost if near_tie(side, index))
-    unmatched = len(lost) - borderline
-    finite = box_ok and score_ok and mask_ok
-    passed = (finite and unmatched == 0 and score <= tolerances["score_tolerance"]
-              and (mask is None or mask <= tolerances["mask_tolerance"]))
-    return DetectionSetCheck(image, len(reference), len(other), len(pairs), borderline, unmatched, box, score, mask,
-                             finite, passed)
+    """One image's detections against the reference's as sets; ``tolerances`` as
+    :func:`detection_tolerances` returns them, ``capacity`` is D (module docstring)."""
+    tolerance = DetectionTolerance(tolerances["match_iou"], math.inf, tolerances["score_tolerance"],
+                                   tolerances["mask_tolerance"], tolerances["borderline"])
+    cuts = Cuts(tolerances["score_threshold"], tolerances.get("nms_threshold", 0.0), capacity)
+    found = compare_image_detections(reference, other, tolerance, cuts)
+    return DetectionSetCheck(image, found.reference_count, found.other_count, found.matched, found.borderline,
+                             found.unexplained, found.max_box_err, found.max_score_err, found.max_mask_err,
+                             found.finite, found.passed(tolerance))
 
 
 def check_detections(outputs: Mapping[str, np.ndarray], bundle: Path, precision: str) -> DetectionReport:

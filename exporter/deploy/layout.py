@@ -1,7 +1,7 @@
 """What a deployment bundle contains and where: ``deformrt deploy`` writes it, ``build.sh`` and
 :mod:`exporter.deploy.check` read it on the device.
 
-Pure names and constants, imported on the workstation by :mod:`exporter.deploy.bundle` and on the
+Names and constants, imported on the workstation by :mod:`exporter.deploy.bundle` and on the
 device by :mod:`exporter.deploy.check`, so the two never disagree. The names are the ones
 ``plugins/deploy/build.sh`` reads::
 
@@ -30,6 +30,8 @@ reads them.
 """
 
 from __future__ import annotations
+
+from exporter.evaluation.detection_sets import DETECTION_TOLERANCES as _COMPARE_TOLERANCES
 
 CONF = "deploy.conf"
 CONF_FORMAT = 1
@@ -99,12 +101,11 @@ CONF_KEYS = {
 
 # The self-check of a detector engine against the fp32 reference detections, per engine precision
 # (deploy.conf's match_iou_*, score_tolerance_*, mask_tolerance_*, borderline_*; README "Detector
-# bundles"). fp32 leaves room for another kernel library's summation order; fp16 convolutions move
-# boxes by a fraction of a pixel and scores by about 1e-2 (decoding and NMS stay fp32), hence the
-# looser match and band. The same numbers as `deformrt compare`'s detector tolerances (issue 20).
+# bundles"): `deformrt compare`'s detector tolerances, one table for both.
 DETECTION_TOLERANCES = {
-    "fp32": {"match_iou": 0.99, "score_tolerance": 1e-3, "mask_tolerance": 1e-3, "borderline": 1e-3},
-    "fp16": {"match_iou": 0.9, "score_tolerance": 3e-2, "mask_tolerance": 5e-2, "borderline": 3e-2},
+    p: {"match_iou": _COMPARE_TOLERANCES[p].iou, "score_tolerance": _COMPARE_TOLERANCES[p].score,
+        "mask_tolerance": _COMPARE_TOLERANCES[p].mask, "borderline": _COMPARE_TOLERANCES[p].margin}
+    for p in PRECISIONS
 }
 DETECTOR_INPUTS = ("images", "image_sizes")
 

@@ -4,22 +4,10 @@ Element-wise comparison means nothing for detections: two correct backends may l
 boxes in another order (upstream returns them class by class, the file sorted by score), and a
 score a hair's breadth from a cut may fall on either side of it. So each backend's detections of
 an image are matched to the reference's (:func:`exporter.evaluation.detections.match_detections`:
-same class, legacy IoU >= ``tolerance.iou``, greedily by reference score). For the matched pairs
-the report gives the largest box corner (px), score and mask-probability differences; every
-detection left unmatched on either side is classified:
-
-- ``score threshold``: its score is within ``tolerance.score`` of the detector's score threshold
-  (the other backend put it just below);
-- ``top-k cut``: its side returned all ``D`` rows and its score is within ``tolerance.score`` of
-  that side's lowest score (the other backend's ``D``-th detection was a near-tie);
-- ``NMS tie``: the other side has an unmatched detection of the same class overlapping it (IoU >=
-  the NMS threshold minus ``NMS_IOU_SLACK``) with a score within ``tolerance.score``: the two kept
-  different members of a near-tied pair (a box that moved that far with an unchanged score looks
-  the same from the outputs alone; the matched pairs' box errors tell such a backend apart);
-- otherwise ``unexplained``.
-
-A comparison PASSes when nothing is unexplained and the matched pairs' errors are within the
-tolerance of the pair's less precise backend (:data:`DETECTION_TOLERANCES`).
+same class, legacy IoU >= ``tolerance.iou``, greedily by reference score). The rule (pairs' errors,
+borderline cases of the unmatched ones, PASS) is that of :mod:`exporter.evaluation.detection_sets`,
+the same as the deploy bundle's device self-check; the tolerance is that of the pair's less precise backend
+(:data:`exporter.evaluation.detection_sets.DETECTION_TOLERANCES`), summed up here over the images.
 """
 
 from __future__ import annotations
@@ -32,49 +20,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from exporter.evaluation.detections import ImageDetections, legacy_iou, match_detections, matched_errors
+from exporter.evaluation.detection_sets import (BORDERLINE_KINDS, Cuts, DetectionTolerance, compare_image_detections,
+                                                pair_tolerance)
+from exporter.evaluation.detections import ImageDetections
 from models.errors import DeformRTError
-
-NMS_IOU_SLACK = 0.05
-
-
-@dataclass(frozen=True)
-class DetectionTolerance:
-    """How close two backends' detections must be: match IoU, then per matched pair the largest
-    box-corner difference (px), score difference and mask-probability difference."""
-
-    iou: float
-    box_px: float
-    score: float
-    mask: float
-
-    def to_dict(self) -> dict:
-        return {"iou": self.iou, "box_px": self.box_px, "score": self.score, "mask": self.mask}
-
-
-# fp32: what `deformrt export --verify` holds PyTorch and ONNX Runtime to (1e-3 px, 1e-4) with room
-# for another kernel library's summation order (TensorRT's tactics); fp16: convolutions in fp16
-# move boxes by a fraction of a pixel and scores by ~1e-2, while decoding/NMS stay fp32.
-DETECTION_TOLERANCES = {
-    "fp32": DetectionTolerance(iou=0.99, box_px=0.05, score=1e-3, mask=1e-3),
-    "tf32": DetectionTolerance(iou=0.95, box_px=1.0, score=1e-2, mask=2e-2),
-    "fp16": DetectionTolerance(iou=0.9, box_px=2.0, score=3e-2, mask=5e-2),
-}
-_RANK = {"fp32": 0, "tf32": 1, "fp16": 2}
-
-
-def pair_tolerance(precisions: Sequence[str]) -> DetectionTolerance:
-    """The tolerance of the less precise of two backends."""
-    return DETECTION_TOLERANCES[max(precisions, key=lambda p: _RANK.get(p, 2))]
-
-
-@dataclass(frozen=True)
-class Cuts:
-    """Where a detection can fall off: the score threshold, the NMS IoU threshold, the row count."""
-
-    score_threshold: float
-    nms_iou: float
-    detections: int
 
 
 def detector_cuts(config_yaml: str, kind: str, detections: int) -> Cuts:
@@ -89,9 +38,6 @@ def detector_cuts(config_yaml: str, kind: str, detections: int) -> Cuts:
         return Cuts(0.0, float(model.get("RPN", {}).get("NMS_THRESH", 0.7)), detections)
     h = model.get("ROI_HEADS", {})
     return Cuts(float(h.get("SCORE_THRESH", 0.05)), float(h.get("NMS", 0.5)), detections)
-
-
-BORDERLINE_KINDS = ("score threshold", "top-k cut", "NMS tie")
 
 
 @dataclass
@@ -111,13 +57,14 @@ class SetComparison:
     max_box_err: float = 0.0
     max_score_err: float = 0.0
     max_mask_err: Optional[float] = None
+    finite: bool = True  # no NaN or Inf in the pairs' boxes, scores and masks
     # The first unexplained detections, to say what differs: (side, image, label, score).
     examples: list[tuple[str, int, int, float]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         t = self.tolerance
-        return (self.unexplained == 0 and self.max_box_err <= t.box_px and self.max_score_err <= t.score
+        return (self.finite and self.unexplained == 0 and self.max_box_err <= t.box_px and self.max_score_err <= t.score
                 and (self.max_mask_err is None or self.max_mask_err <= t.mask))
 
     def to_dict(self) -> dict:
@@ -131,56 +78,27 @@ class SetComparison:
                                          for s, i, lb, sc in self.examples]}
 
 
-def classify_unmatched(side: ImageDetections, other: ImageDetections, lost_side: Sequence[int],
-                       lost_other: Sequence[int], cuts: Cuts, margin: float) -> list[str]:
-    """For each index in ``lost_side`` (unmatched detections of ``side``): which borderline case
-    it is (:data:`BORDERLINE_KINDS`), or ``"unexplained"`` (module docstring). ``lost_other``:
-    the other side's unmatched indices (an NMS tie pairs with one of them)."""
-    kinds = []
-    full = len(side) >= cuts.detections > 0
-    lowest = float(side.scores.min()) if len(side) else 0.0
-    for i in lost_side:
-        score = float(side.scores[i])
-        if cuts.score_threshold > 0 and abs(score - cuts.score_threshold) <= margin:
-            kinds.append("score threshold")
-            continue
-        if full and score <= lowest + margin:
-            kinds.append("top-k cut")
-            continue
-        partners = [j for j in lost_other if int(other.labels[j]) == int(side.labels[i])
-                    and abs(float(other.scores[j]) - score) <= margin]
-        if partners:
-            iou = legacy_iou(side.boxes[i:i + 1], other.boxes[partners])[0]
-            if float(iou.max()) >= cuts.nms_iou - NMS_IOU_SLACK:
-                kinds.append("NMS tie")
-                continue
-        kinds.append("unexplained")
-    return kinds
-
-
 def compare_detection_sets(reference: Sequence[ImageDetections], other: Sequence[ImageDetections],
                            result: SetComparison, cuts: Cuts) -> SetComparison:
     """Add the comparison of ``other`` with ``reference`` (per image, same order) to ``result``."""
     if len(reference) != len(other):
         raise DeformRTError(f"{result.backend} returned {len(other)} images of detections, the reference "
                             f"{len(reference)}")
-    tol = result.tolerance
     for image, (want, got) in enumerate(zip(reference, other)):
-        match = match_detections(want, got, tol.iou)
-        result.reference_count += len(want)
-        result.other_count += len(got)
-        result.matched += len(match.pairs)
-        result.unmatched_reference += len(match.unmatched_reference)
-        result.unmatched_other += len(match.unmatched_other)
-        box, score, mask = matched_errors(want, got, match)
-        result.max_box_err = max(result.max_box_err, box)
-        result.max_score_err = max(result.max_score_err, score)
-        if mask is not None:
-            result.max_mask_err = max(result.max_mask_err or 0.0, mask)
-        for name, side, rest, lost, lost_other in (
-                ("reference", want, got, match.unmatched_reference, match.unmatched_other),
-                (result.backend, got, want, match.unmatched_other, match.unmatched_reference)):
-            for index, kind in zip(lost, classify_unmatched(side, rest, lost, lost_other, cuts, tol.score)):
+        found = compare_image_detections(want, got, result.tolerance, cuts)
+        result.reference_count += found.reference_count
+        result.other_count += found.other_count
+        result.matched += found.matched
+        result.unmatched_reference += len(found.unmatched_reference)
+        result.unmatched_other += len(found.unmatched_other)
+        result.finite = result.finite and found.finite
+        result.max_box_err = max(result.max_box_err, found.max_box_err)
+        result.max_score_err = max(result.max_score_err, found.max_score_err)
+        if found.max_mask_err is not None:
+            result.max_mask_err = max(result.max_mask_err or 0.0, found.max_mask_err)
+        for name, side, lost in (("reference", want, found.unmatched_reference),
+                                 (result.backend, got, found.unmatched_other)):
+            for index, kind in lost.items():
                 if kind == "unexplained":
                     result.unexplained += 1
                     if len(result.examples) < 5:

@@ -78,11 +78,12 @@ struct DetectionTolerances
     double score{1e-3};        //!< max |score difference| of a pair
     double mask{1e-2};         //!< max |mask probability difference| of a pair
     double borderline{1e-3};   //!< an unmatched detection this close to a cut is borderline, not a failure
-    double scoreThreshold{0.0}; //!< the model's score threshold: one of the cuts
+    double scoreThreshold{0.0}; //!< the model's score threshold: one of the cuts (0: none)
     double nmsThreshold{0.0};   //!< the model's NMS IoU threshold (0: no NMS near-ties are looked for)
 };
 
-//! One image's engine detections against its reference detections.
+//! One image's engine detections against its reference detections (the rule of
+//! exporter/evaluation/detection_sets.py, which tests/test_runtime_native.py holds this to).
 struct DetectionCheck
 {
     std::size_t referenceCount{0};

@@ -36,7 +36,8 @@ bool isFiniteBox(std::array<float, 4> const& box) noexcept
 constexpr float kMaxBoxCoordinate = 1e6F;
 constexpr int64_t kMaxImageSide = 1 << 16;
 constexpr int64_t kMaxMaskSize = 4096;
-// How far below the NMS threshold two swapped members of a near-tied pair may overlap (boxes move too).
+// How far below the NMS threshold two swapped members of a near-tied pair may overlap (boxes move too):
+// NMS_IOU_SLACK of exporter/evaluation/detection_sets.py.
 constexpr double kNmsIouSlack = 0.05;
 
 //! One axis of a half-pixel-centre bilinear resize from `inSize` to `outSize` samples: the two source
@@ -256,9 +257,13 @@ DetectionCheck checkDetections(ImageDetections const& reference, ImageDetections
     {
         check.maxMaskError = std::numeric_limits<double>::infinity();
     }
-    // The cuts a near-tie can fall on: the score threshold, and the lowest kept score of a side that
-    // reached its fixed size (what ranked just below it was dropped).
-    std::vector<double> cuts{tolerances.scoreThreshold};
+    // The cuts a near-tie can fall on: the score threshold (if the model has one), and the lowest kept
+    // score of a side that reached its fixed size (what ranked just below it was dropped).
+    std::vector<double> cuts;
+    if (tolerances.scoreThreshold > 0.0)
+    {
+        cuts.push_back(tolerances.scoreThreshold);
+    }
     for (ImageDetections const* side : {&reference, &other})
     {
         if (capacity > 0 && side->size() >= capacity)
