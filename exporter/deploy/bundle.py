@@ -313,21 +313,12 @@ def ort_references(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray
 
 
 def detector_thresholds(meta, detector) -> tuple[float, float]:
-    """The score and NMS IoU thresholds the detector's config applies to its detections (ROI heads,
-    RetinaNet, or the RPN's proposals for RPN-only: score 0)."""
-    import tempfile
+    """The score and NMS IoU thresholds the detector's config applies to its detections (those of
+    ``deformrt compare``: :func:`exporter.evaluation.detector_compare.detector_cuts`)."""
+    from exporter.evaluation.detector_compare import detector_cuts
 
-    from models.config import get_cfg
-
-    with tempfile.TemporaryDirectory(prefix="deformrt-cfg-") as tmp:
-        path = Path(tmp) / "config.yaml"
-        path.write_text(meta.config, encoding="utf-8")
-        cfg = get_cfg(config_file=str(path), detector=True)
-    if detector.kind == "retinanet":
-        return float(cfg.MODEL.RETINANET.INFERENCE_TH), float(cfg.MODEL.RETINANET.NMS_TH)
-    if detector.kind == "rpn":
-        return 0.0, float(cfg.MODEL.RPN.NMS_THRESH)
-    return float(cfg.MODEL.ROI_HEADS.SCORE_THRESH), float(cfg.MODEL.ROI_HEADS.NMS)
+    cuts = detector_cuts(meta.config, detector.kind, detector.detections)
+    return cuts.score_threshold, cuts.nms_iou
 
 
 def detector_conf(detector, score_threshold: float = 0.0, nms_threshold: float = 0.0) -> dict[str, str]:

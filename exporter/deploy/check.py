@@ -206,18 +206,25 @@ def tolerance_for(conf: dict, precision: str, override: Optional[float] = None) 
         raise DeformRTError(f"{layout.CONF}: tolerance_{precision}={text!r} is not a number") from None
 
 
+def _references_for(outputs: Mapping[str, np.ndarray], bundle: Path, conf: dict) -> dict[str, np.ndarray]:
+    """The bundle's reference outputs, in deploy.conf's order; a DeformRTError naming the outputs the
+    run did not produce (extra ones are ignored)."""
+    names = conf["outputs"].split()
+    missing = [n for n in names if n not in outputs]
+    if missing:
+        raise DeformRTError(f"the run produced no output named {', '.join(missing)} "
+                            f"(the bundle's outputs are {', '.join(names)})")
+    return reference_outputs(bundle, conf)
+
+
 def check_outputs(outputs: Mapping[str, np.ndarray], bundle: Path, precision: str,
                   tolerance: Optional[float] = None) -> CheckReport:
     """Every reference output of ``bundle`` against ``outputs`` (by name); an output the run did not
     produce is a DeformRTError, extra outputs are ignored."""
     conf = read_conf(bundle)
     tol = tolerance_for(conf, precision, tolerance)
-    names = conf["outputs"].split()
-    missing = [n for n in names if n not in outputs]
-    if missing:
-        raise DeformRTError(f"the run produced no output named {', '.join(missing)} "
-                            f"(the bundle's outputs are {', '.join(names)})")
-    references = reference_outputs(bundle, conf)
+    references = _references_for(outputs, bundle, conf)
+    names = list(references)
     return CheckReport(precision, tol, [compare_output(n, outputs[n], references[n], tol) for n in names])
 
 
@@ -308,12 +315,7 @@ def check_detections(outputs: Mapping[str, np.ndarray], bundle: Path, precision:
     """A detector bundle's reference detections against ``outputs`` (by name), image by image."""
     conf = read_conf(bundle)
     tolerances = detection_tolerances(conf, precision)
-    names = conf["outputs"].split()
-    missing = [n for n in names if n not in outputs]
-    if missing:
-        raise DeformRTError(f"the run produced no output named {', '.join(missing)} "
-                            f"(the bundle's outputs are {', '.join(names)})")
-    references = reference_outputs(bundle, conf)
+    references = _references_for(outputs, bundle, conf)
     count = np.asarray(references["num_detections"]).shape[0]
     if np.asarray(outputs["num_detections"]).shape[0] != count:
         raise DeformRTError(f"the run has {np.asarray(outputs['num_detections']).shape[0]} images, the reference {count}")

@@ -153,7 +153,8 @@ def classify_unmatched(side: ImageDetections, other: ImageDetections, lost_side:
 def _nms_tie(side: ImageDetections, other: ImageDetections, index: int, lost_other: Sequence[int],
              nms_iou: float, margin: float) -> bool:
     box, label, score = side.boxes[index:index + 1], int(side.labels[index]), float(side.scores[index])
-    partners = [j for j in lost_other if int(other.labels[j]) == label and abs(float(other.scores[j]) - score) <= margin]
+    partners = [j for j in lost_other
+                if int(other.labels[j]) == label and abs(float(other.scores[j]) - score) <= margin]
     if partners and float(legacy_iou(box, other.boxes[partners]).max()) >= nms_iou - NMS_IOU_SLACK:
         return True
     for neighbours in (side, other):

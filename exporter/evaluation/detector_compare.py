@@ -27,17 +27,22 @@ from models.errors import DeformRTError
 
 
 def detector_cuts(config_yaml: str, kind: str, detections: int) -> Cuts:
-    """The cuts of a detector from its file's config (``deformrt.config``, a YAML dump)."""
-    import yaml
+    """The cuts of a detector from its file's config (``deformrt.config``, a YAML dump, read through
+    :func:`models.config.get_cfg`, so upstream's defaults fill what it lacks): the ROI heads', the
+    RetinaNet head's, or for RPN-only the proposals' (no score threshold)."""
+    import tempfile
 
-    model = (yaml.safe_load(config_yaml) or {}).get("MODEL", {})
+    from models.config import get_cfg
+
+    with tempfile.TemporaryDirectory(prefix="deformrt-cfg-") as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(config_yaml, encoding="utf-8")
+        cfg = get_cfg(config_file=str(path), detector=True)
     if kind == "retinanet":
-        r = model.get("RETINANET", {})
-        return Cuts(float(r.get("INFERENCE_TH", 0.05)), float(r.get("NMS_TH", 0.4)), detections)
+        return Cuts(float(cfg.MODEL.RETINANET.INFERENCE_TH), float(cfg.MODEL.RETINANET.NMS_TH), detections)
     if kind == "rpn":
-        return Cuts(0.0, float(model.get("RPN", {}).get("NMS_THRESH", 0.7)), detections)
-    h = model.get("ROI_HEADS", {})
-    return Cuts(float(h.get("SCORE_THRESH", 0.05)), float(h.get("NMS", 0.5)), detections)
+        return Cuts(0.0, float(cfg.MODEL.RPN.NMS_THRESH), detections)
+    return Cuts(float(cfg.MODEL.ROI_HEADS.SCORE_THRESH), float(cfg.MODEL.ROI_HEADS.NMS), detections)
 
 
 @dataclass

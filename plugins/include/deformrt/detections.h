@@ -89,7 +89,7 @@ struct DetectionCheck
     std::size_t referenceCount{0};
     std::size_t otherCount{0};
     std::size_t matched{0};
-    //! Unmatched on either side with a score within `borderline` of a cut (the score threshold, or the
+    //! Unmatched on either side with a score within `borderline` of a cut (the score threshold if > 0, or the
     //! lowest score kept when a side reached its fixed size D), or an NMS near-tie (a same-class detection on
     //! either side overlaps it with an IoU within `borderline` of the NMS threshold, or the other side has an
     //! unmatched same-class detection overlapping it by at least the NMS threshold - 0.05 with a score within
