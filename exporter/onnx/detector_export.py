@@ -32,7 +32,8 @@ from exporter.onnx.detector_graph import ExportableDetector, DetectorShape, dete
 from exporter.onnx.detector_ops import TRANSLATIONS
 from exporter.onnx.export import (DEFAULT_SEED, BuiltModel, ExportOptions, _deform_conv_translation,
                                   _quiet_exporter, check_model, clean_graph, config_from_metadata, config_has_dcn,
-                                  dynamic_axes_of, load_config, prepare_for_export, preprocessing_metadata)
+                                  dynamic_axes_of, load_config, prepare_for_export, preprocessing_metadata,
+                                  run_verification)
 from exporter.onnx.metadata import DCN_OP_ONNX, SEED_PREFIX, DetectorMetadata, ExportMetadata
 from exporter.util.fsutil import atomic_path, check_output_path, sha256_file
 from exporter.util.progress import Progress
@@ -359,13 +360,8 @@ def export_detector_to_file(built: BuiltModel, out: Path, options: DetectorExpor
         data = final.SerializeToString()
         tmp.write_bytes(data)
         if verify is not None:
-            start = time.perf_counter()
-            report = verify(data, staged.SerializeToString(), model, meta, progress=progress, config_file=config_file)
-            seconds["verify"] = time.perf_counter() - start
-            if not report.passed:
-                progress.info(report.table())
-                raise DeformRTError(f"verification failed: {report.worst_line()}; the file was not written "
-                                    "(--no-verify writes it anyway)")
+            report = run_verification(lambda: verify(data, staged.SerializeToString(), model, meta,
+                                                     progress=progress, config_file=config_file), seconds, progress)
     return DetectorExportResult(path=out.resolve(), size_bytes=len(data), metadata=meta, detector=detector_meta,
                                 nodes=len(final.graph.node), op_types=op_types(final), seconds=seconds,
                                 load_summary=built.load_summary, verification=report)

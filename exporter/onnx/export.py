@@ -29,7 +29,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import onnx
 import torch
@@ -512,16 +512,24 @@ def export_to_file(built: BuiltModel, out: Path, options: ExportOptions, *, veri
             del proto
             tmp.write_bytes(data)
         if verify is not None:
-            start = time.perf_counter()
-            report = verify(data, built.model, meta, progress=progress)
-            seconds["verify"] = time.perf_counter() - start
-            if not report.passed:
-                progress.info(report.table())
-                raise DeformRTError(f"verification failed: {report.worst_line()}; the file was not written "
-                                    "(--no-verify writes it anyway)")
+            report = run_verification(lambda: verify(data, built.model, meta, progress=progress), seconds, progress)
     return ExportResult(path=out.resolve(), size_bytes=len(data), parameter_bytes=parameter_bytes, metadata=meta,
                         dcn_nodes=dcn_nodes, nodes=nodes, seconds=seconds, load_summary=built.load_summary,
                         verification=report)
+
+
+def run_verification(check: Callable[[], Any], seconds: dict, progress) -> Any:
+    """Run an export's verification (``check`` returns a report with ``passed``, ``table()`` and
+    ``worst_line()``), timed into ``seconds["verify"]``; a failed one prints its table and stops the
+    export before anything is written."""
+    start = time.perf_counter()
+    report = check()
+    seconds["verify"] = time.perf_counter() - start
+    if not report.passed:
+        progress.info(report.table())
+        raise DeformRTError(f"verification failed: {report.worst_line()}; the file was not written "
+                            "(--no-verify writes it anyway)")
+    return report
 
 
 def export_body(body: Optional[str], output: Optional[str] = None, *, config_file: Optional[str] = None,
