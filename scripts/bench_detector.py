@@ -26,13 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exporter.cli.options import add_script_shape_argument, script_shape
+from exporter.cli.options import add_script_shape_argument, parse_script_args
 from exporter.evaluation.ort import ort_session
 from exporter.onnx.detector_export import (DetectorExportOptions, build_detector_model, default_detector_output_name,
                                            export_detector_to_file)
 from exporter.onnx.export import load_config
 from exporter.util.progress import Progress
-from models.errors import DeformRTError
 
 UPSTREAM = Path(__file__).resolve().parents[2] / "shared" / "third_party" / "maskrcnn-benchmark" / "configs"
 DEFAULT_CONFIGS = ("dcn/e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml", "e2e_faster_rcnn_R_50_FPN_1x.yaml",
@@ -79,12 +78,7 @@ def main(argv=None) -> int:
     add_script_shape_argument(parser, "800x1344", "input height and width (default 800x1344)")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        size = script_shape(args)
-    except DeformRTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    args, size = parse_script_args(parser, argv)
     progress = Progress()
     rows = []
     with tempfile.TemporaryDirectory(prefix="deformrt-bench-") as tmp:

@@ -20,12 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from exporter.cli.options import add_script_shape_argument, script_shape
+from exporter.cli.options import add_script_shape_argument, parse_script_args
 from exporter.onnx import export as oe
 from exporter.evaluation.bench import BenchOptions, bench_models
 from exporter.util.fsutil import atomic_write_bytes
 from exporter.util.progress import Progress
-from models.errors import DeformRTError
 from models.layers import DFConv2d
 
 DCN_C3_C5 = ["MODEL.RESNETS.STAGE_WITH_DCN", "(False, True, True, True)", "MODEL.RESNETS.WITH_MODULATED_DCN", "True"]
@@ -78,12 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
-    try:
-        size = script_shape(args)
-    except DeformRTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    args, size = parse_script_args(parser, argv)
     progress = Progress()
     with tempfile.TemporaryDirectory(prefix="deformrt-bench-") as tmp:
         rows = [bench_body(b, size, args.warmup, args.iterations, Path(tmp), progress)

@@ -644,3 +644,14 @@ def test_bench_models_json_is_stable(capsys):
     assert "did you mean 'R-50-FPN'" in capsys.readouterr().err
     assert bench.main(["--bodies", "R-50-C4", "--shape", "32 32"]) == 1
     assert capsys.readouterr().err.startswith("error: ")
+
+
+@pytest.mark.parametrize("script", ["bench_export", "bench_detector"])
+def test_bench_scripts_refuse_a_malformed_shape_before_any_work(script, capsys):
+    """The scripts take the commands' --shape HxW; a malformed one is one error line and status 1."""
+    bench = load_script(script)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--shape", "800 1344"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --shape '800 1344'") and "\n" not in err

@@ -251,3 +251,15 @@ def script_shape(args, notify: Callable[[str], None] = warn) -> tuple[int, int]:
         notify(f"deprecated: `--size {height} {width}` is now `--shape {height}x{width}`")
         return height, width
     return parse_shape(args.shape)
+
+
+def parse_script_args(parser, argv: Optional[Sequence[str]] = None):
+    """``(args, (height, width))`` from a parser made with :func:`add_script_shape_argument`; a
+    malformed shape is one ``error:`` line and exit status 1, as for the deformrt commands."""
+    from models.errors import DeformRTError
+
+    args = parser.parse_args(argv)
+    try:
+        return args, script_shape(args)
+    except DeformRTError as exc:
+        parser.exit(1, f"error: {exc}\n")
