@@ -15,7 +15,7 @@ the evaluation layer explains an ill-conditioned comparison.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -23,6 +23,17 @@ from torch import nn
 from models.layers import DFConv2d
 
 OFFSET_STD_PX = 2.0  # the offset scale of a trained DCN backbone (a few pixels)
+
+
+@contextlib.contextmanager
+def _offset_hooks(model: nn.Module, register: Callable[[DFConv2d], object]) -> Iterator[None]:
+    """Within the block, the forward hook ``register(dcn)`` puts on each DCN layer's offset conv."""
+    handles = [register(m) for m in model.modules() if isinstance(m, DFConv2d)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextlib.contextmanager
@@ -45,12 +56,8 @@ def _offset_rescaling(model: nn.Module, std_px: float, generator: Optional[torch
             return new
         return dcn.offset.register_forward_hook(hook)
 
-    handles = [rescale(m) for m in model.modules() if isinstance(m, DFConv2d)]
-    try:
+    with _offset_hooks(model, rescale):
         yield means
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def calibrate_offsets(model: nn.Module, images: torch.Tensor, std_px: float = OFFSET_STD_PX,
@@ -151,9 +158,5 @@ def measure_offsets(model: nn.Module) -> Iterator[list[float]]:
             values.append(float(output[:, :dcn.offset_channels].detach().abs().mean()))
         return dcn.offset.register_forward_hook(hook)
 
-    handles = [probe(m) for m in model.modules() if isinstance(m, DFConv2d)]
-    try:
+    with _offset_hooks(model, probe):
         yield values
-    finally:
-        for h in handles:
-            h.remove()

@@ -131,28 +131,21 @@ def bench(iters: int, log=print) -> list[dict]:
                         split_bytes = lib.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc))
                         split_space = torch.empty(max(split_bytes, 1), dtype=torch.uint8, device="cuda")
 
-                        def ours_nhwc():
-                            status = lib.deformrt_dcn_forward_nhwc(
-                                ctypes.byref(desc), x_cl.data_ptr(), ohwi.data_ptr(), offset.data_ptr(), None,
-                                mask.data_ptr(), y_cl.data_ptr(), split_space.data_ptr(), split_bytes,
-                                torch.cuda.current_stream().cuda_stream)
-                            if status != 0:
-                                raise RuntimeError(f"deformrt_dcn_forward_nhwc: cudaError {status}")
+                        def nhwc_call(descriptor, weight_tensor, space, space_bytes, layout):
+                            def call():
+                                status = lib.deformrt_dcn_forward_nhwc(
+                                    ctypes.byref(descriptor), x_cl.data_ptr(), weight_tensor.data_ptr(),
+                                    offset.data_ptr(), None, mask.data_ptr(), y_cl.data_ptr(), space.data_ptr(),
+                                    space_bytes, torch.cuda.current_stream().cuda_stream)
+                                if status != 0:
+                                    raise RuntimeError(f"deformrt_dcn_forward_nhwc ({layout}): cudaError {status}")
+                            return call
 
-                        t["ours_nhwc"] = time_ms(ours_nhwc, iters)
+                        t["ours_nhwc"] = time_ms(nhwc_call(desc, ohwi, split_space, split_bytes, "OHWI"), iters)
                         legacy = cuda_kernels.make_desc(x, offset, weight, None, mask, *args, "OIHW")
                         ws_bytes = lib.deformrt_dcn_nhwc_workspace_size(ctypes.byref(legacy))
                         workspace = torch.empty(ws_bytes, dtype=torch.uint8, device="cuda")
-
-                        def ours_nhwc_oihw():
-                            status = lib.deformrt_dcn_forward_nhwc(
-                                ctypes.byref(legacy), x_cl.data_ptr(), weight.data_ptr(), offset.data_ptr(), None,
-                                mask.data_ptr(), y_cl.data_ptr(), workspace.data_ptr(), ws_bytes,
-                                torch.cuda.current_stream().cuda_stream)
-                            if status != 0:
-                                raise RuntimeError(f"deformrt_dcn_forward_nhwc (OIHW): cudaError {status}")
-
-                        t["nhwc_oihw"] = time_ms(ours_nhwc_oihw, iters)
+                        t["nhwc_oihw"] = time_ms(nhwc_call(legacy, weight, workspace, ws_bytes, "OIHW"), iters)
                     if tv is not None:
                         t["torchvision"] = time_ms(lambda: tv(x, offset, weight, None, (1, 1), (1, 1), (1, 1), mask),
                                                    iters)

@@ -959,11 +959,16 @@ class Compiler:
                 wk(c, ix, vals[:, k])
         return Op("warpsync", run, CLS["ld.shared"], 0, "")
 
+    @staticmethod
+    def _sync_mode(ins, modes: tuple) -> Optional[str]:
+        """The mode of a warp-synchronous ``shfl.sync``/``vote.sync`` (None if absent); the
+        non-``.sync`` forms (deprecated since sm_70) are not implemented."""
+        if not ins.mods or ins.mods[0] != "sync":
+            raise unimplemented(ins, f"{ins.base} without .sync")
+        return next((m for m in ins.mods if m in modes), None)
+
     def op_shfl(self, ins):
-        mods = ins.mods
-        if not mods or mods[0] != "sync":
-            raise unimplemented(ins, "shfl without .sync")
-        mode = next((m for m in mods if m in ("up", "down", "bfly", "idx")), None)
+        mode = self._sync_mode(ins, ("up", "down", "bfly", "idx"))
         self._check_mods(ins, {"sync", "up", "down", "bfly", "idx"})
         if mode is None or self._type(ins) != "b32":
             raise unimplemented(ins, "mode/type")
@@ -986,10 +991,7 @@ class Compiler:
         return Op("normal", run, CLS["warp"], 0, "")
 
     def op_vote(self, ins):
-        mods = ins.mods
-        if not mods or mods[0] != "sync":
-            raise unimplemented(ins, "vote without .sync")
-        mode = next((m for m in mods if m in ("all", "any", "uni", "ballot")), None)
+        mode = self._sync_mode(ins, ("all", "any", "uni", "ballot"))
         if mode is None:
             raise unimplemented(ins, "mode")
         pred = self.reader(ins, ins.operands[1], np.dtype(np.bool_))
