@@ -154,18 +154,21 @@ def coco_stats(coco, records: list[dict], iou_type: str) -> dict[str, float]:
     return {m: max(0.0, float(v)) for m, v in zip(METRICS, evaluation.stats[:3])}
 
 
-def backend_records(backend, files: Sequence[tuple[int, Path]], meta, detector, progress) -> list[dict]:
-    """COCO result records of one backend over every image."""
+def backend_records(backends: Sequence, files: Sequence[tuple[int, Path]], meta, detector,
+                    progress) -> dict[str, list[dict]]:
+    """COCO result records of every backend over every image, by backend name: each image is read
+    and preprocessed once, then run by every backend."""
     from exporter.evaluation.predict import image_feed, in_image_pixels, read_image
 
     categories = COCO_CATEGORY_IDS if detector.num_classes == len(COCO_CATEGORY_IDS) + 1 else None
-    records = []
-    with progress.loop(f"running {backend.name} on {len(files)} images", len(files)) as tick:
+    records: dict[str, list[dict]] = {backend.name: [] for backend in backends}
+    with progress.loop(f"running {', '.join(records)} on {len(files)} images", len(files)) as tick:
         for image_id, path in files:
             image = read_image(path)
             feed, ratio = image_feed(image, meta, detector)
-            found = in_image_pixels(backend.detections(feed)[0], ratio)
-            records += coco_records(found, image_id, *image.shape[:2], category_ids=categories)
+            for backend in backends:
+                found = in_image_pixels(backend.detections(feed)[0], ratio)
+                records[backend.name] += coco_records(found, image_id, *image.shape[:2], category_ids=categories)
             tick()
     return records
 
@@ -206,13 +209,17 @@ def evaluate(onnx_path: Path, annotations: Path, images_dir: Path, options: Eval
             backends.remove("trt")
     if not backends:
         raise DeformRTError(f"no backend can run here ({'; '.join(skipped.values())})")
-    results = []
+    prepared = []
     for name in backends:
         with progress.step(f"preparing {name}"):
-            backend = make_backend(name, onnx_path=Path(onnx_path), model=model, meta=meta, weights=options.weights,
-                                   device=options.device, ort_provider=options.ort_provider, engine=options.engine,
-                                   plugin=options.plugin, fp16=options.fp16, verbose=options.verbose)
-        records = backend_records(backend, files, meta, detector, progress)
+            prepared.append(make_backend(name, onnx_path=Path(onnx_path), model=model, meta=meta,
+                                         weights=options.weights, device=options.device,
+                                         ort_provider=options.ort_provider, engine=options.engine,
+                                         plugin=options.plugin, fp16=options.fp16, verbose=options.verbose))
+    all_records = backend_records(prepared, files, meta, detector, progress)
+    results = []
+    for backend in prepared:
+        name, records = backend.name, all_records[backend.name]
         with progress.step(f"scoring {name} with pycocotools"):
             box = coco_stats(coco, [{k: v for k, v in r.items() if k != "segmentation"} for r in records], "bbox")
             mask = coco_stats(coco, records, "segm") if detector.kind == "mask_rcnn" else None
