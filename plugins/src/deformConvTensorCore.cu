@@ -2,7 +2,9 @@
 // deformConvTensorCore.h; deformConvHost.cpp runs the same phases on the CPU). sm_80 and newer: the
 // kernel body is empty for older architectures, and the launcher never picks it there.
 #include "deformConvTensorCore.h"
+#include "deformConvTensorCoreDevice.cuh"
 #include "deformConvTensorCoreLaunch.h"
+#include "deformConvWgmma.h"
 #include "deformrt/deformConvKernel.h"
 
 #include <cuda_fp16.h>
@@ -33,48 +35,6 @@ __device__ __forceinline__ void ldmatrixX4(uint32_t (&d)[4], uint32_t sharedAddr
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
         : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
         : "r"(sharedAddress));
-}
-
-__device__ __forceinline__ void cpAsync16(uint32_t sharedAddress, void const* global, uint32_t bytes)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sharedAddress), "l"(global), "r"(bytes));
-}
-
-__device__ __forceinline__ void cpAsyncCommit()
-{
-    asm volatile("cp.async.commit_group;\n" ::);
-}
-
-__device__ __forceinline__ void cpAsyncWaitAll()
-{
-    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-}
-
-__device__ __forceinline__ uint32_t sharedAddressOf(void const* p)
-{
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-//! loadB: the weights of step (chunk, tap) into B buffer ``stage``, by cp.async where they are whole
-//! 16-byte vectors (zero-filled past the chunk's channels and the group's output channels).
-template <class Shape, bool Vector>
-__device__ __forceinline__ void loadB(TcGeometry const& t, TcTensors const& p, TcTile const& tile, BCopies const& bc,
-    int32_t chunk, int32_t tap, int32_t stage, int32_t tid, SharedView const& s)
-{
-    if (!Vector)
-    {
-        loadBDirect<Shape>(t, p, tile, chunk, tap, stage, tid, s);
-        return;
-    }
-    uint32_t const first = bc.firstSource + bStepOffset(t, chunk, tap);
-    uint32_t const b = sharedAddressOf(s.b) + stage * (Shape::BN * kRowBytes) + tileByte(bc.row, bc.vec);
-DEFORMRT_UNROLL
-    for (int32_t slot = 0; slot < Shape::BVectorsPerThread; ++slot)
-    {
-        // Slot s is s * Threads / 4 rows further: the same vector permutation (it depends on bits 1-2 only).
-        cpAsync16(b + slot * (Shape::Threads / kVectorsPerRow) * kRowBytes,
-            halfAt(p.weight, first + uint32_t(slot) * bc.slotStride), bSlotInside<Shape>(t, tile, bc, slot) ? 16u : 0u);
-    }
 }
 
 //! Per-lane shared addresses of the ldmatrix.x4 loads of one warp (loop-invariant): the A fragment of m16
@@ -316,7 +276,7 @@ __global__ void nchwToNhwcKernel(uint16_t const* src, uint16_t* dst, int32_t c, 
 
 struct DeviceLimits
 {
-    int32_t major;
+    int32_t major, minor;
     TcDevice device;
 };
 
@@ -324,6 +284,7 @@ cudaError_t currentDeviceLimits(DeviceLimits& limits)
 {
     int device = 0;
     int major = 0;
+    int minor = 0;
     int sms = 0;
     int optIn = 0;
     int l2 = 0;
@@ -331,6 +292,10 @@ cudaError_t currentDeviceLimits(DeviceLimits& limits)
     if (status == cudaSuccess)
     {
         status = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+    }
+    if (status == cudaSuccess)
+    {
+        status = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
     }
     if (status == cudaSuccess)
     {
@@ -344,7 +309,7 @@ cudaError_t currentDeviceLimits(DeviceLimits& limits)
     {
         status = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device);
     }
-    limits = DeviceLimits{major, TcDevice{sms, optIn, l2}};
+    limits = DeviceLimits{major, minor, TcDevice{sms, optIn, l2}};
     return status;
 }
 
@@ -359,10 +324,13 @@ int32_t environmentInt(char const* name, int32_t fallback)
     return int32_t(std::strtol(value, nullptr, 10));
 }
 
-//! The launch the current device runs ``t`` with (plan.shape < 0: not sm_80+, nothing fits, no device).
-//! DEFORMRT_TC_TILE_SHAPE=0|1|2, DEFORMRT_TC_M_EXTENT=<pixels>, DEFORMRT_TC_SPLIT_K=<n> force parts of it
-//! (sanitizer runs, ptx_check and benchmarks cover every shape, extent and split).
-TcPlan planLaunch(TcGeometry const& t)
+//! The launch the current device runs ``t`` with (plan.shape < 0: not sm_80+, nothing fits, no device):
+//! on a compute capability 9.0 GPU with the sm_90a wgmma kernel built, the wgmma kernel where it takes the
+//! problem (``allowWgmma``: its 16-byte vectors apply to the pointers too), else the mma.sync kernel.
+//! DEFORMRT_TC_TILE_SHAPE=0..4, DEFORMRT_TC_M_EXTENT=<pixels>, DEFORMRT_TC_SPLIT_K=<n> force parts of it
+//! and DEFORMRT_TC_WGMMA=0 keeps Hopper on mma.sync (sanitizer runs, ptx_check and benchmarks cover every
+//! shape, extent and split).
+TcPlan planLaunch(TcGeometry const& t, bool allowWgmma = true)
 {
     TcPlan none{};
     none.shape = -1;
@@ -371,8 +339,20 @@ TcPlan planLaunch(TcGeometry const& t)
     {
         return none;
     }
-    return choosePlan(t, limits.device, partialBytes(t.g), environmentInt("DEFORMRT_TC_TILE_SHAPE", -1),
-        environmentInt("DEFORMRT_TC_M_EXTENT", 0), environmentInt("DEFORMRT_TC_SPLIT_K", 0));
+    int32_t const shape = environmentInt("DEFORMRT_TC_TILE_SHAPE", -1);
+    int32_t const extent = environmentInt("DEFORMRT_TC_M_EXTENT", 0);
+    int32_t const split = environmentInt("DEFORMRT_TC_SPLIT_K", 0);
+    bool const hopper = limits.major == 9 && limits.minor == 0 && wgmmaKernelBuilt()
+        && environmentInt("DEFORMRT_TC_WGMMA", 1) != 0;
+    if (allowWgmma && hopper && wgmmaApplies(t) && (shape < 0 || isWgmmaShape(shape)))
+    {
+        TcPlan const plan = chooseWgmmaPlan(t, limits.device, partialBytes(t.g), shape, extent, split);
+        if (plan.shape >= 0)
+        {
+            return plan;
+        }
+    }
+    return choosePlan(t, limits.device, partialBytes(t.g), shape, extent, split);
 }
 
 //! Dynamic shared memory above 48 KB needs an opt-in per kernel, and the opt-in belongs to the CUDA
@@ -400,9 +380,13 @@ cudaError_t launchShape(TcGeometry const& t, TcTensors const& p, TcPlan const& p
 
 //! The kernel (and, for split K, the reduction into y) for ``plan``; ``partial`` is the workspace's
 //! partial-sum region (partialBytes).
-cudaError_t launch(TcGeometry const& t, TcTensors p, TcPlan const& plan, void* partial, cudaStream_t stream)
+cudaError_t launch(TcGeometry const& t, TcTensors p, TcPlan plan, void* partial, cudaStream_t stream)
 {
     p.vector = vectorApplies(t, p.x, p.weight);
+    if (isWgmmaShape(plan.shape) && !p.vector)
+    {
+        plan = planLaunch(t, false); // the wgmma kernel has no scalar path: x or the weight is misaligned
+    }
     p.partial = plan.splitK > 1 ? static_cast<float*>(partial) : nullptr;
     p.pairedOutput = pairedOutputApplies(t, p);
     if (plan.splitK > 1 && partial == nullptr)
@@ -415,6 +399,8 @@ cudaError_t launch(TcGeometry const& t, TcTensors p, TcPlan const& plan, void* p
     case 0: status = launchShape<TileN256>(t, p, plan, stream); break;
     case 1: status = launchShape<TileN128>(t, p, plan, stream); break;
     case 2: status = launchShape<TileN64>(t, p, plan, stream); break;
+    case kWgmmaShapeN256:
+    case kWgmmaShapeN128: status = launchWgmma(t, p, plan, stream); break;
     default: break;
     }
     if (status != cudaSuccess || plan.splitK == 1)

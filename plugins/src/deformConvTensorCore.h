@@ -177,6 +177,8 @@ inline int64_t weightElements(DcnGeometry const& g)
 // ------------------------------------------------------------------------------------------------
 // Tile shapes: WarpsM x WarpsN warps, each owning (BM / WarpsM) x (BN / WarpsN) outputs.
 
+DEFORMRT_HD int32_t tileByte(int32_t row, int32_t vec);
+
 template <int32_t BM_, int32_t BN_, int32_t WarpsM_, int32_t WarpsN_>
 struct TileShape
 {
@@ -198,6 +200,11 @@ struct TileShape
     //! Slots 2i and 2i + 1 share a row (aVectorPlace), one slot per phase.
     static constexpr bool PairedSlots = VectorsPerThread >= 2 && VectorsPerPhase == 1;
     static constexpr int32_t BVectorsPerThread = BN * kVectorsPerRow / Threads; //!< B vectors per step
+    //! Byte of 16-byte vector ``vec`` of row ``row`` in a shared A or B tile (the gather's and loadB's stores).
+    static DEFORMRT_HD int32_t byteOf(int32_t row, int32_t vec)
+    {
+        return tileByte(row, vec);
+    }
     static_assert(WM == 32 && WN % 16 == 0, "warp tile: 32 rows (kWarpRows) and pairs of n8 tiles (ldmatrix.x4)");
     static_assert(BM * kVectorsPerRow % Threads == 0 && BN * kVectorsPerRow % Threads == 0, "whole vectors");
     static_assert(Phases % kSlices == 0 && NT % (2 * PartsPerSlice) == 0, "phases split the MMAs evenly");
@@ -211,11 +218,23 @@ using TileN256 = TileShape<128, 256, 4, 2>; // groups with more than 128 output 
 using TileN128 = TileShape<256, 128, 8, 1>; // 65 to 128 output channels; warp tile 32 x 128
 using TileN64 = TileShape<64, 64, 2, 4>;    // up to 64 (warp tile 32 x 16); also the smallest shared memory
 constexpr int32_t kWarpRows = 32;          //!< rows of every warp tile: the step of TcPlan::mExtent
-constexpr int32_t kTileShapes = 3;
-constexpr int32_t kTileBM[kTileShapes] = {TileN256::BM, TileN128::BM, TileN64::BM};
-constexpr int32_t kTileBN[kTileShapes] = {TileN256::BN, TileN128::BN, TileN64::BN};
-constexpr int32_t kTileWarpsM[kTileShapes] = {TileN256::WarpsM, TileN128::WarpsM, TileN64::WarpsM};
-constexpr int32_t kTileWarpsN[kTileShapes] = {TileN256::WarpsN, TileN128::WarpsN, TileN64::WarpsN};
+constexpr int32_t kTileShapes = 3;         //!< the mma.sync shapes (0 .. 2)
+// Shapes 3 and 4: the Hopper (sm_90a) wgmma kernel's 128 x 256 and 128 x 128 tiles, two warpgroups of 64
+// rows each (deformConvWgmma.h, WgmmaShape); planned by chooseWgmmaPlan only.
+constexpr int32_t kWgmmaShapeN256 = 3;
+constexpr int32_t kWgmmaShapeN128 = 4;
+constexpr int32_t kPlanShapes = 5;         //!< every shape index a TcPlan may hold
+constexpr int32_t kWarpgroupRows = 64;     //!< rows of a wgmma warpgroup tile: the step of a wgmma plan's mExtent
+constexpr int32_t kTileBM[kPlanShapes] = {TileN256::BM, TileN128::BM, TileN64::BM, 128, 128};
+constexpr int32_t kTileBN[kPlanShapes] = {TileN256::BN, TileN128::BN, TileN64::BN, 256, 128};
+constexpr int32_t kTileWarpsM[kPlanShapes] = {TileN256::WarpsM, TileN128::WarpsM, TileN64::WarpsM, 8, 8};
+constexpr int32_t kTileWarpsN[kPlanShapes] = {TileN256::WarpsN, TileN128::WarpsN, TileN64::WarpsN, 1, 1};
+
+//! Whether shape index ``shape`` is one of the wgmma kernel's.
+DEFORMRT_HD bool isWgmmaShape(int32_t shape)
+{
+    return shape == kWgmmaShapeN256 || shape == kWgmmaShapeN128;
+}
 
 // ------------------------------------------------------------------------------------------------
 // Shared memory: prologue tables, then two A and two B tiles.
@@ -595,7 +614,7 @@ DEFORMRT_UNROLL
                 out[w] = packHalves(accLo, accHi);
             }
         }
-        unsigned char* const dst = a + tileByte(v.row, v.vec);
+        unsigned char* const dst = a + Shape::byteOf(v.row, v.vec);
 #ifdef __CUDA_ARCH__
         *reinterpret_cast<uint4*>(dst) = make_uint4(out[0], out[1], out[2], out[3]);
 #else
@@ -662,7 +681,7 @@ DEFORMRT_HD void loadBDirect(TcGeometry const& t, TcTensors const& p, TcTile con
     {
         bool const inside = bSlotInside<Shape>(t, tile, b, slot);
         unsigned char* const dst = s.b + stage * (Shape::BN * kRowBytes)
-            + tileByte(b.row + slot * (Shape::Threads / kVectorsPerRow), b.vec);
+            + Shape::byteOf(b.row + slot * (Shape::Threads / kVectorsPerRow), b.vec);
         uint16_t const* const source = p.weight + (first + uint32_t(slot) * b.slotStride);
         for (int32_t i = 0; i < kVector; ++i)
         {
@@ -957,11 +976,17 @@ inline bool pairedOutputApplies(TcGeometry const& t, TcTensors const& p)
     return (p.outputNhwc || p.partial != nullptr) && t.g.cOut % 2 == 0 && t.g.cOutPerGroup % 2 == 0 && aligned;
 }
 
+//! Whether this problem's channel counts allow 16-byte vectors for x and the weight (multiples of 8).
+inline bool vectorChannels(TcGeometry const& t)
+{
+    return t.g.c % kVector == 0 && t.g.cPerGroup % kVector == 0 && t.chunkC % kVector == 0;
+}
+
 //! Whether 16-byte vectors apply to this problem and its x and OHWI weight pointers.
 inline bool vectorApplies(TcGeometry const& t, void const* x, void const* weight)
 {
-    return t.g.c % kVector == 0 && t.g.cPerGroup % kVector == 0 && t.chunkC % kVector == 0
-        && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(weight) % 16 == 0;
+    return vectorChannels(t) && reinterpret_cast<uintptr_t>(x) % 16 == 0
+        && reinterpret_cast<uintptr_t>(weight) % 16 == 0;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1059,8 +1084,13 @@ inline PlanCost planCost(TcGeometry const& t, TcPlan const& plan, TcDevice const
     int32_t const mtw = kTileBM[plan.shape] / kTileWarpsM[plan.shape] / 16;
     int32_t const ntw = bn / kTileWarpsN[plan.shape] / 8;
     double const mmaPerStep = double(plan.mExtent / 16) * (bn / 8) * kSlices;
-    double const tensor = 2.0 * mmaPerStep;
-    double const fragmentBytes = mmaPerStep * (512.0 / ntw + 256.0 / mtw);
+    // wgmma (Hopper's full tensor rate): 1 clock per m16n8k16 equivalent; its operands are read from shared
+    // memory once per warpgroup (A: the warpgroup's rows, B: all of it) instead of per warp by ldmatrix.
+    bool const wgmma = isWgmmaShape(plan.shape);
+    double const tensor = (wgmma ? 1.0 : 2.0) * mmaPerStep;
+    double const fragmentBytes = wgmma
+        ? double(plan.mExtent) * kRowBytes + double(bn) * kRowBytes * (plan.mExtent / kWarpgroupRows)
+        : mmaPerStep * (512.0 / ntw + 256.0 / mtw);
     double const gatherBytes = double(plan.mExtent) * kVectorsPerRow * (64 + 16);
     double const bBytes = double(bn) * kRowBytes;
     double const l1 = (fragmentBytes + gatherBytes + bBytes) / 128.0;
@@ -1108,8 +1138,11 @@ inline int32_t maxSplitK(TcGeometry const& t, uint64_t workspaceBytes, int32_t n
 inline bool shapeFits(TcGeometry const& t, int32_t shape, TcDevice const& dev)
 {
     int64_t const limit = dev.sharedOptIn < kMaxSharedBytes ? dev.sharedOptIn : kMaxSharedBytes;
-    return shape >= 0 && shape < kTileShapes && sharedBytes(t, shape) <= limit;
+    return shape >= 0 && shape < kPlanShapes && sharedBytes(t, shape) <= limit;
 }
+
+inline TcPlan choosePlanForShape(TcGeometry const& t, TcDevice const& dev, uint64_t partialWorkspaceBytes,
+    int32_t shape, int32_t forcedExtent, int32_t forcedSplit);
 
 //! The launch for ``dev``: the narrowest shape that covers all the group's output channels (at most 256
 //! per CTA; beyond that BN-wide channel tiles) among those that fit, then the pixels per CTA and K splits
@@ -1128,7 +1161,7 @@ inline TcPlan choosePlan(TcGeometry const& t, TcDevice const& dev, uint64_t part
     int32_t shape = -1;
     if (forcedShape >= 0)
     {
-        shape = shapeFits(t, forcedShape, dev) ? forcedShape : -1;
+        shape = shapeFits(t, forcedShape, dev) && !isWgmmaShape(forcedShape) ? forcedShape : -1;
     }
     else
     {
@@ -1151,15 +1184,27 @@ inline TcPlan choosePlan(TcGeometry const& t, TcDevice const& dev, uint64_t part
     {
         return none;
     }
+    return choosePlanForShape(t, dev, partialWorkspaceBytes, shape, forcedExtent, forcedSplit);
+}
+
+//! The pixels per CTA (multiples of 32 rows, of 64 for the wgmma shapes) and K splits of least modelled
+//! time (planCost) for ``shape``, preferring wave efficiency of at least 0.85 when any candidate has it;
+//! ``forcedExtent`` > 0 / ``forcedSplit`` > 0 restrict them. plan.shape < 0: nothing fits.
+inline TcPlan choosePlanForShape(TcGeometry const& t, TcDevice const& dev, uint64_t partialWorkspaceBytes,
+    int32_t shape, int32_t forcedExtent, int32_t forcedSplit)
+{
+    TcPlan none{};
+    none.shape = -1;
     int32_t const nTiles = (t.g.cOutPerGroup + kTileBN[shape] - 1) / kTileBN[shape];
     int32_t const splits = forcedSplit > 0 ? forcedSplit : maxSplitK(t, partialWorkspaceBytes, nTiles);
     if (forcedSplit > 0 && (uint64_t(forcedSplit) * splitBytes(t.g) > partialWorkspaceBytes && forcedSplit > 1))
     {
         return none;
     }
+    int32_t const extentStep = isWgmmaShape(shape) ? kWarpgroupRows : kWarpRows;
     TcPlan best = none;
     PlanCost bestCost{0.0, 0.0, 0};
-    for (int32_t extent = kWarpRows; extent <= kTileBM[shape]; extent += kWarpRows)
+    for (int32_t extent = extentStep; extent <= kTileBM[shape]; extent += extentStep)
     {
         if (forcedExtent > 0 && extent != forcedExtent)
         {
