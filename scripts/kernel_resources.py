@@ -155,7 +155,8 @@ def collect(archs: tuple[int, ...], out_dir: Path) -> tuple[list[KernelResources
     rows: list[KernelResources] = []
     hmma: Optional[dict] = {}
     builds = [(source, tuple(archs), ()) for source in KERNEL_SOURCES]
-    builds += [(source, (target,), (define,)) for source, arch, target, define in ARCH_SPECIFIC_SOURCES if arch in archs]
+    builds += [(source, (target,), (define,))
+               for source, arch, target, define in ARCH_SPECIFIC_SOURCES if arch in archs]
     for source, targets, defines in builds:
         obj, report = compile_with_report(source, targets, out_dir, defines)
         rows += parse_ptxas(report)

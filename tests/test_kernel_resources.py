@@ -200,5 +200,6 @@ def test_wgmma_plans_fit_hoppers_shared_memory(resources, host):
             plan = TcPlan()
             desc = _stage_desc(c, h, w, batch)
             sms, optin, l2 = PLAN_GPUS[90]
-            assert host.deformrt_dcn_tc_plan_wgmma(ctypes.byref(desc), sms, optin, l2, -1, 0, 0, ctypes.byref(plan)) == 0
+            rc = host.deformrt_dcn_tc_plan_wgmma(ctypes.byref(desc), sms, optin, l2, -1, 0, 0, ctypes.byref(plan))
+            assert rc == 0
             assert static + plan.sharedBytes <= SHARED_OPTIN_BYTES[90], (name, batch, plan.shape)

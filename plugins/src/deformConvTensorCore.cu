@@ -459,6 +459,18 @@ cudaError_t forwardNhwc(TcGeometry const& t, TcPlan const& plan, uint16_t const*
 
 } // namespace
 
+// Fallbacks for a link without deformConvWgmma.cu's object (scripts/ptx_check.py builds this file alone):
+// no wgmma kernel. The CMake build always links that object, whose definitions replace these.
+__attribute__((weak)) bool wgmmaKernelBuilt()
+{
+    return false;
+}
+
+__attribute__((weak)) cudaError_t launchWgmma(TcGeometry const&, TcTensors const&, TcPlan const&, cudaStream_t)
+{
+    return cudaErrorNotSupported;
+}
+
 bool runsOnCurrentDevice(DcnGeometry const& g)
 {
     return planLaunch(makeTcGeometry(g)).shape >= 0;

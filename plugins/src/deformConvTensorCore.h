@@ -205,6 +205,12 @@ struct TileShape
     {
         return tileByte(row, vec);
     }
+    //! The tile row of thread pair ``pair``'s A vectors (aVectorPlace): the pair index itself, whose four
+    //! consecutive rows the tileByte permutation keeps on distinct banks.
+    static DEFORMRT_HD int32_t pairRow(int32_t pair)
+    {
+        return pair;
+    }
     static_assert(WM == 32 && WN % 16 == 0, "warp tile: 32 rows (kWarpRows) and pairs of n8 tiles (ldmatrix.x4)");
     static_assert(BM * kVectorsPerRow % Threads == 0 && BN * kVectorsPerRow % Threads == 0, "whole vectors");
     static_assert(Phases % kSlices == 0 && NT % (2 * PartsPerSlice) == 0, "phases split the MMAs evenly");
@@ -484,7 +490,8 @@ DEFORMRT_HD VectorPlace aVectorPlace(int32_t tid, int32_t slot)
         return vectorPlace<Shape>(tid, slot);
     }
     uint32_t const u = uint32_t(tid);
-    return VectorPlace{int32_t(u / 2) + (slot / 2) * (Shape::Threads / 2), int32_t(u % 2) + 2 * (slot % 2)};
+    return VectorPlace{
+        Shape::pairRow(int32_t(u / 2)) + (slot / 2) * (Shape::Threads / 2), int32_t(u % 2) + 2 * (slot % 2)};
 }
 
 //! ``base`` + ``offset`` halves, for a 32-bit offset: one IMAD.WIDE.U32 on the GPU.

@@ -67,7 +67,20 @@ struct WgmmaShape
     {
         return wgmmaTileByte(row, vec);
     }
+    //! The tile row of thread pair ``pair``'s A vectors: bits 1 and 2 of the pair index swapped, so that the
+    //! four pairs of a quarter warp store rows r, r + 1, r + 4, r + 5 (r a multiple of 8), whose vectors
+    //! {v, v + 1} the 64-byte swizzle puts on 8 distinct 16-byte bank groups (rows r and r + 2 would
+    //! share them: a 2-way conflict on every 16-byte store). Rows stay within the warp's 16.
+    static DEFORMRT_HD int32_t pairRow(int32_t pair)
+    {
+        return (pair & ~6) | ((pair & 2) << 1) | ((pair & 4) >> 1);
+    }
     static_assert(WM == 16 && VectorsPerThread == 2, "a warp's accumulators are one m16 block row");
+    // Every A and B buffer starts a 1024-byte boundary of the (1024-byte aligned) shared window: the
+    // prologue tables (32 bytes per pixel and tap) and each buffer are multiples of 1024 bytes.
+    static_assert(BM * int32_t(sizeof(CornerOffsets) + sizeof(CornerWeights)) % 1024 == 0
+            && BM * kRowBytes % 1024 == 0 && BN * kRowBytes % 1024 == 0,
+        "swizzle atoms aligned in shared memory");
     static_assert(Threads / kVectorsPerRow % 8 == 0, "B slots are whole swizzle atoms apart");
 };
 
@@ -171,7 +184,8 @@ inline uint16_t wgmmaOperandHalf(unsigned char const* shared, uint64_t desc, int
 {
     uint32_t const start = uint32_t(desc & 0x3fffu) << 4;
     uint32_t const strideBytes = uint32_t((desc >> 32) & 0x3fffu) << 4;
-    uint32_t address = start + uint32_t(row / 8) * strideBytes + uint32_t(row % 8) * kWgmmaSwizzleBytes + uint32_t(k) * 2;
+    uint32_t address
+        = start + uint32_t(row / 8) * strideBytes + uint32_t(row % 8) * kWgmmaSwizzleBytes + uint32_t(k) * 2;
     address ^= ((address >> 7) & 3u) << 4;
     return uint16_t(shared[address] | (shared[address + 1] << 8));
 }
