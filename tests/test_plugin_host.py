@@ -431,6 +431,26 @@ def plan_for(host, desc, sms, optin, l2, shape=-1, extent=0, split=0):
     return plan if rc == 0 else None
 
 
+def _check_stage_plan(host, desc, plan, stage, sms, optin) -> float:
+    """Checks a batch-1 plan of a DCN stage (C, H, W) against its own figures: pixel tiles, K steps per split,
+    CTAs, and a wave efficiency (recomputed here) of at least 0.85; split K only where K is long and the
+    partial sums fit the workspace; shared memory within the opt-in. Returns the efficiency."""
+    c, h, w = stage
+    steps = c // 32 * 9
+    assert plan.mTiles == -(-h * w // plan.mExtent) and plan.stepsPerSplit == -(-steps // plan.splitK)
+    assert plan.ctas == plan.mTiles * plan.nTiles * plan.splitK
+    busiest = -(-plan.ctas // sms) * plan.mExtent * plan.stepsPerSplit  # pixel x K-step work of the busiest SM
+    efficiency = h * w * plan.nTiles * steps / (busiest * sms)
+    assert plan.waveEfficiency == pytest.approx(efficiency)
+    assert efficiency >= 0.85, (stage, sms, plan.mExtent, plan.splitK, plan.ctas)
+    # split K only where K is long (>= 2048) and the partial sums fit the workspace the problem asks for
+    if plan.splitK > 1:
+        assert c * 9 >= 2048
+        assert plan.splitK * h * w * c * 4 <= host.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc)) - c * c * 18
+    assert plan.sharedBytes <= optin
+    return efficiency
+
+
 @pytest.mark.parametrize("gpu", list(GPUS))
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_plan_gathers_once_per_cta_and_fills_the_gpu_at_batch_1(host, gpu, stage):
@@ -444,18 +464,7 @@ def test_plan_gathers_once_per_cta_and_fills_the_gpu_at_batch_1(host, gpu, stage
     assert plan is not None, f"the tensor-core kernel must take {stage}"
     assert plan.bn >= min(c, 256) and plan.nTiles == -(-c // plan.bn) <= 2
     assert plan.mExtent % 32 == 0 and 32 <= plan.mExtent <= plan.bm  # whole 32-row warp tiles
-    steps = c // 32 * 9
-    assert plan.mTiles == -(-h * w // plan.mExtent) and plan.stepsPerSplit == -(-steps // plan.splitK)
-    assert plan.ctas == plan.mTiles * plan.nTiles * plan.splitK
-    busiest = -(-plan.ctas // sms) * plan.mExtent * plan.stepsPerSplit  # pixel x K-step work of the busiest SM
-    efficiency = h * w * plan.nTiles * steps / (busiest * sms)
-    assert plan.waveEfficiency == pytest.approx(efficiency)
-    assert efficiency >= 0.85, (gpu, stage, plan.mExtent, plan.splitK, plan.ctas)
-    # split K only where K is long (>= 2048) and the partial sums fit the workspace the problem asks for
-    if plan.splitK > 1:
-        assert c * 9 >= 2048
-        assert plan.splitK * h * w * c * 4 <= host.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc)) - c * c * 18
-    assert plan.sharedBytes <= optin
+    efficiency = _check_stage_plan(host, desc, plan, STAGES[stage], sms, optin)
     print(f"{stage} on {gpu}: shape {plan.shape} ({plan.bm}x{plan.bn}), {plan.mExtent} pixels x {plan.nTiles} "
           f"channel tiles x {plan.splitK} K splits = {plan.ctas} CTAs, wave efficiency {efficiency:.3f}")
 
@@ -484,17 +493,22 @@ def _nhwc_plan(host, x, offset, weight, bias, mask, plan, conv=((1, 1), (1, 1), 
     return y.permute(0, 3, 1, 2)
 
 
+def _long_k_case(seed: int, c_out: int, h: int, w: int):
+    """A random 3x3 fp16 problem with 256 input channels: K = 256 x 9 = 2304, long enough to be split."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 256, h, w, generator=g).half()
+    weight = (torch.randn(c_out, 256, 3, 3, generator=g) / 48).half()
+    offset = (torch.randn(1, 18, h, w, generator=g) * 2).half()
+    mask = torch.rand(1, 9, h, w, generator=g).half()
+    bias = torch.randn(c_out, generator=g).half()
+    return x, offset, weight, bias, mask, make_desc(x, offset, weight, bias, mask, (1, 1), (1, 1), (1, 1))
+
+
 def test_pixels_per_cta_and_k_splits_keep_the_result(host):
     # K = 256 x 9 = 2304: K may be split. Every pixel extent gives the same bits (the K order does not
     # change); a K split adds the splits' fp32 partial sums in a fixed order: the same bits on every run,
     # within an fp16 ulp or two of the unsplit result, and within the fp16 RMS rule.
-    g = torch.Generator().manual_seed(21)
-    x = torch.randn(1, 256, 5, 7, generator=g).half()
-    weight = (torch.randn(40, 256, 3, 3, generator=g) / 48).half()
-    offset = (torch.randn(1, 18, 5, 7, generator=g) * 2).half()
-    mask = torch.rand(1, 9, 5, 7, generator=g).half()
-    bias = torch.randn(40, generator=g).half()
-    desc = make_desc(x, offset, weight, bias, mask, (1, 1), (1, 1), (1, 1))
+    x, offset, weight, bias, mask, desc = _long_k_case(21, 40, 5, 7)
     results = {}
     for extent, split in ((32, 1), (64, 1), (32, 2), (32, 3), (32, 3)):
         plan = plan_for(host, desc, 132, 227 << 10, 50 << 20, shape=2, extent=extent, split=split)
@@ -534,17 +548,7 @@ def test_wgmma_plan_gathers_once_per_cta_and_fills_an_h100_at_batch_1(host, stag
     assert plan is not None, f"the wgmma kernel must take {stage}"
     assert (plan.shape, plan.bm, plan.bn) == ((4, 128, 128) if c <= 128 else (3, 128, 256))
     assert plan.nTiles == -(-c // plan.bn) <= 2 and plan.mExtent in (64, 128)
-    steps = c // 32 * 9
-    assert plan.mTiles == -(-h * w // plan.mExtent) and plan.stepsPerSplit == -(-steps // plan.splitK)
-    assert plan.ctas == plan.mTiles * plan.nTiles * plan.splitK
-    busiest = -(-plan.ctas // sms) * plan.mExtent * plan.stepsPerSplit
-    efficiency = h * w * plan.nTiles * steps / (busiest * sms)
-    assert plan.waveEfficiency == pytest.approx(efficiency)
-    assert efficiency >= 0.85, (stage, plan.mExtent, plan.splitK, plan.ctas)
-    if plan.splitK > 1:
-        assert c * 9 >= 2048
-        assert plan.splitK * h * w * c * 4 <= host.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc)) - c * c * 18
-    assert plan.sharedBytes <= optin
+    efficiency = _check_stage_plan(host, desc, plan, STAGES[stage], sms, optin)
     print(f"wgmma {stage} on H100 SXM: shape {plan.shape} ({plan.bm}x{plan.bn}), {plan.mExtent} pixels x "
           f"{plan.nTiles} channel tiles x {plan.splitK} K splits = {plan.ctas} CTAs, wave efficiency {efficiency:.3f}")
 
@@ -609,13 +613,7 @@ def test_wgmma_emulation_gives_the_mma_sync_bits_and_the_fp16_accuracy(host, see
 def test_wgmma_split_k_gives_the_mma_sync_split_bits(host):
     # K = 256 x 9: split in 3; each split's partial sums and their fixed-order reduction are the same on
     # both paths.
-    g = torch.Generator().manual_seed(31)
-    x = torch.randn(1, 256, 6, 7, generator=g).half()
-    weight = (torch.randn(72, 256, 3, 3, generator=g) / 48).half()
-    offset = (torch.randn(1, 18, 6, 7, generator=g) * 2).half()
-    mask = torch.rand(1, 9, 6, 7, generator=g).half()
-    bias = torch.randn(72, generator=g).half()
-    desc = make_desc(x, offset, weight, bias, mask, (1, 1), (1, 1), (1, 1))
+    x, offset, weight, bias, mask, desc = _long_k_case(31, 72, 6, 7)
     expected = _nhwc_plan(host, x, offset, weight, bias, mask, plan_for(host, desc, *H100, shape=2, split=3))
     y = _nhwc_plan(host, x, offset, weight, bias, mask, wgmma_plan_for(host, desc, shape=4, split=3))
     assert torch.equal(y.view(torch.int16), expected.view(torch.int16))

@@ -137,47 +137,49 @@ void gatherPhase(TcGeometry const& t, TcTensors const& p, TcTile const& tile, in
     }
 }
 
+//! The start of a segment of steps from ``first`` (both kernels): the prologue tables, then the first
+//! step's B and A into buffer 0. Returns that step.
+template <class Shape>
+KStep startSegment(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int32_t first, SharedView const& s,
+    CtaState<Shape>& cta)
+{
+    KStep const k{first / t.g.taps, first % t.g.taps};
+    for (int32_t tid = 0; tid < Shape::Threads; ++tid)
+    {
+        prologue<Shape>(t, p, tile, chunkOffsetGroup(t, tile.grp, k.chunk), tid, s);
+    }
+    for (int32_t tid = 0; tid < Shape::Threads; ++tid)
+    {
+        loadBDirect<Shape>(t, p, tile, k.chunk, k.tap, 0, tid, s);
+    }
+    for (int32_t phase = 0; phase < Shape::Phases; ++phase)
+    {
+        gatherPhase<Shape>(t, p, tile, k.chunk, k.tap, phase, 0, s, cta, -1);
+    }
+    return k;
+}
+
 //! Steps [first, last) of one offset group (deformConvTensorCore.cu's runSegment, phase by phase).
 template <class Shape>
 void runSegment(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int32_t first, int32_t last,
     SharedView const& s, CtaState<Shape>& cta)
 {
     int32_t const taps = t.g.taps;
-    int32_t chunk = first / taps;
-    int32_t tap = first - chunk * taps;
-    for (int32_t tid = 0; tid < Shape::Threads; ++tid)
-    {
-        prologue<Shape>(t, p, tile, chunkOffsetGroup(t, tile.grp, chunk), tid, s);
-    }
-    for (int32_t tid = 0; tid < Shape::Threads; ++tid)
-    {
-        loadBDirect<Shape>(t, p, tile, chunk, tap, 0, tid, s);
-    }
-    for (int32_t phase = 0; phase < Shape::Phases; ++phase)
-    {
-        gatherPhase<Shape>(t, p, tile, chunk, tap, phase, 0, s, cta, -1);
-    }
+    KStep k = startSegment<Shape>(t, p, tile, first, s, cta);
     int32_t stage = 0;
     for (int32_t step = first; step + 1 < last; ++step)
     {
-        int32_t nextTap = tap + 1;
-        int32_t nextChunk = chunk;
-        if (nextTap == taps)
-        {
-            nextTap = 0;
-            ++nextChunk;
-        }
+        KStep const next = nextKStep(k, taps);
         for (int32_t tid = 0; tid < Shape::Threads; ++tid)
         {
-            loadBDirect<Shape>(t, p, tile, nextChunk, nextTap, stage ^ 1, tid, s);
+            loadBDirect<Shape>(t, p, tile, next.chunk, next.tap, stage ^ 1, tid, s);
         }
         for (int32_t phase = 0; phase < Shape::Phases; ++phase)
         {
-            gatherPhase<Shape>(t, p, tile, nextChunk, nextTap, phase, stage ^ 1, s, cta, stage);
+            gatherPhase<Shape>(t, p, tile, next.chunk, next.tap, phase, stage ^ 1, s, cta, stage);
         }
         stage ^= 1;
-        chunk = nextChunk;
-        tap = nextTap;
+        k = next;
     }
     for (int32_t phase = 0; phase < Shape::Phases; ++phase)
     {
@@ -214,36 +216,19 @@ void runWgmmaSegment(TcGeometry const& t, TcTensors const& p, TcTile const& tile
     unsigned char const* shared, SharedView const& s, CtaState<Shape>& cta)
 {
     int32_t const taps = t.g.taps;
-    int32_t chunk = first / taps;
-    int32_t tap = first - chunk * taps;
-    for (int32_t tid = 0; tid < Shape::Threads; ++tid)
-    {
-        prologue<Shape>(t, p, tile, chunkOffsetGroup(t, tile.grp, chunk), tid, s);
-    }
-    for (int32_t tid = 0; tid < Shape::Threads; ++tid)
-    {
-        loadBDirect<Shape>(t, p, tile, chunk, tap, 0, tid, s);
-    }
-    gatherPhase<Shape>(t, p, tile, chunk, tap, 0, 0, s, cta, -1);
+    KStep k = startSegment<Shape>(t, p, tile, first, s, cta);
     int32_t stage = 0;
     for (int32_t step = first; step + 1 < last; ++step)
     {
         wgmmaStep<Shape>(shared, s, tile, stage, cta);
-        int32_t nextTap = tap + 1;
-        int32_t nextChunk = chunk;
-        if (nextTap == taps)
-        {
-            nextTap = 0;
-            ++nextChunk;
-        }
+        KStep const next = nextKStep(k, taps);
         for (int32_t tid = 0; tid < Shape::Threads; ++tid)
         {
-            loadBDirect<Shape>(t, p, tile, nextChunk, nextTap, stage ^ 1, tid, s);
+            loadBDirect<Shape>(t, p, tile, next.chunk, next.tap, stage ^ 1, tid, s);
         }
-        gatherPhase<Shape>(t, p, tile, nextChunk, nextTap, 0, stage ^ 1, s, cta, -1);
+        gatherPhase<Shape>(t, p, tile, next.chunk, next.tap, 0, stage ^ 1, s, cta, -1);
         stage ^= 1;
-        chunk = nextChunk;
-        tap = nextTap;
+        k = next;
     }
     wgmmaStep<Shape>(shared, s, tile, stage, cta);
 }
@@ -562,6 +547,25 @@ DeformrtTcPlan toCPlan(deformrt::tc::TcGeometry const& t, deformrt::tc::TcPlan c
     return out;
 }
 
+//! A planner: choosePlan (mma.sync) or chooseWgmmaPlan.
+using PlanChooser = deformrt::tc::TcPlan (*)(deformrt::tc::TcGeometry const&, deformrt::tc::TcDevice const&,
+    uint64_t, int32_t, int32_t, int32_t);
+
+//! deformrt_dcn_tc_plan and deformrt_dcn_tc_plan_wgmma: ``choose``'s plan for ``desc`` on the described GPU.
+int32_t planEntry(PlanChooser choose, DeformrtConvDesc const* desc, int32_t smCount, int64_t sharedOptInBytes,
+    int64_t l2Bytes, int32_t tileShape, int32_t mExtent, int32_t splitK, DeformrtTcPlan* plan)
+{
+    if (desc == nullptr || plan == nullptr || deformrt::describeInvalid(*desc) != nullptr || smCount < 1)
+    {
+        return 1;
+    }
+    namespace tc = deformrt::tc;
+    tc::TcGeometry const t = tc::makeTcGeometry(deformrt::makeGeometry(*desc));
+    tc::TcDevice const device{smCount, sharedOptInBytes, l2Bytes};
+    *plan = toCPlan(t, choose(t, device, tc::partialBytes(t.g), tileShape, mExtent, splitK), device);
+    return plan->shape >= 0 ? 0 : 1;
+}
+
 } // namespace
 
 int32_t deformrt_dcn_forward_nhwc_host(DeformrtConvDesc const* desc, void const* xNhwc, void const* weight,
@@ -608,29 +612,15 @@ int64_t deformrt_dcn_tc_shared_bytes(DeformrtConvDesc const* desc, int32_t tileS
 int32_t deformrt_dcn_tc_plan(DeformrtConvDesc const* desc, int32_t smCount, int64_t sharedOptInBytes,
     int64_t l2Bytes, int32_t tileShape, int32_t mExtent, int32_t splitK, DeformrtTcPlan* plan)
 {
-    if (desc == nullptr || plan == nullptr || deformrt::describeInvalid(*desc) != nullptr || smCount < 1)
-    {
-        return 1;
-    }
-    namespace tc = deformrt::tc;
-    tc::TcGeometry const t = tc::makeTcGeometry(deformrt::makeGeometry(*desc));
-    tc::TcDevice const device{smCount, sharedOptInBytes, l2Bytes};
-    *plan = toCPlan(t, tc::choosePlan(t, device, tc::partialBytes(t.g), tileShape, mExtent, splitK), device);
-    return plan->shape >= 0 ? 0 : 1;
+    return planEntry(deformrt::tc::choosePlan, desc, smCount, sharedOptInBytes, l2Bytes, tileShape, mExtent, splitK,
+        plan);
 }
 
 int32_t deformrt_dcn_tc_plan_wgmma(DeformrtConvDesc const* desc, int32_t smCount, int64_t sharedOptInBytes,
     int64_t l2Bytes, int32_t tileShape, int32_t mExtent, int32_t splitK, DeformrtTcPlan* plan)
 {
-    if (desc == nullptr || plan == nullptr || deformrt::describeInvalid(*desc) != nullptr || smCount < 1)
-    {
-        return 1;
-    }
-    namespace tc = deformrt::tc;
-    tc::TcGeometry const t = tc::makeTcGeometry(deformrt::makeGeometry(*desc));
-    tc::TcDevice const device{smCount, sharedOptInBytes, l2Bytes};
-    *plan = toCPlan(t, tc::chooseWgmmaPlan(t, device, tc::partialBytes(t.g), tileShape, mExtent, splitK), device);
-    return plan->shape >= 0 ? 0 : 1;
+    return planEntry(deformrt::tc::chooseWgmmaPlan, desc, smCount, sharedOptInBytes, l2Bytes, tileShape, mExtent,
+        splitK, plan);
 }
 
 void deformrt_mma_m16n8k16_emulate(uint32_t const* a, uint32_t const* b, float const* c, float* d)

@@ -126,42 +126,23 @@ DEFORMRT_UNROLL
     }
     cpAsyncWaitAll();
     __syncthreads();
-    // The main loop: step ``step``'s MMAs with step + 1's loads in flight, unrolled twice so that each
-    // half's buffers are constants.
-    auto pipelinedStep = [&](int32_t stage) {
-        int32_t nextTap = tap + 1;
-        int32_t nextChunk = chunk;
-        if (nextTap == taps)
-        {
-            nextTap = 0;
-            ++nextChunk;
-        }
-        loadB<Shape, Vector>(t, p, tile, bc, nextChunk, nextTap, stage ^ 1, tid, s);
+    // The main loop: a step's MMAs with the next step's loads in flight.
+    int32_t const stage = pipelinedSteps(first, last, [&](int32_t stage) {
+        KStep const next = nextKStep(KStep{chunk, tap}, taps);
+        loadB<Shape, Vector>(t, p, tile, bc, next.chunk, next.tap, stage ^ 1, tid, s);
         cpAsyncCommit();
 DEFORMRT_UNROLL
         for (int32_t phase = 0; phase < Shape::Phases; ++phase)
         {
-            gatherLoads<Shape, Vector>(t, p, tile, nextChunk, nextTap, phase, tid, s, staged);
+            gatherLoads<Shape, Vector>(t, p, tile, next.chunk, next.tap, phase, tid, s, staged);
             mmaPhase<Shape>(l, s, tile, w, stage, phase, a, acc);
-            gatherBlend<Shape>(tile, nextTap, phase, stage ^ 1, tid, s, staged);
+            gatherBlend<Shape>(tile, next.tap, phase, stage ^ 1, tid, s, staged);
         }
         cpAsyncWaitAll();
         __syncthreads();
-        chunk = nextChunk;
-        tap = nextTap;
-    };
-    int32_t step = first;
-    while (step + 1 < last)
-    {
-        pipelinedStep(0);
-        if (++step + 1 >= last)
-        {
-            break;
-        }
-        pipelinedStep(1);
-        ++step;
-    }
-    int32_t const stage = (step - first) & 1;
+        chunk = next.chunk;
+        tap = next.tap;
+    });
 DEFORMRT_UNROLL
     for (int32_t phase = 0; phase < Shape::Phases; ++phase)
     {

@@ -391,6 +391,38 @@ DEFORMRT_HD int32_t segmentEnd(TcGeometry const& t, TcTile const& tile, int32_t 
     return (chunk + 1) * taps < tile.stepEnd ? (chunk + 1) * taps : tile.stepEnd;
 }
 
+//! One K step: a chunk of channels at one tap.
+struct KStep
+{
+    int32_t chunk, tap;
+};
+
+//! The K step after ``s`` in channel-chunk-major order.
+DEFORMRT_HD KStep nextKStep(KStep s, int32_t taps)
+{
+    return s.tap + 1 == taps ? KStep{s.chunk + 1, 0} : KStep{s.chunk, s.tap + 1};
+}
+
+//! The GPU kernels' pipelined main loop over steps [first, last): ``step(stage)`` for every step but the
+//! last (its MMAs read buffer ``stage`` while it fills the other), unrolled twice so that each call's buffers
+//! are constants. Returns the buffer the last step's operands are in.
+template <class Step>
+DEFORMRT_HD int32_t pipelinedSteps(int32_t first, int32_t last, Step&& step)
+{
+    int32_t k = first;
+    while (k + 1 < last)
+    {
+        step(0);
+        if (++k + 1 >= last)
+        {
+            break;
+        }
+        step(1);
+        ++k;
+    }
+    return (k - first) & 1;
+}
+
 //! Prologue: sampling data of every (tap, pixel) of the tile for offset group ``og``. A corner outside
 //! the image gets weight zero and the offset of an inside pixel (the gather loads it unconditionally).
 template <class Shape>

@@ -168,40 +168,22 @@ __device__ __forceinline__ void runSegment(TcGeometry const& t, TcTensors const&
     cpAsyncWaitAll();
     fenceProxyAsyncShared();
     __syncthreads();
-    // Unrolled twice so that each half's buffers are constants.
-    auto pipelinedStep = [&](int32_t stage) {
+    int32_t const stage = pipelinedSteps(first, last, [&](int32_t stage) {
         issueWgmmas<Shape>(aAddress, bAddress, tile, warpgroup, stage, acc);
-        int32_t nextTap = tap + 1;
-        int32_t nextChunk = chunk;
-        if (nextTap == taps)
-        {
-            nextTap = 0;
-            ++nextChunk;
-        }
-        loadB<Shape, true>(t, p, tile, bc, nextChunk, nextTap, stage ^ 1, tid, s);
+        KStep const next = nextKStep(KStep{chunk, tap}, taps);
+        loadB<Shape, true>(t, p, tile, bc, next.chunk, next.tap, stage ^ 1, tid, s);
         cpAsyncCommit();
-        gatherLoads<Shape, true>(t, p, tile, nextChunk, nextTap, 0, tid, s, staged);
-        gatherBlend<Shape>(tile, nextTap, 0, stage ^ 1, tid, s, staged);
+        gatherLoads<Shape, true>(t, p, tile, next.chunk, next.tap, 0, tid, s, staged);
+        gatherBlend<Shape>(tile, next.tap, 0, stage ^ 1, tid, s, staged);
         cpAsyncWaitAll();
         wgmmaWaitAll();
         pinAccumulators<Shape>(acc);
         fenceProxyAsyncShared();
         __syncthreads();
-        chunk = nextChunk;
-        tap = nextTap;
-    };
-    int32_t step = first;
-    while (step + 1 < last)
-    {
-        pipelinedStep(0);
-        if (++step + 1 >= last)
-        {
-            break;
-        }
-        pipelinedStep(1);
-        ++step;
-    }
-    issueWgmmas<Shape>(aAddress, bAddress, tile, warpgroup, (step - first) & 1, acc);
+        chunk = next.chunk;
+        tap = next.tap;
+    });
+    issueWgmmas<Shape>(aAddress, bAddress, tile, warpgroup, stage, acc);
     wgmmaWaitAll();
     pinAccumulators<Shape>(acc);
     __syncthreads(); // the next segment's prologue and gather overwrite what the last wgmmas read
