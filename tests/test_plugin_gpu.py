@@ -256,8 +256,11 @@ def test_tensor_core_kernel_in_a_new_context_after_cuda_device_reset_and_a_drive
     subprocess.run(["nvcc", "-std=c++17", "-I", str(native.PLUGINS_DIR / "include"),
                     str(root / "tests" / "native" / "tensorCoreContexts.cpp"), "-o", str(exe), str(library),
                     f"-Wl,-rpath,{library.parent}", "-lcuda"], check=True)
-    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "DEFORMRT_TC_TILE_SHAPE": "0"})
-    assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] in ("ok", "SKIP: the tensor-core kernel "
-                                                                             "does not run here (sm_80 or newer "
-                                                                             "needed)"), proc.stdout + proc.stderr
+    # shape 0: mma.sync's large tile; on compute capability 9.0 also shape 3, the wgmma kernel's (86 KB)
+    shapes = ["0", "3"] if torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0) else ["0"]
+    for shape in shapes:
+        proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "DEFORMRT_TC_TILE_SHAPE": shape})
+        last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+        assert proc.returncode == 0 and last in ("ok", "SKIP: the tensor-core kernel does not run here (sm_80 or "
+                                                       "newer needed)"), proc.stdout + proc.stderr
