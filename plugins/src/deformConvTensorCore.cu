@@ -127,7 +127,7 @@ DEFORMRT_UNROLL
     cpAsyncWaitAll();
     __syncthreads();
     // The main loop: a step's MMAs with the next step's loads in flight.
-    int32_t const stage = pipelinedSteps(first, last, [&](int32_t stage) {
+    int32_t const lastStage = pipelinedSteps(first, last, [&](int32_t stage) {
         KStep const next = nextKStep(KStep{chunk, tap}, taps);
         loadB<Shape, Vector>(t, p, tile, bc, next.chunk, next.tap, stage ^ 1, tid, s);
         cpAsyncCommit();
@@ -146,7 +146,7 @@ DEFORMRT_UNROLL
 DEFORMRT_UNROLL
     for (int32_t phase = 0; phase < Shape::Phases; ++phase)
     {
-        mmaPhase<Shape>(l, s, tile, w, stage, phase, a, acc);
+        mmaPhase<Shape>(l, s, tile, w, lastStage, phase, a, acc);
     }
     __syncthreads(); // the next segment's prologue and gather overwrite what the last MMAs read
 }

@@ -168,7 +168,7 @@ __device__ __forceinline__ void runSegment(TcGeometry const& t, TcTensors const&
     cpAsyncWaitAll();
     fenceProxyAsyncShared();
     __syncthreads();
-    int32_t const stage = pipelinedSteps(first, last, [&](int32_t stage) {
+    int32_t const lastStage = pipelinedSteps(first, last, [&](int32_t stage) {
         issueWgmmas<Shape>(aAddress, bAddress, tile, warpgroup, stage, acc);
         KStep const next = nextKStep(KStep{chunk, tap}, taps);
         loadB<Shape, true>(t, p, tile, bc, next.chunk, next.tap, stage ^ 1, tid, s);
@@ -183,7 +183,7 @@ __device__ __forceinline__ void runSegment(TcGeometry const& t, TcTensors const&
         chunk = next.chunk;
         tap = next.tap;
     });
-    issueWgmmas<Shape>(aAddress, bAddress, tile, warpgroup, stage, acc);
+    issueWgmmas<Shape>(aAddress, bAddress, tile, warpgroup, lastStage, acc);
     wgmmaWaitAll();
     pinAccumulators<Shape>(acc);
     __syncthreads(); // the next segment's prologue and gather overwrite what the last wgmmas read
