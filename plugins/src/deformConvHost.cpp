@@ -127,9 +127,12 @@ void gatherPhase(TcGeometry const& t, TcTensors const& p, TcTile const& tile, in
     {
         gatherLoads<Shape, false>(t, p, tile, chunk, tap, phase, tid, s, cta.staged[tid]);
     }
-    if (mmaStage >= 0)
+    if constexpr (!Shape::Wgmma) // the wgmma path runs its MMAs per step (wgmmaStep), not per gather phase
     {
-        mmaPhase<Shape>(s, tile, mmaStage, phase, cta);
+        if (mmaStage >= 0)
+        {
+            mmaPhase<Shape>(s, tile, mmaStage, phase, cta);
+        }
     }
     for (int32_t tid = 0; tid < Shape::Threads; ++tid)
     {

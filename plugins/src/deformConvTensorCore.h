@@ -200,6 +200,7 @@ struct TileShape
     //! Slots 2i and 2i + 1 share a row (aVectorPlace), one slot per phase.
     static constexpr bool PairedSlots = VectorsPerThread >= 2 && VectorsPerPhase == 1;
     static constexpr int32_t BVectorsPerThread = BN * kVectorsPerRow / Threads; //!< B vectors per step
+    static constexpr bool Wgmma = false; //!< the MMAs: mma.sync by warps (WgmmaShape: wgmma by warpgroups)
     //! Byte of 16-byte vector ``vec`` of row ``row`` in a shared A or B tile (the gather's and loadB's stores).
     static DEFORMRT_HD int32_t byteOf(int32_t row, int32_t vec)
     {

@@ -63,6 +63,7 @@ struct WgmmaShape
     static constexpr int32_t VectorsPerPhase = VectorsPerThread;
     static constexpr bool PairedSlots = true;
     static constexpr int32_t BVectorsPerThread = BN * kVectorsPerRow / Threads;
+    static constexpr bool Wgmma = true;
     static DEFORMRT_HD int32_t byteOf(int32_t row, int32_t vec)
     {
         return wgmmaTileByte(row, vec);
