@@ -1,0 +1,340 @@
+// Fixture of tests/test_ptx_wgmma.py (compiled there by nvcc for sm_90a, to PTX only; nothing runs on a GPU):
+// one warpgroup computes a dense fp16 GEMM tile D[64][N] = A[64][K] * B[K][N] (+ C when `accumulate`) with
+// wgmma.mma_async, fp32 accumulation, K = 64 in four k16 steps, each its own wgmma-group.
+// A and B^T come row-major from global memory (B as N rows of K: both operands K-major) and are written to
+// shared memory in the canonical K-major layout of the swizzle mode `mode` (the descriptor's encoding: 0 none,
+// 1 128-byte, 2 64-byte, 3 32-byte swizzle), per the PTX ISA's "Shared Memory Matrix Layout" and "Matrix
+// Descriptor Format" sections:
+// - no swizzle: 8-row x 16-byte core matrices (128 contiguous bytes), the next one along K at the leading
+//   byte offset (128 here), the next 8 rows at the stride byte offset (256 here); one region per k16 step;
+// - W-byte swizzle (W = 128, 64, 32): rows W bytes apart, the next 8 rows at the stride byte offset 8 W, W/32
+//   k16 steps side by side in a row, and the 16-byte chunk c of row r stored at chunk c ^ (r % (W/16)) of its
+//   row: the XOR of address bits 4.. with bits 7.. of a 1024-byte aligned buffer.
+// RegisterA: A from four .b32 registers per thread (the m16n8k16-style fragment of the warp's 16 rows).
+// `fault` seeds one defect for the findings tests (0: none); `descShift` is added to B's descriptor.
+#include <cstdint>
+#include <cuda_fp16.h>
+
+constexpr int kK = 64;
+constexpr int kSteps = kK / 16;
+
+enum Fault : int
+{
+    kNone = 0,
+    kNoProxyFence = 1,      // shared memory written by st.shared, read by wgmma without fence.proxy.async
+    kReadBeforeWait = 2,    // an accumulator register read before the wait_group retiring its wgmma
+    kOverwriteB = 3,        // B overwritten while the wgmma reading it is in flight
+    kNoWgmmaFence = 4,      // no wgmma.fence after the accumulators were written
+};
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+__device__ __forceinline__ int swizzleBytes(int mode)
+{
+    return mode == 1 ? 128 : mode == 2 ? 64 : mode == 3 ? 32 : 0;
+}
+
+// Byte offset of the 16-byte chunk (row, elements 8 chunk .. 8 chunk + 7) of a K-major operand of `rows` rows.
+__device__ __forceinline__ uint32_t chunkOffset(int mode, int rows, int row, int chunk)
+{
+    int const width = swizzleBytes(mode);
+    if (width == 0)
+    {
+        return (chunk / 2) * rows * 32 + (row / 8) * 256 + (chunk % 2) * 128 + (row % 8) * 16;
+    }
+    int const chunksPerRow = width / 16;
+    uint32_t const linear = (chunk / chunksPerRow) * rows * width + (row / 8) * 8 * width + (row % 8) * width
+        + (chunk % chunksPerRow) * 16;
+    return linear ^ (((linear >> 7) & (chunksPerRow - 1)) << 4);
+}
+
+// The descriptor of k16 step `step` of an operand at shared address `base` (1024-byte aligned).
+__device__ __forceinline__ uint64_t descriptor(int mode, int rows, uint32_t base, int step)
+{
+    int const width = swizzleBytes(mode);
+    uint32_t start, lbo, sbo;
+    if (width == 0)
+    {
+        start = base + step * rows * 32;
+        lbo = 128;
+        sbo = 256;
+    }
+    else
+    {
+        int const stepsPerRow = width / 32;
+        start = base + (step / stepsPerRow) * rows * width + (step % stepsPerRow) * 32;
+        lbo = 16;  // not used by K-major swizzled layouts
+        sbo = 8 * width;
+    }
+    return uint64_t((start & 0x3FFFF) >> 4) | (uint64_t(lbo >> 4) << 16) | (uint64_t(sbo >> 4) << 32)
+        | (uint64_t(mode) << 62);
+}
+
+__device__ __forceinline__ void wgmmaSS64(float* d, uint64_t descA, uint64_t descB, int scaleD)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(descA), "l"(descB), "r"(scaleD)
+        : "memory");
+}
+
+__device__ __forceinline__ void wgmmaRS64(float* d, uint32_t const* a, uint64_t descB, int scaleD)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(scaleD)
+        : "memory");
+}
+
+__device__ __forceinline__ void wgmmaSS128(float* d, uint64_t descA, uint64_t descB, int scaleD)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(descA), "l"(descB), "r"(scaleD)
+        : "memory");
+}
+
+__device__ __forceinline__ void wgmmaRS128(float* d, uint32_t const* a, uint64_t descB, int scaleD)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(scaleD)
+        : "memory");
+}
+
+__device__ __forceinline__ void wgmmaSS256(float* d, uint64_t descA, uint64_t descB, int scaleD)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63,"
+        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79,"
+        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95,"
+        "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111,"
+        "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+          "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+          "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : "l"(descA), "l"(descB), "r"(scaleD)
+        : "memory");
+}
+
+__device__ __forceinline__ void wgmmaRS256(float* d, uint32_t const* a, uint64_t descB, int scaleD)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63,"
+        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79,"
+        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95,"
+        "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111,"
+        "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, {%128, %129, %130, %131}, %132, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+          "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+          "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(scaleD)
+        : "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void wgmmaSS(float* d, uint64_t descA, uint64_t descB, int scaleD)
+{
+    if constexpr (N == 64)
+        wgmmaSS64(d, descA, descB, scaleD);
+    else if constexpr (N == 128)
+        wgmmaSS128(d, descA, descB, scaleD);
+    else
+        wgmmaSS256(d, descA, descB, scaleD);
+}
+
+template <int N>
+__device__ __forceinline__ void wgmmaRS(float* d, uint32_t const* a, uint64_t descB, int scaleD)
+{
+    if constexpr (N == 64)
+        wgmmaRS64(d, a, descB, scaleD);
+    else if constexpr (N == 128)
+        wgmmaRS128(d, a, descB, scaleD);
+    else
+        wgmmaRS256(d, a, descB, scaleD);
+}
+
+#endif
+
+template <int N, bool RegisterA>
+__global__ void __launch_bounds__(128) wgmmaGemm(__half const* a, __half const* bt, float const* c, float* d,
+                                                 int mode, int accumulate, int fault, uint64_t descShift)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    extern __shared__ __align__(1024) uint8_t smem[];
+    uint8_t* const sa = smem;
+    uint8_t* const sb = smem + 64 * kK * 2;
+    int const tid = threadIdx.x;
+    int const warp = tid / 32;
+    int const g = (tid % 32) / 4;
+    int const t = tid % 4;
+    for (int i = tid; i < 64 * kK / 8; i += 128)
+    {
+        int const row = i / (kK / 8), chunk = i % (kK / 8);
+        *reinterpret_cast<uint4*>(sa + chunkOffset(mode, 64, row, chunk))
+            = *reinterpret_cast<uint4 const*>(a + row * kK + chunk * 8);
+    }
+    for (int i = tid; i < N * kK / 8; i += 128)
+    {
+        int const row = i / (kK / 8), chunk = i % (kK / 8);
+        *reinterpret_cast<uint4*>(sb + chunkOffset(mode, N, row, chunk))
+            = *reinterpret_cast<uint4 const*>(bt + row * kK + chunk * 8);
+    }
+    if (fault != kNoProxyFence)
+    {
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    // A fragments (RegisterA): rows 16 warp + g and + 8, columns 16 step + 2 t (+ 1) and + 8
+    uint32_t fragments[kSteps][4];
+    if constexpr (RegisterA)
+    {
+        uint32_t const* const a32 = reinterpret_cast<uint32_t const*>(a);
+#pragma unroll
+        for (int s = 0; s < kSteps; ++s)
+        {
+            int const base = ((16 * warp + g) * kK + 16 * s + 2 * t) / 2;
+            fragments[s][0] = a32[base];
+            fragments[s][1] = a32[base + 8 * kK / 2];
+            fragments[s][2] = a32[base + 4];
+            fragments[s][3] = a32[base + 8 * kK / 2 + 4];
+        }
+    }
+    // accumulator register i: row 16 warp + g (+ 8 for i % 4 >= 2), column 8 (i / 4) + 2 t + i % 2
+    float acc[N / 2];
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i)
+    {
+        acc[i] = c[(16 * warp + g + 8 * ((i >> 1) & 1)) * N + 8 * (i >> 2) + 2 * t + (i & 1)];
+    }
+    uint32_t const base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    if (fault != kNoWgmmaFence)
+    {
+        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+    }
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s)
+    {
+        uint64_t const descB = descriptor(mode, N, base + 64 * kK * 2, s) + descShift;
+        int const scaleD = s == 0 ? accumulate : 1;
+        if constexpr (RegisterA)
+        {
+            wgmmaRS<N>(acc, fragments[s], descB, scaleD);
+        }
+        else
+        {
+            wgmmaSS<N>(acc, descriptor(mode, 64, base, s), descB, scaleD);
+        }
+        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+        if (s > 0)
+        {
+            asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+        }
+    }
+    if (fault == kOverwriteB && tid == 0)
+    {
+        // row 0's last chunk: read by the last k16 step, still in flight
+        *reinterpret_cast<volatile uint32_t*>(sb + chunkOffset(mode, N, 0, kK / 8 - 1)) = 0u;
+    }
+    if (fault == kReadBeforeWait)
+    {
+        d[tid] = acc[0];
+    }
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i)
+    {
+        d[(16 * warp + g + 8 * ((i >> 1) & 1)) * N + 8 * (i >> 2) + 2 * t + (i & 1)] = acc[i];
+    }
+#endif
+}
+
+template __global__ void wgmmaGemm<64, false>(__half const*, __half const*, float const*, float*, int, int, int,
+                                              uint64_t);
+template __global__ void wgmmaGemm<128, false>(__half const*, __half const*, float const*, float*, int, int, int,
+                                               uint64_t);
+template __global__ void wgmmaGemm<256, false>(__half const*, __half const*, float const*, float*, int, int, int,
+                                               uint64_t);
+template __global__ void wgmmaGemm<64, true>(__half const*, __half const*, float const*, float*, int, int, int,
+                                             uint64_t);
+template __global__ void wgmmaGemm<128, true>(__half const*, __half const*, float const*, float*, int, int, int,
+                                              uint64_t);
+template __global__ void wgmmaGemm<256, true>(__half const*, __half const*, float const*, float*, int, int, int,
+                                              uint64_t);

@@ -1,0 +1,180 @@
+"""The PTX executor's warpgroup MMA (sm_90a): wgmma.mma_async m64nNk16 with A from a shared-memory descriptor
+(SS) or from registers (RS), every swizzle mode of the K-major descriptor layouts, scale-d both ways, a K
+loop of four k16 steps with commit_group / wait_group, checked against a float64 numpy GEMM of fresh random
+inputs; each wgmma hazard the executor reports (no fence.proxy.async after st.shared, an accumulator read
+before wait_group, B overwritten while a wgmma reads it, a descriptor outside shared memory or off its
+swizzle pattern, no wgmma.fence) fires on a deliberately wrong launch and not on the correct one; and the
+counters. The kernel is tests/ptx_fixtures/wgmma_gemm.cu, compiled here by nvcc for sm_90a to PTX (cached
+in plugins/build/ptxexec-fixtures) and accepted by ptxas -arch=sm_90a. Needs nvcc (no GPU)."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from ptxexec import CLASSES, GlobalMemory, Launcher, parse_module  # noqa: E402
+from ptxexec.capture import build_ptx  # noqa: E402
+
+FIXTURE = REPO / "tests" / "ptx_fixtures" / "wgmma_gemm.cu"
+CACHE = REPO / "plugins" / "build" / "ptxexec-fixtures"
+K = 64
+SWIZZLE_MODES = {"none": 0, "128B": 1, "64B": 2, "32B": 3}
+
+# wgmmaGemm's `fault` values (the fixture's enum Fault)
+NONE, NO_PROXY_FENCE, READ_BEFORE_WAIT, OVERWRITE_B, NO_WGMMA_FENCE = range(5)
+
+pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found (the fixture is compiled here)")
+
+
+@pytest.fixture(scope="module")
+def ptx() -> str:
+    return build_ptx(FIXTURE.parent, FIXTURE.parent, (FIXTURE.name,), "sm_90a", CACHE)[FIXTURE.name]
+
+
+@pytest.fixture(scope="module")
+def launcher_parts(ptx):
+    module = parse_module(ptx, FIXTURE.name)
+    names = {}
+    for name in module.kernels:
+        n = int(name.split("ILi")[1].split("E")[0])
+        names[(n, "Lb1E" in name)] = name
+    return module, names, {}
+
+
+def gemm(launcher_parts, n: int, registers_a: bool, mode: int, accumulate: bool, seed: int, fault: int = NONE,
+         desc_shift: int = 0, schedule: str = "lockstep"):
+    """Run the fixture once: (a, bt, c, d, launch result)."""
+    module, names, programs = launcher_parts
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((64, K)).astype(np.float16)
+    bt = rng.standard_normal((n, K)).astype(np.float16)   # B^T: n rows of K (K-major)
+    c = rng.standard_normal((64, n)).astype(np.float32)
+    mem = GlobalMemory()
+    addr = [mem.alloc("a", a.nbytes, a), mem.alloc("bt", bt.nbytes, bt), mem.alloc("c", c.nbytes, c),
+            mem.alloc("d", 64 * n * 4, np.full(64 * n, np.nan, np.float32))]
+    params = [struct.pack("<Q", v) for v in addr] + [struct.pack("<i", v) for v in (mode, int(accumulate), fault)]
+    params.append(struct.pack("<Q", desc_shift))
+    shared = (64 + n) * K * 2
+    result = Launcher(module, mem, programs).run(names[(n, registers_a)], (1, 1, 1), (128, 1, 1), shared, params,
+                                                 schedule=schedule)
+    d = mem.view(addr[3], np.float32).reshape(64, n).copy()
+    return a, bt, c, d, result
+
+
+def expected(a, bt, c, accumulate: bool) -> np.ndarray:
+    out = a.astype(np.float64) @ bt.astype(np.float64).T
+    return out + c if accumulate else out
+
+
+def assert_close(d, ref):
+    # fp32 accumulation of 64 products of fp16 values (|a b| <~ 10): a few fp32 ulps of the partial sums
+    np.testing.assert_allclose(d, ref, rtol=0, atol=1e-4 * (1 + np.abs(ref).max()))
+
+
+def clean(result):
+    assert list(result.findings) == [], [str(f) for f in result.findings]
+
+
+CASES = [  # (N, A in registers, swizzle, accumulate)
+    (64, False, "none", True), (64, False, "128B", False), (64, False, "64B", True), (64, False, "32B", False),
+    (128, False, "none", False), (128, False, "128B", True), (128, False, "64B", False), (128, False, "32B", True),
+    (256, False, "128B", True), (256, False, "none", False),
+    (64, True, "32B", True), (128, True, "64B", False), (256, True, "128B", False), (256, True, "none", True),
+]
+
+
+@pytest.mark.parametrize("n, registers_a, swizzle, accumulate", CASES)
+def test_wgmma_gemm_matches_float64(launcher_parts, n, registers_a, swizzle, accumulate):
+    seed = n + 7 * registers_a + 31 * SWIZZLE_MODES[swizzle] + 101 * accumulate
+    a, bt, c, d, result = gemm(launcher_parts, n, registers_a, SWIZZLE_MODES[swizzle], accumulate, seed)
+    clean(result)
+    assert_close(d, expected(a, bt, c, accumulate))
+    # B's descriptor claiming the next swizzle mode (bits 62-63 plus one) reads another layout: another product
+    if n == 64:
+        wrong = gemm(launcher_parts, n, registers_a, SWIZZLE_MODES[swizzle], accumulate, seed, desc_shift=1 << 62)[3]
+        assert not np.allclose(wrong, expected(a, bt, c, accumulate), atol=1e-2)
+
+
+def test_counters(launcher_parts):
+    n = 128
+    for registers_a in (False, True):
+        *_, result = gemm(launcher_parts, n, registers_a, 1, True, 5)
+        counters = result.counters()
+        memory = result.memory
+        per_class = dict(zip(CLASSES, result.per_cta_instructions.sum(axis=1)))
+        # per warp: 4 mma_async + 4 commit + 3 wait_group 1 + 1 wait_group 0 + 1 fence, 4 warps
+        assert per_class["wgmma"] == 4 * 13 and counters["wgmma_per_cta"] == 52
+        steps = K // 16
+        assert memory["wgmma_flop"] == steps * 2 * 64 * n * 16        # per warpgroup instruction, summed over warps
+        assert memory["wgmma_shared_b_bytes"] == steps * n * 16 * 2
+        assert memory["wgmma_shared_a_bytes"] == (0 if registers_a else steps * 64 * 16 * 2)
+        assert memory["wgmma_shared_wavefronts"] == pytest.approx(
+            (memory["wgmma_shared_a_bytes"] + memory["wgmma_shared_b_bytes"]) / 128)
+        assert per_class["mma"] == 0
+
+
+def kinds(result) -> set:
+    return {(f.category, f.kind) for f in result.findings}
+
+
+@pytest.mark.parametrize("registers_a", [False, True])
+def test_missing_proxy_fence_is_a_finding(launcher_parts, registers_a):
+    *_, result = gemm(launcher_parts, 64, registers_a, 1, True, 11, fault=NO_PROXY_FENCE)
+    assert kinds(result) == {("races", "wgmma reads generic-proxy writes without fence.proxy.async")}
+    f = next(iter(result.findings))
+    assert f.text.startswith("wgmma.mma_async") and "no fence.proxy.async" in f.example
+
+
+def test_reading_the_accumulator_before_wait_group_is_a_finding(launcher_parts):
+    *_, result = gemm(launcher_parts, 64, False, 2, True, 12, fault=READ_BEFORE_WAIT)
+    assert kinds(result) == {("races", "wgmma register accessed before its wait_group")}
+    assert next(iter(result.findings)).count == 128
+
+
+def test_overwriting_b_while_a_wgmma_reads_it_is_a_finding(launcher_parts):
+    *_, result = gemm(launcher_parts, 128, False, 0, False, 13, fault=OVERWRITE_B)
+    # (other warps' wgmmas read the same bytes in the same barrier interval: racecheck's write-after-read too)
+    assert kinds(result) == {("races", "shared write to bytes an in-flight wgmma reads"), ("races", "write-after-read")}
+    f = next(f for f in result.findings if f.kind == "shared write to bytes an in-flight wgmma reads")
+    assert f.count == 1 and "thread 0 " in f.example
+
+
+def test_missing_wgmma_fence_is_a_finding(launcher_parts):
+    *_, result = gemm(launcher_parts, 64, True, 3, True, 14, fault=NO_WGMMA_FENCE)
+    assert kinds(result) == {("races", "wgmma without wgmma.fence")}
+
+
+def test_bad_descriptors_are_findings(launcher_parts):
+    # B's start moved past the end of shared memory (in 16-byte units)
+    *_, result = gemm(launcher_parts, 64, False, 0, True, 15, desc_shift=(64 + 64) * K * 2 // 16)
+    assert kinds(result) == {("out_of_bounds", "wgmma B operand")}
+    # B's start moved by one 128-byte row: no longer in the first row of its 128B swizzle pattern
+    *_, result = gemm(launcher_parts, 64, False, 1, True, 16, desc_shift=128 // 16)
+    assert ("misaligned", "wgmma B descriptor") in kinds(result)
+
+
+def test_warps_one_at_a_time_give_the_same_result(launcher_parts):
+    a, bt, c, d, result = gemm(launcher_parts, 128, False, 2, True, 17, schedule="warps-reverse")
+    clean(result)
+    assert_close(d, expected(a, bt, c, True))
+
+
+def test_ptxas_accepts_the_fixture_for_sm_90a(ptx, tmp_path):
+    ptxas = shutil.which("ptxas")
+    if ptxas is None:
+        pytest.skip("ptxas not found")
+    source = tmp_path / "wgmma_gemm.ptx"
+    source.write_text(ptx)
+    done = subprocess.run([ptxas, "-arch=sm_90a", str(source), "-o", str(tmp_path / "wgmma_gemm.cubin")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert ".target sm_90a" in ptx and ptx.count("wgmma.mma_async") == 6 * K // 16
