@@ -13,8 +13,10 @@ convolution kernel, and the reduction when it splits K: the first CTA and random
 counters, scaled by the CTA count, give per launch:
   issue      PTX warp-instructions but ld.param / (4 schedulers x clock)   (ptxas may expand or fuse: PTX != SASS)
   tensor     mma.sync m16n8k16 x 4096 FLOP / (fp16 tensor FLOP per clock x mma.sync efficiency)
-  L1/shared  shared-memory wavefronts + global 32-byte sectors / 4, one 128-byte wavefront per clock; a
-             cp.async's shared-memory store is not counted again (the copy passes the L1 once)
+             + wgmma FLOP (2 x 64 x N x 16 per m64nNk16) / fp16 tensor FLOP per clock (wgmma reaches the peak)
+  L1/shared  shared-memory wavefronts + global 32-byte sectors / 4 + the 128-byte wavefronts of wgmma's
+             shared-memory operands (A when from shared memory, B), one wavefront per clock; a cp.async's
+             shared-memory store is not counted again (the copy passes the L1 once)
   DRAM       the launch's compulsory bytes (inputs it reads first, outputs it writes) / bandwidth; plus
              the share of its re-read global sectors the L2 cannot hold: 1 - (L2 / 2) / (the bytes the
              CTAs resident at once touch), the latter computed from the layer's offsets (every input pixel
@@ -122,14 +124,22 @@ def model_time(gpu: Gpu, per_cta: dict, ctas: int, dram_bytes: float) -> dict:
     """Modelled microseconds of a launch of ``ctas`` CTAs with the per-CTA counters ``per_cta``."""
     clock = gpu.clock_ghz * 1e9
     issue = per_cta["warp_instructions"] / ISSUE_PER_CLOCK
-    tensor = per_cta["mma"] * MMA_FLOP / (gpu.tensor_flop_per_clock_sm * gpu.mma_sync_fraction)
-    l1 = per_cta["shared_wavefronts"] - per_cta.get("cp_async_store_wavefronts", 0.0) + per_cta["global_sectors"] / 4
+    tensor = (per_cta["mma"] * MMA_FLOP / (gpu.tensor_flop_per_clock_sm * gpu.mma_sync_fraction)
+              + per_cta.get("wgmma_flop", 0.0) / gpu.tensor_flop_per_clock_sm)
+    l1 = (per_cta["shared_wavefronts"] - per_cta.get("cp_async_store_wavefronts", 0.0) + per_cta["global_sectors"] / 4
+          + per_cta.get("wgmma_shared_wavefronts", 0.0))
     busiest = math.ceil(ctas / gpu.sms)
     terms = {"issue": busiest * issue / clock, "tensor": busiest * tensor / clock, "l1_shared": busiest * l1 / clock,
              "dram": dram_bytes / (gpu.dram_gbs * 1e9)}
     bound = max(terms, key=terms.get)
     return {"us": terms[bound] * 1e6, "bound": bound, "terms_us": {k: round(v * 1e6, 2) for k, v in terms.items()},
             "wave_efficiency": round(ctas / (busiest * gpu.sms), 3)}
+
+
+def mma_equivalents(per_cta: dict) -> float:
+    """mma.sync m16n8k16 plus wgmma counted in m16n8k16s of the same FLOP (one m64nNk16 = 4 x N/8), so
+    instructions per mma stay comparable between the two."""
+    return per_cta["mma"] + per_cta.get("wgmma_flop", 0.0) / MMA_FLOP
 
 
 CHUNK_CHANNELS = 32  # the kernel's K step: 32 channels of one tap (deformConvTensorCore.h kStepK)
@@ -233,6 +243,8 @@ def run_launch(checker, mem, rec, n_ctas: int, seed: int = 17) -> dict:
         # ld.param becomes a constant-bank operand in SASS: no issue slot of its own
         "per_cta": {"warp_instructions": result.warp_instructions / n - float(per_class[CLASSES.index("ld.param")]),
                     "mma": float(per_class[CLASSES.index("mma")]),
+                    "wgmma_flop": mem_c["wgmma_flop"] / n,
+                    "wgmma_shared_wavefronts": mem_c["wgmma_shared_wavefronts"] / n,
                     "shared_wavefronts": (mem_c["shared_load_wavefronts"] + mem_c["shared_store_wavefronts"]) / n,
                     "cp_async_store_wavefronts": mem_c["cp_async_store_wavefronts"] / n,
                     "global_sectors": (mem_c["global_load_sectors"] + mem_c["global_store_sectors"]) / n,
@@ -354,7 +366,7 @@ def main(argv: Optional[list] = None) -> int:
                 "trt_oss_vs_dense_floor": round(trt["us"] / floor, 2),
                 "per_cta": {k: round(v, 1) for k, v in main["per_cta"].items()},
                 "ptx_instructions_per_mma": round(main["per_cta"]["warp_instructions"]
-                                                  / max(main["per_cta"]["mma"], 1), 2),
+                                                  / max(mma_equivalents(main["per_cta"]), 1), 2),
                 "counters": main["counters"],
                 "findings": [f for launch in run["launches"] for f in launch["findings"]],
             })
