@@ -223,7 +223,7 @@ def register_counts(src: Path) -> dict:
 def run_launch(checker, mem, rec, n_ctas: int, seed: int = 17) -> dict:
     """Counters of ``n_ctas`` CTAs (the middle one, an interior tile of a whole pixel range, and random
     ones) of the recorded launch ``rec``."""
-    from ptxexec import CLASSES, Launcher
+    from ptxexec import CLASSES
 
     grid = rec.grid
     total = grid[0] * grid[1] * grid[2]
@@ -232,7 +232,7 @@ def run_launch(checker, mem, rec, n_ctas: int, seed: int = 17) -> dict:
     others = np.array([i for i in range(total) if i != middle])
     picks = [middle] + sorted(int(i) for i in rng.choice(others, size=min(n_ctas, total) - 1, replace=False))
     ctas = [(i % grid[0], i // grid[0] % grid[1], i // (grid[0] * grid[1])) for i in picks]
-    launcher = Launcher(checker.lib.kernel_module[rec.kernel], mem, checker.programs)
+    launcher = checker.launcher(rec.kernel, mem)
     result = launcher.run(rec.kernel, grid, rec.block, rec.dynamic_shared, rec.params, ctas=ctas)
     n = result.ctas_run
     mem_c = result.memory

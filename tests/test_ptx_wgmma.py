@@ -1,5 +1,6 @@
 """The PTX executor's warpgroup MMA (sm_90a): wgmma.mma_async m64nNk16 with A from a shared-memory descriptor
-(SS) or from registers (RS), every swizzle mode of the K-major descriptor layouts, scale-d both ways, a K
+(SS) or from registers (RS), every swizzle mode of the K-major and (N = 64) the MN-major descriptor layouts,
+scale-d both ways, a K
 loop of four k16 steps with commit_group / wait_group, checked against a float64 numpy GEMM of fresh random
 inputs; each wgmma hazard the executor reports (no fence.proxy.async after st.shared, an accumulator read
 before wait_group, B overwritten while a wgmma reads it, a descriptor outside shared memory or off its
@@ -9,6 +10,7 @@ in plugins/build/ptxexec-fixtures) and accepted by ptxas -arch=sm_90a. Needs nvc
 
 from __future__ import annotations
 
+import re
 import shutil
 import struct
 import subprocess
@@ -44,14 +46,14 @@ def ptx() -> str:
 def launcher_parts(ptx):
     module = parse_module(ptx, FIXTURE.name)
     names = {}
-    for name in module.kernels:
-        n = int(name.split("ILi")[1].split("E")[0])
-        names[(n, "Lb1E" in name)] = name
+    for name in module.kernels:  # wgmmaGemm<N, RegisterA, MnMajor>
+        n, registers_a, mn_major = re.search(r"ILi(\d+)ELb([01])ELb([01])E", name).groups()
+        names[(int(n), registers_a == "1", mn_major == "1")] = name
     return module, names, {}
 
 
 def gemm(launcher_parts, n: int, registers_a: bool, mode: int, accumulate: bool, seed: int, fault: int = NONE,
-         desc_shift: int = 0, schedule: str = "lockstep"):
+         desc_shift: int = 0, schedule: str = "lockstep", mn_major: bool = False):
     """Run the fixture once: (a, bt, c, d, launch result)."""
     module, names, programs = launcher_parts
     rng = np.random.default_rng(seed)
@@ -64,7 +66,7 @@ def gemm(launcher_parts, n: int, registers_a: bool, mode: int, accumulate: bool,
     params = [struct.pack("<Q", v) for v in addr] + [struct.pack("<i", v) for v in (mode, int(accumulate), fault)]
     params.append(struct.pack("<Q", desc_shift))
     shared = (64 + n) * K * 2
-    result = Launcher(module, mem, programs).run(names[(n, registers_a)], (1, 1, 1), (128, 1, 1), shared, params,
+    result = Launcher(module, mem, programs).run(names[(n, registers_a, mn_major)], (1, 1, 1), (128, 1, 1), shared, params,
                                                  schedule=schedule)
     d = mem.view(addr[3], np.float32).reshape(64, n).copy()
     return a, bt, c, d, result
@@ -90,18 +92,31 @@ CASES = [  # (N, A in registers, swizzle, accumulate)
     (256, False, "128B", True), (256, False, "none", False),
     (64, True, "32B", True), (128, True, "64B", False), (256, True, "128B", False), (256, True, "none", True),
 ]
+# imm-trans 1: M-major A and N-major B (N = 64)
+MN_CASES = [(False, "none", True), (False, "128B", False), (False, "64B", True), (False, "32B", False),
+            (True, "none", False), (True, "128B", True), (True, "64B", False), (True, "32B", True)]
 
 
-@pytest.mark.parametrize("n, registers_a, swizzle, accumulate", CASES)
-def test_wgmma_gemm_matches_float64(launcher_parts, n, registers_a, swizzle, accumulate):
-    seed = n + 7 * registers_a + 31 * SWIZZLE_MODES[swizzle] + 101 * accumulate
-    a, bt, c, d, result = gemm(launcher_parts, n, registers_a, SWIZZLE_MODES[swizzle], accumulate, seed)
+def check_gemm(launcher_parts, n, registers_a, swizzle, accumulate, mn_major):
+    seed = n + 7 * registers_a + 31 * SWIZZLE_MODES[swizzle] + 101 * accumulate + 1009 * mn_major
+    mode = SWIZZLE_MODES[swizzle]
+    a, bt, c, d, result = gemm(launcher_parts, n, registers_a, mode, accumulate, seed, mn_major=mn_major)
     clean(result)
     assert_close(d, expected(a, bt, c, accumulate))
     # B's descriptor claiming the next swizzle mode (bits 62-63 plus one) reads another layout: another product
     if n == 64:
-        wrong = gemm(launcher_parts, n, registers_a, SWIZZLE_MODES[swizzle], accumulate, seed, desc_shift=1 << 62)[3]
+        wrong = gemm(launcher_parts, n, registers_a, mode, accumulate, seed, desc_shift=1 << 62, mn_major=mn_major)[3]
         assert not np.allclose(wrong, expected(a, bt, c, accumulate), atol=1e-2)
+
+
+@pytest.mark.parametrize("n, registers_a, swizzle, accumulate", CASES)
+def test_wgmma_gemm_matches_float64(launcher_parts, n, registers_a, swizzle, accumulate):
+    check_gemm(launcher_parts, n, registers_a, swizzle, accumulate, False)
+
+
+@pytest.mark.parametrize("registers_a, swizzle, accumulate", MN_CASES)
+def test_mn_major_operands_match_float64(launcher_parts, registers_a, swizzle, accumulate):
+    check_gemm(launcher_parts, 64, registers_a, swizzle, accumulate, True)
 
 
 def test_counters(launcher_parts):
@@ -177,4 +192,4 @@ def test_ptxas_accepts_the_fixture_for_sm_90a(ptx, tmp_path):
     done = subprocess.run([ptxas, "-arch=sm_90a", str(source), "-o", str(tmp_path / "wgmma_gemm.cubin")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert ".target sm_90a" in ptx and ptx.count("wgmma.mma_async") == 6 * K // 16
+    assert ".target sm_90a" in ptx and ptx.count("wgmma.mma_async") == 8 * K // 16

@@ -294,11 +294,9 @@ class CapturedLibrary:
 
     def __init__(self, b: Build, device: str = "sm_80"):
         self.build = b
-        self.modules: dict[str, Module] = {src: parse_module(text, src) for src, text in b.ptx.items()}
-        self.kernel_module: dict[str, Module] = {}
-        for module in self.modules.values():
-            for name in module.kernels:
-                self.kernel_module[name] = module
+        self._ptx_sets: dict[str, tuple] = {}
+        self.add_ptx(b.arch, b.ptx)
+        self.use_ptx(b.arch)
         self.lib = ctypes.CDLL(str(b.library))
         self.enums = runtime_enums(cuda_include_dir(find_nvcc()))
         self.lib.deformrt_stub_set_enums(self.enums["cudaFuncAttributeMaxDynamicSharedMemorySize"],
@@ -308,6 +306,21 @@ class CapturedLibrary:
         self._memory_cb = _MEMORY_CB(self._on_memory)
         self.lib.deformrt_stub_set_callbacks(self._launch_cb, self._memory_cb)
         self.set_device(device)
+
+    def add_ptx(self, arch: str, ptx: dict):
+        """Device code of the same sources built for another PTX target (capture.build_ptx), e.g. sm_90a
+        beside the library's sm_80: the host code launches kernels by name, so either set can run them."""
+        modules = {src: parse_module(text, f"{src} ({arch})") for src, text in ptx.items()}
+        kernel_module = {name: module for module in modules.values() for name in module.kernels}
+        self._ptx_sets[arch] = (modules, kernel_module)
+
+    def has_ptx(self, arch: str) -> bool:
+        return arch in self._ptx_sets
+
+    def use_ptx(self, arch: str):
+        """Run the launches from now on with the device code built for ``arch`` (added by add_ptx)."""
+        self.ptx_arch = arch
+        self.modules, self.kernel_module = self._ptx_sets[arch]
 
     def set_device(self, device: str):
         attrs = DEVICES[device]

@@ -22,9 +22,18 @@ read-after-write, write-after-read and write-after-write between different threa
 are hazards. ``cp.async`` data lands in shared memory when the issuing thread's ``cp.async.wait_*``
 completes its group (that is when a correct program may read it).
 
+``wgmma.mma_async`` (sm_90a) runs per warp at issue (its shared-memory operands read through their
+descriptors, all four swizzle modes, K- and MN-major) and stays in flight until a ``wgmma.wait_group``
+retires its group; reported as ``races``: accumulator or A registers accessed by other instructions while
+in flight, shared memory written while an in-flight wgmma reads it, shared memory read by a wgmma after a
+generic-proxy write (st.shared, cp.async) with no ``fence.proxy.async`` by the writer in between, a wgmma
+with no ``wgmma.fence`` since its registers were written; as ``out_of_bounds`` / ``misaligned``: a
+descriptor whose operand leaves the CTA's shared memory or does not start on its swizzle pattern.
+
 Counters per CTA: warp-level instructions by class (ops.CLASSES); per launch: global bytes, requests
 and 32-byte sectors per warp access (load sectors also per allocation), shared-memory requests,
-wavefronts and bank conflicts (those of cp.async destinations also on their own).
+wavefronts and bank conflicts (those of cp.async destinations also on their own); wgmma FLOP and the bytes
+and 128-byte wavefronts of its shared-memory operands (per warp a quarter of the warpgroup instruction's).
 """
 
 from __future__ import annotations
@@ -1121,16 +1130,21 @@ class Batch:
                               f"retires the wgmma.mma_async reading it")
         self.sh_wfence[b] = self.proxy_fences[tb]
 
-    def _wgmma_operand(self, desc: int, rows: np.ndarray, lane0: int, line: int, what: str):
-        """Shared-memory byte offsets [len(rows), 16] of a K-major 16-bit operand (rows = M or N index, 16
-        K elements) described by ``desc`` (PTX ISA "Matrix Descriptor Format" and "Shared Memory Matrix
+    def _wgmma_operand(self, desc: int, rows: np.ndarray, mn_major: bool, lane0: int, line: int, what: str):
+        """Shared-memory byte offsets [len(rows), 16] of a 16-bit operand (rows = M or N index, 16 K
+        elements) described by ``desc`` (PTX ISA "Matrix Descriptor Format" and "Shared Memory Matrix
         Layout"): start address, leading and stride byte offsets (bits 0-13, 16-29, 32-45, each >> 4),
-        base offset (49-51), swizzle mode (62-63). Without swizzle, 8-row x 16-byte core matrices (rows
-        16 bytes apart), the next 8 K elements at the leading byte offset, the next 8 rows at the stride
-        byte offset. With a W-byte swizzle (W = 128, 64, 32), rows W bytes apart, the next 8 rows at the
-        stride byte offset, K elements contiguous in the row, and the 16-byte chunk address bits 4.. XORed
-        with bits 7.. of the shared address (W/16 - 1 of them: the pattern repeats every 8 W bytes); the
-        leading byte offset is not used."""
+        base offset (49-51), swizzle mode (62-63).
+        K-major (imm-trans 0): without swizzle, 8-row x 16-byte core matrices (rows 16 bytes apart), the
+        next 8 K elements at the leading byte offset, the next 8 rows at the stride byte offset; with a
+        W-byte swizzle (W = 128, 64, 32), rows W bytes apart, K contiguous in a row, the next 8 rows at the
+        stride byte offset, the leading byte offset not used.
+        MN-major (imm-trans 1): without swizzle, core matrices of 8 K rows x 8 contiguous M/N elements
+        (16 bytes), the next 8 K at the leading byte offset, the next 8 M/N at the stride byte offset; with
+        a W-byte swizzle, K rows W bytes apart holding W/2 contiguous M/N elements, the next 8 K at the
+        stride byte offset, the next W/2 M/N at the leading byte offset.
+        Swizzled: the 16-byte chunk address bits 4.. XORed with bits 7.. of the shared address (W/16 - 1
+        of them: the pattern repeats every 8 W bytes)."""
         start = (desc & 0x3FFF) << 4
         lbo = ((desc >> 16) & 0x3FFF) << 4
         sbo = ((desc >> 32) & 0x3FFF) << 4
@@ -1139,6 +1153,8 @@ class Batch:
         k = np.arange(16, dtype=np.int64)
         r = rows.astype(np.int64)[:, None]
         if width == 0:
+            if mn_major:
+                return start + (r // 8) * sbo + (r % 8) * 2 + (k // 8) * lbo + (k % 8) * 16
             return start + (r // 8) * sbo + (r % 8) * 16 + (k // 8) * lbo + (k % 8) * 2
         if base_offset:
             raise ExecutionError(f"wgmma descriptor with a non-zero base offset at PTX line {line}: not implemented")
@@ -1146,7 +1162,11 @@ class Batch:
             self.findings.add("misaligned", f"wgmma {what} descriptor", line, self.program.ops_text(line), 1,
                               f"{self._who(lane0)}: start address {start:#x} is not in the first row of a "
                               f"{8 * width}-byte {width}B-swizzle pattern (base offset 0)")
-        addr = start + (r // 8) * sbo + (r % 8) * width + k * 2
+        if mn_major:
+            per_row = width // 2
+            addr = start + (r // per_row) * lbo + (r % per_row) * 2 + (k // 8) * sbo + (k % 8) * width
+        else:
+            addr = start + (r // 8) * sbo + (r % 8) * width + k * 2
         return addr ^ (((addr >> 7) & (width // 16 - 1)) << 4)
 
     def _wgmma_read(self, off, lane0, line, what):
@@ -1183,7 +1203,8 @@ class Batch:
         i = np.arange(n // 2)[None, :]
         return ((lane >> 2) + 8 * ((i >> 1) & 1)) * n + 8 * (i >> 2) + 2 * (lane & 3) + (i & 1)
 
-    def wgmma(self, n, a, b_desc, d_vals, scale_d, scale_a, scale_b, bf, d_slots, a_slots, ix, line):
+    def wgmma(self, n, a, b_desc, d_vals, scale_d, scale_a, scale_b, trans_a, trans_b, bf, d_slots, a_slots, ix,
+              line):
         t = self.tids(ix)
         _, warps = self._warp_list(ix)
         nw = len(warps)
@@ -1226,10 +1247,11 @@ class Batch:
                 A = A.reshape(16, 16)
                 a_granules = np.zeros(0, np.int64)
             else:
-                off = self._wgmma_operand(int(adesc[w, 0]), 16 * quarter + np.arange(16), lane0, line, "A")
+                off = self._wgmma_operand(int(adesc[w, 0]), 16 * quarter + np.arange(16), bool(trans_a), lane0,
+                                          line, "A")
                 raw, a_granules = self._wgmma_read(off, lane0, line, "A")
                 A = self._half_values(raw, bf)
-            off = self._wgmma_operand(int(bdesc[w, 0]), np.arange(n), lane0, line, "B")
+            off = self._wgmma_operand(int(bdesc[w, 0]), np.arange(n), bool(trans_b), lane0, line, "B")
             raw, b_granules = self._wgmma_read(off, lane0, line, "B")
             B = self._half_values(raw, bf).T            # [16 k, n]
             C = np.zeros(16 * n)

@@ -1161,8 +1161,6 @@ class Compiler:
         trans_a, trans_b = (0, imms[2]) if registers_a else (imms[2], imms[3])
         if scale_a not in (1, -1) or scale_b not in (1, -1) or trans_a not in (0, 1) or trans_b not in (0, 1):
             raise unimplemented(ins, "imm-scale must be 1 or -1, imm-trans 0 or 1")
-        if trans_a or trans_b:
-            raise unimplemented(ins, "MN-major (transposed) operands: only K-major descriptors are implemented")
         u32, u64 = np.dtype(np.uint32), np.dtype(np.uint64)
         if registers_a:
             if len(ops[1].items) != 4 or not all(isinstance(r, Reg) for r in ops[1].items):
@@ -1181,8 +1179,8 @@ class Compiler:
 
         def run(c, ix):
             a = [r(c, ix) for r in ra] if registers_a else ra(c, ix)
-            out = c.wgmma(n, a, rb(c, ix), [r(c, ix) for r in rd], scale_d(c, ix), scale_a, scale_b, bf, d_slots,
-                          a_slots, ix, line)
+            out = c.wgmma(n, a, rb(c, ix), [r(c, ix) for r in rd], scale_d(c, ix), scale_a, scale_b, trans_a,
+                          trans_b, bf, d_slots, a_slots, ix, line)
             for k, wk in enumerate(wd):
                 wk(c, ix, out[:, k])
         return Op("warpsync", run, CLS["wgmma"], 0, "")

@@ -10,6 +10,10 @@
 // - W-byte swizzle (W = 128, 64, 32): rows W bytes apart, the next 8 rows at the stride byte offset 8 W, W/32
 //   k16 steps side by side in a row, and the 16-byte chunk c of row r stored at chunk c ^ (r % (W/16)) of its
 //   row: the XOR of address bits 4.. with bits 7.. of a 1024-byte aligned buffer.
+// MnMajor (imm-trans 1 for the shared-memory operands): 16-byte chunks of 8 consecutive M/N elements of one
+// K; no swizzle: core matrices of 8 K rows x 16 bytes, the next 8 K at the leading byte offset (128), the next
+// 8 M/N at the stride byte offset (256); W-byte swizzle: K rows W bytes apart holding W/2 M/N elements, the
+// next 8 K at the stride byte offset (8 W), the next W/2 M/N at the leading byte offset (16 W).
 // RegisterA: A from four .b32 registers per thread (the m16n8k16-style fragment of the warp's 16 rows).
 // `fault` seeds one defect for the findings tests (0: none); `descShift` is added to B's descriptor.
 #include <cstdint>
@@ -48,7 +52,36 @@ __device__ __forceinline__ uint32_t chunkOffset(int mode, int rows, int row, int
     return linear ^ (((linear >> 7) & (chunksPerRow - 1)) << 4);
 }
 
-// The descriptor of k16 step `step` of an operand at shared address `base` (1024-byte aligned).
+// Byte offset of the 16-byte chunk (elements 8 chunk .. 8 chunk + 7 along M/N, K index k) of an M/N-major
+// operand of `rows` rows (M or N).
+__device__ __forceinline__ uint32_t mnChunkOffset(int mode, int rows, int chunk, int k)
+{
+    int const width = swizzleBytes(mode);
+    int const step = k / 16, kk = k % 16;
+    if (width == 0)
+    {
+        return step * rows * 32 + chunk * 256 + (kk / 8) * 128 + (kk % 8) * 16;
+    }
+    int const perRow = width / 16;  // chunks of 8 elements in a W-byte row
+    uint32_t const linear = step * rows * 32 + (chunk / perRow) * 16 * width + (kk / 8) * 8 * width
+        + (kk % 8) * width + (chunk % perRow) * 16;
+    return linear ^ (((linear >> 7) & (perRow - 1)) << 4);
+}
+
+__device__ __forceinline__ uint64_t encodeDescriptor(int mode, uint32_t start, uint32_t lbo, uint32_t sbo)
+{
+    return uint64_t((start & 0x3FFFF) >> 4) | (uint64_t(lbo >> 4) << 16) | (uint64_t(sbo >> 4) << 32)
+        | (uint64_t(mode) << 62);
+}
+
+__device__ __forceinline__ uint64_t mnDescriptor(int mode, int rows, uint32_t base, int step)
+{
+    int const width = swizzleBytes(mode);
+    return width == 0 ? encodeDescriptor(mode, base + step * rows * 32, 128, 256)
+                      : encodeDescriptor(mode, base + step * rows * 32, 16 * width, 8 * width);
+}
+
+// The descriptor of k16 step `step` of a K-major operand at shared address `base` (1024-byte aligned).
 __device__ __forceinline__ uint64_t descriptor(int mode, int rows, uint32_t base, int step)
 {
     int const width = swizzleBytes(mode);
@@ -66,8 +99,38 @@ __device__ __forceinline__ uint64_t descriptor(int mode, int rows, uint32_t base
         lbo = 16;  // not used by K-major swizzled layouts
         sbo = 8 * width;
     }
-    return uint64_t((start & 0x3FFFF) >> 4) | (uint64_t(lbo >> 4) << 16) | (uint64_t(sbo >> 4) << 32)
-        | (uint64_t(mode) << 62);
+    return encodeDescriptor(mode, start, lbo, sbo);
+}
+
+// imm-trans 1: M/N-major shared-memory operands
+__device__ __forceinline__ void wgmmaSS64Mn(float* d, uint64_t descA, uint64_t descB, int scaleD)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(descA), "l"(descB), "r"(scaleD)
+        : "memory");
+}
+
+__device__ __forceinline__ void wgmmaRS64Mn(float* d, uint32_t const* a, uint64_t descB, int scaleD)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(scaleD)
+        : "memory");
 }
 
 __device__ __forceinline__ void wgmmaSS64(float* d, uint64_t descA, uint64_t descB, int scaleD)
@@ -208,10 +271,12 @@ __device__ __forceinline__ void wgmmaRS256(float* d, uint32_t const* a, uint64_t
         : "memory");
 }
 
-template <int N>
+template <int N, bool MnMajor>
 __device__ __forceinline__ void wgmmaSS(float* d, uint64_t descA, uint64_t descB, int scaleD)
 {
-    if constexpr (N == 64)
+    if constexpr (MnMajor)
+        wgmmaSS64Mn(d, descA, descB, scaleD);
+    else if constexpr (N == 64)
         wgmmaSS64(d, descA, descB, scaleD);
     else if constexpr (N == 128)
         wgmmaSS128(d, descA, descB, scaleD);
@@ -219,10 +284,12 @@ __device__ __forceinline__ void wgmmaSS(float* d, uint64_t descA, uint64_t descB
         wgmmaSS256(d, descA, descB, scaleD);
 }
 
-template <int N>
+template <int N, bool MnMajor>
 __device__ __forceinline__ void wgmmaRS(float* d, uint32_t const* a, uint64_t descB, int scaleD)
 {
-    if constexpr (N == 64)
+    if constexpr (MnMajor)
+        wgmmaRS64Mn(d, a, descB, scaleD);
+    else if constexpr (N == 64)
         wgmmaRS64(d, a, descB, scaleD);
     else if constexpr (N == 128)
         wgmmaRS128(d, a, descB, scaleD);
@@ -230,9 +297,40 @@ __device__ __forceinline__ void wgmmaRS(float* d, uint32_t const* a, uint64_t de
         wgmmaRS256(d, a, descB, scaleD);
 }
 
+// Fill a shared-memory operand of `rows` rows from `src` (rows x K, row-major) in the layout the kernel's
+// descriptors describe.
+template <bool MnMajor>
+__device__ __forceinline__ void fillOperand(uint8_t* dst, __half const* src, int rows, int mode, int tid)
+{
+    for (int i = tid; i < rows * kK / 8; i += 128)
+    {
+        if constexpr (MnMajor)
+        {
+            int const k = i % kK, chunk = i / kK;
+            uint16_t h[8];
+            for (int j = 0; j < 8; ++j)
+            {
+                h[j] = reinterpret_cast<uint16_t const*>(src)[(8 * chunk + j) * kK + k];
+            }
+            uint4 v;
+            v.x = h[0] | (uint32_t(h[1]) << 16);
+            v.y = h[2] | (uint32_t(h[3]) << 16);
+            v.z = h[4] | (uint32_t(h[5]) << 16);
+            v.w = h[6] | (uint32_t(h[7]) << 16);
+            *reinterpret_cast<uint4*>(dst + mnChunkOffset(mode, rows, chunk, k)) = v;
+        }
+        else
+        {
+            int const row = i / (kK / 8), chunk = i % (kK / 8);
+            *reinterpret_cast<uint4*>(dst + chunkOffset(mode, rows, row, chunk))
+                = *reinterpret_cast<uint4 const*>(src + row * kK + chunk * 8);
+        }
+    }
+}
+
 #endif
 
-template <int N, bool RegisterA>
+template <int N, bool RegisterA, bool MnMajor = false>
 __global__ void __launch_bounds__(128) wgmmaGemm(__half const* a, __half const* bt, float const* c, float* d,
                                                  int mode, int accumulate, int fault, uint64_t descShift)
 {
@@ -244,18 +342,11 @@ __global__ void __launch_bounds__(128) wgmmaGemm(__half const* a, __half const* 
     int const warp = tid / 32;
     int const g = (tid % 32) / 4;
     int const t = tid % 4;
-    for (int i = tid; i < 64 * kK / 8; i += 128)
+    if constexpr (!RegisterA)
     {
-        int const row = i / (kK / 8), chunk = i % (kK / 8);
-        *reinterpret_cast<uint4*>(sa + chunkOffset(mode, 64, row, chunk))
-            = *reinterpret_cast<uint4 const*>(a + row * kK + chunk * 8);
+        fillOperand<MnMajor>(sa, a, 64, mode, tid);
     }
-    for (int i = tid; i < N * kK / 8; i += 128)
-    {
-        int const row = i / (kK / 8), chunk = i % (kK / 8);
-        *reinterpret_cast<uint4*>(sb + chunkOffset(mode, N, row, chunk))
-            = *reinterpret_cast<uint4 const*>(bt + row * kK + chunk * 8);
-    }
+    fillOperand<MnMajor>(sb, bt, N, mode, tid);
     if (fault != kNoProxyFence)
     {
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -292,15 +383,17 @@ __global__ void __launch_bounds__(128) wgmmaGemm(__half const* a, __half const* 
 #pragma unroll
     for (int s = 0; s < kSteps; ++s)
     {
-        uint64_t const descB = descriptor(mode, N, base + 64 * kK * 2, s) + descShift;
+        uint64_t const descB = (MnMajor ? mnDescriptor(mode, N, base + 64 * kK * 2, s)
+                                        : descriptor(mode, N, base + 64 * kK * 2, s)) + descShift;
         int const scaleD = s == 0 ? accumulate : 1;
         if constexpr (RegisterA)
         {
-            wgmmaRS<N>(acc, fragments[s], descB, scaleD);
+            wgmmaRS<N, MnMajor>(acc, fragments[s], descB, scaleD);
         }
         else
         {
-            wgmmaSS<N>(acc, descriptor(mode, 64, base, s), descB, scaleD);
+            wgmmaSS<N, MnMajor>(acc, MnMajor ? mnDescriptor(mode, 64, base, s) : descriptor(mode, 64, base, s), descB,
+                                scaleD);
         }
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
         if (s > 0)
@@ -311,7 +404,8 @@ __global__ void __launch_bounds__(128) wgmmaGemm(__half const* a, __half const* 
     if (fault == kOverwriteB && tid == 0)
     {
         // row 0's last chunk: read by the last k16 step, still in flight
-        *reinterpret_cast<volatile uint32_t*>(sb + chunkOffset(mode, N, 0, kK / 8 - 1)) = 0u;
+        *reinterpret_cast<volatile uint32_t*>(sb + (MnMajor ? mnChunkOffset(mode, N, 0, kK - 1)
+                                                            : chunkOffset(mode, N, 0, kK / 8 - 1))) = 0u;
     }
     if (fault == kReadBeforeWait)
     {
@@ -338,3 +432,7 @@ template __global__ void wgmmaGemm<128, true>(__half const*, __half const*, floa
                                               uint64_t);
 template __global__ void wgmmaGemm<256, true>(__half const*, __half const*, float const*, float*, int, int, int,
                                               uint64_t);
+template __global__ void wgmmaGemm<64, false, true>(__half const*, __half const*, float const*, float*, int, int,
+                                                    int, uint64_t);
+template __global__ void wgmmaGemm<64, true, true>(__half const*, __half const*, float const*, float*, int, int, int,
+                                                   uint64_t);
