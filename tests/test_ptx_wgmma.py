@@ -1,12 +1,13 @@
-"""The PTX executor's warpgroup MMA (sm_90a): wgmma.mma_async m64nNk16 with A from a shared-memory descriptor
-(SS) or from registers (RS), every swizzle mode of the K-major and (N = 64) the MN-major descriptor layouts,
-scale-d both ways, a K
-loop of four k16 steps with commit_group / wait_group, checked against a float64 numpy GEMM of fresh random
-inputs; each wgmma hazard the executor reports (no fence.proxy.async after st.shared, an accumulator read
-before wait_group, B overwritten while a wgmma reads it, a descriptor outside shared memory or off its
-swizzle pattern, no wgmma.fence) fires on a deliberately wrong launch and not on the correct one; and the
-counters. The kernel is tests/ptx_fixtures/wgmma_gemm.cu, compiled here by nvcc for sm_90a to PTX (cached
-in plugins/build/ptxexec-fixtures) and accepted by ptxas -arch=sm_90a. Needs nvcc (no GPU)."""
+"""The PTX executor's warpgroup MMA (sm_90a): wgmma.mma_async m64nNk16 (N = 24, 64, 128, 256) with A from a
+shared-memory descriptor (SS) or from registers (RS), every swizzle mode of the K-major and (N = 64) the
+MN-major descriptor layouts, scale-d both ways, a K loop of four k16 steps with commit_group / wait_group,
+checked against a float64 numpy GEMM of fresh random inputs; each wgmma hazard the executor reports (no
+fence.proxy.async after st.shared, an accumulator read before wait_group, B overwritten while a wgmma reads
+it, a descriptor outside shared memory or off its swizzle pattern, no wgmma.fence) fires on a deliberately
+wrong launch and not on the correct one; and the counters. The kernel is tests/ptx_fixtures/wgmma_gemm.cu,
+compiled here by nvcc for sm_90a to PTX (cached in plugins/build/ptxexec-fixtures) and accepted by ptxas
+-arch=sm_90a. Needs nvcc (no GPU). The fixture's layouts and the executor's descriptor decoding are both
+written from the PTX ISA's layout sections: they agree with each other, which a GPU run would confirm."""
 
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def clean(result):
 CASES = [  # (N, A in registers, swizzle, accumulate)
     (64, False, "none", True), (64, False, "128B", False), (64, False, "64B", True), (64, False, "32B", False),
     (128, False, "none", False), (128, False, "128B", True), (128, False, "64B", False), (128, False, "32B", True),
-    (256, False, "128B", True), (256, False, "none", False),
+    (256, False, "128B", True), (256, False, "none", False), (24, False, "64B", True), (24, False, "none", False),
     (64, True, "32B", True), (128, True, "64B", False), (256, True, "128B", False), (256, True, "none", True),
 ]
 # imm-trans 1: M-major A and N-major B (N = 64)
@@ -192,4 +193,4 @@ def test_ptxas_accepts_the_fixture_for_sm_90a(ptx, tmp_path):
     done = subprocess.run([ptxas, "-arch=sm_90a", str(source), "-o", str(tmp_path / "wgmma_gemm.cubin")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert ".target sm_90a" in ptx and ptx.count("wgmma.mma_async") == 8 * K // 16
+    assert ".target sm_90a" in ptx and ptx.count("wgmma.mma_async") == 9 * K // 16

@@ -133,6 +133,18 @@ __device__ __forceinline__ void wgmmaRS64Mn(float* d, uint32_t const* a, uint64_
         : "memory");
 }
 
+__device__ __forceinline__ void wgmmaSS24(float* d, uint64_t descA, uint64_t descB, int scaleD)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %14, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n24k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11}, %12, %13, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11])
+        : "l"(descA), "l"(descB), "r"(scaleD)
+        : "memory");
+}
+
 __device__ __forceinline__ void wgmmaSS64(float* d, uint64_t descA, uint64_t descB, int scaleD)
 {
     asm volatile(
@@ -276,6 +288,8 @@ __device__ __forceinline__ void wgmmaSS(float* d, uint64_t descA, uint64_t descB
 {
     if constexpr (MnMajor)
         wgmmaSS64Mn(d, descA, descB, scaleD);
+    else if constexpr (N == 24)
+        wgmmaSS24(d, descA, descB, scaleD);
     else if constexpr (N == 64)
         wgmmaSS64(d, descA, descB, scaleD);
     else if constexpr (N == 128)
@@ -436,3 +450,5 @@ template __global__ void wgmmaGemm<64, false, true>(__half const*, __half const*
                                                     int, uint64_t);
 template __global__ void wgmmaGemm<64, true, true>(__half const*, __half const*, float const*, float*, int, int, int,
                                                    uint64_t);
+template __global__ void wgmmaGemm<24, false>(__half const*, __half const*, float const*, float*, int, int, int,
+                                              uint64_t);
