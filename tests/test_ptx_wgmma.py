@@ -194,3 +194,50 @@ def test_ptxas_accepts_the_fixture_for_sm_90a(ptx, tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert ".target sm_90a" in ptx and ptx.count("wgmma.mma_async") == 9 * K // 16
+
+
+# -------------------------------------------------------------------------------------------------
+# The instructions an sm_90a kernel emits around wgmma, on hand-written PTX (no nvcc needed)
+
+ELECT = """
+.version 8.0
+.target sm_90a
+.address_size 64
+.visible .entry elect_kernel(.param .u64 pout)
+{
+    .reg .pred %p<3>;
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<4>;
+    setmaxnreg.inc.sync.aligned.u32 232;
+    ld.param.u64 %rd1, [pout];
+    mov.u32 %r7, %tid.x;
+    elect.sync %r2|%p2, 0xfffffff0;
+    selp.u32 %r3, 1, 0, %p2;
+    shl.b32 %r4, %r2, 8;
+    or.b32 %r5, %r4, %r3;
+    fence.proxy.async.shared::cta;
+    fence.proxy.async;
+    fence.acq_rel.cta;
+    mul.wide.u32 %rd2, %r7, 4;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.u32 [%rd3], %r5;
+    ret;
+}
+"""
+
+
+def test_elect_setmaxnreg_and_proxy_fences():
+    module = parse_module(ELECT.replace("elect.sync %r2|%p2, 0xfffffff0;", "elect.sync %r2|%p2, 0xffffffff;"), "e")
+    mem = GlobalMemory()
+    out = mem.alloc("out", 64 * 4, np.zeros(64, np.uint32))
+    result = Launcher(module, mem).run("elect_kernel", (1, 1, 1), (64, 1, 1), 0, [struct.pack("<Q", out)])
+    assert list(result.findings) == []
+    got = mem.view(out, np.uint32)
+    # every lane learns its warp's leader (lane 0 of each warp), only the leader's predicate is true
+    assert list(got >> 8) == [0] * 64 and list(got & 1) == [1] + [0] * 31 + [1] + [0] * 31
+    # a member mask without lanes 0-3: lanes 0-3 execute it outside their mask (a finding), lane 4 leads
+    module = parse_module(ELECT, "e")
+    result = Launcher(module, mem).run("elect_kernel", (1, 1, 1), (32, 1, 1), 0, [struct.pack("<Q", out)])
+    assert {(f.category, f.kind) for f in result.findings} == {("barrier_divergence",
+                                                              "elect.sync outside its member mask")}
+    assert list(mem.view(out, np.uint32)[:32] >> 8) == [4] * 32
