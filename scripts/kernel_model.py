@@ -254,21 +254,23 @@ def run_launch(checker, mem, rec, n_ctas: int, seed: int = 17) -> dict:
     }
 
 
-def run_layer(checker, layer: str, shape: tuple, gpu: Gpu, n_ctas: int, cache: dict) -> dict:
-    """Counters of every launch the plugin makes for ``layer`` on ``gpu`` (cached per launch)."""
+def run_layer(checker, layer: str, shape: tuple, gpu: Gpu, n_ctas: int, cache: dict,
+              ptx_arch: Optional[str] = None) -> dict:
+    """Counters of every launch the plugin makes for ``layer`` on ``gpu`` (cached per launch), its device
+    code from the PTX built for ``ptx_arch`` (None: the checker's default build)."""
     from ptx_check import Case, main_launch
 
     from ptxexec.capture import RecordedMemoryOp
 
     c, h, w = shape
     case = Case(f"{layer}-{gpu.arch}", "nhwc", "fp16", (1, c, c, h, w, 3, 3, 1, 1, 1, 1, 1, True, False),
-                device=gpu.arch, offset_scale=1.0)
+                device=gpu.arch, offset_scale=1.0, ptx_arch=ptx_arch)
     mem, addr, tensors, recorded, problems = checker.call(case)
     launches = [r for r in recorded if not isinstance(r, RecordedMemoryOp)]
     main = main_launch(launches)
     if problems or main is None:
         raise RuntimeError(f"{layer} on {gpu.arch}: {'; '.join(problems) or 'no launch'}")
-    key = tuple((r.kernel, r.grid, r.dynamic_shared) for r in launches) + (c, h, w)
+    key = tuple((r.kernel, r.grid, r.dynamic_shared) for r in launches) + (c, h, w, checker.lib.ptx_arch)
     if key not in cache:
         runs = []
         for rec in launches:  # in order: the reduction reads what the convolution wrote
@@ -328,22 +330,28 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--no-registers", action="store_true",
                         help="skip ptxas' register counts (occupancy from threads and shared memory only)")
     parser.add_argument("--src", type=Path, default=REPO / "plugins" / "src")
+    parser.add_argument("--sm90-ptx", default="sm_80", choices=("sm_80", "sm_90a"),
+                        help="the device code the sm_90 GPUs (H100) run: the sm_80 build every GPU runs (default), "
+                             "or the sources built for sm_90a (compute_90a, where sm_90-only code such as wgmma is)")
     args = parser.parse_args(argv)
     gpus = {name.strip(): GPUS[name.strip()] for name in args.gpus.split(",")}
     from ptx_check import SOURCES, Checker, log
 
-    from ptxexec.capture import CapturedLibrary, build
+    from ptxexec.capture import CapturedLibrary, build, build_ptx
     include = REPO / "plugins" / "include"
-    built = build(args.src.resolve(), include, SOURCES, "sm_80", REPO / "plugins" / "build" / "ptxexec-cache")
+    cache_dir = REPO / "plugins" / "build" / "ptxexec-cache"
+    built = build(args.src.resolve(), include, SOURCES, "sm_80", cache_dir)
     lib = CapturedLibrary(built, "sm_80")
-    checker = Checker(lib, "sm_80")
+    checker = Checker(lib, "sm_80", ptx_builder=lambda arch: build_ptx(args.src.resolve(), include, SOURCES, arch,
+                                                                       cache_dir))
     registers = {} if args.no_registers else register_counts(args.src)
     cache: dict = {}
     rows = []
     for layer, (c, h, w) in layers().items():
         for gname, gpu in gpus.items():
             log(f"kernel_model: {layer} on {gname} ...")
-            run = run_layer(checker, layer, (c, h, w), gpu, args.ctas, cache)
+            ptx_arch = args.sm90_ptx if gpu.arch == "sm_90" else None
+            run = run_layer(checker, layer, (c, h, w), gpu, args.ctas, cache, ptx_arch)
             main = run["launches"][run["main"]]
             kernel = short_name(main["kernel"])
             regs = registers.get((int(gpu.arch.removeprefix("sm_")), kernel))
@@ -354,7 +362,8 @@ def main(argv: Optional[list] = None) -> int:
             trt = trt_oss_us(gpu, c, h, w)
             main_model = ours["launches"][run["main"]]
             rows.append({
-                "layer": layer, "gpu": gname, "kernel": kernel, "grid": main_model["grid"], "ctas": main["ctas"],
+                "layer": layer, "gpu": gname, "ptx_arch": ptx_arch or "sm_80", "kernel": kernel,
+                "grid": main_model["grid"], "ctas": main["ctas"],
                 "ctas_run": main["ctas_run"], "resident_ctas_per_sm": resident, "registers": regs,
                 "modeled_us": round(ours["us"], 2), "bound": main_model["bound"], "terms_us": main_model["terms_us"],
                 "launches": ours["launches"],
