@@ -67,8 +67,8 @@ def gemm(launcher_parts, n: int, registers_a: bool, mode: int, accumulate: bool,
     params = [struct.pack("<Q", v) for v in addr] + [struct.pack("<i", v) for v in (mode, int(accumulate), fault)]
     params.append(struct.pack("<Q", desc_shift))
     shared = (64 + n) * K * 2
-    result = Launcher(module, mem, programs).run(names[(n, registers_a, mn_major)], (1, 1, 1), (128, 1, 1), shared, params,
-                                                 schedule=schedule)
+    kernel = names[(n, registers_a, mn_major)]
+    result = Launcher(module, mem, programs).run(kernel, (1, 1, 1), (128, 1, 1), shared, params, schedule=schedule)
     d = mem.view(addr[3], np.float32).reshape(64, n).copy()
     return a, bt, c, d, result
 
