@@ -5,22 +5,14 @@ instruction reads before the loop's next HGMMA is unhidden, one read only after 
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-sass_loop = _load_script("sass_loop")
+import sass_loop  # noqa: E402
 
 
 def sass(body: list[str], name: str = "_Z4gemmv", arch: int = 90) -> str:
