@@ -241,3 +241,40 @@ def test_elect_setmaxnreg_and_proxy_fences():
     assert {(f.category, f.kind) for f in result.findings} == {("barrier_divergence",
                                                               "elect.sync outside its member mask")}
     assert list(mem.view(out, np.uint32)[:32] >> 8) == [4] * 32
+
+
+def _edited_run(ptx: str, kernel: str, edit, a, bt, c, mode: int):
+    """Run ``kernel`` of ``ptx`` with ``edit`` applied to its wgmma.mma_async lines (16-bit inputs as raw bits)."""
+    text = "\n".join(edit(line) if "wgmma.mma_async" in line else line for line in ptx.splitlines())
+    module = parse_module(text, "edited.ptx")
+    n = bt.shape[0]
+    mem = GlobalMemory()
+    addr = [mem.alloc("a", a.nbytes, a), mem.alloc("bt", bt.nbytes, bt), mem.alloc("c", c.nbytes, c),
+            mem.alloc("d", 64 * n * 4, np.full(64 * n, np.nan, np.float32))]
+    params = [struct.pack("<Q", v) for v in addr] + [struct.pack("<i", v) for v in (mode, 1, NONE)]
+    params.append(struct.pack("<Q", 0))
+    result = Launcher(module, mem).run(kernel, (1, 1, 1), (128, 1, 1), (64 + n) * K * 2, params)
+    return mem.view(addr[3], np.float32).reshape(64, n).copy(), result
+
+
+def test_imm_scale_minus_one_and_bf16_operands(ptx, launcher_parts):
+    _, names, _ = launcher_parts
+    rng = np.random.default_rng(23)
+    a = rng.standard_normal((64, K)).astype(np.float16)
+    bt = rng.standard_normal((64, K)).astype(np.float16)
+    c = rng.standard_normal((64, 64)).astype(np.float32)
+    # imm-scale-a -1 (SS: "p, 1, 1, 0, 0" -> "p, -1, 1, 0, 0"): D = -A B + C
+    d, result = _edited_run(ptx, names[(64, False, False)], lambda t: t.replace("p, 1, 1, 0, 0;", "p, -1, 1, 0, 0;"),
+                            a, bt, c, 1)
+    clean(result)
+    assert_close(d, c - a.astype(np.float64) @ bt.astype(np.float64).T)
+    # .bf16 operands: the same 16-bit words read as bfloat16 (the upper half of a float32)
+    a16 = (rng.standard_normal((64, K)).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    b16 = (rng.standard_normal((64, K)).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    d, result = _edited_run(ptx, names[(64, True, False)], lambda t: t.replace(".f32.f16.f16", ".f32.bf16.bf16"),
+                            a16, b16, c, 3)
+    clean(result)
+
+    def bf16(bits):
+        return (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    assert_close(d, bf16(a16) @ bf16(b16).T + c)
