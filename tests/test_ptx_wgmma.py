@@ -278,3 +278,66 @@ def test_imm_scale_minus_one_and_bf16_operands(ptx, launcher_parts):
     def bf16(bits):
         return (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
     assert_close(d, bf16(a16) @ bf16(b16).T + c)
+
+
+# warp 1 of the warpgroup branches around the wgmma: zero-filled operands (no swizzle, A and B at shared 0,
+# leading byte offset 128, stride byte offset 256), m64n8k16, D = A B = 0
+PART = """
+.version 8.0
+.target sm_90a
+.address_size 64
+.visible .entry part_kernel(.param .u64 pout)
+{
+    .reg .pred %p<3>;
+    .reg .b32 %r<8>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<4>;
+    .shared .align 1024 .b8 smem[4096];
+    mov.u32 %r1, %tid.x;
+    shl.b32 %r2, %r1, 5;
+    mov.u32 %r3, smem;
+    add.u32 %r4, %r3, %r2;
+    mov.b32 %r5, 0;
+    st.shared.v4.u32 [%r4], {%r5, %r5, %r5, %r5};
+    st.shared.v4.u32 [%r4+16], {%r5, %r5, %r5, %r5};
+    fence.proxy.async.shared::cta;
+    bar.sync 0;
+    mov.f32 %f0, 0f3F800000;
+    mov.f32 %f1, 0f3F800000;
+    mov.f32 %f2, 0f3F800000;
+    mov.f32 %f3, 0f3F800000;
+    setp.ne.u32 %p2, %r1, %r1;
+    shr.u32 %r6, %r1, 5;
+    setp.eq.u32 %p1, %r6, SKIPPED_WARP;
+    @%p1 bra SKIP;
+    wgmma.fence.sync.aligned;
+    mov.b64 %rd1, 0x0000001000080000;
+    wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%f0, %f1, %f2, %f3}, %rd1, %rd1, %p2, 1, 1, 0, 0;
+    wgmma.commit_group.sync.aligned;
+    wgmma.wait_group.sync.aligned 0;
+SKIP:
+    ld.param.u64 %rd2, [pout];
+    mul.wide.u32 %rd3, %r1, 4;
+    add.s64 %rd2, %rd2, %rd3;
+    st.global.f32 [%rd2], %f0;
+    ret;
+}
+"""
+
+
+@pytest.mark.parametrize("schedule", ["lockstep", "warps-forward"])
+def test_wgmma_by_part_of_its_warpgroup_is_a_finding(schedule):
+    mem = GlobalMemory()
+    out = mem.alloc("out", 128 * 4, np.zeros(128, np.float32))
+    for skipped, expect in ((1, {("barrier_divergence", "wgmma by part of its warpgroup")}), (7, set())):
+        module = parse_module(PART.replace("SKIPPED_WARP", str(skipped)), "part")
+        result = Launcher(module, mem).run("part_kernel", (1, 1, 1), (128, 1, 1), 0, [struct.pack("<Q", out)],
+                                           schedule=schedule)
+        assert {(f.category, f.kind) for f in result.findings} == expect, [str(f) for f in result.findings]
+        got = mem.view(out, np.float32)
+        # scale-d false: D = A B = 0 in the warps that ran it; the skipping warp keeps its 1.0
+        assert list(got[32:64] == 1.0) == [skipped == 1] * 32 and (got[:32] == 0).all() and (got[64:] == 0).all()
+    # a CTA of 96 threads has no whole warpgroup
+    module = parse_module(PART.replace("SKIPPED_WARP", "7"), "part")
+    result = Launcher(module, mem).run("part_kernel", (1, 1, 1), (96, 1, 1), 0, [struct.pack("<Q", out)])
+    assert ("barrier_divergence", "wgmma by part of its warpgroup") in {(f.category, f.kind) for f in result.findings}

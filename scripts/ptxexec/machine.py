@@ -392,6 +392,8 @@ class Batch:
             self.proxy_fences = np.zeros(T, np.int32)
             self.sh_wg_busy = np.zeros(shadow, np.int16)
             self.sh_wfence = np.zeros(shadow, np.int32)
+            self.wg_issued = np.zeros(self.W, np.int64)      # wgmma.mma_async per warp, and the last one's line
+            self.wg_last_line = np.zeros(self.W, np.int64)
         # scheduling
         self.schedule = schedule
         self.groups: dict = {}
@@ -479,6 +481,25 @@ class Batch:
         self.cp_pending.clear()
         if self.has_wgmma:
             self.wg_pending.clear()
+            self._check_warpgroups()
+
+    def _check_warpgroups(self):
+        """wgmma.mma_async is warpgroup-collective (.sync.aligned: all 4 warps of a warpgroup, warps 4g ..
+        4g + 3 of the CTA, execute the same ones): the warps of a warpgroup that issued any must have issued
+        as many, and the warpgroup must be whole."""
+        issued = self.wg_issued.reshape(self.nc, self.warps_per_cta)
+        for c in range(self.nc):
+            for first in range(0, self.warps_per_cta, 4):
+                group = issued[c, first:first + 4]
+                if not group.any() or (len(group) == 4 and (group == group[0]).all()):
+                    continue
+                w = c * self.warps_per_cta + first + int(np.argmax(group))
+                line = int(self.wg_last_line[w])
+                counts = ", ".join(str(int(v)) for v in group)
+                self.findings.add("barrier_divergence", "wgmma by part of its warpgroup", line,
+                                  self.program.ops_text(line), 1,
+                                  f"warps {first}..{first + 3} of {self._who(w * 32).split(' thread')[0]} issued "
+                                  f"{counts} wgmma.mma_async (the CTA has {self.warps_per_cta} warps)")
 
     def _run_group(self, g: _Group):
         ops = self.program.ops
@@ -1212,8 +1233,10 @@ class Batch:
         pos = np.full(self.T, -1, np.int64)
         pos[t] = np.arange(len(t))
         li = pos[lanes]
-        if (li < 0).any():
-            raise ExecutionError(f"wgmma.mma_async by a partial warp at PTX line {line}")
+        if (li < 0).any():  # part of a warp: a barrier_divergence finding already; not executed
+            return np.stack([np.broadcast_to(np.asarray(v, np.float32), (len(t),)) for v in d_vals], axis=-1)
+        self.wg_issued[warps] += 1
+        self.wg_last_line[warps] = line
         slots = d_slots + a_slots
         # wgmma.fence since the registers were last written by another instruction (or ever)
         stale = ~self.wg_fenced[t]
