@@ -83,6 +83,29 @@ def test_a_cp_async_store_is_not_counted_twice_in_the_l1_term():
     assert m["us"] == pytest.approx((100 - 40 + 80 / 4) / (gpu.clock_ghz * 1e3))
 
 
+def test_wgmma_counts_at_the_full_tensor_peak_and_its_operands_in_the_l1_term():
+    h100 = GPUS["H100 SXM"]
+    clock_us = h100.clock_ghz * 1e3
+    # 100 m64n256k16 per CTA (2 x 64 x 256 x 16 FLOP each) at 4096 FLOP per clock per SM, no mma.sync fraction
+    wgmma_flop = 100 * 2 * 64 * 256 * 16
+    per_cta = {"warp_instructions": 0.0, "mma": 0.0, "shared_wavefronts": 0.0, "global_sectors": 0.0,
+               "wgmma_flop": float(wgmma_flop), "wgmma_shared_wavefronts": 0.0}
+    m = kernel_model.model_time(h100, per_cta, 132, 0.0)
+    assert m["bound"] == "tensor"
+    assert h100.tensor_flop_per_clock_sm == pytest.approx(4096, rel=1e-3)
+    assert m["us"] == pytest.approx(wgmma_flop / 4096 / clock_us, rel=1e-3)
+    # the same FLOP by mma.sync takes 3/2 as long (2/3 of the peak); both together add up
+    as_mma = dict(per_cta, wgmma_flop=0.0, mma=wgmma_flop / kernel_model.MMA_FLOP)
+    assert kernel_model.model_time(h100, as_mma, 132, 0.0)["us"] == pytest.approx(1.5 * m["us"], rel=1e-3)
+    both = dict(as_mma, wgmma_flop=float(wgmma_flop))
+    assert kernel_model.model_time(h100, both, 132, 0.0)["us"] == pytest.approx(2.5 * m["us"], rel=1e-3)
+    assert kernel_model.mma_equivalents(both) == pytest.approx(2 * wgmma_flop / 4096)
+    # its shared-memory operand wavefronts join the L1/shared term
+    l1 = dict(per_cta, wgmma_flop=0.0, shared_wavefronts=30.0, global_sectors=40.0, wgmma_shared_wavefronts=500.0)
+    m = kernel_model.model_time(h100, l1, 132, 0.0)
+    assert m["bound"] == "l1_shared" and m["us"] == pytest.approx((30 + 40 / 4 + 500) / clock_us)
+
+
 def _tensors(h, w, offset_value):
     x = torch.zeros(1, 32, h, w, dtype=torch.float16)
     weight = torch.zeros(32, 32, 3, 3, dtype=torch.float16)
