@@ -198,19 +198,25 @@ struct TileShape
     //! Slots 2i and 2i + 1 share a row (aVectorPlace), one slot per phase.
     static constexpr bool PairedSlots = VectorsPerThread >= 2 && VectorsPerPhase == 1;
     static constexpr int32_t BVectorsPerThread = BN * kVectorsPerRow / Threads; //!< B vectors per step
-    static_assert(WM == 32 && WN % 16 == 0, "warp tile: 32 rows (kWarpRows) and pairs of n8 tiles (ldmatrix.x4)");
+    //! 32-row blocks of a warp tile (kWarpRows): a block past the tile's gathered rows skips its MMAs.
+    static constexpr int32_t RowBlocks = WM / 32;
+    static constexpr int32_t MTPerBlock = 2; //!< m16 tiles of a row block
+    static_assert(WM % 32 == 0 && WN % 16 == 0, "warp tile: whole 32-row blocks (kWarpRows) and pairs of n8 tiles "
+                                                "(ldmatrix.x4)");
     static_assert(BM * kVectorsPerRow % Threads == 0 && BN * kVectorsPerRow % Threads == 0, "whole vectors");
     static_assert(Phases % kSlices == 0 && NT % (2 * PartsPerSlice) == 0, "phases split the MMAs evenly");
 };
 
 // Shape indices 0, 1, 2 (TcPlan::shape, DEFORMRT_TC_TILE_SHAPE): one shape per width of the output-channel
-// tile. Every warp tile is 32 pixels high, so that a CTA covering fewer pixels than BM (TcPlan::mExtent, a
-// multiple of 32) leaves whole warps without MMAs instead of predicating single m16 tiles (ptxas turns a
-// predicated mma.sync into a branch around each HMMA).
-using TileN256 = TileShape<128, 256, 4, 2>; // groups with more than 128 output channels; warp tile 32 x 128
-using TileN128 = TileShape<256, 128, 8, 1>; // 65 to 128 output channels; warp tile 32 x 128
+// tile. The wide shapes' warp tiles are 64 x 64: per K slice a warp reads 16 A and 16 B wavefronts of
+// fragments for its 32 MMAs (a 32 x 128 warp tile reads 8 + 32: every warp the whole B tile). A CTA still
+// covers any multiple of 32 pixels (TcPlan::mExtent, for wave efficiency): a warp tile is two 32-row blocks,
+// and a block past the tile's gathered rows skips its A fragments and MMAs with one warp-uniform branch
+// (predicating single m16 tiles instead makes ptxas branch around each HMMA).
+using TileN256 = TileShape<128, 256, 2, 4>; // groups with more than 128 output channels; warp tile 64 x 64
+using TileN128 = TileShape<256, 128, 4, 2>; // 65 to 128 output channels; warp tile 64 x 64
 using TileN64 = TileShape<64, 64, 2, 4>;    // up to 64 (warp tile 32 x 16); also the smallest shared memory
-constexpr int32_t kWarpRows = 32;          //!< rows of every warp tile: the step of TcPlan::mExtent
+constexpr int32_t kWarpRows = 32;          //!< rows of a warp tile's row block: the step of TcPlan::mExtent
 constexpr int32_t kTileShapes = 3;
 constexpr int32_t kTileBM[kTileShapes] = {TileN256::BM, TileN128::BM, TileN64::BM};
 constexpr int32_t kTileBN[kTileShapes] = {TileN256::BN, TileN128::BN, TileN64::BN};
@@ -759,10 +765,17 @@ DEFORMRT_HD WarpPlace warpPlace(int32_t tid)
     return WarpPlace{wm * Shape::WM, wn * Shape::WN, tid % kWarpSize};
 }
 
+//! Whether 32-row block ``block`` of the warp tile at ``w`` has gathered rows (warp-uniform): a block without
+//! skips its A fragments and MMAs.
+DEFORMRT_HD bool rowBlockActive(TcTile const& tile, WarpPlace const& w, int32_t block)
+{
+    return w.warpRow0 + block * kWarpRows < tile.gatherRows;
+}
+
 //! Whether the warp at ``w`` has gathered rows (warp-uniform): a warp without skips its MMAs.
 DEFORMRT_HD bool warpActive(TcTile const& tile, WarpPlace const& w)
 {
-    return w.warpRow0 < tile.gatherRows;
+    return rowBlockActive(tile, w, 0);
 }
 
 //! Two consecutive fp32 partial sums (8-byte aligned) in one store.
