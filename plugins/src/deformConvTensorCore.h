@@ -644,7 +644,10 @@ DEFORMRT_UNROLL
                 out[w] = packHalves(accLo, accHi);
             }
         }
-        unsigned char* const dst = a + aVectorByte<Shape>(tid, slot);
+        // Four or more slots: from the loop-invariant slot-0 byte (ptxas recomputes tileByte per slot otherwise);
+        // two: tileByte itself (the same byte; ptxas keeps both slots' bytes then, 19 registers fewer at 128x256)
+        unsigned char* const dst
+            = a + (Shape::VectorsPerThread > 2 ? aVectorByte<Shape>(tid, slot) : tileByte(v.row, v.vec));
 #ifdef __CUDA_ARCH__
         *reinterpret_cast<uint4*>(dst) = make_uint4(out[0], out[1], out[2], out[3]);
 #else
