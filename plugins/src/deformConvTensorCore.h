@@ -1133,11 +1133,15 @@ inline PlanCost planCost(TcGeometry const& t, TcPlan const& plan, TcDevice const
 {
     DcnGeometry const& g = t.g;
     int32_t const bn = kTileBN[plan.shape];
-    int32_t const mtw = kTileBM[plan.shape] / kTileWarpsM[plan.shape] / 16;
-    int32_t const ntw = bn / kTileWarpsN[plan.shape] / 8;
+    int32_t const warpRows = kTileBM[plan.shape] / kTileWarpsM[plan.shape];
+    int32_t const warpsN = kTileWarpsN[plan.shape];
     double const mmaPerStep = double(plan.mExtent / 16) * (bn / 8) * kSlices;
     double const tensor = 2.0 * mmaPerStep;
-    double const fragmentBytes = mmaPerStep * (512.0 / ntw + 256.0 / mtw);
+    // per K slice: each warp column's A fragments of the gathered rows (512 bytes per m16 tile), and each
+    // warp with gathered rows reads its B columns' fragments (256 bytes per n8 tile) whole
+    int32_t const activeWarpRows = (plan.mExtent + warpRows - 1) / warpRows;
+    double const fragmentBytes
+        = kSlices * (double(plan.mExtent / 16) * 512.0 * warpsN + double(activeWarpRows) * bn * 32.0);
     double const gatherBytes = double(plan.mExtent) * kVectorsPerRow * (64 + 16);
     double const bBytes = double(bn) * kRowBytes;
     double const l1 = (fragmentBytes + gatherBytes + bBytes) / 128.0;
