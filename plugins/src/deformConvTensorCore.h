@@ -177,6 +177,8 @@ inline int64_t weightElements(DcnGeometry const& g)
 // ------------------------------------------------------------------------------------------------
 // Tile shapes: WarpsM x WarpsN warps, each owning (BM / WarpsM) x (BN / WarpsN) outputs.
 
+constexpr int32_t kWarpRows = 32; //!< rows of a warp tile's row block: the step of TcPlan::mExtent
+
 template <int32_t BM_, int32_t BN_, int32_t WarpsM_, int32_t WarpsN_>
 struct TileShape
 {
@@ -199,11 +201,11 @@ struct TileShape
     static constexpr bool PairedSlots = VectorsPerThread >= 2 && VectorsPerPhase == 1;
     static constexpr int32_t BVectorsPerThread = BN * kVectorsPerRow / Threads; //!< B vectors per step
     static constexpr bool PairedB = BVectorsPerThread >= 2; //!< B slots 2i and 2i + 1 share a row (bCopies)
-    //! 32-row blocks of a warp tile (kWarpRows): a block past the tile's gathered rows skips its MMAs.
-    static constexpr int32_t RowBlocks = WM / 32;
-    static constexpr int32_t MTPerBlock = 2; //!< m16 tiles of a row block
-    static_assert(WM % 32 == 0 && WN % 16 == 0, "warp tile: whole 32-row blocks (kWarpRows) and pairs of n8 tiles "
-                                                "(ldmatrix.x4)");
+    //! kWarpRows-row blocks of a warp tile: a block past the tile's gathered rows skips its MMAs.
+    static constexpr int32_t RowBlocks = WM / kWarpRows;
+    static constexpr int32_t MTPerBlock = kWarpRows / 16; //!< m16 tiles of a row block
+    static_assert(WM % kWarpRows == 0 && WN % 16 == 0, "warp tile: whole row blocks and pairs of n8 tiles "
+                                                       "(ldmatrix.x4)");
     static_assert(BM * kVectorsPerRow % Threads == 0 && BN * kVectorsPerRow % Threads == 0, "whole vectors");
     static_assert(Phases % kSlices == 0 && NT % (2 * PartsPerSlice) == 0, "phases split the MMAs evenly");
 };
@@ -217,7 +219,6 @@ struct TileShape
 using TileN256 = TileShape<128, 256, 2, 4>; // groups with more than 128 output channels; warp tile 64 x 64
 using TileN128 = TileShape<256, 128, 4, 2>; // 65 to 128 output channels; warp tile 64 x 64
 using TileN64 = TileShape<64, 64, 2, 4>;    // up to 64 (warp tile 32 x 16); also the smallest shared memory
-constexpr int32_t kWarpRows = 32;          //!< rows of a warp tile's row block: the step of TcPlan::mExtent
 constexpr int32_t kTileShapes = 3;
 constexpr int32_t kTileBM[kTileShapes] = {TileN256::BM, TileN128::BM, TileN64::BM};
 constexpr int32_t kTileBN[kTileShapes] = {TileN256::BN, TileN128::BN, TileN64::BN};
@@ -463,7 +464,8 @@ DEFORMRT_HD VectorPlace tileVectorPlace(int32_t tid, int32_t slot)
     uint32_t const u = uint32_t(tid);
     if (!Paired)
     {
-        return VectorPlace{int32_t(u / kVectorsPerRow) + slot * (Threads / kVectorsPerRow), int32_t(u % kVectorsPerRow)};
+        return VectorPlace{
+            int32_t(u / kVectorsPerRow) + slot * (Threads / kVectorsPerRow), int32_t(u % kVectorsPerRow)};
     }
     return VectorPlace{int32_t(u / 2) + (slot / 2) * (Threads / 2), int32_t(u % 2) + 2 * (slot % 2)};
 }
@@ -669,7 +671,7 @@ DEFORMRT_UNROLL
 struct BCopies
 {
     uint32_t firstSource; //!< OHWI element of slot 0's vector at step (chunk 0, tap 0)
-    uint32_t slotStride;  //!< elements between the sources of slots one slotRowStride() apart
+    uint32_t rowStepElements; //!< elements between the sources of slots one slotRowStep apart (slotRowStride rows)
     int32_t row, vec;     //!< slot 0's B tile row (output channel - n0) and vector
     int32_t channels;     //!< channels of the chunk in slot 0's vector (<= 0: none)
 };
@@ -686,7 +688,7 @@ DEFORMRT_HD BCopies bCopies(TcGeometry const& t, TcTile const& tile, int32_t tid
     b.channels = t.chunkC - v.vec * kVector;
     b.firstSource = (uint32_t(tile.grp) * uint32_t(g.cOutPerGroup) + uint32_t(tile.n0 + v.row)) * perOutput
         + uint32_t(v.vec * kVector);
-    b.slotStride = uint32_t(slotRowStride<Shape::Threads, Shape::PairedB>()) * perOutput;
+    b.rowStepElements = uint32_t(slotRowStride<Shape::Threads, Shape::PairedB>()) * perOutput;
     return b;
 }
 
@@ -695,9 +697,10 @@ DEFORMRT_HD BCopies bCopies(TcGeometry const& t, TcTile const& tile, int32_t tid
 template <class Shape>
 DEFORMRT_HD uint32_t bEvenSlotSource(BCopies const& b, int32_t slot)
 {
-    return b.firstSource + uint32_t(slotRowStep<Shape::PairedB>(slot)) * b.slotStride;
+    return b.firstSource + uint32_t(slotRowStep<Shape::PairedB>(slot)) * b.rowStepElements;
 }
 
+//! 16 halves (two vectors) for an odd paired B slot, else 0.
 template <class Shape>
 DEFORMRT_HD int32_t bOddSlotHalves(int32_t slot)
 {
@@ -731,8 +734,8 @@ DEFORMRT_HD void loadBDirect(TcGeometry const& t, TcTensors const& p, TcTile con
         bool const inside = bSlotInside<Shape>(t, tile, b, slot);
         unsigned char* const dst = s.b + stage * (Shape::BN * kRowBytes)
             + slotByte<Shape::Threads, Shape::PairedB>(tileByte(b.row, b.vec), slot);
-        uint16_t const* const source
-            = p.weight + (first + uint32_t(slotRowStep<Shape::PairedB>(slot)) * b.slotStride) + bOddSlotHalves<Shape>(slot);
+        uint32_t const even = first + uint32_t(slotRowStep<Shape::PairedB>(slot)) * b.rowStepElements;
+        uint16_t const* const source = p.weight + even + bOddSlotHalves<Shape>(slot);
         int32_t const channels = b.channels - bOddSlotHalves<Shape>(slot);
         for (int32_t i = 0; i < kVector; ++i)
         {
