@@ -485,19 +485,22 @@ def _nhwc_plan(host, x, offset, weight, bias, mask, plan):
 
 
 def test_pixels_per_cta_and_k_splits_keep_the_result(host):
-    # K = 256 x 9 = 2304: K may be split. Every pixel extent gives the same bits (the K order does not
-    # change); a K split adds the splits' fp32 partial sums in a fixed order: the same bits on every run,
-    # within an fp16 ulp or two of the unsplit result, and within the fp16 RMS rule.
+    # K = 256 x 9 = 2304: K may be split. Every tile shape and pixel extent gives the same bits (the K order
+    # does not change); a K split adds the splits' fp32 partial sums in a fixed order: the same bits on every
+    # run, within an fp16 ulp or two of the unsplit result, and within the fp16 RMS rule. 99 pixels: with 32
+    # or 96 per CTA, the 64-row warp tiles of shapes 0 and 1 have a gathered first and an empty second
+    # 32-row block (it skips its MMAs).
     g = torch.Generator().manual_seed(21)
-    x = torch.randn(1, 256, 5, 7, generator=g).half()
+    x = torch.randn(1, 256, 9, 11, generator=g).half()
     weight = (torch.randn(40, 256, 3, 3, generator=g) / 48).half()
-    offset = (torch.randn(1, 18, 5, 7, generator=g) * 2).half()
-    mask = torch.rand(1, 9, 5, 7, generator=g).half()
+    offset = (torch.randn(1, 18, 9, 11, generator=g) * 2).half()
+    mask = torch.rand(1, 9, 9, 11, generator=g).half()
     bias = torch.randn(40, generator=g).half()
     desc = make_desc(x, offset, weight, bias, mask, (1, 1), (1, 1), (1, 1))
     results = {}
-    for extent, split in ((32, 1), (64, 1), (32, 2), (32, 3), (32, 3)):
-        plan = plan_for(host, desc, 132, 227 << 10, 50 << 20, shape=2, extent=extent, split=split)
+    for shape, extent, split in ((2, 32, 1), (2, 64, 1), (0, 32, 1), (0, 96, 1), (1, 96, 1), (1, 160, 1),
+                                 (2, 32, 2), (2, 32, 3), (2, 32, 3)):
+        plan = plan_for(host, desc, 132, 227 << 10, 50 << 20, shape=shape, extent=extent, split=split)
         assert plan is not None and (plan.mExtent, plan.splitK) == (extent, split)
         y = _nhwc_plan(host, x, offset, weight, bias, mask, plan)
         assert not torch.isnan(y).any()
