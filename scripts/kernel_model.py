@@ -13,8 +13,10 @@ convolution kernel, and the reduction when it splits K: the first CTA and random
 counters, scaled by the CTA count, give per launch:
   issue      PTX warp-instructions but ld.param / (4 schedulers x clock)   (ptxas may expand or fuse: PTX != SASS)
   tensor     mma.sync m16n8k16 x 4096 FLOP / (fp16 tensor FLOP per clock x mma.sync efficiency)
-  L1/shared  shared-memory wavefronts + global 32-byte sectors / 4, one 128-byte wavefront per clock; a
-             cp.async's shared-memory store is not counted again (the copy passes the L1 once)
+             + wgmma FLOP (2 x 64 x N x 16 per m64nNk16) / fp16 tensor FLOP per clock (wgmma reaches the peak)
+  L1/shared  shared-memory wavefronts + global 32-byte sectors / 4 + the 128-byte wavefronts of wgmma's
+             shared-memory operands (A when from shared memory, B), one wavefront per clock; a cp.async's
+             shared-memory store is not counted again (the copy passes the L1 once)
   DRAM       the launch's compulsory bytes (inputs it reads first, outputs it writes) / bandwidth; plus
              the share of its re-read global sectors the L2 cannot hold: 1 - (L2 / 2) / (the bytes the
              CTAs resident at once touch), the latter computed from the layer's offsets (every input pixel
@@ -122,14 +124,22 @@ def model_time(gpu: Gpu, per_cta: dict, ctas: int, dram_bytes: float) -> dict:
     """Modelled microseconds of a launch of ``ctas`` CTAs with the per-CTA counters ``per_cta``."""
     clock = gpu.clock_ghz * 1e9
     issue = per_cta["warp_instructions"] / ISSUE_PER_CLOCK
-    tensor = per_cta["mma"] * MMA_FLOP / (gpu.tensor_flop_per_clock_sm * gpu.mma_sync_fraction)
-    l1 = per_cta["shared_wavefronts"] - per_cta.get("cp_async_store_wavefronts", 0.0) + per_cta["global_sectors"] / 4
+    tensor = (per_cta["mma"] * MMA_FLOP / (gpu.tensor_flop_per_clock_sm * gpu.mma_sync_fraction)
+              + per_cta.get("wgmma_flop", 0.0) / gpu.tensor_flop_per_clock_sm)
+    l1 = (per_cta["shared_wavefronts"] - per_cta.get("cp_async_store_wavefronts", 0.0) + per_cta["global_sectors"] / 4
+          + per_cta.get("wgmma_shared_wavefronts", 0.0))
     busiest = math.ceil(ctas / gpu.sms)
     terms = {"issue": busiest * issue / clock, "tensor": busiest * tensor / clock, "l1_shared": busiest * l1 / clock,
              "dram": dram_bytes / (gpu.dram_gbs * 1e9)}
     bound = max(terms, key=terms.get)
     return {"us": terms[bound] * 1e6, "bound": bound, "terms_us": {k: round(v * 1e6, 2) for k, v in terms.items()},
             "wave_efficiency": round(ctas / (busiest * gpu.sms), 3)}
+
+
+def mma_equivalents(per_cta: dict) -> float:
+    """mma.sync m16n8k16 plus wgmma counted in m16n8k16s of the same FLOP (one m64nNk16 = 4 x N/8), so
+    instructions per mma stay comparable between the two."""
+    return per_cta["mma"] + per_cta.get("wgmma_flop", 0.0) / MMA_FLOP
 
 
 CHUNK_CHANNELS = 32  # the kernel's K step: 32 channels of one tap (deformConvTensorCore.h kStepK)
@@ -213,7 +223,7 @@ def register_counts(src: Path) -> dict:
 def run_launch(checker, mem, rec, n_ctas: int, seed: int = 17) -> dict:
     """Counters of ``n_ctas`` CTAs (the middle one, an interior tile of a whole pixel range, and random
     ones) of the recorded launch ``rec``."""
-    from ptxexec import CLASSES, Launcher
+    from ptxexec import CLASSES
 
     grid = rec.grid
     total = grid[0] * grid[1] * grid[2]
@@ -222,7 +232,7 @@ def run_launch(checker, mem, rec, n_ctas: int, seed: int = 17) -> dict:
     others = np.array([i for i in range(total) if i != middle])
     picks = [middle] + sorted(int(i) for i in rng.choice(others, size=min(n_ctas, total) - 1, replace=False))
     ctas = [(i % grid[0], i // grid[0] % grid[1], i // (grid[0] * grid[1])) for i in picks]
-    launcher = Launcher(checker.lib.kernel_module[rec.kernel], mem, checker.programs)
+    launcher = checker.launcher(rec.kernel, mem)
     result = launcher.run(rec.kernel, grid, rec.block, rec.dynamic_shared, rec.params, ctas=ctas)
     n = result.ctas_run
     mem_c = result.memory
@@ -233,6 +243,8 @@ def run_launch(checker, mem, rec, n_ctas: int, seed: int = 17) -> dict:
         # ld.param becomes a constant-bank operand in SASS: no issue slot of its own
         "per_cta": {"warp_instructions": result.warp_instructions / n - float(per_class[CLASSES.index("ld.param")]),
                     "mma": float(per_class[CLASSES.index("mma")]),
+                    "wgmma_flop": mem_c["wgmma_flop"] / n,
+                    "wgmma_shared_wavefronts": mem_c["wgmma_shared_wavefronts"] / n,
                     "shared_wavefronts": (mem_c["shared_load_wavefronts"] + mem_c["shared_store_wavefronts"]) / n,
                     "cp_async_store_wavefronts": mem_c["cp_async_store_wavefronts"] / n,
                     "global_sectors": (mem_c["global_load_sectors"] + mem_c["global_store_sectors"]) / n,
@@ -242,21 +254,23 @@ def run_launch(checker, mem, rec, n_ctas: int, seed: int = 17) -> dict:
     }
 
 
-def run_layer(checker, layer: str, shape: tuple, gpu: Gpu, n_ctas: int, cache: dict) -> dict:
-    """Counters of every launch the plugin makes for ``layer`` on ``gpu`` (cached per launch)."""
+def run_layer(checker, layer: str, shape: tuple, gpu: Gpu, n_ctas: int, cache: dict,
+              ptx_arch: Optional[str] = None) -> dict:
+    """Counters of every launch the plugin makes for ``layer`` on ``gpu`` (cached per launch), its device
+    code from the PTX built for ``ptx_arch`` (None: the checker's default build)."""
     from ptx_check import Case, main_launch
 
     from ptxexec.capture import RecordedMemoryOp
 
     c, h, w = shape
     case = Case(f"{layer}-{gpu.arch}", "nhwc", "fp16", (1, c, c, h, w, 3, 3, 1, 1, 1, 1, 1, True, False),
-                device=gpu.arch, offset_scale=1.0)
+                device=gpu.arch, offset_scale=1.0, ptx_arch=ptx_arch)
     mem, addr, tensors, recorded, problems = checker.call(case)
     launches = [r for r in recorded if not isinstance(r, RecordedMemoryOp)]
     main = main_launch(launches)
     if problems or main is None:
         raise RuntimeError(f"{layer} on {gpu.arch}: {'; '.join(problems) or 'no launch'}")
-    key = tuple((r.kernel, r.grid, r.dynamic_shared) for r in launches) + (c, h, w)
+    key = tuple((r.kernel, r.grid, r.dynamic_shared) for r in launches) + (c, h, w, checker.lib.ptx_arch)
     if key not in cache:
         runs = []
         for rec in launches:  # in order: the reduction reads what the convolution wrote
@@ -316,22 +330,28 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--no-registers", action="store_true",
                         help="skip ptxas' register counts (occupancy from threads and shared memory only)")
     parser.add_argument("--src", type=Path, default=REPO / "plugins" / "src")
+    parser.add_argument("--sm90-ptx", default="sm_80", choices=("sm_80", "sm_90a"),
+                        help="the device code the sm_90 GPUs (H100) run: the sm_80 build every GPU runs (default), "
+                             "or the sources built for sm_90a (compute_90a, where sm_90-only code such as wgmma is)")
     args = parser.parse_args(argv)
     gpus = {name.strip(): GPUS[name.strip()] for name in args.gpus.split(",")}
     from ptx_check import SOURCES, Checker, log
 
-    from ptxexec.capture import CapturedLibrary, build
+    from ptxexec.capture import CapturedLibrary, build, build_ptx
     include = REPO / "plugins" / "include"
-    built = build(args.src.resolve(), include, SOURCES, "sm_80", REPO / "plugins" / "build" / "ptxexec-cache")
+    cache_dir = REPO / "plugins" / "build" / "ptxexec-cache"
+    built = build(args.src.resolve(), include, SOURCES, "sm_80", cache_dir)
     lib = CapturedLibrary(built, "sm_80")
-    checker = Checker(lib, "sm_80")
+    checker = Checker(lib, "sm_80", ptx_builder=lambda arch: build_ptx(args.src.resolve(), include, SOURCES, arch,
+                                                                       cache_dir))
     registers = {} if args.no_registers else register_counts(args.src)
     cache: dict = {}
     rows = []
     for layer, (c, h, w) in layers().items():
         for gname, gpu in gpus.items():
             log(f"kernel_model: {layer} on {gname} ...")
-            run = run_layer(checker, layer, (c, h, w), gpu, args.ctas, cache)
+            ptx_arch = args.sm90_ptx if gpu.arch == "sm_90" else None
+            run = run_layer(checker, layer, (c, h, w), gpu, args.ctas, cache, ptx_arch)
             main = run["launches"][run["main"]]
             kernel = short_name(main["kernel"])
             regs = registers.get((int(gpu.arch.removeprefix("sm_")), kernel))
@@ -342,7 +362,8 @@ def main(argv: Optional[list] = None) -> int:
             trt = trt_oss_us(gpu, c, h, w)
             main_model = ours["launches"][run["main"]]
             rows.append({
-                "layer": layer, "gpu": gname, "kernel": kernel, "grid": main_model["grid"], "ctas": main["ctas"],
+                "layer": layer, "gpu": gname, "ptx_arch": ptx_arch or "sm_80", "kernel": kernel,
+                "grid": main_model["grid"], "ctas": main["ctas"],
                 "ctas_run": main["ctas_run"], "resident_ctas_per_sm": resident, "registers": regs,
                 "modeled_us": round(ours["us"], 2), "bound": main_model["bound"], "terms_us": main_model["terms_us"],
                 "launches": ours["launches"],
@@ -354,7 +375,7 @@ def main(argv: Optional[list] = None) -> int:
                 "trt_oss_vs_dense_floor": round(trt["us"] / floor, 2),
                 "per_cta": {k: round(v, 1) for k, v in main["per_cta"].items()},
                 "ptx_instructions_per_mma": round(main["per_cta"]["warp_instructions"]
-                                                  / max(main["per_cta"]["mma"], 1), 2),
+                                                  / max(mma_equivalents(main["per_cta"]), 1), 2),
                 "counters": main["counters"],
                 "findings": [f for launch in run["launches"] for f in launch["findings"]],
             })

@@ -3,7 +3,7 @@ and compare every output with models.deform_conv2d. No GPU needed: nvcc compiles
 executor (scripts/ptxexec) runs the device code, and the plugin's own C entry points, linked against a
 stand-in CUDA runtime, decide every launch (grid, tile shape, shared memory, parameters).
 
-    python scripts/ptx_check.py [--src DIR] [--arch sm_80] [--json] [--cases REGEX]
+    python scripts/ptx_check.py [--src DIR] [--arch sm_80] [--ptx-arch sm_90a] [--json] [--cases REGEX]
 
 Every `__global__` kernel in DIR/deformConvKernel.cu and DIR/deformConvTensorCore.cu (default
 plugins/src) must be launched by at least one case (CASES below); a PTX entry point no case reaches is an
@@ -20,6 +20,11 @@ models.deform_conv2d on the same (fp16-rounded) inputs, and, for the tensor-core
 bit to the kernels' CPU build (plugins/src/deformConvHost.cpp, compiled here) run with the same plan. ``error`` is, for fp32, the largest absolute
 error over the largest |reference| (bound 1e-5); for fp16, the relative RMS error divided by a dense
 fp16 convolution's on the same data (bound dcn_reference.FP16_RMS_RATIO, the host tests' rule).
+
+The host code (launch planning) is built for --arch; the device code that runs is that build's PTX, or,
+for a case with ``ptx_arch`` (or every case with --ptx-arch), the same sources' PTX for that target, built
+on first use: sm_90a (compute_90a, __CUDA_ARCH_FEAT_SM90_ALL defined) is the target of sm_90-only code
+such as wgmma, run with a case's device "sm_90" (132 SMs, 227 KB of shared memory per block).
 
 Exit status 1 when any summary count other than ``cases`` is non-zero, or a kernel has no case (checked
 before anything runs). An instruction the executor does not implement fails its case with a message
@@ -40,7 +45,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -49,7 +54,8 @@ sys.path.insert(0, str(REPO / "tests"))
 import numpy as np  # noqa: E402
 
 from ptxexec import CATEGORIES, ExecutionError, GlobalMemory, Launcher, PtxError  # noqa: E402
-from ptxexec.capture import BuildError, CapturedLibrary, RecordedMemoryOp, build, build_host, find_nvcc  # noqa: E402
+from ptxexec.capture import (BuildError, CapturedLibrary, RecordedMemoryOp, build, build_host, build_ptx,  # noqa: E402
+                              find_nvcc)
 
 SOURCES = ("deformConvKernel.cu", "deformConvTensorCore.cu")
 FP32_BOUND = 1e-5
@@ -72,6 +78,8 @@ class Case:
     #                                     the racecheck itself does not depend on the schedule)
     offset_scale: float = 2.0           # offsets ~ N(0, scale): >= 2 puts many samples outside small images
     seed: int = 0
+    ptx_arch: Optional[str] = None      # the PTX target whose device code runs (None: --ptx-arch, or --arch's
+    #                                     build); e.g. "sm_90a" with device "sm_90" for sm_90a-only code (wgmma)
 
 
 # Every path the plugin can launch. The tiled fp16 kernel runs where the tensor-core kernel does not:
@@ -162,17 +170,35 @@ class CaseOutcome:
 
 
 class Checker:
-    def __init__(self, lib: CapturedLibrary, arch: str, host: Optional[Path] = None):
-        """``host``: the kernels' CPU build (capture.build_host), to compare the tensor-core kernel's bits with."""
+    def __init__(self, lib: CapturedLibrary, arch: str, host: Optional[Path] = None,
+                 ptx_builder: Optional[Callable[[str], dict]] = None, ptx_arch: Optional[str] = None):
+        """``host``: the kernels' CPU build (capture.build_host), to compare the tensor-core kernel's bits with.
+        ``ptx_builder``: arch -> source -> PTX (capture.build_ptx of the same sources), called once for each
+        other PTX target a case asks for; ``ptx_arch``: the target of the cases that name none (None: the
+        library's own build)."""
         self.lib = lib
         self.arch = arch
-        self.programs: dict = {}
+        self.ptx_builder = ptx_builder
+        self.default_ptx = ptx_arch or lib.build.arch
+        self.programs_by_ptx: dict = {}
         from models.ops.cuda_kernels import declare_c_api, declare_host_api
         declare_c_api(lib.lib)
         self.host = declare_host_api(ctypes.CDLL(str(host))) if host is not None else None
 
-    def _launcher(self, kernel: str, mem: GlobalMemory) -> Launcher:
-        return Launcher(self.lib.kernel_module[kernel], mem, self.programs)  # compiled once for every case
+    def select_ptx(self, arch: Optional[str] = None):
+        """Point the library's launches at the device code built for ``arch`` (None: the default one),
+        building it on first use."""
+        arch = arch or self.default_ptx
+        if not self.lib.has_ptx(arch):
+            if self.ptx_builder is None:
+                raise BuildError(f"no device code for {arch}, and no builder for it was given")
+            self.lib.add_ptx(arch, self.ptx_builder(arch))
+        self.lib.use_ptx(arch)
+
+    def launcher(self, kernel: str, mem: GlobalMemory) -> Launcher:
+        """A launcher of ``kernel`` from the selected PTX (each kernel compiled once for every case)."""
+        programs = self.programs_by_ptx.setdefault(self.lib.ptx_arch, {})
+        return Launcher(self.lib.kernel_module[kernel], mem, programs)
 
     def call(self, case: Case):
         """Allocate the case's tensors and call the plugin's C API: (memory, addresses, tensors, recorded
@@ -189,6 +215,7 @@ class Checker:
         n, co, ho, wo = x.shape[0], weight.shape[0], offset.shape[2], offset.shape[3]
         fp16 = case.dtype == "fp16"
         esize = 2 if fp16 else 4
+        self.select_ptx(case.ptx_arch)
         self.lib.set_device(case.device or self.arch)
         for field, name in PLAN_ENV.items():
             value = getattr(case, field)
@@ -348,7 +375,7 @@ class Checker:
 
     def _run_launch(self, rec, mem: GlobalMemory, ctas, case: Case):
         """Run one recorded launch; its first CTAs also under a second warp schedule, compared byte by byte."""
-        launcher = self._launcher(rec.kernel, mem)
+        launcher = self.launcher(rec.kernel, mem)
         all_ctas = ctas if ctas is not None else [(x, y, z) for z in range(rec.grid[2]) for y in range(rec.grid[1])
                                                   for x in range(rec.grid[0])]
         head, tail = all_ctas[:case.schedule_ctas], all_ctas[case.schedule_ctas:]
@@ -430,6 +457,9 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--src", type=Path, default=REPO / "plugins" / "src",
                         help="folder with deformConvKernel.cu and deformConvTensorCore.cu (default plugins/src)")
     parser.add_argument("--arch", default="sm_80", help="PTX target and device to model (default sm_80)")
+    parser.add_argument("--ptx-arch", default=None,
+                        help="run the device code built for this PTX target instead (e.g. sm_90a: compute_90a, "
+                             "__CUDA_ARCH_FEAT_SM90_ALL defined; the host code stays --arch's build)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     parser.add_argument("--cases", default=None, help="run only the cases whose name matches this regex")
     parser.add_argument("--cache", type=Path, default=REPO / "plugins" / "build" / "ptxexec-cache",
@@ -460,7 +490,21 @@ def main(argv: Optional[list] = None) -> int:
     log(f"ptx_check: built {', '.join(SOURCES)} for {args.arch} in {time.perf_counter() - t0:.1f}s")
     entries = [name for module in lib.modules.values() for name in module.kernels]
     names = demangle(entries)
-    checker = Checker(lib, args.arch, host)
+
+    def ptx_builder(arch: str) -> dict:
+        t_ptx = time.perf_counter()
+        ptx = build_ptx(src, include, SOURCES, arch, args.cache)
+        log(f"ptx_check: built the device code of {', '.join(SOURCES)} for {arch} in "
+            f"{time.perf_counter() - t_ptx:.1f}s")
+        return ptx
+
+    try:
+        checker = Checker(lib, args.arch, host, ptx_builder, args.ptx_arch)
+        if args.ptx_arch:
+            checker.select_ptx(args.ptx_arch)
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     # every entry point must be launched by some case: checked first, from the C calls alone
     covered = {k for case in CASES for k in checker.launched_kernels(case)}
     no_case = [e for e in entries if e not in covered]

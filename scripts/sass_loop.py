@@ -8,14 +8,18 @@ Reads ``cuobjdump -sass`` of plugins/src/deformConvTensorCore.cu compiled like s
 
 Definitions (static, from the SASS text):
 - a loop is the address range from a backward branch's target to the branch;
-- a main loop of a kernel is an innermost loop that contains HMMA instructions (the K loop; the kernel
-  has one for its 16-byte vector path, which copies B with LDGSTS, and one for its scalar path);
+- a main loop of a kernel is an innermost loop that contains HMMA or HGMMA instructions (the K loop; the
+  kernel has one for its 16-byte vector path, which copies B with LDGSTS, and one for its scalar path);
+- HMMA counts in m16n8k16 equivalents per warp: an HMMA is one; an sm_90 warpgroup HGMMA.64xNxK (one
+  instruction in each of the warpgroup's 4 warps) does (64/16) x (N/8) x (K/16) m16n8k16s for the
+  warpgroup, so N/8 x K/16 per warp (HGMMA.64x128x16: 16). Instructions per HMMA stays comparable between
+  mma.sync and wgmma kernels;
 - instructions per HMMA = the main loop's instructions (NOPs excluded) / its HMMAs. The main loop has no
   loop inside it, so the static ratio is the ratio it executes (counting both sides of its few branches:
   an upper bound). The tensor-core kernel before v2 kept its HMMAs in an inner loop of a few instructions
   (its gather in other inner loops), so this counts only that inner loop for it;
 - a global (LDG) or generic (LD) load is *hidden* when, walking forward through the main loop from the load
-  (around the loop's back edge), an HMMA comes before the first instruction that reads one of the load's
+  (around the loop's back edge), an HMMA (or HGMMA) comes before the first instruction that reads one of the load's
   destination registers. The pipelined gather needs every load of the vector path's main loop hidden (the
   scalar path, for channel counts that are not multiples of 8, copies B through registers unpipelined).
 """
@@ -36,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kernel_resources  # noqa: E402
 
 LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+HGMMA_SHAPE = re.compile(r"^HGMMA\.(\d+)x(\d+)x(\d+)")
+TENSOR_OPCODES = ("HMMA", "HGMMA")
 REGISTER = re.compile(r"\bR(\d+)\b")
 LOAD_WIDTH = {"128": 4, "64": 2}
 
@@ -53,6 +59,20 @@ class Instruction:
         return self.opcode.split(".")[0]
 
 
+def hmma_equivalents(ins: Instruction) -> int:
+    """m16n8k16 HMMAs per warp an instruction stands for: 1 for HMMA, N/8 x K/16 for HGMMA.64xNxK (see the
+    module docstring), 0 for anything else."""
+    if ins.base == "HMMA":
+        return 1
+    if ins.base == "HGMMA":
+        m = HGMMA_SHAPE.match(ins.opcode)
+        if m is None:
+            raise ValueError(f"HGMMA without its shape: {ins.text}")
+        rows, n, k = (int(v) for v in m.groups())
+        return rows // 16 * (n // 8) * max(k // 16, 1) // 4
+    return 0
+
+
 @dataclasses.dataclass
 class LoopStats:
     arch: int
@@ -60,7 +80,7 @@ class LoopStats:
     start: int
     end: int
     instructions: int
-    hmma: int
+    hmma: int                     # m16n8k16 equivalents per warp (HGMMA counted as hmma_equivalents)
     global_loads: int
     unhidden_loads: list          # text of each LDG whose result is read before an HMMA
     inner_loops: list             # (start, end, instructions, hmma) of loops inside the main loop
@@ -135,6 +155,16 @@ def _reads(ins: Instruction) -> set:
     # an address operand [R2.64] reads R2 and R3
     for m in re.finditer(r"\[R(\d+)\.64", ins.operands):
         regs |= {int(m.group(1)), int(m.group(1)) + 1}
+    # HGMMA D, A, gdesc[B], C: its A fragment (four registers, or a descriptor) and its accumulators (N/2
+    # registers, the operand after B's descriptor)
+    if ins.base == "HGMMA" and HGMMA_SHAPE.match(ins.opcode):
+        n = int(HGMMA_SHAPE.match(ins.opcode).group(2))
+        b_index = max((k for k, p in enumerate(parts) if p.startswith("gdesc")), default=len(parts))
+        for k, width in ((1, 4), (b_index + 1, n // 2)):
+            m = re.match(r"R(\d+)$", parts[k]) if 0 < k < len(parts) and k != b_index else None
+            if m:
+                regs |= {int(m.group(1)) + i for i in range(width)}
+        return regs
     # HMMA/IMAD.WIDE sources given as the first register of a pair or quad
     if ins.base == "HMMA" and len(parts) >= 3:
         for p, width in ((parts[1], 4), (parts[2], 2), (parts[3] if len(parts) > 3 else "", 4)):
@@ -151,6 +181,9 @@ def _writes(ins: Instruction) -> set:
     if m is None:
         return set()
     width = 4 if ins.base == "HMMA" else 2 if ".WIDE" in ins.opcode or ".64" in ins.opcode else 1
+    if ins.base == "HGMMA":
+        shape = HGMMA_SHAPE.match(ins.opcode)
+        width = int(shape.group(2)) // 2 if shape else 1
     if ins.base in ("LDG", "LDS", "LD", "LDSM"):
         width = next((LOAD_WIDTH[w] for w in ins.opcode.split(".") if w in LOAD_WIDTH), 1)
         if ins.base == "LDSM":
@@ -162,7 +195,7 @@ def main_loops(arch: int, kernel: str, code: list) -> list:
     """Statistics of every innermost loop that contains HMMAs (the K loop; a kernel with a 16-byte vector
     path and a scalar one has one of each: the vector loop copies B with LDGSTS, cp.async)."""
     regions = sorted(set(loops(code)))
-    with_hmma = [(s, e) for s, e in regions if any(i.base == "HMMA" and s <= i.address <= e for i in code)]
+    with_hmma = [(s, e) for s, e in regions if any(i.base in TENSOR_OPCODES and s <= i.address <= e for i in code)]
     innermost = [(s, e) for s, e in with_hmma
                  if not any((s2, e2) != (s, e) and s <= s2 and e2 <= e for s2, e2 in with_hmma)]
     return [_loop_stats(arch, kernel, code, regions, s, e) for s, e in innermost]
@@ -170,12 +203,12 @@ def main_loops(arch: int, kernel: str, code: list) -> list:
 
 def _loop_stats(arch: int, kernel: str, code: list, regions: list, start: int, end: int) -> LoopStats:
     body = [i for i in code if start <= i.address <= end and i.base != "NOP"]
-    hmma = sum(i.base == "HMMA" for i in body)
+    hmma = sum(hmma_equivalents(i) for i in body)
     inner = []
     for s, e in regions:
         if (s, e) != (start, end) and start <= s and e <= end:
             part = [i for i in body if s <= i.address <= e]
-            inner.append((s, e, len(part), sum(i.base == "HMMA" for i in part)))
+            inner.append((s, e, len(part), sum(hmma_equivalents(i) for i in part)))
     unhidden = []
     loads = [k for k, i in enumerate(body) if i.base in ("LDG", "LD")]
     for k in loads:
@@ -183,7 +216,7 @@ def _loop_stats(arch: int, kernel: str, code: list, regions: list, start: int, e
         seen_hmma = False
         for step in range(1, len(body) + 1):
             ins = body[(k + step) % len(body)]
-            if ins.base == "HMMA":
+            if ins.base in TENSOR_OPCODES:
                 seen_hmma = True
             if _reads(ins) & dest:
                 if not seen_hmma:
@@ -221,7 +254,7 @@ def stats_of(obj: Path) -> Optional[list]:
         return None
     stats = []
     for (arch, kernel), code in parse_sass(sass).items():
-        if any(i.base == "HMMA" for i in code):
+        if any(i.base in TENSOR_OPCODES for i in code):
             stats += main_loops(arch, kernel, code)
     return stats
 

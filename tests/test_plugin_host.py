@@ -505,13 +505,16 @@ def _long_k_case(seed: int, c_out: int, h: int, w: int):
 
 
 def test_pixels_per_cta_and_k_splits_keep_the_result(host):
-    # K = 256 x 9 = 2304: K may be split. Every pixel extent gives the same bits (the K order does not
-    # change); a K split adds the splits' fp32 partial sums in a fixed order: the same bits on every run,
-    # within an fp16 ulp or two of the unsplit result, and within the fp16 RMS rule.
-    x, offset, weight, bias, mask, desc = _long_k_case(21, 40, 5, 7)
+    # K = 256 x 9 = 2304: K may be split. Every tile shape and pixel extent gives the same bits (the K order
+    # does not change); a K split adds the splits' fp32 partial sums in a fixed order: the same bits on every
+    # run, within an fp16 ulp or two of the unsplit result, and within the fp16 RMS rule. 99 pixels: with 32
+    # or 96 per CTA, the 64-row warp tiles of shapes 0 and 1 have a gathered first and an empty second
+    # 32-row block (it skips its MMAs).
+    x, offset, weight, bias, mask, desc = _long_k_case(21, 40, 9, 11)
     results = {}
-    for extent, split in ((32, 1), (64, 1), (32, 2), (32, 3), (32, 3)):
-        plan = plan_for(host, desc, 132, 227 << 10, 50 << 20, shape=2, extent=extent, split=split)
+    for shape, extent, split in ((2, 32, 1), (2, 64, 1), (0, 32, 1), (0, 96, 1), (1, 96, 1), (1, 160, 1),
+                                 (2, 32, 2), (2, 32, 3), (2, 32, 3)):
+        plan = plan_for(host, desc, 132, 227 << 10, 50 << 20, shape=shape, extent=extent, split=split)
         assert plan is not None and (plan.mExtent, plan.splitK) == (extent, split)
         y = _nhwc_plan(host, x, offset, weight, bias, mask, plan)
         assert not torch.isnan(y).any()

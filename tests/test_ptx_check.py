@@ -18,6 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "ptx_check.py"
+sys.path.insert(0, str(REPO / "scripts"))
 
 pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found (ptx_check compiles the kernels)")
 
@@ -119,3 +120,17 @@ def test_a_cpu_build_that_sums_in_another_order_is_a_mismatch(tmp_path):
     details = [f["detail"] for c in report["cases"] for f in c["findings"] if f.get("category") == "mismatch"]
     assert len(details) == 1 and "the CPU build's outputs differ from the device code's" in details[0]
     assert "RMS" not in details[0]
+
+
+def test_device_code_built_for_sm_90a_runs_through_the_same_harness():
+    # --ptx-arch: the host code stays the sm_80 build, the device code is the same sources' PTX for
+    # compute_90a (the target of sm_90-only code such as wgmma)
+    rc, report, err = run_check("--ptx-arch", "sm_90a", "--cases", "fp16-nhwc-1x1-groups3")
+    assert rc == 0, err[-3000:]
+    assert "built the device code of deformConvKernel.cu, deformConvTensorCore.cu for sm_90a" in err
+    (case,) = report["cases"]
+    assert case["ok"] and case["findings"] == [] and "deformConvTensorCoreI" in case["kernel"]
+    # the stand-in runtime's sm_90 device (H100 SXM): 132 SMs, 227 KB of shared memory per block
+    from ptxexec.capture import DEVICES
+
+    assert DEVICES["sm_90"]["sms"] == 132 and DEVICES["sm_90"]["shared_optin"] == 227 * 1024

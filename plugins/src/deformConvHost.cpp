@@ -92,6 +92,10 @@ void mmaPhase(SharedView const& s, TcTile const& tile, int32_t stage, int32_t ph
         }
         for (int32_t mi = 0; mi < Shape::MT; ++mi)
         {
+            if (!rowBlockActive(tile, w, mi / Shape::MTPerBlock))
+            {
+                continue;
+            }
             FragA fa[kWarpSize];
             for (int32_t lane = 0; lane < kWarpSize; ++lane)
             {

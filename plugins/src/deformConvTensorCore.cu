@@ -64,40 +64,52 @@ __device__ __forceinline__ uint32_t sliceAddress(uint32_t slice0, int32_t kk)
 }
 
 //! The MMAs of phase ``phase`` of buffer ``stage`` for one warp: K slice phase / PartsPerSlice, its
-//! columns' part phase % PartsPerSlice (none for a warp without gathered rows); ``a`` holds the slice's A
-//! fragments from its first part on.
+//! columns' part phase % PartsPerSlice, row block by row block (none from the first block without gathered
+//! rows: one warp-uniform branch per block); ``a`` holds the slice's A fragments from its first part on.
 template <class Shape>
 __device__ __forceinline__ void mmaPhase(LaneAddresses const& l, SharedView const& s, TcTile const& tile,
     WarpPlace const& w, int32_t stage, int32_t phase, FragA (&a)[Shape::MT], Accumulators<Shape>& acc)
 {
-    if (!warpActive(tile, w))
-    {
-        return;
-    }
     int32_t const kk = phase / Shape::PartsPerSlice;
     int32_t const part = phase % Shape::PartsPerSlice;
     constexpr int32_t kPairs = Shape::NT / 2 / Shape::PartsPerSlice; // ldmatrix.x4 B loads of a part
-    if (part == 0) // the slice's A fragments, kept for its other parts
-    {
+    uint32_t d[kPairs][4];
 DEFORMRT_UNROLL
-        for (int32_t mi = 0; mi < Shape::MT; ++mi)
+    for (int32_t block = 0; block < Shape::RowBlocks; ++block)
+    {
+        if (!rowBlockActive(tile, w, block)) // block 0: the warp has no gathered rows
         {
-            ldmatrixX4(a[mi].r, sliceAddress(l.a + stage * (Shape::BM * kRowBytes), kk) + mi * 16 * kRowBytes);
+            return;
         }
-    }
-DEFORMRT_UNROLL
-    for (int32_t j = 0; j < kPairs; ++j)
-    {
-        int32_t const ni2 = part * kPairs + j;
-        uint32_t d[4];
-        ldmatrixX4(d, sliceAddress(l.b + stage * (Shape::BN * kRowBytes), kk) + ni2 * 16 * kRowBytes);
-        FragB const b0{{d[0], d[1]}};
-        FragB const b1{{d[2], d[3]}};
-DEFORMRT_UNROLL
-        for (int32_t mi = 0; mi < Shape::MT; ++mi)
+        if (part == 0) // the slice's A fragments of the block, kept for its other parts
         {
-            mmaSync(acc.c[mi][2 * ni2], a[mi], b0);
-            mmaSync(acc.c[mi][2 * ni2 + 1], a[mi], b1);
+DEFORMRT_UNROLL
+            for (int32_t mi = block * Shape::MTPerBlock; mi < (block + 1) * Shape::MTPerBlock; ++mi)
+            {
+                ldmatrixX4(a[mi].r, sliceAddress(l.a + stage * (Shape::BM * kRowBytes), kk) + mi * 16 * kRowBytes);
+            }
+        }
+        if (block == 0) // the part's B fragments, for every block
+        {
+DEFORMRT_UNROLL
+            for (int32_t j = 0; j < kPairs; ++j)
+            {
+                ldmatrixX4(d[j],
+                    sliceAddress(l.b + stage * (Shape::BN * kRowBytes), kk) + (part * kPairs + j) * 16 * kRowBytes);
+            }
+        }
+DEFORMRT_UNROLL
+        for (int32_t j = 0; j < kPairs; ++j)
+        {
+            int32_t const ni2 = part * kPairs + j;
+            FragB const b0{{d[j][0], d[j][1]}};
+            FragB const b1{{d[j][2], d[j][3]}};
+DEFORMRT_UNROLL
+            for (int32_t mi = block * Shape::MTPerBlock; mi < (block + 1) * Shape::MTPerBlock; ++mi)
+            {
+                mmaSync(acc.c[mi][2 * ni2], a[mi], b0);
+                mmaSync(acc.c[mi][2 * ni2 + 1], a[mi], b1);
+            }
         }
     }
 }

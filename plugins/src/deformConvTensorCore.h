@@ -177,6 +177,8 @@ inline int64_t weightElements(DcnGeometry const& g)
 // ------------------------------------------------------------------------------------------------
 // Tile shapes: WarpsM x WarpsN warps, each owning (BM / WarpsM) x (BN / WarpsN) outputs.
 
+constexpr int32_t kWarpRows = 32; //!< rows of a warp tile's row block: the step of TcPlan::mExtent
+
 DEFORMRT_HD int32_t tileByte(int32_t row, int32_t vec);
 
 template <int32_t BM_, int32_t BN_, int32_t WarpsM_, int32_t WarpsN_>
@@ -201,6 +203,10 @@ struct TileShape
     static constexpr bool PairedSlots = VectorsPerThread >= 2 && VectorsPerPhase == 1;
     static constexpr int32_t BVectorsPerThread = BN * kVectorsPerRow / Threads; //!< B vectors per step
     static constexpr bool Wgmma = false; //!< the MMAs: mma.sync by warps (WgmmaShape: wgmma by warpgroups)
+    static constexpr bool PairedB = BVectorsPerThread >= 2; //!< B slots 2i and 2i + 1 share a row (bCopies)
+    //! kWarpRows-row blocks of a warp tile: a block past the tile's gathered rows skips its MMAs.
+    static constexpr int32_t RowBlocks = WM / kWarpRows;
+    static constexpr int32_t MTPerBlock = kWarpRows / 16; //!< m16 tiles of a row block
     //! Byte of 16-byte vector ``vec`` of row ``row`` in a shared A or B tile (the gather's and loadB's stores).
     static DEFORMRT_HD int32_t byteOf(int32_t row, int32_t vec)
     {
@@ -212,19 +218,21 @@ struct TileShape
     {
         return pair;
     }
-    static_assert(WM == 32 && WN % 16 == 0, "warp tile: 32 rows (kWarpRows) and pairs of n8 tiles (ldmatrix.x4)");
+    static_assert(WM % kWarpRows == 0 && WN % 16 == 0, "warp tile: whole row blocks and pairs of n8 tiles "
+                                                       "(ldmatrix.x4)");
     static_assert(BM * kVectorsPerRow % Threads == 0 && BN * kVectorsPerRow % Threads == 0, "whole vectors");
     static_assert(Phases % kSlices == 0 && NT % (2 * PartsPerSlice) == 0, "phases split the MMAs evenly");
 };
 
 // Shape indices 0, 1, 2 (TcPlan::shape, DEFORMRT_TC_TILE_SHAPE): one shape per width of the output-channel
-// tile. Every warp tile is 32 pixels high, so that a CTA covering fewer pixels than BM (TcPlan::mExtent, a
-// multiple of 32) leaves whole warps without MMAs instead of predicating single m16 tiles (ptxas turns a
-// predicated mma.sync into a branch around each HMMA).
-using TileN256 = TileShape<128, 256, 4, 2>; // groups with more than 128 output channels; warp tile 32 x 128
-using TileN128 = TileShape<256, 128, 8, 1>; // 65 to 128 output channels; warp tile 32 x 128
+// tile. The wide shapes' warp tiles are 64 x 64: per K slice a warp reads 16 A and 16 B wavefronts of
+// fragments for its 32 MMAs (a 32 x 128 warp tile reads 8 + 32: every warp the whole B tile). A CTA still
+// covers any multiple of 32 pixels (TcPlan::mExtent, for wave efficiency): a warp tile is two 32-row blocks,
+// and a block past the tile's gathered rows skips its A fragments and MMAs with one warp-uniform branch
+// (predicating single m16 tiles instead makes ptxas branch around each HMMA).
+using TileN256 = TileShape<128, 256, 2, 4>; // groups with more than 128 output channels; warp tile 64 x 64
+using TileN128 = TileShape<256, 128, 4, 2>; // 65 to 128 output channels; warp tile 64 x 64
 using TileN64 = TileShape<64, 64, 2, 4>;    // up to 64 (warp tile 32 x 16); also the smallest shared memory
-constexpr int32_t kWarpRows = 32;          //!< rows of every warp tile: the step of TcPlan::mExtent
 constexpr int32_t kTileShapes = 3;         //!< the mma.sync shapes (0 .. 2)
 // Shapes 3 and 4: the Hopper (sm_90a) wgmma kernel's 128 x 256 and 128 x 128 tiles, two warpgroups of 64
 // rows each (deformConvWgmma.h, WgmmaShape); planned by chooseWgmmaPlan only.
@@ -502,29 +510,76 @@ struct VectorPlace
     int32_t row, vec;
 };
 
-//! B copies (and A with one vector per thread): consecutive threads take consecutive vectors of a row;
-//! slot s is Threads / kVectorsPerRow rows further.
+//! A thread's ``slot``-th 16-byte vector of a tile that ``Threads`` threads fill. Unpaired: consecutive threads
+//! take consecutive vectors of a row; slot s is Threads / kVectorsPerRow rows further. Paired (two or more
+//! vectors per thread): two threads per row, slots 2i and 2i + 1 of a thread are vectors (tid % 2) and
+//! (tid % 2) + 2 of one row, the next pair Threads / 2 rows further, so that each load instruction of a
+//! warp reads whole 32-byte sectors (a thread pair's vectors are adjacent) and an odd slot is its even
+//! slot's source + 16 halves.
+template <int32_t Threads, bool Paired>
+DEFORMRT_HD VectorPlace tileVectorPlace(int32_t tid, int32_t slot)
+{
+    uint32_t const u = uint32_t(tid);
+    if (!Paired)
+    {
+        return VectorPlace{
+            int32_t(u / kVectorsPerRow) + slot * (Threads / kVectorsPerRow), int32_t(u % kVectorsPerRow)};
+    }
+    return VectorPlace{int32_t(u / 2) + (slot / 2) * (Threads / 2), int32_t(u % 2) + 2 * (slot % 2)};
+}
+
+//! Rows between a thread's slots (tileVectorPlace) that differ in row: consecutive ones, or pairs.
+template <int32_t Threads, bool Paired>
+constexpr int32_t slotRowStride()
+{
+    return Paired ? Threads / 2 : Threads / kVectorsPerRow;
+}
+
+//! Slot ``slot``'s row step: how many slotRowStride() its row is past slot 0's.
+template <bool Paired>
+DEFORMRT_HD int32_t slotRowStep(int32_t slot)
+{
+    return Paired ? slot / 2 : slot;
+}
+
+//! The tile byte of a thread's ``slot``-th vector (tileByte of tileVectorPlace) from its slot 0's byte
+//! ``firstByte``: a slot's row is a multiple of 8 rows further (the vector permutation repeats every 8 rows),
+//! and a paired odd slot's vector is the even one's + 2 (vector bit 1: byte bit 5). The loop-invariant part
+//! is one register; each slot adds a constant.
+template <int32_t Threads, bool Paired>
+DEFORMRT_HD int32_t slotByte(int32_t firstByte, int32_t slot)
+{
+    static_assert(slotRowStride<Threads, Paired>() % 8 == 0, "slots repeat the vector permutation");
+    int32_t const flip = Paired ? (slot & 1) << 5 : 0;
+    return (firstByte ^ flip) + slotRowStep<Paired>(slot) * slotRowStride<Threads, Paired>() * kRowBytes;
+}
+
+//! B copies (and A with one vector per thread): tileVectorPlace, unpaired.
 template <class Shape>
 DEFORMRT_HD VectorPlace vectorPlace(int32_t tid, int32_t slot)
 {
-    uint32_t const u = uint32_t(tid);
-    return VectorPlace{int32_t(u / kVectorsPerRow) + slot * (Shape::Threads / kVectorsPerRow),
-        int32_t(u % kVectorsPerRow)};
+    return tileVectorPlace<Shape::Threads, false>(tid, slot);
 }
 
-//! A's gather with two or more vectors per thread: two threads per row, slots 2i and 2i + 1 of a thread
-//! are vectors (tid % 2) and (tid % 2) + 2 of one row, so the row's sampling tables are read once for both
-//! and each load instruction reads whole 32-byte sectors (a thread pair's vectors are adjacent).
+//! A's gather: tileVectorPlace, paired with two or more vectors per thread (PairedSlots), so that the
+//! row's sampling tables are also read once for both vectors of a pair.
 template <class Shape>
 DEFORMRT_HD VectorPlace aVectorPlace(int32_t tid, int32_t slot)
 {
-    if (!Shape::PairedSlots)
+    VectorPlace v = tileVectorPlace<Shape::Threads, Shape::PairedSlots>(tid, slot);
+    if (Shape::PairedSlots)
     {
-        return vectorPlace<Shape>(tid, slot);
+        v.row = Shape::pairRow(v.row); // slots are whole 8-row groups apart: the permutation commutes with them
     }
-    uint32_t const u = uint32_t(tid);
-    return VectorPlace{
-        Shape::pairRow(int32_t(u / 2)) + (slot / 2) * (Shape::Threads / 2), int32_t(u % 2) + 2 * (slot % 2)};
+    return v;
+}
+
+//! The A tile byte of a thread's ``slot``-th vector (Shape::byteOf of aVectorPlace).
+template <class Shape>
+DEFORMRT_HD int32_t aVectorByte(int32_t tid, int32_t slot)
+{
+    VectorPlace const first = aVectorPlace<Shape>(tid, 0);
+    return slotByte<Shape::Threads, Shape::PairedSlots>(Shape::byteOf(first.row, first.vec), slot);
 }
 
 //! ``base`` + ``offset`` halves, for a 32-bit offset: one IMAD.WIDE.U32 on the GPU.
@@ -654,7 +709,10 @@ DEFORMRT_UNROLL
                 out[w] = packHalves(accLo, accHi);
             }
         }
-        unsigned char* const dst = a + Shape::byteOf(v.row, v.vec);
+        // Four or more slots: from the loop-invariant slot-0 byte (ptxas recomputes tileByte per slot otherwise);
+        // two: tileByte itself (the same byte; ptxas keeps both slots' bytes then, 19 registers fewer at 128x256)
+        unsigned char* const dst
+            = a + (Shape::VectorsPerThread > 2 ? aVectorByte<Shape>(tid, slot) : Shape::byteOf(v.row, v.vec));
 #ifdef __CUDA_ARCH__
         *reinterpret_cast<uint4*>(dst) = make_uint4(out[0], out[1], out[2], out[3]);
 #else
@@ -669,22 +727,27 @@ DEFORMRT_UNROLL
     }
 }
 
-//! This thread's B copies of a tile (loop-invariant): slot s copies 16-byte vector ``vec`` of output channel
-//! n0 + row + s * (Threads / kVectorsPerRow) of the group, from the step's run of chunkC channels. Element
-//! offsets are 32-bit (tensorCoreApplies: the weight has fewer than 2^31 elements).
+//! This thread's B copies of a tile (loop-invariant): slot s copies 16-byte vector tileVectorPlace(tid, s)
+//! (paired with two or more vectors per thread: PairedB) of B tile row r, i.e. output channel n0 + r of the
+//! group, from the step's run of chunkC channels. Element offsets are 32-bit (tensorCoreApplies: the weight
+//! has fewer than 2^31 elements).
 struct BCopies
 {
     uint32_t firstSource; //!< OHWI element of slot 0's vector at step (chunk 0, tap 0)
-    uint32_t slotStride;  //!< elements between consecutive slots' sources
+    uint32_t rowStepElements; //!< elements between the sources of slots one slotRowStep apart (slotRowStride rows)
     int32_t row, vec;     //!< slot 0's B tile row (output channel - n0) and vector
-    int32_t channels;     //!< channels of the chunk in this vector (<= 0: none)
+    int32_t channels;     //!< channels of the chunk in slot 0's vector (<= 0: none)
 };
 
 template <class Shape>
 DEFORMRT_HD BCopies bCopies(TcGeometry const& t, TcTile const& tile, int32_t tid)
 {
     DcnGeometry const& g = t.g;
-    VectorPlace const v = vectorPlace<Shape>(tid, 0);
+    VectorPlace v = tileVectorPlace<Shape::Threads, Shape::PairedB>(tid, 0);
+    if (Shape::PairedB)
+    {
+        v.row = Shape::pairRow(v.row); // the A gather's bank-conflict-free row order (identity for TileShape)
+    }
     uint32_t const perOutput = uint32_t(g.taps) * uint32_t(g.cPerGroup);
     BCopies b{};
     b.row = v.row;
@@ -692,15 +755,31 @@ DEFORMRT_HD BCopies bCopies(TcGeometry const& t, TcTile const& tile, int32_t tid
     b.channels = t.chunkC - v.vec * kVector;
     b.firstSource = (uint32_t(tile.grp) * uint32_t(g.cOutPerGroup) + uint32_t(tile.n0 + v.row)) * perOutput
         + uint32_t(v.vec * kVector);
-    b.slotStride = uint32_t(Shape::Threads / kVectorsPerRow) * perOutput;
+    b.rowStepElements = uint32_t(slotRowStride<Shape::Threads, Shape::PairedB>()) * perOutput;
     return b;
+}
+
+//! Slot ``slot``'s source element at step (chunk 0, tap 0) is that of its even slot (the slot itself when
+//! unpaired) + bOddSlotHalves(slot).
+template <class Shape>
+DEFORMRT_HD uint32_t bEvenSlotSource(BCopies const& b, int32_t slot)
+{
+    return b.firstSource + uint32_t(slotRowStep<Shape::PairedB>(slot)) * b.rowStepElements;
+}
+
+//! 16 halves (two vectors) for an odd paired B slot, else 0.
+template <class Shape>
+DEFORMRT_HD int32_t bOddSlotHalves(int32_t slot)
+{
+    return Shape::PairedB ? (slot & 1) * 2 * kVector : 0;
 }
 
 //! Whether slot ``slot`` of ``b`` copies weights (else zeros: past the chunk or the group's channels).
 template <class Shape>
 DEFORMRT_HD bool bSlotInside(TcGeometry const& t, TcTile const& tile, BCopies const& b, int32_t slot)
 {
-    return b.channels > 0 && tile.n0 + b.row + slot * (Shape::Threads / kVectorsPerRow) < t.g.cOutPerGroup;
+    int32_t const row = b.row + slotRowStep<Shape::PairedB>(slot) * slotRowStride<Shape::Threads, Shape::PairedB>();
+    return b.channels - bOddSlotHalves<Shape>(slot) > 0 && tile.n0 + row < t.g.cOutPerGroup;
 }
 
 //! The OHWI element offset of step (chunk, tap) within a run: added to every slot's source.
@@ -721,11 +800,13 @@ DEFORMRT_HD void loadBDirect(TcGeometry const& t, TcTensors const& p, TcTile con
     {
         bool const inside = bSlotInside<Shape>(t, tile, b, slot);
         unsigned char* const dst = s.b + stage * (Shape::BN * kRowBytes)
-            + Shape::byteOf(b.row + slot * (Shape::Threads / kVectorsPerRow), b.vec);
-        uint16_t const* const source = p.weight + (first + uint32_t(slot) * b.slotStride);
+            + slotByte<Shape::Threads, Shape::PairedB>(Shape::byteOf(b.row, b.vec), slot);
+        uint32_t const even = first + uint32_t(slotRowStep<Shape::PairedB>(slot)) * b.rowStepElements;
+        uint16_t const* const source = p.weight + even + bOddSlotHalves<Shape>(slot);
+        int32_t const channels = b.channels - bOddSlotHalves<Shape>(slot);
         for (int32_t i = 0; i < kVector; ++i)
         {
-            uint16_t const value = inside && i < b.channels ? source[i] : uint16_t(0);
+            uint16_t const value = inside && i < channels ? source[i] : uint16_t(0);
             dst[2 * i] = static_cast<unsigned char>(value & 0xffu);
             dst[2 * i + 1] = static_cast<unsigned char>(value >> 8);
         }
@@ -818,10 +899,17 @@ DEFORMRT_HD WarpPlace warpPlace(int32_t tid)
     return WarpPlace{wm * Shape::WM, wn * Shape::WN, tid % kWarpSize};
 }
 
+//! Whether 32-row block ``block`` of the warp tile at ``w`` has gathered rows (warp-uniform): a block without
+//! skips its A fragments and MMAs.
+DEFORMRT_HD bool rowBlockActive(TcTile const& tile, WarpPlace const& w, int32_t block)
+{
+    return w.warpRow0 + block * kWarpRows < tile.gatherRows;
+}
+
 //! Whether the warp at ``w`` has gathered rows (warp-uniform): a warp without skips its MMAs.
 DEFORMRT_HD bool warpActive(TcTile const& tile, WarpPlace const& w)
 {
-    return w.warpRow0 < tile.gatherRows;
+    return rowBlockActive(tile, w, 0);
 }
 
 //! Two consecutive fp32 partial sums (8-byte aligned) in one store.
@@ -1121,16 +1209,19 @@ inline PlanCost planCost(TcGeometry const& t, TcPlan const& plan, TcDevice const
 {
     DcnGeometry const& g = t.g;
     int32_t const bn = kTileBN[plan.shape];
-    int32_t const mtw = kTileBM[plan.shape] / kTileWarpsM[plan.shape] / 16;
-    int32_t const ntw = bn / kTileWarpsN[plan.shape] / 8;
+    int32_t const warpRows = kTileBM[plan.shape] / kTileWarpsM[plan.shape];
+    int32_t const warpsN = kTileWarpsN[plan.shape];
     double const mmaPerStep = double(plan.mExtent / 16) * (bn / 8) * kSlices;
     // wgmma (Hopper's full tensor rate): 1 clock per m16n8k16 equivalent; its operands are read from shared
     // memory once per warpgroup (A: the warpgroup's rows, B: all of it) instead of per warp by ldmatrix.
     bool const wgmma = isWgmmaShape(plan.shape);
     double const tensor = (wgmma ? 1.0 : 2.0) * mmaPerStep;
+    // mma.sync, per K slice: each warp column's A fragments of the gathered rows (512 bytes per m16 tile), and
+    // each warp with gathered rows reads its B columns' fragments (256 bytes per n8 tile) whole
+    int32_t const activeWarpRows = (plan.mExtent + warpRows - 1) / warpRows;
     double const fragmentBytes = wgmma
         ? double(plan.mExtent) * kRowBytes + double(bn) * kRowBytes * (plan.mExtent / kWarpgroupRows)
-        : mmaPerStep * (512.0 / ntw + 256.0 / mtw);
+        : kSlices * (double(plan.mExtent / 16) * 512.0 * warpsN + double(activeWarpRows) * bn * 32.0);
     double const gatherBytes = double(plan.mExtent) * kVectorsPerRow * (64 + 16);
     double const bBytes = double(bn) * kRowBytes;
     double const l1 = (fragmentBytes + gatherBytes + bBytes) / 128.0;

@@ -44,15 +44,16 @@ __device__ __forceinline__ void loadB(TcGeometry const& t, TcTensors const& p, T
         loadBDirect<Shape>(t, p, tile, chunk, tap, stage, tid, s);
         return;
     }
-    uint32_t const first = bc.firstSource + bStepOffset(t, chunk, tap);
-    uint32_t const b = sharedAddressOf(s.b) + stage * (Shape::BN * kRowBytes) + Shape::byteOf(bc.row, bc.vec);
+    uint32_t const step = bStepOffset(t, chunk, tap);
+    uint32_t const b = sharedAddressOf(s.b) + stage * (Shape::BN * kRowBytes);
+    int32_t const firstByte = Shape::byteOf(bc.row, bc.vec);
 DEFORMRT_UNROLL
     for (int32_t slot = 0; slot < Shape::BVectorsPerThread; ++slot)
     {
-        // Slot s is s * Threads / 4 rows further: the same vector permutation (both shapes' permutations
-        // depend on row bits 1-2 only).
-        cpAsync16(b + slot * (Shape::Threads / kVectorsPerRow) * kRowBytes,
-            halfAt(p.weight, first + uint32_t(slot) * bc.slotStride), bSlotInside<Shape>(t, tile, bc, slot) ? 16u : 0u);
+        // an odd paired slot: its even slot's address + 32 bytes (an immediate offset)
+        cpAsync16(b + slotByte<Shape::Threads, Shape::PairedB>(firstByte, slot),
+            halfAt(p.weight, bEvenSlotSource<Shape>(bc, slot) + step) + bOddSlotHalves<Shape>(slot),
+            bSlotInside<Shape>(t, tile, bc, slot) ? 16u : 0u);
     }
 }
 

@@ -64,6 +64,7 @@ struct WgmmaShape
     static constexpr bool PairedSlots = true;
     static constexpr int32_t BVectorsPerThread = BN * kVectorsPerRow / Threads;
     static constexpr bool Wgmma = true;
+    static constexpr bool PairedB = BVectorsPerThread >= 2; //!< B slots 2i and 2i + 1 share a row (bCopies)
     static DEFORMRT_HD int32_t byteOf(int32_t row, int32_t vec)
     {
         return wgmmaTileByte(row, vec);

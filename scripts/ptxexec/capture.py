@@ -106,6 +106,55 @@ def _digest(parts) -> str:
     return h.hexdigest()[:20]
 
 
+def _gencode(arch: str) -> str:
+    """nvcc's -gencode value for PTX of ``arch``: "sm_80" -> compute_80; "sm_90a" -> compute_90a (the
+    arch-specific target whose device code sees __CUDA_ARCH_FEAT_SM90_ALL and may use wgmma, setmaxnreg)."""
+    number = arch.removeprefix("sm_")
+    if not re.fullmatch(r"\d+a?", number):
+        raise BuildError(f"unknown architecture {arch} (sm_NN or sm_NNa)")
+    return f"arch=compute_{number},code=compute_{number}"
+
+
+def _unit_dirs(nvcc: str, src_dir: Path, include_dir: Path, sources: tuple, arch: str, cache_dir: Path,
+               kind: str = "") -> dict:
+    """source -> its cache folder, named by the source, ``arch``, ``kind`` and a digest of nvcc's version and
+    the content of every file the source includes."""
+    version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    units = {}
+    for s in sources:
+        files = sorted(_includes((src_dir / s).resolve(), (src_dir.resolve(), include_dir.resolve()), set()),
+                       key=lambda f: (f.name, str(f)))
+        digest = _digest([version] + [f.name.encode() + f.read_bytes() for f in files])
+        units[s] = cache_dir / f"{s}-{arch}{kind}-{digest}"
+    return units
+
+
+def build_ptx(src_dir: Path, include_dir: Path, sources: tuple, arch: str, cache_dir: Path, jobs: int = 2) -> dict:
+    """Device code only: source -> PTX of ``sources`` compiled for ``arch`` (e.g. "sm_90a" beside a
+    :func:`build` for sm_80, whose host library launches the same kernel names), cached like :func:`build`."""
+    nvcc = find_nvcc()
+    if nvcc is None:
+        raise BuildError("nvcc not found on PATH")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    units = _unit_dirs(nvcc, src_dir, include_dir, sources, arch, cache_dir, "-ptx")
+    procs = []
+    for s in sources:
+        if (units[s] / "unit.ptx").is_file():
+            continue
+        tmp = Path(tempfile.mkdtemp(prefix="tmp-unit-", dir=cache_dir))
+        cmd = [nvcc, "-ptx", "-O3", "-DNDEBUG", "-std=c++17", "--expt-relaxed-constexpr", "-gencode", _gencode(arch),
+               "-I", str(include_dir), "-I", str(src_dir), str(src_dir / s), "-o", str(tmp / "unit.ptx")]
+        procs.append((s, tmp, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+        if len(procs) >= jobs:
+            _finish(procs.pop(0), units)
+    for p in procs:
+        _finish(p, units)
+    for path in units.values():
+        os.utime(path)
+    _prune(cache_dir)
+    return {s: (units[s] / "unit.ptx").read_text() for s in sources}
+
+
 def build(src_dir: Path, include_dir: Path, sources: tuple, arch: str, cache_dir: Path, jobs: int = 2) -> Build:
     """Compile ``sources`` (in ``src_dir``) for ``arch`` (e.g. "sm_80"): PTX, host objects, and a shared
     library with the stand-in runtime. Each source is cached in ``cache_dir`` by its content and that of
@@ -113,14 +162,8 @@ def build(src_dir: Path, include_dir: Path, sources: tuple, arch: str, cache_dir
     nvcc = find_nvcc()
     if nvcc is None:
         raise BuildError("nvcc not found on PATH")
-    number = arch.removeprefix("sm_")
-    version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
     cache_dir.mkdir(parents=True, exist_ok=True)
-    units = {}
-    for s in sources:
-        files = sorted(_includes((src_dir / s).resolve(), (src_dir.resolve(), include_dir.resolve()), set()),
-                       key=lambda f: (f.name, str(f)))
-        units[s] = cache_dir / f"{s}-{arch}-{_digest([version] + [f.name.encode() + f.read_bytes() for f in files])}"
+    units = _unit_dirs(nvcc, src_dir, include_dir, sources, arch, cache_dir)
     lib_dir = cache_dir / f"lib-{_digest([STUB_SOURCE.read_bytes()] + [u.name for u in units.values()])}"
     lib = lib_dir / "libdeformrt_capture.so"
     if not lib.is_file():
@@ -129,7 +172,7 @@ def build(src_dir: Path, include_dir: Path, sources: tuple, arch: str, cache_dir
         for s in todo:
             tmp = Path(tempfile.mkdtemp(prefix="tmp-unit-", dir=cache_dir))
             cmd = [nvcc, "-c", "-O3", "-DNDEBUG", "-std=c++17", "--expt-relaxed-constexpr",
-                   "-gencode", f"arch=compute_{number},code=compute_{number}", "-Xcompiler", "-fPIC",
+                   "-gencode", _gencode(arch), "-Xcompiler", "-fPIC",
                    "-keep", "-keep-dir", str(tmp), "-I", str(include_dir), "-I", str(src_dir),
                    str(src_dir / s), "-o", str(tmp / "unit.o")]
             procs.append((s, tmp, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
@@ -206,7 +249,8 @@ def _finish(item, units):
             raise BuildError(f"nvcc left {len(found)} PTX files for {source}")
         out = tmp / "published"
         out.mkdir()
-        os.replace(tmp / "unit.o", out / "unit.o")
+        if (tmp / "unit.o").is_file():  # build(); build_ptx() makes the PTX only
+            os.replace(tmp / "unit.o", out / "unit.o")
         os.replace(found[0], out / "unit.ptx")
         _publish(out, units[source])
     finally:
@@ -250,11 +294,9 @@ class CapturedLibrary:
 
     def __init__(self, b: Build, device: str = "sm_80"):
         self.build = b
-        self.modules: dict[str, Module] = {src: parse_module(text, src) for src, text in b.ptx.items()}
-        self.kernel_module: dict[str, Module] = {}
-        for module in self.modules.values():
-            for name in module.kernels:
-                self.kernel_module[name] = module
+        self._ptx_sets: dict[str, tuple] = {}
+        self.add_ptx(b.arch, b.ptx)
+        self.use_ptx(b.arch)
         self.lib = ctypes.CDLL(str(b.library))
         self.enums = runtime_enums(cuda_include_dir(find_nvcc()))
         self.lib.deformrt_stub_set_enums(self.enums["cudaFuncAttributeMaxDynamicSharedMemorySize"],
@@ -264,6 +306,21 @@ class CapturedLibrary:
         self._memory_cb = _MEMORY_CB(self._on_memory)
         self.lib.deformrt_stub_set_callbacks(self._launch_cb, self._memory_cb)
         self.set_device(device)
+
+    def add_ptx(self, arch: str, ptx: dict):
+        """Device code of the same sources built for another PTX target (capture.build_ptx), e.g. sm_90a
+        beside the library's sm_80: the host code launches kernels by name, so either set can run them."""
+        modules = {src: parse_module(text, f"{src} ({arch})") for src, text in ptx.items()}
+        kernel_module = {name: module for module in modules.values() for name in module.kernels}
+        self._ptx_sets[arch] = (modules, kernel_module)
+
+    def has_ptx(self, arch: str) -> bool:
+        return arch in self._ptx_sets
+
+    def use_ptx(self, arch: str):
+        """Run the launches from now on with the device code built for ``arch`` (added by add_ptx)."""
+        self.ptx_arch = arch
+        self.modules, self.kernel_module = self._ptx_sets[arch]
 
     def set_device(self, device: str):
         attrs = DEVICES[device]

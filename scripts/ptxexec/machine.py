@@ -22,9 +22,18 @@ read-after-write, write-after-read and write-after-write between different threa
 are hazards. ``cp.async`` data lands in shared memory when the issuing thread's ``cp.async.wait_*``
 completes its group (that is when a correct program may read it).
 
+``wgmma.mma_async`` (sm_90a) runs per warp at issue (its shared-memory operands read through their
+descriptors, all four swizzle modes, K- and MN-major) and stays in flight until a ``wgmma.wait_group``
+retires its group; reported as ``races``: accumulator or A registers accessed by other instructions while
+in flight, shared memory written while an in-flight wgmma reads it, shared memory read by a wgmma after a
+generic-proxy write (st.shared, cp.async) with no ``fence.proxy.async`` by the writer in between, a wgmma
+with no ``wgmma.fence`` since its registers were written; as ``out_of_bounds`` / ``misaligned``: a
+descriptor whose operand leaves the CTA's shared memory or does not start on its swizzle pattern.
+
 Counters per CTA: warp-level instructions by class (ops.CLASSES); per launch: global bytes, requests
 and 32-byte sectors per warp access (load sectors also per allocation), shared-memory requests,
-wavefronts and bank conflicts (those of cp.async destinations also on their own).
+wavefronts and bank conflicts (those of cp.async destinations also on their own); wgmma FLOP and the bytes
+and 128-byte wavefronts of its shared-memory operands (per warp a quarter of the warpgroup instruction's).
 """
 
 from __future__ import annotations
@@ -179,7 +188,8 @@ MEM_COUNTERS = ("global_load_bytes", "global_store_bytes", "global_load_requests
                 "global_load_sectors", "global_store_sectors", "shared_load_requests", "shared_store_requests",
                 "shared_load_wavefronts", "shared_store_wavefronts", "shared_load_bank_conflicts",
                 "shared_store_bank_conflicts", "shared_load_bytes", "shared_store_bytes", "cp_async_bytes",
-                "cp_async_store_wavefronts")
+                "cp_async_store_wavefronts", "wgmma_flop", "wgmma_shared_a_bytes", "wgmma_shared_b_bytes",
+                "wgmma_shared_wavefronts")
 
 
 @dataclasses.dataclass
@@ -212,6 +222,8 @@ class LaunchResult:
             out["warp_instructions_per_cta_min_max"] = [int(per_cta_total.min()), int(per_cta_total.max())]
         if per_class[CLS["mma"]]:
             out["instructions_per_mma"] = round(self.warp_instructions / float(per_class[CLS["mma"]]), 2)
+        if per_class[CLS["wgmma"]]:
+            out["wgmma_per_cta"] = round(float(per_class[CLS["wgmma"]]) / n, 2)
         mem = self.memory
         out["memory_per_cta"] = {k: round(v / n, 2) for k, v in mem.items() if v}
         if mem["global_load_requests"]:
@@ -249,6 +261,8 @@ class Program:
         self.symbols = symbols
         compiler = Compiler(kernel, symbols)
         self.ops: list[Op] = [compiler.compile(ins) for ins in kernel.instructions]
+        self.wgmma_slots = compiler.wgmma_slots
+        self.has_wgmma = any(ins.base == "wgmma" for ins in kernel.instructions)
         # falling off the end of the body is a return
         self.ops.append(Op("exit", None, CLS["control"], kernel.instructions[-1].line if kernel.instructions else 0,
                            "(end of kernel)"))
@@ -363,6 +377,23 @@ class Batch:
         self.real_per_warp = self.alive_per_warp.copy()
         self.cp_commits = np.zeros(T, np.int64)
         self.cp_pending: list[dict] = []
+        # wgmma state: per watched register (ops.wgmma_register_slots) and thread, the in-flight wgmmas using
+        # it and whether another instruction wrote it since the thread's last wgmma.fence; per thread its
+        # wgmma-group count and fence.proxy.async count; per shared granule the in-flight wgmmas reading it
+        # and its writer's fence.proxy.async count at the write
+        self.has_wgmma = program.has_wgmma
+        if self.has_wgmma:
+            nk = max(len(program.wgmma_slots), 1)
+            self.wg_busy = np.zeros((nk, T), np.int16)
+            self.wg_dirty = np.zeros((nk, T), np.bool_)
+            self.wg_fenced = np.zeros(T, np.bool_)
+            self.wg_commits = np.zeros(T, np.int64)
+            self.wg_pending: list[dict] = []
+            self.proxy_fences = np.zeros(T, np.int32)
+            self.sh_wg_busy = np.zeros(shadow, np.int16)
+            self.sh_wfence = np.zeros(shadow, np.int32)
+            self.wg_issued = np.zeros(self.W, np.int64)      # wgmma.mma_async per warp, and the last one's line
+            self.wg_last_line = np.zeros(self.W, np.int64)
         # scheduling
         self.schedule = schedule
         self.groups: dict = {}
@@ -448,6 +479,27 @@ class Batch:
             g = groups.pop(key)
             self._run_group(g)
         self.cp_pending.clear()
+        if self.has_wgmma:
+            self.wg_pending.clear()
+            self._check_warpgroups()
+
+    def _check_warpgroups(self):
+        """wgmma.mma_async is warpgroup-collective (.sync.aligned: all 4 warps of a warpgroup, warps 4g ..
+        4g + 3 of the CTA, execute the same ones): the warps of a warpgroup that issued any must have issued
+        as many, and the warpgroup must be whole."""
+        issued = self.wg_issued.reshape(self.nc, self.warps_per_cta)
+        for c in range(self.nc):
+            for first in range(0, self.warps_per_cta, 4):
+                group = issued[c, first:first + 4]
+                if not group.any() or (len(group) == 4 and (group == group[0]).all()):
+                    continue
+                w = c * self.warps_per_cta + first + int(np.argmax(group))
+                line = int(self.wg_last_line[w])
+                counts = ", ".join(str(int(v)) for v in group)
+                self.findings.add("barrier_divergence", "wgmma by part of its warpgroup", line,
+                                  self.program.ops_text(line), 1,
+                                  f"warps {first}..{first + 3} of {self._who(w * 32).split(' thread')[0]} issued "
+                                  f"{counts} wgmma.mma_async (the CTA has {self.warps_per_cta} warps)")
 
     def _run_group(self, g: _Group):
         ops = self.program.ops
@@ -808,6 +860,8 @@ class Batch:
             dup = np.zeros(len(b), np.bool_)
             dup[order[1:]] = (bs[1:] == bs[:-1]) & (ts[1:] != ts[:-1])
             waw |= dup
+        if self.has_wgmma:
+            self._wgmma_shared_write(b, tb, line)
         if waw.any():
             self._race("write-after-write", waw, b, tb, line)
         war = (self.sh_repoch[b] == E) & ((self.sh_rmin[b] != tb) | (self.sh_rmax[b] != tb))
@@ -1026,6 +1080,233 @@ class Batch:
 
     def warp_sync(self, membermask, ix, line):
         self._member_check(membermask, ix, line, "bar.warp.sync")
+
+    def elect(self, membermask, ix, line):
+        """elect.sync: the lowest member lane of each warp executing it leads."""
+        t = self.tids(ix)
+        self._member_check(membermask, ix, line, "elect.sync")
+        m = np.broadcast_to(np.asarray(membermask, np.uint64), (len(t),))
+        member = ((m >> (t & 31).astype(np.uint64)) & np.uint64(1)) == 1
+        leader = np.full(self.W, 32, np.int64)
+        np.minimum.at(leader, (t >> 5)[member], (t & 31)[member])
+        lead = leader[t >> 5]
+        return np.where(lead < 32, lead, 0).astype(np.uint32), (t & 31) == lead
+
+    # --- wgmma (sm_90a warpgroup MMA) ---------------------------------------------------------------
+    # PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply-Accumulate Instructions" and "Async Proxy":
+    # - wgmma.fence orders the warp's earlier register accesses before later wgmma.mma_async: needed before
+    #   the first wgmma and after any other instruction wrote an accumulator or A-fragment register;
+    # - accessing those registers, or writing shared memory a wgmma reads, before the wgmma.wait_group that
+    #   retires it is undefined;
+    # - wgmma reads shared memory through the async proxy: generic-proxy writes (st.shared, cp.async) need a
+    #   fence.proxy.async by the writing thread before it (a barrier alone does not order proxies).
+    # The math runs eagerly at issue; these rules are checked against the tracked state.
+    WGMMA_SWIZZLE_BYTES = {0: 0, 1: 128, 2: 64, 3: 32}   # descriptor bits 62-63
+
+    def wgmma_register_access(self, k, ix, line, write):
+        busy = self.wg_busy[k][ix]
+        if busy.any():
+            t = self.tids(ix)
+            hit = np.nonzero(busy)[0]
+            self.findings.add("races", "wgmma register accessed before its wait_group", line,
+                              self.program.ops_text(line), len(hit),
+                              f"{self._who(int(t[hit[0]]))} {'writes' if write else 'reads'} an accumulator or A "
+                              f"register of a wgmma.mma_async no wgmma.wait_group has retired yet")
+        if write:
+            self.wg_dirty[k][ix] = True
+
+    def proxy_async_fence(self, ix):
+        if self.has_wgmma:
+            self.proxy_fences[ix] += 1
+
+    def wgmma_fence(self, ix):
+        self.wg_dirty[:, ix] = False
+        self.wg_fenced[ix] = True
+
+    def wgmma_commit(self, ix):
+        self.wg_commits[ix] += 1
+
+    def wgmma_wait(self, ix, keep, line):
+        sel = np.zeros(self.T, np.bool_)
+        sel[ix] = True
+        still = []
+        for e in self.wg_pending:
+            t0 = e["t"][0]
+            if sel[t0] and e["group"] < self.wg_commits[t0] - keep:
+                if e["slots"]:
+                    self.wg_busy[np.ix_(e["slots"], e["t"])] -= 1
+                self.sh_wg_busy[e["granules"]] -= 1
+            else:
+                still.append(e)
+        self.wg_pending = still
+
+    def _wgmma_shared_write(self, b, tb, line):
+        busy = self.sh_wg_busy[b] > 0
+        if busy.any():
+            i0 = int(np.nonzero(busy)[0][0])
+            self.findings.add("races", "shared write to bytes an in-flight wgmma reads", line,
+                              self.program.ops_text(line), len(np.unique(tb[busy])),
+                              f"{self._who(int(tb[i0]))} writes shared byte "
+                              f"{int(b[i0] * self.granule % self.smem_stride)} before the wgmma.wait_group that "
+                              f"retires the wgmma.mma_async reading it")
+        self.sh_wfence[b] = self.proxy_fences[tb]
+
+    def _wgmma_operand(self, desc: int, rows: np.ndarray, mn_major: bool, lane0: int, line: int, what: str):
+        """Shared-memory byte offsets [len(rows), 16] of a 16-bit operand (rows = M or N index, 16 K
+        elements) described by ``desc`` (PTX ISA "Matrix Descriptor Format" and "Shared Memory Matrix
+        Layout"): start address, leading and stride byte offsets (bits 0-13, 16-29, 32-45, each >> 4),
+        base offset (49-51), swizzle mode (62-63).
+        K-major (imm-trans 0): without swizzle, 8-row x 16-byte core matrices (rows 16 bytes apart), the
+        next 8 K elements at the leading byte offset, the next 8 rows at the stride byte offset; with a
+        W-byte swizzle (W = 128, 64, 32), rows W bytes apart, K contiguous in a row, the next 8 rows at the
+        stride byte offset, the leading byte offset not used.
+        MN-major (imm-trans 1): without swizzle, core matrices of 8 K rows x 8 contiguous M/N elements
+        (16 bytes), the next 8 K at the leading byte offset, the next 8 M/N at the stride byte offset; with
+        a W-byte swizzle, K rows W bytes apart holding W/2 contiguous M/N elements, the next 8 K at the
+        stride byte offset, the next W/2 M/N at the leading byte offset.
+        Swizzled: the 16-byte chunk address bits 4.. XORed with bits 7.. of the shared address (W/16 - 1
+        of them: the pattern repeats every 8 W bytes)."""
+        start = (desc & 0x3FFF) << 4
+        lbo = ((desc >> 16) & 0x3FFF) << 4
+        sbo = ((desc >> 32) & 0x3FFF) << 4
+        base_offset = (desc >> 49) & 7
+        width = self.WGMMA_SWIZZLE_BYTES[(desc >> 62) & 3]
+        k = np.arange(16, dtype=np.int64)
+        r = rows.astype(np.int64)[:, None]
+        if width == 0:
+            if mn_major:
+                return start + (r // 8) * sbo + (r % 8) * 2 + (k // 8) * lbo + (k % 8) * 16
+            return start + (r // 8) * sbo + (r % 8) * 16 + (k // 8) * lbo + (k % 8) * 2
+        if base_offset:
+            raise ExecutionError(f"wgmma descriptor with a non-zero base offset at PTX line {line}: not implemented")
+        if start % (8 * width) >= width:
+            self.findings.add("misaligned", f"wgmma {what} descriptor", line, self.program.ops_text(line), 1,
+                              f"{self._who(lane0)}: start address {start:#x} is not in the first row of a "
+                              f"{8 * width}-byte {width}B-swizzle pattern (base offset 0)")
+        if mn_major:
+            per_row = width // 2
+            addr = start + (r // per_row) * lbo + (r % per_row) * 2 + (k // 8) * sbo + (k % 8) * width
+        else:
+            addr = start + (r // 8) * sbo + (r % 8) * width + k * 2
+        return addr ^ (((addr >> 7) & (width // 16 - 1)) << 4)
+
+    def _wgmma_read(self, off, lane0, line, what):
+        """The 16-bit values at shared offsets ``off`` of the CTA of thread ``lane0`` (checked, counted in
+        the shadow state as a read by ``lane0``), and the shadow granules read."""
+        inside = (off >= 0) & (off + 2 <= self.smem_size)
+        if not inside.all():
+            i0 = np.unravel_index(int(np.argmin(inside)), off.shape)
+            self.findings.add("out_of_bounds", f"wgmma {what} operand", line, self.program.ops_text(line), 1,
+                              f"{self._who(lane0)}: the descriptor's operand reaches shared offset "
+                              f"{int(off[i0]):#x} of {self.smem_size} bytes")
+        flat = self.smem_base[lane0] + np.where(inside, off, 0)
+        vals = np.where(inside, self.smem_views[2][flat // 2], 0).astype(np.uint16)
+        g = self.granule
+        granules = np.unique(flat[inside] // g)
+        self._shadow(granules * g, g, np.full(len(granules), lane0, np.int64), line, True)
+        writers = self.sh_writer[granules]
+        written = writers >= 0
+        unfenced = written & (self.proxy_fences[np.where(written, writers, 0)] <= self.sh_wfence[granules])
+        if unfenced.any():
+            i0 = int(np.nonzero(unfenced)[0][0])
+            self.findings.add("races", "wgmma reads generic-proxy writes without fence.proxy.async", line,
+                              self.program.ops_text(line), int(unfenced.sum()),
+                              f"{self._who(lane0)}'s wgmma reads shared byte "
+                              f"{int(granules[i0] * g % self.smem_stride)} that {self._who(int(writers[i0]))} wrote "
+                              f"(PTX line {int(self.sh_wline[granules[i0]])}) with no fence.proxy.async after it")
+        return vals, granules
+
+    # accumulator register i of lane (g, t) in each warp's 16 x N slice: row g (+ 8 for i % 4 >= 2),
+    # column 8 (i / 4) + 2 t + i % 2 (PTX ISA, "Matrix Fragments for wgmma.mma_async.m64nNk16")
+    @staticmethod
+    def _wgmma_d_positions(n: int) -> np.ndarray:
+        lane = np.arange(32)[:, None]
+        i = np.arange(n // 2)[None, :]
+        return ((lane >> 2) + 8 * ((i >> 1) & 1)) * n + 8 * (i >> 2) + 2 * (lane & 3) + (i & 1)
+
+    def wgmma(self, n, a, b_desc, d_vals, scale_d, scale_a, scale_b, trans_a, trans_b, bf, d_slots, a_slots, ix,
+              line):
+        t = self.tids(ix)
+        _, warps = self._warp_list(ix)
+        nw = len(warps)
+        lanes = (warps[:, None] * 32 + np.arange(32)).ravel()
+        pos = np.full(self.T, -1, np.int64)
+        pos[t] = np.arange(len(t))
+        li = pos[lanes]
+        if (li < 0).any():  # part of a warp: a barrier_divergence finding already; not executed
+            return np.stack([np.broadcast_to(np.asarray(v, np.float32), (len(t),)) for v in d_vals], axis=-1)
+        self.wg_issued[warps] += 1
+        self.wg_last_line[warps] = line
+        slots = d_slots + a_slots
+        # wgmma.fence since the registers were last written by another instruction (or ever)
+        stale = ~self.wg_fenced[t]
+        if slots:
+            stale |= self.wg_dirty[np.ix_(slots, t)].any(axis=0)
+        if stale.any():
+            t0 = int(t[np.nonzero(stale)[0][0]])
+            self.findings.add("races", "wgmma without wgmma.fence", line, self.program.ops_text(line),
+                              int(stale.sum()), f"{self._who(t0)}: no wgmma.fence since "
+                              f"{'its accumulator or A registers were written' if self.wg_fenced[t0] else 'the start'}")
+        registers_a = isinstance(a, list)
+        bdesc = np.broadcast_to(np.asarray(b_desc, np.uint64), (len(t),))[li].reshape(nw, 32)
+        adesc = None if registers_a else np.broadcast_to(np.asarray(a, np.uint64), (len(t),))[li].reshape(nw, 32)
+        sd = np.broadcast_to(np.asarray(scale_d, np.bool_), (len(t),))[li].reshape(nw, 32)
+        D = np.stack([np.broadcast_to(np.asarray(v, np.float32), (len(t),))[li] for v in d_vals], axis=-1)
+        D = D.reshape(nw, 32, n // 2).astype(np.float64)
+        if registers_a:
+            halves = []
+            for r in a:
+                v = np.broadcast_to(np.asarray(r, np.uint32), (len(t),))[li]
+                halves += [(v & np.uint32(0xffff)).astype(np.uint16), (v >> np.uint32(16)).astype(np.uint16)]
+            a_lanes = self._half_values(np.stack(halves, axis=-1).reshape(nw, 256), bf)
+        d_pos = self._wgmma_d_positions(n).ravel()
+        out = np.empty((nw, 32, n // 2))
+        for w in range(nw):
+            lane0 = int(lanes[w * 32])
+            quarter = int(self.lin[lane0] >> 5) & 3
+            if registers_a:
+                A = np.empty(256)
+                A[self.POS_A] = a_lanes[w]
+                A = A.reshape(16, 16)
+                a_granules = np.zeros(0, np.int64)
+            else:
+                off = self._wgmma_operand(int(adesc[w, 0]), 16 * quarter + np.arange(16), bool(trans_a), lane0,
+                                          line, "A")
+                raw, a_granules = self._wgmma_read(off, lane0, line, "A")
+                A = self._half_values(raw, bf)
+            off = self._wgmma_operand(int(bdesc[w, 0]), np.arange(n), bool(trans_b), lane0, line, "B")
+            raw, b_granules = self._wgmma_read(off, lane0, line, "B")
+            B = self._half_values(raw, bf).T            # [16 k, n]
+            C = np.zeros(16 * n)
+            if sd[w, 0]:
+                C[d_pos] = D[w].ravel()
+            res = (scale_a * A) @ (scale_b * B) + C.reshape(16, n)
+            out[w] = res.ravel()[d_pos].reshape(32, n // 2)
+            granules = np.unique(np.concatenate((a_granules, b_granules)))
+            self.sh_wg_busy[granules] += 1
+            lane_t = lanes[w * 32:(w + 1) * 32]
+            self.wg_pending.append({"t": lane_t, "group": int(self.wg_commits[lane_t[0]]), "slots": slots,
+                                    "granules": granules})
+        if slots:
+            self.wg_busy[np.ix_(slots, lanes)] += 1
+        if self.counters_on:
+            m = self.memc
+            m["wgmma_flop"] += nw * 2 * 16 * n * 16                 # a quarter of m64nNk16 per warp
+            a_bytes = 0 if registers_a else nw * 16 * 16 * 2
+            b_bytes = nw * n * 16 * 2 // 4                          # a quarter of B per warp
+            m["wgmma_shared_a_bytes"] += a_bytes
+            m["wgmma_shared_b_bytes"] += b_bytes
+            m["wgmma_shared_wavefronts"] += (a_bytes + b_bytes) / 128
+        flat = out.reshape(nw * 32, n // 2).astype(np.float32)
+        back = np.full(self.T, -1, np.int64)
+        back[lanes] = np.arange(nw * 32)
+        return flat[back[t]]
+
+    @staticmethod
+    def _half_values(raw, bf: bool):
+        if bf:
+            return (raw.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
+        return raw.view(np.float16).astype(np.float64)
 
     # fragment positions of mma.m16n8k16 (PTX ISA, "Matrix Fragments for mma.m16n8k16"):
     _lane = np.arange(32)

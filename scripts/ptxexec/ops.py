@@ -11,6 +11,7 @@ here raises :class:`PtxError` naming it and its PTX line.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Callable, Optional
 
 import numpy as np
@@ -37,7 +38,7 @@ ALL_TYPES = set(DT)
 
 # Instruction classes the counters use.
 CLASSES = ("int", "f32", "ld.global", "st.global", "ld.shared", "st.shared", "ld.param", "ld.local", "st.local",
-           "cp.async", "mma", "barrier", "control", "warp", "other")
+           "cp.async", "mma", "barrier", "control", "warp", "other", "wgmma")
 CLS = {name: i for i, name in enumerate(CLASSES)}
 
 
@@ -100,9 +101,35 @@ class Compiler:
         self.kernel = kernel
         self.symbols = symbols
         self.labels = kernel.labels
+        self.wgmma_slots = wgmma_register_slots(kernel)
 
     # --- operand access ------------------------------------------------------------------------
+    # Registers a wgmma.mma_async reads or writes (its accumulators, its A fragment) are watched when any
+    # other instruction reads or writes them: the machine reports accesses while such a wgmma is in flight,
+    # and remembers writes that need a wgmma.fence before the next wgmma (machine.Batch.wgmma_register_access).
     def reader(self, ins: Instruction, opnd, dt: np.dtype):
+        read = self._reader(ins, opnd, dt)
+        if ins.base == "wgmma" or not isinstance(opnd, Reg) or opnd.slot not in self.wgmma_slots:
+            return read
+        k, line = self.wgmma_slots[opnd.slot], ins.line
+
+        def watched(c, ix):
+            c.wgmma_register_access(k, ix, line, False)
+            return read(c, ix)
+        return watched
+
+    def writer(self, ins: Instruction, opnd, vdt: np.dtype, signed: bool = False):
+        write = self._writer(ins, opnd, vdt, signed)
+        if ins.base == "wgmma" or not isinstance(opnd, Reg) or opnd.slot not in self.wgmma_slots:
+            return write
+        k, line = self.wgmma_slots[opnd.slot], ins.line
+
+        def watched(c, ix, v):
+            c.wgmma_register_access(k, ix, line, True)
+            write(c, ix, v)
+        return watched
+
+    def _reader(self, ins: Instruction, opnd, dt: np.dtype):
         if isinstance(opnd, Reg):
             s, st = opnd.slot, np.dtype(opnd.storage)
             if st == dt:
@@ -128,7 +155,7 @@ class Compiler:
             return lambda c, ix: ~c.R[s][ix]
         raise unimplemented(ins, f"operand {opnd}")
 
-    def writer(self, ins: Instruction, opnd, vdt: np.dtype, signed: bool = False):
+    def _writer(self, ins: Instruction, opnd, vdt: np.dtype, signed: bool = False):
         """A function (c, ix, value) storing a value of dtype ``vdt`` into ``opnd``; a narrower value is
         sign-extended when ``signed``, else zero-extended; a wider one truncated."""
         if isinstance(opnd, Sink):
@@ -165,7 +192,7 @@ class Compiler:
         "and": set(), "or": set(), "xor": set(), "not": set(), "cnot": set(), "selp": set(), "mov": set(),
         "shl": set(), "shr": set(), "bfe": set(), "bfi": set(), "popc": set(), "clz": set(), "brev": set(),
         "prmt": set(), "lop3": set(), "rem": set(), "min": {"ftz"}, "max": {"ftz"},
-        "membar": {"cta", "gl", "sys"}, "fence": {"sc", "acq_rel", "cta", "gpu", "sys", "proxy", "async"},
+        "membar": {"cta", "gl", "sys"},
         "exit": set(),
     }
 
@@ -1073,7 +1100,131 @@ class Compiler:
         return Op("normal", lambda c, ix: None, CLS["other"], 0, "")
 
     def op_fence(self, ins):
+        # fence{.sem}.scope, and the proxy fences; fence.proxy.async{.shared::cta, .global, .shared::cluster}
+        # orders the executing thread's generic-proxy accesses before later async-proxy ones (wgmma's
+        # shared-memory reads): the machine records it per thread.
+        mods = ins.mods
+        if mods[:2] == ("proxy", "async"):
+            if len(mods) > 3 or (len(mods) == 3 and mods[2] not in ("shared::cta", "shared::cluster", "global")):
+                raise unimplemented(ins, "proxy fence state space")
+            return Op("normal", lambda c, ix: c.proxy_async_fence(ix), CLS["other"], 0, "")
+        if mods[:1] == ("proxy",):
+            if mods[1:] not in (("alias",),):
+                raise unimplemented(ins, "proxy kind")
+            return Op("normal", lambda c, ix: None, CLS["other"], 0, "")
+        self._check_mods(ins, {"sc", "acq_rel", "cta", "gpu", "sys", "cluster"})
         return Op("normal", lambda c, ix: None, CLS["other"], 0, "")
+
+    # --- warpgroup MMA (sm_90a) -----------------------------------------------------------------
+    # wgmma.fence.sync.aligned; wgmma.commit_group.sync.aligned; wgmma.wait_group.sync.aligned N;
+    # wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}.{f16,bf16} d, a-desc | {a0..a3}, b-desc, scale-d,
+    #     imm-scale-a, imm-scale-b{, imm-trans-a (descriptor A only)}, imm-trans-b;
+    # PTX ISA "Asynchronous Warpgroup Level Matrix Multiply-Accumulate Instructions". The instruction is
+    # warpgroup-collective; each warp's 16 rows of D depend only on its rows of A and on B, so each warp is
+    # executed on its own (and must be whole: "warpsync"), eagerly at issue; the machine tracks what is in
+    # flight until the wait_group that retires it.
+    def op_wgmma(self, ins):
+        mods = ins.mods
+        line = ins.line
+        if len(mods) < 3 or mods[1:3] != ("sync", "aligned"):
+            raise unimplemented(ins, "without .sync.aligned")
+        kind = mods[0]
+        if kind == "fence" and len(mods) == 3:
+            return Op("warpsync", lambda c, ix: c.wgmma_fence(ix), CLS["wgmma"], 0, "")
+        if kind == "commit_group" and len(mods) == 3:
+            return Op("warpsync", lambda c, ix: c.wgmma_commit(ix), CLS["wgmma"], 0, "")
+        if kind == "wait_group" and len(mods) == 3:
+            n = ins.operands[0] if ins.operands else None
+            if not isinstance(n, Imm):
+                raise unimplemented(ins, "non-immediate group count")
+            keep = int(n.value)
+            return Op("warpsync", lambda c, ix: c.wgmma_wait(ix, keep, line), CLS["wgmma"], 0, "")
+        if kind != "mma_async" or len(mods) != 7:
+            raise unimplemented(ins, "form")
+        shape = re.fullmatch(r"m64n(\d+)k16", mods[3])
+        if shape is None or int(shape.group(1)) % 8 or not 8 <= int(shape.group(1)) <= 256:
+            raise unimplemented(ins, f"shape .{mods[3]} (m64nNk16, N a multiple of 8 up to 256)")
+        n = int(shape.group(1))
+        dtype, atype, btype = mods[4:7]
+        if dtype != "f32" or atype != btype or atype not in ("f16", "bf16"):
+            raise unimplemented(ins, "types (.f32 accumulators, .f16/.bf16 operands)")
+        ops = ins.operands
+        d = ops[0]
+        if not isinstance(d, Vector) or len(d.items) != n // 2 or not all(isinstance(r, Reg) for r in d.items):
+            raise unimplemented(ins, f"accumulator vector of {n // 2} registers")
+        registers_a = isinstance(ops[1], Vector)
+        imm_count = 3 if registers_a else 4
+        if len(ops) != 4 + imm_count or not all(isinstance(o, Imm) for o in ops[4:]):
+            raise unimplemented(ins, "operands")
+        imms = [int(o.value) for o in ops[4:]]
+        scale_a, scale_b = imms[0], imms[1]
+        trans_a, trans_b = (0, imms[2]) if registers_a else (imms[2], imms[3])
+        if scale_a not in (1, -1) or scale_b not in (1, -1) or trans_a not in (0, 1) or trans_b not in (0, 1):
+            raise unimplemented(ins, "imm-scale must be 1 or -1, imm-trans 0 or 1")
+        u32, u64 = np.dtype(np.uint32), np.dtype(np.uint64)
+        if registers_a:
+            if len(ops[1].items) != 4 or not all(isinstance(r, Reg) for r in ops[1].items):
+                raise unimplemented(ins, "A fragment of four .b32 registers")
+            ra = [self.reader(ins, o, u32) for o in ops[1].items]
+            a_slots = [self.wgmma_slots[o.slot] for o in ops[1].items]
+        else:
+            ra = self.reader(ins, ops[1], u64)
+            a_slots = []
+        rb = self.reader(ins, ops[2], u64)
+        scale_d = self.reader(ins, ops[3], np.dtype(np.bool_))
+        rd = [self.reader(ins, o, np.dtype(np.float32)) for o in d.items]
+        wd = [self.writer(ins, o, np.dtype(np.float32)) for o in d.items]
+        d_slots = [self.wgmma_slots[o.slot] for o in d.items]
+        bf = atype == "bf16"
+
+        def run(c, ix):
+            a = [r(c, ix) for r in ra] if registers_a else ra(c, ix)
+            out = c.wgmma(n, a, rb(c, ix), [r(c, ix) for r in rd], scale_d(c, ix), scale_a, scale_b, trans_a,
+                          trans_b, bf, d_slots, a_slots, ix, line)
+            for k, wk in enumerate(wd):
+                wk(c, ix, out[:, k])
+        return Op("warpsync", run, CLS["wgmma"], 0, "")
+
+    def op_setmaxnreg(self, ins):
+        # setmaxnreg.{inc,dec}.sync.aligned.u32 N: a register-allocation hint to the hardware; no effect on
+        # what the program computes.
+        if len(ins.mods) != 4 or ins.mods[0] not in ("inc", "dec") or ins.mods[1:] != ("sync", "aligned", "u32"):
+            raise unimplemented(ins, "form")
+        return Op("warpsync", lambda c, ix: None, CLS["other"], 0, "")
+
+    def op_elect(self, ins):
+        # elect.sync d|p, membermask: one leader among the member lanes executing it (the lowest here);
+        # d gets its lane id in every lane, p is true in the leader only.
+        if ins.mods != ("sync",) or len(ins.operands) != 2:
+            raise unimplemented(ins, "form")
+        dest = ins.operands[0]
+        first, second = (dest.first, dest.second) if isinstance(dest, PredPair) else (dest, None)
+        wd = None if first is None else self.writer(ins, first, np.dtype(np.uint32))
+        wp = None if second is None else self.writer(ins, second, np.dtype(np.bool_))
+        mm = self.reader(ins, ins.operands[1], np.dtype(np.uint32))
+        line = ins.line
+
+        def run(c, ix):
+            leader, is_leader = c.elect(mm(c, ix), ix, line)
+            if wd is not None:
+                wd(c, ix, leader)
+            if wp is not None:
+                wp(c, ix, is_leader)
+        return Op("normal", run, CLS["warp"], 0, "")
+
+
+def wgmma_register_slots(kernel) -> dict:
+    """Register slot -> compact index of every register a wgmma.mma_async of ``kernel`` uses as an
+    accumulator or an A fragment."""
+    slots: dict = {}
+    for ins in kernel.instructions:
+        if ins.base == "wgmma" and ins.mods[:1] == ("mma_async",):
+            for opnd in ins.operands[:2]:
+                if isinstance(opnd, Vector):
+                    for r in opnd.items:
+                        if isinstance(r, Reg) and r.slot not in slots:
+                            slots[r.slot] = len(slots)
+    return slots
 
 
 # Generic-address windows (the global allocations live below 2^47).

@@ -86,7 +86,7 @@ class NotPred:
 
 @dataclasses.dataclass(frozen=True)
 class PredPair:
-    first: Reg
+    first: Optional[Reg]  # None for '_' (elect.sync _|%p)
     second: Optional[Reg]
 
 
@@ -356,8 +356,9 @@ class _FunctionParser:
             return NotPred(self.lookup(line, t[1:].strip()))
         if "|" in t:
             a, b = t.split("|")
+            first = None if a.strip() == "_" else self.lookup(line, a.strip())
             second = None if b.strip() == "_" else self.lookup(line, b.strip())
-            return PredPair(self.lookup(line, a.strip()), second)
+            return PredPair(first, second)
         if t in SPECIAL_REGISTERS:
             return Special(t)
         declared = self.scoped(t)
