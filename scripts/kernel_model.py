@@ -330,17 +330,18 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--no-registers", action="store_true",
                         help="skip ptxas' register counts (occupancy from threads and shared memory only)")
     parser.add_argument("--src", type=Path, default=REPO / "plugins" / "src")
-    parser.add_argument("--sm90-ptx", default="sm_80", choices=("sm_80", "sm_90a"),
-                        help="the device code the sm_90 GPUs (H100) run: the sm_80 build every GPU runs (default), "
-                             "or the sources built for sm_90a (compute_90a, where sm_90-only code such as wgmma is)")
+    parser.add_argument("--sm90-ptx", default="sm_90a", choices=("sm_80", "sm_90a"),
+                        help="the device code the sm_90 GPUs (H100) run: the sources built for sm_90a (default: "
+                             "compute_90a, where the plugin's wgmma kernel is, as the default CMake build has it), or "
+                             "the sm_80 build every other GPU runs (the mma.sync kernel on Hopper)")
     args = parser.parse_args(argv)
     gpus = {name.strip(): GPUS[name.strip()] for name in args.gpus.split(",")}
-    from ptx_check import SOURCES, Checker, log
+    from ptx_check import BUILD_DEFINES, SOURCES, Checker, log
 
     from ptxexec.capture import CapturedLibrary, build, build_ptx
     include = REPO / "plugins" / "include"
     cache_dir = REPO / "plugins" / "build" / "ptxexec-cache"
-    built = build(args.src.resolve(), include, SOURCES, "sm_80", cache_dir)
+    built = build(args.src.resolve(), include, SOURCES, "sm_80", cache_dir, defines=BUILD_DEFINES)
     lib = CapturedLibrary(built, "sm_80")
     checker = Checker(lib, "sm_80", ptx_builder=lambda arch: build_ptx(args.src.resolve(), include, SOURCES, arch,
                                                                        cache_dir))

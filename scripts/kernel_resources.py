@@ -1,5 +1,7 @@
 """Registers, local memory (stack / spills) and shared memory of deformrt's CUDA kernels per GPU
-architecture, and whether the tensor-core kernel's SASS issues HMMA (tensor-core) instructions.
+architecture, and whether the tensor-core kernels' SASS issues HMMA / HGMMA (tensor-core) instructions.
+The Hopper wgmma kernel (deformConvWgmma.cu) is sm_90a code: it is compiled for sm_90a when 90 is among the
+architectures and listed under arch 90.
 
     python scripts/kernel_resources.py [--arch 80 87 90] [--json]
 
@@ -25,6 +27,9 @@ from typing import Optional
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "plugins"
 KERNEL_SOURCES = ("deformConvTensorCore.cu", "deformConvKernel.cu")
+# Sources of architecture-specific code: (source, the architecture whose list entry builds it, its target,
+# the definition the CMake build gives it).
+ARCH_SPECIFIC_SOURCES = (("deformConvWgmma.cu", 90, "90a", "DEFORMRT_WGMMA_SM90A=1"),)
 CHECK_ARCHS = (80, 87, 90)  # Ampere, Jetson Orin, Hopper
 # Largest dynamic + static shared memory one block may opt in to (CUDA programming guide, per compute
 # capability): sm_80/87 163 KB, sm_86/89 99 KB, sm_90 227 KB; sm_75 64 KB.
@@ -51,14 +56,17 @@ def short_name(mangled: str) -> str:
     name = name.replace("(anonymous namespace)::", "").removeprefix("void ")
     name = re.sub(r"\([^()]*\)$", "", name)  # the argument list
     name = re.sub(r"\b\w+::", "", name)
-    return name.replace("TileShape<", "").replace(" >", ">").replace(", ", ",").replace(">>", ">")
+    name = name.replace("TileShape<", "").replace("WgmmaShape<", "")
+    return name.replace(" >", ">").replace(", ", ",").replace(">>", ">")
 
 
-def compile_with_report(source: str, archs: tuple[int, ...], out_dir: Path) -> tuple[Path, str]:
-    """nvcc -c of plugins/src/<source> for ``archs`` with ptxas' resource report; (object, report)."""
+def compile_with_report(source: str, archs: tuple, out_dir: Path, defines: tuple = ()) -> tuple[Path, str]:
+    """nvcc -c of plugins/src/<source> for ``archs`` (numbers, or targets such as "90a") with ptxas' resource
+    report; (object, report)."""
     obj = out_dir / (source + ".o")
     cmd = ["nvcc", "-c", "-O3", "-std=c++17", "--expt-relaxed-constexpr", "--threads", "2", "-Xptxas", "-v",
            "-I", str(PLUGINS / "include"), "-I", str(PLUGINS / "src"), str(PLUGINS / "src" / source), "-o", str(obj)]
+    cmd += [f"-D{d}" for d in defines]
     for arch in archs:
         cmd += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -72,7 +80,7 @@ def parse_ptxas(report: str) -> list[KernelResources]:
     rows: list[KernelResources] = []
     current: Optional[dict] = None
     for line in report.splitlines():
-        m = re.search(r"Compiling entry function '([^']+)' for 'sm_(\d+)'", line)
+        m = re.search(r"Compiling entry function '([^']+)' for 'sm_(\d+)a?'", line)
         if m:
             current = dict(kernel=short_name(m.group(1)), arch=int(m.group(2)))
             continue
@@ -132,21 +140,25 @@ def sass_functions(sass: str) -> dict[tuple[int, str], list[str]]:
 
 
 def hmma_counts(obj: Path) -> Optional[dict[tuple[int, str], int]]:
-    """Number of HMMA instructions per (architecture, kernel) in ``obj``'s SASS; None without cuobjdump."""
+    """Number of HMMA (mma.sync) or HGMMA (wgmma) instructions per (architecture, kernel) in ``obj``'s SASS;
+    None without cuobjdump."""
     tool = find_cuobjdump()
     if tool is None:
         return None
     cuobjdump, env = tool
     sass = subprocess.run([cuobjdump, "-sass", str(obj)], capture_output=True, text=True, env=env, check=True).stdout
-    return {key: sum(bool(re.search(r"\bHMMA\.", line)) for line in lines)
+    return {key: sum(bool(re.search(r"\bHG?MMA\.", line)) for line in lines)
             for key, lines in sass_functions(sass).items()}
 
 
 def collect(archs: tuple[int, ...], out_dir: Path) -> tuple[list[KernelResources], Optional[dict]]:
     rows: list[KernelResources] = []
     hmma: Optional[dict] = {}
-    for source in KERNEL_SOURCES:
-        obj, report = compile_with_report(source, archs, out_dir)
+    builds = [(source, tuple(archs), ()) for source in KERNEL_SOURCES]
+    builds += [(source, (target,), (define,))
+               for source, arch, target, define in ARCH_SPECIFIC_SOURCES if arch in archs]
+    for source, targets, defines in builds:
+        obj, report = compile_with_report(source, targets, out_dir, defines)
         rows += parse_ptxas(report)
         counts = hmma_counts(obj)
         hmma = None if counts is None or hmma is None else {**hmma, **counts}

@@ -57,7 +57,12 @@ from ptxexec import CATEGORIES, ExecutionError, GlobalMemory, Launcher, PtxError
 from ptxexec.capture import (BuildError, CapturedLibrary, RecordedMemoryOp, build, build_host, build_ptx,  # noqa: E402
                               find_nvcc)
 
-SOURCES = ("deformConvKernel.cu", "deformConvTensorCore.cu")
+SOURCES = ("deformConvKernel.cu", "deformConvTensorCore.cu", "deformConvWgmma.cu")
+# The host code is built as CMake builds it when the architectures include 90: the launcher may pick the
+# wgmma kernel on compute capability 9.0. It does so only where the device code that runs is sm_90a's
+# (Checker.call turns it off otherwise: the sm_80 PTX of that kernel is an empty body).
+BUILD_DEFINES = ("-DDEFORMRT_WGMMA_SM90A=1",)
+WGMMA_PTX = ("sm_90a",)
 FP32_BOUND = 1e-5
 
 
@@ -111,10 +116,22 @@ CASES = [
          sample=2, schedule_ctas=0, split=1),
     Case("fp32-c64-sampled", "nchw", "fp32", (1, 64, 96, 30, 44, 3, 3, 1, 1, 1, 1, 1, True, True), sample=2,
          schedule_ctas=0),
+    # The Hopper path (deformConvWgmma.cu): its sm_90a PTX on a 9.0 device. Shapes 3 (128 x 256) and 4
+    # (128 x 128), groups and offset groups, dilation, batch 2, a K split, fewer pixels per CTA, and the
+    # launcher's own choice.
+    Case("fp16-nhwc-wgmma-n256-cout140", "nhwc", "fp16", (1, 32, 140, 11, 13, 3, 3, 1, 1, 1, 1, 1, True, True),
+         tile=3, device="sm_90", ptx_arch="sm_90a"),
+    Case("fp16-nchw-wgmma-n128-groups2-dg4-dil2-batch2", "nchw", "fp16",
+         (2, 64, 72, 9, 15, 3, 3, 1, 2, 2, 2, 4, True, False), tile=4, device="sm_90", ptx_arch="sm_90a"),
+    Case("fp16-nhwc-wgmma-n128-split-k3-extent64", "nhwc", "fp16", (1, 256, 96, 6, 9, 3, 3, 1, 1, 1, 1, 1, True, True),
+         tile=4, extent=64, split=3, device="sm_90", ptx_arch="sm_90a"),
+    Case("fp16-nhwc-wgmma-default-c24", "nhwc", "fp16", (1, 24, 40, 12, 10, 3, 3, 1, 1, 1, 1, 1, True, True),
+         device="sm_90", ptx_arch="sm_90a"),
 ]
 
 # The environment variables through which a case forces parts of the tensor-core launch.
 PLAN_ENV = {"tile": "DEFORMRT_TC_TILE_SHAPE", "extent": "DEFORMRT_TC_M_EXTENT", "split": "DEFORMRT_TC_SPLIT_K"}
+WGMMA_ENV = "DEFORMRT_TC_WGMMA"  # 0: the launcher keeps a 9.0 device on mma.sync
 
 
 def log(msg: str):
@@ -217,6 +234,10 @@ class Checker:
         esize = 2 if fp16 else 4
         self.select_ptx(case.ptx_arch)
         self.lib.set_device(case.device or self.arch)
+        if self.lib.ptx_arch in WGMMA_PTX:
+            os.environ.pop(WGMMA_ENV, None)
+        else:
+            os.environ[WGMMA_ENV] = "0"
         for field, name in PLAN_ENV.items():
             value = getattr(case, field)
             if value is None:
@@ -260,7 +281,7 @@ class Checker:
                 if status != 0:
                     problems.append(f"deformrt_dcn_forward_nhwc returned cudaError {status}")
         finally:
-            for name in PLAN_ENV.values():
+            for name in (*PLAN_ENV.values(), WGMMA_ENV):
                 os.environ.pop(name, None)
         tensors = (x, weight, offset, bias, mask, stride, padding, dilation, groups)
         return mem, addr, tensors, recorded, problems
@@ -335,7 +356,7 @@ class Checker:
                 problems.append(f"fp32 relative error {error:.3g} (bound {FP32_BOUND})")
         # (only where the device code ran clean: the CPU build shares its tile code, and would make the same
         # out-of-bounds writes into this process's memory)
-        if self.host is not None and main is not None and "deformConvTensorCoreI" in main.kernel and not findings:
+        if self.host is not None and main is not None and re.search(r"deformConvTensorCoreI|deformConvWgmmaI", main.kernel) and not findings:
             differ = self._host_bits_differ(main, tensors, bits.reshape(shape), nhwc, written)
             if differ:
                 problems.append(f"the CPU build's outputs differ from the device code's in {differ} of "
@@ -414,7 +435,7 @@ class Checker:
 def main_launch(launches: list):
     """The convolution kernel's launch among a call's launches (the transposes before it, the split-K
     reduction after it are not), or None."""
-    main = [r for r in launches if re.search(r"deformConvTensorCoreI|deformConvTiledI", r.kernel)]
+    main = [r for r in launches if re.search(r"deformConvTensorCoreI|deformConvWgmmaI|deformConvTiledI", r.kernel)]
     return main[-1] if main else (launches[-1] if launches else None)
 
 
@@ -481,7 +502,7 @@ def main(argv: Optional[list] = None) -> int:
     t0 = time.perf_counter()
     args.cache.mkdir(parents=True, exist_ok=True)
     try:
-        built = build(src, include, SOURCES, args.arch, args.cache)
+        built = build(src, include, SOURCES, args.arch, args.cache, defines=BUILD_DEFINES)
         lib = CapturedLibrary(built, args.arch)
         host = build_host(src, include, args.cache)
     except BuildError as exc:

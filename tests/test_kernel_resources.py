@@ -38,6 +38,7 @@ pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None or shutil.which("cm
                                 reason="nvcc and cmake are needed to compile the CUDA kernels")
 
 TENSOR_CORE_KERNEL = "deformConvTensorCore<"
+WGMMA_KERNEL = "deformConvWgmma<"  # the Hopper wgmma kernel: sm_90a code, listed under arch 90
 # R-50 DCN stages at 800x1344 (dcn-performance.md): (C_in = C_out, H, W); 3x3, stride 1, pad 1, modulated.
 STAGES = {"conv3": (128, 100, 168), "conv4": (256, 50, 84), "conv5": (512, 25, 42)}
 
@@ -110,8 +111,8 @@ def test_tensor_core_kernel_sass_contains_hmma(resources):
                     "nvidia-cuda-nvdisasm wheels of the test extra)")
     for r in rows:
         count = hmma.get((r.arch, r.kernel), 0)
-        if r.kernel.startswith(TENSOR_CORE_KERNEL):
-            assert count > 0, f"no HMMA in {r.kernel} for sm_{r.arch}"
+        if r.kernel.startswith((TENSOR_CORE_KERNEL, WGMMA_KERNEL)):
+            assert count > 0, f"no HMMA / HGMMA in {r.kernel} for sm_{r.arch}"
         else:
             assert count == 0, f"{r.kernel} for sm_{r.arch} was not expected to use tensor cores"
 
@@ -142,3 +143,63 @@ def test_main_loop_is_pipelined_with_few_instructions_per_hmma(resources):
         assert s.global_loads > 0 and s.unhidden_loads == [], (arch, kernel, s.unhidden_loads)
         assert s.opcode_counts.get("LDGSTS", 0) > 0 and s.opcode_counts.get("LDSM", 0) > 0  # cp.async, ldmatrix
         assert s.per_hmma <= PER_HMMA_BOUND[kernel], (arch, kernel, s.per_hmma)
+
+
+# The wgmma kernel's main loop (sm_90a SASS): one HGMMA.64xNx16 of a warpgroup is N / 8 m16n8k16 MMAs per warp.
+# 128 output channels give the same gather half as many MMAs as 256 (as for the mma.sync shapes above).
+WGMMA_PER_HMMA_BOUND = {"deformConvWgmma<256>": 5.0, "deformConvWgmma<128>": 9.0}
+
+
+def _wgmma_main_loop(code: list) -> list:
+    """The instructions (NOPs excluded) of the innermost loop holding HGMMAs: the K loop."""
+    regions = sorted(set(sass_loop.loops(code)))
+    with_hgmma = [(s, e) for s, e in regions if any(i.base == "HGMMA" and s <= i.address <= e for i in code)]
+    innermost = [(s, e) for s, e in with_hgmma
+                 if not any((s2, e2) != (s, e) and s <= s2 and e2 <= e for s2, e2 in with_hgmma)]
+    assert len(innermost) == 1, innermost
+    start, end = innermost[0]
+    assert not [r for r in regions if r != (start, end) and start <= r[0] and r[1] <= end], "a loop inside the K loop"
+    return [i for i in code if start <= i.address <= end and i.base != "NOP"]
+
+
+def test_wgmma_main_loop_overlaps_the_next_gather_with_the_wgmmas(resources):
+    # Per step each warpgroup issues its wgmmas (async), then the next step's B copy (LDGSTS) and every
+    # corner load (LDG), blends and stores them, and only then waits for the wgmmas (WARPGROUP.DEPBAR): every
+    # LDG of the loop is issued while a committed wgmma group runs, and its result is consumed before the
+    # wait, so the gather's memory latency hides behind the tensor cores.
+    rows, hmma, out = resources
+    if hmma is None:
+        pytest.skip("cuobjdump / nvdisasm not found (CUDA toolkit, or the nvidia-cuda-cuobjdump and "
+                    "nvidia-cuda-nvdisasm wheels of the test extra)")
+    if 90 not in CHECK_ARCHS:
+        pytest.skip("sm_90 is not among the checked architectures")
+    wgmma_rows = {r.kernel: r for r in rows if r.kernel.startswith(WGMMA_KERNEL)}
+    assert set(wgmma_rows) == set(WGMMA_PER_HMMA_BOUND) and all(r.arch == 90 for r in wgmma_rows.values())
+    functions = sass_loop.parse_sass(sass_loop.sass_text(out / "deformConvWgmma.cu.o"))
+    for (arch, kernel), code in functions.items():
+        body = _wgmma_main_loop(code)
+        waits = [k for k, i in enumerate(body) if i.opcode.startswith("WARPGROUP.DEPBAR")]
+        loads = [k for k, i in enumerate(body) if i.base == "LDG"]
+        assert waits and loads and any(i.base == "LDGSTS" for i in body), (kernel, [i.text for i in body][:20])
+        for k in loads:
+            before = body[k::-1] + body[:k:-1]  # walking back from the load, around the back edge
+            in_flight = next(i for i in before if i.base == "HGMMA" or i.opcode.startswith("WARPGROUP.DEPBAR"))
+            assert in_flight.base == "HGMMA", (kernel, body[k].text)
+        equivalents = sum(int(i.opcode.split(".")[1].split("x")[1]) // 8 for i in body if i.base == "HGMMA")
+        per = len(body) / equivalents
+        print(f"sm_90a {kernel}: main loop {len(body)} instructions, {equivalents} m16n8k16-equivalents per warp, "
+              f"{per:.2f} per HMMA-equivalent, {len(loads)} LDG, registers {wgmma_rows[kernel].registers}")
+        assert per <= WGMMA_PER_HMMA_BOUND[kernel], (kernel, per)
+
+
+def test_wgmma_plans_fit_hoppers_shared_memory(resources, host):
+    rows, _, _ = resources
+    static = max((r.static_shared_bytes for r in rows if r.kernel.startswith(WGMMA_KERNEL)), default=0)
+    for name, (c, h, w) in STAGES.items():
+        for batch in (1, 8):
+            plan = TcPlan()
+            desc = _stage_desc(c, h, w, batch)
+            sms, optin, l2 = PLAN_GPUS[90]
+            rc = host.deformrt_dcn_tc_plan_wgmma(ctypes.byref(desc), sms, optin, l2, -1, 0, 0, ctypes.byref(plan))
+            assert rc == 0
+            assert static + plan.sharedBytes <= SHARED_OPTIN_BYTES[90], (name, batch, plan.shape)

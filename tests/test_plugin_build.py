@@ -64,16 +64,26 @@ def _readme_build_plugin(build_dir: Path, *args: str):
         return CliRunner().invoke(app, ["build-plugin", *args])
 
 
-def _binary_archs(library: Path) -> tuple[set[int], set[int]]:
-    """(SASS, PTX) architectures embedded in a built library, read with cuobjdump."""
+def _listing(library: Path) -> str:
+    """cuobjdump's list of the cubins and PTX embedded in a built library."""
     cuobjdump = shutil.which("cuobjdump") or next(
         (str(p) for entry in sys.path for p in Path(entry or ".").glob("nvidia/cu*/bin/cuobjdump")), None)
     if cuobjdump is None:
         pytest.skip("cuobjdump not found (CUDA toolkit or the nvidia-cuda-cuobjdump wheel of the test extra)")
-    listing = subprocess.run([cuobjdump, "--list-elf", "--list-ptx", str(library)], capture_output=True, text=True,
-                             check=True).stdout
+    return subprocess.run([cuobjdump, "--list-elf", "--list-ptx", str(library)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def _binary_archs(library: Path) -> tuple[set[int], set[int]]:
+    """(SASS, PTX) architectures embedded in a built library (architecture-specific ones, e.g. sm_90a, apart)."""
+    listing = _listing(library)
     return ({int(a) for a in re.findall(r"\.sm_(\d+)\.cubin", listing)},
             {int(a) for a in re.findall(r"\.sm_(\d+)\.ptx", listing)})
+
+
+def _specific_archs(library: Path) -> set[str]:
+    """Architecture-specific SASS (sm_90a: the Hopper wgmma kernel) embedded in a built library."""
+    return set(re.findall(r"\.sm_(\d+a)\.cubin", _listing(library)))
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +105,8 @@ def test_readme_build_plugin_builds_every_default_architecture_and_again_when_ru
     assert f"building for architectures {';'.join(f'{a}-real' for a in sorted(expected[0])[:-1])};" in first.stderr
     for library in (KERNEL_LIBRARY, PLUGIN_LIBRARY, AUTOLOAD_PLUGIN_LIBRARY):
         assert _binary_archs(out / library) == expected, library
+        # the default list has 90: the wgmma kernel's sm_90a code too (deformConvWgmma.cu)
+        assert _specific_archs(out / library) == {"90a"}, library
     # The same command again (CMake used to cache nvcc's own default, sm_75, at the first configure and build
     # only that the second time, without the fp16 tensor-core kernel).
     second = _readme_build_plugin(out, "--tensorrt-include-dir", str(README_HEADERS))
@@ -197,6 +209,7 @@ def test_plugin_builds_headers_only_without_tensorrt_symbols(tmp_path, include_d
         assert not {n for n in names if "nvinfer" in n or n in ("getPluginRegistry", "getLogger")}
         libs = subprocess.run(["readelf", "-d", str(library)], capture_output=True, text=True, check=True).stdout
         assert "libnvinfer" not in libs
+        assert not _specific_archs(library)  # no 90 in the list: no sm_90a wgmma code either
         defined = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True,
                                  check=True).stdout
         exported[name] = {line.split()[-1] for line in defined.splitlines() if " T " in line}

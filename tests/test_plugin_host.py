@@ -394,7 +394,7 @@ def test_every_tile_shape_gives_the_same_bits_as_the_nchw_entry(host, c, c_out, 
     bias = torch.randn(c_out, generator=g).half()
     args = ((1, 1), (1, 1), (1, 1))
     nchw = run_host(host, x, offset, weight, bias, mask, *args)
-    for shape in (0, 1, 2):
+    for shape in (0, 1, 2, 3, 4):  # 3, 4: the wgmma kernel's shapes (its emulation; the NCHW entry's choice)
         y = _nhwc_host(host, x, offset, weight, bias, mask, *args, shape)
         assert torch.equal(y.view(torch.int16), nchw.view(torch.int16)), f"tile shape {shape}"
     ref = deform_conv2d_reference(x, offset, weight, bias, *args, mask)
@@ -431,6 +431,26 @@ def plan_for(host, desc, sms, optin, l2, shape=-1, extent=0, split=0):
     return plan if rc == 0 else None
 
 
+def _check_stage_plan(host, desc, plan, stage, sms, optin) -> float:
+    """Checks a batch-1 plan of a DCN stage (C, H, W) against its own figures: pixel tiles, K steps per split,
+    CTAs, and a wave efficiency (recomputed here) of at least 0.85; split K only where K is long and the
+    partial sums fit the workspace; shared memory within the opt-in. Returns the efficiency."""
+    c, h, w = stage
+    steps = c // 32 * 9
+    assert plan.mTiles == -(-h * w // plan.mExtent) and plan.stepsPerSplit == -(-steps // plan.splitK)
+    assert plan.ctas == plan.mTiles * plan.nTiles * plan.splitK
+    busiest = -(-plan.ctas // sms) * plan.mExtent * plan.stepsPerSplit  # pixel x K-step work of the busiest SM
+    efficiency = h * w * plan.nTiles * steps / (busiest * sms)
+    assert plan.waveEfficiency == pytest.approx(efficiency)
+    assert efficiency >= 0.85, (stage, sms, plan.mExtent, plan.splitK, plan.ctas)
+    # split K only where K is long (>= 2048) and the partial sums fit the workspace the problem asks for
+    if plan.splitK > 1:
+        assert c * 9 >= 2048
+        assert plan.splitK * h * w * c * 4 <= host.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc)) - c * c * 18
+    assert plan.sharedBytes <= optin
+    return efficiency
+
+
 @pytest.mark.parametrize("gpu", list(GPUS))
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_plan_gathers_once_per_cta_and_fills_the_gpu_at_batch_1(host, gpu, stage):
@@ -444,18 +464,7 @@ def test_plan_gathers_once_per_cta_and_fills_the_gpu_at_batch_1(host, gpu, stage
     assert plan is not None, f"the tensor-core kernel must take {stage}"
     assert plan.bn >= min(c, 256) and plan.nTiles == -(-c // plan.bn) <= 2
     assert plan.mExtent % 32 == 0 and 32 <= plan.mExtent <= plan.bm  # whole 32-row warp tiles
-    steps = c // 32 * 9
-    assert plan.mTiles == -(-h * w // plan.mExtent) and plan.stepsPerSplit == -(-steps // plan.splitK)
-    assert plan.ctas == plan.mTiles * plan.nTiles * plan.splitK
-    busiest = -(-plan.ctas // sms) * plan.mExtent * plan.stepsPerSplit  # pixel x K-step work of the busiest SM
-    efficiency = h * w * plan.nTiles * steps / (busiest * sms)
-    assert plan.waveEfficiency == pytest.approx(efficiency)
-    assert efficiency >= 0.85, (gpu, stage, plan.mExtent, plan.splitK, plan.ctas)
-    # split K only where K is long (>= 2048) and the partial sums fit the workspace the problem asks for
-    if plan.splitK > 1:
-        assert c * 9 >= 2048
-        assert plan.splitK * h * w * c * 4 <= host.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc)) - c * c * 18
-    assert plan.sharedBytes <= optin
+    efficiency = _check_stage_plan(host, desc, plan, STAGES[stage], sms, optin)
     print(f"{stage} on {gpu}: shape {plan.shape} ({plan.bm}x{plan.bn}), {plan.mExtent} pixels x {plan.nTiles} "
           f"channel tiles x {plan.splitK} K splits = {plan.ctas} CTAs, wave efficiency {efficiency:.3f}")
 
@@ -470,9 +479,9 @@ def test_shapes_that_do_not_fit_a_99_kb_gpu_are_not_planned_there(host):
     assert small is not None and small.shape != 1 and small.sharedBytes <= 99 << 10
 
 
-def _nhwc_plan(host, x, offset, weight, bias, mask, plan):
+def _nhwc_plan(host, x, offset, weight, bias, mask, plan, conv=((1, 1), (1, 1), (1, 1))):
     ohwi = weight.permute(0, 2, 3, 1).contiguous()
-    desc = make_desc(x, offset, ohwi, bias, mask, (1, 1), (1, 1), (1, 1), "OHWI")
+    desc = make_desc(x, offset, ohwi, bias, mask, *conv, "OHWI")
     x_nhwc = x.permute(0, 2, 3, 1).contiguous()
     y = torch.full((desc.batch, desc.outHeight, desc.outWidth, desc.outChannels), float("nan"), dtype=torch.float16)
     ws = host.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc))
@@ -484,19 +493,24 @@ def _nhwc_plan(host, x, offset, weight, bias, mask, plan):
     return y.permute(0, 3, 1, 2)
 
 
+def _long_k_case(seed: int, c_out: int, h: int, w: int):
+    """A random 3x3 fp16 problem with 256 input channels: K = 256 x 9 = 2304, long enough to be split."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 256, h, w, generator=g).half()
+    weight = (torch.randn(c_out, 256, 3, 3, generator=g) / 48).half()
+    offset = (torch.randn(1, 18, h, w, generator=g) * 2).half()
+    mask = torch.rand(1, 9, h, w, generator=g).half()
+    bias = torch.randn(c_out, generator=g).half()
+    return x, offset, weight, bias, mask, make_desc(x, offset, weight, bias, mask, (1, 1), (1, 1), (1, 1))
+
+
 def test_pixels_per_cta_and_k_splits_keep_the_result(host):
     # K = 256 x 9 = 2304: K may be split. Every tile shape and pixel extent gives the same bits (the K order
     # does not change); a K split adds the splits' fp32 partial sums in a fixed order: the same bits on every
     # run, within an fp16 ulp or two of the unsplit result, and within the fp16 RMS rule. 99 pixels: with 32
     # or 96 per CTA, the 64-row warp tiles of shapes 0 and 1 have a gathered first and an empty second
     # 32-row block (it skips its MMAs).
-    g = torch.Generator().manual_seed(21)
-    x = torch.randn(1, 256, 9, 11, generator=g).half()
-    weight = (torch.randn(40, 256, 3, 3, generator=g) / 48).half()
-    offset = (torch.randn(1, 18, 9, 11, generator=g) * 2).half()
-    mask = torch.rand(1, 9, 9, 11, generator=g).half()
-    bias = torch.randn(40, generator=g).half()
-    desc = make_desc(x, offset, weight, bias, mask, (1, 1), (1, 1), (1, 1))
+    x, offset, weight, bias, mask, desc = _long_k_case(21, 40, 9, 11)
     results = {}
     for shape, extent, split in ((2, 32, 1), (2, 64, 1), (0, 32, 1), (0, 96, 1), (1, 96, 1), (1, 160, 1),
                                  (2, 32, 2), (2, 32, 3), (2, 32, 3)):
@@ -513,3 +527,98 @@ def test_pixels_per_cta_and_k_splits_keep_the_result(host):
         assert ((results[split][0].float() - unsplit.float()).abs() <= 2 * ulp).all()
         ref = deform_conv2d_reference(x, offset, weight, bias, (1, 1), (1, 1), (1, 1), mask)
         assert fp16_error_ratio(results[split][0], ref, x, weight, bias, (1, 1), (1, 1), (1, 1), 1) <= FP16_RMS_RATIO
+
+
+# The Hopper wgmma kernel (plugins/src/deformConvWgmma.h): its plan and its CPU emulation.
+H100 = GPUS["H100 SXM"]
+
+
+def wgmma_plan_for(host, desc, sms=H100[0], optin=H100[1], l2=H100[2], shape=-1, extent=0, split=0):
+    plan = TcPlan()
+    rc = host.deformrt_dcn_tc_plan_wgmma(ctypes.byref(desc), sms, optin, l2, shape, extent, split, ctypes.byref(plan))
+    return plan if rc == 0 else None
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_wgmma_plan_gathers_once_per_cta_and_fills_an_h100_at_batch_1(host, stage):
+    # 128 pixels x 128 channels (res3's C_out) or x 256 per CTA, two warpgroups of 64 rows: each sampled
+    # element gathered once per 256 output channels (res5 twice), and pixels per CTA (64 or 128) and K splits
+    # that keep at least 85 % of the busiest SM's work useful on the 132 SMs of an H100 SXM.
+    c, h, w = STAGES[stage]
+    sms, optin, _ = H100
+    desc = _stage_desc(c, h, w)
+    plan = wgmma_plan_for(host, desc)
+    assert plan is not None, f"the wgmma kernel must take {stage}"
+    assert (plan.shape, plan.bm, plan.bn) == ((4, 128, 128) if c <= 128 else (3, 128, 256))
+    assert plan.nTiles == -(-c // plan.bn) <= 2 and plan.mExtent in (64, 128)
+    efficiency = _check_stage_plan(host, desc, plan, STAGES[stage], sms, optin)
+    print(f"wgmma {stage} on H100 SXM: shape {plan.shape} ({plan.bm}x{plan.bn}), {plan.mExtent} pixels x "
+          f"{plan.nTiles} channel tiles x {plan.splitK} K splits = {plan.ctas} CTAs, wave efficiency {efficiency:.3f}")
+
+
+def test_wgmma_plan_needs_16_byte_channel_vectors_and_its_own_shapes(host):
+    # The wgmma kernel has no scalar gather: channel counts off multiples of 8 stay on mma.sync; the
+    # mma.sync shapes are not wgmma plans, nor the other way round.
+    odd = make_desc(torch.empty(1, 12, 9, 9), torch.empty(1, 18, 9, 9), torch.empty(16, 12, 3, 3), None, None,
+                    (1, 1), (1, 1), (1, 1))
+    assert wgmma_plan_for(host, odd) is None and plan_for(host, odd, *H100) is not None
+    desc = _stage_desc(256, 50, 84)
+    assert wgmma_plan_for(host, desc, shape=0) is None and plan_for(host, desc, *H100, shape=3) is None
+    assert wgmma_plan_for(host, desc, shape=4).bn == 128
+    assert wgmma_plan_for(host, desc, extent=96) is None  # whole warpgroups of 64 rows
+
+
+def _wgmma_case(rng: random.Random):
+    """A random fp16 problem the wgmma kernel takes (chunks of 8, 16, 24 or 32 channels), output channels
+    across the 128 and 256 tile widths, spatial sizes that leave a partial warpgroup."""
+    while True:
+        groups, dg = rng.choice([1, 1, 2]), rng.choice([1, 2, 4])
+        c = math.lcm(groups, dg) * 8 * rng.choice([1, 2, 3, 4])
+        if math.gcd(c // groups, c // dg) in (8, 16, 24, 32, 48, 64, 96, 128):
+            break
+    c_out = groups * rng.choice([24, 72, 136, 264])
+    stride, padding, dilation = (rng.randint(1, 2),) * 2, (rng.randint(0, 1), 1), (1, rng.randint(1, 2))
+    h, w, n = rng.randint(6, 11), rng.randint(6, 13), rng.randint(1, 2)
+    ho = (h + 2 * padding[0] - dilation[0] * 2 - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * 2 - 1) // stride[1] + 1
+    g = torch.Generator().manual_seed(rng.randrange(2**31))
+    x = torch.randn(n, c, h, w, generator=g).half()
+    weight = (torch.randn(c_out, c // groups, 3, 3, generator=g) / math.sqrt(c)).half()
+    offset = (torch.randn(n, 18 * dg, ho, wo, generator=g) * 2).half()
+    mask = torch.rand(n, 9 * dg, ho, wo, generator=g).half()
+    bias = torch.randn(c_out, generator=g).half() if rng.random() < 0.5 else None
+    return x, offset, weight, bias, mask, (stride, padding, dilation), groups
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_wgmma_emulation_gives_the_mma_sync_bits_and_the_fp16_accuracy(host, seed):
+    # The emulation reads A and B through the wgmma descriptors with the 64-byte swizzle applied to the
+    # addresses; the gather and B copy store in the same layout. Its K order and per-slice fp32 rounding are
+    # the mma.sync kernel's, so both shapes, with 64 or 128 pixels per CTA, give the mma.sync path's bits (a
+    # descriptor, swizzle, fragment or row-ownership error would not); against float64 on fresh random
+    # inputs, the fp16 RMS criterion. The output starts as NaN: a missed element fails.
+    x, offset, weight, bias, mask, conv, groups = _wgmma_case(random.Random(700 + seed))
+    desc = make_desc(x, offset, weight, bias, mask, *conv)
+    reference_plan = plan_for(host, desc, *H100, shape=2, extent=32, split=1)
+    expected = _nhwc_plan(host, x, offset, weight, bias, mask, reference_plan, conv)
+    assert not torch.isnan(expected).any()
+    for shape, extent in ((3, 128), (4, 64)):
+        plan = wgmma_plan_for(host, desc, shape=shape, extent=extent, split=1)
+        assert plan is not None and (plan.shape, plan.mExtent) == (shape, extent)
+        y = _nhwc_plan(host, x, offset, weight, bias, mask, plan, conv)
+        assert torch.equal(y.view(torch.int16), expected.view(torch.int16)), (shape, extent)
+    ref = deform_conv2d_reference(x, offset, weight, bias, *conv, mask)
+    ratio = fp16_error_ratio(expected, ref, x, weight, bias, *conv, groups)
+    assert ratio <= FP16_RMS_RATIO
+    print(f"wgmma emulation seed {seed}: fp16 RMS error {ratio:.2f}x a dense fp16 conv's")
+
+
+def test_wgmma_split_k_gives_the_mma_sync_split_bits(host):
+    # K = 256 x 9: split in 3; each split's partial sums and their fixed-order reduction are the same on
+    # both paths.
+    x, offset, weight, bias, mask, desc = _long_k_case(31, 72, 6, 7)
+    expected = _nhwc_plan(host, x, offset, weight, bias, mask, plan_for(host, desc, *H100, shape=2, split=3))
+    y = _nhwc_plan(host, x, offset, weight, bias, mask, wgmma_plan_for(host, desc, shape=4, split=3))
+    assert torch.equal(y.view(torch.int16), expected.view(torch.int16))
+    ref = deform_conv2d_reference(x, offset, weight, bias, (1, 1), (1, 1), (1, 1), mask)
+    assert fp16_error_ratio(y, ref, x, weight, bias, (1, 1), (1, 1), (1, 1), 1) <= FP16_RMS_RATIO

@@ -127,10 +127,23 @@ def test_device_code_built_for_sm_90a_runs_through_the_same_harness():
     # compute_90a (the target of sm_90-only code such as wgmma)
     rc, report, err = run_check("--ptx-arch", "sm_90a", "--cases", "fp16-nhwc-1x1-groups3")
     assert rc == 0, err[-3000:]
-    assert "built the device code of deformConvKernel.cu, deformConvTensorCore.cu for sm_90a" in err
+    assert "built the device code of deformConvKernel.cu, deformConvTensorCore.cu, deformConvWgmma.cu for sm_90a" in err
     (case,) = report["cases"]
     assert case["ok"] and case["findings"] == [] and "deformConvTensorCoreI" in case["kernel"]
     # the stand-in runtime's sm_90 device (H100 SXM): 132 SMs, 227 KB of shared memory per block
     from ptxexec.capture import DEVICES
 
     assert DEVICES["sm_90"]["sms"] == 132 and DEVICES["sm_90"]["shared_optin"] == 227 * 1024
+
+
+def test_separately_compiled_ptx_takes_the_host_builds_kernel_names():
+    # nvcc names a file's anonymous namespace afresh per path and build: the sm_90a PTX of the same
+    # sources (or of a scratch copy) must still run under the names the host code launches
+    from ptxexec.capture import _host_kernel_names
+
+    host = "_ZN8deformrt2tc56_GLOBAL__N__4ff77004_23_deformConvTensorCore_cu_c8015e9420deformConvTensorCoreIiEEvv"
+    other = host.replace("4ff77004", "a1675951").replace("c8015e94", "0b9d2e11")
+    unrelated = "_ZN8deformrt2tc51_GLOBAL__N__ea729eb7_18_deformConvWgmma_cu_0c2de3ed15deformConvWgmmaIiEEvv"
+    text = f".entry {other}(\n.param .u32 {other}_param_0\n)\n.entry {unrelated}(\n)\n"
+    renamed = _host_kernel_names(text, [host])
+    assert renamed.count(host) == 2 and other not in renamed and unrelated in renamed

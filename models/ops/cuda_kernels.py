@@ -98,6 +98,8 @@ def declare_host_api(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.deformrt_dcn_tc_plan.argtypes = [ctypes.POINTER(ConvDesc), ctypes.c_int32, ctypes.c_int64, ctypes.c_int64,
                                          ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, ctypes.POINTER(TcPlan)]
     lib.deformrt_dcn_tc_plan.restype = ctypes.c_int32
+    lib.deformrt_dcn_tc_plan_wgmma.argtypes = lib.deformrt_dcn_tc_plan.argtypes
+    lib.deformrt_dcn_tc_plan_wgmma.restype = ctypes.c_int32
     lib.deformrt_dcn_forward_nhwc_host_plan.argtypes = [ctypes.POINTER(ConvDesc)] + [ctypes.c_void_p] * 7 + [
         ctypes.c_uint64, ctypes.POINTER(TcPlan)]
     lib.deformrt_dcn_forward_nhwc_host_plan.restype = ctypes.c_int32

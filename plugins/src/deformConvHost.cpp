@@ -6,6 +6,7 @@
 // math, tiling and fragment indexing on machines without a GPU; it is not meant to be fast.
 #include "deformConvMath.h"
 #include "deformConvTensorCore.h"
+#include "deformConvWgmma.h"
 #include "deformrt/deformConvHost.h"
 
 #include <algorithm>
@@ -130,14 +131,39 @@ void gatherPhase(TcGeometry const& t, TcTensors const& p, TcTile const& tile, in
     {
         gatherLoads<Shape, false>(t, p, tile, chunk, tap, phase, tid, s, cta.staged[tid]);
     }
-    if (mmaStage >= 0)
+    if constexpr (!Shape::Wgmma) // the wgmma path runs its MMAs per step (wgmmaStep), not per gather phase
     {
-        mmaPhase<Shape>(s, tile, mmaStage, phase, cta);
+        if (mmaStage >= 0)
+        {
+            mmaPhase<Shape>(s, tile, mmaStage, phase, cta);
+        }
     }
     for (int32_t tid = 0; tid < Shape::Threads; ++tid)
     {
         gatherBlend<Shape>(tile, tap, phase, stage, tid, s, cta.staged[tid]);
     }
+}
+
+//! The start of a segment of steps from ``first`` (both kernels): the prologue tables, then the first
+//! step's B and A into buffer 0. Returns that step.
+template <class Shape>
+KStep startSegment(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int32_t first, SharedView const& s,
+    CtaState<Shape>& cta)
+{
+    KStep const k{first / t.g.taps, first % t.g.taps};
+    for (int32_t tid = 0; tid < Shape::Threads; ++tid)
+    {
+        prologue<Shape>(t, p, tile, chunkOffsetGroup(t, tile.grp, k.chunk), tid, s);
+    }
+    for (int32_t tid = 0; tid < Shape::Threads; ++tid)
+    {
+        loadBDirect<Shape>(t, p, tile, k.chunk, k.tap, 0, tid, s);
+    }
+    for (int32_t phase = 0; phase < Shape::Phases; ++phase)
+    {
+        gatherPhase<Shape>(t, p, tile, k.chunk, k.tap, phase, 0, s, cta, -1);
+    }
+    return k;
 }
 
 //! Steps [first, last) of one offset group (deformConvTensorCore.cu's runSegment, phase by phase).
@@ -146,41 +172,21 @@ void runSegment(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int
     SharedView const& s, CtaState<Shape>& cta)
 {
     int32_t const taps = t.g.taps;
-    int32_t chunk = first / taps;
-    int32_t tap = first - chunk * taps;
-    for (int32_t tid = 0; tid < Shape::Threads; ++tid)
-    {
-        prologue<Shape>(t, p, tile, chunkOffsetGroup(t, tile.grp, chunk), tid, s);
-    }
-    for (int32_t tid = 0; tid < Shape::Threads; ++tid)
-    {
-        loadBDirect<Shape>(t, p, tile, chunk, tap, 0, tid, s);
-    }
-    for (int32_t phase = 0; phase < Shape::Phases; ++phase)
-    {
-        gatherPhase<Shape>(t, p, tile, chunk, tap, phase, 0, s, cta, -1);
-    }
+    KStep k = startSegment<Shape>(t, p, tile, first, s, cta);
     int32_t stage = 0;
     for (int32_t step = first; step + 1 < last; ++step)
     {
-        int32_t nextTap = tap + 1;
-        int32_t nextChunk = chunk;
-        if (nextTap == taps)
-        {
-            nextTap = 0;
-            ++nextChunk;
-        }
+        KStep const next = nextKStep(k, taps);
         for (int32_t tid = 0; tid < Shape::Threads; ++tid)
         {
-            loadBDirect<Shape>(t, p, tile, nextChunk, nextTap, stage ^ 1, tid, s);
+            loadBDirect<Shape>(t, p, tile, next.chunk, next.tap, stage ^ 1, tid, s);
         }
         for (int32_t phase = 0; phase < Shape::Phases; ++phase)
         {
-            gatherPhase<Shape>(t, p, tile, nextChunk, nextTap, phase, stage ^ 1, s, cta, stage);
+            gatherPhase<Shape>(t, p, tile, next.chunk, next.tap, phase, stage ^ 1, s, cta, stage);
         }
         stage ^= 1;
-        chunk = nextChunk;
-        tap = nextTap;
+        k = next;
     }
     for (int32_t phase = 0; phase < Shape::Phases; ++phase)
     {
@@ -188,15 +194,69 @@ void runSegment(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int
     }
 }
 
-//! One CTA (deformConvTensorCore.cu's kernel).
+//! The wgmmas of buffer ``stage`` (deformConvWgmma.cu's issueWgmmas), warpgroup by warpgroup: both K
+//! slices through the descriptors the GPU builds (addresses relative to the shared window ``shared``).
 template <class Shape>
-void runCta(TcGeometry const& t, TcTensors const& p, TcTile const& tile, SharedView const& s, CtaState<Shape>& cta)
+void wgmmaStep(unsigned char const* shared, SharedView const& s, TcTile const& tile, int32_t stage,
+    CtaState<Shape>& cta)
+{
+    auto const aAddress = uint32_t(s.a - shared);
+    auto const bAddress = uint32_t(s.b - shared);
+    for (int32_t warpgroup = 0; warpgroup < Shape::Warpgroups; ++warpgroup)
+    {
+        if (!warpgroupActive(tile, warpgroup))
+        {
+            continue;
+        }
+        for (int32_t kk = 0; kk < kSlices; ++kk)
+        {
+            emulateWgmmaSS<Shape>(shared, wgmmaDescriptors<Shape>(aAddress, bAddress, warpgroup, stage, kk),
+                cta.acc.data() + warpgroup * kWarpgroupThreads);
+        }
+    }
+}
+
+//! Steps [first, last) of one offset group on the wgmma path (deformConvWgmma.cu's runSegment): the
+//! step's wgmmas read one pair of buffers while the next step's B copy and gather fill the other.
+template <class Shape>
+void runWgmmaSegment(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int32_t first, int32_t last,
+    unsigned char const* shared, SharedView const& s, CtaState<Shape>& cta)
+{
+    int32_t const taps = t.g.taps;
+    KStep k = startSegment<Shape>(t, p, tile, first, s, cta);
+    int32_t stage = 0;
+    for (int32_t step = first; step + 1 < last; ++step)
+    {
+        wgmmaStep<Shape>(shared, s, tile, stage, cta);
+        KStep const next = nextKStep(k, taps);
+        for (int32_t tid = 0; tid < Shape::Threads; ++tid)
+        {
+            loadBDirect<Shape>(t, p, tile, next.chunk, next.tap, stage ^ 1, tid, s);
+        }
+        gatherPhase<Shape>(t, p, tile, next.chunk, next.tap, 0, stage ^ 1, s, cta, -1);
+        stage ^= 1;
+        k = next;
+    }
+    wgmmaStep<Shape>(shared, s, tile, stage, cta);
+}
+
+//! One CTA (deformConvTensorCore.cu's kernel, or deformConvWgmma.cu's for a WgmmaShape).
+template <class Shape, bool Wgmma>
+void runCta(TcGeometry const& t, TcTensors const& p, TcTile const& tile, unsigned char const* shared,
+    SharedView const& s, CtaState<Shape>& cta)
 {
     std::fill(cta.acc.begin(), cta.acc.end(), Accumulators<Shape>{});
     for (int32_t first = tile.stepBegin; first < tile.stepEnd;)
     {
         int32_t const last = segmentEnd(t, tile, first);
-        runSegment<Shape>(t, p, tile, first, last, s, cta);
+        if constexpr (Wgmma)
+        {
+            runWgmmaSegment<Shape>(t, p, tile, first, last, shared, s, cta);
+        }
+        else
+        {
+            runSegment<Shape>(t, p, tile, first, last, s, cta);
+        }
         first = last;
     }
     for (int32_t tid = 0; tid < Shape::Threads; ++tid)
@@ -205,13 +265,15 @@ void runCta(TcGeometry const& t, TcTensors const& p, TcTile const& tile, SharedV
     }
 }
 
-template <class Shape>
+template <class Shape, bool Wgmma = false>
 void runGrid(TcGeometry const& t, TcTensors const& p, TcPlan const& plan)
 {
     SharedLayout const layout = sharedLayout(Shape::BM, Shape::BN, t.g.taps);
-    // max_align_t storage: 16-byte aligned like the GPU's dynamic shared memory.
+    // max_align_t storage: 16-byte aligned like the GPU's dynamic shared memory (the wgmma emulation
+    // addresses relative to the window, as the GPU's 1024-byte aligned window does).
     std::vector<std::max_align_t> storage(size_t(layout.bytes) / sizeof(std::max_align_t) + 1);
-    SharedView const s = sharedView(reinterpret_cast<unsigned char*>(storage.data()), layout);
+    auto* const shared = reinterpret_cast<unsigned char*>(storage.data());
+    SharedView const s = sharedView(shared, layout);
     CtaState<Shape> cta;
     for (int32_t bz = 0; bz < t.g.group; ++bz)
     {
@@ -219,7 +281,9 @@ void runGrid(TcGeometry const& t, TcTensors const& p, TcPlan const& plan)
         {
             for (int64_t bx = 0; bx < plan.mTiles; ++bx)
             {
-                runCta<Shape>(t, p, makeTile(t, plan, Shape::BN, bx, by, bz), s, cta);
+                TcTile const tile = Wgmma ? wgmmaTile<Shape>(t, plan, bx, by, bz)
+                                          : makeTile(t, plan, Shape::BN, bx, by, bz);
+                runCta<Shape, Wgmma>(t, p, tile, shared, s, cta);
             }
         }
     }
@@ -229,9 +293,11 @@ void runGrid(TcGeometry const& t, TcTensors const& p, TcPlan const& plan)
 //! is the workspace's partial-sum region. Returns false when the plan does not apply to the problem.
 bool forwardTensorCoreHost(TcGeometry const& t, TcTensors p, TcPlan const& plan, float* partial)
 {
-    if (!tensorCoreApplies(t) || plan.shape < 0 || plan.shape >= kTileShapes
-        || !shapeFits(t, plan.shape, kAssumedDevice) || plan.mExtent < kWarpRows || plan.mExtent % kWarpRows != 0
-        || plan.mExtent > kTileBM[plan.shape] || plan.splitK < 1 || (plan.splitK > 1 && partial == nullptr))
+    int32_t const extentStep = isWgmmaShape(plan.shape) ? kWarpgroupRows : kWarpRows;
+    if (!tensorCoreApplies(t) || plan.shape < 0 || plan.shape >= kPlanShapes
+        || !shapeFits(t, plan.shape, kAssumedDevice) || plan.mExtent < extentStep || plan.mExtent % extentStep != 0
+        || plan.mExtent > kTileBM[plan.shape] || plan.splitK < 1 || (plan.splitK > 1 && partial == nullptr)
+        || (isWgmmaShape(plan.shape) && !wgmmaApplies(t)))
     {
         return false;
     }
@@ -242,12 +308,19 @@ bool forwardTensorCoreHost(TcGeometry const& t, TcTensors p, TcPlan const& plan,
         return false;
     }
     p.vector = vectorApplies(t, p.x, p.weight);
+    if (isWgmmaShape(plan.shape) && !p.vector)
+    {
+        // as the CUDA launcher: the wgmma kernel has no scalar path, misaligned pointers go to mma.sync
+        return forwardTensorCoreHost(t, p, choosePlan(t, kAssumedDevice, partialBytes(t.g)), partial);
+    }
     p.partial = plan.splitK > 1 ? partial : nullptr;
     p.pairedOutput = pairedOutputApplies(t, p);
     switch (plan.shape)
     {
     case 0: runGrid<TileN256>(t, p, plan); break;
     case 1: runGrid<TileN128>(t, p, plan); break;
+    case kWgmmaShapeN256: runGrid<WgmmaN256, true>(t, p, plan); break;
+    case kWgmmaShapeN128: runGrid<WgmmaN128, true>(t, p, plan); break;
     default: runGrid<TileN64>(t, p, plan); break;
     }
     if (plan.splitK > 1)
@@ -264,9 +337,19 @@ bool forwardTensorCoreHost(TcGeometry const& t, TcTensors p, TcPlan const& plan,
     return true;
 }
 
-//! The plan for ``desc`` on the assumed H100, with parts of it optionally forced (choosePlan).
+//! The plan for ``desc`` on the assumed H100 with the sm_90a wgmma kernel built (the CUDA launcher's
+//! planLaunch there: the wgmma kernel where it takes the problem, else mma.sync), with parts of it
+//! optionally forced (shape 0..2: mma.sync, 3..4: wgmma).
 TcPlan hostPlan(TcGeometry const& t, int32_t shape = -1, int32_t mExtent = 0, int32_t splitK = 0)
 {
+    if (wgmmaApplies(t) && (shape < 0 || isWgmmaShape(shape)))
+    {
+        TcPlan const plan = chooseWgmmaPlan(t, kAssumedDevice, partialBytes(t.g), shape, mExtent, splitK);
+        if (plan.shape >= 0)
+        {
+            return plan;
+        }
+    }
     return choosePlan(t, kAssumedDevice, partialBytes(t.g), shape, mExtent, splitK);
 }
 
@@ -471,6 +554,25 @@ DeformrtTcPlan toCPlan(deformrt::tc::TcGeometry const& t, deformrt::tc::TcPlan c
     return out;
 }
 
+//! A planner: choosePlan (mma.sync) or chooseWgmmaPlan.
+using PlanChooser = deformrt::tc::TcPlan (*)(deformrt::tc::TcGeometry const&, deformrt::tc::TcDevice const&,
+    uint64_t, int32_t, int32_t, int32_t);
+
+//! deformrt_dcn_tc_plan and deformrt_dcn_tc_plan_wgmma: ``choose``'s plan for ``desc`` on the described GPU.
+int32_t planEntry(PlanChooser choose, DeformrtConvDesc const* desc, int32_t smCount, int64_t sharedOptInBytes,
+    int64_t l2Bytes, int32_t tileShape, int32_t mExtent, int32_t splitK, DeformrtTcPlan* plan)
+{
+    if (desc == nullptr || plan == nullptr || deformrt::describeInvalid(*desc) != nullptr || smCount < 1)
+    {
+        return 1;
+    }
+    namespace tc = deformrt::tc;
+    tc::TcGeometry const t = tc::makeTcGeometry(deformrt::makeGeometry(*desc));
+    tc::TcDevice const device{smCount, sharedOptInBytes, l2Bytes};
+    *plan = toCPlan(t, choose(t, device, tc::partialBytes(t.g), tileShape, mExtent, splitK), device);
+    return plan->shape >= 0 ? 0 : 1;
+}
+
 } // namespace
 
 int32_t deformrt_dcn_forward_nhwc_host(DeformrtConvDesc const* desc, void const* xNhwc, void const* weight,
@@ -507,7 +609,7 @@ int32_t deformrt_dcn_forward_nhwc_host_plan(DeformrtConvDesc const* desc, void c
 int64_t deformrt_dcn_tc_shared_bytes(DeformrtConvDesc const* desc, int32_t tileShape)
 {
     if (desc == nullptr || deformrt::describeInvalid(*desc) != nullptr || tileShape < 0
-        || tileShape >= deformrt::tc::kTileShapes)
+        || tileShape >= deformrt::tc::kPlanShapes)
     {
         return -1;
     }
@@ -517,15 +619,15 @@ int64_t deformrt_dcn_tc_shared_bytes(DeformrtConvDesc const* desc, int32_t tileS
 int32_t deformrt_dcn_tc_plan(DeformrtConvDesc const* desc, int32_t smCount, int64_t sharedOptInBytes,
     int64_t l2Bytes, int32_t tileShape, int32_t mExtent, int32_t splitK, DeformrtTcPlan* plan)
 {
-    if (desc == nullptr || plan == nullptr || deformrt::describeInvalid(*desc) != nullptr || smCount < 1)
-    {
-        return 1;
-    }
-    namespace tc = deformrt::tc;
-    tc::TcGeometry const t = tc::makeTcGeometry(deformrt::makeGeometry(*desc));
-    tc::TcDevice const device{smCount, sharedOptInBytes, l2Bytes};
-    *plan = toCPlan(t, tc::choosePlan(t, device, tc::partialBytes(t.g), tileShape, mExtent, splitK), device);
-    return plan->shape >= 0 ? 0 : 1;
+    return planEntry(deformrt::tc::choosePlan, desc, smCount, sharedOptInBytes, l2Bytes, tileShape, mExtent, splitK,
+        plan);
+}
+
+int32_t deformrt_dcn_tc_plan_wgmma(DeformrtConvDesc const* desc, int32_t smCount, int64_t sharedOptInBytes,
+    int64_t l2Bytes, int32_t tileShape, int32_t mExtent, int32_t splitK, DeformrtTcPlan* plan)
+{
+    return planEntry(deformrt::tc::chooseWgmmaPlan, desc, smCount, sharedOptInBytes, l2Bytes, tileShape, mExtent,
+        splitK, plan);
 }
 
 void deformrt_mma_m16n8k16_emulate(uint32_t const* a, uint32_t const* b, float const* c, float* d)

@@ -2,7 +2,9 @@
 // deformConvTensorCore.h; deformConvHost.cpp runs the same phases on the CPU). sm_80 and newer: the
 // kernel body is empty for older architectures, and the launcher never picks it there.
 #include "deformConvTensorCore.h"
+#include "deformConvTensorCoreDevice.cuh"
 #include "deformConvTensorCoreLaunch.h"
+#include "deformConvWgmma.h"
 #include "deformrt/deformConvKernel.h"
 
 #include <cuda_fp16.h>
@@ -33,50 +35,6 @@ __device__ __forceinline__ void ldmatrixX4(uint32_t (&d)[4], uint32_t sharedAddr
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
         : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
         : "r"(sharedAddress));
-}
-
-__device__ __forceinline__ void cpAsync16(uint32_t sharedAddress, void const* global, uint32_t bytes)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sharedAddress), "l"(global), "r"(bytes));
-}
-
-__device__ __forceinline__ void cpAsyncCommit()
-{
-    asm volatile("cp.async.commit_group;\n" ::);
-}
-
-__device__ __forceinline__ void cpAsyncWaitAll()
-{
-    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-}
-
-__device__ __forceinline__ uint32_t sharedAddressOf(void const* p)
-{
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-//! loadB: the weights of step (chunk, tap) into B buffer ``stage``, by cp.async where they are whole
-//! 16-byte vectors (zero-filled past the chunk's channels and the group's output channels).
-template <class Shape, bool Vector>
-__device__ __forceinline__ void loadB(TcGeometry const& t, TcTensors const& p, TcTile const& tile, BCopies const& bc,
-    int32_t chunk, int32_t tap, int32_t stage, int32_t tid, SharedView const& s)
-{
-    if (!Vector)
-    {
-        loadBDirect<Shape>(t, p, tile, chunk, tap, stage, tid, s);
-        return;
-    }
-    uint32_t const step = bStepOffset(t, chunk, tap);
-    uint32_t const b = sharedAddressOf(s.b) + stage * (Shape::BN * kRowBytes);
-    int32_t const firstByte = tileByte(bc.row, bc.vec);
-DEFORMRT_UNROLL
-    for (int32_t slot = 0; slot < Shape::BVectorsPerThread; ++slot)
-    {
-        // an odd paired slot: its even slot's address + 32 bytes (an immediate offset)
-        cpAsync16(b + slotByte<Shape::Threads, Shape::PairedB>(firstByte, slot),
-            halfAt(p.weight, bEvenSlotSource<Shape>(bc, slot) + step) + bOddSlotHalves<Shape>(slot),
-            bSlotInside<Shape>(t, tile, bc, slot) ? 16u : 0u);
-    }
 }
 
 //! Per-lane shared addresses of the ldmatrix.x4 loads of one warp (loop-invariant): the A fragment of m16
@@ -180,46 +138,27 @@ DEFORMRT_UNROLL
     }
     cpAsyncWaitAll();
     __syncthreads();
-    // The main loop: step ``step``'s MMAs with step + 1's loads in flight, unrolled twice so that each
-    // half's buffers are constants.
-    auto pipelinedStep = [&](int32_t stage) {
-        int32_t nextTap = tap + 1;
-        int32_t nextChunk = chunk;
-        if (nextTap == taps)
-        {
-            nextTap = 0;
-            ++nextChunk;
-        }
-        loadB<Shape, Vector>(t, p, tile, bc, nextChunk, nextTap, stage ^ 1, tid, s);
+    // The main loop: a step's MMAs with the next step's loads in flight.
+    int32_t const lastStage = pipelinedSteps(first, last, [&](int32_t stage) {
+        KStep const next = nextKStep(KStep{chunk, tap}, taps);
+        loadB<Shape, Vector>(t, p, tile, bc, next.chunk, next.tap, stage ^ 1, tid, s);
         cpAsyncCommit();
 DEFORMRT_UNROLL
         for (int32_t phase = 0; phase < Shape::Phases; ++phase)
         {
-            gatherLoads<Shape, Vector>(t, p, tile, nextChunk, nextTap, phase, tid, s, staged);
+            gatherLoads<Shape, Vector>(t, p, tile, next.chunk, next.tap, phase, tid, s, staged);
             mmaPhase<Shape>(l, s, tile, w, stage, phase, a, acc);
-            gatherBlend<Shape>(tile, nextTap, phase, stage ^ 1, tid, s, staged);
+            gatherBlend<Shape>(tile, next.tap, phase, stage ^ 1, tid, s, staged);
         }
         cpAsyncWaitAll();
         __syncthreads();
-        chunk = nextChunk;
-        tap = nextTap;
-    };
-    int32_t step = first;
-    while (step + 1 < last)
-    {
-        pipelinedStep(0);
-        if (++step + 1 >= last)
-        {
-            break;
-        }
-        pipelinedStep(1);
-        ++step;
-    }
-    int32_t const stage = (step - first) & 1;
+        chunk = next.chunk;
+        tap = next.tap;
+    });
 DEFORMRT_UNROLL
     for (int32_t phase = 0; phase < Shape::Phases; ++phase)
     {
-        mmaPhase<Shape>(l, s, tile, w, stage, phase, a, acc);
+        mmaPhase<Shape>(l, s, tile, w, lastStage, phase, a, acc);
     }
     __syncthreads(); // the next segment's prologue and gather overwrite what the last MMAs read
 }
@@ -330,7 +269,7 @@ __global__ void nchwToNhwcKernel(uint16_t const* src, uint16_t* dst, int32_t c, 
 
 struct DeviceLimits
 {
-    int32_t major;
+    int32_t major, minor;
     TcDevice device;
 };
 
@@ -338,6 +277,7 @@ cudaError_t currentDeviceLimits(DeviceLimits& limits)
 {
     int device = 0;
     int major = 0;
+    int minor = 0;
     int sms = 0;
     int optIn = 0;
     int l2 = 0;
@@ -345,6 +285,10 @@ cudaError_t currentDeviceLimits(DeviceLimits& limits)
     if (status == cudaSuccess)
     {
         status = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+    }
+    if (status == cudaSuccess)
+    {
+        status = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
     }
     if (status == cudaSuccess)
     {
@@ -358,7 +302,7 @@ cudaError_t currentDeviceLimits(DeviceLimits& limits)
     {
         status = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device);
     }
-    limits = DeviceLimits{major, TcDevice{sms, optIn, l2}};
+    limits = DeviceLimits{major, minor, TcDevice{sms, optIn, l2}};
     return status;
 }
 
@@ -373,10 +317,13 @@ int32_t environmentInt(char const* name, int32_t fallback)
     return int32_t(std::strtol(value, nullptr, 10));
 }
 
-//! The launch the current device runs ``t`` with (plan.shape < 0: not sm_80+, nothing fits, no device).
-//! DEFORMRT_TC_TILE_SHAPE=0|1|2, DEFORMRT_TC_M_EXTENT=<pixels>, DEFORMRT_TC_SPLIT_K=<n> force parts of it
-//! (sanitizer runs, ptx_check and benchmarks cover every shape, extent and split).
-TcPlan planLaunch(TcGeometry const& t)
+//! The launch the current device runs ``t`` with (plan.shape < 0: not sm_80+, nothing fits, no device):
+//! on a compute capability 9.0 GPU with the sm_90a wgmma kernel built, the wgmma kernel where it takes the
+//! problem (``allowWgmma``: its 16-byte vectors apply to the pointers too), else the mma.sync kernel.
+//! DEFORMRT_TC_TILE_SHAPE=0..4, DEFORMRT_TC_M_EXTENT=<pixels>, DEFORMRT_TC_SPLIT_K=<n> force parts of it
+//! and DEFORMRT_TC_WGMMA=0 keeps Hopper on mma.sync (sanitizer runs, ptx_check and benchmarks cover every
+//! shape, extent and split).
+TcPlan planLaunch(TcGeometry const& t, bool allowWgmma = true)
 {
     TcPlan none{};
     none.shape = -1;
@@ -385,8 +332,20 @@ TcPlan planLaunch(TcGeometry const& t)
     {
         return none;
     }
-    return choosePlan(t, limits.device, partialBytes(t.g), environmentInt("DEFORMRT_TC_TILE_SHAPE", -1),
-        environmentInt("DEFORMRT_TC_M_EXTENT", 0), environmentInt("DEFORMRT_TC_SPLIT_K", 0));
+    int32_t const shape = environmentInt("DEFORMRT_TC_TILE_SHAPE", -1);
+    int32_t const extent = environmentInt("DEFORMRT_TC_M_EXTENT", 0);
+    int32_t const split = environmentInt("DEFORMRT_TC_SPLIT_K", 0);
+    bool const hopper = limits.major == 9 && limits.minor == 0 && wgmmaKernelBuilt()
+        && environmentInt("DEFORMRT_TC_WGMMA", 1) != 0;
+    if (allowWgmma && hopper && wgmmaApplies(t) && (shape < 0 || isWgmmaShape(shape)))
+    {
+        TcPlan const plan = chooseWgmmaPlan(t, limits.device, partialBytes(t.g), shape, extent, split);
+        if (plan.shape >= 0)
+        {
+            return plan;
+        }
+    }
+    return choosePlan(t, limits.device, partialBytes(t.g), shape, extent, split);
 }
 
 //! Dynamic shared memory above 48 KB needs an opt-in per kernel, and the opt-in belongs to the CUDA
@@ -414,9 +373,13 @@ cudaError_t launchShape(TcGeometry const& t, TcTensors const& p, TcPlan const& p
 
 //! The kernel (and, for split K, the reduction into y) for ``plan``; ``partial`` is the workspace's
 //! partial-sum region (partialBytes).
-cudaError_t launch(TcGeometry const& t, TcTensors p, TcPlan const& plan, void* partial, cudaStream_t stream)
+cudaError_t launch(TcGeometry const& t, TcTensors p, TcPlan plan, void* partial, cudaStream_t stream)
 {
     p.vector = vectorApplies(t, p.x, p.weight);
+    if (isWgmmaShape(plan.shape) && !p.vector)
+    {
+        plan = planLaunch(t, false); // the wgmma kernel has no scalar path: x or the weight is misaligned
+    }
     p.partial = plan.splitK > 1 ? static_cast<float*>(partial) : nullptr;
     p.pairedOutput = pairedOutputApplies(t, p);
     if (plan.splitK > 1 && partial == nullptr)
@@ -429,6 +392,8 @@ cudaError_t launch(TcGeometry const& t, TcTensors p, TcPlan const& plan, void* p
     case 0: status = launchShape<TileN256>(t, p, plan, stream); break;
     case 1: status = launchShape<TileN128>(t, p, plan, stream); break;
     case 2: status = launchShape<TileN64>(t, p, plan, stream); break;
+    case kWgmmaShapeN256:
+    case kWgmmaShapeN128: status = launchWgmma(t, p, plan, stream); break;
     default: break;
     }
     if (status != cudaSuccess || plan.splitK == 1)
@@ -486,6 +451,18 @@ cudaError_t forwardNhwc(TcGeometry const& t, TcPlan const& plan, uint16_t const*
 }
 
 } // namespace
+
+// Fallbacks for a link without deformConvWgmma.cu's object (scripts/ptx_check.py builds this file alone):
+// no wgmma kernel. The CMake build always links that object, whose definitions replace these.
+__attribute__((weak)) bool wgmmaKernelBuilt()
+{
+    return false;
+}
+
+__attribute__((weak)) cudaError_t launchWgmma(TcGeometry const&, TcTensors const&, TcPlan const&, cudaStream_t)
+{
+    return cudaErrorNotSupported;
+}
 
 bool runsOnCurrentDevice(DcnGeometry const& g)
 {

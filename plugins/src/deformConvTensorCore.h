@@ -179,6 +179,8 @@ inline int64_t weightElements(DcnGeometry const& g)
 
 constexpr int32_t kWarpRows = 32; //!< rows of a warp tile's row block: the step of TcPlan::mExtent
 
+DEFORMRT_HD int32_t tileByte(int32_t row, int32_t vec);
+
 template <int32_t BM_, int32_t BN_, int32_t WarpsM_, int32_t WarpsN_>
 struct TileShape
 {
@@ -200,10 +202,22 @@ struct TileShape
     //! Slots 2i and 2i + 1 share a row (aVectorPlace), one slot per phase.
     static constexpr bool PairedSlots = VectorsPerThread >= 2 && VectorsPerPhase == 1;
     static constexpr int32_t BVectorsPerThread = BN * kVectorsPerRow / Threads; //!< B vectors per step
+    static constexpr bool Wgmma = false; //!< the MMAs: mma.sync by warps (WgmmaShape: wgmma by warpgroups)
     static constexpr bool PairedB = BVectorsPerThread >= 2; //!< B slots 2i and 2i + 1 share a row (bCopies)
     //! kWarpRows-row blocks of a warp tile: a block past the tile's gathered rows skips its MMAs.
     static constexpr int32_t RowBlocks = WM / kWarpRows;
     static constexpr int32_t MTPerBlock = kWarpRows / 16; //!< m16 tiles of a row block
+    //! Byte of 16-byte vector ``vec`` of row ``row`` in a shared A or B tile (the gather's and loadB's stores).
+    static DEFORMRT_HD int32_t byteOf(int32_t row, int32_t vec)
+    {
+        return tileByte(row, vec);
+    }
+    //! The tile row of thread pair ``pair``'s A vectors (aVectorPlace): the pair index itself, whose four
+    //! consecutive rows the tileByte permutation keeps on distinct banks.
+    static DEFORMRT_HD int32_t pairRow(int32_t pair)
+    {
+        return pair;
+    }
     static_assert(WM % kWarpRows == 0 && WN % 16 == 0, "warp tile: whole row blocks and pairs of n8 tiles "
                                                        "(ldmatrix.x4)");
     static_assert(BM * kVectorsPerRow % Threads == 0 && BN * kVectorsPerRow % Threads == 0, "whole vectors");
@@ -219,11 +233,23 @@ struct TileShape
 using TileN256 = TileShape<128, 256, 2, 4>; // groups with more than 128 output channels; warp tile 64 x 64
 using TileN128 = TileShape<256, 128, 4, 2>; // 65 to 128 output channels; warp tile 64 x 64
 using TileN64 = TileShape<64, 64, 2, 4>;    // up to 64 (warp tile 32 x 16); also the smallest shared memory
-constexpr int32_t kTileShapes = 3;
-constexpr int32_t kTileBM[kTileShapes] = {TileN256::BM, TileN128::BM, TileN64::BM};
-constexpr int32_t kTileBN[kTileShapes] = {TileN256::BN, TileN128::BN, TileN64::BN};
-constexpr int32_t kTileWarpsM[kTileShapes] = {TileN256::WarpsM, TileN128::WarpsM, TileN64::WarpsM};
-constexpr int32_t kTileWarpsN[kTileShapes] = {TileN256::WarpsN, TileN128::WarpsN, TileN64::WarpsN};
+constexpr int32_t kTileShapes = 3;         //!< the mma.sync shapes (0 .. 2)
+// Shapes 3 and 4: the Hopper (sm_90a) wgmma kernel's 128 x 256 and 128 x 128 tiles, two warpgroups of 64
+// rows each (deformConvWgmma.h, WgmmaShape); planned by chooseWgmmaPlan only.
+constexpr int32_t kWgmmaShapeN256 = 3;
+constexpr int32_t kWgmmaShapeN128 = 4;
+constexpr int32_t kPlanShapes = 5;         //!< every shape index a TcPlan may hold
+constexpr int32_t kWarpgroupRows = 64;     //!< rows of a wgmma warpgroup tile: the step of a wgmma plan's mExtent
+constexpr int32_t kTileBM[kPlanShapes] = {TileN256::BM, TileN128::BM, TileN64::BM, 128, 128};
+constexpr int32_t kTileBN[kPlanShapes] = {TileN256::BN, TileN128::BN, TileN64::BN, 256, 128};
+constexpr int32_t kTileWarpsM[kPlanShapes] = {TileN256::WarpsM, TileN128::WarpsM, TileN64::WarpsM, 8, 8};
+constexpr int32_t kTileWarpsN[kPlanShapes] = {TileN256::WarpsN, TileN128::WarpsN, TileN64::WarpsN, 1, 1};
+
+//! Whether shape index ``shape`` is one of the wgmma kernel's.
+DEFORMRT_HD bool isWgmmaShape(int32_t shape)
+{
+    return shape == kWgmmaShapeN256 || shape == kWgmmaShapeN128;
+}
 
 // ------------------------------------------------------------------------------------------------
 // Shared memory: prologue tables, then two A and two B tiles.
@@ -374,6 +400,38 @@ DEFORMRT_HD int32_t segmentEnd(TcGeometry const& t, TcTile const& tile, int32_t 
     return (chunk + 1) * taps < tile.stepEnd ? (chunk + 1) * taps : tile.stepEnd;
 }
 
+//! One K step: a chunk of channels at one tap.
+struct KStep
+{
+    int32_t chunk, tap;
+};
+
+//! The K step after ``s`` in channel-chunk-major order.
+DEFORMRT_HD KStep nextKStep(KStep s, int32_t taps)
+{
+    return s.tap + 1 == taps ? KStep{s.chunk + 1, 0} : KStep{s.chunk, s.tap + 1};
+}
+
+//! The GPU kernels' pipelined main loop over steps [first, last): ``step(stage)`` for every step but the
+//! last (its MMAs read buffer ``stage`` while it fills the other), unrolled twice so that each call's buffers
+//! are constants. Returns the buffer the last step's operands are in.
+template <class Step>
+DEFORMRT_HD int32_t pipelinedSteps(int32_t first, int32_t last, Step&& step)
+{
+    int32_t k = first;
+    while (k + 1 < last)
+    {
+        step(0);
+        if (++k + 1 >= last)
+        {
+            break;
+        }
+        step(1);
+        ++k;
+    }
+    return (k - first) & 1;
+}
+
 //! Prologue: sampling data of every (tap, pixel) of the tile for offset group ``og``. A corner outside
 //! the image gets weight zero and the offset of an inside pixel (the gather loads it unconditionally).
 template <class Shape>
@@ -508,15 +566,20 @@ DEFORMRT_HD VectorPlace vectorPlace(int32_t tid, int32_t slot)
 template <class Shape>
 DEFORMRT_HD VectorPlace aVectorPlace(int32_t tid, int32_t slot)
 {
-    return tileVectorPlace<Shape::Threads, Shape::PairedSlots>(tid, slot);
+    VectorPlace v = tileVectorPlace<Shape::Threads, Shape::PairedSlots>(tid, slot);
+    if (Shape::PairedSlots)
+    {
+        v.row = Shape::pairRow(v.row); // slots are whole 8-row groups apart: the permutation commutes with them
+    }
+    return v;
 }
 
-//! The A tile byte of a thread's ``slot``-th vector (tileByte of aVectorPlace).
+//! The A tile byte of a thread's ``slot``-th vector (Shape::byteOf of aVectorPlace).
 template <class Shape>
 DEFORMRT_HD int32_t aVectorByte(int32_t tid, int32_t slot)
 {
     VectorPlace const first = aVectorPlace<Shape>(tid, 0);
-    return slotByte<Shape::Threads, Shape::PairedSlots>(tileByte(first.row, first.vec), slot);
+    return slotByte<Shape::Threads, Shape::PairedSlots>(Shape::byteOf(first.row, first.vec), slot);
 }
 
 //! ``base`` + ``offset`` halves, for a 32-bit offset: one IMAD.WIDE.U32 on the GPU.
@@ -649,7 +712,7 @@ DEFORMRT_UNROLL
         // Four or more slots: from the loop-invariant slot-0 byte (ptxas recomputes tileByte per slot otherwise);
         // two: tileByte itself (the same byte; ptxas keeps both slots' bytes then, 19 registers fewer at 128x256)
         unsigned char* const dst
-            = a + (Shape::VectorsPerThread > 2 ? aVectorByte<Shape>(tid, slot) : tileByte(v.row, v.vec));
+            = a + (Shape::VectorsPerThread > 2 ? aVectorByte<Shape>(tid, slot) : Shape::byteOf(v.row, v.vec));
 #ifdef __CUDA_ARCH__
         *reinterpret_cast<uint4*>(dst) = make_uint4(out[0], out[1], out[2], out[3]);
 #else
@@ -680,7 +743,11 @@ template <class Shape>
 DEFORMRT_HD BCopies bCopies(TcGeometry const& t, TcTile const& tile, int32_t tid)
 {
     DcnGeometry const& g = t.g;
-    VectorPlace const v = tileVectorPlace<Shape::Threads, Shape::PairedB>(tid, 0);
+    VectorPlace v = tileVectorPlace<Shape::Threads, Shape::PairedB>(tid, 0);
+    if (Shape::PairedB)
+    {
+        v.row = Shape::pairRow(v.row); // the A gather's bank-conflict-free row order (identity for TileShape)
+    }
     uint32_t const perOutput = uint32_t(g.taps) * uint32_t(g.cPerGroup);
     BCopies b{};
     b.row = v.row;
@@ -733,7 +800,7 @@ DEFORMRT_HD void loadBDirect(TcGeometry const& t, TcTensors const& p, TcTile con
     {
         bool const inside = bSlotInside<Shape>(t, tile, b, slot);
         unsigned char* const dst = s.b + stage * (Shape::BN * kRowBytes)
-            + slotByte<Shape::Threads, Shape::PairedB>(tileByte(b.row, b.vec), slot);
+            + slotByte<Shape::Threads, Shape::PairedB>(Shape::byteOf(b.row, b.vec), slot);
         uint32_t const even = first + uint32_t(slotRowStep<Shape::PairedB>(slot)) * b.rowStepElements;
         uint16_t const* const source = p.weight + even + bOddSlotHalves<Shape>(slot);
         int32_t const channels = b.channels - bOddSlotHalves<Shape>(slot);
@@ -1037,11 +1104,17 @@ inline bool pairedOutputApplies(TcGeometry const& t, TcTensors const& p)
     return (p.outputNhwc || p.partial != nullptr) && t.g.cOut % 2 == 0 && t.g.cOutPerGroup % 2 == 0 && aligned;
 }
 
+//! Whether this problem's channel counts allow 16-byte vectors for x and the weight (multiples of 8).
+inline bool vectorChannels(TcGeometry const& t)
+{
+    return t.g.c % kVector == 0 && t.g.cPerGroup % kVector == 0 && t.chunkC % kVector == 0;
+}
+
 //! Whether 16-byte vectors apply to this problem and its x and OHWI weight pointers.
 inline bool vectorApplies(TcGeometry const& t, void const* x, void const* weight)
 {
-    return t.g.c % kVector == 0 && t.g.cPerGroup % kVector == 0 && t.chunkC % kVector == 0
-        && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(weight) % 16 == 0;
+    return vectorChannels(t) && reinterpret_cast<uintptr_t>(x) % 16 == 0
+        && reinterpret_cast<uintptr_t>(weight) % 16 == 0;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1139,12 +1212,16 @@ inline PlanCost planCost(TcGeometry const& t, TcPlan const& plan, TcDevice const
     int32_t const warpRows = kTileBM[plan.shape] / kTileWarpsM[plan.shape];
     int32_t const warpsN = kTileWarpsN[plan.shape];
     double const mmaPerStep = double(plan.mExtent / 16) * (bn / 8) * kSlices;
-    double const tensor = 2.0 * mmaPerStep;
-    // per K slice: each warp column's A fragments of the gathered rows (512 bytes per m16 tile), and each
-    // warp with gathered rows reads its B columns' fragments (256 bytes per n8 tile) whole
+    // wgmma (Hopper's full tensor rate): 1 clock per m16n8k16 equivalent; its operands are read from shared
+    // memory once per warpgroup (A: the warpgroup's rows, B: all of it) instead of per warp by ldmatrix.
+    bool const wgmma = isWgmmaShape(plan.shape);
+    double const tensor = (wgmma ? 1.0 : 2.0) * mmaPerStep;
+    // mma.sync, per K slice: each warp column's A fragments of the gathered rows (512 bytes per m16 tile), and
+    // each warp with gathered rows reads its B columns' fragments (256 bytes per n8 tile) whole
     int32_t const activeWarpRows = (plan.mExtent + warpRows - 1) / warpRows;
-    double const fragmentBytes
-        = kSlices * (double(plan.mExtent / 16) * 512.0 * warpsN + double(activeWarpRows) * bn * 32.0);
+    double const fragmentBytes = wgmma
+        ? double(plan.mExtent) * kRowBytes + double(bn) * kRowBytes * (plan.mExtent / kWarpgroupRows)
+        : kSlices * (double(plan.mExtent / 16) * 512.0 * warpsN + double(activeWarpRows) * bn * 32.0);
     double const gatherBytes = double(plan.mExtent) * kVectorsPerRow * (64 + 16);
     double const bBytes = double(bn) * kRowBytes;
     double const l1 = (fragmentBytes + gatherBytes + bBytes) / 128.0;
@@ -1192,8 +1269,11 @@ inline int32_t maxSplitK(TcGeometry const& t, uint64_t workspaceBytes, int32_t n
 inline bool shapeFits(TcGeometry const& t, int32_t shape, TcDevice const& dev)
 {
     int64_t const limit = dev.sharedOptIn < kMaxSharedBytes ? dev.sharedOptIn : kMaxSharedBytes;
-    return shape >= 0 && shape < kTileShapes && sharedBytes(t, shape) <= limit;
+    return shape >= 0 && shape < kPlanShapes && sharedBytes(t, shape) <= limit;
 }
+
+inline TcPlan choosePlanForShape(TcGeometry const& t, TcDevice const& dev, uint64_t partialWorkspaceBytes,
+    int32_t shape, int32_t forcedExtent, int32_t forcedSplit);
 
 //! The launch for ``dev``: the narrowest shape that covers all the group's output channels (at most 256
 //! per CTA; beyond that BN-wide channel tiles) among those that fit, then the pixels per CTA and K splits
@@ -1212,7 +1292,7 @@ inline TcPlan choosePlan(TcGeometry const& t, TcDevice const& dev, uint64_t part
     int32_t shape = -1;
     if (forcedShape >= 0)
     {
-        shape = shapeFits(t, forcedShape, dev) ? forcedShape : -1;
+        shape = shapeFits(t, forcedShape, dev) && !isWgmmaShape(forcedShape) ? forcedShape : -1;
     }
     else
     {
@@ -1235,15 +1315,27 @@ inline TcPlan choosePlan(TcGeometry const& t, TcDevice const& dev, uint64_t part
     {
         return none;
     }
+    return choosePlanForShape(t, dev, partialWorkspaceBytes, shape, forcedExtent, forcedSplit);
+}
+
+//! The pixels per CTA (multiples of 32 rows, of 64 for the wgmma shapes) and K splits of least modelled
+//! time (planCost) for ``shape``, preferring wave efficiency of at least 0.85 when any candidate has it;
+//! ``forcedExtent`` > 0 / ``forcedSplit`` > 0 restrict them. plan.shape < 0: nothing fits.
+inline TcPlan choosePlanForShape(TcGeometry const& t, TcDevice const& dev, uint64_t partialWorkspaceBytes,
+    int32_t shape, int32_t forcedExtent, int32_t forcedSplit)
+{
+    TcPlan none{};
+    none.shape = -1;
     int32_t const nTiles = (t.g.cOutPerGroup + kTileBN[shape] - 1) / kTileBN[shape];
     int32_t const splits = forcedSplit > 0 ? forcedSplit : maxSplitK(t, partialWorkspaceBytes, nTiles);
     if (forcedSplit > 0 && (uint64_t(forcedSplit) * splitBytes(t.g) > partialWorkspaceBytes && forcedSplit > 1))
     {
         return none;
     }
+    int32_t const extentStep = isWgmmaShape(shape) ? kWarpgroupRows : kWarpRows;
     TcPlan best = none;
     PlanCost bestCost{0.0, 0.0, 0};
-    for (int32_t extent = kWarpRows; extent <= kTileBM[shape]; extent += kWarpRows)
+    for (int32_t extent = extentStep; extent <= kTileBM[shape]; extent += extentStep)
     {
         if (forcedExtent > 0 && extent != forcedExtent)
         {

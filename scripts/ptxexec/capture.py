@@ -155,23 +155,31 @@ def build_ptx(src_dir: Path, include_dir: Path, sources: tuple, arch: str, cache
     return {s: (units[s] / "unit.ptx").read_text() for s in sources}
 
 
-def build(src_dir: Path, include_dir: Path, sources: tuple, arch: str, cache_dir: Path, jobs: int = 2) -> Build:
+def build(src_dir: Path, include_dir: Path, sources: tuple, arch: str, cache_dir: Path, jobs: int = 2,
+          defines: tuple = ()) -> Build:
     """Compile ``sources`` (in ``src_dir``) for ``arch`` (e.g. "sm_80"): PTX, host objects, and a shared
-    library with the stand-in runtime. Each source is cached in ``cache_dir`` by its content and that of
-    the headers it includes (so a change to one source recompiles only that one)."""
+    library with the stand-in runtime. ``defines``: extra -D flags for every source (part of the cache key).
+    Each source is cached in ``cache_dir`` by its content and that of the headers it includes (so a change
+    to one source recompiles only that one)."""
     nvcc = find_nvcc()
     if nvcc is None:
         raise BuildError("nvcc not found on PATH")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    units = _unit_dirs(nvcc, src_dir, include_dir, sources, arch, cache_dir)
+    units = _unit_dirs(nvcc, src_dir, include_dir, sources, arch, cache_dir,
+                       f"-D{_digest(defines)[:8]}" if defines else "")
     lib_dir = cache_dir / f"lib-{_digest([STUB_SOURCE.read_bytes()] + [u.name for u in units.values()])}"
     lib = lib_dir / "libdeformrt_capture.so"
-    if not lib.is_file():
-        todo = [s for s in sources if not (units[s] / "unit.o").is_file()]
+    # A unit pruned since its library was linked is compiled again, and the library linked again: nvcc
+    # names a file's anonymous namespace afresh on each compile, so the old library's kernel names would
+    # no longer match the new PTX.
+    todo = [s for s in sources if not (units[s] / "unit.o").is_file()]
+    if todo and lib_dir.is_dir():
+        shutil.rmtree(lib_dir, ignore_errors=True)
+    if todo or not lib.is_file():
         procs = []
         for s in todo:
             tmp = Path(tempfile.mkdtemp(prefix="tmp-unit-", dir=cache_dir))
-            cmd = [nvcc, "-c", "-O3", "-DNDEBUG", "-std=c++17", "--expt-relaxed-constexpr",
+            cmd = [nvcc, "-c", "-O3", "-DNDEBUG", *defines, "-std=c++17", "--expt-relaxed-constexpr",
                    "-gencode", _gencode(arch), "-Xcompiler", "-fPIC",
                    "-keep", "-keep-dir", str(tmp), "-I", str(include_dir), "-I", str(src_dir),
                    str(src_dir / s), "-o", str(tmp / "unit.o")]
@@ -218,7 +226,7 @@ def build_host(src_dir: Path, include_dir: Path, cache_dir: Path, source: str = 
     return lib
 
 
-def _prune(cache_dir: Path, keep: int = 12):
+def _prune(cache_dir: Path, keep: int = 36):
     """Keep the ``keep`` most recently used compiled units and libraries (scratch copies of the sources,
     e.g. the seeded-defect tests', would otherwise accumulate)."""
     for prefix in ("lib-", "host-", ""):
@@ -288,6 +296,23 @@ _LAUNCH_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p, _Dim3, _Dim3, ctype
                               ctypes.POINTER(ctypes.c_void_p), ctypes.c_longlong)
 
 
+# nvcc names a file's anonymous namespace from its path (and build), e.g. _GLOBAL__N__4ff77004_23_
+# deformConvTensorCore_cu_c8015e94: PTX compiled separately (another target, or the same sources copied
+# elsewhere) names the same kernels with other hex digits.
+_ANONYMOUS_NAMESPACE = re.compile(r"(_GLOBAL__N__)[0-9a-f]{8}(_\d+_\w+?_)[0-9a-f]{8}")
+
+
+def _host_kernel_names(text: str, host_kernels) -> str:
+    """``text`` with each .entry renamed to the host build's name of the same kernel (the name the host
+    code launches), where only the anonymous-namespace digits differ."""
+    by_shape = {_ANONYMOUS_NAMESPACE.sub(r"\1\2", name): name for name in host_kernels}
+    for name in set(re.findall(r"\.entry\s+([\w$]+)", text)):
+        host = by_shape.get(_ANONYMOUS_NAMESPACE.sub(r"\1\2", name))
+        if host is not None and host != name:
+            text = text.replace(name, host)
+    return text
+
+
 class CapturedLibrary:
     """The plugin's host code loaded with the stand-in runtime; :meth:`calls` records what one C call
     launched. ``modules`` maps each .entry name to its parsed PTX kernel (for the parameter sizes)."""
@@ -310,6 +335,8 @@ class CapturedLibrary:
     def add_ptx(self, arch: str, ptx: dict):
         """Device code of the same sources built for another PTX target (capture.build_ptx), e.g. sm_90a
         beside the library's sm_80: the host code launches kernels by name, so either set can run them."""
+        if self._ptx_sets:
+            ptx = {src: _host_kernel_names(text, self._ptx_sets[self.build.arch][1]) for src, text in ptx.items()}
         modules = {src: parse_module(text, f"{src} ({arch})") for src, text in ptx.items()}
         kernel_module = {name: module for module in modules.values() for name in module.kernels}
         self._ptx_sets[arch] = (modules, kernel_module)

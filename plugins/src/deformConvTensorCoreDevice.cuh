@@ -1,0 +1,63 @@
+// Device helpers of the tensor-core kernels (deformConvTensorCore.cu, deformConvWgmma.cu): cp.async and
+// the B copy, shared by both so that each is written once. CUDA only.
+#pragma once
+
+#include "deformConvTensorCore.h"
+
+#include <cuda_fp16.h>
+
+namespace deformrt
+{
+namespace tc
+{
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+
+__device__ __forceinline__ void cpAsync16(uint32_t sharedAddress, void const* global, uint32_t bytes)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sharedAddress), "l"(global), "r"(bytes));
+}
+
+__device__ __forceinline__ void cpAsyncCommit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+
+__device__ __forceinline__ void cpAsyncWaitAll()
+{
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+}
+
+__device__ __forceinline__ uint32_t sharedAddressOf(void const* p)
+{
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+//! loadB: the weights of step (chunk, tap) into B buffer ``stage``, by cp.async where they are whole
+//! 16-byte vectors (zero-filled past the chunk's channels and the group's output channels).
+template <class Shape, bool Vector>
+__device__ __forceinline__ void loadB(TcGeometry const& t, TcTensors const& p, TcTile const& tile, BCopies const& bc,
+    int32_t chunk, int32_t tap, int32_t stage, int32_t tid, SharedView const& s)
+{
+    if (!Vector)
+    {
+        loadBDirect<Shape>(t, p, tile, chunk, tap, stage, tid, s);
+        return;
+    }
+    uint32_t const step = bStepOffset(t, chunk, tap);
+    uint32_t const b = sharedAddressOf(s.b) + stage * (Shape::BN * kRowBytes);
+    int32_t const firstByte = Shape::byteOf(bc.row, bc.vec);
+DEFORMRT_UNROLL
+    for (int32_t slot = 0; slot < Shape::BVectorsPerThread; ++slot)
+    {
+        // an odd paired slot: its even slot's address + 32 bytes (an immediate offset)
+        cpAsync16(b + slotByte<Shape::Threads, Shape::PairedB>(firstByte, slot),
+            halfAt(p.weight, bEvenSlotSource<Shape>(bc, slot) + step) + bOddSlotHalves<Shape>(slot),
+            bSlotInside<Shape>(t, tile, bc, slot) ? 16u : 0u);
+    }
+}
+
+#endif // __CUDA_ARCH__ >= 800
+
+} // namespace tc
+} // namespace deformrt
