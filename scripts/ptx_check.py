@@ -19,7 +19,8 @@ A case passes when the compared outputs are finite and within bounds of the floa
 models.deform_conv2d on the same (fp16-rounded) inputs, and, for the tensor-core kernel, equal bit for
 bit to the kernels' CPU build (plugins/src/deformConvHost.cpp, compiled here) run with the same plan.
 ``error`` is, for fp32, the largest absolute error over the largest |reference| (bound 1e-5); for fp16,
-the relative RMS error divided by a dense fp16 convolution's on the same data (bound dcn_reference.FP16_RMS_RATIO, the host tests' rule).
+the relative RMS error divided by a dense fp16 convolution's on the same data (bound
+dcn_reference.FP16_RMS_RATIO, the host tests' rule).
 
 The host code (launch planning) is built for --arch; the device code that runs is that build's PTX, or,
 for a case with ``ptx_arch`` (or every case with --ptx-arch), the same sources' PTX for that target, built
