@@ -9,6 +9,8 @@ or i.i.d. random offsets, it times:
   ours NCHW   deformrt_dcn_forward (fp16 on sm_80+: NHWC staging + tensor-core kernel)
   ours NHWC   deformrt_dcn_forward_nhwc, OHWI weights read in place (the plugin's kHWC8 path; fp16, sm_80+;
               a workspace only for split-K partial sums)
+  NHWC mma    on Hopper (compute capability 9.0) only: ours NHWC kept on mma.sync (DEFORMRT_TC_WGMMA=0) beside
+              the default wgmma kernel
   NHWC+T      the same with an OIHW weight, transposed into the workspace on every call (files from before
               weight_layout; the column shows what that transpose costs)
   torchvision torchvision.ops.deform_conv2d (NCHW)
@@ -23,6 +25,7 @@ Needs a CUDA GPU and the kernel library (`deformrt build-plugin`); exits 1 with 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import math
@@ -37,6 +40,8 @@ import torch.nn.functional as F
 from exporter.util.fsutil import atomic_write_text
 from models.native import KERNEL_ENV, find_kernel_library
 from models.errors import DeformRTError
+
+WGMMA_ENV = "DEFORMRT_TC_WGMMA"  # 0: the plugin keeps Hopper on mma.sync
 
 # (C_in = C_out, H, W) at 800x1344 input; 3x3, stride 1, pad 1, one offset group, modulated.
 STAGES = {"conv3": (128, 100, 168), "conv4": (256, 50, 84), "conv5": (512, 25, 42)}
@@ -100,6 +105,21 @@ def make_offsets(kind: str, batch: int, h: int, w: int, dtype,
     return offset.to(dtype).contiguous(), mask.to(dtype).contiguous()
 
 
+@contextlib.contextmanager
+def wgmma_off():
+    """The plugin's launcher keeps a compute capability 9.0 GPU on mma.sync (it reads DEFORMRT_TC_WGMMA at
+    each launch, so also while a CUDA graph is captured)."""
+    before = os.environ.get(WGMMA_ENV)
+    os.environ[WGMMA_ENV] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(WGMMA_ENV, None)
+        else:
+            os.environ[WGMMA_ENV] = before
+
+
 def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
     return a / b if a is not None and b else None
 
@@ -108,6 +128,7 @@ def bench(iters: int, log=print) -> list[dict]:
     from models.ops import cuda_kernels
 
     lib = cuda_kernels._library()
+    hopper = torch.cuda.get_device_capability() == (9, 0)  # the plugin's wgmma kernel runs there
     tv = torchvision_deform_conv2d()
     gen = torch.Generator(device="cuda").manual_seed(0)
     rows = []
@@ -142,6 +163,12 @@ def bench(iters: int, log=print) -> list[dict]:
                             return call
 
                         t["ours_nhwc"] = time_ms(nhwc_call(desc, ohwi, split_space, split_bytes, "OHWI"), iters)
+                        if hopper:  # the same call kept on mma.sync: what the wgmma kernel gains (or not)
+                            with wgmma_off():
+                                mma_bytes = lib.deformrt_dcn_nhwc_workspace_size(ctypes.byref(desc))
+                                mma_space = torch.empty(max(mma_bytes, 1), dtype=torch.uint8, device="cuda")
+                                t["ours_nhwc_mma_sync"] = time_ms(
+                                    nhwc_call(desc, ohwi, mma_space, mma_bytes, "OHWI, mma.sync"), iters)
                         legacy = cuda_kernels.make_desc(x, offset, weight, None, mask, *args, "OIHW")
                         ws_bytes = lib.deformrt_dcn_nhwc_workspace_size(ctypes.byref(legacy))
                         workspace = torch.empty(ws_bytes, dtype=torch.uint8, device="cuda")
@@ -170,14 +197,16 @@ def _fmt(v: Optional[float], width: int, digits: int = 3) -> str:
     return f"{v:{width}.{digits}f}" if v is not None else f"{'n/a':>{width}}"
 
 
-HEADER = (f"{'stage':6} {'dtype':8} {'N':>2} {'offsets':7} {'ours NCHW':>10} {'ours NHWC':>10} {'NHWC+T':>9} "
+HEADER = (f"{'stage':6} {'dtype':8} {'N':>2} {'offsets':7} {'ours NCHW':>10} {'ours NHWC':>10} {'NHWC mma':>9} "
+          f"{'NHWC+T':>9} "
           f"{'torchvis':>10} "
           f"{'cuDNN':>9} {'cuDNN cl':>9} {'/cuDNNcl':>9} {'/cuDNN':>7} {'/tv':>7}")
 
 
 def format_row(r: dict) -> str:
     return (f"{r['stage']:6} {r['dtype']:8} {r['batch']:2d} {r['offsets']:7} {_fmt(r.get('ours_nchw_ms'), 10)} "
-            f"{_fmt(r.get('ours_nhwc_ms'), 10)} {_fmt(r.get('nhwc_oihw_ms'), 9)} {_fmt(r.get('torchvision_ms'), 10)} "
+            f"{_fmt(r.get('ours_nhwc_ms'), 10)} {_fmt(r.get('ours_nhwc_mma_sync_ms'), 9)} "
+            f"{_fmt(r.get('nhwc_oihw_ms'), 9)} {_fmt(r.get('torchvision_ms'), 10)} "
             f"{_fmt(r['cudnn_nchw_ms'], 9)} "
             f"{_fmt(r['cudnn_cl_ms'], 9)} {_fmt(r['ours_vs_cudnn_cl'], 9, 2)} {_fmt(r['ours_vs_cudnn_nchw'], 7, 2)} "
             f"{_fmt(r['ours_vs_torchvision'], 7, 2)}")

@@ -17,9 +17,10 @@ are races.
 
 A case passes when the compared outputs are finite and within bounds of the float64 result of
 models.deform_conv2d on the same (fp16-rounded) inputs, and, for the tensor-core kernel, equal bit for
-bit to the kernels' CPU build (plugins/src/deformConvHost.cpp, compiled here) run with the same plan. ``error`` is, for fp32, the largest absolute
-error over the largest |reference| (bound 1e-5); for fp16, the relative RMS error divided by a dense
-fp16 convolution's on the same data (bound dcn_reference.FP16_RMS_RATIO, the host tests' rule).
+bit to the kernels' CPU build (plugins/src/deformConvHost.cpp, compiled here) run with the same plan.
+``error`` is, for fp32, the largest absolute error over the largest |reference| (bound 1e-5); for fp16,
+the relative RMS error divided by a dense fp16 convolution's on the same data (bound
+dcn_reference.FP16_RMS_RATIO, the host tests' rule).
 
 The host code (launch planning) is built for --arch; the device code that runs is that build's PTX, or,
 for a case with ``ptx_arch`` (or every case with --ptx-arch), the same sources' PTX for that target, built
@@ -356,7 +357,8 @@ class Checker:
                 problems.append(f"fp32 relative error {error:.3g} (bound {FP32_BOUND})")
         # (only where the device code ran clean: the CPU build shares its tile code, and would make the same
         # out-of-bounds writes into this process's memory)
-        if self.host is not None and main is not None and re.search(r"deformConvTensorCoreI|deformConvWgmmaI", main.kernel) and not findings:
+        tensor_core = main is not None and re.search(r"deformConvTensorCoreI|deformConvWgmmaI", main.kernel)
+        if self.host is not None and tensor_core and not findings:
             differ = self._host_bits_differ(main, tensors, bits.reshape(shape), nhwc, written)
             if differ:
                 problems.append(f"the CPU build's outputs differ from the device code's in {differ} of "
