@@ -340,17 +340,9 @@ bool forwardTensorCoreHost(TcGeometry const& t, TcTensors p, TcPlan const& plan,
 //! The plan for ``desc`` on the assumed H100 with the sm_90a wgmma kernel built (the CUDA launcher's
 //! planLaunch there: the wgmma kernel where it takes the problem, else mma.sync), with parts of it
 //! optionally forced (shape 0..2: mma.sync, 3..4: wgmma).
-TcPlan hostPlan(TcGeometry const& t, int32_t shape = -1, int32_t mExtent = 0, int32_t splitK = 0)
+TcPlan hostPlan(TcGeometry const& t, int32_t shape = -1)
 {
-    if (wgmmaApplies(t) && (shape < 0 || isWgmmaShape(shape)))
-    {
-        TcPlan const plan = chooseWgmmaPlan(t, kAssumedDevice, partialBytes(t.g), shape, mExtent, splitK);
-        if (plan.shape >= 0)
-        {
-            return plan;
-        }
-    }
-    return choosePlan(t, kAssumedDevice, partialBytes(t.g), shape, mExtent, splitK);
+    return chooseLaunchPlan(t, kAssumedDevice, true, shape);
 }
 
 //! The weight as OHWI: ``weight`` itself, or its transpose written to ``scratch`` (as the CUDA build's

@@ -337,15 +337,7 @@ TcPlan planLaunch(TcGeometry const& t, bool allowWgmma = true)
     int32_t const split = environmentInt("DEFORMRT_TC_SPLIT_K", 0);
     bool const hopper = limits.major == 9 && limits.minor == 0 && wgmmaKernelBuilt()
         && environmentInt("DEFORMRT_TC_WGMMA", 1) != 0;
-    if (allowWgmma && hopper && wgmmaApplies(t) && (shape < 0 || isWgmmaShape(shape)))
-    {
-        TcPlan const plan = chooseWgmmaPlan(t, limits.device, partialBytes(t.g), shape, extent, split);
-        if (plan.shape >= 0)
-        {
-            return plan;
-        }
-    }
-    return choosePlan(t, limits.device, partialBytes(t.g), shape, extent, split);
+    return chooseLaunchPlan(t, limits.device, allowWgmma && hopper, shape, extent, split);
 }
 
 //! Dynamic shared memory above 48 KB needs an opt-in per kernel, and the opt-in belongs to the CUDA
