@@ -241,7 +241,7 @@ void runWgmmaSegment(TcGeometry const& t, TcTensors const& p, TcTile const& tile
 }
 
 //! One CTA (deformConvTensorCore.cu's kernel, or deformConvWgmma.cu's for a WgmmaShape).
-template <class Shape, bool Wgmma>
+template <class Shape>
 void runCta(TcGeometry const& t, TcTensors const& p, TcTile const& tile, unsigned char const* shared,
     SharedView const& s, CtaState<Shape>& cta)
 {
@@ -249,7 +249,7 @@ void runCta(TcGeometry const& t, TcTensors const& p, TcTile const& tile, unsigne
     for (int32_t first = tile.stepBegin; first < tile.stepEnd;)
     {
         int32_t const last = segmentEnd(t, tile, first);
-        if constexpr (Wgmma)
+        if constexpr (Shape::Wgmma)
         {
             runWgmmaSegment<Shape>(t, p, tile, first, last, shared, s, cta);
         }
@@ -265,7 +265,7 @@ void runCta(TcGeometry const& t, TcTensors const& p, TcTile const& tile, unsigne
     }
 }
 
-template <class Shape, bool Wgmma = false>
+template <class Shape>
 void runGrid(TcGeometry const& t, TcTensors const& p, TcPlan const& plan)
 {
     SharedLayout const layout = sharedLayout(Shape::BM, Shape::BN, t.g.taps);
@@ -281,9 +281,9 @@ void runGrid(TcGeometry const& t, TcTensors const& p, TcPlan const& plan)
         {
             for (int64_t bx = 0; bx < plan.mTiles; ++bx)
             {
-                TcTile const tile = Wgmma ? wgmmaTile<Shape>(t, plan, bx, by, bz)
-                                          : makeTile(t, plan, Shape::BN, bx, by, bz);
-                runCta<Shape, Wgmma>(t, p, tile, shared, s, cta);
+                TcTile const tile = Shape::Wgmma ? wgmmaTile<Shape>(t, plan, bx, by, bz)
+                                                 : makeTile(t, plan, Shape::BN, bx, by, bz);
+                runCta<Shape>(t, p, tile, shared, s, cta);
             }
         }
     }
@@ -319,8 +319,8 @@ bool forwardTensorCoreHost(TcGeometry const& t, TcTensors p, TcPlan const& plan,
     {
     case 0: runGrid<TileN256>(t, p, plan); break;
     case 1: runGrid<TileN128>(t, p, plan); break;
-    case kWgmmaShapeN256: runGrid<WgmmaN256, true>(t, p, plan); break;
-    case kWgmmaShapeN128: runGrid<WgmmaN128, true>(t, p, plan); break;
+    case kWgmmaShapeN256: runGrid<WgmmaN256>(t, p, plan); break;
+    case kWgmmaShapeN128: runGrid<WgmmaN128>(t, p, plan); break;
     default: runGrid<TileN64>(t, p, plan); break;
     }
     if (plan.splitK > 1)
@@ -340,17 +340,9 @@ bool forwardTensorCoreHost(TcGeometry const& t, TcTensors p, TcPlan const& plan,
 //! The plan for ``desc`` on the assumed H100 with the sm_90a wgmma kernel built (the CUDA launcher's
 //! planLaunch there: the wgmma kernel where it takes the problem, else mma.sync), with parts of it
 //! optionally forced (shape 0..2: mma.sync, 3..4: wgmma).
-TcPlan hostPlan(TcGeometry const& t, int32_t shape = -1, int32_t mExtent = 0, int32_t splitK = 0)
+TcPlan hostPlan(TcGeometry const& t, int32_t shape = -1)
 {
-    if (wgmmaApplies(t) && (shape < 0 || isWgmmaShape(shape)))
-    {
-        TcPlan const plan = chooseWgmmaPlan(t, kAssumedDevice, partialBytes(t.g), shape, mExtent, splitK);
-        if (plan.shape >= 0)
-        {
-            return plan;
-        }
-    }
-    return choosePlan(t, kAssumedDevice, partialBytes(t.g), shape, mExtent, splitK);
+    return chooseLaunchPlan(t, kAssumedDevice, true, shape);
 }
 
 //! The weight as OHWI: ``weight`` itself, or its transpose written to ``scratch`` (as the CUDA build's

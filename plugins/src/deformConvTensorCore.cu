@@ -337,38 +337,14 @@ TcPlan planLaunch(TcGeometry const& t, bool allowWgmma = true)
     int32_t const split = environmentInt("DEFORMRT_TC_SPLIT_K", 0);
     bool const hopper = limits.major == 9 && limits.minor == 0 && wgmmaKernelBuilt()
         && environmentInt("DEFORMRT_TC_WGMMA", 1) != 0;
-    if (allowWgmma && hopper && wgmmaApplies(t) && (shape < 0 || isWgmmaShape(shape)))
-    {
-        TcPlan const plan = chooseWgmmaPlan(t, limits.device, partialBytes(t.g), shape, extent, split);
-        if (plan.shape >= 0)
-        {
-            return plan;
-        }
-    }
-    return choosePlan(t, limits.device, partialBytes(t.g), shape, extent, split);
+    return chooseLaunchPlan(t, limits.device, allowWgmma && hopper, shape, extent, split);
 }
 
-//! Dynamic shared memory above 48 KB needs an opt-in per kernel, and the opt-in belongs to the CUDA
-//! context that is current: a new context (another thread's, a driver-API one, or the primary context
-//! after cudaDeviceReset) starts without it. Nothing is cached: the attribute is set before every launch
-//! that needs it (a host-side driver call, no stream work, allowed during graph capture).
 template <class Shape>
 cudaError_t launchShape(TcGeometry const& t, TcTensors const& p, TcPlan const& plan, cudaStream_t stream)
 {
-    int64_t const bytes = sharedLayout(Shape::BM, Shape::BN, t.g.taps).bytes;
-    if (bytes > 48 * 1024)
-    {
-        cudaError_t const status = cudaFuncSetAttribute(
-            deformConvTensorCore<Shape>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-        if (status != cudaSuccess)
-        {
-            return status;
-        }
-    }
-    dim3 const grid(static_cast<unsigned>(plan.mTiles), static_cast<unsigned>(plan.nTiles * plan.splitK),
-        static_cast<unsigned>(t.g.group));
-    deformConvTensorCore<Shape><<<grid, Shape::Threads, static_cast<size_t>(bytes), stream>>>(t, p, plan);
-    return cudaGetLastError();
+    return launchTiles(deformConvTensorCore<Shape>, Shape::Threads, sharedLayout(Shape::BM, Shape::BN, t.g.taps).bytes,
+        t, p, plan, stream);
 }
 
 //! The kernel (and, for split K, the reduction into y) for ``plan``; ``partial`` is the workspace's

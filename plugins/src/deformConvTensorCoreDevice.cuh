@@ -1,5 +1,5 @@
-// Device helpers of the tensor-core kernels (deformConvTensorCore.cu, deformConvWgmma.cu): cp.async and
-// the B copy, shared by both so that each is written once. CUDA only.
+// Device helpers of the tensor-core kernels (deformConvTensorCore.cu, deformConvWgmma.cu): cp.async, the
+// B copy and the launch, shared by both so that each is written once. CUDA only.
 #pragma once
 
 #include "deformConvTensorCore.h"
@@ -58,6 +58,31 @@ DEFORMRT_UNROLL
 }
 
 #endif // __CUDA_ARCH__ >= 800
+
+//! Launches ``kernel`` (a tensor-core kernel of ``threads`` per CTA) over ``plan``'s grid: x = pixel tiles,
+//! y = output-channel tiles x K splits, z = convolution groups, with ``bytes`` of dynamic shared memory.
+//! Above 48 KB that needs an opt-in per kernel, and the opt-in belongs to the CUDA context that is current:
+//! a new context (another thread's, a driver-API one, or the primary context after cudaDeviceReset) starts
+//! without it. Nothing is cached: the attribute is set before every launch that needs it (a host-side driver
+//! call, no stream work, allowed during graph capture).
+template <class Kernel>
+cudaError_t launchTiles(Kernel* kernel, int32_t threads, int64_t bytes, TcGeometry const& t, TcTensors const& p,
+    TcPlan const& plan, cudaStream_t stream)
+{
+    if (bytes > 48 * 1024)
+    {
+        cudaError_t const status
+            = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+        if (status != cudaSuccess)
+        {
+            return status;
+        }
+    }
+    dim3 const grid(static_cast<unsigned>(plan.mTiles), static_cast<unsigned>(plan.nTiles * plan.splitK),
+        static_cast<unsigned>(t.g.group));
+    kernel<<<grid, threads, static_cast<size_t>(bytes), stream>>>(t, p, plan);
+    return cudaGetLastError();
+}
 
 } // namespace tc
 } // namespace deformrt

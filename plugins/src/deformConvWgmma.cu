@@ -221,18 +221,8 @@ DEFORMRT_UNROLL
 template <class Shape>
 cudaError_t launchShape(TcGeometry const& t, TcTensors const& p, TcPlan const& plan, cudaStream_t stream)
 {
-    // The opt-in belongs to the current CUDA context: set before every launch (deformConvTensorCore.cu).
-    int64_t const bytes = sharedLayout(Shape::BM, Shape::BN, t.g.taps).bytes;
-    cudaError_t const status = cudaFuncSetAttribute(
-        deformConvWgmma<Shape>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-    if (status != cudaSuccess)
-    {
-        return status;
-    }
-    dim3 const grid(static_cast<unsigned>(plan.mTiles), static_cast<unsigned>(plan.nTiles * plan.splitK),
-        static_cast<unsigned>(t.g.group));
-    deformConvWgmma<Shape><<<grid, Shape::Threads, static_cast<size_t>(bytes), stream>>>(t, p, plan);
-    return cudaGetLastError();
+    return launchTiles(deformConvWgmma<Shape>, Shape::Threads, sharedLayout(Shape::BM, Shape::BN, t.g.taps).bytes, t,
+        p, plan, stream);
 }
 
 } // namespace

@@ -173,6 +173,23 @@ inline TcPlan chooseWgmmaPlan(TcGeometry const& t, TcDevice const& dev, uint64_t
     return choosePlanForShape(t, dev, partialWorkspaceBytes, shape, forcedExtent, forcedSplit);
 }
 
+//! The launch a GPU makes for ``t``: with ``wgmma`` (a compute capability 9.0 GPU and the sm_90a build) the
+//! wgmma kernel's plan where it takes the problem, else the mma.sync kernel's; forced parts as choosePlan's
+//! (a forced mma.sync shape skips the wgmma kernel). The CUDA launcher and the CPU build both plan through it.
+inline TcPlan chooseLaunchPlan(TcGeometry const& t, TcDevice const& dev, bool wgmma, int32_t forcedShape = -1,
+    int32_t forcedExtent = 0, int32_t forcedSplit = 0)
+{
+    if (wgmma)
+    {
+        TcPlan const plan = chooseWgmmaPlan(t, dev, partialBytes(t.g), forcedShape, forcedExtent, forcedSplit);
+        if (plan.shape >= 0)
+        {
+            return plan;
+        }
+    }
+    return choosePlan(t, dev, partialBytes(t.g), forcedShape, forcedExtent, forcedSplit);
+}
+
 // ------------------------------------------------------------------------------------------------
 // CPU emulation of wgmma.mma_async.sync.aligned.m64nNk16.f32.f16.f16 with both operands in shared memory
 // (host only): the operands are read through their descriptors with the 64-byte swizzle applied to the

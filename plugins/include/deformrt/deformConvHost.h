@@ -27,10 +27,11 @@ int32_t deformrt_dcn_forward_tiled_host(DeformrtConvDesc const* desc, int32_t dt
 //! A launch of the tensor-core kernel (plugins/src/deformConvTensorCore.h, TcPlan): ``shape`` 0 (128 pixels x
 //! 256 output channels per CTA at most), 1 (256 x 128) or 2 (64 x 64) of the mma.sync kernel, 3 (128 x 256)
 //! or 4 (128 x 128) of the Hopper wgmma kernel (deformConvWgmma.h); ``mExtent`` pixels per CTA (a multiple
-//! of 32, of 64 for the wgmma shapes, at most bm); ``splitK`` K splits of ``stepsPerSplit`` 32-deep steps; ``nTiles`` output-channel tiles
-//! per group (each gathers the sampled input again); ``mTiles`` pixel tiles. The rest describes the plan on
-//! the GPU it was made for: CTAs, wave efficiency (useful work over the SMs' share of the busiest SM's),
-//! the planner's modelled clocks of the busiest SM, shared-memory bytes and the shape's tile sizes.
+//! of 32, of 64 for the wgmma shapes, at most bm); ``splitK`` K splits of ``stepsPerSplit`` 32-deep steps;
+//! ``nTiles`` output-channel tiles per group (each gathers the sampled input again); ``mTiles`` pixel tiles.
+//! The rest describes the plan on the GPU it was made for: CTAs, wave efficiency (useful work over the SMs'
+//! share of the busiest SM's), the planner's modelled clocks of the busiest SM, shared-memory bytes and the
+//! shape's tile sizes.
 typedef struct DeformrtTcPlan
 {
     int32_t shape, mExtent, splitK, stepsPerSplit, nTiles, bm, bn, reserved;
