@@ -232,13 +232,7 @@ def _loop_stats(arch: int, kernel: str, code: list, regions: list, start: int, e
                      dict(sorted(counts.items(), key=lambda kv: -kv[1])))
 
 
-def sass_text(obj: Path) -> Optional[str]:
-    tool = kernel_resources.find_cuobjdump()
-    if tool is None:
-        return None
-    import subprocess
-    cuobjdump, env = tool
-    return subprocess.run([cuobjdump, "-sass", str(obj)], capture_output=True, text=True, env=env, check=True).stdout
+sass_text = kernel_resources.sass_text  # one disassembly per object for both scripts
 
 
 def collect(archs: tuple, out_dir: Path, source: str = "deformConvTensorCore.cu") -> Optional[list]:
