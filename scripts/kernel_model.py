@@ -336,15 +336,10 @@ def main(argv: Optional[list] = None) -> int:
                              "the sm_80 build every other GPU runs (the mma.sync kernel on Hopper)")
     args = parser.parse_args(argv)
     gpus = {name.strip(): GPUS[name.strip()] for name in args.gpus.split(",")}
-    from ptx_check import BUILD_DEFINES, SOURCES, Checker, log
-
-    from ptxexec.capture import CapturedLibrary, build, build_ptx
-    include = REPO / "plugins" / "include"
-    cache_dir = REPO / "plugins" / "build" / "ptxexec-cache"
-    built = build(args.src.resolve(), include, SOURCES, "sm_80", cache_dir, defines=BUILD_DEFINES)
-    lib = CapturedLibrary(built, "sm_80")
-    checker = Checker(lib, "sm_80", ptx_builder=lambda arch: build_ptx(args.src.resolve(), include, SOURCES, arch,
-                                                                       cache_dir))
+    from ptx_check import Checker, build_sources, log
+    lib, ptx_builder = build_sources(args.src.resolve(), REPO / "plugins" / "include", "sm_80",
+                                     REPO / "plugins" / "build" / "ptxexec-cache")
+    checker = Checker(lib, "sm_80", ptx_builder=ptx_builder)
     registers = {} if args.no_registers else register_counts(args.src)
     cache: dict = {}
     rows = []
