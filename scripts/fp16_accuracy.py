@@ -26,10 +26,13 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from dcn_reference import FP16_RMS_RATIO, deform_conv2d_reference, fp16_error_ratio  # noqa: E402
+from kernel_model import GPUS, layers  # noqa: E402
+from ptxexec.capture import DEVICES  # noqa: E402
 
-# (SMs, per-block shared-memory opt-in, L2 bytes) the plan is made for (scripts/kernel_model.py's GPUs)
-GPU_LIMITS = {"H100 SXM": (132, 227 << 10, 50 << 20), "A100": (108, 163 << 10, 40 << 20),
-              "Jetson AGX Orin": (16, 163 << 10, 4 << 20)}
+# (SMs, per-block shared-memory opt-in, L2 bytes) the plan is made for: scripts/kernel_model.py's GPUs with
+# the device attributes the PTX executor's stand-in runtime reports for their architecture
+GPU_LIMITS = {name: (DEVICES[gpu.arch]["sms"], DEVICES[gpu.arch]["shared_optin"], DEVICES[gpu.arch]["l2"])
+              for name, gpu in GPUS.items()}
 
 
 def host_library():
@@ -78,7 +81,6 @@ def run(lib, x, ohwi, offset, mask, desc, plan) -> torch.Tensor:
 
 
 def main(argv=None) -> int:
-    from kernel_model import layers
     from models.ops.cuda_kernels import make_desc
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", default="res3,res4,res5")
