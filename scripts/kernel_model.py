@@ -272,16 +272,14 @@ def run_layer(checker, layer: str, shape: tuple, gpu: Gpu, n_ctas: int, cache: d
         raise RuntimeError(f"{layer} on {gpu.arch}: {'; '.join(problems) or 'no launch'}")
     key = tuple((r.kernel, r.grid, r.dynamic_shared) for r in launches) + (c, h, w, checker.lib.ptx_arch)
     if key not in cache:
-        runs = []
-        for rec in launches:  # in order: the reduction reads what the convolution wrote
-            runs.append(run_launch(checker, mem, rec, n_ctas if rec is main else 2))
-        cache[key] = {"launches": runs, "main": launches.index(main), "tensors": tensors,
+        # in order: the reduction reads what the convolution wrote
+        runs = [run_launch(checker, mem, rec, n_ctas if rec is main else 2) for rec in launches]
+        index = launches.index(main)
+        # split K (a launch after the convolution): its partial sums
+        splits = runs[index]["grid"][1] // max(1, -(-c // 256)) if len(runs) > index + 1 else 0
+        cache[key] = {"launches": runs, "main": index, "tensors": tensors,
                       "x_bytes": 2 * c * h * w, "weight_bytes": 2 * c * c * 9, "y_bytes": 2 * c * h * w,
-                      "offset_mask_bytes": 2 * 27 * h * w, "partial_bytes": 0}
-        mains = runs[launches.index(main)]
-        if len(runs) > launches.index(main) + 1:  # split K: the partial sums
-            splits = mains["grid"][1] // max(1, -(-c // 256))
-            cache[key]["partial_bytes"] = 4 * c * h * w * splits
+                      "offset_mask_bytes": 2 * 27 * h * w, "partial_bytes": 4 * c * h * w * splits}
     return cache[key]
 
 
@@ -336,15 +334,10 @@ def main(argv: Optional[list] = None) -> int:
                              "the sm_80 build every other GPU runs (the mma.sync kernel on Hopper)")
     args = parser.parse_args(argv)
     gpus = {name.strip(): GPUS[name.strip()] for name in args.gpus.split(",")}
-    from ptx_check import BUILD_DEFINES, SOURCES, Checker, log
-
-    from ptxexec.capture import CapturedLibrary, build, build_ptx
-    include = REPO / "plugins" / "include"
-    cache_dir = REPO / "plugins" / "build" / "ptxexec-cache"
-    built = build(args.src.resolve(), include, SOURCES, "sm_80", cache_dir, defines=BUILD_DEFINES)
-    lib = CapturedLibrary(built, "sm_80")
-    checker = Checker(lib, "sm_80", ptx_builder=lambda arch: build_ptx(args.src.resolve(), include, SOURCES, arch,
-                                                                       cache_dir))
+    from ptx_check import Checker, build_sources, log
+    lib, ptx_builder = build_sources(args.src.resolve(), REPO / "plugins" / "include", "sm_80",
+                                     REPO / "plugins" / "build" / "ptxexec-cache")
+    checker = Checker(lib, "sm_80", ptx_builder=ptx_builder)
     registers = {} if args.no_registers else register_counts(args.src)
     cache: dict = {}
     rows = []

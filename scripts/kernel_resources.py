@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -139,14 +140,28 @@ def sass_functions(sass: str) -> dict[tuple[int, str], list[str]]:
     return functions
 
 
-def hmma_counts(obj: Path) -> Optional[dict[tuple[int, str], int]]:
-    """Number of HMMA (mma.sync) or HGMMA (wgmma) instructions per (architecture, kernel) in ``obj``'s SASS;
-    None without cuobjdump."""
+def sass_text(obj: Path) -> Optional[str]:
+    """``cuobjdump -sass`` of the compiled object ``obj``; None without cuobjdump. Disassembled once per
+    version of the file: the HMMA counts here and scripts/sass_loop.py's loop statistics read the same text."""
+    stat = obj.stat()
+    return _sass_text(str(obj), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _sass_text(obj: str, mtime_ns: int, size: int) -> Optional[str]:
     tool = find_cuobjdump()
     if tool is None:
         return None
     cuobjdump, env = tool
-    sass = subprocess.run([cuobjdump, "-sass", str(obj)], capture_output=True, text=True, env=env, check=True).stdout
+    return subprocess.run([cuobjdump, "-sass", obj], capture_output=True, text=True, env=env, check=True).stdout
+
+
+def hmma_counts(obj: Path) -> Optional[dict[tuple[int, str], int]]:
+    """Number of HMMA (mma.sync) or HGMMA (wgmma) instructions per (architecture, kernel) in ``obj``'s SASS;
+    None without cuobjdump."""
+    sass = sass_text(obj)
+    if sass is None:
+        return None
     return {key: sum(bool(re.search(r"\bHG?MMA\.", line)) for line in lines)
             for key, lines in sass_functions(sass).items()}
 

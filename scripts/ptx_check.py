@@ -475,6 +475,20 @@ def _sample_ctas(grid, extra: int, seed: int) -> list:
 
 # -------------------------------------------------------------------------------------------------
 
+def build_sources(src: Path, include: Path, arch: str, cache: Path) -> tuple[CapturedLibrary, Callable[[str], dict]]:
+    """The kernels' library for ``arch`` (host code built as CMake builds it: BUILD_DEFINES) and a builder of
+    their device code for other PTX targets (Checker's ``ptx_builder``), both cached in ``cache``."""
+    lib = CapturedLibrary(build(src, include, SOURCES, arch, cache, defines=BUILD_DEFINES), arch)
+
+    def ptx_builder(ptx_arch: str) -> dict:
+        t0 = time.perf_counter()
+        ptx = build_ptx(src, include, SOURCES, ptx_arch, cache)
+        log(f"ptx_check: built the device code of {', '.join(SOURCES)} for {ptx_arch} in "
+            f"{time.perf_counter() - t0:.1f}s")
+        return ptx
+    return lib, ptx_builder
+
+
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=REPO / "plugins" / "src",
@@ -504,8 +518,7 @@ def main(argv: Optional[list] = None) -> int:
     t0 = time.perf_counter()
     args.cache.mkdir(parents=True, exist_ok=True)
     try:
-        built = build(src, include, SOURCES, args.arch, args.cache, defines=BUILD_DEFINES)
-        lib = CapturedLibrary(built, args.arch)
+        lib, ptx_builder = build_sources(src, include, args.arch, args.cache)
         host = build_host(src, include, args.cache)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -513,13 +526,6 @@ def main(argv: Optional[list] = None) -> int:
     log(f"ptx_check: built {', '.join(SOURCES)} for {args.arch} in {time.perf_counter() - t0:.1f}s")
     entries = [name for module in lib.modules.values() for name in module.kernels]
     names = demangle(entries)
-
-    def ptx_builder(arch: str) -> dict:
-        t_ptx = time.perf_counter()
-        ptx = build_ptx(src, include, SOURCES, arch, args.cache)
-        log(f"ptx_check: built the device code of {', '.join(SOURCES)} for {arch} in "
-            f"{time.perf_counter() - t_ptx:.1f}s")
-        return ptx
 
     try:
         checker = Checker(lib, args.arch, host, ptx_builder, args.ptx_arch)

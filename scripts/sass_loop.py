@@ -191,13 +191,19 @@ def _writes(ins: Instruction) -> set:
     return {int(m.group(1)) + i for i in range(width)}
 
 
+def innermost_tensor_loops(code: list, opcodes: tuple = TENSOR_OPCODES) -> tuple[list, list]:
+    """(every loop, the innermost loops holding an instruction of ``opcodes``), as (start, end) ranges."""
+    regions = sorted(set(loops(code)))
+    with_mma = [(s, e) for s, e in regions if any(i.base in opcodes and s <= i.address <= e for i in code)]
+    innermost = [(s, e) for s, e in with_mma
+                 if not any((s2, e2) != (s, e) and s <= s2 and e2 <= e for s2, e2 in with_mma)]
+    return regions, innermost
+
+
 def main_loops(arch: int, kernel: str, code: list) -> list:
     """Statistics of every innermost loop that contains HMMAs (the K loop; a kernel with a 16-byte vector
     path and a scalar one has one of each: the vector loop copies B with LDGSTS, cp.async)."""
-    regions = sorted(set(loops(code)))
-    with_hmma = [(s, e) for s, e in regions if any(i.base in TENSOR_OPCODES and s <= i.address <= e for i in code)]
-    innermost = [(s, e) for s, e in with_hmma
-                 if not any((s2, e2) != (s, e) and s <= s2 and e2 <= e for s2, e2 in with_hmma)]
+    regions, innermost = innermost_tensor_loops(code)
     return [_loop_stats(arch, kernel, code, regions, s, e) for s, e in innermost]
 
 
@@ -232,13 +238,7 @@ def _loop_stats(arch: int, kernel: str, code: list, regions: list, start: int, e
                      dict(sorted(counts.items(), key=lambda kv: -kv[1])))
 
 
-def sass_text(obj: Path) -> Optional[str]:
-    tool = kernel_resources.find_cuobjdump()
-    if tool is None:
-        return None
-    import subprocess
-    cuobjdump, env = tool
-    return subprocess.run([cuobjdump, "-sass", str(obj)], capture_output=True, text=True, env=env, check=True).stdout
+sass_text = kernel_resources.sass_text  # one disassembly per object for both scripts
 
 
 def collect(archs: tuple, out_dir: Path, source: str = "deformConvTensorCore.cu") -> Optional[list]:

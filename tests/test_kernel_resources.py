@@ -152,10 +152,7 @@ WGMMA_PER_HMMA_BOUND = {"deformConvWgmma<256>": 5.0, "deformConvWgmma<128>": 9.0
 
 def _wgmma_main_loop(code: list) -> list:
     """The instructions (NOPs excluded) of the innermost loop holding HGMMAs: the K loop."""
-    regions = sorted(set(sass_loop.loops(code)))
-    with_hgmma = [(s, e) for s, e in regions if any(i.base == "HGMMA" and s <= i.address <= e for i in code)]
-    innermost = [(s, e) for s, e in with_hgmma
-                 if not any((s2, e2) != (s, e) and s <= s2 and e2 <= e for s2, e2 in with_hgmma)]
+    regions, innermost = sass_loop.innermost_tensor_loops(code, ("HGMMA",))
     assert len(innermost) == 1, innermost
     start, end = innermost[0]
     assert not [r for r in regions if r != (start, end) and start <= r[0] and r[1] <= end], "a loop inside the K loop"

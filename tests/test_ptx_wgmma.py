@@ -199,10 +199,9 @@ def test_ptxas_accepts_the_fixture_for_sm_90a(ptx, tmp_path):
 # -------------------------------------------------------------------------------------------------
 # The instructions an sm_90a kernel emits around wgmma, on hand-written PTX (no nvcc needed)
 
-ELECT = """
-.version 8.0
-.target sm_90a
-.address_size 64
+SM90A_HEADER = ".version 8.0\n.target sm_90a\n.address_size 64\n"  # of the hand-written kernels
+
+ELECT = SM90A_HEADER + """
 .visible .entry elect_kernel(.param .u64 pout)
 {
     .reg .pred %p<3>;
@@ -282,10 +281,7 @@ def test_imm_scale_minus_one_and_bf16_operands(ptx, launcher_parts):
 
 # warp 1 of the warpgroup branches around the wgmma: zero-filled operands (no swizzle, A and B at shared 0,
 # leading byte offset 128, stride byte offset 256), m64n8k16, D = A B = 0
-PART = """
-.version 8.0
-.target sm_90a
-.address_size 64
+PART = SM90A_HEADER + """
 .visible .entry part_kernel(.param .u64 pout)
 {
     .reg .pred %p<3>;

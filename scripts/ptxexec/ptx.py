@@ -323,10 +323,10 @@ class _FunctionParser:
         return None
 
     def lookup(self, line: int, name: str) -> Reg:
-        for scope in reversed(self.scopes):
-            if name in scope:
-                return scope[name]
-        self.error(line, f"undeclared register {name}")
+        reg = self.scoped(name)
+        if reg is None:
+            self.error(line, f"undeclared register {name}")
+        return reg
 
     def operand(self, line: int, text: str) -> Operand:
         t = text.strip()
@@ -364,10 +364,7 @@ class _FunctionParser:
         declared = self.scoped(t)
         if declared is not None:
             return declared
-        if t.startswith("%"):
-            for scope in reversed(self.scopes):
-                if t in scope:
-                    return scope[t]
+        if t.startswith("%"):  # not declared in any scope (looked up just above)
             if re.match(r"^%(tid|ntid|ctaid|nctaid|clock|globaltimer|smid|nsmid|gridid|envreg|pm)", t):
                 self.error(line, f"unimplemented special register {t}")
             self.error(line, f"undeclared register {t}")
