@@ -36,6 +36,9 @@ KERNEL_LIBRARY = "libdeformrt_kernels.so"
 HOST_LIBRARY = "libdeformrt_host.so"
 PLUGIN_ENV = "DEFORMRT_PLUGIN_LIB"
 KERNEL_ENV = "DEFORMRT_KERNEL_LIB"
+# 0: the kernels' launcher keeps a compute capability 9.0 GPU on mma.sync instead of its wgmma kernel (read at
+# every launch; deformConvTensorCore.cu planLaunch)
+WGMMA_ENV = "DEFORMRT_TC_WGMMA"
 
 BUILD_HINT = "build it with `deformrt build-plugin` (needs cmake, nvcc and, for the plugin, TensorRT headers)"
 

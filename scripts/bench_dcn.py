@@ -38,10 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from exporter.util.fsutil import atomic_write_text
-from models.native import KERNEL_ENV, find_kernel_library
+from models.native import KERNEL_ENV, WGMMA_ENV, find_kernel_library
 from models.errors import DeformRTError
-
-WGMMA_ENV = "DEFORMRT_TC_WGMMA"  # 0: the plugin keeps Hopper on mma.sync
 
 # (C_in = C_out, H, W) at 800x1344 input; 3x3, stride 1, pad 1, one offset group, modulated.
 STAGES = {"conv3": (128, 100, 168), "conv4": (256, 50, 84), "conv5": (512, 25, 42)}

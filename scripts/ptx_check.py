@@ -54,6 +54,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import numpy as np  # noqa: E402
 
+from models.native import WGMMA_ENV  # noqa: E402
 from ptxexec import CATEGORIES, ExecutionError, GlobalMemory, Launcher, PtxError  # noqa: E402
 from ptxexec.capture import (BuildError, CapturedLibrary, RecordedMemoryOp, build, build_host, build_ptx,  # noqa: E402
                               find_nvcc)
@@ -132,7 +133,6 @@ CASES = [
 
 # The environment variables through which a case forces parts of the tensor-core launch.
 PLAN_ENV = {"tile": "DEFORMRT_TC_TILE_SHAPE", "extent": "DEFORMRT_TC_M_EXTENT", "split": "DEFORMRT_TC_SPLIT_K"}
-WGMMA_ENV = "DEFORMRT_TC_WGMMA"  # 0: the launcher keeps a 9.0 device on mma.sync
 
 
 def log(msg: str):
