@@ -545,6 +545,17 @@ def default_conv_body() -> str:
     return _DEFAULTS["MODEL"]["BACKBONE"]["CONV_BODY"]
 
 
+def config_from_yaml(text: str, detector: bool = False) -> CfgNode:
+    """:func:`get_cfg` of a config given as YAML text (an export's ``deformrt.config``, a dump of the
+    full config), read back as a config file."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="deformrt-cfg-") as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(text, encoding="utf-8")
+        return get_cfg(config_file=str(path), detector=detector)
+
+
 def config_file_body(config_file: Union[str, Path]) -> Optional[str]:
     """The MODEL.BACKBONE.CONV_BODY a config file sets, or None when it sets none."""
     path = resolve_config_file(config_file)

@@ -20,25 +20,20 @@ Exit status 0, or 1 with one ``error:`` line.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
-
-import numpy as np
+from typing import Optional, Sequence
 
 from exporter.deploy import layout
-from exporter.evaluation.detections import ImageDetections, coco_records, draw_detections, encode_rle, paste_mask
-from exporter.evaluation.predict import (Prediction, check_output_folder, coco_results, predict_image,
-                                         prediction_summary, read_image, trt_runner)
+from exporter.evaluation.predict import (Prediction, Runner, check_output_folder, coco_results, predict_image,
+                                         prediction_summary, read_image, trt_runner, write_picture)
 from exporter.onnx.metadata import DETECTOR_KEY, DetectorMetadata, ExportMetadata
-from exporter.util.fsutil import atomic_write_bytes, atomic_write_text, check_output_path
+from exporter.util.fsutil import atomic_write_text, check_output_path
 from models.errors import DeformRTError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 RESULTS = "coco_results.json"
-Runner = Callable[[dict], dict]
 
 
 def bundle_metadata(bundle: Path) -> tuple[ExportMetadata, DetectorMetadata]:
@@ -77,22 +72,6 @@ def image_files(sources: Sequence[Path]) -> list[Path]:
     return files
 
 
-def coco_records_numpy(predictions: Sequence[Prediction], score_threshold: float) -> list[dict]:
-    """:func:`exporter.evaluation.predict.coco_results` without pycocotools: the same records, the
-    masks' RLE encoded with numpy."""
-    out = []
-    for image_id, prediction in enumerate(predictions):
-        kept = prediction.above(score_threshold)
-        height, width = prediction.image.shape[:2]
-        records = coco_records(ImageDetections(kept.boxes, kept.scores, kept.labels), image_id, height, width)
-        for i, record in enumerate(records):
-            record["file_name"] = prediction.path.name
-            if kept.masks is not None:
-                record["segmentation"] = encode_rle(paste_mask(kept.masks[i], kept.boxes[i], height, width))
-        out.extend(records)
-    return out
-
-
 def predict_folder(bundle: Path, images: Sequence[Path], out_dir: Path, run: Runner, score_threshold: float = 0.0,
                    force: bool = False, log=None) -> list[Prediction]:
     """Run ``run`` (an engine's, or any callable from input arrays to output arrays by name) on every
@@ -113,19 +92,10 @@ def predict_folder(bundle: Path, images: Sequence[Path], out_dir: Path, run: Run
     for path in files:
         prediction = predict_image(path, run, meta, detector)
         predictions.append(prediction)
-        picture = draw_detections(prediction.image, prediction.above(score_threshold))
-        buffer = io.BytesIO()
-        picture.save(buffer, format="PNG")
-        out_dir.mkdir(exist_ok=True)
-        atomic_write_bytes(out_dir / f"{path.stem}.png", buffer.getvalue(), force)
+        write_picture(prediction, out_dir, score_threshold, force)
         if log is not None:
             print(prediction_summary([prediction], out_dir, score_threshold), file=log)
-    try:
-        import pycocotools  # noqa: F401
-    except ImportError:
-        results = coco_records_numpy(predictions, score_threshold)
-    else:
-        results = coco_results(predictions, score_threshold)
+    results = coco_results(predictions, score_threshold)  # RLE by numpy where pycocotools is missing
     atomic_write_text(out_dir / RESULTS, json.dumps(results, indent=2, sort_keys=True) + "\n", force)
     return predictions
 

@@ -192,17 +192,19 @@ def coco_records(detections: ImageDetections, image_id: int, image_height: int, 
                  category_ids: Optional[Sequence[int]] = COCO_CATEGORY_IDS) -> list[dict]:
     """COCO-style result records: ``image_id``, ``category_id`` (label mapped through
     ``category_ids``, or the label itself), ``bbox`` [x, y, w, h] with upstream's +1 widths,
-    ``score`` and, with masks, ``segmentation`` as RLE (pycocotools) of the pasted mask."""
+    ``score`` and, with masks, ``segmentation`` as RLE of the pasted mask (pycocotools', or where it
+    is missing, as on a device, :func:`encode_rle`'s: the same strings)."""
     records = []
     rles = None
     if detections.masks is not None and len(detections):
+        pasted = [paste_mask(m, b, image_height, image_width) for m, b in zip(detections.masks, detections.boxes)]
         try:
             from pycocotools import mask as mask_util
         except ImportError:
-            raise DeformRTError("COCO mask results need pycocotools (pip install pycocotools)") from None
-        pasted = np.stack([paste_mask(m, b, image_height, image_width)
-                           for m, b in zip(detections.masks, detections.boxes)], axis=-1)
-        rles = mask_util.encode(np.asfortranarray(pasted.astype(np.uint8)))
+            rles = [encode_rle(m) for m in pasted]
+        else:
+            rles = [{**rle, "counts": rle["counts"].decode("ascii")}
+                    for rle in mask_util.encode(np.asfortranarray(np.stack(pasted, axis=-1).astype(np.uint8)))]
     for i in range(len(detections)):
         x1, y1, x2, y2 = (float(v) for v in detections.boxes[i])
         label = int(detections.labels[i])
@@ -210,9 +212,7 @@ def coco_records(detections: ImageDetections, image_id: int, image_height: int, 
         record = {"image_id": int(image_id), "category_id": int(category), "bbox": [x1, y1, x2 - x1 + 1, y2 - y1 + 1],
                   "score": float(detections.scores[i])}
         if rles is not None:
-            rle = dict(rles[i])
-            rle["counts"] = rle["counts"].decode("ascii")
-            record["segmentation"] = rle
+            record["segmentation"] = rles[i]
         records.append(record)
     return records
 

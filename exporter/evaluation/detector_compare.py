@@ -28,16 +28,11 @@ from models.errors import DeformRTError
 
 def detector_cuts(config_yaml: str, kind: str, detections: int) -> Cuts:
     """The cuts of a detector from its file's config (``deformrt.config``, a YAML dump, read through
-    :func:`models.config.get_cfg`, so upstream's defaults fill what it lacks): the ROI heads', the
+    :func:`models.config.config_from_yaml`, so upstream's defaults fill what it lacks): the ROI heads', the
     RetinaNet head's, or for RPN-only the proposals' (no score threshold)."""
-    import tempfile
+    from models.config import config_from_yaml
 
-    from models.config import get_cfg
-
-    with tempfile.TemporaryDirectory(prefix="deformrt-cfg-") as tmp:
-        path = Path(tmp) / "config.yaml"
-        path.write_text(config_yaml, encoding="utf-8")
-        cfg = get_cfg(config_file=str(path), detector=True)
+    cfg = config_from_yaml(config_yaml, detector=True)
     if kind == "retinanet":
         return Cuts(float(cfg.MODEL.RETINANET.INFERENCE_TH), float(cfg.MODEL.RETINANET.NMS_TH), detections)
     if kind == "rpn":

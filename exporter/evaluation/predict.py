@@ -173,12 +173,17 @@ def predict(model_path: Path, images: Sequence[Path], out_dir: Optional[Path], *
             prediction = predict_image(Path(path), run, meta, detector)
         results.append(prediction)
         if out_dir is not None:
-            picture = draw_detections(prediction.image, prediction.above(score_threshold))
-            buffer = io.BytesIO()
-            picture.save(buffer, format="PNG")
-            Path(out_dir).mkdir(exist_ok=True)
-            atomic_write_bytes(Path(out_dir) / f"{Path(path).stem}.png", buffer.getvalue(), force)
+            write_picture(prediction, out_dir, score_threshold, force)
     return results
+
+
+def write_picture(prediction: Prediction, out_dir: Path, score_threshold: float = 0.0, force: bool = False) -> None:
+    """``OUTDIR/<stem>.png``: the image with its detections at or above ``score_threshold`` drawn."""
+    picture = draw_detections(prediction.image, prediction.above(score_threshold))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    Path(out_dir).mkdir(exist_ok=True)
+    atomic_write_bytes(Path(out_dir) / f"{prediction.path.stem}.png", buffer.getvalue(), force)
 
 
 def coco_results(predictions: Sequence[Prediction], score_threshold: float = 0.0) -> list[dict]:

@@ -24,7 +24,6 @@ import contextlib
 import copy
 import logging
 import re
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from exporter.onnx.metadata import DCN_OP_ONNX, DCN_OP_PLUGIN, DCN_OPS, SEED_PRE
 from exporter.util.progress import Progress
 from models.backbone import body_info, build_backbone
 from models.checkpoint import load_checkpoint
-from models.config import get_cfg
+from models.config import config_from_yaml, get_cfg
 from models.errors import DeformRTError
 from models.layers import FrozenBatchNorm2d
 from models.version import __version__
@@ -201,10 +200,7 @@ def build_model(cfg, weights: Optional[str] = None, seed: int = DEFAULT_SEED,
 def config_from_metadata(meta: ExportMetadata, detector: bool = False):
     """The exact config an export was made with (its ``deformrt.config`` YAML read back;
     ``detector``: a whole detector's)."""
-    with tempfile.TemporaryDirectory(prefix="deformrt-cfg-") as tmp:
-        cfg_path = Path(tmp) / "config.yaml"
-        cfg_path.write_text(meta.config, encoding="utf-8")
-        return get_cfg(config_file=str(cfg_path), detector=detector)
+    return config_from_yaml(meta.config, detector)
 
 
 def rebuild_model(meta: ExportMetadata, weights: Optional[str] = None) -> nn.Module:
