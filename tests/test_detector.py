@@ -289,3 +289,24 @@ def test_failed_detector_verification_tells_the_backbone_s_story():
     report = DetectorVerifyReport(seed=0, checks=[failed], story=untrained)
     assert not report.passed and note(untrained)[0] in report.table()
     assert report.to_dict()["ill_conditioned"] and report.to_dict()["offsets_px"] == 40.0
+
+
+def test_a_detection_lost_next_to_the_last_kept_one_is_borderline():
+    """The per-image cap keeps the top detections: one found on a single side whose score is within
+    BORDERLINE of the last kept detection's is a near-tie, far above the score threshold (the cut); one
+    with a score far from both is a mismatch."""
+    from exporter.evaluation.detections import ImageDetections
+    from exporter.evaluation.detector_verify import BORDERLINE, _compare_sets
+
+    rng = np.random.default_rng(11)
+    corners = rng.uniform(0, 200, (4, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(20, 60, (4, 2))], axis=1).astype(np.float32)
+    scores = np.array([0.9, 0.7, 0.41, 0.0], np.float32)
+    labels = np.array([1, 2, 3, 1])
+    kept = ImageDetections(boxes[:3], scores[:3], labels[:3])
+    for lost_score, borderline in ((0.41 - BORDERLINE / 2, 1), (0.2, 0)):
+        scores[3] = lost_score
+        other = ImageDetections(boxes, scores.copy(), labels)
+        check = _compare_sets((1, 3, 64, 64), "detections", kept, other, 0.05, None)
+        assert (check.compared, check.borderline, check.mismatched) == (3, borderline, 1 - borderline)
+        assert check.passed == bool(borderline)

@@ -132,7 +132,7 @@ def _compare_sets(shape, stage, want: ImageDetections, got: ImageDetections, cut
     match = match_detections(want, got)
     box, score, mask = matched_errors(want, got, match)
     lost = [want.scores[i] for i in match.unmatched_reference] + [got.scores[j] for j in match.unmatched_other]
-    low = min([cut] + [float(want.scores[i]) for i, _ in match.pairs])
+    low = min((float(want.scores[i]) for i, _ in match.pairs), default=cut)  # the last kept detection
     borderline = sum(1 for s in lost if abs(float(s) - cut) <= BORDERLINE or abs(float(s) - low) <= BORDERLINE)
     return _accumulate(check, shape, stage, len(match.pairs), box, score, mask, borderline, len(lost) - borderline)
 
