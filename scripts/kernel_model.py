@@ -30,6 +30,9 @@ beside these numbers when a GPU is available, to calibrate the model.
 
 Dense floor: 2 N Ho Wo Cout Cin 9 FLOP at the GPU's full dense fp16 tensor peak, or the compulsory bytes
 of x, weights and y at full bandwidth, whichever is longer.
+Tiling floor (tiling_floor_us): the least any kernel with the launch's tiling can take, counting only the
+bytes it cannot avoid through each SM's L1 (in-image bilinear corners, each CTA's weights, wgmma's shared
+B operand) against its tensor time: what stays between it and ours is what the kernel adds.
 TensorRT OSS (modelled from its known structure, dcn-performance.md "How everyone does it today"):
 im2col (one thread per (channel, pixel), IM2COL_INSTRUCTIONS per (channel, pixel, tap), column buffer
 written to DRAM), cuBLAS Hgemm (at GEMM_EFFICIENCY of peak, column buffer read back), bias add.
@@ -165,21 +168,58 @@ def wave_window_bytes(tensors, c: int, bn: int, ctas: int, grid: tuple, m_extent
     concurrent = min(ctas, gpu.sms * max(resident, 1))
     pixels = min(min(concurrent, grid[0]) * m_extent, ho * wo)
     distinct_y = min(grid[1], -(-concurrent // grid[0]))
+    touched = set()
+    for cy, cx, sampled, _ in corners(offset, h, w, pixels):
+        touched.update(np.where(sampled, cy * w + cx, 0).ravel().tolist())
+    chunk = min(c, CHUNK_CHANNELS)
+    return len(touched) * chunk * 2 + 9 * bn * chunk * 2 * distinct_y
+
+
+def corners(offset, h: int, w: int, pixels: int):
+    """The four bilinear corners of every 3x3 sampling point (stride 1, padding 1, one offset group) of the
+    first ``pixels`` output pixels: per corner (arrays over tap x pixel), its row and column clamped into the
+    image (what the kernel's prologue loads), whether the point is sampled at all (inside (-1, h) x (-1, w)),
+    and whether the corner itself lies in the image (the only corners a kernel must load)."""
+    ho, wo = offset.shape[2], offset.shape[3]
     off = offset[0].float().numpy().reshape(9, 2, ho * wo)[:, :, :pixels]
     oy, ox = np.divmod(np.arange(pixels), wo)
     ki, kj = np.divmod(np.arange(9), 3)
-    y = oy[None, :] - 1 + ki[:, None] + off[:, 0]
-    xx = ox[None, :] - 1 + kj[:, None] + off[:, 1]
-    fy, fx = np.floor(y), np.floor(xx)
-    inside = (fy >= -1) & (fy < h) & (fx >= -1) & (fx < w)
-    touched = set()
+    fy = np.floor(oy[None, :] - 1 + ki[:, None] + off[:, 0])
+    fx = np.floor(ox[None, :] - 1 + kj[:, None] + off[:, 1])
+    sampled = (fy >= -1) & (fy < h) & (fx >= -1) & (fx < w)
     for dy in (0, 1):
         for dx in (0, 1):
-            cy = np.clip(fy + dy, 0, h - 1).astype(np.int64)
-            cx = np.clip(fx + dx, 0, w - 1).astype(np.int64)
-            touched.update(np.where(inside, cy * w + cx, 0).ravel().tolist())
-    chunk = min(c, CHUNK_CHANNELS)
-    return len(touched) * chunk * 2 + 9 * bn * chunk * 2 * distinct_y
+            cy, cx = fy + dy, fx + dx
+            in_image = sampled & (cy >= 0) & (cy < h) & (cx >= 0) & (cx < w)
+            yield np.clip(cy, 0, h - 1).astype(np.int64), np.clip(cx, 0, w - 1).astype(np.int64), sampled, in_image
+
+
+def tiling_floor_us(gpu: Gpu, c: int, h: int, w: int, in_image_corners: int, grid: tuple, channel_tiles: int,
+                    wgmma: bool) -> dict:
+    """The least time any kernel with this launch's tiling can take on ``gpu`` (throughput terms only): the
+    tensor time of the layer's FLOP, or the bytes that must pass each SM's L1/shared memory at
+    L1_BYTES_PER_CLOCK, whichever is longer, on the busiest SM. Those bytes are
+      corners   every in-image bilinear corner of every sampling point, C fp16 channels, once per output-channel
+                tile (``channel_tiles``: the re-gather);
+      weights   every weight once per pixel tile (grid[0]): a CTA brings its channel tile's K range into shared
+                memory, through the L1 (cp.async) or into it (TMA), once;
+      operand   with wgmma, its shared-memory B operand: N x 16 fp16 per m64nNk16, 1 byte per 32 multiply-adds
+                whatever N (the ISA fixes M at 64; A may come from registers); mma.sync gets no operand term
+                (its fragments could in principle stay in registers).
+    Nothing else (prologue tables, offsets, A staging, split-K partial sums) is counted, so no kernel of this
+    tiling beats it."""
+    clock = gpu.clock_ghz * 1e9
+    ctas = grid[0] * grid[1] * grid[2]
+    busiest = math.ceil(ctas / gpu.sms)
+    flop = 2 * h * w * c * c * 9
+    tensor_rate = gpu.tensor_flop_per_clock_sm * (1.0 if wgmma else gpu.mma_sync_fraction)
+    terms = {"corners": in_image_corners * c * 2 * channel_tiles, "weights": grid[0] * 2 * c * c * 9,
+             "operand": flop / 2 / 32 if wgmma else 0.0}
+    l1_clocks = sum(terms.values()) / L1_BYTES_PER_CLOCK
+    tensor_clocks = flop / tensor_rate
+    per_cta = max(l1_clocks, tensor_clocks) / ctas
+    return {"us": busiest * per_cta / clock * 1e6, "bound": "l1_shared" if l1_clocks > tensor_clocks else "tensor",
+            "l1_mb": {k: round(v / 1e6, 1) for k, v in terms.items()}}
 
 
 def dense_floor_us(gpu: Gpu, c: int, h: int, w: int) -> float:
@@ -216,7 +256,7 @@ def register_counts(src: Path) -> dict:
     import kernel_resources
     archs = tuple(sorted({int(g.arch.removeprefix("sm_")) for g in GPUS.values()}))
     with tempfile.TemporaryDirectory() as tmp:
-        rows, _ = kernel_resources.collect(archs, Path(tmp))
+        rows, _ = kernel_resources.collect(archs, Path(tmp), src)
     return {(r.arch, r.kernel): r.registers for r in rows}
 
 
@@ -283,6 +323,11 @@ def run_layer(checker, layer: str, shape: tuple, gpu: Gpu, n_ctas: int, cache: d
     return cache[key]
 
 
+def channel_tile(c: int) -> int:
+    """The output channels one CTA covers for a group of ``c`` (every plan of these layers: 256 at most)."""
+    return 256 if c > 128 else 128 if c > 64 else 64
+
+
 def layer_model(run: dict, gpu: Gpu, c: int, resident: int) -> dict:
     """The modelled time of a layer's launches on ``gpu`` (their sum) and each launch's terms."""
     main_index = run["main"]
@@ -294,7 +339,7 @@ def layer_model(run: dict, gpu: Gpu, c: int, resident: int) -> dict:
         if i == main_index:
             grid = launch["grid"]
             m_extent = -(-(run["x_bytes"] // (2 * c)) // grid[0])
-            bn = 256 if c > 128 else 128 if c > 64 else 64
+            bn = channel_tile(c)
             window = wave_window_bytes(run["tensors"], c, bn, ctas, grid, m_extent, resident, gpu)
             compulsory_in = run["x_bytes"] + run["weight_bytes"] + run["offset_mask_bytes"]
             gathered = launch["per_cta"]["global_load_sectors"] * 32 * ctas
@@ -327,19 +372,29 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--gpus", default=",".join(GPUS), help="comma-separated GPU names of the table")
     parser.add_argument("--no-registers", action="store_true",
                         help="skip ptxas' register counts (occupancy from threads and shared memory only)")
-    parser.add_argument("--src", type=Path, default=REPO / "plugins" / "src")
+    parser.add_argument("--src", type=Path, default=REPO / "plugins" / "src",
+                        help="the kernel sources to model (default: plugins/src), e.g. a changed copy")
     parser.add_argument("--sm90-ptx", default="sm_90a", choices=("sm_80", "sm_90a"),
                         help="the device code the sm_90 GPUs (H100) run: the sources built for sm_90a (default: "
                              "compute_90a, where the plugin's wgmma kernel is, as the default CMake build has it), or "
                              "the sm_80 build every other GPU runs (the mma.sync kernel on Hopper)")
     args = parser.parse_args(argv)
-    gpus = {name.strip(): GPUS[name.strip()] for name in args.gpus.split(",")}
+    names = [name.strip() for name in args.gpus.split(",")]
+    unknown = [name for name in names if name not in GPUS]
+    if unknown or args.ctas < 1 or not args.src.is_dir():
+        problem = (f"unknown GPU {unknown[0]!r} (the table has: {', '.join(GPUS)})" if unknown
+                   else f"--ctas must be at least 1, not {args.ctas}" if args.ctas < 1
+                   else f"--src {args.src} is not a directory")
+        print(f"kernel_model: {problem}", file=sys.stderr)
+        return 1
+    gpus = {name: GPUS[name] for name in names}
     from ptx_check import Checker, build_sources, log
     lib, ptx_builder = build_sources(args.src.resolve(), REPO / "plugins" / "include", "sm_80",
                                      REPO / "plugins" / "build" / "ptxexec-cache")
     checker = Checker(lib, "sm_80", ptx_builder=ptx_builder)
-    registers = {} if args.no_registers else register_counts(args.src)
+    registers = {} if args.no_registers else register_counts(args.src.resolve())
     cache: dict = {}
+    in_image: dict = {}  # layer -> its sampling points' in-image corners
     rows = []
     for layer, (c, h, w) in layers().items():
         for gname, gpu in gpus.items():
@@ -353,6 +408,10 @@ def main(argv: Optional[list] = None) -> int:
             resident = occupancy(gpu, threads, main["dynamic_shared"], regs)
             ours = layer_model(run, gpu, c, resident)
             floor = dense_floor_us(gpu, c, h, w)
+            if layer not in in_image:
+                in_image[layer] = sum(int(inside.sum()) for *_, inside in corners(run["tensors"][2], h, w, h * w))
+            tiling = tiling_floor_us(gpu, c, h, w, in_image[layer], run["launches"][run["main"]]["grid"],
+                                     -(-c // channel_tile(c)), main["per_cta"]["wgmma_flop"] > 0)
             trt = trt_oss_us(gpu, c, h, w)
             main_model = ours["launches"][run["main"]]
             rows.append({
@@ -366,6 +425,8 @@ def main(argv: Optional[list] = None) -> int:
                 "trt_oss_terms_us": {k: v for k, v in trt.items() if k != "us"},
                 "ratio_vs_dense_floor": round(ours["us"] / floor, 2),
                 "ratio_vs_trt_oss": round(ours["us"] / trt["us"], 2),
+                "tiling_floor_us": round(tiling["us"], 2), "tiling_floor_bound": tiling["bound"],
+                "tiling_floor_l1_mb": tiling["l1_mb"], "tiling_floor_vs_dense_floor": round(tiling["us"] / floor, 2),
                 "trt_oss_vs_dense_floor": round(trt["us"] / floor, 2),
                 "per_cta": {k: round(v, 1) for k, v in main["per_cta"].items()},
                 "ptx_instructions_per_mma": round(main["per_cta"]["warp_instructions"]
@@ -382,20 +443,24 @@ def main(argv: Optional[list] = None) -> int:
     print("MODELED (not measured): deformrt fp16 DCN kernel, batch 1, 800x1344; throughput model from PTX-executor "
           "counters")
     print(f"{'layer':5} {'GPU':16} {'kernel':34} {'grid':>13} {'waves':>5} {'bound':>9} {'ours us':>8} "
-          f"{'dense us':>8} {'TRT-OSS us':>10} {'/dense':>7} {'/TRT':>6}")
+          f"{'dense us':>8} {'TRT-OSS us':>10} {'/dense':>7} {'/TRT':>6} {'floor/dense':>11}")
     for r in rows:
         grid = "x".join(str(v) for v in r["grid"])
         reduce = " +reduce" if len(r["launches"]) > 1 else ""
         print(f"{r['layer']:5} {r['gpu']:16} {(r['kernel'] + reduce)[:34]:34} {grid:>13} {r['wave_efficiency']:5.2f} "
               f"{r['bound']:>9} {r['modeled_us']:8.1f} {r['dense_floor_us']:8.1f} {r['trt_oss_modeled_us']:10.1f} "
-              f"{r['ratio_vs_dense_floor']:7.2f} {r['ratio_vs_trt_oss']:6.2f}")
+              f"{r['ratio_vs_dense_floor']:7.2f} {r['ratio_vs_trt_oss']:6.2f} {r['tiling_floor_vs_dense_floor']:11.2f}")
+    print("\nfloor: the least any kernel with the same tiling can take (tiling_floor_us): its in-image corner loads, "
+          "weight fill and wgmma's\nshared-memory B reads through 128 B/clock of L1 per SM, or its tensor time; "
+          "ours/dense above it is what the kernel adds")
     print("\nper CTA (executor counters, mean of the CTAs run):")
     for r in rows:
         if r["gpu"] != next(iter(gpus)):
             continue
         c = r["counters"]
         print(f"  {r['layer']} {r['kernel']}: {r['per_cta']['warp_instructions']:.0f} warp-instructions, "
-              f"{r['per_cta']['mma']:.0f} mma ({r['ptx_instructions_per_mma']} PTX instructions per mma), "
+              f"{mma_equivalents(r['per_cta']):.0f} m16n8k16 equivalents ({r['ptx_instructions_per_mma']} PTX "
+              f"instructions per mma), "
               f"shared wavefronts/request ld {c.get('shared_load_wavefronts_per_request')} "
               f"st {c.get('shared_store_wavefronts_per_request')}, global sectors/request "
               f"ld {c.get('global_load_sectors_per_request')} st {c.get('global_store_sectors_per_request')}")

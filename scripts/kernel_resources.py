@@ -61,12 +61,13 @@ def short_name(mangled: str) -> str:
     return name.replace(" >", ">").replace(", ", ",").replace(">>", ">")
 
 
-def compile_with_report(source: str, archs: tuple, out_dir: Path, defines: tuple = ()) -> tuple[Path, str]:
-    """nvcc -c of plugins/src/<source> for ``archs`` (numbers, or targets such as "90a") with ptxas' resource
-    report; (object, report)."""
+def compile_with_report(source: str, archs: tuple, out_dir: Path, defines: tuple = (),
+                        src_dir: Path = PLUGINS / "src") -> tuple[Path, str]:
+    """nvcc -c of <src_dir>/<source> (plugins/src by default) for ``archs`` (numbers, or targets such as "90a")
+    with ptxas' resource report; (object, report)."""
     obj = out_dir / (source + ".o")
     cmd = ["nvcc", "-c", "-O3", "-std=c++17", "--expt-relaxed-constexpr", "--threads", "2", "-Xptxas", "-v",
-           "-I", str(PLUGINS / "include"), "-I", str(PLUGINS / "src"), str(PLUGINS / "src" / source), "-o", str(obj)]
+           "-I", str(PLUGINS / "include"), "-I", str(src_dir), str(src_dir / source), "-o", str(obj)]
     cmd += [f"-D{d}" for d in defines]
     for arch in archs:
         cmd += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
@@ -166,14 +167,15 @@ def hmma_counts(obj: Path) -> Optional[dict[tuple[int, str], int]]:
             for key, lines in sass_functions(sass).items()}
 
 
-def collect(archs: tuple[int, ...], out_dir: Path) -> tuple[list[KernelResources], Optional[dict]]:
+def collect(archs: tuple[int, ...], out_dir: Path,
+            src_dir: Path = PLUGINS / "src") -> tuple[list[KernelResources], Optional[dict]]:
     rows: list[KernelResources] = []
     hmma: Optional[dict] = {}
     builds = [(source, tuple(archs), ()) for source in KERNEL_SOURCES]
     builds += [(source, (target,), (define,))
                for source, arch, target, define in ARCH_SPECIFIC_SOURCES if arch in archs]
     for source, targets, defines in builds:
-        obj, report = compile_with_report(source, targets, out_dir, defines)
+        obj, report = compile_with_report(source, targets, out_dir, defines, src_dir)
         rows += parse_ptxas(report)
         counts = hmma_counts(obj)
         hmma = None if counts is None or hmma is None else {**hmma, **counts}

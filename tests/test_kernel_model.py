@@ -8,6 +8,7 @@ floor the kernel reaches."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -132,13 +133,65 @@ def test_reuse_window_counts_the_sampled_pixels_of_the_resident_ctas():
     assert window == 10 * 20 * 32 * 2 + 2 * chunk_weights
 
 
+def test_corners_are_the_bilinear_corners_of_each_sampling_point():
+    # an independent count, point by point, on random offsets that put many points near and past the border
+    h, w = 6, 9
+    offset = torch.randn(1, 18, h, w) * 2.5
+    expected_in_image, expected_loads = 0, []
+    for tap in range(9):
+        for pixel in range(h * w):
+            oy, ox = divmod(pixel, w)
+            y = oy - 1 + tap // 3 + float(offset[0, 2 * tap, oy, ox])
+            x = ox - 1 + tap % 3 + float(offset[0, 2 * tap + 1, oy, ox])
+            sampled = -1 <= math.floor(y) < h and -1 <= math.floor(x) < w
+            for dy in (0, 1):
+                for dx in (0, 1):
+                    cy, cx = math.floor(y) + dy, math.floor(x) + dx
+                    expected_in_image += sampled and 0 <= cy < h and 0 <= cx < w
+                    expected_loads.append((min(max(cy, 0), h - 1), min(max(cx, 0), w - 1), sampled))
+    found = list(kernel_model.corners(offset, h, w, h * w))
+    assert sum(int(inside.sum()) for *_, inside in found) == expected_in_image
+    assert 0 < expected_in_image < 4 * 9 * h * w
+    loads = sorted((int(cy[t, p]), int(cx[t, p]), bool(sampled[t, p]))
+                   for cy, cx, sampled, _ in found for t in range(9) for p in range(h * w))
+    assert loads == sorted(expected_loads)
+
+
+def test_tiling_floor_counts_corners_weights_and_wgmma_operand_bytes():
+    h100, a100 = GPUS["H100 SXM"], GPUS["A100"]
+    c, h, w = 128, 100, 168   # res3
+    points = 9 * h * w
+    flop = 2 * h * w * c * c * 9
+    # every corner of every point in the image, 132 pixel tiles, one channel tile, wgmma: 4 corners x 128
+    # channels x 2 bytes per point, the weights once per pixel tile, 1 byte of B per 32 multiply-adds
+    floor = kernel_model.tiling_floor_us(h100, c, h, w, 4 * points, (132, 1, 1), 1, wgmma=True)
+    l1_bytes = 4 * points * c * 2 + 132 * c * c * 9 * 2 + flop / 64
+    assert floor["bound"] == "l1_shared"
+    assert floor["us"] == pytest.approx(l1_bytes / 128 / 132 / (h100.clock_ghz * 1e3), rel=1e-9)
+    # the 128-channel layer on Hopper: the corners and B reads alone exceed 1.5x the dense floor, so no
+    # kernel of this tiling meets issue 18's 1.5x there; 256 channels halve the corner bytes per FLOP
+    dense = kernel_model.dense_floor_us(h100, c, h, w)
+    assert floor["us"] / dense > 1.5
+    res4 = kernel_model.tiling_floor_us(h100, 256, 50, 84, 4 * 9 * 50 * 84, (33, 4, 1), 1, wgmma=True)
+    assert res4["us"] / kernel_model.dense_floor_us(h100, 256, 50, 84) < 1.3
+    # mma.sync: no operand term, the tensor time at its fraction of the peak; a second channel tile gathers
+    # every point again; partial waves count the busiest SM
+    sync = kernel_model.tiling_floor_us(a100, c, h, w, 0, (108, 1, 1), 1, wgmma=False)
+    assert sync["bound"] == "tensor"
+    assert sync["us"] == pytest.approx(flop / a100.tensor_flop_per_clock_sm / 108 / (a100.clock_ghz * 1e3))
+    two_tiles = kernel_model.tiling_floor_us(a100, c, h, w, 4 * points, (108, 2, 1), 2, wgmma=False)
+    assert two_tiles["l1_mb"]["corners"] == pytest.approx(2 * 4 * points * c * 2 / 1e6, abs=0.05)
+    assert kernel_model.tiling_floor_us(a100, c, h, w, 0, (109, 1, 1), 1, wgmma=False)["us"] \
+        == pytest.approx(2 * 108 / 109 * sync["us"])
+
+
 # The modelled ratios to the dense floor the kernel reaches (scripts/kernel_model.py with one interior CTA
 # per launch): the issue's target is 1.5 everywhere. A100 and Orin meet it on every layer, bound by
 # shared/L1 bandwidth; res3 (128 output channels: twice the gather bytes per mma of the 256-channel shape)
-# is the tightest. H100 cannot meet it under this model: mma.sync at 2/3 of Hopper's peak alone is 1.5x
-# the floor, and at 128 bytes per clock per SM the ldmatrix and gather traffic is 2.4 to 2.8x (wgmma
-# would be needed: it reads B once per warpgroup).
-MODELED_BOUND = {("res3", "H100 SXM"): 2.9, ("res4", "H100 SXM"): 2.6, ("res5", "H100 SXM"): 2.6,
+# is the tightest. H100 (the wgmma kernel) does not: at 128 bytes per clock per SM its corner loads, its
+# weight fill and wgmma's shared-memory B reads alone are 1.2 to 1.7x the floor (the tiling floor), and
+# the A tile's store and read, the prologue tables and the split-K reduction come on top.
+MODELED_BOUND = {("res3", "H100 SXM"): 2.6, ("res4", "H100 SXM"): 2.0, ("res5", "H100 SXM"): 2.2,
                  ("res3", "A100"): 1.5, ("res4", "A100"): 1.3, ("res5", "A100"): 1.3,
                  ("res3", "Jetson AGX Orin"): 1.5, ("res4", "Jetson AGX Orin"): 1.3,
                  ("res5", "Jetson AGX Orin"): 1.5}
@@ -158,4 +211,17 @@ def test_modeled_layers_against_the_dense_floor_and_tensorrt_oss(capsys):
         assert r["modeled_us"] == pytest.approx(sum(launch["modeled_us"] for launch in r["launches"]), abs=0.05)
         assert r["ratio_vs_trt_oss"] < 1.0, key
         assert r["ratio_vs_dense_floor"] <= MODELED_BOUND[key], key
+        # no kernel of the tiling beats its floor, ours included
+        assert 1.0 <= r["tiling_floor_vs_dense_floor"] <= r["ratio_vs_dense_floor"], key
         assert r["wave_efficiency"] >= 0.85, key
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--gpus", "H100"], "kernel_model: unknown GPU 'H100' (the table has: H100 SXM, A100, Jetson AGX Orin)"),
+    (["--ctas", "0"], "kernel_model: --ctas must be at least 1, not 0"),
+    (["--src", "/nonexistent/src"], "kernel_model: --src /nonexistent/src is not a directory"),
+])
+def test_bad_arguments_are_one_line_errors(argv, message, capsys):
+    assert kernel_model.main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == message and captured.out == ""
