@@ -1,13 +1,14 @@
 """The fp16 tensor-core kernel's accuracy at ResNet-101's DCN layer shapes, without a GPU: the CPU build
-(libdeformrt_host.so: the kernel's own tile code, mma.sync emulated per the PTX ISA) on random inputs,
-against the float64 reference, as the RMS error relative to a dense fp16 convolution's on the same data
-(tests/dcn_reference.py: the rule is <= 1.6).
+(libdeformrt_host.so: the kernel's own tile code, mma.sync and wgmma emulated per the PTX ISA) on random
+inputs, against the float64 reference, as the RMS error relative to a dense fp16 convolution's on the same
+data (tests/dcn_reference.py: the rule is <= 1.6).
 
     python scripts/fp16_accuracy.py [--layers res3,res4,res5] [--gpus "H100 SXM,A100,Jetson AGX Orin"] [--json]
 
-Each layer runs with the launch the GPU launcher plans for each GPU (pixels per CTA and K splits: a K
-split adds partial sums in another order), at 800x1344, batch 1, 3x3, modulated, offsets N(0, 1) and
-smooth ones (a low-frequency field of amplitude 2). Several minutes of CPU per layer.
+Each layer runs with the launch the GPU launcher plans for each GPU (the kernel: wgmma on H100, whose K
+order is its own; pixels per CTA and K splits: a K split adds partial sums in another order), at
+800x1344, batch 1, 3x3, modulated, offsets N(0, 1) and smooth ones (a low-frequency field of amplitude 2).
+Several minutes of CPU per layer.
 """
 
 from __future__ import annotations
@@ -59,13 +60,17 @@ def inputs(c: int, h: int, w: int, smooth: bool, seed: int = 0):
 
 
 def plan_for(lib, desc, gpu: str):
-    """The launch the GPU launcher plans for ``desc`` on ``gpu``."""
+    """The launch the GPU launcher plans for ``desc`` on ``gpu`` and its kernel: on a compute capability 9.0
+    GPU (the default build's sm_90a code) the wgmma kernel's plan where it takes the layer, else mma.sync's."""
     from models.ops.cuda_kernels import TcPlan
     plan = TcPlan()
     sms, optin, l2 = GPU_LIMITS[gpu]
-    if lib.deformrt_dcn_tc_plan(ctypes.byref(desc), sms, optin, l2, -1, 0, 0, ctypes.byref(plan)) != 0:
+    args = (ctypes.byref(desc), sms, optin, l2, -1, 0, 0, ctypes.byref(plan))
+    if GPUS[gpu].arch == "sm_90" and lib.deformrt_dcn_tc_plan_wgmma(*args) == 0:
+        return plan, "wgmma"
+    if lib.deformrt_dcn_tc_plan(*args) != 0:
         raise SystemExit(f"the tensor-core kernel does not take this layer on {gpu}")
-    return plan
+    return plan, "mma.sync"
 
 
 def run(lib, x, ohwi, offset, mask, desc, plan) -> torch.Tensor:
@@ -99,14 +104,16 @@ def main(argv=None) -> int:
             desc = make_desc(x, offset, ohwi, None, mask, (1, 1), (1, 1), (1, 1), "OHWI")
             seen = {}
             for gpu in (g.strip() for g in args.gpus.split(",")):
-                plan = plan_for(lib, desc, gpu)
-                key = (plan.splitK, plan.stepsPerSplit)
-                if key not in seen:  # the same K order gives the same bits: run (minutes of CPU) once
+                plan, kernel = plan_for(lib, desc, gpu)
+                # the same K order gives the same bits: run (minutes of CPU) once; the wgmma kernel's
+                # register-A K order is its own
+                key = (kernel, plan.splitK, plan.stepsPerSplit)
+                if key not in seen:
                     y = run(lib, x, ohwi, offset, mask, desc, plan)
                     seen[key] = fp16_error_ratio(y, ref, x, weight, None, (1, 1), (1, 1), (1, 1), 1)
                 rows.append({"layer": layer, "offsets": "smooth" if smooth else "random", "gpu": gpu,
-                             "split_k": plan.splitK, "rms_ratio": round(seen[key], 3)})
-                print(f"{layer} {rows[-1]['offsets']:6} {gpu:16} split K {plan.splitK}: fp16 RMS error "
+                             "kernel": kernel, "split_k": plan.splitK, "rms_ratio": round(seen[key], 3)})
+                print(f"{layer} {rows[-1]['offsets']:6} {gpu:16} {kernel:8} split K {plan.splitK}: fp16 RMS error "
                       f"{seen[key]:.3f}x a dense fp16 conv's (rule <= {FP16_RMS_RATIO})", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -190,7 +190,7 @@ def test_tiling_floor_counts_corners_weights_and_wgmma_operand_bytes():
 # shared/L1 bandwidth; res3 (128 output channels: twice the gather bytes per mma of the 256-channel shape)
 # is the tightest. H100 (the wgmma kernel) does not: at 128 bytes per clock per SM its corner loads, its
 # weight fill and wgmma's shared-memory B reads alone are 1.2 to 1.7x the floor (the tiling floor), and
-# the A tile's store and read, the prologue tables and the split-K reduction come on top.
+# the prologue tables, issue slots (res3) and the split-K reduction come on top.
 MODELED_BOUND = {("res3", "H100 SXM"): 2.6, ("res4", "H100 SXM"): 2.0, ("res5", "H100 SXM"): 2.2,
                  ("res3", "A100"): 1.5, ("res4", "A100"): 1.3, ("res5", "A100"): 1.3,
                  ("res3", "Jetson AGX Orin"): 1.5, ("res4", "Jetson AGX Orin"): 1.3,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -161,9 +162,11 @@ def _wgmma_main_loop(code: list) -> list:
 
 def test_wgmma_main_loop_overlaps_the_next_gather_with_the_wgmmas(resources):
     # Per step each warpgroup issues its wgmmas (async), then the next step's B copy (LDGSTS) and every
-    # corner load (LDG), blends and stores them, and only then waits for the wgmmas (WARPGROUP.DEPBAR): every
-    # LDG of the loop is issued while a committed wgmma group runs, and its result is consumed before the
-    # wait, so the gather's memory latency hides behind the tensor cores.
+    # corner load (LDG), blends them into the other A register buffer, and only then waits for the wgmmas
+    # (WARPGROUP.DEPBAR): every LDG of the loop is issued while a committed wgmma group runs, and its result
+    # is consumed before the wait, so the gather's memory latency hides behind the tensor cores. A comes from
+    # registers: every HGMMA's A operand is a register (not a shared-memory descriptor), and the loop stores
+    # nothing to shared memory itself (no A tile; B arrives by LDGSTS).
     rows, hmma, out = resources
     if hmma is None:
         pytest.skip("cuobjdump / nvdisasm not found (CUDA toolkit, or the nvidia-cuda-cuobjdump and "
@@ -178,6 +181,16 @@ def test_wgmma_main_loop_overlaps_the_next_gather_with_the_wgmmas(resources):
         waits = [k for k, i in enumerate(body) if i.opcode.startswith("WARPGROUP.DEPBAR")]
         loads = [k for k, i in enumerate(body) if i.base == "LDG"]
         assert waits and loads and any(i.base == "LDGSTS" for i in body), (kernel, [i.text for i in body][:20])
+        hgmmas = [k for k, i in enumerate(body) if i.base == "HGMMA"]
+        for k in hgmmas:
+            a = re.match(r"R\d+, R(\d+), gdesc\[", body[k].operands)
+            assert a, (kernel, body[k].text)
+            # the gather writes the other register buffer: nothing writes these A registers until the wait
+            a_registers = set(range(int(a.group(1)), int(a.group(1)) + 4))
+            after = body[k + 1:] + body[:k]  # walking forward, around the back edge
+            until_wait = after[:next(j for j, i in enumerate(after) if i.opcode.startswith("WARPGROUP.DEPBAR"))]
+            assert not [i.text for i in until_wait if sass_loop._writes(i) & a_registers], (kernel, body[k].text)
+        assert not [i.text for i in body if i.base == "STS"], kernel
         for k in loads:
             before = body[k::-1] + body[:k:-1]  # walking back from the load, around the back edge
             in_flight = next(i for i in before if i.base == "HGMMA" or i.opcode.startswith("WARPGROUP.DEPBAR"))

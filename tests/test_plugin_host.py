@@ -377,15 +377,22 @@ def _nhwc_host(host, x, offset, weight, bias, mask, stride, padding, dilation, s
     return y.permute(0, 3, 1, 2)
 
 
+def _fp16_ulps(y: torch.Tensor) -> torch.Tensor:
+    """One fp16 ulp at each element's magnitude (normal range)."""
+    return torch.exp2(torch.floor(torch.log2(y.float().abs().clamp_min(2.0**-14))) - 10)
+
+
 @pytest.mark.parametrize("c,c_out,groups,dg,n,h,w", [
     (24, 130, 1, 1, 2, 11, 13),   # chunk 24 padded to a 32-deep step; 130 channels cross 64 and 128
     (64, 72, 2, 4, 1, 9, 15),     # chunk 16, offset group changes between chunks (prologue recomputed)
     (64, 40, 1, 1, 3, 7, 9),      # two 32-channel chunks, M = 189 (not a tile multiple)
 ])
 def test_every_tile_shape_gives_the_same_bits_as_the_nchw_entry(host, c, c_out, groups, dg, n, h, w):
-    # The K order and the MMA's summation do not depend on the tile shape, so all three shapes and the
-    # NCHW entry (its own shape choice, NHWC staging, NCHW epilogue) agree bit for bit; the output starts
-    # as NaN, so a missed element fails. Against float64: the fp16 RMS criterion.
+    # The K order and the MMA's summation do not depend on the tile shape, so the three mma.sync shapes agree
+    # bit for bit, and so do the two wgmma shapes with the NCHW entry (its own shape choice on the assumed
+    # H100: the wgmma kernel; NHWC staging, NCHW epilogue); the output starts as NaN, so a missed element
+    # fails. The wgmma kernel's register-A K order groups each slice's products differently: within two fp16
+    # ulps of mma.sync. Against float64: the fp16 RMS criterion.
     g = torch.Generator().manual_seed(c * c_out + n)
     x = torch.randn(n, c, h, w, generator=g).half()
     weight = torch.randn(c_out, c // groups, 3, 3, generator=g).half()
@@ -394,11 +401,17 @@ def test_every_tile_shape_gives_the_same_bits_as_the_nchw_entry(host, c, c_out, 
     bias = torch.randn(c_out, generator=g).half()
     args = ((1, 1), (1, 1), (1, 1))
     nchw = run_host(host, x, offset, weight, bias, mask, *args)
-    for shape in (0, 1, 2, 3, 4):  # 3, 4: the wgmma kernel's shapes (its emulation; the NCHW entry's choice)
+    mma = _nhwc_host(host, x, offset, weight, bias, mask, *args, 0)
+    for shape in (1, 2):
+        y = _nhwc_host(host, x, offset, weight, bias, mask, *args, shape)
+        assert torch.equal(y.view(torch.int16), mma.view(torch.int16)), f"tile shape {shape}"
+    for shape in (3, 4):  # the wgmma kernel's shapes (its emulation)
         y = _nhwc_host(host, x, offset, weight, bias, mask, *args, shape)
         assert torch.equal(y.view(torch.int16), nchw.view(torch.int16)), f"tile shape {shape}"
+    assert ((nchw.float() - mma.float()).abs() <= 2 * _fp16_ulps(mma)).all()
     ref = deform_conv2d_reference(x, offset, weight, bias, *args, mask)
-    assert fp16_error_ratio(nchw, ref, x, weight, bias, *args, groups) <= FP16_RMS_RATIO
+    for y in (nchw, mma):
+        assert fp16_error_ratio(y, ref, x, weight, bias, *args, groups) <= FP16_RMS_RATIO
 
 
 def test_tensor_core_far_and_non_finite_offsets_sample_zero(host):
@@ -479,7 +492,9 @@ def test_shapes_that_do_not_fit_a_99_kb_gpu_are_not_planned_there(host):
     assert small is not None and small.shape != 1 and small.sharedBytes <= 99 << 10
 
 
-def _nhwc_plan(host, x, offset, weight, bias, mask, plan, conv=((1, 1), (1, 1), (1, 1))):
+def _nhwc_plan(host, x, offset, weight, bias, mask, plan, conv=((1, 1), (1, 1), (1, 1)), partials=False):
+    """The NHWC entry with ``plan`` (an OHWI weight: the workspace starts with the split-K partial sums);
+    with ``partials``, also the plan's fp32 partial sums [splitK][pixels][cOut]."""
     ohwi = weight.permute(0, 2, 3, 1).contiguous()
     desc = make_desc(x, offset, ohwi, bias, mask, *conv, "OHWI")
     x_nhwc = x.permute(0, 2, 3, 1).contiguous()
@@ -490,6 +505,9 @@ def _nhwc_plan(host, x, offset, weight, bias, mask, plan, conv=((1, 1), (1, 1), 
                                                   offset.contiguous().data_ptr(), _ptr(bias), _ptr(mask),
                                                   y.data_ptr(), workspace.data_ptr(), ws, ctypes.byref(plan))
     assert rc == 0
+    if partials:
+        count = plan.splitK * desc.batch * desc.outHeight * desc.outWidth * desc.outChannels
+        return y.permute(0, 3, 1, 2), workspace[:4 * count].view(torch.float32).clone()
     return y.permute(0, 3, 1, 2)
 
 
@@ -522,7 +540,7 @@ def test_pixels_per_cta_and_k_splits_keep_the_result(host):
     unsplit = results[1][0]
     assert all(torch.equal(y.view(torch.int16), unsplit.view(torch.int16)) for y in results[1])
     assert torch.equal(results[3][0].view(torch.int16), results[3][1].view(torch.int16))
-    ulp = torch.exp2(torch.floor(torch.log2(unsplit.float().abs().clamp_min(2.0**-14))) - 10)
+    ulp = _fp16_ulps(unsplit)
     for split in (2, 3):
         assert ((results[split][0].float() - unsplit.float()).abs() <= 2 * ulp).all()
         ref = deform_conv2d_reference(x, offset, weight, bias, (1, 1), (1, 1), (1, 1), mask)
@@ -590,35 +608,72 @@ def _wgmma_case(rng: random.Random):
     return x, offset, weight, bias, mask, (stride, padding, dilation), groups
 
 
+def _chunk_channels(c: int, groups: int, dg: int) -> int:
+    """The kernels' channels per K step (makeTcGeometry): the largest divisor of gcd(c / groups, c / dg) up to 32."""
+    common = math.gcd(c // groups, c // dg)
+    return max(d for d in range(1, 33) if common % d == 0)
+
+
+def _register_a_order(channels: int) -> torch.Tensor:
+    """The channel order in which the mma.sync kernel sums what the wgmma kernel sums (its register-A K order,
+    deformConvTensorCore.h): within each 32-channel step, position 16s + 2q + 8h + e holds channel
+    8q + 4s + 2h + e, so that mma.sync's K slice s has the channels of the wgmma kernel's slice s."""
+    assert channels % 32 == 0
+    step = [8 * ((k >> 1) & 3) + 4 * (k >> 4) + 2 * ((k >> 3) & 1) + (k & 1) for k in range(32)]
+    assert sorted(step) == list(range(32))
+    return torch.tensor([32 * (i // 32) + step[i % 32] for i in range(channels)])
+
+
 @pytest.mark.parametrize("seed", range(4))
-def test_wgmma_emulation_gives_the_mma_sync_bits_and_the_fp16_accuracy(host, seed):
-    # The emulation reads A and B through the wgmma descriptors with the 64-byte swizzle applied to the
-    # addresses; the gather and B copy store in the same layout. Its K order and per-slice fp32 rounding are
-    # the mma.sync kernel's, so both shapes, with 64 or 128 pixels per CTA, give the mma.sync path's bits (a
-    # descriptor, swizzle, fragment or row-ownership error would not); against float64 on fresh random
-    # inputs, the fp16 RMS criterion. The output starts as NaN: a missed element fails.
+def test_wgmma_emulation_is_mma_sync_up_to_fp32_grouping_and_meets_the_fp16_accuracy(host, seed):
+    # The emulation takes A from the threads' fragment registers and B through the wgmma descriptor with the
+    # 64-byte swizzle applied to the addresses. Its register-A K order puts other products in each 16-deep
+    # slice than the mma.sync kernel, so the two paths' fp32 sums differ in grouping only: every output within
+    # two fp16 ulps of the mma.sync path's, both shapes with 64 or 128 pixels per CTA (a descriptor, swizzle,
+    # fragment or row-ownership error would be far off), and the fp16 RMS criterion against float64 on fresh
+    # random inputs. Where the steps are whole 32-channel chunks, mma.sync on the channels in the register-A
+    # order sums the same slices: the same bits. The output starts as NaN: a missed element fails.
     x, offset, weight, bias, mask, conv, groups = _wgmma_case(random.Random(700 + seed))
     desc = make_desc(x, offset, weight, bias, mask, *conv)
     reference_plan = plan_for(host, desc, *H100, shape=2, extent=32, split=1)
     expected = _nhwc_plan(host, x, offset, weight, bias, mask, reference_plan, conv)
     assert not torch.isnan(expected).any()
+    ref = deform_conv2d_reference(x, offset, weight, bias, *conv, mask)
+    whole_chunks = _chunk_channels(x.shape[1], groups, offset.shape[1] // 18) == 32
+    if whole_chunks:
+        reordered = _nhwc_plan(host, x[:, _register_a_order(x.shape[1])], offset,
+                               weight[:, _register_a_order(weight.shape[1])], bias, mask, reference_plan, conv)
     for shape, extent in ((3, 128), (4, 64)):
         plan = wgmma_plan_for(host, desc, shape=shape, extent=extent, split=1)
         assert plan is not None and (plan.shape, plan.mExtent) == (shape, extent)
         y = _nhwc_plan(host, x, offset, weight, bias, mask, plan, conv)
-        assert torch.equal(y.view(torch.int16), expected.view(torch.int16)), (shape, extent)
-    ref = deform_conv2d_reference(x, offset, weight, bias, *conv, mask)
-    ratio = fp16_error_ratio(expected, ref, x, weight, bias, *conv, groups)
-    assert ratio <= FP16_RMS_RATIO
-    print(f"wgmma emulation seed {seed}: fp16 RMS error {ratio:.2f}x a dense fp16 conv's")
+        assert not torch.isnan(y).any()
+        assert ((y.float() - expected.float()).abs() <= 2 * _fp16_ulps(expected)).all(), (shape, extent)
+        if whole_chunks:
+            assert torch.equal(y.view(torch.int16), reordered.view(torch.int16)), (shape, extent)
+        ratio = fp16_error_ratio(y, ref, x, weight, bias, *conv, groups)
+        assert ratio <= FP16_RMS_RATIO
+    print(f"wgmma emulation seed {seed}: fp16 RMS error {ratio:.2f}x a dense fp16 conv's, "
+          f"{'the bits of mma.sync in the register-A order' if whole_chunks else 'chunks under 32 channels'}")
 
 
-def test_wgmma_split_k_gives_the_mma_sync_split_bits(host):
-    # K = 256 x 9: split in 3; each split's partial sums and their fixed-order reduction are the same on
-    # both paths.
+def test_wgmma_split_k_gives_the_bits_of_mma_sync_in_the_register_a_order(host):
+    # K = 256 x 9: split in 3. Each split's fp32 partial sums and their fixed-order reduction are those of
+    # the mma.sync path summing the channels in the wgmma kernel's register-A K order (32-channel chunks),
+    # bit for bit; the natural order's fp32 sums differ (other products share a slice), within fp32 rounding;
+    # the fp16 result within two fp16 ulps of the natural order's.
     x, offset, weight, bias, mask, desc = _long_k_case(31, 72, 6, 7)
-    expected = _nhwc_plan(host, x, offset, weight, bias, mask, plan_for(host, desc, *H100, shape=2, split=3))
-    y = _nhwc_plan(host, x, offset, weight, bias, mask, wgmma_plan_for(host, desc, shape=4, split=3))
-    assert torch.equal(y.view(torch.int16), expected.view(torch.int16))
+    order = _register_a_order(256)
+    y, sums = _nhwc_plan(host, x, offset, weight, bias, mask, wgmma_plan_for(host, desc, shape=4, split=3),
+                         partials=True)
+    mma_plan = plan_for(host, desc, *H100, shape=2, split=3)
+    reordered, reordered_sums = _nhwc_plan(host, x[:, order], offset, weight[:, order], bias, mask, mma_plan,
+                                           partials=True)
+    assert torch.equal(sums.view(torch.int32), reordered_sums.view(torch.int32))
+    assert torch.equal(y.view(torch.int16), reordered.view(torch.int16))
+    natural, natural_sums = _nhwc_plan(host, x, offset, weight, bias, mask, mma_plan, partials=True)
+    assert not torch.equal(sums.view(torch.int32), natural_sums.view(torch.int32))
+    assert ((sums.double() - natural_sums.double()).abs() <= 1e-5 * natural_sums.double().abs().max()).all()
+    assert ((y.float() - natural.float()).abs() <= 2 * _fp16_ulps(natural)).all()
     ref = deform_conv2d_reference(x, offset, weight, bias, (1, 1), (1, 1), (1, 1), mask)
     assert fp16_error_ratio(y, ref, x, weight, bias, (1, 1), (1, 1), (1, 1), 1) <= FP16_RMS_RATIO

@@ -59,7 +59,8 @@ namespace tchost
 {
 using namespace deformrt::tc;
 
-//! Per-thread state of one CTA on the CPU: accumulators and the gather's staged corners.
+//! Per-thread state of one CTA on the CPU: accumulators and the gather's staged corners (on the wgmma path
+//! also its A fragment registers).
 template <class Shape>
 struct CtaState
 {
@@ -195,12 +196,12 @@ void runSegment(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int
 }
 
 //! The wgmmas of buffer ``stage`` (deformConvWgmma.cu's issueWgmmas), warpgroup by warpgroup: both K
-//! slices through the descriptors the GPU builds (addresses relative to the shared window ``shared``).
+//! slices, A from the threads' fragment registers of that buffer (their gather's staged.a), B through the
+//! descriptors the GPU builds (addresses relative to the shared window ``shared``).
 template <class Shape>
 void wgmmaStep(unsigned char const* shared, SharedView const& s, TcTile const& tile, int32_t stage,
     CtaState<Shape>& cta)
 {
-    auto const aAddress = uint32_t(s.a - shared);
     auto const bAddress = uint32_t(s.b - shared);
     for (int32_t warpgroup = 0; warpgroup < Shape::Warpgroups; ++warpgroup)
     {
@@ -210,7 +211,12 @@ void wgmmaStep(unsigned char const* shared, SharedView const& s, TcTile const& t
         }
         for (int32_t kk = 0; kk < kSlices; ++kk)
         {
-            emulateWgmmaSS<Shape>(shared, wgmmaDescriptors<Shape>(aAddress, bAddress, warpgroup, stage, kk),
+            uint32_t a[kWarpgroupThreads][4];
+            for (int32_t thread = 0; thread < kWarpgroupThreads; ++thread)
+            {
+                std::copy_n(cta.staged[warpgroup * kWarpgroupThreads + thread].a.r[stage][kk], 4, a[thread]);
+            }
+            emulateWgmmaRS<Shape>(shared, a, wgmmaBDescriptor<Shape>(bAddress, stage, kk),
                 cta.acc.data() + warpgroup * kWarpgroupThreads);
         }
     }
@@ -268,7 +274,7 @@ void runCta(TcGeometry const& t, TcTensors const& p, TcTile const& tile, unsigne
 template <class Shape>
 void runGrid(TcGeometry const& t, TcTensors const& p, TcPlan const& plan)
 {
-    SharedLayout const layout = sharedLayout(Shape::BM, Shape::BN, t.g.taps);
+    SharedLayout const layout = sharedLayout(Shape::BM, Shape::BN, t.g.taps, Shape::AStages);
     // max_align_t storage: 16-byte aligned like the GPU's dynamic shared memory (the wgmma emulation
     // addresses relative to the window, as the GPU's 1024-byte aligned window does).
     std::vector<std::max_align_t> storage(size_t(layout.bytes) / sizeof(std::max_align_t) + 1);

@@ -185,7 +185,7 @@ __global__ void __launch_bounds__(Shape::Threads) deformConvTensorCore(TcGeometr
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     extern __shared__ __align__(16) unsigned char sharedBytesStorage[];
-    SharedView const s = sharedView(sharedBytesStorage, sharedLayout(Shape::BM, Shape::BN, t.g.taps));
+    SharedView const s = sharedView(sharedBytesStorage, sharedLayout(Shape::BM, Shape::BN, t.g.taps, Shape::AStages));
     TcTile const tile = makeTile(t, plan, Shape::BN, blockIdx.x, int32_t(blockIdx.y), int32_t(blockIdx.z));
     int32_t const tid = int32_t(threadIdx.x);
     Accumulators<Shape> acc;
@@ -343,7 +343,7 @@ TcPlan planLaunch(TcGeometry const& t, bool allowWgmma = true)
 template <class Shape>
 cudaError_t launchShape(TcGeometry const& t, TcTensors const& p, TcPlan const& plan, cudaStream_t stream)
 {
-    return launchTiles(deformConvTensorCore<Shape>, Shape::Threads, sharedLayout(Shape::BM, Shape::BN, t.g.taps).bytes,
+    return launchTiles(deformConvTensorCore<Shape>, Shape::Threads, sharedLayout(Shape::BM, Shape::BN, t.g.taps, Shape::AStages).bytes,
         t, p, plan, stream);
 }
 

@@ -181,6 +181,19 @@ constexpr int32_t kWarpRows = 32; //!< rows of a warp tile's row block: the step
 
 DEFORMRT_HD int32_t tileByte(int32_t row, int32_t vec);
 
+//! Where a shape's gather puts A: the mma.sync shapes store it in shared memory and hold no A registers.
+struct NoRegisterA
+{
+};
+
+//! The wgmma shapes' A operand in registers (wgmma.mma_async with A from registers): per buffer and K slice
+//! the four .f16x2 registers of the thread's A fragment (deformConvWgmma.h: the fragment layout and the
+//! register-A K order). Two buffers: the gather fills one while an in-flight wgmma reads the other.
+struct RegisterA
+{
+    uint32_t r[2][kSlices][4];
+};
+
 template <int32_t BM_, int32_t BN_, int32_t WarpsM_, int32_t WarpsN_>
 struct TileShape
 {
@@ -203,6 +216,8 @@ struct TileShape
     static constexpr bool PairedSlots = VectorsPerThread >= 2 && VectorsPerPhase == 1;
     static constexpr int32_t BVectorsPerThread = BN * kVectorsPerRow / Threads; //!< B vectors per step
     static constexpr bool Wgmma = false; //!< the MMAs: mma.sync by warps (WgmmaShape: wgmma by warpgroups)
+    using ARegisters = NoRegisterA;      //!< A is in shared memory
+    static constexpr int32_t AStages = 2; //!< shared A buffers (sharedLayout)
     static constexpr bool PairedB = BVectorsPerThread >= 2; //!< B slots 2i and 2i + 1 share a row (bCopies)
     //! kWarpRows-row blocks of a warp tile: a block past the tile's gathered rows skips its MMAs.
     static constexpr int32_t RowBlocks = WM / kWarpRows;
@@ -211,12 +226,6 @@ struct TileShape
     static DEFORMRT_HD int32_t byteOf(int32_t row, int32_t vec)
     {
         return tileByte(row, vec);
-    }
-    //! The tile row of thread pair ``pair``'s A vectors (aVectorPlace): the pair index itself, whose four
-    //! consecutive rows the tileByte permutation keeps on distinct banks.
-    static DEFORMRT_HD int32_t pairRow(int32_t pair)
-    {
-        return pair;
     }
     static_assert(WM % kWarpRows == 0 && WN % 16 == 0, "warp tile: whole row blocks and pairs of n8 tiles "
                                                        "(ldmatrix.x4)");
@@ -252,7 +261,7 @@ DEFORMRT_HD bool isWgmmaShape(int32_t shape)
 }
 
 // ------------------------------------------------------------------------------------------------
-// Shared memory: prologue tables, then two A and two B tiles.
+// Shared memory: prologue tables, then two A (none for the wgmma shapes) and two B tiles.
 
 struct alignas(16) CornerWeights
 {
@@ -270,7 +279,9 @@ struct SharedLayout
     int32_t aStageBytes, bStageBytes;
 };
 
-DEFORMRT_HD SharedLayout sharedLayout(int32_t bm, int32_t bn, int32_t taps)
+//! The shared memory of a bm x bn tile shape: prologue tables for ``taps`` taps, ``aStages`` A buffers (2; 0
+//! for the wgmma shapes, whose A is in registers), two B buffers.
+DEFORMRT_HD SharedLayout sharedLayout(int32_t bm, int32_t bn, int32_t taps, int32_t aStages)
 {
     SharedLayout s{};
     int64_t const entries = int64_t(taps) * bm;
@@ -279,7 +290,7 @@ DEFORMRT_HD SharedLayout sharedLayout(int32_t bm, int32_t bn, int32_t taps)
     s.aOffset = (s.weightsOffset + entries * int64_t(sizeof(CornerWeights)) + 127) / 128 * 128; // rows on bank lines
     s.aStageBytes = bm * kRowBytes;
     s.bStageBytes = bn * kRowBytes;
-    s.bOffset = s.aOffset + 2 * int64_t(s.aStageBytes);
+    s.bOffset = s.aOffset + aStages * int64_t(s.aStageBytes);
     s.bytes = s.bOffset + 2 * int64_t(s.bStageBytes);
     return s;
 }
@@ -288,7 +299,7 @@ struct SharedView
 {
     CornerOffsets* offsets; //!< [taps][BM]
     CornerWeights* weights; //!< [taps][BM]
-    unsigned char* a;       //!< [2][BM] rows of kRowBytes, vectors permuted (tileByte)
+    unsigned char* a;       //!< [2][BM] rows of kRowBytes, vectors permuted (tileByte); none on the wgmma path
     unsigned char* b;       //!< [2][BN] rows of kRowBytes, vectors permuted
     int32_t aStageBytes, bStageBytes;
 };
@@ -495,13 +506,15 @@ DEFORMRT_HD void prologue(TcGeometry const& t, TcTensors const& p, TcTile const&
 }
 
 //! The raw corners of this thread's A vectors of one phase, loaded before the MMAs and blended after, and
-//! the table entries of the row its paired slots share (PairedSlots: read at the pair's first slot).
+//! the table entries of the row its paired slots share (PairedSlots: read at the pair's first slot); on the
+//! wgmma path also the blended A fragments (its gather's destination).
 template <class Shape>
 struct Staged
 {
     uint32_t words[Shape::VectorsPerPhase][4][4]; //!< [vector][corner][4 words of 8 halves]
     CornerOffsets offsets;
     CornerWeights weights;
+    typename Shape::ARegisters a;
 };
 
 //! Which tile row and 16-byte vector a thread's ``slot``-th vector of a step is.
@@ -509,6 +522,43 @@ struct VectorPlace
 {
     int32_t row, vec;
 };
+
+// ------------------------------------------------------------------------------------------------
+// The register-A K order of the wgmma shapes. wgmma's register A fragment (m64nNk16 .f16, per warp j of the
+// warpgroup the m16n8k16 A layout) gives lane l, q = l % 4, rows 16j + l / 4 and + 8 and, per K slice s,
+// the logical k pairs {16s + 2q, + 1} and {16s + 2q + 8, + 9}. Each step's 32 channels are permuted so that
+// those eight logical k of a row are the 16-byte vector of physical channels 8q .. 8q + 7: physical channel
+// 8q + 4s + 2h + e (h, e in {0, 1}) is logical k 16s + 2q + 8h + e. A thread then gathers one 16-byte vector
+// per corner for each of its two rows (the same bytes and sectors as a shared-memory tile), and the blended
+// words go straight into its fragment registers. B holds the same logical order: its 4-byte words are
+// copied one by one to their permuted place (bWordCopies). The slices sum other products than the
+// unpermuted order's (the mma.sync kernel's): the results agree within fp32 rounding, not bit for bit.
+
+//! The thread's ``slot``-th A vector on the wgmma path (slot 0, 1: its fragment's rows l / 4 and + 8 within
+//! its warp's 16 rows; vector l % 4 of the step's channels).
+DEFORMRT_HD VectorPlace registerAPlace(int32_t tid, int32_t slot)
+{
+    int32_t const lane = tid % kWarpSize;
+    return VectorPlace{16 * (tid / kWarpSize) + lane / 4 + 8 * slot, lane % 4};
+}
+
+//! The logical 4-byte word (0 .. 15: k pair 2w, 2w + 1) of a step row that physical word ``word`` (channels
+//! 2 word, + 1) is in the register-A K order: word 4q + 2s + h -> 8s + q + 4h.
+DEFORMRT_HD int32_t registerAWord(int32_t word)
+{
+    return 8 * ((word >> 1) & 1) + (word >> 2) + 4 * (word & 1);
+}
+
+//! The blended words ``out`` (physical channels 8q .. 8q + 7) of the thread's slot ``slot`` into A buffer
+//! ``stage``: word 2s + h is register 2h + slot of slice s (rows l / 4 and + 8 are registers 0, 2 and 1, 3).
+DEFORMRT_HD void placeRegisterA(RegisterA& a, int32_t stage, int32_t slot, uint32_t const (&out)[4])
+{
+DEFORMRT_UNROLL
+    for (int32_t w = 0; w < 4; ++w)
+    {
+        a.r[stage][w >> 1][2 * (w & 1) + slot] = out[w];
+    }
+}
 
 //! A thread's ``slot``-th 16-byte vector of a tile that ``Threads`` threads fill. Unpaired: consecutive threads
 //! take consecutive vectors of a row; slot s is Threads / kVectorsPerRow rows further. Paired (two or more
@@ -562,16 +612,19 @@ DEFORMRT_HD VectorPlace vectorPlace(int32_t tid, int32_t slot)
 }
 
 //! A's gather: tileVectorPlace, paired with two or more vectors per thread (PairedSlots), so that the
-//! row's sampling tables are also read once for both vectors of a pair.
+//! row's sampling tables are also read once for both vectors of a pair. The wgmma shapes gather the rows of
+//! the thread's A fragment instead (registerAPlace).
 template <class Shape>
 DEFORMRT_HD VectorPlace aVectorPlace(int32_t tid, int32_t slot)
 {
-    VectorPlace v = tileVectorPlace<Shape::Threads, Shape::PairedSlots>(tid, slot);
-    if (Shape::PairedSlots)
+    if constexpr (Shape::Wgmma)
     {
-        v.row = Shape::pairRow(v.row); // slots are whole 8-row groups apart: the permutation commutes with them
+        return registerAPlace(tid, slot);
     }
-    return v;
+    else
+    {
+        return tileVectorPlace<Shape::Threads, Shape::PairedSlots>(tid, slot);
+    }
 }
 
 //! The A tile byte of a thread's ``slot``-th vector (Shape::byteOf of aVectorPlace).
@@ -668,13 +721,35 @@ DEFORMRT_UNROLL
     }
 }
 
+//! A blended vector ``out`` (the thread's slot ``slot`` at ``v``) into shared A buffer ``stage``.
+template <class Shape>
+DEFORMRT_HD void storeAVector(SharedView const& s, int32_t stage, int32_t tid, int32_t slot, VectorPlace const& v,
+    uint32_t const (&out)[4])
+{
+    // Four or more slots: from the loop-invariant slot-0 byte (ptxas recomputes tileByte per slot otherwise);
+    // two: tileByte itself (the same byte; ptxas keeps both slots' bytes then, 19 registers fewer at 128x256)
+    unsigned char* const dst = s.a + stage * (Shape::BM * kRowBytes)
+        + (Shape::VectorsPerThread > 2 ? aVectorByte<Shape>(tid, slot) : Shape::byteOf(v.row, v.vec));
+#ifdef __CUDA_ARCH__
+    *reinterpret_cast<uint4*>(dst) = make_uint4(out[0], out[1], out[2], out[3]);
+#else
+    for (int32_t w = 0; w < 4; ++w)
+    {
+        for (int32_t b = 0; b < 4; ++b)
+        {
+            dst[4 * w + b] = static_cast<unsigned char>(out[w] >> (8 * b));
+        }
+    }
+#endif
+}
+
 //! Gather, second half: the staged corners of phase ``phase`` times their weights, summed in fp32 and
-//! rounded once to fp16, into A buffer ``stage`` (one 16-byte store per vector).
+//! rounded once to fp16, into A buffer ``stage`` (one 16-byte store per vector; on the wgmma path the
+//! thread's A fragment registers of that buffer, staged.a).
 template <class Shape>
 DEFORMRT_HD void gatherBlend(TcTile const& tile, int32_t tap, int32_t phase, int32_t stage, int32_t tid,
     SharedView const& s, Staged<Shape>& staged)
 {
-    unsigned char* const a = s.a + stage * (Shape::BM * kRowBytes);
 DEFORMRT_UNROLL
     for (int32_t i = 0; i < Shape::VectorsPerPhase; ++i)
     {
@@ -709,21 +784,14 @@ DEFORMRT_UNROLL
                 out[w] = packHalves(accLo, accHi);
             }
         }
-        // Four or more slots: from the loop-invariant slot-0 byte (ptxas recomputes tileByte per slot otherwise);
-        // two: tileByte itself (the same byte; ptxas keeps both slots' bytes then, 19 registers fewer at 128x256)
-        unsigned char* const dst
-            = a + (Shape::VectorsPerThread > 2 ? aVectorByte<Shape>(tid, slot) : Shape::byteOf(v.row, v.vec));
-#ifdef __CUDA_ARCH__
-        *reinterpret_cast<uint4*>(dst) = make_uint4(out[0], out[1], out[2], out[3]);
-#else
-        for (int32_t w = 0; w < 4; ++w)
+        if constexpr (Shape::Wgmma)
         {
-            for (int32_t b = 0; b < 4; ++b)
-            {
-                dst[4 * w + b] = static_cast<unsigned char>(out[w] >> (8 * b));
-            }
+            placeRegisterA(staged.a, stage, slot, out);
         }
-#endif
+        else
+        {
+            storeAVector<Shape>(s, stage, tid, slot, v, out);
+        }
     }
 }
 
@@ -743,11 +811,7 @@ template <class Shape>
 DEFORMRT_HD BCopies bCopies(TcGeometry const& t, TcTile const& tile, int32_t tid)
 {
     DcnGeometry const& g = t.g;
-    VectorPlace v = tileVectorPlace<Shape::Threads, Shape::PairedB>(tid, 0);
-    if (Shape::PairedB)
-    {
-        v.row = Shape::pairRow(v.row); // the A gather's bank-conflict-free row order (identity for TileShape)
-    }
+    VectorPlace const v = tileVectorPlace<Shape::Threads, Shape::PairedB>(tid, 0);
     uint32_t const perOutput = uint32_t(g.taps) * uint32_t(g.cPerGroup);
     BCopies b{};
     b.row = v.row;
@@ -788,27 +852,103 @@ DEFORMRT_HD uint32_t bStepOffset(TcGeometry const& t, int32_t chunk, int32_t tap
     return uint32_t(tap) * uint32_t(t.g.cPerGroup) + uint32_t(chunk * t.chunkC);
 }
 
+//! The wgmma shapes' B copy in the register-A K order: 4-byte words (channel pairs), each to its permuted
+//! place (registerAWord). Thread tid copies physical word tid % 16 of B rows tid / 16 + slot x Threads / 16:
+//! 16 consecutive lanes read one row's 64 contiguous bytes, and a warp's two rows land on 32 distinct banks
+//! (the permutation is a bijection within a row; the rows are the two halves of a 128-byte line). The bytes
+//! and shared-memory wavefronts are those of 16-byte copies; the copies are four times as many.
+constexpr int32_t kWordsPerRow = kStepK / 2; //!< 4-byte words (channel pairs) per step row
+
+struct BWordCopies
+{
+    uint32_t firstSource;     //!< OHWI element of slot 0's word at step (chunk 0, tap 0)
+    uint32_t rowStepElements; //!< elements between consecutive slots' sources (Threads / 16 rows)
+    int32_t row;              //!< slot 0's B tile row (output channel - n0)
+    int32_t byte;             //!< slot 0's byte in a B buffer (later slots: whole swizzle atoms further)
+    bool channelsInside;      //!< the word's two channels are in the chunk (else zeros: chunkC < kStepK)
+};
+
+template <class Shape>
+DEFORMRT_HD BWordCopies bWordCopies(TcGeometry const& t, TcTile const& tile, int32_t tid)
+{
+    static_assert(Shape::Threads / kWordsPerRow % 8 == 0, "B word slots are whole swizzle atoms apart");
+    DcnGeometry const& g = t.g;
+    int32_t const word = tid % kWordsPerRow;
+    int32_t const logical = registerAWord(word);
+    uint32_t const perOutput = uint32_t(g.taps) * uint32_t(g.cPerGroup);
+    BWordCopies b{};
+    b.row = tid / kWordsPerRow;
+    b.byte = Shape::byteOf(b.row, logical / 4) + 4 * (logical % 4);
+    b.channelsInside = 2 * word < t.chunkC;
+    b.firstSource
+        = (uint32_t(tile.grp) * uint32_t(g.cOutPerGroup) + uint32_t(tile.n0 + b.row)) * perOutput + uint32_t(2 * word);
+    b.rowStepElements = uint32_t(Shape::Threads / kWordsPerRow) * perOutput;
+    return b;
+}
+
+//! Word slots per thread and step of a wgmma shape's B copy.
+template <class Shape>
+constexpr int32_t bWordSlots()
+{
+    return Shape::BN * kWordsPerRow / Shape::Threads;
+}
+
+//! Slot ``slot``'s byte in a B buffer.
+template <class Shape>
+DEFORMRT_HD int32_t bWordByte(BWordCopies const& b, int32_t slot)
+{
+    return b.byte + slot * (Shape::Threads / kWordsPerRow) * kRowBytes;
+}
+
+//! Whether slot ``slot`` of ``b`` copies weights (else zeros: past the chunk or the group's channels).
+template <class Shape>
+DEFORMRT_HD bool bWordInside(TcGeometry const& t, TcTile const& tile, BWordCopies const& b, int32_t slot)
+{
+    return b.channelsInside && tile.n0 + b.row + slot * (Shape::Threads / kWordsPerRow) < t.g.cOutPerGroup;
+}
+
 //! loadB on the CPU (and the GPU's path for weights that are not whole 16-byte vectors): B buffer ``stage``
-//! = the weights of step (chunk, tap), zero past the chunk's channels and the group's output channels.
+//! = the weights of step (chunk, tap), zero past the chunk's channels and the group's output channels; on the
+//! wgmma path in the register-A K order (bWordCopies).
 template <class Shape>
 DEFORMRT_HD void loadBDirect(TcGeometry const& t, TcTensors const& p, TcTile const& tile, int32_t chunk, int32_t tap,
     int32_t stage, int32_t tid, SharedView const& s)
 {
-    BCopies const b = bCopies<Shape>(t, tile, tid);
-    uint32_t const first = b.firstSource + bStepOffset(t, chunk, tap);
-    for (int32_t slot = 0; slot < Shape::BVectorsPerThread; ++slot)
+    if constexpr (Shape::Wgmma)
     {
-        bool const inside = bSlotInside<Shape>(t, tile, b, slot);
-        unsigned char* const dst = s.b + stage * (Shape::BN * kRowBytes)
-            + slotByte<Shape::Threads, Shape::PairedB>(Shape::byteOf(b.row, b.vec), slot);
-        uint32_t const even = first + uint32_t(slotRowStep<Shape::PairedB>(slot)) * b.rowStepElements;
-        uint16_t const* const source = p.weight + even + bOddSlotHalves<Shape>(slot);
-        int32_t const channels = b.channels - bOddSlotHalves<Shape>(slot);
-        for (int32_t i = 0; i < kVector; ++i)
+        BWordCopies const b = bWordCopies<Shape>(t, tile, tid);
+        uint32_t const first = b.firstSource + bStepOffset(t, chunk, tap);
+        for (int32_t slot = 0; slot < bWordSlots<Shape>(); ++slot)
         {
-            uint16_t const value = inside && i < channels ? source[i] : uint16_t(0);
-            dst[2 * i] = static_cast<unsigned char>(value & 0xffu);
-            dst[2 * i + 1] = static_cast<unsigned char>(value >> 8);
+            bool const inside = bWordInside<Shape>(t, tile, b, slot);
+            unsigned char* const dst = s.b + stage * (Shape::BN * kRowBytes) + bWordByte<Shape>(b, slot);
+            uint16_t const* const source = p.weight + first + uint32_t(slot) * b.rowStepElements;
+            for (int32_t i = 0; i < 2; ++i)
+            {
+                uint16_t const value = inside ? source[i] : uint16_t(0);
+                dst[2 * i] = static_cast<unsigned char>(value & 0xffu);
+                dst[2 * i + 1] = static_cast<unsigned char>(value >> 8);
+            }
+        }
+    }
+    else
+    {
+        BCopies const b = bCopies<Shape>(t, tile, tid);
+        uint32_t const first = b.firstSource + bStepOffset(t, chunk, tap);
+        for (int32_t slot = 0; slot < Shape::BVectorsPerThread; ++slot)
+        {
+            bool const inside = bSlotInside<Shape>(t, tile, b, slot);
+            unsigned char* const dst = s.b + stage * (Shape::BN * kRowBytes)
+                + slotByte<Shape::Threads, Shape::PairedB>(Shape::byteOf(b.row, b.vec), slot);
+            uint32_t const even = first + uint32_t(slotRowStep<Shape::PairedB>(slot)) * b.rowStepElements;
+            uint16_t const* const source = p.weight + even + bOddSlotHalves<Shape>(slot);
+            int32_t const channels = b.channels - bOddSlotHalves<Shape>(slot);
+            for (int32_t i = 0; i < kVector; ++i)
+            {
+                uint16_t const value = inside && i < channels ? source[i] : uint16_t(0);
+                dst[2 * i] = static_cast<unsigned char>(value & 0xffu);
+                dst[2 * i + 1] = static_cast<unsigned char>(value >> 8);
+            }
         }
     }
 }
@@ -861,6 +1001,18 @@ DEFORMRT_HD FragB loadFragB(unsigned char const* b, int32_t col0, int32_t k0, in
     f.r[0] = loadPair(b, n, k);
     f.r[1] = loadPair(b, n, k + 8);
     return f;
+}
+
+//! Row (within the 16 x 16 block) of A fragment element i (0..7: register i / 2, half i % 2) of ``lane``.
+DEFORMRT_HD int32_t fragARow(int32_t lane, int32_t i)
+{
+    return (lane >> 2) + 8 * ((i >> 1) & 1);
+}
+
+//! Column (k, within the 16 x 16 block) of A fragment element i of ``lane``.
+DEFORMRT_HD int32_t fragACol(int32_t lane, int32_t i)
+{
+    return 2 * (lane & 3) + (i & 1) + (i >= 4 ? 8 : 0);
 }
 
 //! Row (within the 16 x 8 block) of accumulator element i of ``lane``.
@@ -1074,7 +1226,7 @@ constexpr int32_t kReduceRowThreads = 4;
 //! Shared-memory bytes of tile shape ``shape`` (0 .. kTileShapes-1) for this problem.
 inline int64_t sharedBytes(TcGeometry const& t, int32_t shape)
 {
-    return sharedLayout(kTileBM[shape], kTileBN[shape], t.g.taps).bytes;
+    return sharedLayout(kTileBM[shape], kTileBN[shape], t.g.taps, isWgmmaShape(shape) ? 0 : 2).bytes;
 }
 
 //! Whether the tensor-core kernel takes this problem's channels and kernel (grid limits, shared memory of
@@ -1212,17 +1364,17 @@ inline PlanCost planCost(TcGeometry const& t, TcPlan const& plan, TcDevice const
     int32_t const warpRows = kTileBM[plan.shape] / kTileWarpsM[plan.shape];
     int32_t const warpsN = kTileWarpsN[plan.shape];
     double const mmaPerStep = double(plan.mExtent / 16) * (bn / 8) * kSlices;
-    // wgmma (Hopper's full tensor rate): 1 clock per m16n8k16 equivalent; its operands are read from shared
-    // memory once per warpgroup (A: the warpgroup's rows, B: all of it) instead of per warp by ldmatrix.
+    // wgmma (Hopper's full tensor rate): 1 clock per m16n8k16 equivalent; A comes from registers (no A
+    // store or read), B is read from shared memory once per warpgroup instead of per warp by ldmatrix.
     bool const wgmma = isWgmmaShape(plan.shape);
     double const tensor = (wgmma ? 1.0 : 2.0) * mmaPerStep;
     // mma.sync, per K slice: each warp column's A fragments of the gathered rows (512 bytes per m16 tile), and
     // each warp with gathered rows reads its B columns' fragments (256 bytes per n8 tile) whole
     int32_t const activeWarpRows = (plan.mExtent + warpRows - 1) / warpRows;
     double const fragmentBytes = wgmma
-        ? double(plan.mExtent) * kRowBytes + double(bn) * kRowBytes * (plan.mExtent / kWarpgroupRows)
+        ? double(bn) * kRowBytes * (plan.mExtent / kWarpgroupRows)
         : kSlices * (double(plan.mExtent / 16) * 512.0 * warpsN + double(activeWarpRows) * bn * 32.0);
-    double const gatherBytes = double(plan.mExtent) * kVectorsPerRow * (64 + 16);
+    double const gatherBytes = double(plan.mExtent) * kVectorsPerRow * (64 + (wgmma ? 0 : 16)); // corners, A store
     double const bBytes = double(bn) * kRowBytes;
     double const l1 = (fragmentBytes + gatherBytes + bBytes) / 128.0;
     double const step = tensor > l1 ? tensor : l1;
@@ -1381,10 +1533,9 @@ inline void emulateMmaM16N8K16(FragA const (&a)[kWarpSize], FragB const (&b)[kWa
         int32_t const inGroup = lane & 3;
         for (int32_t i = 0; i < 8; ++i)
         {
-            int32_t const row = (i < 2 || (i >= 4 && i < 6)) ? group : group + 8;
-            int32_t const col = inGroup * 2 + (i & 1) + (i >= 4 ? 8 : 0);
             uint32_t const reg = a[lane].r[i / 2];
-            am[row][col] = halfBitsToFloat(uint16_t((i & 1) ? reg >> 16 : reg & 0xffffu));
+            am[fragARow(lane, i)][fragACol(lane, i)]
+                = halfBitsToFloat(uint16_t((i & 1) ? reg >> 16 : reg & 0xffffu));
         }
         for (int32_t i = 0; i < 4; ++i)
         {

@@ -18,6 +18,12 @@ __device__ __forceinline__ void cpAsync16(uint32_t sharedAddress, void const* gl
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sharedAddress), "l"(global), "r"(bytes));
 }
 
+//! A 4-byte cp.async (only .ca takes sizes below 16): ``bytes`` 4 copies, 0 zero-fills.
+__device__ __forceinline__ void cpAsync4(uint32_t sharedAddress, void const* global, uint32_t bytes)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(sharedAddress), "l"(global), "r"(bytes));
+}
+
 __device__ __forceinline__ void cpAsyncCommit()
 {
     asm volatile("cp.async.commit_group;\n" ::);
@@ -31,6 +37,23 @@ __device__ __forceinline__ void cpAsyncWaitAll()
 __device__ __forceinline__ uint32_t sharedAddressOf(void const* p)
 {
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+//! loadB of the wgmma shapes: the weights of step (chunk, tap) into B buffer ``stage`` in the register-A K
+//! order, one 4-byte cp.async per word (bWordCopies; zero-filled past the chunk's channels and the group's
+//! output channels).
+template <class Shape>
+__device__ __forceinline__ void loadBWords(TcGeometry const& t, TcTensors const& p, TcTile const& tile,
+    BWordCopies const& bw, int32_t chunk, int32_t tap, int32_t stage, SharedView const& s)
+{
+    uint32_t const b = sharedAddressOf(s.b) + stage * (Shape::BN * kRowBytes);
+    uint16_t const* const source = halfAt(p.weight, bw.firstSource + bStepOffset(t, chunk, tap));
+DEFORMRT_UNROLL
+    for (int32_t slot = 0; slot < bWordSlots<Shape>(); ++slot)
+    {
+        cpAsync4(b + bWordByte<Shape>(bw, slot), source + slot * bw.rowStepElements,
+            bWordInside<Shape>(t, tile, bw, slot) ? 4u : 0u);
+    }
 }
 
 //! loadB: the weights of step (chunk, tap) into B buffer ``stage``, by cp.async where they are whole

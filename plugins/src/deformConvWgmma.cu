@@ -1,6 +1,6 @@
 // CUDA build of the Hopper (sm_90a) path of the fp16 tensor-core deformable convolution: wgmma.mma_async
-// with both operands in shared memory (the tile code, shapes and descriptors are in deformConvWgmma.h; the
-// prologue, gather and B copy are the mma.sync kernel's, deformConvTensorCore.h). The kernel body exists
+// with A from registers and B in shared memory (the tile code, shapes and descriptors are in
+// deformConvWgmma.h; the prologue, gather and B word copy in deformConvTensorCore.h). The kernel body exists
 // only in sm_90a code (__CUDA_ARCH_FEAT_SM90_ALL); every other architecture compiles an empty body, and
 // the launcher (deformConvTensorCore.cu) picks this kernel only on a compute capability 9.0 GPU when the
 // build holds sm_90a code (DEFORMRT_WGMMA_SM90A, set by CMake with the sm_90a gencode).
@@ -20,11 +20,11 @@ namespace
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define DEFORMRT_WGMMA_DEVICE 1
 
-//! wgmma.mma_async m64n256k16 (both operands by descriptor): the 128 fp32 accumulators ``d`` of this
-//! thread += A x B, or = A x B when ``scaleD`` is 0.
-__device__ __forceinline__ void wgmmaM64N256(float* d, uint64_t descA, uint64_t descB, int32_t scaleD)
+//! wgmma.mma_async m64n256k16 (A from this thread's fragment registers ``a``, B by descriptor): the 128
+//! fp32 accumulators ``d`` of this thread += A x B, or = A x B when ``scaleD`` is 0.
+__device__ __forceinline__ void wgmmaM64N256(float* d, uint32_t const (&a)[4], uint64_t descB, int32_t scaleD)
 {
-    asm volatile("{\n .reg .pred accumulate;\n setp.ne.b32 accumulate, %130, 0;\n"
+    asm volatile("{\n .reg .pred accumulate;\n setp.ne.b32 accumulate, %133, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {"
                  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
                  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
@@ -34,7 +34,7 @@ __device__ __forceinline__ void wgmmaM64N256(float* d, uint64_t descA, uint64_t 
                  "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
                  "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
                  "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
-                 "}, %128, %129, accumulate, 1, 1, 0, 0;\n}\n"
+                 "}, {%128, %129, %130, %131}, %132, accumulate, 1, 1, 0;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
           "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
           "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
@@ -54,20 +54,20 @@ __device__ __forceinline__ void wgmmaM64N256(float* d, uint64_t descA, uint64_t 
           "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]),
           "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]),
           "+f"(d[126]), "+f"(d[127])
-        : "l"(descA), "l"(descB), "r"(scaleD));
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(scaleD));
 }
 
-//! wgmma.mma_async m64n128k16 (both operands by descriptor): the 64 fp32 accumulators ``d`` of this
-//! thread += A x B, or = A x B when ``scaleD`` is 0.
-__device__ __forceinline__ void wgmmaM64N128(float* d, uint64_t descA, uint64_t descB, int32_t scaleD)
+//! wgmma.mma_async m64n128k16 (A from this thread's fragment registers ``a``, B by descriptor): the 64 fp32
+//! accumulators ``d`` of this thread += A x B, or = A x B when ``scaleD`` is 0.
+__device__ __forceinline__ void wgmmaM64N128(float* d, uint32_t const (&a)[4], uint64_t descB, int32_t scaleD)
 {
-    asm volatile("{\n .reg .pred accumulate;\n setp.ne.b32 accumulate, %66, 0;\n"
+    asm volatile("{\n .reg .pred accumulate;\n setp.ne.b32 accumulate, %69, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {"
                  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
                  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
                  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
                  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-                 "}, %64, %65, accumulate, 1, 1, 0, 0;\n}\n"
+                 "}, {%64, %65, %66, %67}, %68, accumulate, 1, 1, 0;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
           "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
           "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
@@ -78,7 +78,7 @@ __device__ __forceinline__ void wgmmaM64N128(float* d, uint64_t descA, uint64_t 
           "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
           "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
           "+f"(d[63])
-        : "l"(descA), "l"(descB), "r"(scaleD));
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(scaleD));
 }
 
 //! Orders this warpgroup's register accesses before the wgmmas that follow (wgmma.fence).
@@ -116,11 +116,12 @@ DEFORMRT_UNROLL
     }
 }
 
-//! This warpgroup's wgmmas of buffer ``stage`` (both K slices), committed as one group; nothing for a
-//! warpgroup without gathered rows.
+//! This warpgroup's wgmmas of buffer ``stage`` (both K slices: A from the thread's fragment registers of
+//! that buffer, B from shared memory), committed as one group; nothing for a warpgroup without gathered
+//! rows. The wgmma.fence orders the blend's writes of those registers (and the accumulators') before them.
 template <class Shape>
-__device__ __forceinline__ void issueWgmmas(uint32_t aAddress, uint32_t bAddress, TcTile const& tile,
-    int32_t warpgroup, int32_t stage, Accumulators<Shape>& acc)
+__device__ __forceinline__ void issueWgmmas(uint32_t bAddress, TcTile const& tile, int32_t warpgroup, int32_t stage,
+    RegisterA const& a, Accumulators<Shape>& acc)
 {
     if (!warpgroupActive(tile, warpgroup))
     {
@@ -131,37 +132,36 @@ __device__ __forceinline__ void issueWgmmas(uint32_t aAddress, uint32_t bAddress
 DEFORMRT_UNROLL
     for (int32_t kk = 0; kk < kSlices; ++kk)
     {
-        WgmmaDescriptors const desc = wgmmaDescriptors<Shape>(aAddress, bAddress, warpgroup, stage, kk);
+        uint64_t const descB = wgmmaBDescriptor<Shape>(bAddress, stage, kk);
         if (Shape::BN == 256)
         {
-            wgmmaM64N256(d, desc.a, desc.b, 1);
+            wgmmaM64N256(d, a.r[stage][kk], descB, 1);
         }
         else
         {
-            wgmmaM64N128(d, desc.a, desc.b, 1);
+            wgmmaM64N128(d, a.r[stage][kk], descB, 1);
         }
     }
     wgmmaCommit();
 }
 
 //! Steps [first, last) of one offset group: the prologue, the first step's B copy and gather, then per step
-//! its wgmmas in flight while the next step's B copy and gather (every corner load first) fill the other
-//! buffers.
+//! its wgmmas in flight while the next step's B copy and gather (every corner load first, then the blend
+//! into the other A register buffer) run.
 template <class Shape>
 __device__ __forceinline__ void runSegment(TcGeometry const& t, TcTensors const& p, TcTile const& tile,
     int32_t first, int32_t last, int32_t tid, SharedView const& s, Accumulators<Shape>& acc)
 {
     int32_t const taps = t.g.taps;
     int32_t const warpgroup = tid / kWarpgroupThreads;
-    uint32_t const aAddress = sharedAddressOf(s.a);
     uint32_t const bAddress = sharedAddressOf(s.b);
     int32_t chunk = first / taps;
     int32_t tap = first - chunk * taps;
     prologue<Shape>(t, p, tile, chunkOffsetGroup(t, tile.grp, chunk), tid, s);
     __syncthreads();
     Staged<Shape> staged;
-    BCopies const bc = bCopies<Shape>(t, tile, tid);
-    loadB<Shape, true>(t, p, tile, bc, chunk, tap, 0, tid, s);
+    BWordCopies const bw = bWordCopies<Shape>(t, tile, tid);
+    loadBWords<Shape>(t, p, tile, bw, chunk, tap, 0, s);
     cpAsyncCommit();
     gatherLoads<Shape, true>(t, p, tile, chunk, tap, 0, tid, s, staged);
     gatherBlend<Shape>(tile, tap, 0, 0, tid, s, staged);
@@ -169,9 +169,9 @@ __device__ __forceinline__ void runSegment(TcGeometry const& t, TcTensors const&
     fenceProxyAsyncShared();
     __syncthreads();
     int32_t const lastStage = pipelinedSteps(first, last, [&](int32_t stage) {
-        issueWgmmas<Shape>(aAddress, bAddress, tile, warpgroup, stage, acc);
+        issueWgmmas<Shape>(bAddress, tile, warpgroup, stage, staged.a, acc);
         KStep const next = nextKStep(KStep{chunk, tap}, taps);
-        loadB<Shape, true>(t, p, tile, bc, next.chunk, next.tap, stage ^ 1, tid, s);
+        loadBWords<Shape>(t, p, tile, bw, next.chunk, next.tap, stage ^ 1, s);
         cpAsyncCommit();
         gatherLoads<Shape, true>(t, p, tile, next.chunk, next.tap, 0, tid, s, staged);
         gatherBlend<Shape>(tile, next.tap, 0, stage ^ 1, tid, s, staged);
@@ -183,10 +183,18 @@ __device__ __forceinline__ void runSegment(TcGeometry const& t, TcTensors const&
         chunk = next.chunk;
         tap = next.tap;
     });
-    issueWgmmas<Shape>(aAddress, bAddress, tile, warpgroup, lastStage, acc);
+    // the last step's registers by constant index (a runtime index would put them in local memory)
+    if (lastStage == 0)
+    {
+        issueWgmmas<Shape>(bAddress, tile, warpgroup, 0, staged.a, acc);
+    }
+    else
+    {
+        issueWgmmas<Shape>(bAddress, tile, warpgroup, 1, staged.a, acc);
+    }
     wgmmaWaitAll();
     pinAccumulators<Shape>(acc);
-    __syncthreads(); // the next segment's prologue and gather overwrite what the last wgmmas read
+    __syncthreads(); // the next segment's prologue and B copy overwrite what the last wgmmas read
 }
 
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
@@ -197,9 +205,9 @@ template <class Shape>
 __global__ void __launch_bounds__(Shape::Threads, 1) deformConvWgmma(TcGeometry t, TcTensors p, TcPlan plan)
 {
 #ifdef DEFORMRT_WGMMA_DEVICE
-    // 1024-byte aligned: every A and B buffer (SharedLayout: multiples of 1024 bytes in) starts a swizzle atom.
+    // 1024-byte aligned: every B buffer (SharedLayout: multiples of 1024 bytes in) starts a swizzle atom.
     extern __shared__ __align__(1024) unsigned char wgmmaSharedStorage[];
-    SharedView const s = sharedView(wgmmaSharedStorage, sharedLayout(Shape::BM, Shape::BN, t.g.taps));
+    SharedView const s = sharedView(wgmmaSharedStorage, sharedLayout(Shape::BM, Shape::BN, t.g.taps, Shape::AStages));
     TcTile const tile = wgmmaTile<Shape>(t, plan, blockIdx.x, int32_t(blockIdx.y), int32_t(blockIdx.z));
     int32_t const tid = int32_t(threadIdx.x);
     Accumulators<Shape> acc;
@@ -221,7 +229,7 @@ DEFORMRT_UNROLL
 template <class Shape>
 cudaError_t launchShape(TcGeometry const& t, TcTensors const& p, TcPlan const& plan, cudaStream_t stream)
 {
-    return launchTiles(deformConvWgmma<Shape>, Shape::Threads, sharedLayout(Shape::BM, Shape::BN, t.g.taps).bytes, t,
+    return launchTiles(deformConvWgmma<Shape>, Shape::Threads, sharedLayout(Shape::BM, Shape::BN, t.g.taps, Shape::AStages).bytes, t,
         p, plan, stream);
 }
 

@@ -1,19 +1,25 @@
 // The Hopper (sm_90a) path of the fp16 tensor-core deformable convolution: the tile code the CUDA kernel
 // (deformConvWgmma.cu) and its CPU emulation (deformConvHost.cpp) share.
 //
-// The same implicit GEMM, K order, prologue, gather and B copy as the mma.sync kernel
-// (deformConvTensorCore.h, whose helpers this path calls), with the MMAs done by wgmma.mma_async:
+// The same implicit GEMM, prologue and gather as the mma.sync kernel (deformConvTensorCore.h, whose helpers
+// this path calls), with the MMAs done by wgmma.mma_async and A taken from registers:
 //   CTA      128 pixels x BN output channels (BN 256, or 128 for groups of at most 128 channels), two
 //            warpgroups of 128 threads; warpgroup w owns rows 64w .. 64w + 63 and all BN columns, its fp32
 //            accumulators in registers (m64nBNk16: BN / 2 floats per thread, the D fragment layout below).
-//   operands A (the gathered, blended, once-rounded fp16 tile) and B (the weights, by cp.async) in shared
-//            memory, both K-major in wgmma's 64-byte swizzle (wgmmaTileByte), read by matrix descriptors
-//            (wgmmaDescriptor): wgmma.mma_async with both operands in shared memory (SS).
+//   operands A (the gathered, blended, once-rounded fp16 values) straight into each thread's A fragment
+//            registers, in the register-A K order (deformConvTensorCore.h: each thread gathers one 16-byte
+//            vector per corner for each of its fragment's two rows); B (the weights, in the same K order,
+//            by 4-byte cp.async: bWordCopies) in shared memory, K-major in wgmma's 64-byte swizzle
+//            (wgmmaTileByte), read through a matrix descriptor (wgmmaDescriptor): wgmma.mma_async with A
+//            from registers and B from shared memory (RS). No A tile in shared memory.
 //   per step the two 16-deep K slices' wgmmas are committed as one group; the next step's B copy, every
-//            corner load of its gather, the blend and its stores into the other buffers run while they
+//            corner load of its gather and the blend into the other register buffer run while they
 //            execute; then cp.async.wait_group 0, wgmma.wait_group 0, fence.proxy.async (the generic-proxy
-//            writes become visible to the async proxy) and a barrier.
+//            writes become visible to the async proxy) and a barrier. wgmma.fence before each step's wgmmas
+//            orders the blend's register writes before them.
 //
+// A fragment of m64nNk16 .f16 from registers: warp j (0..3) of the warpgroup holds rows 16j .. 16j + 15 in
+// the m16n8k16 A layout of mma.sync (four .f16x2 registers per thread and K slice).
 // D fragment of m64nNk16 with .f32 accumulators: warp j (0..3) of the warpgroup holds rows 16j .. 16j + 15;
 // for each n8 block b, lane l holds d[4b + i] at row 16j + l / 4 + (i >= 2 ? 8 : 0), column
 // 8b + 2 (l % 4) + (i & 1): per warp the m16n8 accumulator layout of mma.sync, so the shared epilogue
@@ -56,34 +62,25 @@ struct WgmmaShape
     static constexpr int32_t WN = BN;
     static constexpr int32_t MT = 1;
     static constexpr int32_t NT = BN / 8;
-    //! A: two vectors per thread and step (two threads per row, paired slots), all loaded in one phase.
+    //! A: two vectors per thread and step (its fragment's two rows: registerAPlace), loaded in one phase.
     static constexpr int32_t VectorsPerThread = BM * kVectorsPerRow / Threads;
     static constexpr int32_t Phases = 1;
     static constexpr int32_t PartsPerSlice = 1;
     static constexpr int32_t VectorsPerPhase = VectorsPerThread;
-    static constexpr bool PairedSlots = true;
-    static constexpr int32_t BVectorsPerThread = BN * kVectorsPerRow / Threads;
+    static constexpr bool PairedSlots = false; //!< the two vectors are in different rows
     static constexpr bool Wgmma = true;
-    static constexpr bool PairedB = BVectorsPerThread >= 2; //!< B slots 2i and 2i + 1 share a row (bCopies)
+    using ARegisters = RegisterA;              //!< A in registers, no shared A buffers
+    static constexpr int32_t AStages = 0;
     static DEFORMRT_HD int32_t byteOf(int32_t row, int32_t vec)
     {
         return wgmmaTileByte(row, vec);
     }
-    //! The tile row of thread pair ``pair``'s A vectors: bits 1 and 2 of the pair index swapped, so that the
-    //! four pairs of a quarter warp store rows r, r + 1, r + 4, r + 5 (r a multiple of 8), whose vectors
-    //! {v, v + 1} the 64-byte swizzle puts on 8 distinct 16-byte bank groups (rows r and r + 2 would
-    //! share them: a 2-way conflict on every 16-byte store). Rows stay within the warp's 16.
-    static DEFORMRT_HD int32_t pairRow(int32_t pair)
-    {
-        return (pair & ~6) | ((pair & 2) << 1) | ((pair & 4) >> 1);
-    }
     static_assert(WM == 16 && VectorsPerThread == 2, "a warp's accumulators are one m16 block row");
-    // Every A and B buffer starts a 1024-byte boundary of the (1024-byte aligned) shared window: the
-    // prologue tables (32 bytes per pixel and tap) and each buffer are multiples of 1024 bytes.
+    // Every B buffer starts a 1024-byte boundary of the (1024-byte aligned) shared window: the prologue
+    // tables (32 bytes per pixel and tap) and each buffer are multiples of 1024 bytes.
     static_assert(BM * int32_t(sizeof(CornerOffsets) + sizeof(CornerWeights)) % 1024 == 0
-            && BM * kRowBytes % 1024 == 0 && BN * kRowBytes % 1024 == 0,
+            && BN * kRowBytes % 1024 == 0,
         "swizzle atoms aligned in shared memory");
-    static_assert(Threads / kVectorsPerRow % 8 == 0, "B slots are whole swizzle atoms apart");
 };
 
 using WgmmaN256 = WgmmaShape<256>;
@@ -107,22 +104,13 @@ DEFORMRT_HD uint64_t wgmmaDescriptor(uint32_t sharedAddress)
         | (uint64_t(kWgmmaAtomBytes >> 4) << 32) | (kWgmmaSwizzleMode64 << 62);
 }
 
-//! The descriptors of one wgmma: warpgroup ``warpgroup``'s 64 rows of A and all of B, K slice ``kk`` of
-//! buffer ``stage``, given the shared addresses of both A buffers and both B buffers (SharedLayout). A K
-//! slice starts 32 bytes into the row: the hardware applies the swizzle to the resulting addresses.
-struct WgmmaDescriptors
-{
-    uint64_t a, b;
-};
-
+//! The B descriptor of one wgmma: K slice ``kk`` of B buffer ``stage``, given the shared address of the B
+//! buffers (SharedLayout). A K slice starts 32 bytes into the row: the hardware applies the swizzle to the
+//! resulting addresses.
 template <class Shape>
-DEFORMRT_HD WgmmaDescriptors wgmmaDescriptors(uint32_t aAddress, uint32_t bAddress, int32_t warpgroup,
-    int32_t stage, int32_t kk)
+DEFORMRT_HD uint64_t wgmmaBDescriptor(uint32_t bAddress, int32_t stage, int32_t kk)
 {
-    uint32_t const slice = uint32_t(kk) * 32u;
-    return WgmmaDescriptors{
-        wgmmaDescriptor(aAddress + uint32_t(stage * Shape::BM + warpgroup * kWarpgroupRows) * kRowBytes + slice),
-        wgmmaDescriptor(bAddress + uint32_t(stage * Shape::BN) * kRowBytes + slice)};
+    return wgmmaDescriptor(bAddress + uint32_t(stage * Shape::BN) * kRowBytes + uint32_t(kk) * 32u);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -191,11 +179,12 @@ inline TcPlan chooseLaunchPlan(TcGeometry const& t, TcDevice const& dev, bool wg
 }
 
 // ------------------------------------------------------------------------------------------------
-// CPU emulation of wgmma.mma_async.sync.aligned.m64nNk16.f32.f16.f16 with both operands in shared memory
-// (host only): the operands are read through their descriptors with the 64-byte swizzle applied to the
-// addresses (as the hardware does), each output is C plus the 16 products summed exactly and rounded once
-// to fp32 (the K accumulation order of the mma.sync emulation), and D is scattered to the 128 threads with
-// the D fragment formulas. A descriptor, swizzle or store layout that disagrees gives a wrong D.
+// CPU emulation of wgmma.mma_async.sync.aligned.m64nNk16.f32.f16.f16 with A from registers and B in shared
+// memory (host only): A is decoded from the 128 threads' fragment registers with the fragment formulas, B
+// read through its descriptor with the 64-byte swizzle applied to the addresses (as the hardware does), each
+// output is C plus the 16 products summed exactly and rounded once to fp32, and D is scattered to the 128
+// threads with the D fragment formulas. A fragment, descriptor, swizzle or store layout that disagrees gives
+// a wrong D.
 
 //! The fp16 element (row, k) of a K-major, 64-byte-swizzled operand at descriptor ``desc`` in the shared
 //! memory window ``shared`` (addresses relative to it; on the GPU the window is 1024-byte aligned).
@@ -209,25 +198,30 @@ inline uint16_t wgmmaOperandHalf(unsigned char const* shared, uint64_t desc, int
     return uint16_t(shared[address] | (shared[address + 1] << 8));
 }
 
-//! One warpgroup's wgmma: ``acc`` points at the accumulators of its 128 threads (thread 128w + i at
-//! acc[i]), updated in place.
+//! One warpgroup's wgmma: ``a`` holds the A fragment registers of its 128 threads (thread 128w + i at a[i]),
+//! ``acc`` their accumulators, updated in place.
 template <class Shape>
-void emulateWgmmaSS(unsigned char const* shared, WgmmaDescriptors const& d, Accumulators<Shape>* acc)
+void emulateWgmmaRS(unsigned char const* shared, uint32_t const (&a)[kWarpgroupThreads][4], uint64_t bDescriptor,
+    Accumulators<Shape>* acc)
 {
-    float a[kWarpgroupRows][16];
+    float am[kWarpgroupRows][16];
     float b[Shape::BN][16];
-    for (int32_t row = 0; row < kWarpgroupRows; ++row)
+    for (int32_t thread = 0; thread < kWarpgroupThreads; ++thread)
     {
-        for (int32_t k = 0; k < 16; ++k)
+        int32_t const warp = thread / kWarpSize;
+        int32_t const lane = thread % kWarpSize;
+        for (int32_t i = 0; i < 8; ++i)
         {
-            a[row][k] = halfBitsToFloat(wgmmaOperandHalf(shared, d.a, row, k));
+            uint32_t const reg = a[thread][i / 2];
+            am[16 * warp + fragARow(lane, i)][fragACol(lane, i)]
+                = halfBitsToFloat(uint16_t((i & 1) ? reg >> 16 : reg & 0xffffu));
         }
     }
     for (int32_t n = 0; n < Shape::BN; ++n)
     {
         for (int32_t k = 0; k < 16; ++k)
         {
-            b[n][k] = halfBitsToFloat(wgmmaOperandHalf(shared, d.b, n, k));
+            b[n][k] = halfBitsToFloat(wgmmaOperandHalf(shared, bDescriptor, n, k));
         }
     }
     for (int32_t thread = 0; thread < kWarpgroupThreads; ++thread)
@@ -244,7 +238,7 @@ void emulateWgmmaSS(unsigned char const* shared, WgmmaDescriptors const& d, Accu
                 double sum = c;
                 for (int32_t k = 0; k < 16; ++k)
                 {
-                    sum += double(a[row][k]) * double(b[col][k]);
+                    sum += double(am[row][k]) * double(b[col][k]);
                 }
                 c = float(sum);
             }
