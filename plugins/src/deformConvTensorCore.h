@@ -1168,23 +1168,30 @@ DEFORMRT_HD void splitKReduce(DcnGeometry const& g, int32_t splits, float const*
     int64_t const total = g.cols * g.cOut;
     int64_t const e = row * g.cOut + co;
     float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int32_t s = 0; s < splits; ++s)
-    {
-        float const* const src = partial + s * total + e;
+    float const* src = partial + e;
+    // the vector test outside the split loop, and one pointer step per split: the loop is the kernel's
+    // whole work, and a per-split branch and 64-bit multiply doubled its instructions
 #ifdef __CUDA_ARCH__
-        if (vector)
+    if (vector)
+    {
+        for (int32_t s = 0; s < splits; ++s, src += total)
         {
             float4 const v = *reinterpret_cast<float4 const*>(src);
             sum[0] += v.x;
             sum[1] += v.y;
             sum[2] += v.z;
             sum[3] += v.w;
-            continue;
         }
+    }
+    else
 #endif
-        for (int32_t i = 0; i < count; ++i)
+    {
+        for (int32_t s = 0; s < splits; ++s, src += total)
         {
-            sum[i] += src[i];
+            for (int32_t i = 0; i < count; ++i)
+            {
+                sum[i] += src[i];
+            }
         }
     }
     uint16_t out[4];
