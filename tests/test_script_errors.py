@@ -1,0 +1,64 @@
+"""Bad input to scripts/*.py as users type it: one ``error:`` line on stderr and exit status 1, before any
+long work (exporter.cli.options: ScriptParser, whole_number, run_script). Each case is checked in process
+(the scripts' ``main`` under ``run_script``, as their ``__main__`` runs it); one runs the script itself."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.cli.options import run_script
+from models.errors import DeformRTError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"deformrt_script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def script_error(name: str, argv: list[str], capsys) -> str:
+    """The one stderr line of ``scripts/<name>.py ARGV``, asserting exit status 1 and an empty stdout."""
+    try:
+        status = run_script(load_script(name).main, argv)
+    except SystemExit as exc:  # argparse's usage errors exit from inside parse_args
+        status = exc.code
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert status == 1, captured
+    assert captured.out == "" and "\n" not in err and "Traceback" not in err, captured
+    assert err.startswith("error: "), err
+    return err
+
+
+@pytest.mark.parametrize("name, argv, message", [
+    ("bench_export", ["--bodies", "R-50-FPN", "R-999"], "unknown MODEL.BACKBONE.CONV_BODY 'R-999'"),
+    ("bench_export", ["--iterations", "0"], "argument --iterations: must be >= 1, got 0"),
+    ("bench_export", ["--warmup", "-1"], "argument --warmup: must be >= 0, got -1"),
+    ("bench_detector", ["--configs", "rpn_R_50_FPN_1x.yaml", "nosuch.yaml"], "nosuch.yaml' not found"),
+    ("bench_detector", ["--iterations", "0"], "argument --iterations: must be >= 1, got 0"),
+    ("bench_models", ["--bodies", "R-50-C4", "--repeat", "0"], "argument --repeat: must be >= 1, got 0"),
+    ("bench_models", ["--repeat", "three"], "argument --repeat: expected a whole number, got 'three'"),
+])
+def test_bad_script_input_is_one_line(name, argv, message, capsys):
+    assert message in script_error(name, argv, capsys)
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(DeformRTError, match="R-999"):
+        run_script(load_script("bench_export").main, ["--debug", "--bodies", "R-999"])
+
+
+def test_a_script_run_as_typed_exits_1_with_one_line():
+    proc = subprocess.run([sys.executable, "scripts/bench_export.py", "--bodies", "R-50-FPN", "R-999"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stdout == "", proc
+    assert proc.stderr.startswith("error: unknown MODEL.BACKBONE.CONV_BODY 'R-999'") and proc.stderr.count("\n") == 1
