@@ -12,7 +12,6 @@ smooth ones (a low-frequency field of amplitude 2). Several minutes of CPU per l
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import sys
@@ -25,6 +24,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "scripts"))
 
+from exporter.cli.options import ScriptParser, pick_names, run_script  # noqa: E402
 from dcn_reference import FP16_RMS_RATIO, deform_conv2d_reference, fp16_error_ratio  # noqa: E402
 from kernel_model import GPUS, layers  # noqa: E402
 from ptxexec.capture import DEVICES  # noqa: E402
@@ -41,8 +41,10 @@ def host_library():
     from exporter.trt.plugin_build import cmake_build
     from models.native import HOST_LIBRARY
     from models.ops.cuda_kernels import declare_host_api
-    out = cmake_build(Path(tempfile.mkdtemp(prefix="deformrt-host-")), {"DEFORMRT_BUILD_CUDA": "OFF"}, ["deformrt_host"])
-    return declare_host_api(ctypes.CDLL(str(out / HOST_LIBRARY)))
+    # The loaded library stays mapped after its build folder is removed.
+    with tempfile.TemporaryDirectory(prefix="deformrt-host-") as build_dir:
+        out = cmake_build(Path(build_dir), {"DEFORMRT_BUILD_CUDA": "OFF"}, ["deformrt_host"])
+        return declare_host_api(ctypes.CDLL(str(out / HOST_LIBRARY)))
 
 
 def inputs(c: int, h: int, w: int, smooth: bool, seed: int = 0):
@@ -82,23 +84,25 @@ def run(lib, x, ohwi, offset, mask, desc, plan) -> torch.Tensor:
 
 def main(argv=None) -> int:
     from models.ops.cuda_kernels import make_desc
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", default="res3,res4,res5")
     parser.add_argument("--gpus", default=",".join(GPU_LIMITS))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    shapes = layers()
+    layer_names = pick_names(args.layers, list(shapes), "--layers", "layer")
+    gpus = pick_names(args.gpus, list(GPU_LIMITS), "--gpus", "GPU")  # both before the build
     lib = host_library()
     rows = []
-    shapes = layers()
-    for layer in args.layers.split(","):
-        c, h, w = shapes[layer.strip()]
+    for layer in layer_names:
+        c, h, w = shapes[layer]
         for smooth in (False, True):
             x, weight, offset, mask = inputs(c, h, w, smooth)
             ref = deform_conv2d_reference(x, offset, weight, None, (1, 1), (1, 1), (1, 1), mask)
             ohwi = weight.permute(0, 2, 3, 1).contiguous()
             desc = make_desc(x, offset, ohwi, None, mask, (1, 1), (1, 1), (1, 1), "OHWI")
             seen = {}
-            for gpu in (g.strip() for g in args.gpus.split(",")):
+            for gpu in gpus:
                 plan = plan_for(lib, desc, gpu)
                 key = (plan.splitK, plan.stepsPerSplit)
                 if key not in seen:  # the same K order gives the same bits: run (minutes of CPU) once
@@ -114,4 +118,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

@@ -47,6 +47,9 @@ def script_error(name: str, argv: list[str], capsys) -> str:
     ("bench_detector", ["--iterations", "0"], "argument --iterations: must be >= 1, got 0"),
     ("bench_models", ["--bodies", "R-50-C4", "--repeat", "0"], "argument --repeat: must be >= 1, got 0"),
     ("bench_models", ["--repeat", "three"], "argument --repeat: expected a whole number, got 'three'"),
+    # before the minutes-long host-library build
+    ("fp16_accuracy", ["--gpus", "H999"], "--gpus: unknown GPU 'H999'; choose from H100 SXM, A100, Jetson AGX Orin"),
+    ("fp16_accuracy", ["--layers", "res3,res9"], "--layers: unknown layer 'res9' (did you mean 'res5'?)"),
 ])
 def test_bad_script_input_is_one_line(name, argv, message, capsys):
     assert message in script_error(name, argv, capsys)
@@ -62,3 +65,23 @@ def test_a_script_run_as_typed_exits_1_with_one_line():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stdout == "", proc
     assert proc.stderr.startswith("error: unknown MODEL.BACKBONE.CONV_BODY 'R-999'") and proc.stderr.count("\n") == 1
+
+
+def test_fp16_accuracy_host_build_leaves_no_folder(monkeypatch):
+    """host_library builds in a temporary folder and removes it once the library is loaded."""
+    import exporter.trt.plugin_build as plugin_build
+    import models.ops.cuda_kernels as cuda_kernels
+
+    fp16_accuracy = load_script("fp16_accuracy")
+    build_dirs = []
+
+    def fake_build(build_dir, definitions, targets):  # stands in for CMake: the folder it was given
+        build_dirs.append(build_dir)
+        assert build_dir.is_dir() and targets == ["deformrt_host"]
+        return build_dir
+
+    monkeypatch.setattr(plugin_build, "cmake_build", fake_build)
+    monkeypatch.setattr(fp16_accuracy.ctypes, "CDLL", lambda path: path)
+    monkeypatch.setattr(cuda_kernels, "declare_host_api", lambda lib: lib)
+    assert fp16_accuracy.host_library().endswith("libdeformrt_host.so")
+    assert len(build_dirs) == 1 and not build_dirs[0].exists()
