@@ -26,7 +26,6 @@ Definitions (static, from the SASS text):
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import re
@@ -270,8 +269,10 @@ def format_table(stats: list) -> str:
 
 
 def main(argv: Optional[list] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, nargs="+", default=list(kernel_resources.CHECK_ARCHS))
+    from exporter.cli.options import ScriptParser
+
+    parser = ScriptParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, nargs="+", default=list(kernel_resources.CHECK_ARCHS), choices=sorted(kernel_resources.SHARED_OPTIN_BYTES))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,25 +4,17 @@ long work (exporter.cli.options: ScriptParser, whole_number, run_script). Each c
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from cli_shell import load_script
 from exporter.cli.options import run_script
 from models.errors import DeformRTError
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    """scripts/<name>.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"deformrt_script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def script_error(name: str, argv: list[str], capsys) -> str:
@@ -50,6 +42,10 @@ def script_error(name: str, argv: list[str], capsys) -> str:
     # before the minutes-long host-library build
     ("fp16_accuracy", ["--gpus", "H999"], "--gpus: unknown GPU 'H999'; choose from H100 SXM, A100, Jetson AGX Orin"),
     ("fp16_accuracy", ["--layers", "res3,res9"], "--layers: unknown layer 'res9' (did you mean 'res5'?)"),
+    # before nvcc (which fails with its own "Unsupported gpu architecture" traceback) or minutes of PTX builds
+    ("kernel_resources", ["--arch", "80", "99"], "argument --arch: invalid choice: 99 (choose from 75, 80, 86, 87, 89, 90)"),
+    ("sass_loop", ["--arch", "-1"], "argument --arch: invalid choice: -1 (choose from 75, 80, 86, 87, 89, 90)"),
+    ("ptx_check", ["--cases", "wgmma("], "argument --cases: 'wgmma(' is not a regular expression (missing ),"),
 ])
 def test_bad_script_input_is_one_line(name, argv, message, capsys):
     assert message in script_error(name, argv, capsys)
