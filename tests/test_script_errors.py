@@ -51,6 +51,17 @@ def test_bad_script_input_is_one_line(name, argv, message, capsys):
     assert message in script_error(name, argv, capsys)
 
 
+def test_demo_refuses_an_out_dir_it_cannot_create_before_building(tmp_path, capsys):
+    """Before the fix the model was built and run (a minute at the default size), then mkdir raised."""
+    blocker = tmp_path / "demo.onnx"
+    blocker.write_bytes(b"not a folder")
+    assert script_error("demo", ["--out-dir", str(blocker)], capsys) == f"error: --out-dir {blocker} is a file; give a folder"
+    inside = blocker / "out"
+    assert script_error("demo", ["--out-dir", str(inside)], capsys) == \
+        f"error: --out-dir {inside}: cannot create the folder (Not a directory)"
+    assert blocker.read_bytes() == b"not a folder"
+
+
 def test_debug_shows_the_traceback():
     with pytest.raises(DeformRTError, match="R-999"):
         run_script(load_script("bench_export").main, ["--debug", "--bodies", "R-999"])
