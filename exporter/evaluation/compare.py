@@ -440,13 +440,13 @@ def demo_compare(onnx_path: Path, progress: Optional[Progress] = None, weights: 
     """The comparison ``make demo`` ends with: PyTorch against ONNX Runtime, plus a TensorRT engine
     built in memory where TensorRT, a GPU and (for a plugin-flavour model) the plugin library are
     present; why TensorRT was left out is reported through ``progress``."""
-    import onnx
     import torch
 
+    from exporter.onnx.metadata import read_onnx
     from exporter.trt.build import tensorrt_unavailable_reason
 
     progress = progress or Progress.quiet()
-    model = onnx.load_model(str(onnx_path), load_external_data=False)
+    model = read_onnx(Path(onnx_path), load_external_data=False)
     backends = ["torch", "ort"]
     reason = tensorrt_unavailable_reason(model)
     if reason is None:
