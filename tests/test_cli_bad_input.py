@@ -31,3 +31,18 @@ def test_a_folder_given_as_the_onnx_file_is_named_a_folder(command, tmp_path):
     args = [command[0], "exported", *command[1:]]
     assert one_error_line(*args, cwd=tmp_path) == "error: exported is a folder; give an ONNX file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
+
+
+def test_build_plugin_refuses_a_tensorrt_root_without_headers_before_building(tmp_path, monkeypatch):
+    """Before the fix the kernels were compiled (minutes) and only then 'the build finished without
+    libdeformrt_plugin.so'."""
+    import exporter.trt.plugin_build as plugin_build
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("CMake ran")
+
+    monkeypatch.setattr(plugin_build, "cmake_build", no_build)
+    (tmp_path / "TensorRT" / "lib").mkdir(parents=True)
+    assert one_error_line("build-plugin", "--tensorrt-root", "TensorRT", cwd=tmp_path) == (
+        "error: TensorRT root TensorRT has no include/NvInferRuntime.h: give the folder of a TensorRT install "
+        "(include/, lib/), or --tensorrt-include-dir for the headers alone")
