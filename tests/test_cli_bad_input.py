@@ -46,3 +46,15 @@ def test_build_plugin_refuses_a_tensorrt_root_without_headers_before_building(tm
     assert one_error_line("build-plugin", "--tensorrt-root", "TensorRT", cwd=tmp_path) == (
         "error: TensorRT root TensorRT has no include/NvInferRuntime.h: give the folder of a TensorRT install "
         "(include/, lib/), or --tensorrt-include-dir for the headers alone")
+
+
+@pytest.mark.parametrize("command, shape", [
+    (["export", "R-50-FPN", "--onnx"], "0x0"),
+    (["export", "R-50-FPN", "--onnx"], "-32x64"),
+    (["synthetic-checkpoint", "R-50-FPN"], "800x0"),
+])
+def test_a_non_positive_shape_is_named_as_such(command, shape, tmp_path):
+    """It was told to 'write the height and width as HxW', which it had done."""
+    assert one_error_line(*command, "--shape", shape, cwd=tmp_path) == \
+        f"error: --shape '{shape}': height and width must be at least 1, e.g. 800x1344"
+    assert list(tmp_path.iterdir()) == []
