@@ -20,7 +20,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import yaml
 
 from models.backbone import BodySpec  # importing models.backbone also fills the registries
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_file
 from models.registry import BACKBONES, BLOCKS, STEMS, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -383,6 +383,8 @@ def resolve_config_file(config_file: Union[str, Path]) -> Path:
     path = Path(config_file)
     if path.is_file():
         return path
+    if path.is_dir():
+        require_file(path, "config file")  # names the directory
     for candidate in (CONFIG_DIR / path.name, CONFIG_DIR / f"{path.name}.yaml"):
         if path.parent == Path(".") and candidate.is_file():
             return candidate

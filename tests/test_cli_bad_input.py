@@ -4,6 +4,7 @@ status 1, nothing on stdout and nothing written (README: "Command-line conventio
 from __future__ import annotations
 
 import pytest
+import torch
 
 from cli_shell import deformrt
 
@@ -26,11 +27,23 @@ def test_an_empty_onnx_file_is_refused(command, tmp_path):
 
 
 @pytest.mark.parametrize("command", [["info"], ["compare"], ["build-engine"], ["deploy", "-o", "bundle"]])
-def test_a_folder_given_as_the_onnx_file_is_named_a_folder(command, tmp_path):
+def test_a_folder_given_as_the_onnx_file_is_named_a_directory(command, tmp_path):
     (tmp_path / "exported").mkdir()
     args = [command[0], "exported", *command[1:]]
-    assert one_error_line(*args, cwd=tmp_path) == "error: exported is a folder; give an ONNX file"
+    assert one_error_line(*args, cwd=tmp_path) == "error: ONNX file exported is a directory, not a file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["export", "R-50-FPN", "--onnx", "--weights", "inputs"], "checkpoint inputs is a directory, not a file"),
+    (["export", "--onnx", "--config-file", "inputs"], "config file inputs is a directory, not a file"),
+    (["synthetic-checkpoint", "--config-file", "inputs"], "config file inputs is a directory, not a file"),
+])
+def test_a_folder_given_as_an_input_file_is_named_a_directory(args, message, tmp_path):
+    """They said 'checkpoint not found' and "config file 'inputs' not found" of a directory that is there."""
+    (tmp_path / "inputs").mkdir()
+    assert one_error_line(*args, cwd=tmp_path) == f"error: {message}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs"]
 
 
 def test_build_plugin_refuses_a_tensorrt_root_without_headers_before_building(tmp_path, monkeypatch):
@@ -58,3 +71,23 @@ def test_a_non_positive_shape_is_named_as_such(command, shape, tmp_path):
     assert one_error_line(*command, "--shape", shape, cwd=tmp_path) == \
         f"error: --shape '{shape}': height and width must be at least 1, e.g. 800x1344"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_reader_of_an_input_file_names_a_folder(tmp_path):
+    """The readers behind --images, --engine and a checkpoint (the commands reach them after loading a model)."""
+    from exporter.evaluation.inputs import load_image
+    from exporter.evaluation.predict import read_image
+    from exporter.trt.sidecar import read_sidecar
+    from models.checkpoint import load_checkpoint
+    from models.errors import DeformRTError
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for read, what in ((load_image, "image"), (read_image, "image"), (read_sidecar, "engine file"),
+                       (lambda path: load_checkpoint(torch.nn.Linear(1, 1), path), "checkpoint")):
+        with pytest.raises(DeformRTError) as exc:
+            read(folder)
+        assert str(exc.value) == f"{what} {folder} is a directory, not a file"
+        with pytest.raises(DeformRTError) as exc:
+            read(tmp_path / "absent")
+        assert str(exc.value) == f"{what} not found: {tmp_path / 'absent'}"

@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 from exporter.evaluation.compare import BackendOptions, load_model_file
 from exporter.evaluation.detections import COCO_CATEGORY_IDS, coco_records
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_file
 
 METRICS = ("AP", "AP50", "AP75")
 
@@ -108,9 +108,7 @@ def _coco_api():
 def load_annotations(path: Path):
     """A pycocotools ``COCO`` of ``path``; one-line DeformRTError for a missing or malformed file."""
     COCO, _ = _coco_api()
-    path = Path(path)
-    if not path.is_file():
-        raise DeformRTError(f"annotation file not found: {path}")
+    path = require_file(path, "annotation file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

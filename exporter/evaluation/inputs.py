@@ -14,16 +14,14 @@ from typing import Sequence
 
 import numpy as np
 
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_file
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def load_image(path: Path) -> np.ndarray:
     """An ``HxWx3`` float64 RGB array with values 0..255 from ``.npy``, PNG or JPEG."""
-    path = Path(path)
-    if not path.is_file():
-        raise DeformRTError(f"image not found: {path}")
+    path = require_file(path, "image")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:

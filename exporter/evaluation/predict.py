@@ -22,7 +22,7 @@ from exporter.evaluation.detections import ImageDetections, class_name, coco_rec
 from exporter.evaluation.inputs import preprocess
 from exporter.onnx.metadata import DetectorMetadata, ExportMetadata
 from exporter.util.fsutil import atomic_write_bytes, check_output_directory, check_output_path
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_file
 
 
 def resized_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
@@ -44,9 +44,7 @@ def read_image(path: Path) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
         raise DeformRTError("reading images needs Pillow (pip install pillow)") from None
-    path = Path(path)
-    if not path.is_file():
-        raise DeformRTError(f"image not found: {path}")
+    path = require_file(path, "image")
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional, Union
 
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_file
 
 PREFIX = "deformrt."
 SEED_PREFIX = "seed:"
@@ -60,10 +60,7 @@ def read_onnx(path: Path, load_external_data: bool = True) -> "onnx.ModelProto":
     not an ONNX model (an empty file parses as an empty model, so that is refused too)."""
     import onnx
 
-    if path.is_dir():
-        raise DeformRTError(f"{path} is a folder; give an ONNX file")
-    if not path.is_file():
-        raise DeformRTError(f"ONNX file not found: {path}")
+    require_file(path, "ONNX file")
     try:
         model = onnx.load_model(str(path), load_external_data=load_external_data)
     except Exception as exc:  # protobuf raises several types for a file that is not ONNX
@@ -114,8 +111,7 @@ class ExportMetadata:
                 raise DeformRTError(f"this model was exported with weights from {self.weights}; pass that "
                                     "checkpoint to rebuild it")
             return
-        if not Path(weights).is_file():
-            raise DeformRTError(f"checkpoint not found: {weights}")
+        require_file(weights, "checkpoint")
         if self.weights_sha256:
             from exporter.util.fsutil import sha256_file
 
