@@ -361,7 +361,8 @@ def _pairs(opts: Sequence[Any]) -> list[tuple[str, Any]]:
     if isinstance(opts, (str, bytes)) or not isinstance(opts, Sequence):
         raise DeformRTError(f"opts must be a list of KEY VALUE items, got {opts!r}")
     if len(opts) % 2:
-        raise DeformRTError(f"opts must be KEY VALUE pairs, got an odd number of items ({len(opts)}): {list(opts)!r}")
+        raise DeformRTError(f"config overrides must be KEY VALUE pairs, got an odd number of items ({len(opts)}): "
+                            f"{' '.join(map(str, opts))}")
     pairs = list(zip(opts[0::2], opts[1::2]))
     for key, _ in pairs:
         if not isinstance(key, str):

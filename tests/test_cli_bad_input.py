@@ -91,3 +91,10 @@ def test_every_reader_of_an_input_file_names_a_folder(tmp_path):
         with pytest.raises(DeformRTError) as exc:
             read(tmp_path / "absent")
         assert str(exc.value) == f"{what} not found: {tmp_path / 'absent'}"
+
+
+def test_a_key_without_its_value_is_named_in_command_line_words(tmp_path):
+    """It said 'opts must be KEY VALUE pairs', naming the Python argument."""
+    assert one_error_line("export", "R-50-FPN", "--onnx", "MODEL.RESNETS.STAGE_WITH_DCN", cwd=tmp_path) == (
+        "error: config overrides must be KEY VALUE pairs, got an odd number of items (1): "
+        "MODEL.RESNETS.STAGE_WITH_DCN")
