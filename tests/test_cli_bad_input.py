@@ -98,3 +98,30 @@ def test_a_key_without_its_value_is_named_in_command_line_words(tmp_path):
     assert one_error_line("export", "R-50-FPN", "--onnx", "MODEL.RESNETS.STAGE_WITH_DCN", cwd=tmp_path) == (
         "error: config overrides must be KEY VALUE pairs, got an odd number of items (1): "
         "MODEL.RESNETS.STAGE_WITH_DCN")
+
+
+def test_a_corrupt_or_truncated_image_is_one_line(tmp_path):
+    """--images of compare, bench and deploy (load_image): a corrupt or truncated PNG was Pillow's
+    UnidentifiedImageError / OSError traceback, and an empty .npy numpy's EOFError."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from exporter.evaluation.inputs import load_image
+    from models.errors import DeformRTError
+
+    picture = np.random.default_rng().integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(picture).save(png, format="PNG")
+    (tmp_path / "good.png").write_bytes(png.getvalue())
+    np.testing.assert_array_equal(load_image(tmp_path / "good.png"), picture.astype(np.float64))
+    (tmp_path / "cut.png").write_bytes(png.getvalue()[:len(png.getvalue()) // 2])
+    (tmp_path / "text.jpg").write_bytes(b"not a picture")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    for name, message in (("cut.png", "cannot read image {}: image file is truncated"),
+                          ("text.jpg", "cannot read image {}: cannot identify image file"),
+                          ("empty.npy", "{} is not a readable .npy array (No data left in file)")):
+        with pytest.raises(DeformRTError) as exc:
+            load_image(tmp_path / name)
+        assert str(exc.value).startswith(message.format(tmp_path / name)), exc.value
