@@ -3,6 +3,8 @@ status 1, nothing on stdout and nothing written (README: "Command-line conventio
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -125,3 +127,24 @@ def test_a_corrupt_or_truncated_image_is_one_line(tmp_path):
         with pytest.raises(DeformRTError) as exc:
             load_image(tmp_path / name)
         assert str(exc.value).startswith(message.format(tmp_path / name)), exc.value
+
+
+@pytest.mark.parametrize("args, flag, source", [
+    # --json-file replaces a report without --force: `compare` wrote its JSON over the 108 MB model, exit 0
+    (["compare", "model.onnx", "--json-file", "model.onnx"], "--json-file", "model.onnx"),
+    (["bench", "model.onnx", "--weights", "w.pth", "--json-file", "./w.pth"], "--json-file", "w.pth"),
+    (["predict", "model.onnx", "a.png", "--json-file", "a.png"], "--json-file", "a.png"),
+    (["eval", "model.onnx", "--coco", "coco.json", "--images", ".", "--json-file", "coco.json"], "--json-file",
+     "coco.json"),
+    # --force is for an old result, not for the file the command reads
+    (["build-engine", "model.onnx", "-o", "model.onnx", "--force"], "--output", "model.onnx"),
+    (["export", "R-50-C4", "--onnx", "--weights", "w.pth", "-o", "w.pth", "--force"], "--output", "w.pth"),
+])
+def test_an_output_that_is_one_of_the_inputs_is_refused(args, flag, source, tmp_path):
+    files = {name: name.encode() * 3 for name in ("model.onnx", "w.pth", "a.png", "coco.json")}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    output = Path(args[args.index(flag if flag in args else "-o") + 1])
+    assert one_error_line(*args, cwd=tmp_path) == \
+        f"error: {flag} {output} is the input {source}: the result would replace it; give another file"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files

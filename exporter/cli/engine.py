@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
 
         if output is None:
             output = onnx.with_suffix(".fp16.plan" if fp16 else ".plan")
-        o.check_output_file(output, force)
+        o.check_output_file(output, force, inputs=[onnx, plugin])
         options = BuildOptions(fp16=fp16, fp16_method=fp16_via.value, tf32=tf32, plugin=plugin, min_shape=min_shape,
                                opt_shape=opt_shape, max_shape=max_shape,
                                workspace=parse_size(workspace) if workspace else None, timing_cache=timing_cache,
@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
         from exporter.evaluation.compare import CompareOptions, compare_models
         from exporter.util.progress import Progress
 
-        o.check_report_file(json_file)
+        o.check_report_file(json_file, inputs=[onnx, engine, plugin, weights, *map(Path, parse_list(images))])
         options = CompareOptions(backends=_backends(backends, engine), engine=engine, plugin=plugin, weights=weights,
                                  images=[Path(p) for p in parse_list(images)], batch=batch, shape=o.parse_shape(shape),
                                  seed=seed, device=device.value, ort_provider=ort_provider.value, fp16=fp16,
@@ -169,7 +169,7 @@ def register(app: typer.Typer) -> None:
         from exporter.evaluation.bench import BenchOptions, bench_models
         from exporter.util.progress import Progress
 
-        o.check_report_file(json_file)
+        o.check_report_file(json_file, inputs=[onnx, engine, plugin, weights])
         options = BenchOptions(backends=_backends(backends, engine), engine=engine, plugin=plugin, weights=weights,
                                batch=batch, shape=o.parse_shape(shape), warmup=warmup, iterations=iterations,
                                device=device.value, ort_provider=ort_provider.value, fp16=fp16, verbose=verbose)
@@ -204,7 +204,7 @@ def register(app: typer.Typer) -> None:
         from exporter.evaluation.coco_eval import EvalOptions, evaluate
         from exporter.util.progress import Progress
 
-        o.check_report_file(json_file)
+        o.check_report_file(json_file, inputs=[onnx, coco, engine, plugin, weights])
         options = EvalOptions(backends=_backends(backends, engine), engine=engine, plugin=plugin, weights=weights,
                               device=device.value, ort_provider=ort_provider.value, fp16=fp16, verbose=verbose)
         report = evaluate(onnx, coco, images, options, Progress())

@@ -121,6 +121,7 @@ def register(app: typer.Typer) -> None:
 
         if not onnx:
             raise DeformRTError("say which format to export: --onnx (the only one `deformrt export` writes)")
+        o.check_output_file(output, force, inputs=[weights, config_file])
         body, pairs = body_and_opts(body, opts, config_file, detector=detector)
         if not detector and (debug_outputs or not trt_limits):
             raise DeformRTError(f"{'--debug-outputs' if debug_outputs else '--no-trt-limits'} applies to whole "

@@ -131,12 +131,23 @@ def parse_list(values: Optional[Sequence[str]]) -> list[str]:
 # Outputs, checked before any work
 
 
-def check_output_file(path: Optional[Path], force: bool) -> None:
-    """A result file (ONNX, engine, checkpoint): writable folder, not existing unless ``force``."""
-    from exporter.util.fsutil import check_output_path
+def check_output_file(path: Optional[Path], force: bool, inputs: Sequence[Optional[Path]] = (),
+                      flag: str = "--output") -> None:
+    """A result file (ONNX, engine, checkpoint): writable folder, not existing unless ``force``, and
+    none of the command's ``inputs`` (``--force`` is for an old result, not for the file being read)."""
+    import os
 
-    if path is not None:
-        check_output_path(path, force)
+    from exporter.util.fsutil import check_output_path
+    from models.errors import DeformRTError
+
+    if path is None:
+        return
+    check_output_path(path, force)
+    if Path(path).is_file():
+        for source in inputs:
+            if source is not None and Path(source).is_file() and os.path.samefile(path, source):
+                raise DeformRTError(f"{flag} {path} is the input {source}: the result would replace it; give "
+                                    "another file")
 
 
 def check_output_dir(path: Path, force: bool) -> None:
@@ -146,9 +157,10 @@ def check_output_dir(path: Path, force: bool) -> None:
     check_output_directory(path, force)
 
 
-def check_report_file(path: Optional[Path]) -> None:
-    """A ``--json-file``: a report, replaced if it exists; its folder must be writable."""
-    check_output_file(path, force=True)
+def check_report_file(path: Optional[Path], inputs: Sequence[Optional[Path]] = ()) -> None:
+    """A ``--json-file``: a report, replaced if it exists (but never one of the command's ``inputs``);
+    its folder must be writable."""
+    check_output_file(path, force=True, inputs=inputs, flag="--json-file")
 
 
 def print_json(obj) -> None:

@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         from exporter.evaluation.predict import coco_results, predict as run_predict, prediction_summary
         from exporter.util.progress import Progress
 
-        o.check_report_file(json_file)
+        o.check_report_file(json_file, inputs=[model, engine, plugin, *images])
         results = run_predict(model, images, output, engine=engine, plugin=plugin, score_threshold=score_threshold,
                               force=force, progress=Progress())
         o.emit(as_json, lambda: coco_results(results, score_threshold),
