@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from exporter.cli.options import ScriptParser, pick_names, run_script  # noqa: E402
+from exporter.util.progress import Progress  # noqa: E402
 from dcn_reference import FP16_RMS_RATIO, deform_conv2d_reference, fp16_error_ratio  # noqa: E402
 from kernel_model import GPUS, layers  # noqa: E402
 from ptxexec.capture import DEVICES  # noqa: E402
@@ -92,7 +93,9 @@ def main(argv=None) -> int:
     shapes = layers()
     layer_names = pick_names(args.layers, list(shapes), "--layers", "layer")
     gpus = pick_names(args.gpus, list(GPU_LIMITS), "--gpus", "GPU")  # both before the build
-    lib = host_library()
+    progress = Progress()
+    with progress.step("building the CPU build of the kernels (libdeformrt_host.so)"):
+        lib = host_library()
     rows = []
     for layer in layer_names:
         c, h, w = shapes[layer]
@@ -106,7 +109,9 @@ def main(argv=None) -> int:
                 plan = plan_for(lib, desc, gpu)
                 key = (plan.splitK, plan.stepsPerSplit)
                 if key not in seen:  # the same K order gives the same bits: run (minutes of CPU) once
-                    y = run(lib, x, ohwi, offset, mask, desc, plan)
+                    with progress.step(f"{layer}, {'smooth' if smooth else 'random'} offsets, split K {plan.splitK}: "
+                                       f"the CPU build at {c}x{h}x{w}"):
+                        y = run(lib, x, ohwi, offset, mask, desc, plan)
                     seen[key] = fp16_error_ratio(y, ref, x, weight, None, (1, 1), (1, 1), (1, 1), 1)
                 rows.append({"layer": layer, "offsets": "smooth" if smooth else "random", "gpu": gpu,
                              "split_k": plan.splitK, "rms_ratio": round(seen[key], 3)})
