@@ -3,20 +3,34 @@ status 1, nothing on stdout and nothing written (README: "Command-line conventio
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
 
-from cli_shell import deformrt
 
+def one_error_line(*args, cwd: Path) -> str:
+    """``deformrt ARGS`` run in ``cwd`` through the console script's entry point (``exporter.cli.main``: usage
+    errors are handled there, not in the typer app), in this process; its one stderr line."""
+    from exporter import cli
 
-def one_error_line(*args, cwd) -> str:
-    ran = deformrt(*args, cwd=cwd)
-    err = ran.stderr.strip()
-    assert ran.returncode == 1 and ran.stdout == "", (ran.returncode, ran.stdout, ran.stderr)
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    return err
+    out, err, here = io.StringIO(), io.StringIO(), Path.cwd()
+    os.chdir(cwd)
+    try:
+        with mock.patch.dict(os.environ), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                pytest.raises(SystemExit) as exit_info:
+            os.environ.pop(cli.DEBUG_ENV, None)
+            cli.main([str(a) for a in args])
+    finally:
+        os.chdir(here)
+    text = err.getvalue().strip()
+    assert exit_info.value.code == 1 and out.getvalue() == "", (exit_info.value.code, out.getvalue(), text)
+    assert text.startswith("error: ") and "\n" not in text and "Traceback" not in text, text
+    return text
 
 
 @pytest.mark.parametrize("command", [["info"], ["compare"], ["bench"], ["build-engine"], ["predict", "x.png"]])
@@ -148,3 +162,32 @@ def test_an_output_that_is_one_of_the_inputs_is_refused(args, flag, source, tmp_
     assert one_error_line(*args, cwd=tmp_path) == \
         f"error: {flag} {output} is the input {source}: the result would replace it; give another file"
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+
+
+@pytest.mark.parametrize("args, message", [
+    # nan passed the `<= 0` checks: a checkpoint of nan offsets, a compare that passed whatever the difference
+    (["synthetic-checkpoint", "R-50-FPN", "--offset-std", "nan"], "--offset-std must be positive and finite, got nan"),
+    (["synthetic-checkpoint", "R-50-FPN", "--offset-std", "inf"], "--offset-std must be positive and finite, got inf"),
+    (["predict", "model.onnx", "a.png", "--score-threshold", "nan"], "--score-threshold must be a finite number, got nan"),
+    # torch's and numpy's own ValueError tracebacks (an overflow, a negative seed)
+    (["export", "R-50-C4", "--onnx", "--seed", "99999999999999999999"],
+     "Invalid value for '--seed': Input should be less than or equal to 4294967295"),
+    (["compare", "model.onnx", "--seed", "-5"], "Invalid value for '--seed': Input should be greater than or equal to 0"),
+])
+def test_numbers_out_of_range(args, message, tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"model")
+    (tmp_path / "a.png").write_bytes(b"png")
+    assert one_error_line(*args, cwd=tmp_path) == f"error: {message}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "model.onnx"]
+
+
+def test_a_tolerance_must_be_positive_and_finite():
+    from exporter.deploy.check import tolerance_for
+    from exporter.evaluation.compare import comparison_tolerance
+    from models.errors import DeformRTError
+
+    for bad in (0.0, -1e-3, float("nan"), float("inf")):
+        for check in (lambda x: comparison_tolerance(["fp32"], x), lambda x: tolerance_for({}, "fp32", x)):
+            with pytest.raises(DeformRTError, match=f"--tolerance must be positive and finite, got {bad:g}"):
+                check(bad)
+    assert comparison_tolerance(["fp32"], 2e-3) == tolerance_for({}, "fp32", 2e-3) == 2e-3

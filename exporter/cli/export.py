@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
                                        "heads). Heads in a file given to a backbone export are always skipped.")
         ] = False,
         seed: Annotated[int, typer.Option(
-            "--seed", metavar=o.N, help="Seed for random init (and for tensors a checkpoint lacks).")] = 0,
+            "--seed", metavar=o.N, **o.SEED_RANGE, help="Seed for random init (and for tensors a checkpoint lacks).")] = 0,
         dcn_op: Annotated[DcnOp, typer.Option(
             "--dcn-op", metavar=o.choices(DCN_OP_PLUGIN, DCN_OP_ONNX),
             help="plugin: deformrt.DeformConv2d for deformrt's TensorRT plugin; onnx: standard DeformConv "

@@ -83,8 +83,10 @@ ShapeOpt = Annotated[Optional[str], typer.Option(
 BatchOpt = Annotated[int, typer.Option("--batch", metavar=N, min=1, help="Batch size of the input.")]
 WeightsOpt = Annotated[Optional[Path], typer.Option(
     "--weights", metavar=FILE, help="Checkpoint the model was exported with (not needed for random-init exports).")]
+SEED_RANGE = {"min": 0, "max": 2**32 - 1}
+"""What every ``--seed`` takes: what torch, numpy's generators and legacy RandomState all accept."""
 SeedOpt = Annotated[Optional[int], typer.Option(
-    "--seed", metavar=N, help="Seed of the random input (default: a fresh one, reported).")]
+    "--seed", metavar=N, **SEED_RANGE, help="Seed of the random input (default: a fresh one, reported).")]
 ImagesOpt = Annotated[Optional[list[str]], typer.Option(
     "--images", metavar=LIST, help="Real inputs: HxWx3 RGB .npy arrays (PNG/JPEG with Pillow), comma-separated or "
                                    "repeated; one batch.")]

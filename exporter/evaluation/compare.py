@@ -36,7 +36,7 @@ from exporter.evaluation.conditioning import Story, note, passes, relative_error
 from exporter.evaluation.inputs import load_image, preprocess, random_images
 from exporter.trt.profiles import check_in_profile, format_shape, input_dims
 from exporter.util.progress import Progress
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_positive
 
 BACKENDS = ("torch", "ort", "trt")
 TOLERANCES = {"fp32": 1e-3, "tf32": 1e-2, "fp16": 1e-2}
@@ -169,9 +169,7 @@ def output_stats(name: str, reference: np.ndarray, result) -> OutputStats:
 
 def comparison_tolerance(precisions: Sequence[str], override: Optional[float]) -> float:
     if override is not None:
-        if override <= 0:
-            raise DeformRTError(f"--tolerance must be positive, got {override}")
-        return override
+        return require_positive(override, "--tolerance")
     return TOLERANCES[max(precisions, key=_PRECISION_RANK.__getitem__)]
 
 

@@ -22,7 +22,7 @@ from exporter.evaluation.detections import ImageDetections, class_name, coco_rec
 from exporter.evaluation.inputs import preprocess, read_image  # noqa: F401 (read_image: also this module's API)
 from exporter.onnx.metadata import DetectorMetadata, ExportMetadata
 from exporter.util.fsutil import atomic_write_bytes, check_output_directory, check_output_path
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_finite
 
 
 def resized_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
@@ -141,6 +141,7 @@ def predict(model_path: Path, images: Sequence[Path], out_dir: Optional[Path], *
             progress=None) -> list[Prediction]:
     """Run every image and write ``OUTDIR/<stem>.png`` for each (``out_dir`` None: no pictures).
     The output folder is checked first, then the file and every image, before anything runs."""
+    require_finite(score_threshold, "--score-threshold")
     if out_dir is not None:
         check_output_folder(out_dir, images, force)
     meta, detector = load_detector_metadata(Path(model_path))
