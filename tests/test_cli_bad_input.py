@@ -191,3 +191,12 @@ def test_a_tolerance_must_be_positive_and_finite():
             with pytest.raises(DeformRTError, match=f"--tolerance must be positive and finite, got {bad:g}"):
                 check(bad)
     assert comparison_tolerance(["fp32"], 2e-3) == tolerance_for({}, "fp32", 2e-3) == 2e-3
+
+
+def test_eval_images_must_be_a_folder(tmp_path):
+    """It said 'images folder not found' of the image file given."""
+    (tmp_path / "model.onnx").write_bytes(b"model")
+    (tmp_path / "coco.json").write_text('{"images": [], "annotations": [], "categories": []}')
+    (tmp_path / "a.png").write_bytes(b"png")
+    assert one_error_line("eval", "model.onnx", "--coco", "coco.json", "--images", "a.png", cwd=tmp_path) == \
+        "error: --images a.png is a file; give the folder that holds the annotation file's images"
