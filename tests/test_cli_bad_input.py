@@ -168,11 +168,13 @@ def test_an_output_that_is_one_of_the_inputs_is_refused(args, flag, source, tmp_
     # nan passed the `<= 0` checks: a checkpoint of nan offsets, a compare that passed whatever the difference
     (["synthetic-checkpoint", "R-50-FPN", "--offset-std", "nan"], "--offset-std must be positive and finite, got nan"),
     (["synthetic-checkpoint", "R-50-FPN", "--offset-std", "inf"], "--offset-std must be positive and finite, got inf"),
-    (["predict", "model.onnx", "a.png", "--score-threshold", "nan"], "--score-threshold must be a finite number, got nan"),
+    (["predict", "model.onnx", "a.png", "--score-threshold", "nan"],
+     "--score-threshold must be a finite number, got nan"),
     # torch's and numpy's own ValueError tracebacks (an overflow, a negative seed)
     (["export", "R-50-C4", "--onnx", "--seed", "99999999999999999999"],
      "Invalid value for '--seed': Input should be less than or equal to 4294967295"),
-    (["compare", "model.onnx", "--seed", "-5"], "Invalid value for '--seed': Input should be greater than or equal to 0"),
+    (["compare", "model.onnx", "--seed", "-5"],
+     "Invalid value for '--seed': Input should be greater than or equal to 0"),
 ])
 def test_numbers_out_of_range(args, message, tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"model")
@@ -200,3 +202,18 @@ def test_eval_images_must_be_a_folder(tmp_path):
     (tmp_path / "a.png").write_bytes(b"png")
     assert one_error_line("eval", "model.onnx", "--coco", "coco.json", "--images", "a.png", cwd=tmp_path) == \
         "error: --images a.png is a file; give the folder that holds the annotation file's images"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compare", "model.onnx", "--plugin", "lib.so"],
+     "--plugin is for the trt backend: add --engine FILE, or trt to --backends"),
+    (["bench", "model.onnx", "--backends", "torch,ort", "--plugin", "lib.so"],
+     "--plugin is for the trt backend: add --engine FILE, or trt to --backends"),
+    (["predict", "model.onnx", "a.png", "--plugin", "lib.so"],
+     "--plugin is for --engine: add --engine FILE (without it ONNX Runtime runs the file)"),
+])
+def test_a_plugin_without_tensorrt_is_refused(args, message, tmp_path):
+    """--plugin without a TensorRT backend was ignored without a word (compare exited 0 on ONNX Runtime)."""
+    for name in ("model.onnx", "a.png", "lib.so"):
+        (tmp_path / name).write_bytes(b"x")
+    assert one_error_line(*args, cwd=tmp_path) == f"error: {message}"

@@ -57,10 +57,12 @@ Fp16Opt = Annotated[bool, typer.Option(
     "--fp16", help="ONNX Runtime runs deformrt's fp16 conversion of the model; trt builds an fp16 engine.")]
 
 
-def _backends(values: Optional[list[str]], engine: Optional[Path]) -> list[str]:
+def _backends(values: Optional[list[str]], engine: Optional[Path], plugin: Optional[Path] = None) -> list[str]:
     backends = parse_list(values) or ["torch", "ort"]
     if engine is not None and "trt" not in backends:
         backends.append("trt")
+    if plugin is not None and "trt" not in backends:  # else it would be ignored without a word
+        raise DeformRTError("--plugin is for the trt backend: add --engine FILE, or trt to --backends")
     return backends
 
 
@@ -136,7 +138,8 @@ def register(app: typer.Typer) -> None:
         from exporter.util.progress import Progress
 
         o.check_report_file(json_file, inputs=[onnx, engine, plugin, weights, *map(Path, parse_list(images))])
-        options = CompareOptions(backends=_backends(backends, engine), engine=engine, plugin=plugin, weights=weights,
+        selected = _backends(backends, engine, plugin)
+        options = CompareOptions(backends=selected, engine=engine, plugin=plugin, weights=weights,
                                  images=[Path(p) for p in parse_list(images)], batch=batch, shape=o.parse_shape(shape),
                                  seed=seed, device=device.value, ort_provider=ort_provider.value, fp16=fp16,
                                  tolerance=tolerance, verbose=verbose)
@@ -170,7 +173,8 @@ def register(app: typer.Typer) -> None:
         from exporter.util.progress import Progress
 
         o.check_report_file(json_file, inputs=[onnx, engine, plugin, weights])
-        options = BenchOptions(backends=_backends(backends, engine), engine=engine, plugin=plugin, weights=weights,
+        selected = _backends(backends, engine, plugin)
+        options = BenchOptions(backends=selected, engine=engine, plugin=plugin, weights=weights,
                                batch=batch, shape=o.parse_shape(shape), warmup=warmup, iterations=iterations,
                                device=device.value, ort_provider=ort_provider.value, fp16=fp16, verbose=verbose)
         report = bench_models(onnx, options, Progress())
@@ -205,7 +209,8 @@ def register(app: typer.Typer) -> None:
         from exporter.util.progress import Progress
 
         o.check_report_file(json_file, inputs=[onnx, coco, engine, plugin, weights])
-        options = EvalOptions(backends=_backends(backends, engine), engine=engine, plugin=plugin, weights=weights,
+        selected = _backends(backends, engine, plugin)
+        options = EvalOptions(backends=selected, engine=engine, plugin=plugin, weights=weights,
                               device=device.value, ort_provider=ort_provider.value, fp16=fp16, verbose=verbose)
         report = evaluate(onnx, coco, images, options, Progress())
         o.emit(as_json, report.to_dict, report.table, json_file)
