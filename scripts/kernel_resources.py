@@ -193,7 +193,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from exporter.cli.options import ScriptParser
 
     parser = ScriptParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, nargs="+", default=list(CHECK_ARCHS), choices=sorted(SHARED_OPTIN_BYTES))
+    parser.add_argument("--arch", type=int, nargs="+", default=list(CHECK_ARCHS),
+                        choices=sorted(SHARED_OPTIN_BYTES))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if shutil.which("nvcc") is None:

@@ -272,7 +272,8 @@ def main(argv: Optional[list] = None) -> int:
     from exporter.cli.options import ScriptParser
 
     parser = ScriptParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, nargs="+", default=list(kernel_resources.CHECK_ARCHS), choices=sorted(kernel_resources.SHARED_OPTIN_BYTES))
+    parser.add_argument("--arch", type=int, nargs="+", default=list(kernel_resources.CHECK_ARCHS),
+                        choices=sorted(kernel_resources.SHARED_OPTIN_BYTES))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

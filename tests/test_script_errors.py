@@ -43,7 +43,8 @@ def script_error(name: str, argv: list[str], capsys) -> str:
     ("fp16_accuracy", ["--gpus", "H999"], "--gpus: unknown GPU 'H999'; choose from H100 SXM, A100, Jetson AGX Orin"),
     ("fp16_accuracy", ["--layers", "res3,res9"], "--layers: unknown layer 'res9' (did you mean 'res5'?)"),
     # before nvcc (which fails with its own "Unsupported gpu architecture" traceback) or minutes of PTX builds
-    ("kernel_resources", ["--arch", "80", "99"], "argument --arch: invalid choice: 99 (choose from 75, 80, 86, 87, 89, 90)"),
+    ("kernel_resources", ["--arch", "80", "99"],
+     "argument --arch: invalid choice: 99 (choose from 75, 80, 86, 87, 89, 90)"),
     ("sass_loop", ["--arch", "-1"], "argument --arch: invalid choice: -1 (choose from 75, 80, 86, 87, 89, 90)"),
     ("ptx_check", ["--cases", "wgmma("], "argument --cases: 'wgmma(' is not a regular expression (missing ),"),
 ])
@@ -55,7 +56,8 @@ def test_demo_refuses_an_out_dir_it_cannot_create_before_building(tmp_path, caps
     """Before the fix the model was built and run (a minute at the default size), then mkdir raised."""
     blocker = tmp_path / "demo.onnx"
     blocker.write_bytes(b"not a folder")
-    assert script_error("demo", ["--out-dir", str(blocker)], capsys) == f"error: --out-dir {blocker} is a file; give a folder"
+    assert script_error("demo", ["--out-dir", str(blocker)], capsys) == \
+        f"error: --out-dir {blocker} is a file; give a folder"
     inside = blocker / "out"
     assert script_error("demo", ["--out-dir", str(inside)], capsys) == \
         f"error: --out-dir {inside}: cannot create the folder (Not a directory)"
