@@ -4,6 +4,7 @@ long work (exporter.cli.options: ScriptParser, whole_number, run_script). Each c
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,35 @@ def test_fp16_accuracy_host_build_leaves_no_folder(monkeypatch):
     monkeypatch.setattr(cuda_kernels, "declare_host_api", lambda lib: lib)
     assert fp16_accuracy.host_library().endswith("libdeformrt_host.so")
     assert len(build_dirs) == 1 and not build_dirs[0].exists()
+
+
+def gpu_check(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.parametrize("args, message", [
+    # taken for the results file: minutes of checks, then a JSON file named --help
+    (["--help-me"], "error: unknown option --help-me; usage: bash scripts/gpu_check.sh [results.json]"),
+    (["a.json", "b.json"], "error: one argument at most (the results file), got 2"),
+    (["out"], "error: {cwd}/out is a directory; give a file for the results"),
+    (["no/such/r.json"],
+     "error: cannot write {cwd}/no/such/r.json: directory {cwd}/no/such is missing or not writable"),
+])
+def test_gpu_check_refuses_bad_arguments_before_any_work(args, message, tmp_path):
+    (tmp_path / "out").mkdir()
+    done = gpu_check(*args, cwd=tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", message.format(cwd=tmp_path) + "\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_gpu_check_help_and_no_gpu(tmp_path):
+    done = gpu_check("--help", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("Every check that needs a GPU")
+    assert "bash scripts/gpu_check.sh [results.json]" in done.stdout and "set -euo" not in done.stdout
+    if shutil.which("nvidia-smi") is not None:
+        pytest.skip("nvidia-smi is here: the no-GPU message is checked on a machine without one")
+    done = gpu_check("r.json", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (1, "") and done.stderr == (
+        "error: no NVIDIA GPU here (neither nvidia-smi nor torch sees one); gpu_check runs the checks that need one\n")
+    assert list(tmp_path.iterdir()) == []
