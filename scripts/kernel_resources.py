@@ -198,7 +198,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if shutil.which("nvcc") is None:
-        print("kernel_resources: nvcc not found", file=sys.stderr)
+        print("error: nvcc not found: kernel_resources compiles the kernels with it", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         rows, hmma = collect(tuple(args.arch), Path(tmp))

@@ -279,7 +279,7 @@ def main(argv: Optional[list] = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         stats = collect(tuple(args.arch), Path(tmp))
     if stats is None:
-        print("sass_loop: cuobjdump / nvdisasm not found", file=sys.stderr)
+        print("error: cuobjdump / nvdisasm not found: sass_loop reads the kernels' SASS with them", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps([dataclasses.asdict(s) | {"per_hmma": round(s.per_hmma, 3), "path": s.path} for s in stats],

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from cli_shell import load_script
 from exporter.cli.options import run_script
@@ -48,6 +49,7 @@ def script_error(name: str, argv: list[str], capsys) -> str:
      "argument --arch: invalid choice: 99 (choose from 75, 80, 86, 87, 89, 90)"),
     ("sass_loop", ["--arch", "-1"], "argument --arch: invalid choice: -1 (choose from 75, 80, 86, 87, 89, 90)"),
     ("ptx_check", ["--cases", "wgmma("], "argument --cases: 'wgmma(' is not a regular expression (missing ),"),
+    ("bench_dcn", ["--iters", "0"], "argument --iters: must be >= 1, got 0"),  # a CUDA graph of no calls
 ])
 def test_bad_script_input_is_one_line(name, argv, message, capsys):
     assert message in script_error(name, argv, capsys)
@@ -127,3 +129,12 @@ def test_gpu_check_help_and_no_gpu(tmp_path):
     assert (done.returncode, done.stdout) == (1, "") and done.stderr == (
         "error: no NVIDIA GPU here (neither nvidia-smi nor torch sees one); gpu_check runs the checks that need one\n")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is here: the no-GPU message is checked without one")
+@pytest.mark.parametrize("name, message", [
+    ("bench_dcn", "error: no CUDA GPU available; bench_dcn has nothing to benchmark"),
+    ("dcn_sanitize", "error: no CUDA GPU; dcn_sanitize runs the kernels on one"),
+])
+def test_gpu_scripts_say_in_one_line_that_there_is_no_gpu(name, message, capsys):
+    assert script_error(name, [], capsys) == message
