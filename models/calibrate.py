@@ -15,6 +15,7 @@ the evaluation layer explains an ill-conditioned comparison.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -41,8 +42,8 @@ def _offset_rescaling(model: nn.Module, std_px: float, generator: Optional[torch
     """Within the block, every forward pass through ``model``'s DCN layers rescales their offset
     convs as :func:`calibrate_offsets` describes; the yielded list receives each layer's mean
     |offset| afterwards, in forward order."""
-    if std_px <= 0:
-        raise ValueError(f"std_px must be positive, got {std_px}")
+    if not 0 < std_px < math.inf:  # nan passes a `<= 0` test and would scale every offset weight to nan
+        raise ValueError(f"std_px must be positive and finite, got {std_px}")
     means: list[float] = []
 
     def rescale(dcn: DFConv2d):

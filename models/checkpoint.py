@@ -98,7 +98,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_file
 from models.safe_pickle import load_pickle
 
 MASKRCNN_BENCHMARK = "maskrcnn-benchmark"
@@ -331,10 +331,7 @@ def _safetensors_load(path: Path) -> dict[str, torch.Tensor]:
 
 def _read(path: Path) -> tuple[object, str]:
     """The file's top-level object and its container name ("pth (zip)", "pickle" ...)."""
-    if not path.exists():
-        raise DeformRTError(f"checkpoint not found: {path}")
-    if path.is_dir():
-        raise DeformRTError(f"checkpoint {path} is a directory, not a file")
+    require_file(path, "checkpoint")
     try:
         size = path.stat().st_size
         with open(path, "rb") as handle:

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import yaml
 
 from models.backbone import BodySpec  # importing models.backbone also fills the registries
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_file
 from models.registry import BACKBONES, BLOCKS, STEMS, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -361,7 +361,8 @@ def _pairs(opts: Sequence[Any]) -> list[tuple[str, Any]]:
     if isinstance(opts, (str, bytes)) or not isinstance(opts, Sequence):
         raise DeformRTError(f"opts must be a list of KEY VALUE items, got {opts!r}")
     if len(opts) % 2:
-        raise DeformRTError(f"opts must be KEY VALUE pairs, got an odd number of items ({len(opts)}): {list(opts)!r}")
+        raise DeformRTError(f"config overrides must be KEY VALUE pairs, got an odd number of items ({len(opts)}): "
+                            f"{' '.join(map(str, opts))}")
     pairs = list(zip(opts[0::2], opts[1::2]))
     for key, _ in pairs:
         if not isinstance(key, str):
@@ -383,6 +384,8 @@ def resolve_config_file(config_file: Union[str, Path]) -> Path:
     path = Path(config_file)
     if path.is_file():
         return path
+    if path.is_dir():
+        require_file(path, "config file")  # names the directory
     for candidate in (CONFIG_DIR / path.name, CONFIG_DIR / f"{path.name}.yaml"):
         if path.parent == Path(".") and candidate.is_file():
             return candidate

@@ -37,6 +37,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from exporter.cli.options import ScriptParser, whole_number
 from exporter.util.fsutil import atomic_write_text
 from models.native import KERNEL_ENV, WGMMA_ENV, find_kernel_library
 from models.errors import DeformRTError
@@ -211,20 +212,20 @@ def format_row(r: dict) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernel-lib", help="libdeformrt_kernels.so (default: $DEFORMRT_KERNEL_LIB, plugins/build)")
-    parser.add_argument("--iters", type=int, default=20, help="calls captured per CUDA graph")
+    parser.add_argument("--iters", type=whole_number(1), default=20, help="calls captured per CUDA graph")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     parser.add_argument("--json-file", metavar="FILE", help="also write the rows as JSON to this file (replaced)")
     parser.add_argument("--json-out", dest="json_file", help=argparse.SUPPRESS)  # the old spelling
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
-        print("bench_dcn: no CUDA GPU available; nothing to benchmark", file=sys.stderr)
+        print("error: no CUDA GPU available; bench_dcn has nothing to benchmark", file=sys.stderr)
         return 1
     try:
         os.environ[KERNEL_ENV] = str(find_kernel_library(args.kernel_lib))
     except DeformRTError as exc:
-        print(f"bench_dcn: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     # Compare fp32 with fp32: PyTorch's cuDNN and matmul "fp32" are TF32 unless switched off.
     torch.backends.cudnn.benchmark = True

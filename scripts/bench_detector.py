@@ -15,7 +15,6 @@ Configs are looked up in ../shared/third_party/maskrcnn-benchmark/configs when n
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exporter.cli.options import add_script_shape_argument, parse_script_args
+from exporter.cli.options import ScriptParser, add_script_shape_argument, parse_script_args, run_script, whole_number
 from exporter.evaluation.ort import ort_session
 from exporter.onnx.detector_export import (DetectorExportOptions, build_detector_model, default_detector_output_name,
                                            export_detector_to_file)
@@ -48,8 +47,13 @@ def _median_seconds(run, iterations: int) -> float:
     return statistics.median(times)
 
 
+def config_path(config: str) -> Path:
+    """``config`` itself when it is a file, else upstream's config of that name."""
+    return Path(config) if Path(config).is_file() else UPSTREAM / config
+
+
 def bench_config(config: str, size: tuple[int, int], iterations: int, workdir: Path, progress: Progress) -> dict:
-    path = Path(config) if Path(config).is_file() else UPSTREAM / config
+    path = config_path(config)
     cfg = load_config(config_file=str(path), detector=True)
     built = build_detector_model(cfg, progress=progress)
     out = workdir / default_detector_output_name(cfg, str(path), "plugin")
@@ -73,12 +77,14 @@ def bench_config(config: str, size: tuple[int, int], iterations: int, workdir: P
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
     add_script_shape_argument(parser, "800x1344", "input height and width (default 800x1344)")
-    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--iterations", type=whole_number(1), default=3)
     parser.add_argument("--json", action="store_true")
     args, size = parse_script_args(parser, argv)
+    for config in args.configs:  # a missing or bad config fails before minutes of exports
+        load_config(config_file=str(config_path(config)), detector=True)
     progress = Progress()
     rows = []
     with tempfile.TemporaryDirectory(prefix="deformrt-bench-") as tmp:
@@ -96,4 +102,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -12,7 +12,6 @@ one JSON object on stdout.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -21,7 +20,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from exporter.cli.options import add_script_shape_argument, script_shape
+from exporter.cli.options import ScriptParser, add_script_shape_argument, script_shape, whole_number
 from exporter.util.progress import Progress
 from models.backbone import build_backbone, list_bodies
 from models.config import get_cfg
@@ -103,18 +102,16 @@ def format_tables(result: dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bodies", nargs="*", default=None, metavar="BODY",
                         help="bodies to time (default: all registered)")
     add_script_shape_argument(parser, "800x1344", "input height and width (multiples of 32 for FPN bodies; "
                                                   "default 800x1344)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed passes per body (default 3)")
+    parser.add_argument("--repeat", type=whole_number(1), default=3, help="timed passes per body (default 3)")
     parser.add_argument("--dcn-bodies", nargs="*", default=["R-50-FPN", "R-101-FPN"], metavar="BODY",
                         help="bodies whose DCN overhead ratio is measured (default R-50-FPN R-101-FPN)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be positive")
     bodies = list_bodies() if args.bodies is None else args.bodies
     try:
         size = script_shape(args)

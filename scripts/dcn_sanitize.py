@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer runs (racecheck is slow)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
-        print("dcn_sanitize: no CUDA GPU", file=sys.stderr)
+        print("error: no CUDA GPU; dcn_sanitize runs the kernels on one", file=sys.stderr)
         return 1
     problems = PROBLEMS[:2] if args.quick else PROBLEMS
     runs = [(problem, dtype, shape, nhwc, "") for problem in problems

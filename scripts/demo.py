@@ -84,7 +84,6 @@ def synthetic_checkpoint(cfg, model: torch.nn.Module, body: str, dcn: str, size:
     synthetic-checkpoint`` does; return the file and a line describing it."""
     from exporter.evaluation.synthetic import save_synthetic
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     saved = save_synthetic(model, cfg, out_dir / f"{body}-{dcn}-synthetic.pth", seed=seed, shape=size, force=True,
                            progress=progress)
     return saved.path, saved.describe()
@@ -166,6 +165,16 @@ def export_and_inspect(cfg, model: torch.nn.Module, body: str, dcn: str, size: t
     return "\n".join(reports)
 
 
+def make_out_dir(out_dir: Path) -> None:
+    """``out_dir`` and its parents, or a DeformRTError that says why not."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DeformRTError(f"--out-dir {out_dir} is a file; give a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeformRTError(f"--out-dir {out_dir}: cannot create the folder ({exc.strerror})") from None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--body", default="R-101-FPN", help="CONV_BODY name (default R-101-FPN)")
@@ -180,6 +189,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         size = script_shape(args)
+        if not args.no_export:
+            make_out_dir(args.out_dir)  # before minutes of work
         progress = Progress()
         cfg, model = build(args.body, args.dcn, args.seed, progress)
         print(describe(model, args.body, args.dcn, size, args.seed, progress), flush=True)

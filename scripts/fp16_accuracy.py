@@ -13,7 +13,6 @@ Several minutes of CPU per layer.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import sys
@@ -26,6 +25,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "scripts"))
 
+from exporter.cli.options import ScriptParser, pick_names, run_script  # noqa: E402
+from exporter.util.progress import Progress  # noqa: E402
 from dcn_reference import FP16_RMS_RATIO, deform_conv2d_reference, fp16_error_ratio  # noqa: E402
 from kernel_model import GPUS, layers  # noqa: E402
 from ptxexec.capture import DEVICES  # noqa: E402
@@ -42,8 +43,10 @@ def host_library():
     from exporter.trt.plugin_build import cmake_build
     from models.native import HOST_LIBRARY
     from models.ops.cuda_kernels import declare_host_api
-    out = cmake_build(Path(tempfile.mkdtemp(prefix="deformrt-host-")), {"DEFORMRT_BUILD_CUDA": "OFF"}, ["deformrt_host"])
-    return declare_host_api(ctypes.CDLL(str(out / HOST_LIBRARY)))
+    # The loaded library stays mapped after its build folder is removed.
+    with tempfile.TemporaryDirectory(prefix="deformrt-host-") as build_dir:
+        out = cmake_build(Path(build_dir), {"DEFORMRT_BUILD_CUDA": "OFF"}, ["deformrt_host"])
+        return declare_host_api(ctypes.CDLL(str(out / HOST_LIBRARY)))
 
 
 def inputs(c: int, h: int, w: int, smooth: bool, seed: int = 0):
@@ -87,29 +90,35 @@ def run(lib, x, ohwi, offset, mask, desc, plan) -> torch.Tensor:
 
 def main(argv=None) -> int:
     from models.ops.cuda_kernels import make_desc
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", default="res3,res4,res5")
     parser.add_argument("--gpus", default=",".join(GPU_LIMITS))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    lib = host_library()
-    rows = []
     shapes = layers()
-    for layer in args.layers.split(","):
-        c, h, w = shapes[layer.strip()]
+    layer_names = pick_names(args.layers, list(shapes), "--layers", "layer")
+    gpus = pick_names(args.gpus, list(GPU_LIMITS), "--gpus", "GPU")  # both before the build
+    progress = Progress()
+    with progress.step("building the CPU build of the kernels (libdeformrt_host.so)"):
+        lib = host_library()
+    rows = []
+    for layer in layer_names:
+        c, h, w = shapes[layer]
         for smooth in (False, True):
             x, weight, offset, mask = inputs(c, h, w, smooth)
             ref = deform_conv2d_reference(x, offset, weight, None, (1, 1), (1, 1), (1, 1), mask)
             ohwi = weight.permute(0, 2, 3, 1).contiguous()
             desc = make_desc(x, offset, ohwi, None, mask, (1, 1), (1, 1), (1, 1), "OHWI")
             seen = {}
-            for gpu in (g.strip() for g in args.gpus.split(",")):
+            for gpu in gpus:
                 plan, kernel = plan_for(lib, desc, gpu)
                 # the same K order gives the same bits: run (minutes of CPU) once; the wgmma kernel's
                 # register-A K order is its own
                 key = (kernel, plan.splitK, plan.stepsPerSplit)
                 if key not in seen:
-                    y = run(lib, x, ohwi, offset, mask, desc, plan)
+                    with progress.step(f"{layer}, {'smooth' if smooth else 'random'} offsets, {kernel}, split K "
+                                       f"{plan.splitK}: the CPU build at {c}x{h}x{w}"):
+                        y = run(lib, x, ohwi, offset, mask, desc, plan)
                     seen[key] = fp16_error_ratio(y, ref, x, weight, None, (1, 1), (1, 1), (1, 1), 1)
                 rows.append({"layer": layer, "offsets": "smooth" if smooth else "random", "gpu": gpu,
                              "kernel": kernel, "split_k": plan.splitK, "rms_ratio": round(seen[key], 3)})
@@ -121,4 +130,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

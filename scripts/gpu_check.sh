@@ -15,11 +15,27 @@
 # pytest. Uses $PYTHON (default: .venv/bin/python if present, else python3). A failing section is
 # recorded and the next one runs; the exit status is 1 when any section failed.
 set -euo pipefail
+case ${1:-} in
+  -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+  -*) echo "error: unknown option $1; usage: bash scripts/gpu_check.sh [results.json]" >&2; exit 1 ;;
+esac
+(( $# <= 1 )) || { echo "error: one argument at most (the results file), got $#" >&2; exit 1; }
+CALLER=$PWD
 cd "$(dirname "$0")/.."
 REPO=$PWD
 OUT_JSON=${1:-$REPO/gpu_check.json}
+[[ $OUT_JSON == /* ]] || OUT_JSON=$CALLER/$OUT_JSON  # relative to where it was typed
+# Checked before minutes of work: the results file can be written, and there is a GPU to check.
+if [[ -d $OUT_JSON ]]; then echo "error: $OUT_JSON is a directory; give a file for the results" >&2; exit 1; fi
+[[ -d $(dirname "$OUT_JSON") && -w $(dirname "$OUT_JSON") ]] \
+  || { echo "error: cannot write $OUT_JSON: directory $(dirname "$OUT_JSON") is missing or not writable" >&2; exit 1; }
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+if ! nvidia-smi -L 2>/dev/null | grep -q '^GPU ' \
+    && ! "$PYTHON" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+  echo "error: no NVIDIA GPU here (neither nvidia-smi nor torch sees one); gpu_check runs the checks that need one" >&2
+  exit 1
 fi
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/deformrt-gpucheck.XXXXXX")
@@ -252,8 +268,9 @@ for line in open(results):
 report = {"total_seconds": int(total), "sections": sections,
           "bench": json.load(open(bench)) if os.path.exists(bench) else None,
           "model": json.load(open(model)) if os.path.exists(model) and os.path.getsize(model) else None}
-with open(out, "w") as f:
+with open(out + ".tmp", "w") as f:  # then renamed: an interrupted write leaves no truncated report
     json.dump(report, f, indent=2)
+os.replace(out + ".tmp", out)
 print(f"wrote {out}")
 EOF
 

@@ -12,7 +12,6 @@ wheels); without them it reports "n/a". tests/test_kernel_resources.py asserts o
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -193,12 +192,15 @@ def format_table(rows: list[KernelResources], hmma: Optional[dict]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, nargs="+", default=list(CHECK_ARCHS))
+    from exporter.cli.options import ScriptParser
+
+    parser = ScriptParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, nargs="+", default=list(CHECK_ARCHS),
+                        choices=sorted(SHARED_OPTIN_BYTES))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if shutil.which("nvcc") is None:
-        print("kernel_resources: nvcc not found", file=sys.stderr)
+        print("error: nvcc not found: kernel_resources compiles the kernels with it", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         rows, hmma = collect(tuple(args.arch), Path(tmp))

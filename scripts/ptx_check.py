@@ -34,7 +34,6 @@ naming the instruction and its PTX line.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import dataclasses
 import json
@@ -54,6 +53,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import numpy as np  # noqa: E402
 
+from exporter.cli.options import ScriptParser, regex  # noqa: E402
 from models.native import WGMMA_ENV  # noqa: E402
 from ptxexec import CATEGORIES, ExecutionError, GlobalMemory, Launcher, PtxError  # noqa: E402
 from ptxexec.capture import (BuildError, CapturedLibrary, RecordedMemoryOp, build, build_host, build_ptx,  # noqa: E402
@@ -490,7 +490,7 @@ def build_sources(src: Path, include: Path, arch: str, cache: Path) -> tuple[Cap
 
 
 def main(argv: Optional[list] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=REPO / "plugins" / "src",
                         help="folder with deformConvKernel.cu and deformConvTensorCore.cu (default plugins/src)")
     parser.add_argument("--arch", default="sm_80", help="PTX target and device to model (default sm_80)")
@@ -498,7 +498,7 @@ def main(argv: Optional[list] = None) -> int:
                         help="run the device code built for this PTX target instead (e.g. sm_90a: compute_90a, "
                              "__CUDA_ARCH_FEAT_SM90_ALL defined; the host code stays --arch's build)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    parser.add_argument("--cases", default=None, help="run only the cases whose name matches this regex")
+    parser.add_argument("--cases", type=regex, default=None, help="run only the cases whose name matches this regex")
     parser.add_argument("--cache", type=Path, default=REPO / "plugins" / "build" / "ptxexec-cache",
                         help="compiled PTX and host library cache (default plugins/build/ptxexec-cache)")
     args = parser.parse_args(argv)
@@ -544,7 +544,7 @@ def main(argv: Optional[list] = None) -> int:
         return 1
     cases = [c for c in CASES if args.cases is None or re.search(args.cases, c.name)]
     if not cases:
-        print(f"error: no case matches {args.cases!r}", file=sys.stderr)
+        print(f"error: no case matches {args.cases.pattern!r}", file=sys.stderr)
         return 1
     report_cases, counters, launched = [], {}, []
     total_instr, exec_seconds = 0, 0.0

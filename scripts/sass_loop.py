@@ -26,7 +26,6 @@ Definitions (static, from the SASS text):
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import re
@@ -270,14 +269,17 @@ def format_table(stats: list) -> str:
 
 
 def main(argv: Optional[list] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, nargs="+", default=list(kernel_resources.CHECK_ARCHS))
+    from exporter.cli.options import ScriptParser
+
+    parser = ScriptParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, nargs="+", default=list(kernel_resources.CHECK_ARCHS),
+                        choices=sorted(kernel_resources.SHARED_OPTIN_BYTES))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         stats = collect(tuple(args.arch), Path(tmp))
     if stats is None:
-        print("sass_loop: cuobjdump / nvdisasm not found", file=sys.stderr)
+        print("error: cuobjdump / nvdisasm not found: sass_loop reads the kernels' SASS with them", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps([dataclasses.asdict(s) | {"per_hmma": round(s.per_hmma, 3), "path": s.path} for s in stats],

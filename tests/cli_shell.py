@@ -1,8 +1,9 @@
 """Running ``deformrt`` and printed command lines as a user does, in a shell (for tests/test_first_hour.py
-and tests/test_demo.py), or in this process (:func:`deformrt`)."""
+and tests/test_demo.py), or in this process (:func:`deformrt`); ``scripts/*.py`` as modules (:func:`load_script`)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -13,6 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "COLUMNS": "80"}
 ENV.pop("DEFORMRT_DEBUG", None)
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module named ``name`` (scripts/ is not a package and need not be on sys.path; the
+    module is registered in sys.modules, where dataclasses and the scripts importing each other look it up)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def deformrt_process(*args, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

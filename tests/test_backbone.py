@@ -3,16 +3,15 @@ independent functional float64 re-implementation written from the facts sheet.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cli_shell import load_script
 from dcn_reference import deform_conv2d_reference
 from exporter.util.progress import Progress
 from models.backbone import Backbone, body_info, build_backbone, list_bodies
@@ -604,14 +603,6 @@ def test_registry_errors_and_order():
 
 # ------------------------------------------------------------------------------------------------
 # Scripts
-
-
-def load_script(name):
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"deformrt_script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_demo_prints_outputs_and_parameter_count(capsys):

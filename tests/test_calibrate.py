@@ -45,5 +45,7 @@ def test_every_layer_gets_the_requested_offset_scale():
 
 def test_bad_scale_is_refused():
     model = build_backbone(get_cfg("R-50-C4", opts=["MODEL.RESNETS.STAGE_WITH_DCN", "(False, False, True, False)"]))
-    with pytest.raises(ValueError, match="std_px"):
-        calibrate_offsets(model, torch.randn(1, 3, 32, 32), std_px=0)
+    for bad in (0, -1.0, float("nan"), float("inf")):  # nan and inf passed a `<= 0` test: nan offset weights
+        with pytest.raises(ValueError, match="std_px must be positive and finite"):
+            calibrate_offsets(model, torch.randn(1, 3, 32, 32), std_px=bad)
+    assert all(torch.isfinite(p).all() for p in model.parameters())

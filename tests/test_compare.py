@@ -194,7 +194,7 @@ def test_input_errors(exported, tmp_path):
         compare_models(exported["fpn-gn"], CompareOptions(shape=(48, 64)))
     with pytest.raises(DeformRTError, match="ONNX file not found"):
         compare_models(tmp_path / "none.onnx")
-    with pytest.raises(DeformRTError, match="--tolerance must be positive, got 0"):
+    with pytest.raises(DeformRTError, match="--tolerance must be positive and finite, got 0"):
         compare_models(exported["fpn-gn"], CompareOptions(tolerance=0.0))
 
 

@@ -8,30 +8,20 @@ every kernel and the main loops' counts."""
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import re
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
+from cli_shell import load_script
 from exporter.trt.plugin_build import cmake_build
 from models.native import HOST_LIBRARY
 from models.ops.cuda_kernels import ConvDesc, TcPlan, declare_host_api
 
 
-def _load_script(name: str):
-    """scripts/<name>.py as a module (scripts/ is not a package and need not be on sys.path)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-kernel_resources = _load_script("kernel_resources")
-sass_loop = _load_script("sass_loop")
+kernel_resources = load_script("kernel_resources")
+sass_loop = load_script("sass_loop")  # puts scripts/ on sys.path
+from ptxexec.capture import DEVICES  # noqa: E402
 CHECK_ARCHS, SHARED_OPTIN_BYTES = kernel_resources.CHECK_ARCHS, kernel_resources.SHARED_OPTIN_BYTES
 collect, format_table = kernel_resources.collect, kernel_resources.format_table
 
@@ -72,9 +62,10 @@ def test_every_kernel_compiles_for_each_architecture_without_local_memory(resour
     assert not spilling, spilling
 
 
-# The GPU each architecture's plan is made for: (SMs, per-block shared-memory opt-in, L2 bytes).
-PLAN_GPUS = {80: (108, 163 << 10, 40 << 20), 86: (84, 99 << 10, 6 << 20), 87: (16, 163 << 10, 4 << 20),
-             89: (128, 99 << 10, 72 << 20), 90: (132, 227 << 10, 50 << 20)}
+# The GPU each architecture's plan is made for: (SMs, per-block shared-memory opt-in, L2 bytes), from sm_80
+# on, as the PTX executor's stand-in runtime reports them.
+PLAN_GPUS = {int(arch.removeprefix("sm_")): (d["sms"], d["shared_optin"], d["l2"])
+             for arch, d in DEVICES.items() if d["major"] >= 8}
 
 
 def test_shared_memory_fits_each_architecture_at_the_stage_shapes(resources, host):

@@ -33,8 +33,11 @@ def test_parse_shapes_named_unnamed_and_errors():
 
 def test_parse_hw():
     assert parse_hw("800x1344") == (800, 1344)
-    for bad in ("800", "800x", "0x64", "axb", "1x2x3"):
+    for bad in ("800", "800x", "axb", "1x2x3"):
         with pytest.raises(DeformRTError, match="HxW"):
+            parse_hw(bad)
+    for bad in ("0x64", "-32x64"):  # well formed, not positive
+        with pytest.raises(DeformRTError, match="height and width must be at least 1"):
             parse_hw(bad)
 
 

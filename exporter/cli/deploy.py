@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
             help="Reference inputs: HxWx3 RGB .npy arrays (PNG/JPEG with Pillow), comma-separated or repeated; one "
                  "batch (default: random images of the opt shape). A detector's: PNG/JPEG images, resized and "
                  "preprocessed as `deformrt predict` does.")] = None,
-        seed: Annotated[int, typer.Option("--seed", metavar=o.N, help="Seed of the random reference images.")] = 0,
+        seed: Annotated[int, typer.Option("--seed", metavar=o.N, **o.SEED_RANGE,
+                                                      help="Seed of the random reference images.")] = 0,
         force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle folder.")] = False,
         as_json: o.JsonFlag = False,
     ) -> None:

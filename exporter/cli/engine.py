@@ -57,10 +57,12 @@ Fp16Opt = Annotated[bool, typer.Option(
     "--fp16", help="ONNX Runtime runs deformrt's fp16 conversion of the model; trt builds an fp16 engine.")]
 
 
-def _backends(values: Optional[list[str]], engine: Optional[Path]) -> list[str]:
+def _backends(values: Optional[list[str]], engine: Optional[Path], plugin: Optional[Path] = None) -> list[str]:
     backends = parse_list(values) or ["torch", "ort"]
     if engine is not None and "trt" not in backends:
         backends.append("trt")
+    if plugin is not None and "trt" not in backends:  # else it would be ignored without a word
+        raise DeformRTError("--plugin is for the trt backend: add --engine FILE, or trt to --backends")
     return backends
 
 
@@ -97,7 +99,7 @@ def register(app: typer.Typer) -> None:
 
         if output is None:
             output = onnx.with_suffix(".fp16.plan" if fp16 else ".plan")
-        o.check_output_file(output, force)
+        o.check_output_file(output, force, inputs=[onnx, plugin])
         options = BuildOptions(fp16=fp16, fp16_method=fp16_via.value, tf32=tf32, plugin=plugin, min_shape=min_shape,
                                opt_shape=opt_shape, max_shape=max_shape,
                                workspace=parse_size(workspace) if workspace else None, timing_cache=timing_cache,
@@ -135,8 +137,9 @@ def register(app: typer.Typer) -> None:
         from exporter.evaluation.compare import CompareOptions, compare_models
         from exporter.util.progress import Progress
 
-        o.check_report_file(json_file)
-        options = CompareOptions(backends=_backends(backends, engine), engine=engine, plugin=plugin, weights=weights,
+        o.check_report_file(json_file, inputs=[onnx, engine, plugin, weights, *map(Path, parse_list(images))])
+        selected = _backends(backends, engine, plugin)
+        options = CompareOptions(backends=selected, engine=engine, plugin=plugin, weights=weights,
                                  images=[Path(p) for p in parse_list(images)], batch=batch, shape=o.parse_shape(shape),
                                  seed=seed, device=device.value, ort_provider=ort_provider.value, fp16=fp16,
                                  tolerance=tolerance, verbose=verbose)
@@ -169,8 +172,9 @@ def register(app: typer.Typer) -> None:
         from exporter.evaluation.bench import BenchOptions, bench_models
         from exporter.util.progress import Progress
 
-        o.check_report_file(json_file)
-        options = BenchOptions(backends=_backends(backends, engine), engine=engine, plugin=plugin, weights=weights,
+        o.check_report_file(json_file, inputs=[onnx, engine, plugin, weights])
+        selected = _backends(backends, engine, plugin)
+        options = BenchOptions(backends=selected, engine=engine, plugin=plugin, weights=weights,
                                batch=batch, shape=o.parse_shape(shape), warmup=warmup, iterations=iterations,
                                device=device.value, ort_provider=ort_provider.value, fp16=fp16, verbose=verbose)
         report = bench_models(onnx, options, Progress())
@@ -204,8 +208,9 @@ def register(app: typer.Typer) -> None:
         from exporter.evaluation.coco_eval import EvalOptions, evaluate
         from exporter.util.progress import Progress
 
-        o.check_report_file(json_file)
-        options = EvalOptions(backends=_backends(backends, engine), engine=engine, plugin=plugin, weights=weights,
+        o.check_report_file(json_file, inputs=[onnx, coco, engine, plugin, weights])
+        selected = _backends(backends, engine, plugin)
+        options = EvalOptions(backends=selected, engine=engine, plugin=plugin, weights=weights,
                               device=device.value, ort_provider=ort_provider.value, fp16=fp16, verbose=verbose)
         report = evaluate(onnx, coco, images, options, Progress())
         o.emit(as_json, report.to_dict, report.table, json_file)

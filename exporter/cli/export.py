@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
                                        "heads). Heads in a file given to a backbone export are always skipped.")
         ] = False,
         seed: Annotated[int, typer.Option(
-            "--seed", metavar=o.N, help="Seed for random init (and for tensors a checkpoint lacks).")] = 0,
+            "--seed", metavar=o.N, **o.SEED_RANGE, help="Seed for random init (and for tensors a checkpoint lacks).")] = 0,
         dcn_op: Annotated[DcnOp, typer.Option(
             "--dcn-op", metavar=o.choices(DCN_OP_PLUGIN, DCN_OP_ONNX),
             help="plugin: deformrt.DeformConv2d for deformrt's TensorRT plugin; onnx: standard DeformConv "
@@ -121,6 +121,7 @@ def register(app: typer.Typer) -> None:
 
         if not onnx:
             raise DeformRTError("say which format to export: --onnx (the only one `deformrt export` writes)")
+        o.check_output_file(output, force, inputs=[weights, config_file])
         body, pairs = body_and_opts(body, opts, config_file, detector=detector)
         if not detector and (debug_outputs or not trt_limits):
             raise DeformRTError(f"{'--debug-outputs' if debug_outputs else '--no-trt-limits'} applies to whole "

@@ -16,6 +16,9 @@ conventions"). A new command takes its options from here instead of writing its 
 - **Lists** are comma-separated or repeated (:func:`parse_list`).
 - **Old spellings** keep working with a one-line notice on stderr (:data:`DEPRECATED_SPELLINGS`,
   rewritten by :func:`rewrite_deprecated` before typer parses the command line).
+- **Scripts** (``scripts/*.py``, argparse) follow the same rules: :class:`ScriptParser` (usage errors
+  are one line, status 1), :func:`whole_number` and :func:`regex` (argument types), :func:`pick_names`
+  (names from a table), and :func:`run_script` (the error boundary, ``--debug``).
 
 A command written this way (add its module to ``COMMAND_MODULES`` in :mod:`exporter.cli`; the plain
 help layout and the error boundary then apply by themselves, and tests/test_first_hour.py checks its
@@ -36,6 +39,7 @@ Nothing here imports torch, onnx or TensorRT, so ``--help`` stays fast.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -79,8 +83,10 @@ ShapeOpt = Annotated[Optional[str], typer.Option(
 BatchOpt = Annotated[int, typer.Option("--batch", metavar=N, min=1, help="Batch size of the input.")]
 WeightsOpt = Annotated[Optional[Path], typer.Option(
     "--weights", metavar=FILE, help="Checkpoint the model was exported with (not needed for random-init exports).")]
+SEED_RANGE = {"min": 0, "max": 2**32 - 1}
+"""What every ``--seed`` takes: what torch, numpy's generators and legacy RandomState all accept."""
 SeedOpt = Annotated[Optional[int], typer.Option(
-    "--seed", metavar=N, help="Seed of the random input (default: a fresh one, reported).")]
+    "--seed", metavar=N, **SEED_RANGE, help="Seed of the random input (default: a fresh one, reported).")]
 ImagesOpt = Annotated[Optional[list[str]], typer.Option(
     "--images", metavar=LIST, help="Real inputs: HxWx3 RGB .npy arrays (PNG/JPEG with Pillow), comma-separated or "
                                    "repeated; one batch.")]
@@ -127,12 +133,23 @@ def parse_list(values: Optional[Sequence[str]]) -> list[str]:
 # Outputs, checked before any work
 
 
-def check_output_file(path: Optional[Path], force: bool) -> None:
-    """A result file (ONNX, engine, checkpoint): writable folder, not existing unless ``force``."""
-    from exporter.util.fsutil import check_output_path
+def check_output_file(path: Optional[Path], force: bool, inputs: Sequence[Optional[Path]] = (),
+                      flag: str = "--output") -> None:
+    """A result file (ONNX, engine, checkpoint): writable folder, not existing unless ``force``, and
+    none of the command's ``inputs`` (``--force`` is for an old result, not for the file being read)."""
+    import os
 
-    if path is not None:
-        check_output_path(path, force)
+    from exporter.util.fsutil import check_output_path
+    from models.errors import DeformRTError
+
+    if path is None:
+        return
+    check_output_path(path, force)
+    if Path(path).is_file():
+        for source in inputs:
+            if source is not None and Path(source).is_file() and os.path.samefile(path, source):
+                raise DeformRTError(f"{flag} {path} is the input {source}: the result would replace it; give "
+                                    "another file")
 
 
 def check_output_dir(path: Path, force: bool) -> None:
@@ -142,9 +159,10 @@ def check_output_dir(path: Path, force: bool) -> None:
     check_output_directory(path, force)
 
 
-def check_report_file(path: Optional[Path]) -> None:
-    """A ``--json-file``: a report, replaced if it exists; its folder must be writable."""
-    check_output_file(path, force=True)
+def check_report_file(path: Optional[Path], inputs: Sequence[Optional[Path]] = ()) -> None:
+    """A ``--json-file``: a report, replaced if it exists (but never one of the command's ``inputs``);
+    its folder must be writable."""
+    check_output_file(path, force=True, inputs=inputs, flag="--json-file")
 
 
 def print_json(obj) -> None:
@@ -234,11 +252,75 @@ def rewrite_deprecated(args: list[str], notify: Callable[[str], None] = warn) ->
 # The argparse scripts (scripts/*.py) follow the same conventions
 
 
+class ScriptParser(argparse.ArgumentParser):
+    """argparse for scripts/*.py: a usage error (unknown option, bad value) is one ``error:`` line and
+    exit status 1, as for the deformrt commands (argparse's own is the usage text and status 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(1, f"error: {' '.join(message.split())}\n")
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number of at least ``minimum`` (``--repeat`` 1, ``--warmup`` 0)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = N  # argparse names the type in some messages
+    return parse
+
+
+def regex(text: str) -> re.Pattern:
+    """An argparse ``type``: a regular expression, compiled."""
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a regular expression ({exc})") from None
+
+
+def pick_names(text: str, known: Sequence[str], flag: str, what: str) -> list[str]:
+    """The comma-separated names in ``text`` (``--gpus "H100 SXM,A100"``), each one of ``known``; a
+    DeformRTError naming the first unknown one, the closest known name and the choices otherwise."""
+    from models.errors import DeformRTError
+    from models.registry import did_you_mean
+
+    names = parse_list([text])
+    for name in names:
+        if name not in known:
+            raise DeformRTError(f"{flag}: unknown {what} {name!r}{did_you_mean(name, known)}; "
+                                f"choose from {', '.join(known)}")
+    if not names:
+        raise DeformRTError(f"{flag}: name at least one {what} ({', '.join(known)})")
+    return names
+
+
+def run_script(main: Callable[[list[str]], int], argv: Optional[Sequence[str]] = None) -> int:
+    """A script's error boundary, as the deformrt command's: ``main(args)``, where a DeformRTError is
+    one ``error:`` line on stderr and status 1; ``--debug`` (anywhere; taken out of ``args``) or
+    ``DEFORMRT_DEBUG=1`` shows the traceback instead. ``sys.exit(run_script(main))`` ends a script."""
+    import sys
+
+    from exporter.cli import debug_from_env, take_debug
+    from models.errors import DeformRTError
+
+    args, debug = take_debug(list(sys.argv[1:] if argv is None else argv))
+    try:
+        return main(args)
+    except DeformRTError as exc:
+        if debug or debug_from_env():
+            raise
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+
+
 def add_script_shape_argument(parser, default: str, help: str) -> None:
     """``--shape HxW`` on an argparse parser, with the scripts' old ``--size H W`` accepted but
     hidden (:func:`script_shape` turns it into the new spelling with a notice)."""
-    import argparse
-
     parser.add_argument("--shape", default=default, metavar=HW, help=help)
     parser.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help=argparse.SUPPRESS)
 

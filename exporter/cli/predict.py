@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from exporter.cli import options as o
+from models.errors import DeformRTError
 
 
 def register(app: typer.Typer) -> None:
@@ -38,7 +39,9 @@ def register(app: typer.Typer) -> None:
         from exporter.evaluation.predict import coco_results, predict as run_predict, prediction_summary
         from exporter.util.progress import Progress
 
-        o.check_report_file(json_file)
+        o.check_report_file(json_file, inputs=[model, engine, plugin, *images])
+        if plugin is not None and engine is None:  # else it would be ignored without a word
+            raise DeformRTError("--plugin is for --engine: add --engine FILE (without it ONNX Runtime runs the file)")
         results = run_predict(model, images, output, engine=engine, plugin=plugin, score_threshold=score_threshold,
                               force=force, progress=Progress())
         o.emit(as_json, lambda: coco_results(results, score_threshold),

@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
             "Checkpoint to write (default: BODY-synthetic.pth in the current directory; with --detector, the config "
             "file's name with -synthetic.pth).")] = None,
         config_file: ConfigFileOpt = None,
-        seed: Annotated[int, typer.Option("--seed", metavar=o.N, help="Seed of the random weights.")] = 0,
+        seed: Annotated[int, typer.Option("--seed", metavar=o.N, **o.SEED_RANGE,
+                                                      help="Seed of the random weights.")] = 0,
         offset_std: Annotated[float, typer.Option(
             "--offset-std", metavar=o.X, help="Standard deviation of the DCN offsets, in pixels (a trained "
                                               "model's: about 2).")] = 2.0,

@@ -39,7 +39,7 @@ import numpy as np
 
 from exporter.deploy import layout
 from exporter.util.progress import Progress
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_file
 from models.version import __version__
 
 # Modules deformrt's Python needs on the device: the bundle's check and loading and running an
@@ -369,8 +369,8 @@ def make_bundle(onnx_path: Path, output: Path, options: DeployOptions = DeployOp
     check_output_directory(output, force)  # before anything slow: exists, parent missing or read-only
     plugins_dir = Path(options.plugins_dir or PLUGINS_DIR)
     deploy_sources = _deploy_sources(plugins_dir)
-    if options.weights is not None and not Path(options.weights).is_file():
-        raise DeformRTError(f"checkpoint not found: {options.weights}")
+    if options.weights is not None:
+        require_file(options.weights, "checkpoint")
     seconds = {}
     start = time.perf_counter()
     model, meta = load_onnx(onnx_path)  # no progress line yet: user errors stay one line

@@ -45,7 +45,7 @@ import numpy as np
 from exporter.deploy import layout
 from exporter.evaluation.detection_sets import Cuts, DetectionTolerance, compare_image_detections
 from exporter.evaluation.detections import ImageDetections
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_positive
 
 
 @dataclass
@@ -193,9 +193,7 @@ def reference_outputs(bundle: Path, conf: Optional[dict] = None) -> dict[str, np
 def tolerance_for(conf: dict, precision: str, override: Optional[float] = None) -> float:
     """``override``, else the bundle's ``tolerance_<precision>``; DeformRTError for neither."""
     if override is not None:
-        if not override > 0:
-            raise DeformRTError(f"--tolerance must be positive, got {override}")
-        return float(override)
+        return float(require_positive(override, "--tolerance"))
     text = conf.get(f"tolerance_{precision}")
     if text is None:
         known = sorted(k[len("tolerance_"):] for k in conf if k.startswith("tolerance_"))

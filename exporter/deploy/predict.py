@@ -30,7 +30,7 @@ from exporter.evaluation.predict import (Prediction, Runner, check_output_folder
                                          prediction_summary, read_image, trt_runner, write_picture)
 from exporter.onnx.metadata import DETECTOR_KEY, DetectorMetadata, ExportMetadata
 from exporter.util.fsutil import atomic_write_text, check_output_path
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_finite
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 RESULTS = "coco_results.json"
@@ -77,6 +77,7 @@ def predict_folder(bundle: Path, images: Sequence[Path], out_dir: Path, run: Run
     """Run ``run`` (an engine's, or any callable from input arrays to output arrays by name) on every
     image; write the PNGs and :data:`RESULTS` to ``out_dir``. The output folder, the bundle and every
     image are checked before the first inference."""
+    require_finite(score_threshold, "--score-threshold")
     files = image_files(images)
     stems = [p.stem for p in files]
     if len(set(stems)) != len(stems):

@@ -17,6 +17,7 @@ Reported per backend: box AP, AP50, AP75 and (Mask R-CNN) mask AP, AP50, AP75 (C
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import sys
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Optional, Sequence
 
 from exporter.evaluation.compare import BackendOptions, load_model_file
 from exporter.evaluation.detections import COCO_CATEGORY_IDS, coco_records
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_file
 
 METRICS = ("AP", "AP50", "AP75")
 
@@ -108,9 +109,7 @@ def _coco_api():
 def load_annotations(path: Path):
     """A pycocotools ``COCO`` of ``path``; one-line DeformRTError for a missing or malformed file."""
     COCO, _ = _coco_api()
-    path = Path(path)
-    if not path.is_file():
-        raise DeformRTError(f"annotation file not found: {path}")
+    path = require_file(path, "annotation file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -119,7 +118,7 @@ def load_annotations(path: Path):
         raise DeformRTError(f"{path} is not a COCO annotation file (it needs 'images' and 'annotations')")
     coco = COCO()
     coco.dataset = data
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(io.StringIO()):  # "creating index... index created!": no news to a user
         coco.createIndex()
     return coco
 
@@ -127,6 +126,9 @@ def load_annotations(path: Path):
 def image_files(coco, images_dir: Path) -> list[tuple[int, Path]]:
     """(image id, file) for every image of the annotations, all checked to exist before any work."""
     images_dir = Path(images_dir)
+    if images_dir.is_file():
+        raise DeformRTError(f"--images {images_dir} is a file; give the folder that holds the annotation file's "
+                            "images")
     if not images_dir.is_dir():
         raise DeformRTError(f"images folder not found: {images_dir}")
     out = []

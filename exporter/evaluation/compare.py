@@ -36,7 +36,7 @@ from exporter.evaluation.conditioning import Story, note, passes, relative_error
 from exporter.evaluation.inputs import load_image, preprocess, random_images
 from exporter.trt.profiles import check_in_profile, format_shape, input_dims
 from exporter.util.progress import Progress
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_positive
 
 BACKENDS = ("torch", "ort", "trt")
 TOLERANCES = {"fp32": 1e-3, "tf32": 1e-2, "fp16": 1e-2}
@@ -169,9 +169,7 @@ def output_stats(name: str, reference: np.ndarray, result) -> OutputStats:
 
 def comparison_tolerance(precisions: Sequence[str], override: Optional[float]) -> float:
     if override is not None:
-        if override <= 0:
-            raise DeformRTError(f"--tolerance must be positive, got {override}")
-        return override
+        return require_positive(override, "--tolerance")
     return TOLERANCES[max(precisions, key=_PRECISION_RANK.__getitem__)]
 
 
@@ -440,13 +438,13 @@ def demo_compare(onnx_path: Path, progress: Optional[Progress] = None, weights: 
     """The comparison ``make demo`` ends with: PyTorch against ONNX Runtime, plus a TensorRT engine
     built in memory where TensorRT, a GPU and (for a plugin-flavour model) the plugin library are
     present; why TensorRT was left out is reported through ``progress``."""
-    import onnx
     import torch
 
+    from exporter.onnx.metadata import read_onnx
     from exporter.trt.build import tensorrt_unavailable_reason
 
     progress = progress or Progress.quiet()
-    model = onnx.load_model(str(onnx_path), load_external_data=False)
+    model = read_onnx(Path(onnx_path), load_external_data=False)
     backends = ["torch", "ort"]
     reason = tensorrt_unavailable_reason(model)
     if reason is None:

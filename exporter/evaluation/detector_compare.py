@@ -23,7 +23,7 @@ import numpy as np
 from exporter.evaluation.detection_sets import (BORDERLINE_KINDS, Cuts, DetectionTolerance, compare_image_detections,
                                                 pair_tolerance)
 from exporter.evaluation.detections import ImageDetections
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_positive
 
 
 def detector_cuts(config_yaml: str, kind: str, detections: int) -> Cuts:
@@ -247,8 +247,7 @@ def compare_detector(onnx_path: Path, model, meta, detector, options, progress=N
     for name in backends[1:]:
         tolerance = pair_tolerance([precisions[reference], precisions[name]])
         if options.tolerance is not None:  # --tolerance X: the score and mask tolerance
-            if options.tolerance <= 0:
-                raise DeformRTError(f"--tolerance must be positive, got {options.tolerance}")
+            require_positive(options.tolerance, "--tolerance")
             tolerance = DetectionTolerance(tolerance.iou, tolerance.box_px, options.tolerance, options.tolerance)
         comparisons.append(compare_detection_sets(results[reference], results[name],
                                                   SetComparison(name, precisions[name], tolerance), cuts))

@@ -14,30 +14,38 @@ from typing import Sequence
 
 import numpy as np
 
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_file
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
+def read_image(path: Path, hint: str = "") -> np.ndarray:
+    """An HxWx3 uint8 RGB array from a file Pillow reads (PNG, JPEG ...); an unreadable, corrupt or
+    truncated file is a one-line DeformRTError (``hint`` is added to the one for a missing Pillow)."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise DeformRTError(f"reading images needs Pillow (pip install pillow){hint}") from None
+    path = require_file(path, "image")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DeformRTError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else 'not an image'}") \
+            from None
+
+
 def load_image(path: Path) -> np.ndarray:
     """An ``HxWx3`` float64 RGB array with values 0..255 from ``.npy``, PNG or JPEG."""
-    path = Path(path)
-    if not path.is_file():
-        raise DeformRTError(f"image not found: {path}")
+    path = require_file(path, "image")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
-        except ValueError as exc:
+        except (ValueError, EOFError, OSError) as exc:  # EOFError: an empty file
             raise DeformRTError(f"{path} is not a readable .npy array ({exc})") from None
     elif suffix in _IMAGE_SUFFIXES:
-        try:
-            from PIL import Image
-        except ImportError:
-            raise DeformRTError(f"reading {suffix} images needs Pillow (pip install pillow); or pass HxWx3 .npy "
-                                f"arrays") from None
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"))
+        array = read_image(path, hint="; or pass HxWx3 .npy arrays")
     else:
         raise DeformRTError(f"{path}: images must be .npy, .png, .jpg or .jpeg")
     if array.ndim == 2:

@@ -19,10 +19,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from exporter.evaluation.detections import ImageDetections, class_name, coco_records, draw_detections
-from exporter.evaluation.inputs import preprocess
+from exporter.evaluation.inputs import preprocess, read_image  # noqa: F401 (read_image: also this module's API)
 from exporter.onnx.metadata import DetectorMetadata, ExportMetadata
 from exporter.util.fsutil import atomic_write_bytes, check_output_directory, check_output_path
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_finite
 
 
 def resized_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
@@ -36,23 +36,6 @@ def resized_size(height: int, width: int, min_size: int, max_size: int) -> tuple
     if width < height:
         return int(size * height / width), size
     return size, int(size * width / height)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """An HxWx3 uint8 RGB array; an unreadable file is a one-line DeformRTError."""
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise DeformRTError("reading images needs Pillow (pip install pillow)") from None
-    path = Path(path)
-    if not path.is_file():
-        raise DeformRTError(f"image not found: {path}")
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DeformRTError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else 'not an image'}") \
-            from None
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -158,6 +141,7 @@ def predict(model_path: Path, images: Sequence[Path], out_dir: Optional[Path], *
             progress=None) -> list[Prediction]:
     """Run every image and write ``OUTDIR/<stem>.png`` for each (``out_dir`` None: no pictures).
     The output folder is checked first, then the file and every image, before anything runs."""
+    require_finite(score_threshold, "--score-threshold")
     if out_dir is not None:
         check_output_folder(out_dir, images, force)
     meta, detector = load_detector_metadata(Path(model_path))

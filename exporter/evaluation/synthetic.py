@@ -152,10 +152,9 @@ def make_synthetic_checkpoint(body: Optional[str], output: Optional[Path] = None
     name ``<body>-synthetic.pth``, for a detector ``<config file name>-synthetic.pth``)."""
     from exporter.onnx.export import build_model, load_config, resolve_body
     from exporter.util.fsutil import check_output_path
-    from models.errors import DeformRTError
+    from models.errors import require_positive
 
-    if std_px <= 0:
-        raise DeformRTError(f"--offset-std must be positive, got {std_px:g}")
+    require_positive(std_px, "--offset-std")
     body, opts = resolve_body(body, config_file, opts, detector=detector)
     cfg = load_config(body, config_file, opts, detector=detector)
     if detector:

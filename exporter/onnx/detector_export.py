@@ -40,7 +40,7 @@ from exporter.util.progress import Progress
 from models.calibrate import DETECTOR_CALIBRATION_SHAPE, OFFSET_STD_PX, calibrate_synthetic_detector
 from models.checkpoint import load_checkpoint
 from models.detector import build_detector
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_file
 from models.version import __version__
 
 INPUTS = ("images", "image_sizes")
@@ -84,8 +84,8 @@ def build_detector_model(cfg, weights: Optional[str] = None, seed: int = DEFAULT
     required; ``allow_unexpected``: tensors the model lacks are listed instead of refused), or
     :func:`random_detector` (the export says so)."""
     progress = progress or Progress.quiet()
-    if weights is not None and not Path(weights).is_file():
-        raise DeformRTError(f"checkpoint not found: {weights}")
+    if weights is not None:
+        require_file(weights, "checkpoint")
     if weights is None:
         model, _ = random_detector(cfg, seed, progress=progress)
         return BuiltModel(model, cfg, f"{SEED_PREFIX}{seed}", seed=seed)

@@ -44,7 +44,7 @@ from exporter.util.progress import Progress
 from models.backbone import body_info, build_backbone
 from models.checkpoint import load_checkpoint
 from models.config import config_from_yaml, get_cfg
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_file
 from models.layers import FrozenBatchNorm2d
 from models.version import __version__
 
@@ -184,8 +184,8 @@ def build_model(cfg, weights: Optional[str] = None, seed: int = DEFAULT_SEED,
     does not have are listed instead of refused). Checkpoint problems raise DeformRTError
     (:class:`models.checkpoint.CheckpointMismatchError` for a checkpoint of another model)."""
     progress = progress or Progress.quiet()
-    if weights is not None and not Path(weights).is_file():
-        raise DeformRTError(f"checkpoint not found: {weights}")
+    if weights is not None:
+        require_file(weights, "checkpoint")
     with progress.step(f"building {cfg.MODEL.BACKBONE.CONV_BODY}"):
         torch.manual_seed(seed)
         model = build_backbone(cfg).eval()

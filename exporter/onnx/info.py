@@ -17,20 +17,9 @@ from onnx import helper
 
 from exporter.onnx import op_contract as oc
 from exporter.onnx import passes as gp
-from exporter.onnx.metadata import PREFIX, ExportMetadata
-from models.errors import DeformRTError
+from exporter.onnx.metadata import PREFIX, ExportMetadata, read_onnx
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
-
-
-def _load(path: Path) -> onnx.ModelProto:
-    if not path.is_file():
-        raise DeformRTError(f"ONNX file not found: {path}")
-    try:
-        return onnx.load_model(str(path))
-    except Exception as exc:  # protobuf raises several types for a file that is not ONNX
-        raise DeformRTError(f"{path} is not a readable ONNX model ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else 'parse error'})") from None
 
 
 def _tensor(vi: onnx.ValueInfoProto) -> dict:
@@ -46,7 +35,7 @@ def inspect_model(path: Union[str, Path]) -> dict:
     custom_ops [{domain, op_type, count}], parameters (elements in floating-point initializers),
     initializer_bytes, metadata (decoded ``deformrt.*`` or null), metadata_props (other keys)."""
     path = Path(path)
-    model = _load(path)
+    model = read_onnx(path)
     graph = model.graph
     initializer_names = {t.name for t in graph.initializer}
     parameters = 0

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional, Union
 
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_file
 
 PREFIX = "deformrt."
 SEED_PREFIX = "seed:"
@@ -53,6 +53,23 @@ _JSON_FIELDS = frozenset({
     "output_names", "output_strides", "output_channels", "pixel_mean", "pixel_std", "to_bgr255",
     "dynamic_axes", "export_shape",
 })
+
+
+def read_onnx(path: Path, load_external_data: bool = True) -> "onnx.ModelProto":  # noqa: F821
+    """The ONNX model at ``path``; a one-line DeformRTError for a missing file, a folder, or a file that is
+    not an ONNX model (an empty file parses as an empty model, so that is refused too)."""
+    import onnx
+
+    require_file(path, "ONNX file")
+    try:
+        model = onnx.load_model(str(path), load_external_data=load_external_data)
+    except Exception as exc:  # protobuf raises several types for a file that is not ONNX
+        detail = str(exc).splitlines()[0] if str(exc) else "parse error"
+        raise DeformRTError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {detail})") from None
+    if not model.HasField("graph"):
+        raise DeformRTError(f"{path} is not a readable ONNX model (it holds no graph"
+                            f"{'; the file is empty' if path.stat().st_size == 0 else ''})")
+    return model
 
 
 @dataclass(frozen=True)
@@ -94,8 +111,7 @@ class ExportMetadata:
                 raise DeformRTError(f"this model was exported with weights from {self.weights}; pass that "
                                     "checkpoint to rebuild it")
             return
-        if not Path(weights).is_file():
-            raise DeformRTError(f"checkpoint not found: {weights}")
+        require_file(weights, "checkpoint")
         if self.weights_sha256:
             from exporter.util.fsutil import sha256_file
 
@@ -155,13 +171,7 @@ class ExportMetadata:
         import onnx
 
         if not isinstance(model, onnx.ModelProto):
-            path = Path(model)
-            if not path.is_file():
-                raise DeformRTError(f"ONNX file not found: {path}")
-            try:
-                model = onnx.load_model(str(path), load_external_data=False)
-            except Exception as exc:  # protobuf raises several types for a non-ONNX file
-                raise DeformRTError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
+            model = read_onnx(Path(model), load_external_data=False)
         return cls.from_props({p.key: p.value for p in model.metadata_props})
 
     def apply(self, model: "onnx.ModelProto") -> None:  # noqa: F821

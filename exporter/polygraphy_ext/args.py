@@ -7,6 +7,8 @@ checked at parse time, before any runner builds a model or an engine.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from polygraphy.logger import G_LOGGER
 from polygraphy.tools.args import DataLoaderArgs, ModelArgs, RunnerSelectArgs, TrtConfigArgs, TrtLoadPluginsArgs
 from polygraphy.tools.args import util as args_util
@@ -95,15 +97,13 @@ class DeformrtModelArgs(BaseArgs):
             self._set_default_val_range()
 
     def _read_model(self, path: str) -> None:
-        import onnx
-
-        from exporter.onnx.metadata import ExportMetadata
+        from exporter.onnx.metadata import ExportMetadata, read_onnx
         from exporter.trt.profiles import input_dims
 
         try:
-            model = onnx.load_model(path, load_external_data=False)
-        except Exception as exc:  # protobuf raises several types; Polygraphy's loaders report it later
-            self.metadata_error = f"{path} is not a readable ONNX model ({type(exc).__name__})"
+            model = read_onnx(Path(path), load_external_data=False)
+        except DeformRTError as exc:  # Polygraphy's loaders report it later
+            self.metadata_error = str(exc)
             return
         try:
             self.meta = ExportMetadata.from_model(model)

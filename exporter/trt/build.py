@@ -180,15 +180,9 @@ def output_descriptions(model) -> list[dict]:
 def load_onnx(onnx_path: Path):
     """The exported ``onnx.ModelProto`` and its :class:`ExportMetadata`, the file parsed once;
     DeformRTError (the metadata reader's) for a missing or unreadable file."""
-    import onnx
+    from exporter.onnx.metadata import ExportMetadata, read_onnx
 
-    from exporter.onnx.metadata import ExportMetadata
-
-    try:
-        model = onnx.load_model(str(onnx_path))
-    except Exception:
-        ExportMetadata.from_model(Path(onnx_path))  # raises the user-facing error for a missing or non-ONNX file
-        raise
+    model = read_onnx(Path(onnx_path))
     return model, ExportMetadata.from_model(model)
 
 

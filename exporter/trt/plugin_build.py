@@ -106,6 +106,11 @@ def build_plugin(build_dir: Optional[PathLike] = None, tensorrt_root: Optional[P
             raise DeformRTError(f"{name} {value} is not a directory")
     if tensorrt_include_dir is not None and not (Path(tensorrt_include_dir) / "NvInferRuntime.h").is_file():
         raise DeformRTError(f"TensorRT include directory {tensorrt_include_dir} has no NvInferRuntime.h")
+    if tensorrt_include_dir is None and tensorrt_root is not None \
+            and not (Path(tensorrt_root) / "include" / "NvInferRuntime.h").is_file():
+        # else CMake looks elsewhere and, finding no headers, builds the kernels but no plugin (minutes)
+        raise DeformRTError(f"TensorRT root {tensorrt_root} has no include/NvInferRuntime.h: give the folder of a "
+                            "TensorRT install (include/, lib/), or --tensorrt-include-dir for the headers alone")
 
     options = {"CMAKE_BUILD_TYPE": "Release", "Python3_EXECUTABLE": sys.executable}
     if tensorrt_root is not None:

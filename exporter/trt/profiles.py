@@ -108,10 +108,13 @@ def parse_shapes(text: str, input_names: Sequence[str], flag: str) -> dict[str, 
 
 def parse_hw(text: str, flag: str = "--shape") -> tuple[int, int]:
     """Parse ``HxW`` (e.g. ``800x1344``) into two positive ints."""
-    m = re.fullmatch(r"(\d+)x(\d+)", text.strip())
-    if not m or min(int(m[1]), int(m[2])) < 1:
+    m = re.fullmatch(r"(-?\d+)x(-?\d+)", text.strip())
+    if not m:
         raise DeformRTError(f"{flag} {text!r}: write the height and width as HxW, e.g. 800x1344")
-    return int(m[1]), int(m[2])
+    height, width = int(m[1]), int(m[2])
+    if min(height, width) < 1:
+        raise DeformRTError(f"{flag} {text!r}: height and width must be at least 1, e.g. 800x1344")
+    return height, width
 
 
 def _round_up(value: int, multiple: int) -> int:

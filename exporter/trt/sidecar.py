@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional, TextIO, Union
 
 from exporter.trt.profiles import ShapeProfile
-from models.errors import DeformRTError
+from models.errors import DeformRTError, require_file
 
 SCHEMA = 1
 PRECISIONS = ("fp32", "tf32", "fp16")
@@ -142,9 +142,7 @@ class EngineMeta:
 
 def read_sidecar(engine: Union[str, Path]) -> EngineMeta:
     """Read ``<engine>.json``; DeformRTError when the engine or its sidecar is missing or malformed."""
-    engine = Path(engine)
-    if not engine.is_file():
-        raise DeformRTError(f"engine file not found: {engine}")
+    engine = require_file(engine, "engine file")
     side = sidecar_path(engine)
     if not side.is_file():
         raise DeformRTError(f"{engine} has no sidecar {side.name}: deformrt only loads engines it built with "
