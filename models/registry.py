@@ -30,8 +30,12 @@ T = TypeVar("T")
 
 
 def closest_match(name: str, choices: Iterable[str]) -> Optional[str]:
-    """The choice most similar to ``name`` (case-insensitive), or None when nothing is close."""
+    """The choice most similar to ``name`` (case-insensitive), or None when nothing is close. The only
+    choice that starts with ``name`` wins (``H100`` -> ``H100 SXM``, which difflib ranks below ``A100``)."""
     by_lower = {c.lower(): c for c in choices}
+    extending = [c for lower, c in by_lower.items() if lower.startswith(name.lower())]
+    if len(extending) == 1:
+        return extending[0]
     found = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
     return by_lower[found[0]] if found else None
 

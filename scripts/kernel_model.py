@@ -40,7 +40,6 @@ written to DRAM), cuBLAS Hgemm (at GEMM_EFFICIENCY of peak, column buffer read b
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -51,7 +50,11 @@ from typing import Optional
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
+
+from exporter.cli.options import ScriptParser, pick_names, run_script, whole_number  # noqa: E402
+from models.errors import DeformRTError  # noqa: E402
 
 MMA_FLOP = 2 * 16 * 8 * 16          # one mma.sync.m16n8k16
 ISSUE_PER_CLOCK = 4                 # warp schedulers per SM (Volta through Hopper)
@@ -365,9 +368,9 @@ def short_name(mangled: str) -> str:
 
 
 def main(argv: Optional[list] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the model as JSON on stdout")
-    parser.add_argument("--ctas", type=int, default=4, help="CTAs run per launch (default 4: the middle one and 3 "
+    parser.add_argument("--ctas", type=whole_number(1), default=4, help="CTAs run per launch (default 4: the middle one and 3 "
                                                             "random ones)")
     parser.add_argument("--gpus", default=",".join(GPUS), help="comma-separated GPU names of the table")
     parser.add_argument("--no-registers", action="store_true",
@@ -379,15 +382,9 @@ def main(argv: Optional[list] = None) -> int:
                              "compute_90a, where the plugin's wgmma kernel is, as the default CMake build has it), or "
                              "the sm_80 build every other GPU runs (the mma.sync kernel on Hopper)")
     args = parser.parse_args(argv)
-    names = [name.strip() for name in args.gpus.split(",")]
-    unknown = [name for name in names if name not in GPUS]
-    if unknown or args.ctas < 1 or not args.src.is_dir():
-        problem = (f"unknown GPU {unknown[0]!r} (the table has: {', '.join(GPUS)})" if unknown
-                   else f"--ctas must be at least 1, not {args.ctas}" if args.ctas < 1
-                   else f"--src {args.src} is not a directory")
-        print(f"kernel_model: {problem}", file=sys.stderr)
-        return 1
-    gpus = {name: GPUS[name] for name in names}
+    gpus = {name: GPUS[name] for name in pick_names(args.gpus, list(GPUS), "--gpus", "GPU")}
+    if not args.src.is_dir():
+        raise DeformRTError(f"--src {args.src} is not a directory")
     from ptx_check import Checker, build_sources, log
     lib, ptx_builder = build_sources(args.src.resolve(), REPO / "plugins" / "include", "sm_80",
                                      REPO / "plugins" / "build" / "ptxexec-cache")
@@ -470,4 +467,4 @@ def main(argv: Optional[list] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

@@ -18,7 +18,7 @@ from models.backbone import Backbone, body_info, build_backbone, list_bodies
 from models.config import get_cfg
 from models.errors import DeformRTError
 from models.layers import DFConv2d, FrozenBatchNorm2d
-from models.registry import BACKBONES, Registry
+from models.registry import BACKBONES, Registry, closest_match
 from models.resnet import Bottleneck, DeformSpec
 
 ALL_BODIES = ["R-50-C4", "R-50-C5", "R-101-C4", "R-101-C5", "R-50-FPN", "R-50-FPN-RETINANET", "R-101-FPN",
@@ -599,6 +599,11 @@ def test_registry_errors_and_order():
         BACKBONES.get("R-101-RETINANET")
     with pytest.raises(DeformRTError, match="did you mean 'R-152-FPN'"):
         body_info("R-152-FPM")
+    # the one name a short spelling starts: "H100" is closer to "A100" by edit ratio, but names "H100 SXM";
+    # two names that start the same way leave it to the similarity
+    assert closest_match("h100", ["H100 SXM", "A100", "Jetson AGX Orin"]) == "H100 SXM"
+    assert closest_match("R-101", ["R-101-FPN", "R-101-C4", "R-50-FPN"]) in ("R-101-FPN", "R-101-C4")
+    assert closest_match("zzz", ["H100 SXM", "A100"]) is None
 
 
 # ------------------------------------------------------------------------------------------------
