@@ -31,10 +31,14 @@ KERNEL_SOURCES = ("deformConvTensorCore.cu", "deformConvKernel.cu")
 # the definition the CMake build gives it).
 ARCH_SPECIFIC_SOURCES = (("deformConvWgmma.cu", 90, "90a", "DEFORMRT_WGMMA_SM90A=1"),)
 CHECK_ARCHS = (80, 87, 90)  # Ampere, Jetson Orin, Hopper
-# Largest dynamic + static shared memory one block may opt in to (CUDA programming guide, per compute
-# capability): sm_80/87 163 KB, sm_86/89 99 KB, sm_90 227 KB; sm_75 64 KB.
-SHARED_OPTIN_BYTES = {75: 64 * 1024, 80: 163 * 1024, 86: 99 * 1024, 87: 163 * 1024, 89: 99 * 1024,
-                      90: 227 * 1024}
+
+sys.path.insert(0, str(REPO / "scripts"))
+from ptxexec.capture import DEVICES  # noqa: E402
+
+# Largest dynamic + static shared memory one block may opt in to, per compute capability (sm_80/87 163 KB,
+# sm_86/89 99 KB, sm_90 227 KB, sm_75 64 KB): the PTX executor's device table, which the plugin's launch
+# planning runs against.
+SHARED_OPTIN_BYTES = {int(name.removeprefix("sm_")): device["shared_optin"] for name, device in DEVICES.items()}
 
 
 @dataclasses.dataclass

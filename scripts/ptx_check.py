@@ -506,6 +506,10 @@ def main(argv: Optional[list] = None) -> int:
     if args.arch not in DEVICES:
         print(f"error: --arch must be one of {', '.join(DEVICES)}", file=sys.stderr)
         return 1
+    ptx_targets = [*DEVICES, "sm_90a"]  # sm_90a: the Hopper kernel's architecture-specific build
+    if args.ptx_arch is not None and args.ptx_arch not in ptx_targets:
+        print(f"error: --ptx-arch must be one of {', '.join(ptx_targets)}", file=sys.stderr)
+        return 1
     if find_nvcc() is None:
         print("error: nvcc not found: ptx_check compiles the kernels to PTX with it", file=sys.stderr)
         return 1

@@ -49,6 +49,7 @@ def script_error(name: str, argv: list[str], capsys) -> str:
      "argument --arch: invalid choice: 99 (choose from 75, 80, 86, 87, 89, 90)"),
     ("sass_loop", ["--arch", "-1"], "argument --arch: invalid choice: -1 (choose from 75, 80, 86, 87, 89, 90)"),
     ("ptx_check", ["--cases", "wgmma("], "argument --cases: 'wgmma(' is not a regular expression (missing ),"),
+    ("ptx_check", ["--ptx-arch", "sm_99"], "--ptx-arch must be one of sm_75, sm_80, sm_86, sm_87, sm_89, sm_90, sm_90a"),
     ("bench_dcn", ["--iters", "0"], "argument --iters: must be >= 1, got 0"),  # a CUDA graph of no calls
 ])
 def test_bad_script_input_is_one_line(name, argv, message, capsys):
