@@ -907,6 +907,13 @@ DEFORMRT_HD bool bWordInside(TcGeometry const& t, TcTile const& tile, BWordCopie
     return b.channelsInside && tile.n0 + b.row + slot * (Shape::Threads / kWordsPerRow) < t.g.cOutPerGroup;
 }
 
+//! An fp16 value into shared memory byte by byte (little-endian, as the GPU stores it).
+DEFORMRT_HD void storeHalfBytes(unsigned char* dst, uint16_t value)
+{
+    dst[0] = static_cast<unsigned char>(value & 0xffu);
+    dst[1] = static_cast<unsigned char>(value >> 8);
+}
+
 //! loadB on the CPU (and the GPU's path for weights that are not whole 16-byte vectors): B buffer ``stage``
 //! = the weights of step (chunk, tap), zero past the chunk's channels and the group's output channels; on the
 //! wgmma path in the register-A K order (bWordCopies).
@@ -925,9 +932,7 @@ DEFORMRT_HD void loadBDirect(TcGeometry const& t, TcTensors const& p, TcTile con
             uint16_t const* const source = p.weight + first + uint32_t(slot) * b.rowStepElements;
             for (int32_t i = 0; i < 2; ++i)
             {
-                uint16_t const value = inside ? source[i] : uint16_t(0);
-                dst[2 * i] = static_cast<unsigned char>(value & 0xffu);
-                dst[2 * i + 1] = static_cast<unsigned char>(value >> 8);
+                storeHalfBytes(dst + 2 * i, inside ? source[i] : uint16_t(0));
             }
         }
     }
@@ -945,9 +950,7 @@ DEFORMRT_HD void loadBDirect(TcGeometry const& t, TcTensors const& p, TcTile con
             int32_t const channels = b.channels - bOddSlotHalves<Shape>(slot);
             for (int32_t i = 0; i < kVector; ++i)
             {
-                uint16_t const value = inside && i < channels ? source[i] : uint16_t(0);
-                dst[2 * i] = static_cast<unsigned char>(value & 0xffu);
-                dst[2 * i + 1] = static_cast<unsigned char>(value >> 8);
+                storeHalfBytes(dst + 2 * i, inside && i < channels ? source[i] : uint16_t(0));
             }
         }
     }
@@ -1001,6 +1004,14 @@ DEFORMRT_HD FragB loadFragB(unsigned char const* b, int32_t col0, int32_t k0, in
     f.r[0] = loadPair(b, n, k);
     f.r[1] = loadPair(b, n, k + 8);
     return f;
+}
+
+//! Element i of a fragment whose element pairs are packed .f16x2 registers ``regs`` (register i / 2, the
+//! low half first), as a float.
+inline float fragmentHalf(uint32_t const* regs, int32_t i)
+{
+    uint32_t const reg = regs[i / 2];
+    return halfBitsToFloat(uint16_t((i & 1) ? reg >> 16 : reg & 0xffffu));
 }
 
 //! Row (within the 16 x 16 block) of A fragment element i (0..7: register i / 2, half i % 2) of ``lane``.
@@ -1540,30 +1551,23 @@ inline void emulateMmaM16N8K16(FragA const (&a)[kWarpSize], FragB const (&b)[kWa
         int32_t const inGroup = lane & 3;
         for (int32_t i = 0; i < 8; ++i)
         {
-            uint32_t const reg = a[lane].r[i / 2];
-            am[fragARow(lane, i)][fragACol(lane, i)]
-                = halfBitsToFloat(uint16_t((i & 1) ? reg >> 16 : reg & 0xffffu));
+            am[fragARow(lane, i)][fragACol(lane, i)] = fragmentHalf(a[lane].r, i);
         }
         for (int32_t i = 0; i < 4; ++i)
         {
-            int32_t const row = inGroup * 2 + (i & 1) + (i >= 2 ? 8 : 0);
-            uint32_t const reg = b[lane].r[i / 2];
-            bm[row][group] = halfBitsToFloat(uint16_t((i & 1) ? reg >> 16 : reg & 0xffffu));
+            bm[inGroup * 2 + (i & 1) + (i >= 2 ? 8 : 0)][group] = fragmentHalf(b[lane].r, i);
         }
         for (int32_t i = 0; i < 4; ++i)
         {
-            int32_t const row = i < 2 ? group : group + 8;
-            cm[row][inGroup * 2 + (i & 1)] = c[lane].v[i];
+            cm[accRow(lane, i)][accCol(lane, i)] = c[lane].v[i];
         }
     }
     for (int32_t lane = 0; lane < kWarpSize; ++lane)
     {
-        int32_t const group = lane >> 2;
-        int32_t const inGroup = lane & 3;
         for (int32_t i = 0; i < 4; ++i)
         {
-            int32_t const row = i < 2 ? group : group + 8;
-            int32_t const col = inGroup * 2 + (i & 1);
+            int32_t const row = accRow(lane, i);
+            int32_t const col = accCol(lane, i);
             double sum = cm[row][col];
             for (int32_t k = 0; k < 16; ++k)
             {

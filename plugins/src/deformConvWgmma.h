@@ -212,9 +212,7 @@ void emulateWgmmaRS(unsigned char const* shared, uint32_t const (&a)[kWarpgroupT
         int32_t const lane = thread % kWarpSize;
         for (int32_t i = 0; i < 8; ++i)
         {
-            uint32_t const reg = a[thread][i / 2];
-            am[16 * warp + fragARow(lane, i)][fragACol(lane, i)]
-                = halfBitsToFloat(uint16_t((i & 1) ? reg >> 16 : reg & 0xffffu));
+            am[16 * warp + fragARow(lane, i)][fragACol(lane, i)] = fragmentHalf(a[thread], i);
         }
     }
     for (int32_t n = 0; n < Shape::BN; ++n)
@@ -232,8 +230,8 @@ void emulateWgmmaRS(unsigned char const* shared, uint32_t const (&a)[kWarpgroupT
         {
             for (int32_t i = 0; i < 4; ++i)
             {
-                int32_t const row = 16 * warp + lane / 4 + (i >= 2 ? 8 : 0);
-                int32_t const col = 8 * block + 2 * (lane % 4) + (i & 1);
+                int32_t const row = 16 * warp + accRow(lane, i);
+                int32_t const col = 8 * block + accCol(lane, i);
                 float& c = acc[thread].c[0][block].v[i];
                 double sum = c;
                 for (int32_t k = 0; k < 16; ++k)
