@@ -37,7 +37,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from exporter.cli.options import ScriptParser, whole_number
+from exporter.cli.options import whole_number
+from exporter.util.usage import ScriptParser
 from exporter.util.fsutil import atomic_write_text
 from models.native import KERNEL_ENV, WGMMA_ENV, find_kernel_library
 from models.errors import DeformRTError

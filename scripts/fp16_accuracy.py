@@ -25,7 +25,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from exporter.cli.options import ScriptParser, pick_names, run_script  # noqa: E402
+from exporter.cli.options import pick_names, run_script  # noqa: E402
+from exporter.util.usage import ScriptParser  # noqa: E402
 from exporter.util.progress import Progress  # noqa: E402
 from dcn_reference import FP16_RMS_RATIO, deform_conv2d_reference, fp16_error_ratio  # noqa: E402
 from kernel_model import GPUS, layers  # noqa: E402

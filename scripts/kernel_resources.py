@@ -196,7 +196,7 @@ def format_table(rows: list[KernelResources], hmma: Optional[dict]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from exporter.cli.options import ScriptParser
+    from exporter.util.usage import ScriptParser
 
     parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, nargs="+", default=list(CHECK_ARCHS),

@@ -269,7 +269,7 @@ def format_table(stats: list) -> str:
 
 
 def main(argv: Optional[list] = None) -> int:
-    from exporter.cli.options import ScriptParser
+    from exporter.util.usage import ScriptParser
 
     parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, nargs="+", default=list(kernel_resources.CHECK_ARCHS),

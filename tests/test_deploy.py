@@ -428,6 +428,19 @@ def test_device_check_command_passes_and_fails_on_the_bundle_references(deployed
     assert re.fullmatch(r"error: .*P2\.npy not found.*\n", missing.stderr), missing.stderr
 
 
+@pytest.mark.parametrize("module", ["exporter.deploy.check", "exporter.deploy.predict"])
+def test_device_tools_usage_errors_are_one_line_and_status_1(deployed, module):
+    """The device-side tools follow the command line's convention (README: exit status 1 and one
+    ``error:`` line for bad input), usage errors included: argparse's own would be usage text and 2."""
+    bundle = deployed[0]
+    main = f"import sys\nfrom {module} import main\nsys.exit(main(sys.argv[1:]))\n"
+    for args in ([str(bundle), "--no-such-option"], [str(bundle), "--outputs", ".", "--tolerance", "tight"]):
+        result = run_on_device_python(bundle, main, *args)
+        assert result.returncode == 1 and result.stdout == "", (args, result.stdout + result.stderr)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "usage:" not in result.stderr, result.stderr
+
+
 def test_engine_environment_is_read_without_torch(deployed):
     """Reading the GPU for an engine's sidecar check must not need torch: here (no GPU) it is a one-line
     DeformRTError, not an ImportError. The stand-in ``tensorrt`` module carries only ``__version__``,

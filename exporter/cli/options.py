@@ -16,9 +16,9 @@ conventions"). A new command takes its options from here instead of writing its 
 - **Lists** are comma-separated or repeated (:func:`parse_list`).
 - **Old spellings** keep working with a one-line notice on stderr (:data:`DEPRECATED_SPELLINGS`,
   rewritten by :func:`rewrite_deprecated` before typer parses the command line).
-- **Scripts** (``scripts/*.py``, argparse) follow the same rules: :class:`ScriptParser` (usage errors
-  are one line, status 1), :func:`whole_number` and :func:`regex` (argument types), :func:`pick_names`
-  (names from a table), and :func:`run_script` (the error boundary, ``--debug``).
+- **Scripts** (``scripts/*.py``, argparse) follow the same rules: :class:`exporter.util.usage.ScriptParser`
+  (usage errors are one line, status 1), :func:`whole_number` and :func:`regex` (argument types),
+  :func:`pick_names` (names from a table), and :func:`run_script` (the error boundary, ``--debug``).
 
 A command written this way (add its module to ``COMMAND_MODULES`` in :mod:`exporter.cli`; the plain
 help layout and the error boundary then apply by themselves, and tests/test_first_hour.py checks its
@@ -250,14 +250,6 @@ def rewrite_deprecated(args: list[str], notify: Callable[[str], None] = warn) ->
 
 # ----------------------------------------------------------------------------------------------
 # The argparse scripts (scripts/*.py) follow the same conventions
-
-
-class ScriptParser(argparse.ArgumentParser):
-    """argparse for scripts/*.py: a usage error (unknown option, bad value) is one ``error:`` line and
-    exit status 1, as for the deformrt commands (argparse's own is the usage text and status 2)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(1, f"error: {' '.join(message.split())}\n")
 
 
 def whole_number(minimum: int) -> Callable[[str], int]:

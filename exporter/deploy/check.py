@@ -32,7 +32,6 @@ Exit status 0 when every output passes, 1 on FAIL or an error (one ``error:`` li
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -45,6 +44,7 @@ import numpy as np
 from exporter.deploy import layout
 from exporter.evaluation.detection_sets import Cuts, DetectionTolerance, compare_image_detections
 from exporter.evaluation.detections import ImageDetections
+from exporter.util.usage import ScriptParser
 from models.errors import DeformRTError, require_positive
 
 
@@ -341,7 +341,7 @@ def run_engine(bundle: Path, engine: Path, plugin: Optional[Path] = None) -> tup
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ScriptParser(
         prog="python3 -m exporter.deploy.check",
         description="Check an engine's outputs against a deformrt deploy bundle's PyTorch references.")
     parser.add_argument("bundle", type=Path, help="the bundle folder (with deploy.conf)")

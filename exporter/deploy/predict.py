@@ -19,7 +19,6 @@ Exit status 0, or 1 with one ``error:`` line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from exporter.evaluation.predict import (Prediction, Runner, check_output_folder
                                          prediction_summary, read_image, trt_runner, write_picture)
 from exporter.onnx.metadata import DETECTOR_KEY, DetectorMetadata, ExportMetadata
 from exporter.util.fsutil import atomic_write_text, check_output_path
+from exporter.util.usage import ScriptParser
 from models.errors import DeformRTError, require_finite
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -102,7 +102,7 @@ def predict_folder(bundle: Path, images: Sequence[Path], out_dir: Path, run: Run
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ScriptParser(
         prog="python3 -m exporter.deploy.predict",
         description="Detections on image files with a detector bundle's TensorRT engine: a PNG per image and "
                     f"{RESULTS} (COCO-style), as `deformrt predict` writes them.")

@@ -1,0 +1,16 @@
+"""argparse with deformrt's usage-error convention, for everything that is not a typer command: the
+scripts (``scripts/*.py``, through :mod:`exporter.cli.options`) and the device-side tools a bundle carries
+(:mod:`exporter.deploy.check`, :mod:`exporter.deploy.predict`), which run where typer is not installed.
+Standard library only."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class ScriptParser(argparse.ArgumentParser):
+    """A usage error (unknown option, bad value) is one ``error:`` line and exit status 1, as for the
+    deformrt commands (argparse's own is the usage text and status 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(1, f"error: {' '.join(message.split())}\n")
