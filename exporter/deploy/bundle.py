@@ -245,12 +245,13 @@ def model_flavours(model, meta, detector: bool = False) -> dict[str, object]:
 
     import onnx
 
-    from exporter.onnx.fp16 import convert_to_fp16
     from exporter.onnx.metadata import DCN_OP_ONNX, DCN_OP_PLUGIN
-
-    if detector:
-        from exporter.onnx.detector_export import convert_detector_to_fp16 as convert_to_fp16
     from exporter.onnx.passes import to_onnx_op, to_plugin_op
+
+    if detector:  # imported only here: it brings in the detector graph modules
+        from exporter.onnx.detector_export import convert_detector_to_fp16 as to_fp16
+    else:
+        from exporter.onnx.fp16 import convert_to_fp16 as to_fp16
 
     made = {}
     for dcn, dcn_op, rewrite in (("plugin", DCN_OP_PLUGIN, to_plugin_op), ("onnx", DCN_OP_ONNX, to_onnx_op)):
@@ -259,7 +260,7 @@ def model_flavours(model, meta, detector: bool = False) -> dict[str, object]:
         rewrite(fp32)
         dataclasses.replace(meta, dcn_op=dcn_op, dcn_op_version=dcn_op_version(dcn_op)).apply(fp32)
         made[layout.onnx_model(dcn, "fp32")] = fp32
-        made[layout.onnx_model(dcn, "fp16")] = convert_to_fp16(fp32).model
+        made[layout.onnx_model(dcn, "fp16")] = to_fp16(fp32).model
     return made
 
 
