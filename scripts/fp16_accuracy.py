@@ -64,17 +64,15 @@ def inputs(c: int, h: int, w: int, smooth: bool, seed: int = 0):
 
 
 def plan_for(lib, desc, gpu: str):
-    """The launch the GPU launcher plans for ``desc`` on ``gpu`` and its kernel: on a compute capability 9.0
-    GPU (the default build's sm_90a code) the wgmma kernel's plan where it takes the layer, else mma.sync's."""
+    """The launch the GPU launcher plans for ``desc`` on ``gpu``: on a compute capability 9.0 GPU (the default
+    build's sm_90a code) the wgmma kernel's where it takes the layer, else mma.sync's (plan.kernel says which)."""
     from models.ops.cuda_kernels import TcPlan
     plan = TcPlan()
     sms, optin, l2 = GPU_LIMITS[gpu]
-    args = (ctypes.byref(desc), sms, optin, l2, -1, 0, 0, ctypes.byref(plan))
-    if GPUS[gpu].arch == "sm_90" and lib.deformrt_dcn_tc_plan_wgmma(*args) == 0:
-        return plan, "wgmma"
-    if lib.deformrt_dcn_tc_plan(*args) != 0:
+    planner = lib.deformrt_dcn_tc_plan_sm90a if GPUS[gpu].arch == "sm_90" else lib.deformrt_dcn_tc_plan
+    if planner(ctypes.byref(desc), sms, optin, l2, -1, 0, 0, ctypes.byref(plan)) != 0:
         raise SystemExit(f"the tensor-core kernel does not take this layer on {gpu}")
-    return plan, "mma.sync"
+    return plan
 
 
 def run(lib, x, ohwi, offset, mask, desc, plan) -> torch.Tensor:
@@ -112,7 +110,8 @@ def main(argv=None) -> int:
             desc = make_desc(x, offset, ohwi, None, mask, (1, 1), (1, 1), (1, 1), "OHWI")
             seen = {}
             for gpu in gpus:
-                plan, kernel = plan_for(lib, desc, gpu)
+                plan = plan_for(lib, desc, gpu)
+                kernel = plan.kernel
                 # the same K order gives the same bits: run (minutes of CPU) once; the wgmma kernel's
                 # register-A K order is its own
                 key = (kernel, plan.splitK, plan.stepsPerSplit)

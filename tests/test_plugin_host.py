@@ -405,7 +405,7 @@ def test_every_tile_shape_gives_the_same_bits_as_the_nchw_entry(host, c, c_out, 
     for shape in (1, 2):
         y = _nhwc_host(host, x, offset, weight, bias, mask, *args, shape)
         assert torch.equal(y.view(torch.int16), mma.view(torch.int16)), f"tile shape {shape}"
-    for shape in (3, 4):  # the wgmma kernel's shapes (its emulation)
+    for shape in TcPlan.WGMMA_SHAPES:  # the wgmma kernel's emulation
         y = _nhwc_host(host, x, offset, weight, bias, mask, *args, shape)
         assert torch.equal(y.view(torch.int16), nchw.view(torch.int16)), f"tile shape {shape}"
     assert ((nchw.float() - mma.float()).abs() <= 2 * _fp16_ulps(mma)).all()
@@ -584,6 +584,33 @@ def test_wgmma_plan_needs_16_byte_channel_vectors_and_its_own_shapes(host):
     assert wgmma_plan_for(host, desc, shape=0) is None and plan_for(host, desc, *H100, shape=3) is None
     assert wgmma_plan_for(host, desc, shape=4).bn == 128
     assert wgmma_plan_for(host, desc, extent=96) is None  # whole warpgroups of 64 rows
+
+
+def test_sm90a_launch_plan_is_wgmma_where_it_applies_else_mma_sync(host):
+    # deformrt_dcn_tc_plan_sm90a is the CUDA launcher's planner on an H100 with the default (sm_90a) build:
+    # the wgmma plan where that kernel takes the problem, else the mma.sync plan, with forced parts passed on.
+    rng = random.Random()
+    cases = [_stage_desc(*STAGES[stage]) for stage in STAGES]
+    for _ in range(6):
+        x, offset, weight, bias, mask, conv, _groups = _wgmma_case(rng)
+        cases.append(make_desc(x, offset, weight, bias, mask, *conv))
+    c = rng.choice([12, 20, 36])  # off multiples of 8: no 16-byte vectors, mma.sync only
+    cases.append(make_desc(torch.empty(1, c, 9, 11), torch.empty(1, 18, 9, 11), torch.empty(16, c, 3, 3), None,
+                           None, (1, 1), (1, 1), (1, 1)))
+    kernels = set()
+    for desc in cases:
+        for forced in ({}, {"extent": 64}, {"split": 2}):
+            plan = TcPlan()
+            args = (forced.get("shape", -1), forced.get("extent", 0), forced.get("split", 0))
+            rc = host.deformrt_dcn_tc_plan_sm90a(ctypes.byref(desc), *H100, *args, ctypes.byref(plan))
+            expected = wgmma_plan_for(host, desc, **forced) or plan_for(host, desc, *H100, **forced)
+            if expected is None:
+                assert rc == 1
+                continue
+            assert rc == 0 and bytes(plan) == bytes(expected), (forced, plan.shape, expected.shape)
+            assert plan.kernel == ("wgmma" if wgmma_plan_for(host, desc, **forced) else "mma.sync")
+            kernels.add(plan.kernel)
+    assert kernels == {"wgmma", "mma.sync"}
 
 
 def _wgmma_case(rng: random.Random):

@@ -39,6 +39,13 @@ class TcPlan(ctypes.Structure):
         [(name, ctypes.c_int64) for name in ("mTiles", "ctas", "sharedBytes")] + \
         [(name, ctypes.c_double) for name in ("waveEfficiency", "modelClocks")]
 
+    WGMMA_SHAPES = (3, 4)  # kWgmmaShapeN256 and kWgmmaShapeN128 (deformConvTensorCore.h)
+
+    @property
+    def kernel(self) -> str:
+        """The kernel the plan launches: "wgmma" (Hopper, sm_90a) or "mma.sync"."""
+        return "wgmma" if self.shape in self.WGMMA_SHAPES else "mma.sync"
+
 
 def make_desc(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Optional[Tensor],
               stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
@@ -100,6 +107,8 @@ def declare_host_api(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.deformrt_dcn_tc_plan.restype = ctypes.c_int32
     lib.deformrt_dcn_tc_plan_wgmma.argtypes = lib.deformrt_dcn_tc_plan.argtypes
     lib.deformrt_dcn_tc_plan_wgmma.restype = ctypes.c_int32
+    lib.deformrt_dcn_tc_plan_sm90a.argtypes = lib.deformrt_dcn_tc_plan.argtypes
+    lib.deformrt_dcn_tc_plan_sm90a.restype = ctypes.c_int32
     lib.deformrt_dcn_forward_nhwc_host_plan.argtypes = [ctypes.POINTER(ConvDesc)] + [ctypes.c_void_p] * 7 + [
         ctypes.c_uint64, ctypes.POINTER(TcPlan)]
     lib.deformrt_dcn_forward_nhwc_host_plan.restype = ctypes.c_int32

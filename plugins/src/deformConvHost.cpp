@@ -556,7 +556,15 @@ DeformrtTcPlan toCPlan(deformrt::tc::TcGeometry const& t, deformrt::tc::TcPlan c
 using PlanChooser = deformrt::tc::TcPlan (*)(deformrt::tc::TcGeometry const&, deformrt::tc::TcDevice const&,
     uint64_t, int32_t, int32_t, int32_t);
 
-//! deformrt_dcn_tc_plan and deformrt_dcn_tc_plan_wgmma: ``choose``'s plan for ``desc`` on the described GPU.
+//! chooseLaunchPlan as a PlanChooser: the launch of a compute capability 9.0 GPU with the sm_90a build (the
+//! workspace is partialBytes, as planEntry passes it).
+deformrt::tc::TcPlan chooseSm90aLaunchPlan(deformrt::tc::TcGeometry const& t, deformrt::tc::TcDevice const& dev,
+    uint64_t, int32_t tileShape, int32_t mExtent, int32_t splitK)
+{
+    return deformrt::tc::chooseLaunchPlan(t, dev, true, tileShape, mExtent, splitK);
+}
+
+//! deformrt_dcn_tc_plan, _wgmma and _sm90a: ``choose``'s plan for ``desc`` on the described GPU.
 int32_t planEntry(PlanChooser choose, DeformrtConvDesc const* desc, int32_t smCount, int64_t sharedOptInBytes,
     int64_t l2Bytes, int32_t tileShape, int32_t mExtent, int32_t splitK, DeformrtTcPlan* plan)
 {
@@ -626,6 +634,13 @@ int32_t deformrt_dcn_tc_plan_wgmma(DeformrtConvDesc const* desc, int32_t smCount
 {
     return planEntry(deformrt::tc::chooseWgmmaPlan, desc, smCount, sharedOptInBytes, l2Bytes, tileShape, mExtent,
         splitK, plan);
+}
+
+int32_t deformrt_dcn_tc_plan_sm90a(DeformrtConvDesc const* desc, int32_t smCount, int64_t sharedOptInBytes,
+    int64_t l2Bytes, int32_t tileShape, int32_t mExtent, int32_t splitK, DeformrtTcPlan* plan)
+{
+    return planEntry(chooseSm90aLaunchPlan, desc, smCount, sharedOptInBytes, l2Bytes, tileShape, mExtent, splitK,
+        plan);
 }
 
 void deformrt_mma_m16n8k16_emulate(uint32_t const* a, uint32_t const* b, float const* c, float* d)

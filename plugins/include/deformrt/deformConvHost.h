@@ -72,6 +72,12 @@ int32_t deformrt_dcn_tc_plan(DeformrtConvDesc const* desc, int32_t smCount, int6
 int32_t deformrt_dcn_tc_plan_wgmma(DeformrtConvDesc const* desc, int32_t smCount, int64_t sharedOptInBytes,
     int64_t l2Bytes, int32_t tileShape, int32_t mExtent, int32_t splitK, DeformrtTcPlan* plan);
 
+//! The launch the GPU launcher makes for ``desc`` on a compute capability 9.0 GPU with the sm_90a build (the
+//! default CMake build): the wgmma kernel's plan where that kernel takes the problem, else the mma.sync
+//! kernel's (chooseLaunchPlan, the planner of the CUDA launcher); arguments and result as deformrt_dcn_tc_plan.
+int32_t deformrt_dcn_tc_plan_sm90a(DeformrtConvDesc const* desc, int32_t smCount, int64_t sharedOptInBytes,
+    int64_t l2Bytes, int32_t tileShape, int32_t mExtent, int32_t splitK, DeformrtTcPlan* plan);
+
 //! One warp's mma.sync m16n8k16 (f16 x f16 + f32) through the CPU emulation: per lane, ``a`` holds 4
 //! .f16x2 registers, ``b`` 2, ``c`` and ``d`` 4 floats (lane-major arrays of 128, 64, 128, 128).
 void deformrt_mma_m16n8k16_emulate(uint32_t const* a, uint32_t const* b, float const* c, float* d);
