@@ -31,12 +31,15 @@ T = TypeVar("T")
 
 def closest_match(name: str, choices: Iterable[str]) -> Optional[str]:
     """The choice most similar to ``name`` (case-insensitive), or None when nothing is close. The only
-    choice that starts with ``name`` wins (``H100`` -> ``H100 SXM``, which difflib ranks below ``A100``)."""
+    choice that starts with ``name`` wins (``H100`` -> ``H100 SXM``, which difflib ranks below ``A100``),
+    then the only one with ``name`` as a word (``Orin`` -> ``Jetson AGX Orin``)."""
     by_lower = {c.lower(): c for c in choices}
-    extending = [c for lower, c in by_lower.items() if lower.startswith(name.lower())]
-    if len(extending) == 1:
-        return extending[0]
-    found = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    wanted = name.lower()
+    for fits in (lambda lower: lower.startswith(wanted), lambda lower: wanted in lower.split()):
+        found = [c for lower, c in by_lower.items() if fits(lower)]
+        if len(found) == 1:
+            return found[0]
+    found = difflib.get_close_matches(wanted, list(by_lower), n=1, cutoff=0.6)
     return by_lower[found[0]] if found else None
 
 

@@ -602,6 +602,7 @@ def test_registry_errors_and_order():
     # the one name a short spelling starts: "H100" is closer to "A100" by edit ratio, but names "H100 SXM";
     # two names that start the same way leave it to the similarity
     assert closest_match("h100", ["H100 SXM", "A100", "Jetson AGX Orin"]) == "H100 SXM"
+    assert closest_match("orin", ["H100 SXM", "A100", "Jetson AGX Orin"]) == "Jetson AGX Orin"  # a whole word
     assert closest_match("R-101", ["R-101-FPN", "R-101-C4", "R-50-FPN"]) in ("R-101-FPN", "R-101-C4")
     assert closest_match("zzz", ["H100 SXM", "A100"]) is None
 

@@ -44,6 +44,7 @@ def script_error(name: str, argv: list[str], capsys) -> str:
     # before the minutes-long host-library build
     ("fp16_accuracy", ["--gpus", "H999"], "--gpus: unknown GPU 'H999'; choose from H100 SXM, A100, Jetson AGX Orin"),
     ("fp16_accuracy", ["--layers", "res3,res9"], "--layers: unknown layer 'res9' (did you mean 'res5'?)"),
+    ("kernel_model", ["--gpus", "A100,orin"], "--gpus: unknown GPU 'orin' (did you mean 'Jetson AGX Orin'?)"),
     # before nvcc (which fails with its own "Unsupported gpu architecture" traceback) or minutes of PTX builds
     ("kernel_resources", ["--arch", "80", "99"],
      "argument --arch: invalid choice: 99 (choose from 75, 80, 86, 87, 89, 90)"),
