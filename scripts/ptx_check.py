@@ -8,12 +8,12 @@ stand-in CUDA runtime, decide every launch (grid, tile shape, shared memory, par
 Every `__global__` kernel in DIR/deformConvKernel.cu and DIR/deformConvTensorCore.cu (default
 plugins/src) must be launched by at least one case (CASES below); a PTX entry point no case reaches is an
 error that names it. Cases cover both kernels, every tile shape (with 16-byte and with scalar gathers),
-fewer pixels per CTA than a shape's, a K split with its reduction kernel, fp32 and fp16, the NCHW and
-NHWC entry points (with the NCHW entry's two transposes), groups, offset groups, stride, dilation,
-padding, offsets that leave the image, batch > 1, and channel counts on and off the tiles. Large shapes
-run a sample of the convolution kernel's CTAs (the grid's corner CTAs plus random ones). Each launch's
-first CTAs run twice, warps in lockstep and one warp at a time in reverse order; results that differ
-are races.
+fewer pixels per CTA than a shape's, K splits with the reduction kernel's vector and scalar paths (a
+misaligned y among them), fp32 and fp16, the NCHW and NHWC entry points (with the NCHW entry's two
+transposes), groups, offset groups, stride, dilation, padding, offsets that leave the image, batch > 1,
+and channel counts on and off the tiles. Large shapes run a sample of the convolution kernel's CTAs (the
+grid's corner CTAs plus random ones). Each launch's first CTAs run twice, warps in lockstep and one warp
+at a time in reverse order; results that differ are races.
 
 A case passes when the compared outputs are finite and within bounds of the float64 result of
 models.deform_conv2d on the same (fp16-rounded) inputs, and, for the tensor-core kernel, equal bit for
@@ -88,6 +88,7 @@ class Case:
     seed: int = 0
     ptx_arch: Optional[str] = None      # the PTX target whose device code runs (None: --ptx-arch, or --arch's
     #                                     build); e.g. "sm_90a" with device "sm_90" for sm_90a-only code (wgmma)
+    y_offset: int = 0                   # bytes y starts past its allocation's base (2: a y misaligned for vectors)
 
 
 # Every path the plugin can launch. The tiled fp16 kernel runs where the tensor-core kernel does not:
@@ -115,6 +116,17 @@ CASES = [
     Case("fp16-nhwc-1x1-groups3", "nhwc", "fp16", (1, 6, 9, 5, 4, 1, 1, 1, 0, 1, 3, 1, True, True), tile=2),
     Case("fp16-nhwc-tile-n256-split-k3", "nhwc", "fp16", (1, 256, 96, 6, 9, 3, 3, 1, 1, 1, 1, 1, True, True),
          tile=0, extent=32, split=3),
+    # The split-K reduction's paths: vector loads with NHWC stores (two channel blocks, a thread's second
+    # run present and absent, rows not a multiple of a block's) and with NCHW stores (batch 2, groups), the
+    # scalar path where C_out is no multiple of 4 (NCHW) or y is misaligned (NHWC).
+    Case("fp16-nhwc-split-k2-cout264-21-pixels", "nhwc", "fp16", (1, 256, 264, 3, 7, 3, 3, 1, 1, 1, 1, 1, True, True),
+         tile=0, split=2),
+    Case("fp16-nchw-split-k4-cout136-groups2-batch2", "nchw", "fp16",
+         (2, 512, 136, 3, 4, 3, 3, 1, 1, 1, 2, 1, False, True), tile=2, split=4),
+    Case("fp16-nchw-split-k3-cout70-batch2", "nchw", "fp16", (2, 256, 70, 3, 5, 3, 3, 1, 1, 1, 1, 1, True, False),
+         tile=2, split=3),
+    Case("fp16-nhwc-split-k2-cout136-misaligned-y", "nhwc", "fp16",
+         (1, 256, 136, 4, 5, 3, 3, 1, 1, 1, 1, 1, True, True), tile=0, split=2, y_offset=2),
     Case("fp16-nchw-c256-sampled", "nchw", "fp16", (1, 256, 256, 20, 36, 3, 3, 1, 1, 1, 1, 1, True, True),
          sample=2, schedule_ctas=0, split=1),
     Case("fp32-c64-sampled", "nchw", "fp32", (1, 64, 96, 30, 44, 3, 3, 1, 1, 1, 1, 1, True, True), sample=2,
@@ -254,7 +266,9 @@ class Checker:
         addr["bias"] = mem.alloc("bias", bias.numel() * esize, _raw(bias)) if bias is not None else None
         addr["mask"] = mem.alloc("mask", mask.numel() * esize, _raw(mask)) if mask is not None else None
         y_bytes = n * co * ho * wo * esize
-        addr["y"] = mem.alloc("y", y_bytes, np.full(y_bytes, 0xFF, np.uint8))  # NaN until written
+        span = case.y_offset + y_bytes
+        addr["y_base"] = mem.alloc("y", span, np.full(span, 0xFF, np.uint8))  # NaN until written
+        addr["y"] = addr["y_base"] + case.y_offset
         problems: list[str] = []
         recorded: list = []
         c_api = self.lib.lib
@@ -331,7 +345,7 @@ class Checker:
         import models
         from dcn_reference import FP16_RMS_RATIO, dense_fp16_rms_error, relative_rms_error
 
-        bits = mem.view(addr["y"], np.uint16 if fp16 else np.uint32).copy()
+        bits = mem.view(addr["y_base"])[case.y_offset:].view(np.uint16 if fp16 else np.uint32).copy()
         shape = (n, ho, wo, co) if nhwc else (n, co, ho, wo)
         written = torch.from_numpy(bits != (0xFFFF if fp16 else 0xFFFFFFFF)).reshape(shape)
         values = torch.from_numpy(bits.view(np.float16) if fp16 else bits.view(np.float32)).reshape(shape)

@@ -704,3 +704,26 @@ def test_wgmma_split_k_gives_the_bits_of_mma_sync_in_the_register_a_order(host):
     assert ((y.float() - natural.float()).abs() <= 2 * _fp16_ulps(natural)).all()
     ref = deform_conv2d_reference(x, offset, weight, bias, (1, 1), (1, 1), (1, 1), mask)
     assert fp16_error_ratio(y, ref, x, weight, bias, (1, 1), (1, 1), (1, 1), 1) <= FP16_RMS_RATIO
+
+
+@pytest.mark.parametrize("c_out,with_bias", [(70, True), (264, False)])
+def test_split_k_reduction_adds_the_splits_in_order_then_the_bias_once(host, c_out, with_bias):
+    # The reduction's threads take two runs of 4 output channels 128 apart each (the CPU build walks the
+    # kernel's threads): C_out 70 ends in a 2-channel run and has no second runs, 264 a second 256-channel
+    # block of one run. Every output is its fp32 partial sums added in split order from 0, plus the bias,
+    # rounded once to fp16 (recomputed here in torch), on the NHWC entry and on the NCHW one (the same plan,
+    # the assumed H100's: it splits these 35 pixels' K in 8).
+    x, offset, weight, bias, mask, _ = _long_k_case(60 + c_out, c_out, 5, 7)
+    bias = bias if with_bias else None
+    plan = wgmma_plan_for(host, make_desc(x, offset, weight, bias, mask, (1, 1), (1, 1), (1, 1)))
+    assert plan.splitK > 1
+    y, sums = _nhwc_plan(host, x, offset, weight, bias, mask, plan, partials=True)
+    total = torch.zeros(35, c_out)
+    for split in sums.view(plan.splitK, 35, c_out):
+        total = total + split
+    expected = (total + (bias.float() if bias is not None else 0.0)).half()
+    assert torch.equal(y.permute(0, 2, 3, 1).reshape(35, c_out).view(torch.int16), expected.view(torch.int16))
+    nchw = run_host(host, x, offset, weight, bias, mask, (1, 1), (1, 1), (1, 1))
+    assert torch.equal(nchw.view(torch.int16), y.view(torch.int16))
+    ref = deform_conv2d_reference(x, offset, weight, bias, (1, 1), (1, 1), (1, 1), mask)
+    assert fp16_error_ratio(y, ref, x, weight, bias, (1, 1), (1, 1), (1, 1), 1) <= FP16_RMS_RATIO

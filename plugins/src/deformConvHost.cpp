@@ -302,7 +302,8 @@ bool forwardTensorCoreHost(TcGeometry const& t, TcTensors p, TcPlan const& plan,
     int32_t const extentStep = isWgmmaShape(plan.shape) ? kWarpgroupRows : kWarpRows;
     if (!tensorCoreApplies(t) || plan.shape < 0 || plan.shape >= kPlanShapes
         || !shapeFits(t, plan.shape, kAssumedDevice) || plan.mExtent < extentStep || plan.mExtent % extentStep != 0
-        || plan.mExtent > kTileBM[plan.shape] || plan.splitK < 1 || (plan.splitK > 1 && partial == nullptr)
+        || plan.mExtent > kTileBM[plan.shape] || plan.splitK < 1
+        || (plan.splitK > 1 && (partial == nullptr || !splitKReduceFits(t.g, plan.splitK)))
         || (isWgmmaShape(plan.shape) && !wgmmaApplies(t)))
     {
         return false;
@@ -331,12 +332,20 @@ bool forwardTensorCoreHost(TcGeometry const& t, TcTensors p, TcPlan const& plan,
     }
     if (plan.splitK > 1)
     {
-        for (int64_t row = 0; row < t.g.cols; ++row)
+        // the reduction kernel's threads: every row, every channel block, every lane inside cOut
+        int32_t const blocks = (t.g.cOut + kReduceBlockChannels - 1) / kReduceBlockChannels;
+        for (int32_t row = 0; row < int32_t(t.g.cols); ++row)
         {
-            for (int32_t co = 0; co < t.g.cOut; co += 4)
+            for (int32_t block = 0; block < blocks; ++block)
             {
-                int32_t const count = t.g.cOut - co < 4 ? t.g.cOut - co : 4;
-                splitKReduce(t.g, plan.splitK, partial, p.bias, p.y, p.outputNhwc, false, row, co, count);
+                for (int32_t lane = 0; lane < kReduceChannelThreads; ++lane)
+                {
+                    int32_t const co = reduceThreadChannel(block, lane);
+                    if (co < t.g.cOut)
+                    {
+                        splitKReduce(t.g, plan.splitK, partial, p.bias, p.y, p.outputNhwc, false, row, co);
+                    }
+                }
             }
         }
     }

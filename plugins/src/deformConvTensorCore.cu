@@ -211,19 +211,16 @@ DEFORMRT_UNROLL
 }
 
 //! Split K: y = the partial sums of every split, in split order, plus the bias. Grid: x = groups of
-//! kReduceRowThreads rows, y = groups of kReduceChannelThreads x 4 output channels (consecutive threads
-//! take consecutive channels: coalesced).
+//! kReduceRowThreads rows, y = groups of kReduceBlockChannels output channels.
 __global__ void __launch_bounds__(kReduceChannelThreads* kReduceRowThreads) splitKReduceKernel(DcnGeometry g,
     int32_t splits, float const* partial, uint16_t const* bias, uint16_t* y, bool outputNhwc, bool vector)
 {
-    int64_t const row = int64_t(blockIdx.x) * kReduceRowThreads + threadIdx.y;
-    int32_t const co = (int32_t(blockIdx.y) * kReduceChannelThreads + int32_t(threadIdx.x)) * 4;
-    if (row >= g.cols || co >= g.cOut)
+    int32_t const row = int32_t(blockIdx.x) * kReduceRowThreads + int32_t(threadIdx.y);
+    int32_t const co = reduceThreadChannel(int32_t(blockIdx.y), int32_t(threadIdx.x));
+    if (row < int32_t(g.cols) && co < g.cOut)
     {
-        return;
+        splitKReduce(g, splits, partial, bias, y, outputNhwc, vector, row, co);
     }
-    int32_t const count = g.cOut - co < 4 ? g.cOut - co : 4;
-    splitKReduce(g, splits, partial, bias, y, outputNhwc, vector && count == 4, row, co, count);
 }
 
 //! ohwi[e] = oihw[ohwiSourceIndex(e)]: the weight in the layout the kernel reads.
@@ -358,7 +355,7 @@ cudaError_t launch(TcGeometry const& t, TcTensors p, TcPlan plan, void* partial,
     }
     p.partial = plan.splitK > 1 ? static_cast<float*>(partial) : nullptr;
     p.pairedOutput = pairedOutputApplies(t, p);
-    if (plan.splitK > 1 && partial == nullptr)
+    if (plan.splitK > 1 && (partial == nullptr || !splitKReduceFits(t.g, plan.splitK)))
     {
         return cudaErrorInvalidValue;
     }
@@ -377,12 +374,12 @@ cudaError_t launch(TcGeometry const& t, TcTensors p, TcPlan plan, void* partial,
         return status;
     }
     dim3 const grid(static_cast<unsigned>((t.g.cols + kReduceRowThreads - 1) / kReduceRowThreads),
-        static_cast<unsigned>((t.g.cOut + 4 * kReduceChannelThreads - 1) / (4 * kReduceChannelThreads)));
+        static_cast<unsigned>((t.g.cOut + kReduceBlockChannels - 1) / kReduceBlockChannels));
     if (grid.y > 65535)
     {
         return cudaErrorInvalidConfiguration;
     }
-    bool const vector = t.g.cOut % 4 == 0 && reinterpret_cast<uintptr_t>(p.y) % 8 == 0;
+    bool const vector = splitKReduceVector(t.g, plan.splitK, p.partial, p.bias, p.y);
     splitKReduceKernel<<<grid, dim3(kReduceChannelThreads, kReduceRowThreads), 0, stream>>>(
         t.g, plan.splitK, p.partial, p.bias, p.y, p.outputNhwc, vector);
     return cudaGetLastError();

@@ -1167,76 +1167,187 @@ DEFORMRT_UNROLL
     }
 }
 
-//! Split K, second kernel: outputs (row, co .. co + count - 1) (count <= 4; row over the whole batch) = the
-//! splits' partial sums added in split order, plus the bias, rounded once to fp16. ``vector``: count 4,
-//! cOut a multiple of 4 and y 8-byte aligned: one 16-byte load per split and, for NHWC, one 8-byte store.
-DEFORMRT_HD void splitKReduce(DcnGeometry const& g, int32_t splits, float const* partial, uint16_t const* bias,
-    uint16_t* y, bool outputNhwc, bool vector, int64_t row, int32_t co, int32_t count)
+//! The split-K reduction's work. A thread adds kReduceRuns runs of kReduceRunChannels consecutive output
+//! channels of one row (pixel of the batch), kReduceRunGap channels apart: a warp's run r covers
+//! kReduceRunGap consecutive channels, so that each of its 16-byte loads and 8-byte stores is one
+//! contiguous span. A block has kReduceChannelThreads threads along the channels (kReduceBlockChannels of
+//! them) times kReduceRowThreads rows.
+constexpr int32_t kReduceRunChannels = 4;
+constexpr int32_t kReduceRuns = 2;
+constexpr int32_t kReduceChannelThreads = 32;
+constexpr int32_t kReduceRowThreads = 4;
+constexpr int32_t kReduceRunGap = kReduceChannelThreads * kReduceRunChannels;
+constexpr int32_t kReduceBlockChannels = kReduceRuns * kReduceRunGap;
+
+//! The first output channel of the reduction thread ``lane`` (0 .. kReduceChannelThreads - 1) of channel
+//! block ``block``.
+DEFORMRT_HD int32_t reduceThreadChannel(int32_t block, int32_t lane)
 {
-#ifndef __CUDA_ARCH__
-    (void) vector; // the host build has no vector path: the scalar loop gives the same sums in the same order
-#endif
-    int64_t const total = g.cols * g.cOut;
-    int64_t const e = row * g.cOut + co;
-    float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    float const* src = partial + e;
-    // the vector test outside the split loop, and one pointer step per split: the loop is the kernel's
-    // whole work, and a per-split branch and 64-bit multiply doubled its instructions
+    return block * kReduceBlockChannels + lane * kReduceRunChannels;
+}
+
+//! Whether the split-K reduction's element indices (every split's partial sums, y) fit int32, as its index
+//! math assumes: always within the planner's workspace (kSplitKMaxBytes of partial sums).
+inline bool splitKReduceFits(DcnGeometry const& g, int32_t splits)
+{
+    return int64_t(splits) * g.cols * g.cOut < (int64_t(1) << 31);
+}
+
+//! Whether splitKReduce takes its vector path: at most kMaxSplitK splits (its unrolled loop), cOut a
+//! multiple of 4 (every run whole), the partial sums 16-byte aligned, the bias (if any) and y 8-byte aligned.
+inline bool splitKReduceVector(DcnGeometry const& g, int32_t splits, float const* partial, uint16_t const* bias,
+    uint16_t const* y)
+{
+    return splits <= kMaxSplitK && g.cOut % kReduceRunChannels == 0 && reinterpret_cast<uintptr_t>(partial) % 16 == 0
+        && reinterpret_cast<uintptr_t>(bias) % 8 == 0 && reinterpret_cast<uintptr_t>(y) % 8 == 0;
+}
+
 #ifdef __CUDA_ARCH__
-    if (vector)
+//! splitKReduce's vector path for the thread's first ``Runs`` runs, all whole: per split one 16-byte load
+//! per run, then per run one 8-byte load of the bias and, for NHWC, one 8-byte store.
+template <int32_t Runs>
+__device__ __forceinline__ void splitKReduceRuns(DcnGeometry const& g, int32_t splits, float const* partial,
+    uint16_t const* bias, uint16_t* y, bool outputNhwc, int32_t row, int32_t co)
+{
+    int32_t const splitElements = int32_t(g.cols) * g.cOut;
+    int32_t const e = row * g.cOut + co;
+    float const* src = partial + e;
+    float sum[Runs][kReduceRunChannels];
+    // the first split from +0, as the scalar path's sums start (0 + -0 is +0)
+DEFORMRT_UNROLL
+    for (int32_t r = 0; r < Runs; ++r)
     {
-        for (int32_t s = 0; s < splits; ++s, src += total)
+        float4 const v = *reinterpret_cast<float4 const*>(src + r * kReduceRunGap);
+        sum[r][0] = 0.0f + v.x;
+        sum[r][1] = 0.0f + v.y;
+        sum[r][2] = 0.0f + v.z;
+        sum[r][3] = 0.0f + v.w;
+    }
+    // unrolled (splits <= kMaxSplitK): per split one test, one pointer step, the loads and the adds
+DEFORMRT_UNROLL
+    for (int32_t s = 1; s < kMaxSplitK; ++s)
+    {
+        if (s >= splits)
         {
-            float4 const v = *reinterpret_cast<float4 const*>(src);
-            sum[0] += v.x;
-            sum[1] += v.y;
-            sum[2] += v.z;
-            sum[3] += v.w;
+            break;
+        }
+        src += splitElements;
+DEFORMRT_UNROLL
+        for (int32_t r = 0; r < Runs; ++r)
+        {
+            float4 const v = *reinterpret_cast<float4 const*>(src + r * kReduceRunGap);
+            sum[r][0] += v.x;
+            sum[r][1] += v.y;
+            sum[r][2] += v.z;
+            sum[r][3] += v.w;
         }
     }
-    else
-#endif
+    // Without a bias the scalar path adds 0.0f, which changes nothing here: a sum that starts at +0 is
+    // never -0 (round to nearest gives -0 only for -0 + -0), so that add is left out.
+    if (bias != nullptr)
     {
-        for (int32_t s = 0; s < splits; ++s, src += total)
+DEFORMRT_UNROLL
+        for (int32_t r = 0; r < Runs; ++r)
+        {
+            uint2 const words = *reinterpret_cast<uint2 const*>(bias + co + r * kReduceRunGap);
+            float b[kReduceRunChannels];
+            unpackHalves(words.x, b[0], b[1]);
+            unpackHalves(words.y, b[2], b[3]);
+DEFORMRT_UNROLL
+            for (int32_t i = 0; i < kReduceRunChannels; ++i)
+            {
+                sum[r][i] += b[i];
+            }
+        }
+    }
+    uint2 packed[Runs];
+DEFORMRT_UNROLL
+    for (int32_t r = 0; r < Runs; ++r)
+    {
+        packed[r] = make_uint2(packHalves(sum[r][0], sum[r][1]), packHalves(sum[r][2], sum[r][3]));
+    }
+    if (outputNhwc)
+    {
+DEFORMRT_UNROLL
+        for (int32_t r = 0; r < Runs; ++r)
+        {
+            *reinterpret_cast<uint2*>(y + e + r * kReduceRunGap) = packed[r];
+        }
+        return;
+    }
+    int32_t const plane = int32_t(g.outPlane);
+    int32_t const n = row / plane;
+    uint16_t* const dst = y + (n * g.cOut + co) * plane + (row - n * plane);
+DEFORMRT_UNROLL
+    for (int32_t r = 0; r < Runs; ++r)
+    {
+        uint16_t* const run = dst + r * kReduceRunGap * plane;
+        run[0] = uint16_t(packed[r].x & 0xffffu);
+        run[plane] = uint16_t(packed[r].x >> 16);
+        run[2 * plane] = uint16_t(packed[r].y & 0xffffu);
+        run[3 * plane] = uint16_t(packed[r].y >> 16);
+    }
+}
+#endif
+
+//! Split K, second kernel, one thread's outputs: (row, co + r * kReduceRunGap + i) for every run r and i <
+//! kReduceRunChannels inside cOut (row over the whole batch; co from reduceThreadChannel, inside cOut) =
+//! the splits' partial sums added in split order, plus the bias, rounded once to fp16. int32 element
+//! indices (splitKReduceFits). ``vector``: splitKReduceVector holds (the host build has no vector path:
+//! the scalar loops give the same sums in the same order).
+DEFORMRT_HD void splitKReduce(DcnGeometry const& g, int32_t splits, float const* partial, uint16_t const* bias,
+    uint16_t* y, bool outputNhwc, bool vector, int32_t row, int32_t co)
+{
+#ifdef __CUDA_ARCH__
+    // the vector test outside the split loop: the loop is the kernel's whole work
+    if (vector)
+    {
+        if (co + kReduceRunGap < g.cOut)
+        {
+            splitKReduceRuns<kReduceRuns>(g, splits, partial, bias, y, outputNhwc, row, co);
+        }
+        else
+        {
+            splitKReduceRuns<1>(g, splits, partial, bias, y, outputNhwc, row, co);
+        }
+        return;
+    }
+#else
+    (void) vector;
+#endif
+    int32_t const splitElements = int32_t(g.cols) * g.cOut;
+    int32_t const e = row * g.cOut + co;
+    int32_t const plane = int32_t(g.outPlane);
+    int32_t const n = outputNhwc ? 0 : row / plane;
+    int32_t const nchwBase = (n * g.cOut + co) * plane + (row - n * plane);
+    for (int32_t r = 0; r < kReduceRuns; ++r)
+    {
+        int32_t const first = r * kReduceRunGap;
+        int32_t const left = g.cOut - co - first;
+        int32_t const count = left < kReduceRunChannels ? left : kReduceRunChannels;
+        float sum[kReduceRunChannels] = {0.0f, 0.0f, 0.0f, 0.0f};
+        float const* src = partial + e + first;
+        for (int32_t s = 0; s < splits; ++s, src += splitElements)
         {
             for (int32_t i = 0; i < count; ++i)
             {
                 sum[i] += src[i];
             }
         }
-    }
-    uint16_t out[4];
-    for (int32_t i = 0; i < count; ++i)
-    {
-        out[i] = floatToHalf(sum[i] + (bias != nullptr ? halfToFloat(bias[co + i]) : 0.0f));
-    }
-    if (outputNhwc)
-    {
-#ifdef __CUDA_ARCH__
-        if (vector)
-        {
-            *reinterpret_cast<uint2*>(y + e) = make_uint2(uint32_t(out[0]) | (uint32_t(out[1]) << 16),
-                uint32_t(out[2]) | (uint32_t(out[3]) << 16));
-            return;
-        }
-#endif
         for (int32_t i = 0; i < count; ++i)
         {
-            y[e + i] = out[i];
+            uint16_t const out = floatToHalf(sum[i] + (bias != nullptr ? halfToFloat(bias[co + first + i]) : 0.0f));
+            if (outputNhwc)
+            {
+                y[e + first + i] = out;
+            }
+            else
+            {
+                y[nchwBase + (first + i) * plane] = out;
+            }
         }
-        return;
-    }
-    int64_t const n = row / g.outPlane;
-    int64_t const base = n * g.cOut * g.outPlane + (row - n * g.outPlane);
-    for (int32_t i = 0; i < count; ++i)
-    {
-        y[base + int64_t(co + i) * g.outPlane] = out[i];
     }
 }
-
-//! Threads of the reduction along the channels (4 each) and along the rows per block.
-constexpr int32_t kReduceChannelThreads = 64;
-constexpr int32_t kReduceRowThreads = 4;
 
 // ------------------------------------------------------------------------------------------------
 // Problem-level decisions shared by the launcher and the CPU build.
