@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from exporter.cli.options import whole_number
-from exporter.util.usage import ScriptParser
+from exporter.util.usage import ScriptParser, first_paragraph
 from exporter.util.fsutil import atomic_write_text
 from models.native import KERNEL_ENV, WGMMA_ENV, find_kernel_library
 from models.errors import DeformRTError
@@ -213,7 +213,7 @@ def format_row(r: dict) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = ScriptParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=first_paragraph(__doc__))
     parser.add_argument("--kernel-lib", help="libdeformrt_kernels.so (default: $DEFORMRT_KERNEL_LIB, plugins/build)")
     parser.add_argument("--iters", type=whole_number(1), default=20, help="calls captured per CUDA graph")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from exporter.cli.options import add_script_shape_argument, parse_script_args, run_script, whole_number
-from exporter.util.usage import ScriptParser
+from exporter.util.usage import ScriptParser, first_paragraph
 from exporter.evaluation.ort import ort_session
 from exporter.onnx.detector_export import (DetectorExportOptions, build_detector_model, default_detector_output_name,
                                            export_detector_to_file)
@@ -78,7 +78,7 @@ def bench_config(config: str, size: tuple[int, int], iterations: int, workdir: P
 
 
 def main(argv=None) -> int:
-    parser = ScriptParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=first_paragraph(__doc__))
     parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
     add_script_shape_argument(parser, "800x1344", "input height and width (default 800x1344)")
     parser.add_argument("--iterations", type=whole_number(1), default=3)

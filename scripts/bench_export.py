@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from exporter.cli.options import add_script_shape_argument, parse_script_args, run_script, whole_number
-from exporter.util.usage import ScriptParser
+from exporter.util.usage import ScriptParser, first_paragraph
 from exporter.onnx import export as oe
 from exporter.evaluation.bench import BenchOptions, bench_models
 from exporter.util.fsutil import atomic_write_bytes
@@ -71,7 +71,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ScriptParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=first_paragraph(__doc__))
     parser.add_argument("--bodies", nargs="+", default=["R-50-FPN", "R-101-FPN"])
     add_script_shape_argument(parser, "800x1344", "input height and width (default 800x1344)")
     parser.add_argument("--warmup", type=whole_number(0), default=1)

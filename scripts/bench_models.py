@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import torch
 
 from exporter.cli.options import add_script_shape_argument, script_shape, whole_number
-from exporter.util.usage import ScriptParser
+from exporter.util.usage import ScriptParser, first_paragraph
 from exporter.util.progress import Progress
 from models.backbone import build_backbone, list_bodies
 from models.config import get_cfg
@@ -103,7 +103,7 @@ def format_tables(result: dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = ScriptParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=first_paragraph(__doc__))
     parser.add_argument("--bodies", nargs="*", default=None, metavar="BODY",
                         help="bodies to time (default: all registered)")
     add_script_shape_argument(parser, "800x1344", "input height and width (multiples of 32 for FPN bodies; "

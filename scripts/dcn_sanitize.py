@@ -14,7 +14,6 @@ Exits 1 when a result is wrong.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import os
 import sys
@@ -24,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from dcn_reference import deform_conv2d_reference, relative_rms_error  # noqa: E402
+from exporter.util.usage import ScriptParser, first_paragraph  # noqa: E402
 
 # (batch, C_in, C_out, H, W, kernel, stride, pad, dilation, groups, offset groups, modulated, bias)
 PROBLEMS = [
@@ -77,7 +77,7 @@ def run(problem, dtype, shape: str, nhwc: bool, split: str = "") -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=first_paragraph(__doc__))
     parser.add_argument("--quick", action="store_true", help="fewer runs (racecheck is slow)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():

@@ -20,7 +20,6 @@ About 1.5 minutes on 2 idle CPU cores at the defaults (2-3 minutes while other w
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import shutil
@@ -31,8 +30,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from exporter.cli.options import add_script_shape_argument, script_shape
+from exporter.cli.options import SEED_RANGE, add_script_shape_argument, script_shape, whole_number
 from exporter.util.progress import Progress
+from exporter.util.usage import ScriptParser, first_paragraph
 from models.backbone import build_backbone
 from models.config import get_cfg
 from models.errors import DeformRTError
@@ -176,13 +176,14 @@ def make_out_dir(out_dir: Path) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=first_paragraph(__doc__))
     parser.add_argument("--body", default="R-101-FPN", help="CONV_BODY name (default R-101-FPN)")
     parser.add_argument("--dcn", choices=list(DCN_CHOICES), default="v2",
                         help="deformable conv in res3-res5: v2 (modulated, default), v1 or none")
     add_script_shape_argument(parser, "512x512", "input height and width (multiples of 32 for FPN bodies; "
                                                  "default 512x512)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the random weights and image")
+    parser.add_argument("--seed", type=whole_number(SEED_RANGE["min"], SEED_RANGE["max"]), default=0,
+                        help="seed for the random weights and image")
     parser.add_argument("--out-dir", type=Path, default=Path("out/demo"),
                         help="where the ONNX files go (default out/demo; existing demo files are replaced)")
     parser.add_argument("--no-export", action="store_true", help="only build and run the PyTorch model")

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from exporter.cli.options import pick_names, run_script  # noqa: E402
-from exporter.util.usage import ScriptParser  # noqa: E402
+from exporter.util.usage import ScriptParser, first_paragraph  # noqa: E402
 from exporter.util.progress import Progress  # noqa: E402
 from dcn_reference import FP16_RMS_RATIO, deform_conv2d_reference, fp16_error_ratio  # noqa: E402
 from kernel_model import GPUS, layers  # noqa: E402
@@ -89,7 +89,7 @@ def run(lib, x, ohwi, offset, mask, desc, plan) -> torch.Tensor:
 
 def main(argv=None) -> int:
     from models.ops.cuda_kernels import make_desc
-    parser = ScriptParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=first_paragraph(__doc__))
     parser.add_argument("--layers", default="res3,res4,res5")
     parser.add_argument("--gpus", default=",".join(GPU_LIMITS))
     parser.add_argument("--json", action="store_true")

@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from exporter.cli.options import pick_names, run_script, whole_number  # noqa: E402
-from exporter.util.usage import ScriptParser  # noqa: E402
+from exporter.util.usage import ScriptParser, first_paragraph  # noqa: E402
 from models.errors import DeformRTError  # noqa: E402
 
 MMA_FLOP = 2 * 16 * 8 * 16          # one mma.sync.m16n8k16
@@ -369,7 +369,7 @@ def short_name(mangled: str) -> str:
 
 
 def main(argv: Optional[list] = None) -> int:
-    parser = ScriptParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=first_paragraph(__doc__))
     parser.add_argument("--json", action="store_true", help="print the model as JSON on stdout")
     parser.add_argument("--ctas", type=whole_number(1), default=4, help="CTAs run per launch (default 4: the middle one and 3 "
                                                             "random ones)")

@@ -196,9 +196,9 @@ def format_table(rows: list[KernelResources], hmma: Optional[dict]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from exporter.util.usage import ScriptParser
+    from exporter.util.usage import ScriptParser, first_paragraph
 
-    parser = ScriptParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=first_paragraph(__doc__))
     parser.add_argument("--arch", type=int, nargs="+", default=list(CHECK_ARCHS),
                         choices=sorted(SHARED_OPTIN_BYTES))
     parser.add_argument("--json", action="store_true")

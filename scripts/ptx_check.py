@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import numpy as np  # noqa: E402
 
 from exporter.cli.options import regex  # noqa: E402
-from exporter.util.usage import ScriptParser  # noqa: E402
+from exporter.util.usage import ScriptParser, first_paragraph  # noqa: E402
 from models.native import WGMMA_ENV  # noqa: E402
 from ptxexec import CATEGORIES, ExecutionError, GlobalMemory, Launcher, PtxError  # noqa: E402
 from ptxexec.capture import (BuildError, CapturedLibrary, RecordedMemoryOp, build, build_host, build_ptx,  # noqa: E402
@@ -505,7 +505,7 @@ def build_sources(src: Path, include: Path, arch: str, cache: Path) -> tuple[Cap
 
 
 def main(argv: Optional[list] = None) -> int:
-    parser = ScriptParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=first_paragraph(__doc__))
     parser.add_argument("--src", type=Path, default=REPO / "plugins" / "src",
                         help="folder with deformConvKernel.cu and deformConvTensorCore.cu (default plugins/src)")
     parser.add_argument("--arch", default="sm_80", help="PTX target and device to model (default sm_80)")

@@ -269,9 +269,9 @@ def format_table(stats: list) -> str:
 
 
 def main(argv: Optional[list] = None) -> int:
-    from exporter.util.usage import ScriptParser
+    from exporter.util.usage import ScriptParser, first_paragraph
 
-    parser = ScriptParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=first_paragraph(__doc__))
     parser.add_argument("--arch", type=int, nargs="+", default=list(kernel_resources.CHECK_ARCHS),
                         choices=sorted(kernel_resources.SHARED_OPTIN_BYTES))
     parser.add_argument("--json", action="store_true")

@@ -1,6 +1,7 @@
 """Bad input to scripts/*.py as users type it: one ``error:`` line on stderr and exit status 1, before any
-long work (exporter.cli.options: ScriptParser, whole_number, run_script). Each case is checked in process
-(the scripts' ``main`` under ``run_script``, as their ``__main__`` runs it); one runs the script itself."""
+long work (exporter.util.usage.ScriptParser, exporter.cli.options.whole_number and run_script). Each case is
+checked in process (the scripts' ``main`` under ``run_script``, as their ``__main__`` runs it); one runs the
+script itself."""
 
 from __future__ import annotations
 
@@ -52,9 +53,27 @@ def script_error(name: str, argv: list[str], capsys) -> str:
     ("ptx_check", ["--cases", "wgmma("], "argument --cases: 'wgmma(' is not a regular expression (missing ),"),
     ("ptx_check", ["--ptx-arch", "sm_99"], "--ptx-arch must be one of sm_75, sm_80, sm_86, sm_87, sm_89, sm_90, sm_90a"),
     ("bench_dcn", ["--iters", "0"], "argument --iters: must be >= 1, got 0"),  # a CUDA graph of no calls
+    ("demo", ["--seed", "-1"], "argument --seed: must be >= 0, got -1"),  # torch took -1, no other --seed does
+    ("demo", ["--seed", str(2**32)], "argument --seed: must be <= 4294967295, got 4294967296"),
+    ("dcn_sanitize", ["--racecheck"], "unrecognized arguments: --racecheck"),
 ])
 def test_bad_script_input_is_one_line(name, argv, message, capsys):
     assert message in script_error(name, argv, capsys)
+
+
+SCRIPTS = sorted(p.stem for p in (REPO / "scripts").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_script_help_describes_it_in_whole_sentences(name, capsys):
+    """``--help`` of every script: status 0 and its docstring's whole first paragraph as the description
+    (the first line alone stopped mid-sentence in six of them)."""
+    module = load_script(name)
+    with pytest.raises(SystemExit) as exited:
+        module.main(["--help"])
+    assert exited.value.code == 0
+    description = " ".join(module.__doc__.strip().split("\n\n")[0].split())
+    assert description.endswith(".") and description in " ".join(capsys.readouterr().out.split())
 
 
 def test_demo_refuses_an_out_dir_it_cannot_create_before_building(tmp_path, capsys):

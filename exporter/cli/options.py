@@ -252,8 +252,9 @@ def rewrite_deprecated(args: list[str], notify: Callable[[str], None] = warn) ->
 # The argparse scripts (scripts/*.py) follow the same conventions
 
 
-def whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse ``type``: a whole number of at least ``minimum`` (``--repeat`` 1, ``--warmup`` 0)."""
+def whole_number(minimum: int, maximum: Optional[int] = None) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number of at least ``minimum`` (``--repeat`` 1, ``--warmup`` 0) and at
+    most ``maximum`` if given (``--seed``: :data:`SEED_RANGE`)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -261,6 +262,8 @@ def whole_number(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {value}")
         return value
 
     parse.__name__ = N  # argparse names the type in some messages

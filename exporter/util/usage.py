@@ -14,3 +14,9 @@ class ScriptParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(1, f"error: {' '.join(message.split())}\n")
+
+
+def first_paragraph(doc: str) -> str:
+    """The first paragraph of a module's docstring as one line: a script's ``--help`` description
+    (its first line alone often stops mid-sentence)."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
