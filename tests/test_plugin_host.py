@@ -601,14 +601,15 @@ def test_sm90a_launch_plan_is_wgmma_where_it_applies_else_mma_sync(host):
     for desc in cases:
         for forced in ({}, {"extent": 64}, {"split": 2}):
             plan = TcPlan()
-            args = (forced.get("shape", -1), forced.get("extent", 0), forced.get("split", 0))
-            rc = host.deformrt_dcn_tc_plan_sm90a(ctypes.byref(desc), *H100, *args, ctypes.byref(plan))
-            expected = wgmma_plan_for(host, desc, **forced) or plan_for(host, desc, *H100, **forced)
+            rc = host.deformrt_dcn_tc_plan_sm90a(ctypes.byref(desc), *H100, -1, forced.get("extent", 0),
+                                                 forced.get("split", 0), ctypes.byref(plan))
+            wgmma = wgmma_plan_for(host, desc, **forced)
+            expected = wgmma or plan_for(host, desc, *H100, **forced)
             if expected is None:
                 assert rc == 1
                 continue
             assert rc == 0 and bytes(plan) == bytes(expected), (forced, plan.shape, expected.shape)
-            assert plan.kernel == ("wgmma" if wgmma_plan_for(host, desc, **forced) else "mma.sync")
+            assert plan.kernel == ("wgmma" if wgmma else "mma.sync")
             kernels.add(plan.kernel)
     assert kernels == {"wgmma", "mma.sync"}
 
