@@ -217,7 +217,7 @@ def test_modeled_layers_against_the_dense_floor_and_tensorrt_oss(capsys):
 
 
 def test_bad_arguments_are_one_line_errors(capsys):
-    # as the scripts' shared boundary reports them (exporter.cli.options.run_script / ScriptParser)
+    # as the scripts' shared boundary reports them (exporter.cli.options.run_script, exporter.util.usage.ScriptParser)
     assert kernel_model.run_script(kernel_model.main, ["--gpus", "H100"]) == 1
     assert capsys.readouterr().err == ("error: --gpus: unknown GPU 'H100' (did you mean 'H100 SXM'?); choose from "
                                        "H100 SXM, A100, Jetson AGX Orin\n")
