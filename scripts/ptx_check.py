@@ -8,12 +8,12 @@ stand-in CUDA runtime, decide every launch (grid, tile shape, shared memory, par
 Every `__global__` kernel in DIR/deformConvKernel.cu and DIR/deformConvTensorCore.cu (default
 plugins/src) must be launched by at least one case (CASES below); a PTX entry point no case reaches is an
 error that names it. Cases cover both kernels, every tile shape (with 16-byte and with scalar gathers),
-fewer pixels per CTA than a shape's, K splits with the reduction kernel's vector and scalar paths (a
-misaligned y among them), fp32 and fp16, the NCHW and NHWC entry points (with the NCHW entry's two
-transposes), groups, offset groups, stride, dilation, padding, offsets that leave the image, batch > 1,
-and channel counts on and off the tiles. Large shapes run a sample of the convolution kernel's CTAs (the
-grid's corner CTAs plus random ones). Each launch's first CTAs run twice, warps in lockstep and one warp
-at a time in reverse order; results that differ are races.
+fewer pixels per CTA than a shape's, K splits with the reduction kernel's vector and scalar paths (with
+and without a bias, a misaligned y among them), fp32 and fp16, the NCHW and NHWC entry points (with the
+NCHW entry's two transposes), groups, offset groups, stride, dilation, padding, offsets that leave the
+image, batch > 1, and channel counts on and off the tiles. Large shapes run a sample of the convolution
+kernel's CTAs (the grid's corner CTAs plus random ones). Each launch's first CTAs run twice, warps in
+lockstep and one warp at a time in reverse order; results that differ are races.
 
 A case passes when the compared outputs are finite and within bounds of the float64 result of
 models.deform_conv2d on the same (fp16-rounded) inputs, and, for the tensor-core kernel, equal bit for
@@ -117,10 +117,11 @@ CASES = [
     Case("fp16-nhwc-tile-n256-split-k3", "nhwc", "fp16", (1, 256, 96, 6, 9, 3, 3, 1, 1, 1, 1, 1, True, True),
          tile=0, extent=32, split=3),
     # The split-K reduction's paths: vector loads with NHWC stores (two channel blocks, a thread's second
-    # run present and absent, rows not a multiple of a block's) and with NCHW stores (batch 2, groups), the
-    # scalar path where C_out is no multiple of 4 (NCHW) or y is misaligned (NHWC).
-    Case("fp16-nhwc-split-k2-cout264-21-pixels", "nhwc", "fp16", (1, 256, 264, 3, 7, 3, 3, 1, 1, 1, 1, 1, True, True),
-         tile=0, split=2),
+    # run present and absent, rows not a multiple of a block's; no bias, which that path adds not at all) and
+    # with NCHW stores (batch 2, groups, a bias), the scalar path where C_out is no multiple of 4 (NCHW) or y
+    # is misaligned (NHWC).
+    Case("fp16-nhwc-split-k2-cout264-21-pixels-no-bias", "nhwc", "fp16",
+         (1, 256, 264, 3, 7, 3, 3, 1, 1, 1, 1, 1, True, False), tile=0, split=2),
     Case("fp16-nchw-split-k4-cout136-groups2-batch2", "nchw", "fp16",
          (2, 512, 136, 3, 4, 3, 3, 1, 1, 1, 2, 1, False, True), tile=2, split=4),
     Case("fp16-nchw-split-k3-cout70-batch2", "nchw", "fp16", (2, 256, 70, 3, 5, 3, 3, 1, 1, 1, 1, 1, True, False),
