@@ -1302,6 +1302,7 @@ DEFORMRT_HD void splitKReduce(DcnGeometry const& g, int32_t splits, float const*
     // the vector test outside the split loop: the loop is the kernel's whole work
     if (vector)
     {
+        static_assert(kReduceRuns == 2, "a thread here has either all its runs inside cOut or only its first");
         if (co + kReduceRunGap < g.cOut)
         {
             splitKReduceRuns<kReduceRuns>(g, splits, partial, bias, y, outputNhwc, row, co);
