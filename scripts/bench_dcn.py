@@ -37,8 +37,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from exporter.cli.options import whole_number
-from exporter.util.usage import ScriptParser, first_paragraph
+from exporter.util.usage import ScriptParser, first_paragraph, whole_number
 from exporter.util.fsutil import atomic_write_text
 from models.native import KERNEL_ENV, WGMMA_ENV, find_kernel_library
 from models.errors import DeformRTError

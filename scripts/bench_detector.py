@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exporter.cli.options import add_script_shape_argument, parse_script_args, run_script, whole_number
-from exporter.util.usage import ScriptParser, first_paragraph
+from exporter.cli.options import add_script_shape_argument, parse_script_args, run_script
+from exporter.util.usage import ScriptParser, first_paragraph, whole_number
 from exporter.evaluation.ort import ort_session
 from exporter.onnx.detector_export import (DetectorExportOptions, build_detector_model, default_detector_output_name,
                                            export_detector_to_file)

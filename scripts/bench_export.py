@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from exporter.cli.options import add_script_shape_argument, parse_script_args, run_script, whole_number
-from exporter.util.usage import ScriptParser, first_paragraph
+from exporter.cli.options import add_script_shape_argument, parse_script_args, run_script
+from exporter.util.usage import ScriptParser, first_paragraph, whole_number
 from exporter.onnx import export as oe
 from exporter.evaluation.bench import BenchOptions, bench_models
 from exporter.util.fsutil import atomic_write_bytes

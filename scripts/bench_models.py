@@ -20,8 +20,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from exporter.cli.options import add_script_shape_argument, script_shape, whole_number
-from exporter.util.usage import ScriptParser, first_paragraph
+from exporter.cli.options import add_script_shape_argument, script_shape
+from exporter.util.usage import ScriptParser, first_paragraph, whole_number
 from exporter.util.progress import Progress
 from models.backbone import build_backbone, list_bodies
 from models.config import get_cfg

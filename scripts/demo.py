@@ -30,9 +30,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from exporter.cli.options import SEED_RANGE, add_script_shape_argument, script_shape, whole_number
+from exporter.cli.options import add_script_shape_argument, script_shape
 from exporter.util.progress import Progress
-from exporter.util.usage import ScriptParser, first_paragraph
+from exporter.util.usage import SEED_RANGE, ScriptParser, first_paragraph, whole_number
 from models.backbone import build_backbone
 from models.config import get_cfg
 from models.errors import DeformRTError

@@ -53,8 +53,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from exporter.cli.options import pick_names, run_script, whole_number  # noqa: E402
-from exporter.util.usage import ScriptParser, first_paragraph  # noqa: E402
+from exporter.cli.options import pick_names, run_script  # noqa: E402
+from exporter.util.usage import ScriptParser, first_paragraph, whole_number  # noqa: E402
 from models.errors import DeformRTError  # noqa: E402
 
 MMA_FLOP = 2 * 16 * 8 * 16          # one mma.sync.m16n8k16

@@ -53,8 +53,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import numpy as np  # noqa: E402
 
-from exporter.cli.options import regex  # noqa: E402
-from exporter.util.usage import ScriptParser, first_paragraph  # noqa: E402
+from exporter.util.usage import ScriptParser, first_paragraph, regex  # noqa: E402
 from models.native import WGMMA_ENV  # noqa: E402
 from ptxexec import CATEGORIES, ExecutionError, GlobalMemory, Launcher, PtxError  # noqa: E402
 from ptxexec.capture import (BuildError, CapturedLibrary, RecordedMemoryOp, build, build_host, build_ptx,  # noqa: E402

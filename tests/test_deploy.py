@@ -428,17 +428,20 @@ def test_device_check_command_passes_and_fails_on_the_bundle_references(deployed
     assert re.fullmatch(r"error: .*P2\.npy not found.*\n", missing.stderr), missing.stderr
 
 
-@pytest.mark.parametrize("module", ["exporter.deploy.check", "exporter.deploy.predict"])
-def test_device_tools_usage_errors_are_one_line_and_status_1(deployed, module):
+@pytest.mark.parametrize("module, required, bad_value", [
+    ("exporter.deploy.check", ["--outputs", "."], ["--tolerance", "tight"]),
+    ("exporter.deploy.predict", ["img.png", "-o", "out", "--engine", "e.plan"], ["--score-threshold", "high"]),
+])
+def test_device_tools_usage_errors_are_one_line_and_status_1(deployed, module, required, bad_value):
     """The device-side tools follow the command line's convention (README: exit status 1 and one
     ``error:`` line for bad input), usage errors included: argparse's own would be usage text and 2."""
     bundle = deployed[0]
     main = f"import sys\nfrom {module} import main\nsys.exit(main(sys.argv[1:]))\n"
-    for args in ([str(bundle), "--no-such-option"], [str(bundle), "--outputs", ".", "--tolerance", "tight"]):
-        result = run_on_device_python(bundle, main, *args)
-        assert result.returncode == 1 and result.stdout == "", (args, result.stdout + result.stderr)
-        lines = result.stderr.splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and "usage:" not in result.stderr, result.stderr
+    for extra, message in ((["--no-such-option"], "unrecognized arguments: --no-such-option"),
+                           (bad_value, f"argument {bad_value[0]}: invalid float value: '{bad_value[1]}'")):
+        result = run_on_device_python(bundle, main, str(bundle), *required, *extra)
+        assert result.returncode == 1 and result.stdout == "", (extra, result.stdout + result.stderr)
+        assert result.stderr == f"error: {message}\n", result.stderr
 
 
 def test_engine_environment_is_read_without_torch(deployed):

@@ -1,5 +1,5 @@
 """Bad input to scripts/*.py as users type it: one ``error:`` line on stderr and exit status 1, before any
-long work (exporter.util.usage.ScriptParser, exporter.cli.options.whole_number and run_script). Each case is
+long work (exporter.util.usage: ScriptParser and whole_number; exporter.cli.options.run_script). Each case is
 checked in process (the scripts' ``main`` under ``run_script``, as their ``__main__`` runs it); one runs the
 script itself."""
 
@@ -59,6 +59,30 @@ def script_error(name: str, argv: list[str], capsys) -> str:
 ])
 def test_bad_script_input_is_one_line(name, argv, message, capsys):
     assert message in script_error(name, argv, capsys)
+
+
+@pytest.mark.parametrize("module, argv, message", [
+    ("exporter.polygraphy_ext.inputs", ["m.onnx", "-o", "in.json", "--batch", "0"],
+     "argument --batch: must be >= 1, got 0"),
+    ("exporter.polygraphy_ext.inputs", ["m.onnx", "-o", "in.json", "--seed", "-3"],
+     "argument --seed: must be >= 0, got -3"),  # as every --seed
+    ("exporter.polygraphy_ext.inputs", ["m.onnx", "-o", "in.json", "--shape", "0x64"],
+     "--shape '0x64': height and width must be at least 1"),  # before reading the model
+    ("exporter.onnx.op_contract", ["--write-headers"], "unrecognized arguments: --write-headers"),
+])
+def test_module_tools_bad_input_is_one_line(module, argv, message, capsys):
+    """The ``python -m`` tools the README names follow the scripts' rules (they used plain argparse:
+    usage text and status 2, and took --batch 0 and a negative --seed)."""
+    import importlib
+
+    try:
+        status = importlib.import_module(module).main(argv)
+    except SystemExit as exc:
+        status = exc.code
+    captured = capsys.readouterr()
+    assert status == 1 and captured.out == "", captured
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
+    assert message in captured.err
 
 
 SCRIPTS = sorted(p.stem for p in (REPO / "scripts").glob("*.py"))

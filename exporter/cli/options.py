@@ -16,9 +16,9 @@ conventions"). A new command takes its options from here instead of writing its 
 - **Lists** are comma-separated or repeated (:func:`parse_list`).
 - **Old spellings** keep working with a one-line notice on stderr (:data:`DEPRECATED_SPELLINGS`,
   rewritten by :func:`rewrite_deprecated` before typer parses the command line).
-- **Scripts** (``scripts/*.py``, argparse) follow the same rules: :class:`exporter.util.usage.ScriptParser`
-  (usage errors are one line, status 1), :func:`whole_number` and :func:`regex` (argument types),
-  :func:`pick_names` (names from a table), and :func:`run_script` (the error boundary, ``--debug``).
+- **Scripts** (``scripts/*.py``, argparse) follow the same rules: :mod:`exporter.util.usage`'s
+  ``ScriptParser`` (usage errors are one line, status 1), ``whole_number`` and ``regex`` (argument types),
+  and here :func:`pick_names` (names from a table) and :func:`run_script` (the error boundary, ``--debug``).
 
 A command written this way (add its module to ``COMMAND_MODULES`` in :mod:`exporter.cli`; the plain
 help layout and the error boundary then apply by themselves, and tests/test_first_hour.py checks its
@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Annotated, Callable, Optional, Sequence
 
 import typer
+
+from exporter.util.usage import SEED_RANGE
 
 # ----------------------------------------------------------------------------------------------
 # Placeholders
@@ -83,8 +85,6 @@ ShapeOpt = Annotated[Optional[str], typer.Option(
 BatchOpt = Annotated[int, typer.Option("--batch", metavar=N, min=1, help="Batch size of the input.")]
 WeightsOpt = Annotated[Optional[Path], typer.Option(
     "--weights", metavar=FILE, help="Checkpoint the model was exported with (not needed for random-init exports).")]
-SEED_RANGE = {"min": 0, "max": 2**32 - 1}
-"""What every ``--seed`` takes: what torch, numpy's generators and legacy RandomState all accept."""
 SeedOpt = Annotated[Optional[int], typer.Option(
     "--seed", metavar=N, **SEED_RANGE, help="Seed of the random input (default: a fresh one, reported).")]
 ImagesOpt = Annotated[Optional[list[str]], typer.Option(
@@ -250,32 +250,6 @@ def rewrite_deprecated(args: list[str], notify: Callable[[str], None] = warn) ->
 
 # ----------------------------------------------------------------------------------------------
 # The argparse scripts (scripts/*.py) follow the same conventions
-
-
-def whole_number(minimum: int, maximum: Optional[int] = None) -> Callable[[str], int]:
-    """An argparse ``type``: a whole number of at least ``minimum`` (``--repeat`` 1, ``--warmup`` 0) and at
-    most ``maximum`` if given (``--seed``: :data:`SEED_RANGE`)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {value}")
-        return value
-
-    parse.__name__ = N  # argparse names the type in some messages
-    return parse
-
-
-def regex(text: str) -> re.Pattern:
-    """An argparse ``type``: a regular expression, compiled."""
-    try:
-        return re.compile(text)
-    except re.error as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a regular expression ({exc})") from None
 
 
 def pick_names(text: str, known: Sequence[str], flag: str, what: str) -> list[str]:

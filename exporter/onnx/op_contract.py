@@ -24,7 +24,6 @@ Sampling is bilinear over a zero-padded image (ONNX DeformConv / torchvision sem
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,7 +213,9 @@ HEADER_PATH = Path(__file__).resolve().parents[2] / "plugins" / "include" / "def
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from exporter.util.usage import ScriptParser, first_paragraph
+
+    parser = ScriptParser(prog="python -m exporter.onnx.op_contract", description=first_paragraph(__doc__))
     parser.add_argument("--write-header", action="store_true", help=f"write {HEADER_PATH}")
     args = parser.parse_args(argv)
     text = render_header()

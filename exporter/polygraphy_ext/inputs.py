@@ -13,21 +13,13 @@ inputs ``deformrt compare`` makes from the same options. An existing output is k
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import Optional, Sequence
 
+from exporter.util.usage import SEED_RANGE, ScriptParser, first_paragraph, whole_number
 from models.errors import DeformRTError
-
-
-def _shape(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 800x1344, got {text!r}") from None
-    return height, width
 
 
 def write_inputs(onnx_path: Path, out: Path, images: Sequence[Path] = (), batch: int = 1,
@@ -60,21 +52,23 @@ def write_inputs(onnx_path: Path, out: Path, images: Sequence[Path] = (), batch:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m exporter.polygraphy_ext.inputs",
-                                     description=__doc__.split("\n\n")[0])
+    from exporter.trt.profiles import parse_hw  # numbers only, no TensorRT
+
+    parser = ScriptParser(prog="python -m exporter.polygraphy_ext.inputs", description=first_paragraph(__doc__))
     parser.add_argument("model", type=Path, help="an ONNX model exported by deformrt")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the JSON file to write")
     parser.add_argument("--images", type=Path, nargs="+", default=[], help=".npy (HxWx3 RGB 0..255), .png or .jpg")
-    parser.add_argument("--batch", type=int, default=1, help="random images: how many (default 1)")
-    parser.add_argument("--shape", type=_shape, default=None, help="random images: HxW (default: the export size)")
-    parser.add_argument("--seed", type=int, default=None, help="random images: the seed (default: a fresh one)")
+    parser.add_argument("--batch", type=whole_number(1), default=1, help="random images: how many (default 1)")
+    parser.add_argument("--shape", default=None, help="random images: HxW (default: the export size)")
+    parser.add_argument("--seed", type=whole_number(SEED_RANGE["min"], SEED_RANGE["max"]), default=None,
+                        help="random images: the seed (default: a fresh one)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     args = parser.parse_args(argv)
     try:
-        described = write_inputs(args.model, args.output, args.images, args.batch, args.shape, args.seed,
-                                 args.force)
+        shape = None if args.shape is None else parse_hw(args.shape, "--shape")
+        described = write_inputs(args.model, args.output, args.images, args.batch, shape, args.seed, args.force)
     except DeformRTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     print(f"wrote {args.output}: {described}", file=sys.stderr)
     return 0
