@@ -138,7 +138,7 @@ def classify_unmatched(side: ImageDetections, other: ImageDetections, lost_side:
     lowest = [float(np.min(d.scores)) for d in (side, other) if cuts.detections > 0 and len(d) >= cuts.detections]
     kinds = []
     for i in lost_side:
-        score, label = float(side.scores[i]), int(side.labels[i])
+        score = float(side.scores[i])
         if cuts.score_threshold > 0 and abs(score - cuts.score_threshold) <= margin:
             kinds.append("score threshold")
         elif any(abs(score - cut) <= margin for cut in lowest):

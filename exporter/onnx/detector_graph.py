@@ -23,7 +23,7 @@ also the stages (see :data:`DEBUG_OUTPUTS`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
