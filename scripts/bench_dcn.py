@@ -37,7 +37,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from exporter.util.usage import ScriptParser, first_paragraph, whole_number
+from exporter.util.usage import ScriptParser, first_paragraph, print_error, whole_number
 from exporter.util.fsutil import atomic_write_text
 from models.native import KERNEL_ENV, WGMMA_ENV, find_kernel_library
 from models.errors import DeformRTError
@@ -225,7 +225,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         os.environ[KERNEL_ENV] = str(find_kernel_library(args.kernel_lib))
     except DeformRTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return 1
     # Compare fp32 with fp32: PyTorch's cuDNN and matmul "fp32" are TF32 unless switched off.
     torch.backends.cudnn.benchmark = True

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import torch
 
 from exporter.cli.options import add_script_shape_argument, script_shape
-from exporter.util.usage import ScriptParser, first_paragraph, whole_number
+from exporter.util.usage import ScriptParser, first_paragraph, print_error, whole_number
 from exporter.util.progress import Progress
 from models.backbone import build_backbone, list_bodies
 from models.config import get_cfg
@@ -120,7 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             get_cfg(body)  # unknown names fail before any timing
         result = run(bodies, args.dcn_bodies, size, args.repeat, Progress())
     except DeformRTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return 1
     print(json.dumps(result, indent=2) if args.json else format_tables(result))
     return 0

@@ -32,7 +32,7 @@ import torch
 
 from exporter.cli.options import add_script_shape_argument, script_shape
 from exporter.util.progress import Progress
-from exporter.util.usage import SEED_RANGE, ScriptParser, first_paragraph, whole_number
+from exporter.util.usage import SEED_RANGE, ScriptParser, first_paragraph, print_error, whole_number
 from models.backbone import build_backbone
 from models.config import get_cfg
 from models.errors import DeformRTError
@@ -199,7 +199,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print("\n" + export_and_inspect(cfg, model, args.body, args.dcn, size, args.seed, args.out_dir,
                                              progress))
     except DeformRTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return 1
     return 0
 

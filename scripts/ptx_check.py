@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import numpy as np  # noqa: E402
 
-from exporter.util.usage import ScriptParser, first_paragraph, regex  # noqa: E402
+from exporter.util.usage import ScriptParser, first_paragraph, print_error, regex  # noqa: E402
 from models.native import WGMMA_ENV  # noqa: E402
 from ptxexec import CATEGORIES, ExecutionError, GlobalMemory, Launcher, PtxError  # noqa: E402
 from ptxexec.capture import (BuildError, CapturedLibrary, RecordedMemoryOp, build, build_host, build_ptx,  # noqa: E402
@@ -540,7 +540,7 @@ def main(argv: Optional[list] = None) -> int:
         lib, ptx_builder = build_sources(src, include, args.arch, args.cache)
         host = build_host(src, include, args.cache)
     except BuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return 1
     log(f"ptx_check: built {', '.join(SOURCES)} for {args.arch} in {time.perf_counter() - t0:.1f}s")
     entries = [name for module in lib.modules.values() for name in module.kernels]
@@ -551,7 +551,7 @@ def main(argv: Optional[list] = None) -> int:
         if args.ptx_arch:
             checker.select_ptx(args.ptx_arch)
     except BuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return 1
     # every entry point must be launched by some case: checked first, from the C calls alone
     covered = {k for case in CASES for k in checker.launched_kernels(case)}

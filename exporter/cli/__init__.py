@@ -61,9 +61,10 @@ def take_debug(args: list[str]) -> tuple[list[str], bool]:
 
 
 def error(message: str) -> None:
-    """Print a one-line user error to stderr."""
-    first = " ".join(str(message).split())
-    typer.secho(f"error: {first}", err=True, fg=typer.colors.RED)
+    """Print a one-line user error to stderr (:func:`exporter.util.usage.error_line`, in red on a terminal)."""
+    from exporter.util.usage import error_line
+
+    typer.secho(error_line(message), err=True, fg=typer.colors.RED)
 
 
 # Modules that add commands to the app, in help order.

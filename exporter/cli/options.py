@@ -47,7 +47,7 @@ from typing import Annotated, Callable, Optional, Sequence
 
 import typer
 
-from exporter.util.usage import SEED_RANGE
+from exporter.util.usage import SEED_RANGE, error_line, print_error
 
 # ----------------------------------------------------------------------------------------------
 # Placeholders
@@ -283,7 +283,7 @@ def run_script(main: Callable[[list[str]], int], argv: Optional[Sequence[str]] =
     except DeformRTError as exc:
         if debug or debug_from_env():
             raise
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print_error(exc)
         return 1
 
 
@@ -313,4 +313,4 @@ def parse_script_args(parser, argv: Optional[Sequence[str]] = None):
     try:
         return args, script_shape(args)
     except DeformRTError as exc:
-        parser.exit(1, f"error: {exc}\n")
+        parser.exit(1, error_line(exc) + "\n")

@@ -44,7 +44,7 @@ import numpy as np
 from exporter.deploy import layout
 from exporter.evaluation.detection_sets import Cuts, DetectionTolerance, compare_image_detections
 from exporter.evaluation.detections import ImageDetections
-from exporter.util.usage import ScriptParser
+from exporter.util.usage import ScriptParser, print_error
 from models.errors import DeformRTError, require_positive
 
 
@@ -367,7 +367,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             report = check_outputs(outputs, args.bundle, precision, args.tolerance)
     except DeformRTError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print_error(exc)
         return 1
     print(json.dumps(report.to_dict(), indent=2, sort_keys=True) if args.json else report.table())
     return 0 if report.passed else 1

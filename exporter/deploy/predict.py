@@ -29,7 +29,7 @@ from exporter.evaluation.predict import (Prediction, Runner, check_output_folder
                                          prediction_summary, read_image, trt_runner, write_picture)
 from exporter.onnx.metadata import DETECTOR_KEY, DetectorMetadata, ExportMetadata
 from exporter.util.fsutil import atomic_write_text, check_output_path
-from exporter.util.usage import ScriptParser
+from exporter.util.usage import ScriptParser, print_error
 from models.errors import DeformRTError, require_finite
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -122,7 +122,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         run = trt_runner(args.engine, args.plugin)
         predict_folder(args.bundle, args.images, args.output, run, args.score_threshold, args.force, log=sys.stderr)
     except DeformRTError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print_error(exc)
         return 1
     if args.json:
         print((args.output / RESULTS).read_text(encoding="utf-8"))

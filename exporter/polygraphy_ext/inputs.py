@@ -18,7 +18,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Optional, Sequence
 
-from exporter.util.usage import SEED_RANGE, ScriptParser, first_paragraph, whole_number
+from exporter.util.usage import SEED_RANGE, ScriptParser, first_paragraph, print_error, whole_number
 from models.errors import DeformRTError
 
 
@@ -68,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         shape = None if args.shape is None else parse_hw(args.shape, "--shape")
         described = write_inputs(args.model, args.output, args.images, args.batch, shape, args.seed, args.force)
     except DeformRTError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print_error(exc)
         return 1
     print(f"wrote {args.output}: {described}", file=sys.stderr)
     return 0

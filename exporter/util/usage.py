@@ -19,7 +19,20 @@ class ScriptParser(argparse.ArgumentParser):
     deformrt commands (argparse's own is the usage text and status 2)."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(1, f"error: {' '.join(message.split())}\n")
+        self.exit(1, error_line(message) + "\n")
+
+
+def error_line(message: object) -> str:
+    """The one line a usage error or a DeformRTError prints: ``error: `` and the message, its line breaks
+    and runs of spaces folded into single spaces."""
+    return "error: " + " ".join(str(message).split())
+
+
+def print_error(message: object) -> None:
+    """:func:`error_line` on stderr."""
+    import sys
+
+    print(error_line(message), file=sys.stderr)
 
 
 def first_paragraph(doc: str) -> str:
