@@ -91,8 +91,7 @@ def test_a_non_positive_shape_is_named_as_such(command, shape, tmp_path):
 
 def test_every_reader_of_an_input_file_names_a_folder(tmp_path):
     """The readers behind --images, --engine and a checkpoint (the commands reach them after loading a model)."""
-    from exporter.evaluation.inputs import load_image
-    from exporter.evaluation.predict import read_image
+    from exporter.evaluation.inputs import load_image, read_image
     from exporter.trt.sidecar import read_sidecar
     from models.checkpoint import load_checkpoint
     from models.errors import DeformRTError

@@ -283,7 +283,8 @@ def detector_reference_inputs(meta, detector, images: Sequence[Path], batch: int
     ``deformrt predict`` does, else ``batch`` random images a few pixels smaller than ``shape``
     (so clipping to the unpadded size matters), padded to it."""
     from exporter.evaluation.inputs import preprocess, random_images
-    from exporter.evaluation.predict import read_image, resize_image, resized_size
+    from exporter.evaluation.inputs import read_image
+    from exporter.evaluation.predict import resize_image, resized_size
 
     height, width = shape
     if images:

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from exporter.deploy import layout
+from exporter.evaluation.inputs import read_image
 from exporter.evaluation.predict import (Prediction, Runner, check_output_folder, coco_results, predict_image,
-                                         prediction_summary, read_image, trt_runner, write_picture)
+                                         prediction_summary, trt_runner, write_picture)
 from exporter.onnx.metadata import DETECTOR_KEY, DetectorMetadata, ExportMetadata
 from exporter.util.fsutil import atomic_write_text, check_output_path
 from exporter.util.usage import ScriptParser, print_error

@@ -160,7 +160,8 @@ def backend_records(backends: Sequence, files: Sequence[tuple[int, Path]], meta,
                     progress) -> dict[str, list[dict]]:
     """COCO result records of every backend over every image, by backend name: each image is read
     and preprocessed once, then run by every backend."""
-    from exporter.evaluation.predict import image_feed, in_image_pixels, read_image
+    from exporter.evaluation.inputs import read_image
+    from exporter.evaluation.predict import image_feed, in_image_pixels
 
     categories = COCO_CATEGORY_IDS if detector.num_classes == len(COCO_CATEGORY_IDS) + 1 else None
     records: dict[str, list[dict]] = {backend.name: [] for backend in backends}

@@ -194,7 +194,8 @@ def detector_inputs(meta, detector, images: Sequence[Path] = (), batch: int = 1,
     from exporter.evaluation.inputs import preprocess, random_images
 
     if images:
-        from exporter.evaluation.predict import read_image, resize_image, resized_size
+        from exporter.evaluation.inputs import read_image
+        from exporter.evaluation.predict import resize_image, resized_size
 
         pixels, sizes = [], []
         for path in images:

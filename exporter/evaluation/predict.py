@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from exporter.evaluation.detections import ImageDetections, class_name, coco_records, draw_detections
-from exporter.evaluation.inputs import preprocess, read_image  # noqa: F401 (read_image: also this module's API)
+from exporter.evaluation.inputs import preprocess, read_image
 from exporter.onnx.metadata import DetectorMetadata, ExportMetadata
 from exporter.util.fsutil import atomic_write_bytes, check_output_directory, check_output_path
 from models.errors import DeformRTError, require_finite
