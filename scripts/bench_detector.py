@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from exporter.cli.options import add_script_shape_argument, parse_script_args, run_script
-from exporter.util.usage import ScriptParser, first_paragraph, whole_number
 from exporter.evaluation.ort import ort_session
 from exporter.onnx.detector_export import (DetectorExportOptions, build_detector_model, default_detector_output_name,
                                            export_detector_to_file)
 from exporter.onnx.export import load_config
 from exporter.util.progress import Progress
+from exporter.util.usage import ScriptParser, first_paragraph, whole_number
 
 UPSTREAM = Path(__file__).resolve().parents[2] / "shared" / "third_party" / "maskrcnn-benchmark" / "configs"
 DEFAULT_CONFIGS = ("dcn/e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml", "e2e_faster_rcnn_R_50_FPN_1x.yaml",

@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 from exporter.cli.options import add_script_shape_argument, parse_script_args, run_script
-from exporter.util.usage import ScriptParser, first_paragraph, whole_number
 from exporter.onnx import export as oe
 from exporter.evaluation.bench import BenchOptions, bench_models
 from exporter.util.fsutil import atomic_write_bytes
 from exporter.util.progress import Progress
+from exporter.util.usage import ScriptParser, first_paragraph, whole_number
 from models.layers import DFConv2d
 
 DCN_C3_C5 = ["MODEL.RESNETS.STAGE_WITH_DCN", "(False, True, True, True)", "MODEL.RESNETS.WITH_MODULATED_DCN", "True"]

@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from exporter.cli.options import pick_names, run_script  # noqa: E402
 from exporter.util.usage import ScriptParser, first_paragraph  # noqa: E402
 from exporter.util.progress import Progress  # noqa: E402
+from models.errors import DeformRTError  # noqa: E402
 from dcn_reference import FP16_RMS_RATIO, deform_conv2d_reference, fp16_error_ratio  # noqa: E402
 from kernel_model import GPUS, layers  # noqa: E402
 from ptxexec.capture import DEVICES  # noqa: E402
@@ -71,7 +72,7 @@ def plan_for(lib, desc, gpu: str):
     sms, optin, l2 = GPU_LIMITS[gpu]
     planner = lib.deformrt_dcn_tc_plan_sm90a if GPUS[gpu].arch == "sm_90" else lib.deformrt_dcn_tc_plan
     if planner(ctypes.byref(desc), sms, optin, l2, -1, 0, 0, ctypes.byref(plan)) != 0:
-        raise SystemExit(f"the tensor-core kernel does not take this layer on {gpu}")
+        raise DeformRTError(f"the tensor-core kernel does not take this layer on {gpu}")
     return plan
 
 

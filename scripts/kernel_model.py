@@ -371,8 +371,8 @@ def short_name(mangled: str) -> str:
 def main(argv: Optional[list] = None) -> int:
     parser = ScriptParser(description=first_paragraph(__doc__))
     parser.add_argument("--json", action="store_true", help="print the model as JSON on stdout")
-    parser.add_argument("--ctas", type=whole_number(1), default=4, help="CTAs run per launch (default 4: the middle one and 3 "
-                                                            "random ones)")
+    parser.add_argument("--ctas", type=whole_number(1), default=4,
+                        help="CTAs run per launch (default 4: the middle one and 3 random ones)")
     parser.add_argument("--gpus", default=",".join(GPUS), help="comma-separated GPU names of the table")
     parser.add_argument("--no-registers", action="store_true",
                         help="skip ptxas' register counts (occupancy from threads and shared memory only)")
