@@ -231,6 +231,42 @@ def test_inputs_writer_matches_deformrt_compare_inputs(models, capsys):
     assert main(argv) == 1 and "already exists; pass --force" in capsys.readouterr().err
 
 
+def test_readme_reference_outputs_lines_as_written(models, tmp_path):
+    """The README's "reference outputs once" lines, as processes with exactly its flags: the inputs writer on
+    a JPEG, then Polygraphy's PyTorch runner on those inputs saving its outputs. The feed is the one
+    ``deformrt compare`` makes from that image; the saved outputs are the runner's on it."""
+    import shutil
+
+    from PIL import Image
+    from polygraphy.comparator import RunResults
+    from polygraphy.json import load_json
+
+    from exporter.evaluation.compare import make_inputs
+    from exporter.onnx.metadata import ExportMetadata
+
+    shutil.copyfile(models["plugin"], tmp_path / "R-101-FPN-dcn.onnx")
+    shutil.copyfile(models["a"], tmp_path / "model_final.pth")
+    pixels = np.random.default_rng().integers(0, 256, (EXPORT_SIZE[0], EXPORT_SIZE[1], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "street.jpg")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    written = subprocess.run([sys.executable, "-m", "exporter.polygraphy_ext.inputs", "R-101-FPN-dcn.onnx", "-o",
+                              "inputs.json", "--images", "street.jpg"], cwd=tmp_path, env=env, text=True,
+                             capture_output=True, timeout=600)
+    assert written.returncode == 0 and "wrote inputs.json" in written.stderr, written.stderr
+    [feed] = load_json(str(tmp_path / "inputs.json"))
+    expected, _ = make_inputs(ExportMetadata.from_model(tmp_path / "R-101-FPN-dcn.onnx"), [tmp_path / "street.jpg"],
+                              1, None, None)
+    np.testing.assert_array_equal(feed["images"], expected)
+    saved = polygraphy_run("R-101-FPN-dcn.onnx", "--deformrt-torch", "--deformrt-weights", "model_final.pth",
+                           "--load-inputs", "inputs.json", "--save-outputs", "torch-outputs.json", cwd=tmp_path)
+    assert saved.returncode == 0 and not _critical_lines(saved.stdout), saved.stdout[-3000:]
+    [(_, [iteration])] = RunResults.load(str(tmp_path / "torch-outputs.json")).items()
+    reference = _fp64_reference(models, feed)  # checkpoint A in float64 on the written feed
+    assert list(iteration.keys()) == list(reference)
+    for name, want in reference.items():
+        assert np.abs(iteration[name] - want).max() <= 1e-5 * np.abs(want).max(), name
+
+
 # ----------------------------------------------------------------------------------------------
 # The same comparisons with TensorRT: need TensorRT, a GPU and, for the plugin flavour, our plugin.
 
